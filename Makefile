@@ -1,0 +1,38 @@
+# The two README commands, `make demo` and `make test`, set everything up themselves.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := requirements/constraints.txt
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup test lint pytest demo bench clean
+
+setup: $(STAMP)
+
+# Rebuilt only when the inputs change, so a second `make setup` takes seconds.
+# torch first, pinned: a bare `torch` requirement would download a multi-GB CUDA build.
+$(STAMP): setup.py setup.cfg $(CONSTRAINTS) requirements/ros.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c $(CONSTRAINTS) --upgrade pip setuptools wheel
+	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/ros.txt
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[test]'
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+pytest: setup
+	$(PY) -m pytest -q
+
+test: lint pytest
+
+demo: setup
+	$(PY) -m m2vae_training.demo
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) demo_out build install log

@@ -1,0 +1,1 @@
+"""Sensor message ↔ tensor conversions shared by the dataset builder and the live node."""

@@ -1,0 +1,214 @@
+"""Modality and model specifications: the one description of a sensor setup.
+
+Training, the live node and the saved artifact all read the same `ModelSpec`, so the
+node reproduces the training preprocessing exactly. A spec is plain data: it converts
+to and from the nested dicts found in `config/train.yaml` and `model.yaml`.
+
+Tensor conventions (what the codec produces and the networks consume, per sample):
+
+- ``image``: float32 ``(channels, height, width)`` in [0, 1].
+- ``scan``: float32 ``(1, beams)``, range / range_max in [0, 1]; "no return" is 1.0
+  and is flagged in a separate validity mask.
+- ``range_image``: float32 ``(channels, rings, bins)``; channel 0 is range / range_max
+  ("no return" = 1.0, masked), channel 1 (optional) intensity / intensity_max.
+- ``vector``: float32 ``(dim,)``, used as given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Union
+
+KINDS = ("image", "scan", "range_image", "vector")
+LIKELIHOODS = ("gaussian", "gaussian_learned", "laplace", "bernoulli")
+OBJECTIVES = ("m2vae", "jmvae", "mvae")
+
+
+class SpecError(ValueError):
+    """A configuration or artifact describes an impossible or inconsistent model."""
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """Camera image → tensor: resize to width×height, keep `channels` (3 = RGB, 1 = mono).
+
+    `value_max` divides raw pixel values; None means the encoding's full scale
+    (255 for 8-bit, 65535 for 16-bit, 1.0 for float images).
+    """
+
+    width: int = 64
+    height: int = 64
+    channels: int = 3
+    value_max: float | None = None
+
+
+@dataclass(frozen=True)
+class ScanPreprocess:
+    """Planar LiDAR (LaserScan, or a z-slice of a PointCloud2) → `beams` range bins."""
+
+    beams: int = 360
+    angle_min: float = -math.pi
+    angle_max: float = math.pi
+    range_min: float = 0.1
+    range_max: float = 8.0
+    z_min: float = -0.1
+    z_max: float = 0.1
+
+
+@dataclass(frozen=True)
+class RangeImagePreprocess:
+    """3-D LiDAR (PointCloud2) → spherical projection of `rings` × `bins` (azimuth)."""
+
+    rings: int = 16
+    bins: int = 360
+    fov_up_deg: float = 15.0
+    fov_down_deg: float = -15.0
+    range_min: float = 0.1
+    range_max: float = 8.0
+    intensity: bool = False
+    intensity_max: float = 255.0
+
+
+@dataclass(frozen=True)
+class VectorPreprocess:
+    """Flat float features of length `dim` (IMU features, embeddings, …)."""
+
+    dim: int = 16
+
+
+Preprocess = Union[ImagePreprocess, ScanPreprocess, RangeImagePreprocess, VectorPreprocess]
+PREPROCESS_BY_KIND: dict[str, type] = {
+    "image": ImagePreprocess,
+    "scan": ScanPreprocess,
+    "range_image": RangeImagePreprocess,
+    "vector": VectorPreprocess,
+}
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One sensor: its name, tensor kind, where it comes from and how it is scored.
+
+    `weight` scales the modality's log-likelihood so a 12,288-pixel image does not
+    drown a 360-beam scan. `scale` is the fixed std (gaussian), the initial std
+    (gaussian_learned) or the Laplace b; it is unused for bernoulli. `hidden` sets the
+    network widths (conv channels for image/scan/range_image, MLP widths for vector);
+    empty means the kind's default.
+    """
+
+    name: str
+    kind: str
+    preprocess: Preprocess
+    topic: str = ""
+    msg_type: str = ""
+    likelihood: str = "gaussian"
+    scale: float = 0.1
+    weight: float = 1.0
+    hidden: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name or "+" in self.name or "/" in self.name:
+            raise SpecError(f"modality name {self.name!r} must be non-empty without '+' or '/'")
+        if self.kind not in KINDS:
+            raise SpecError(f"modality {self.name!r}: kind {self.kind!r} not in {KINDS}")
+        if not isinstance(self.preprocess, PREPROCESS_BY_KIND[self.kind]):
+            raise SpecError(f"modality {self.name!r}: preprocess does not match kind {self.kind!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise SpecError(f"modality {self.name!r}: likelihood {self.likelihood!r} not in {LIKELIHOODS}")
+        if not (self.scale > 0 and self.weight > 0):
+            raise SpecError(f"modality {self.name!r}: scale and weight must be positive")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Per-sample tensor shape (see the module docstring)."""
+        p = self.preprocess
+        if isinstance(p, ImagePreprocess):
+            return (p.channels, p.height, p.width)
+        if isinstance(p, ScanPreprocess):
+            return (1, p.beams)
+        if isinstance(p, RangeImagePreprocess):
+            return (2 if p.intensity else 1, p.rings, p.bins)
+        return (p.dim,)
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether samples carry a per-element validity mask (LiDAR "no return")."""
+        return self.kind in ("scan", "range_image")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModalitySpec:
+        d = dict(d)
+        kind = d.get("kind")
+        if kind not in PREPROCESS_BY_KIND:
+            raise SpecError(f"modality {d.get('name')!r}: kind {kind!r} not in {KINDS}")
+        d["preprocess"] = _build(PREPROCESS_BY_KIND[kind], d.get("preprocess") or {}, d.get("name"))
+        d["hidden"] = tuple(d.get("hidden") or ())
+        return _build(cls, d, d.get("name"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The whole model: modalities in a fixed order, latent size and objective.
+
+    The order of `modalities` is significant: subset names join modality names in
+    this order with '+', and subset bit i stands for modalities[i].
+    """
+
+    modalities: tuple[ModalitySpec, ...]
+    latent_dim: int = 32
+    objective: str = "m2vae"
+    alpha: float = 1.0
+    beta: float = 1.0
+    feature_dim: int = 256
+    head_hidden: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.modalities:
+            raise SpecError("a model needs at least one modality")
+        names = [m.name for m in self.modalities]
+        if len(set(names)) != len(names):
+            raise SpecError(f"duplicate modality names in {names}")
+        if self.objective not in OBJECTIVES:
+            raise SpecError(f"objective {self.objective!r} not in {OBJECTIVES}")
+        if self.latent_dim < 1:
+            raise SpecError("latent_dim must be ≥ 1")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.modalities)
+
+    def modality(self, name: str) -> ModalitySpec:
+        for m in self.modalities:
+            if m.name == name:
+                return m
+        raise SpecError(f"no modality {name!r}; known: {self.names}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "modalities"}
+        d["modalities"] = [m.to_dict() for m in self.modalities]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        d = dict(d)
+        d["modalities"] = tuple(ModalitySpec.from_dict(m) for m in d.get("modalities") or ())
+        return _build(cls, d, "model")
+
+
+def _build(cls: type, d: dict[str, Any], where: Any) -> Any:
+    """Construct dataclass `cls` from `d`, naming unknown keys instead of a TypeError."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise SpecError(f"{where}: unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
+    try:
+        return cls(**d)
+    except TypeError as exc:
+        raise SpecError(f"{where}: {exc}") from None

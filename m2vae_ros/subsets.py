@@ -1,0 +1,54 @@
+"""Subsets of modalities as bitmasks, and their names.
+
+Bit i of a subset stands for modality i in `ModelSpec.modalities`, so subsets of N
+modalities are the integers 1 … 2^N − 1. A subset's name joins its modality names in
+configuration order with '+' (``camera+lidar``); topics, metrics and the dataset
+summary all use these names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+def all_subsets(n: int) -> list[int]:
+    """Every non-empty subset of n modalities, ordered by size then by bits."""
+    return sorted(range(1, 1 << n), key=lambda s: (s.bit_count(), s))
+
+
+def members(subset: int) -> list[int]:
+    """Modality indices in a subset, ascending."""
+    return [i for i in range(subset.bit_length()) if subset >> i & 1]
+
+
+def subset_name(subset: int, names: Sequence[str]) -> str:
+    return "+".join(names[i] for i in members(subset))
+
+
+def parse_subset(text: str, names: Sequence[str]) -> int:
+    """Inverse of `subset_name`; accepts members in any order."""
+    subset = 0
+    for part in text.split("+"):
+        if part not in names:
+            raise ValueError(f"unknown modality {part!r} in subset {text!r}; known: {list(names)}")
+        subset |= 1 << names.index(part)
+    return subset
+
+
+def from_indices(indices: Iterable[int]) -> int:
+    subset = 0
+    for i in indices:
+        subset |= 1 << i
+    return subset
+
+
+def children(subset: int) -> list[int]:
+    """The non-empty subsets with exactly one modality fewer (|A| = |B| − 1, A ⊂ B)."""
+    if subset.bit_count() < 2:
+        return []
+    return [subset & ~(1 << i) for i in members(subset)]
+
+
+def kl_pairs(n: int) -> list[tuple[int, int]]:
+    """All (superset, subset) pairs the M²VAE KL terms use: N·(2^(N−1) − 1) of them."""
+    return [(s, c) for s in all_subsets(n) for c in children(s)]

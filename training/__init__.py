@@ -1,0 +1,1 @@
+"""m2vae_training: datasets from rosbag2 recordings, training and evaluation of M²VAE models."""
