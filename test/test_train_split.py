@@ -1,0 +1,48 @@
+"""Time-block train/validation split: disjoint, whole blocks, reproducible."""
+
+import numpy as np
+import pytest
+from m2vae_training.split import NS_PER_SECOND, time_block_split, time_blocks
+
+
+def _two_bags() -> tuple[np.ndarray, np.ndarray]:
+    """Two 20 s recordings at 10 Hz whose clocks overlap (bags from different days share no blocks)."""
+    t = np.arange(200, dtype=np.int64) * (NS_PER_SECOND // 10) + 5 * NS_PER_SECOND
+    stamps = np.concatenate([t, t + NS_PER_SECOND // 20])
+    bag_index = np.repeat([0, 1], 200)
+    return stamps, bag_index
+
+
+def test_blocks_count_from_each_bag_start_and_never_span_bags():
+    stamps, bag_index = _two_bags()
+    blocks = time_blocks(stamps, bag_index, block_seconds=2.0)
+    assert blocks.max() + 1 == 20
+    assert set(blocks[:200]).isdisjoint(blocks[200:])
+    assert np.all(np.bincount(blocks) == 20)
+
+
+def test_split_is_disjoint_whole_blocks_and_near_the_fraction():
+    stamps, bag_index = _two_bags()
+    split = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.2, seed=3)
+    assert np.intersect1d(split.train, split.val).size == 0
+    assert np.array_equal(np.union1d(split.train, split.val), np.arange(400))
+    blocks = time_blocks(stamps, bag_index, block_seconds=2.0)
+    assert set(blocks[split.train]).isdisjoint(blocks[split.val])
+    assert len(split.val) == 80
+
+
+def test_split_is_deterministic_under_the_seed():
+    stamps, bag_index = _two_bags()
+    a = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.3, seed=7)
+    b = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.3, seed=7)
+    c = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.3, seed=8)
+    assert np.array_equal(a.val, b.val)
+    assert not np.array_equal(a.val, c.val)
+
+
+def test_single_block_recording_is_refused_with_a_clear_error():
+    stamps = np.arange(10, dtype=np.int64) * NS_PER_SECOND // 10
+    with pytest.raises(ValueError, match="single"):
+        time_block_split(stamps, np.zeros(10), block_seconds=5.0, val_fraction=0.2, seed=0)
+    whole = time_block_split(stamps, np.zeros(10), block_seconds=5.0, val_fraction=0.0, seed=0)
+    assert len(whole.train) == 10 and len(whole.val) == 0

@@ -1,0 +1,72 @@
+"""Train/validation split by time blocks.
+
+Neighbouring frames of a recording are near-duplicates, so a random per-frame split
+would put almost the same frame in both sets and make the validation ELBO meaningless.
+Instead each bag's timeline is cut into blocks of `block_seconds` and whole blocks go to
+validation, chosen by a seeded shuffle so the split is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NS_PER_SECOND = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Split:
+    """Sample indices (sorted, int64) of the training and validation sets."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+def time_blocks(stamps: np.ndarray, bag_index: np.ndarray, block_seconds: float) -> np.ndarray:
+    """Block id per sample: blocks count from each bag's first stamp and never span two bags."""
+    if block_seconds <= 0:
+        raise ValueError(f"block_seconds must be positive, got {block_seconds}")
+    stamps = np.asarray(stamps, dtype=np.int64)
+    bag_index = np.asarray(bag_index, dtype=np.int64)
+    if stamps.shape != bag_index.shape or stamps.ndim != 1:
+        raise ValueError(f"stamps {stamps.shape} and bag_index {bag_index.shape} must be equal 1-D arrays")
+    block_ns = round(block_seconds * NS_PER_SECOND)
+    local = np.empty_like(stamps)
+    for bag in np.unique(bag_index):
+        rows = bag_index == bag
+        local[rows] = (stamps[rows] - stamps[rows].min()) // block_ns
+    # One id per (bag, block) pair; np.unique gives consecutive ids in time order per bag.
+    _, block_id = np.unique(np.stack([bag_index, local], axis=1), axis=0, return_inverse=True)
+    return block_id.reshape(-1).astype(np.int64)
+
+
+def time_block_split(
+    stamps: np.ndarray, bag_index: np.ndarray, *, block_seconds: float, val_fraction: float, seed: int
+) -> Split:
+    """Send whole time blocks to validation until at least `val_fraction` of the samples are there.
+
+    Raises ValueError when a non-zero validation fraction cannot be met with at least one
+    block on each side (a recording shorter than two blocks), instead of validating on
+    training frames.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    blocks = time_blocks(stamps, bag_index, block_seconds)
+    everything = np.arange(len(blocks), dtype=np.int64)
+    if val_fraction == 0.0 or len(blocks) == 0:
+        return Split(train=everything, val=np.empty(0, dtype=np.int64))
+    n_blocks = int(blocks.max()) + 1
+    if n_blocks < 2:
+        raise ValueError(
+            f"the recording spans a single {block_seconds} s block, so no block is left for validation; "
+            "record longer, lower training.block_seconds, or set training.val_fraction to 0"
+        )
+    sizes = np.bincount(blocks, minlength=n_blocks)
+    order = np.random.default_rng(seed).permutation(n_blocks)
+    target = val_fraction * len(blocks)
+    taken = np.cumsum(sizes[order])
+    # Smallest prefix of the shuffled blocks reaching the target, leaving ≥ 1 block for training.
+    n_val = min(int(np.searchsorted(taken, target)) + 1, n_blocks - 1)
+    is_val = np.isin(blocks, order[:n_val])
+    return Split(train=everything[~is_val], val=everything[is_val])
