@@ -1,0 +1,54 @@
+"""Checkpoints round-trip real optimiser and RNG state without pickle, and refuse torn files."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from m2vae_training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def _state() -> dict:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    return {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "best": float("inf"),
+    }
+
+
+def test_round_trip_restores_every_value_and_type(tmp_path):
+    state = _state()
+    save_checkpoint(tmp_path, state, epoch=3)
+    epoch, loaded = load_checkpoint(tmp_path)
+    assert epoch == 3
+    for k, v in state["model"].items():
+        assert torch.equal(loaded["model"][k], v)
+    assert set(loaded["optimizer"]["state"]) == {0, 1}
+    assert torch.equal(loaded["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
+    random.setstate(loaded["rng"]["python"])
+    np.random.set_state(loaded["rng"]["numpy"])
+    a = (random.random(), np.random.rand())
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    assert a == (random.random(), np.random.rand())
+    assert loaded["best"] == float("inf")
+
+
+def test_newer_checkpoint_replaces_older_and_a_torn_tensor_file_is_refused(tmp_path):
+    save_checkpoint(tmp_path, _state(), epoch=1)
+    save_checkpoint(tmp_path, _state(), epoch=2)
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["epoch-0002.safetensors"]
+    (tmp_path / "epoch-0002.safetensors").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(tmp_path)
+
+
+def test_missing_checkpoint_names_the_directory(tmp_path):
+    with pytest.raises(CheckpointError, match=str(tmp_path)):
+        load_checkpoint(tmp_path)

@@ -1,0 +1,135 @@
+"""Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint is the nested state of a training run (trainer weights, optimiser moments,
+RNG states, callback counters): dicts, lists and tuples of tensors, numpy arrays and
+JSON scalars. Tensors go to ``epoch-NNNN.safetensors``; the tree with references to them
+goes to ``checkpoint.json``, which is written last and names its tensor file together with
+that file's sha256. Both writes are temp-file + rename, so a crash at any moment leaves
+the previous complete checkpoint in place, and a loaded checkpoint is never a mix of two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+INDEX = "checkpoint.json"
+FORMAT = "m2vae-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or not one of ours."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, fsync it and rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any], *, epoch: int) -> Path:
+    """Write `state` as the checkpoint of `epoch` and drop older tensor files; returns the index path."""
+    directory = Path(directory)
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _flatten(state, tensors)
+    blob = save_tensors(tensors)
+    tensor_file = f"epoch-{epoch:04d}.safetensors"
+    atomic_write_bytes(directory / tensor_file, blob)
+    index = {
+        "format": FORMAT,
+        "epoch": epoch,
+        "tensors": tensor_file,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "state": tree,
+    }
+    atomic_write_bytes(directory / INDEX, json.dumps(index, indent=1).encode())
+    for old in directory.glob("epoch-*.safetensors"):
+        if old.name != tensor_file:
+            old.unlink(missing_ok=True)
+    return directory / INDEX
+
+
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / INDEX).is_file()
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[int, dict[str, Any]]:
+    """Return (epoch, state) of the last complete checkpoint in `directory`."""
+    directory = Path(directory)
+    try:
+        index = json.loads((directory / INDEX).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint in {directory} (missing {INDEX})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{directory / INDEX} is not valid JSON: {exc}") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise CheckpointError(f"{directory / INDEX} is not a {FORMAT} checkpoint")
+    tensor_path = directory / str(index["tensors"])
+    try:
+        blob = tensor_path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint tensors {tensor_path} are missing") from None
+    if hashlib.sha256(blob).hexdigest() != index["sha256"]:
+        raise CheckpointError(f"{tensor_path} does not match the sha256 recorded in {INDEX}")
+    return int(index["epoch"]), _unflatten(index["state"], load_tensors(blob))
+
+
+def _flatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON tree for `value`; tensors and arrays are moved into `tensors` under numbered keys."""
+    if isinstance(value, torch.Tensor):
+        key = str(len(tensors))
+        tensors[key] = value.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(value, np.ndarray):
+        # Stored as raw bytes: safetensors lacks some numpy dtypes (e.g. the uint32 RNG key).
+        key = str(len(tensors))
+        raw = np.frombuffer(np.ascontiguousarray(value).tobytes(), dtype=np.uint8)
+        tensors[key] = torch.from_numpy(raw.copy())
+        return {"__ndarray__": key, "dtype": value.dtype.str, "shape": list(value.shape)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        if not all(isinstance(k, (str, int)) for k in value):
+            raise CheckpointError(f"checkpoint dict keys must be str or int, got {list(value)}")
+        return {"__dict__": [[k, _flatten(v, tensors)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_flatten(v, tensors) for v in value]}
+    if isinstance(value, list):
+        return [_flatten(v, tensors) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise CheckpointError(f"cannot store a {type(value).__name__} in a checkpoint")
+
+
+def _unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(node, list):
+        return [_unflatten(v, tensors) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "__tensor__" in node:
+        return tensors[node["__tensor__"]]
+    if "__ndarray__" in node:
+        raw = tensors[node["__ndarray__"]].numpy().tobytes()
+        return np.frombuffer(raw, dtype=np.dtype(node["dtype"])).reshape(node["shape"]).copy()
+    if "__tuple__" in node:
+        return tuple(_unflatten(v, tensors) for v in node["__tuple__"])
+    # Keys keep their type (int keys in optimizer state), which plain JSON objects would not.
+    return {k: _unflatten(v, tensors) for k, v in node["__dict__"]}
