@@ -1,0 +1,114 @@
+"""Evaluation metrics over numpy arrays: reconstruction errors in sensor units, KL, probes.
+
+The probes follow the seed's protocol: ONE classifier (Gaussian naive Bayes) and ONE
+linear position regressor are fitted on the joint-subset latent means of the training
+recordings, then scored on every subset's latents of the test recordings. A subset
+whose latent lands where the joint one would scores as well as the joint one; a subset
+whose encoder drifts away is penalised, which is exactly what a fusion model must avoid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import Ridge
+from sklearn.naive_bayes import GaussianNB
+
+
+def image_abs_error_255(pred: np.ndarray, real: np.ndarray) -> float:
+    """Mean absolute pixel error on the 0–255 scale of images stored in [0, 1]."""
+    _check_same_shape(pred, real)
+    return float(np.mean(np.abs(np.clip(pred, 0.0, 1.0) - real)) * 255.0)
+
+
+def range_rmse_m(pred: np.ndarray, real: np.ndarray, mask: np.ndarray, range_max: float) -> float:
+    """RMSE in metres over valid returns only (`mask`), for ranges stored as range / range_max.
+
+    "No return" cells hold 1.0 by convention; scoring them would reward predicting the
+    maximum range everywhere, so they are left out. NaN when there is no valid return.
+    """
+    _check_same_shape(pred, real)
+    _check_same_shape(mask, real)
+    mask = mask.astype(bool)
+    if not mask.any():
+        return float("nan")
+    diff = (pred[mask] - real[mask]) * range_max
+    return float(np.sqrt(np.mean(np.square(diff, dtype=np.float64))))
+
+
+def vector_rmse(pred: np.ndarray, real: np.ndarray) -> float:
+    _check_same_shape(pred, real)
+    return float(np.sqrt(np.mean(np.square(pred - real, dtype=np.float64))))
+
+
+def gaussian_kl(
+    mean_p: np.ndarray, logvar_p: np.ndarray, mean_q: np.ndarray, logvar_q: np.ndarray
+) -> np.ndarray:
+    """KL(p ‖ q) per row between diagonal Gaussians given as [B, D] means and log-variances."""
+    var_ratio = np.exp(logvar_p - logvar_q)
+    sq = np.square(mean_p - mean_q) / np.exp(logvar_q)
+    return 0.5 * np.sum(var_ratio + sq - 1.0 - (logvar_p - logvar_q), axis=-1)
+
+
+def shape_of(class_name: str) -> str:
+    """The object's shape from its class name (`red_cylinder` → `cylinder`).
+
+    A planar LiDAR sees geometry, not colour, so LiDAR-only latents are also scored on
+    shape with same-shape classes merged.
+    """
+    return class_name.rsplit("_", 1)[-1]
+
+
+@dataclass
+class Probes:
+    """The classifier and position regressor fitted once on training joint latents."""
+
+    classifier: GaussianNB | None
+    regressor: Ridge | None
+    class_names: tuple[str, ...]
+
+    def accuracy(self, z: np.ndarray, labels: np.ndarray) -> float:
+        """Class accuracy on rows with a label (≥ 0); NaN when none."""
+        rows = labels >= 0
+        if self.classifier is None or not rows.any():
+            return float("nan")
+        return float(np.mean(self.classifier.predict(z[rows]) == labels[rows]))
+
+    def shape_accuracy(self, z: np.ndarray, labels: np.ndarray) -> float:
+        """Accuracy after merging classes of the same shape (see `shape_of`)."""
+        rows = labels >= 0
+        if self.classifier is None or not rows.any():
+            return float("nan")
+        shapes = np.array([shape_of(name) for name in self.class_names])
+        return float(np.mean(shapes[self.classifier.predict(z[rows])] == shapes[labels[rows]]))
+
+    def position_rmse(self, z: np.ndarray, positions: np.ndarray) -> float:
+        """Euclidean RMSE (metres) of the predicted object x, y on rows with a known position."""
+        rows = np.isfinite(positions[:, :2]).all(axis=1)
+        if self.regressor is None or not rows.any():
+            return float("nan")
+        err = self.regressor.predict(z[rows]) - positions[rows, :2]
+        return float(np.sqrt(np.mean(np.sum(np.square(err), axis=1))))
+
+
+def fit_probes(
+    z: np.ndarray, labels: np.ndarray, positions: np.ndarray, class_names: tuple[str, ...]
+) -> Probes:
+    """Fit the classifier on labelled rows and the regressor on rows with a position.
+
+    Either probe is None when the training data has nothing to fit it on (no labels, or
+    a single class), and its metrics are then reported as missing rather than invented.
+    """
+    labelled = labels >= 0
+    classifier = None
+    if labelled.any() and len(np.unique(labels[labelled])) >= 2:
+        classifier = GaussianNB().fit(z[labelled], labels[labelled])
+    located = np.isfinite(positions[:, :2]).all(axis=1)
+    regressor = Ridge(alpha=1e-3).fit(z[located], positions[located, :2]) if located.sum() >= 2 else None
+    return Probes(classifier=classifier, regressor=regressor, class_names=tuple(class_names))
+
+
+def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
