@@ -1,0 +1,96 @@
+"""Figures for TensorBoard and the evaluation report, drawn with matplotlib's Agg canvas.
+
+`matplotlib.figure.Figure` is used directly instead of pyplot: no global figure state,
+no GUI backend, safe in a training process and in headless CI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from m2vae_ros.spec import ModalitySpec, ModelSpec
+
+
+def recon_figure(
+    spec: ModelSpec,
+    real: Mapping[str, np.ndarray],
+    recons: Mapping[str, Mapping[str, np.ndarray]],
+    masks: Mapping[str, np.ndarray] | None = None,
+) -> Figure:
+    """Real sensors beside their reconstructions from each subset.
+
+    `real[name]` is [K, *shape] for K samples; `recons[subset_name][name]` the same from
+    that subset's latent mean. One row per (sample, modality); column 0 is the real data,
+    then one column per subset, so imputation of a missing sensor is read along a row.
+    """
+    subsets = list(recons)
+    n_samples = len(next(iter(real.values())))
+    rows = [(k, m) for k in range(n_samples) for m in spec.modalities]
+    fig = Figure(figsize=(2.2 * (1 + len(subsets)), 2.0 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 1 + len(subsets), squeeze=False)
+    for r, (k, modality) in enumerate(rows):
+        mask = masks[modality.name][k] if masks and modality.name in masks else None
+        _draw(axes[r][0], modality, real[modality.name][k], mask)
+        axes[r][0].set_ylabel(f"#{k} {modality.name}", fontsize=8)
+        for c, subset in enumerate(subsets, start=1):
+            _draw(axes[r][c], modality, recons[subset][modality.name][k], None)
+    for c, title in enumerate(["real", *subsets]):
+        axes[0][c].set_title(title, fontsize=9)
+    return fig
+
+
+def latent_scatter_figure(
+    latents: Mapping[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str], joint: str
+) -> Figure:
+    """2-D PCA of each subset's latent means, coloured by class.
+
+    One projection (fitted on the `joint` subset's latents) is shared by all panels, so
+    a subset whose clusters sit where the joint ones do is visibly well aligned.
+    """
+    ref = latents[joint]
+    centre = ref.mean(axis=0)
+    _, _, vt = np.linalg.svd(ref - centre, full_matrices=False)
+    basis = vt[:2].T if vt.shape[0] >= 2 else np.pad(vt.T, ((0, 0), (0, 1)))
+    fig = Figure(figsize=(3.2 * len(latents), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(latents), squeeze=False)[0]
+    for ax, (subset, z) in zip(axes, latents.items(), strict=True):
+        xy = (z - centre) @ basis
+        for c, name in enumerate(class_names):
+            rows = labels == c
+            ax.scatter(xy[rows, 0], xy[rows, 1], s=4, label=name)
+        unlabelled = labels < 0
+        if unlabelled.any():
+            ax.scatter(xy[unlabelled, 0], xy[unlabelled, 1], s=4, c="lightgrey", label="no label")
+        ax.set_title(subset, fontsize=9)
+        ax.set_xlabel("PC1")
+        ax.set_ylabel("PC2")
+    axes[0].legend(fontsize=7, markerscale=2)
+    return fig
+
+
+def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None) -> None:
+    """One sample of one modality: images as images, scans as range-vs-bearing curves."""
+    if modality.kind == "image":
+        img = np.clip(np.moveaxis(value, 0, -1), 0.0, 1.0)
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0.0, vmax=1.0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    elif modality.kind == "scan":
+        p = modality.preprocess
+        ranges = value[0] * p.range_max
+        if mask is not None:
+            ranges = np.where(mask.reshape(ranges.shape), ranges, np.nan)
+        bearings = np.degrees(np.linspace(p.angle_min, p.angle_max, len(ranges), endpoint=False))
+        ax.plot(bearings, ranges, lw=0.8)
+        ax.set_ylim(0.0, p.range_max)
+        ax.tick_params(labelsize=6)
+    elif modality.kind == "range_image":
+        ax.imshow(value[0], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        ax.plot(value, lw=0.8)
+        ax.tick_params(labelsize=6)
