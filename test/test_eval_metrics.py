@@ -1,26 +1,33 @@
 """Metric helpers: sensor units, masked returns, KL, and the train-once probes."""
 
 import numpy as np
-from m2vae_training.metrics import (
-    fit_probes,
-    gaussian_kl,
-    image_abs_error_255,
-    range_rmse_m,
-    shape_of,
-)
+from m2vae_training.metrics import ReconstructionError, fit_probes, gaussian_kl, shape_of
+
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ScanPreprocess
 
 
-def test_range_rmse_is_in_metres_and_ignores_no_return_cells():
-    real = np.array([[0.5, 1.0, 0.25]])
-    pred = np.array([[0.5 + 0.1 / 8.0, 0.0, 0.25]])
-    mask = np.array([[True, False, True]])
-    assert np.isclose(range_rmse_m(pred, real, mask, range_max=8.0), np.sqrt(0.1**2 / 2))
-    assert np.isnan(range_rmse_m(pred, real, np.zeros_like(mask), range_max=8.0))
+def _modality(kind: str) -> ModalitySpec:
+    if kind == "image":
+        return ModalitySpec(name=kind, kind=kind, preprocess=ImagePreprocess(width=2, height=2))
+    return ModalitySpec(name=kind, kind=kind, preprocess=ScanPreprocess(beams=3, range_max=8.0))
 
 
-def test_image_error_is_on_the_255_scale():
+def test_range_error_is_rmse_in_metres_over_valid_returns_only():
+    error = ReconstructionError(_modality("scan"))
+    assert np.isnan(error.value())
+    real = np.array([[[0.5, 1.0, 0.25]]])
+    pred = np.array([[[0.5 + 0.1 / 8.0, 0.0, 0.25]]])
+    error.add(pred, real, np.array([[True, False, True]]))
+    error.add(real, real, np.array([[False, False, False]]))
+    assert np.isclose(error.value(), np.sqrt(0.1**2 / 2))
+
+
+def test_image_error_is_mean_absolute_on_the_255_scale():
+    error = ReconstructionError(_modality("image"))
     real = np.zeros((1, 3, 2, 2))
-    assert np.isclose(image_abs_error_255(real + 0.5, real), 127.5)
+    error.add(real + 0.5, real)
+    error.add(real, real)
+    assert np.isclose(error.value(), 127.5 / 2)
 
 
 def test_gaussian_kl_is_zero_for_equal_and_known_for_shifted():

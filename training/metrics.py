@@ -15,31 +15,46 @@ import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.naive_bayes import GaussianNB
 
-
-def image_abs_error_255(pred: np.ndarray, real: np.ndarray) -> float:
-    """Mean absolute pixel error on the 0–255 scale of images stored in [0, 1]."""
-    _check_same_shape(pred, real)
-    return float(np.mean(np.abs(np.clip(pred, 0.0, 1.0) - real)) * 255.0)
+from m2vae_ros.spec import ModalitySpec
 
 
-def range_rmse_m(pred: np.ndarray, real: np.ndarray, mask: np.ndarray, range_max: float) -> float:
-    """RMSE in metres over valid returns only (`mask`), for ranges stored as range / range_max.
+class ReconstructionError:
+    """Running reconstruction error of one modality in sensor units, fed batch by batch.
 
-    "No return" cells hold 1.0 by convention; scoring them would reward predicting the
-    maximum range everywhere, so they are left out. NaN when there is no valid return.
+    Images: mean absolute pixel error on the 0–255 scale. Scans and range images: RMSE
+    in metres over valid returns only (channel 0, the range), because "no return" cells
+    hold 1.0 by convention and scoring them would reward predicting the maximum range
+    everywhere. Vectors: RMSE in their own units. NaN until something was added.
     """
-    _check_same_shape(pred, real)
-    _check_same_shape(mask, real)
-    mask = mask.astype(bool)
-    if not mask.any():
-        return float("nan")
-    diff = (pred[mask] - real[mask]) * range_max
-    return float(np.sqrt(np.mean(np.square(diff, dtype=np.float64))))
 
+    def __init__(self, modality: ModalitySpec) -> None:
+        self.modality = modality
+        self.total = 0.0
+        self.count = 0
 
-def vector_rmse(pred: np.ndarray, real: np.ndarray) -> float:
-    _check_same_shape(pred, real)
-    return float(np.sqrt(np.mean(np.square(pred - real, dtype=np.float64))))
+    def add(self, pred: np.ndarray, real: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Add [B, *shape] predictions and targets; `mask` [B, ...] flags valid LiDAR returns."""
+        if pred.shape != real.shape:
+            raise ValueError(f"{self.modality.name}: shape mismatch {pred.shape} vs {real.shape}")
+        kind = self.modality.kind
+        if kind == "image":
+            self.total += float(np.abs(np.clip(pred, 0.0, 1.0) - real).sum(dtype=np.float64)) * 255.0
+            self.count += real.size
+        elif kind in ("scan", "range_image"):
+            pred, real = pred[:, 0], real[:, 0]
+            valid = np.ones(real.shape, bool) if mask is None else np.asarray(mask, bool).reshape(real.shape)
+            diff = (pred[valid] - real[valid]) * self.modality.preprocess.range_max
+            self.total += float(np.square(diff, dtype=np.float64).sum())
+            self.count += int(valid.sum())
+        else:
+            self.total += float(np.square(pred - real, dtype=np.float64).sum())
+            self.count += real.size
+
+    def value(self) -> float:
+        if self.count == 0:
+            return float("nan")
+        mean = self.total / self.count
+        return mean if self.modality.kind == "image" else float(np.sqrt(mean))
 
 
 def gaussian_kl(
@@ -107,8 +122,3 @@ def fit_probes(
     located = np.isfinite(positions[:, :2]).all(axis=1)
     regressor = Ridge(alpha=1e-3).fit(z[located], positions[located, :2]) if located.sum() >= 2 else None
     return Probes(classifier=classifier, regressor=regressor, class_names=tuple(class_names))
-
-
-def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
