@@ -1,0 +1,104 @@
+"""`/diagnostics` content of the fusion node: one status per sensor and one for inference.
+
+Operators watch these in rqt_runtime_monitor or `ros2 topic echo /diagnostics`; the
+keys are stable so scripts (and the tests) can read them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+from m2vae_ros.liveness import NS_PER_S, ModalityLiveness
+
+# What ~/active_modalities says when no sensor is alive; an empty string would be easy
+# to miss in `ros2 topic echo` and ambiguous with "not published yet".
+NO_MODALITIES = "none"
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    mean_ms: float
+    max_ms: float
+    count: int
+
+
+class InferenceStats:
+    """Inference latencies over the last second and trigger counts; shared by two threads."""
+
+    def __init__(self, window_ns: int = NS_PER_S) -> None:
+        self._window_ns = window_ns
+        self._samples: deque[tuple[int, float]] = deque()
+        self._lock = threading.Lock()
+        self.inferences = 0
+        self.dropped_triggers = 0
+
+    def record(self, now_ns: int, latency_s: float) -> None:
+        with self._lock:
+            self._samples.append((now_ns, latency_s))
+            self.inferences += 1
+
+    def record_dropped(self) -> None:
+        with self._lock:
+            self.dropped_triggers += 1
+
+    def summary(self, now_ns: int) -> LatencySummary:
+        with self._lock:
+            while self._samples and self._samples[0][0] < now_ns - self._window_ns:
+                self._samples.popleft()
+            latencies = [latency for _, latency in self._samples]
+        if not latencies:
+            return LatencySummary(0.0, 0.0, 0)
+        return LatencySummary(1e3 * sum(latencies) / len(latencies), 1e3 * max(latencies), len(latencies))
+
+
+def _values(**values: object) -> list[KeyValue]:
+    return [KeyValue(key=key, value=str(value)) for key, value in values.items()]
+
+
+def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiveness,
+                    now_ns: int) -> DiagnosticStatus:
+    """OK while the sensor is alive, WARN when stale or never heard from."""
+    alive = liveness.alive(now_ns)
+    if alive:
+        message = "alive"
+    elif liveness.last_valid_ns is None:
+        message = "no valid message yet"
+    else:
+        message = f"stale for {(now_ns - liveness.last_valid_ns) / NS_PER_S:.1f} s"
+    return DiagnosticStatus(
+        level=DiagnosticStatus.OK if alive else DiagnosticStatus.WARN,
+        name=f"{node_name}: {name}",
+        message=message,
+        hardware_id=topic,
+        values=_values(
+            topic=topic,
+            alive=alive,
+            rate_hz=f"{liveness.rate_hz(now_ns):.2f}",
+            invalid_count=liveness.invalid_count,
+            last_invalid_reason=liveness.last_invalid_reason,
+        ),
+    )
+
+
+def inference_status(node_name: str, stats: InferenceStats, active: str, now_ns: int) -> DiagnosticStatus:
+    """WARN when no sensor is alive (nothing to fuse), OK otherwise."""
+    latency = stats.summary(now_ns)
+    return DiagnosticStatus(
+        level=DiagnosticStatus.WARN if active == NO_MODALITIES else DiagnosticStatus.OK,
+        name=f"{node_name}: inference",
+        message=f"active: {active}",
+        hardware_id=node_name,
+        values=_values(
+            active_modalities=active,
+            latency_mean_ms=f"{latency.mean_ms:.3f}",
+            latency_max_ms=f"{latency.max_ms:.3f}",
+            inferences_last_second=latency.count,
+            inferences=stats.inferences,
+            dropped_triggers=stats.dropped_triggers,
+        ),
+    )
+

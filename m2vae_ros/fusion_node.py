@@ -1,0 +1,239 @@
+"""Live M²VAE fusion: encode whichever sensors are alive, publish the latent and imputations.
+
+Every sensor topic is read with depth 1 and decoded on arrival by the same codec the
+dataset builder uses; the newest valid sample per sensor is kept. An inference trigger
+(each arrival of the fastest alive sensor, or a fixed `rate_hz` timer) wakes a worker
+thread that encodes exactly the alive subset. While the worker is busy, triggers
+collapse into one pending run on the newest data and the superseded ones are counted as
+dropped, so a slow model never builds a backlog. Bad messages are counted and ignored;
+only a broken model or contradictory parameters stop the node, at start-up.
+
+Outputs (relative to the node): ``~/latent`` (sensor_msgs/Image 32FC1, 2 × latent_dim:
+mean row, std row), ``~/active_modalities`` (std_msgs/String such as ``camera+lidar``,
+``none`` when no sensor is alive; transient-local), ``~/reconstruction/<modality>`` and
+``/diagnostics`` at 1 Hz.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from functools import partial
+from typing import Any
+
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.time import Time
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header, String
+
+from m2vae_ros.artifact import ArtifactError, load_model
+from m2vae_ros.codec import CodecError, Decoded, decode_message, reconstruction_message
+from m2vae_ros.fusion_diagnostics import NO_MODALITIES, InferenceStats, inference_status, modality_status
+from m2vae_ros.fusion_params import StartupError, declare_modality_params, declare_node_params
+from m2vae_ros.inference import LatentFusion, resolve_device
+from m2vae_ros.latent_msg import latent_image
+from m2vae_ros.liveness import NS_PER_S, ModalityLiveness
+from m2vae_ros.qos import latched_qos, output_qos, sensor_qos
+from m2vae_ros.ros_types import NATURAL_TYPES, MessageTypeError, message_class, modality_message_type
+from m2vae_ros.subsets import subset_name
+
+NODE_NAME = "m2vae_fusion"
+LIVENESS_CHECK_PERIOD_S = 0.05
+DIAGNOSTICS_PERIOD_S = 1.0
+WARN_THROTTLE_S = 5.0
+
+
+class FusionNode(Node):
+    """The `m2vae_fusion` node; raises StartupError when it cannot run."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.params = declare_node_params(self)
+        torch.set_num_threads(self.params.torch_threads)
+        device, device_warning = resolve_device(self.params.device)
+        if device_warning:
+            self.get_logger().warning(device_warning)
+        try:
+            loaded = load_model(self.params.model_path, device=device)
+        except (ArtifactError, OSError) as exc:
+            raise StartupError(f"cannot load model from {self.params.model_path!r}: {exc}") from None
+        self.spec = loaded.spec
+        self.fusion = LatentFusion(loaded.model, loaded.spec, device)
+        # rclpy has no public accessor for the overrides given by params files and -p.
+        self.modality_params = declare_modality_params(self, self.spec, set(self._parameter_overrides))
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+
+        self.liveness = {
+            name: ModalityLiveness(timeout_ns=int(p.timeout_s * NS_PER_S))
+            for name, p in self.modality_params.items()
+        }
+        self.stats = InferenceStats()
+        self._latest: dict[str, Decoded] = {}
+        self._active = -1  # no subset published yet
+        self._trigger_lock = threading.Lock()
+        self._pending = threading.Event()
+        self._stopping = threading.Event()
+
+        self._latent_pub = self.create_publisher(Image, "~/latent", output_qos())
+        self._active_pub = self.create_publisher(String, "~/active_modalities", latched_qos())
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._reconstruction_pubs = {}
+        if self.params.publish_reconstructions:
+            self._reconstruction_pubs = {
+                m.name: self.create_publisher(
+                    message_class(NATURAL_TYPES[m.kind]), f"~/reconstruction/{m.name}", output_qos())
+                for m in self.spec.modalities if m.kind in NATURAL_TYPES
+            }
+        for modality in self.spec.modalities:
+            try:
+                msg_class = message_class(modality_message_type(modality))
+            except MessageTypeError as exc:
+                raise StartupError(str(exc)) from None
+            self.create_subscription(
+                msg_class, self.modality_params[modality.name].topic,
+                partial(self._on_message, modality.name), sensor_qos(self.params.reliability))
+
+        self.create_timer(LIVENESS_CHECK_PERIOD_S, self._publish_active_if_changed)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        if self.params.rate_hz > 0:
+            self.create_timer(1.0 / self.params.rate_hz, self._request_inference)
+        self._publish_active_if_changed()
+        self._worker = threading.Thread(target=self._inference_loop, name="m2vae_inference", daemon=True)
+        self._worker.start()
+        trigger = f"{self.params.rate_hz} Hz" if self.params.rate_hz else "each arrival of the fastest sensor"
+        self.get_logger().info(f"fusing {list(self.spec.names)} on {device}, inference at {trigger}")
+
+    # --- sensors (executor thread) ---------------------------------------------------------
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_message(self, name: str, msg: Any) -> None:
+        """Decode, validate and keep the newest sample; never raises on bad input."""
+        now_ns = self._now_ns()
+        try:
+            decoded = decode_message(msg, self.spec.modality(name))
+            if decoded.stamp_ns > now_ns + int(self.params.max_future_stamp_s * NS_PER_S):
+                ahead_s = (decoded.stamp_ns - now_ns) / NS_PER_S
+                raise CodecError("future_stamp", f"header stamp {ahead_s:.3f} s ahead of the node clock")
+        except CodecError as exc:
+            self.liveness[name].record_invalid(exc.reason)
+            self.get_logger().warning(
+                f"{name}: ignoring message ({exc})", throttle_duration_sec=WARN_THROTTLE_S)
+            return
+        self._latest[name] = decoded
+        self.liveness[name].record_valid(now_ns)
+        self._publish_active_if_changed()
+        if self.params.rate_hz == 0 and self._is_fastest_alive(name, now_ns):
+            self._request_inference()
+
+    def _alive_subset(self, now_ns: int) -> int:
+        return sum(1 << i for i, name in enumerate(self.spec.names) if self.liveness[name].alive(now_ns))
+
+    def _is_fastest_alive(self, name: str, now_ns: int) -> bool:
+        rates = [self.liveness[n].rate_hz(now_ns) for n in self.spec.names if self.liveness[n].alive(now_ns)]
+        return self.liveness[name].rate_hz(now_ns) >= max(rates, default=0.0)
+
+    def _publish_active_if_changed(self) -> None:
+        active = self._alive_subset(self._now_ns())
+        if active != self._active:
+            self._active = active
+            self._active_pub.publish(String(data=self._active_name(active)))
+
+    def _active_name(self, subset: int) -> str:
+        return subset_name(subset, self.spec.names) if subset else NO_MODALITIES
+
+    def _request_inference(self) -> None:
+        """Wake the worker; a trigger still pending is superseded by this one and counted as dropped."""
+        with self._trigger_lock:
+            if self._pending.is_set():
+                self.stats.record_dropped()
+            self._pending.set()
+
+    def _publish_diagnostics(self) -> None:
+        now_ns = self._now_ns()
+        node_name = self.get_fully_qualified_name()
+        array = DiagnosticArray()
+        array.header.stamp = Time(nanoseconds=now_ns).to_msg()
+        array.status = [
+            modality_status(node_name, name, self.modality_params[name].topic, self.liveness[name], now_ns)
+            for name in self.spec.names
+        ]
+        array.status.append(
+            inference_status(node_name, self.stats, self._active_name(self._alive_subset(now_ns)), now_ns))
+        self._diagnostics_pub.publish(array)
+
+    def _on_parameters_set(self, parameters: list[Parameter]) -> None:
+        """Apply live changes of the only non-read-only parameters, the sensor timeouts."""
+        for parameter in parameters:
+            prefix, _, rest = parameter.name.partition(".")
+            name, _, key = rest.rpartition(".")
+            if prefix == "modalities" and key == "timeout_s" and name in self.liveness:
+                self.liveness[name].timeout_ns = int(parameter.value * NS_PER_S)
+
+    # --- inference (worker thread) ---------------------------------------------------------
+
+    def _inference_loop(self) -> None:
+        while not self._stopping.is_set():
+            if not self._pending.wait(timeout=0.1):
+                continue
+            with self._trigger_lock:
+                self._pending.clear()
+            try:
+                self._infer_once()
+            except Exception as exc:  # a model bug must not kill the worker silently
+                self.get_logger().error(f"inference failed: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _infer_once(self) -> None:
+        now_ns = self._now_ns()
+        subset = self._alive_subset(now_ns)
+        if not subset:
+            return
+        samples = {name: self._latest[name] for i, name in enumerate(self.spec.names) if subset >> i & 1}
+        started = time.perf_counter()
+        tensors = {name: sample.tensor for name, sample in samples.items()}
+        result = self.fusion.infer(tensors, subset, reconstruct=bool(self._reconstruction_pubs))
+        self.stats.record(now_ns, time.perf_counter() - started)
+        stamp_ns = max(sample.stamp_ns for sample in samples.values())
+        self._latent_pub.publish(latent_image(result.mean, result.std, stamp_ns, self.params.frame_id))
+        header = Header(stamp=Time(nanoseconds=stamp_ns).to_msg(), frame_id=self.params.frame_id)
+        for name, publisher in self._reconstruction_pubs.items():
+            tensor = result.reconstructions[name]
+            publisher.publish(reconstruction_message(tensor, self.spec.modality(name), header))
+
+    def stop(self) -> None:
+        """Stop the worker thread before the node is destroyed."""
+        self._stopping.set()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `m2vae-fusion` / `ros2 run m2vae_ros fusion_node`; returns the exit status."""
+    rclpy.init(args=args)
+    try:
+        node = FusionNode()
+    except StartupError as exc:
+        print(f"m2vae-fusion: error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The fusion node's ROS parameters: declared with descriptors, validated, read once.
+
+Node-wide parameters are declared before the model is loaded; the per-modality ones
+(`modalities.<name>.topic`, `modalities.<name>.timeout_s`) only after, because the
+modality names come from the model artifact. A `modalities.*` override that names no
+declared parameter (a modality the model lacks, a misspelt key) is a start-up error
+rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+
+from m2vae_ros.qos import RELIABILITIES
+from m2vae_ros.spec import ModelSpec
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+MODALITY_PREFIX = "modalities"
+DEFAULT_TIMEOUT_S = 0.5
+
+
+class StartupError(RuntimeError):
+    """The node cannot start: the message is the one line shown to the user."""
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    model_path: str
+    device: str
+    rate_hz: float
+    publish_reconstructions: bool
+    frame_id: str
+    reliability: str
+    torch_threads: int
+    max_future_stamp_s: float
+
+
+@dataclass(frozen=True)
+class ModalityParams:
+    topic: str
+    timeout_s: float
+
+
+def _descriptor(description: str, read_only: bool = True, **ranges: Any) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=read_only, **ranges)
+
+
+def _float_range(low: float, high: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+
+
+def _declare(node: Node, name: str, default: Any, descriptor: ParameterDescriptor) -> Any:
+    """Declare one parameter; a wrong type or out-of-range override becomes a StartupError."""
+    try:
+        return node.declare_parameter(name, default, descriptor).value
+    except ParameterException as exc:
+        raise StartupError(f"parameter {name!r}: {exc}") from None
+
+
+def declare_node_params(node: Node) -> NodeParams:
+    """Declare and validate the parameters that do not depend on the model."""
+    params = NodeParams(
+        model_path=_declare(node, "model_path", "", _descriptor(
+            "Directory of the trained model artifact (model.yaml + model.safetensors).")),
+        device=_declare(node, "device", "auto", _descriptor(
+            "Torch device: auto | cpu | cuda | cuda:<i>. Unavailable CUDA falls back to cpu.")),
+        rate_hz=_declare(node, "rate_hz", 0.0, _descriptor(
+            "Inference rate in Hz; 0 runs on each arrival of the fastest alive sensor.",
+            floating_point_range=_float_range(0.0, 1000.0))),
+        publish_reconstructions=_declare(node, "publish_reconstructions", True, _descriptor(
+            "Publish ~/reconstruction/<modality> for every modality, dead ones included.")),
+        frame_id=_declare(node, "frame_id", "base_link", _descriptor(
+            "header.frame_id of the latent and the reconstructions.")),
+        reliability=_declare(node, "qos.reliability", "best_effort", _descriptor(
+            "Sensor subscription reliability: best_effort | reliable. A reliable subscriber "
+            "receives nothing from a best-effort publisher (most camera and LiDAR drivers).")),
+        torch_threads=_declare(node, "torch_threads", 1, _descriptor(
+            "torch intra-op threads; keep small so inference does not starve the sensors' drivers.",
+            integer_range=[IntegerRange(from_value=1, to_value=256, step=1)])),
+        max_future_stamp_s=_declare(node, "max_future_stamp_s", 1.0, _descriptor(
+            "Messages stamped more than this many seconds ahead of the node clock are rejected.",
+            floating_point_range=_float_range(0.0, 3600.0))),
+    )
+    if not params.model_path:
+        raise StartupError("parameter 'model_path' is required: the directory of a trained model")
+    if not DEVICE_PATTERN.fullmatch(params.device):
+        raise StartupError(f"parameter 'device' is {params.device!r}; expected auto, cpu, cuda or cuda:<i>")
+    if params.reliability not in RELIABILITIES:
+        raise StartupError(
+            f"parameter 'qos.reliability' is {params.reliability!r}; expected one of {sorted(RELIABILITIES)}"
+        )
+    return params
+
+
+def declare_modality_params(node: Node, spec: ModelSpec, overrides: set[str]) -> dict[str, ModalityParams]:
+    """Declare `modalities.<name>.*` for the model's modalities; reject overrides for anything else.
+
+    `overrides` are the parameter names given on the command line or in params files.
+    """
+    result: dict[str, ModalityParams] = {}
+    for modality in spec.modalities:
+        prefix = f"{MODALITY_PREFIX}.{modality.name}"
+        topic = _declare(node, f"{prefix}.topic", modality.topic, _descriptor(
+            f"Topic of the {modality.name!r} sensor; defaults to the topic stored in the model."))
+        timeout_s = _declare(node, f"{prefix}.timeout_s", DEFAULT_TIMEOUT_S, _descriptor(
+            f"The {modality.name!r} sensor counts as dead when its last valid message is older.",
+            read_only=False, floating_point_range=_float_range(0.001, 3600.0)))
+        if not topic:
+            raise StartupError(f"modality {modality.name!r} has no topic: set parameter '{prefix}.topic'")
+        result[modality.name] = ModalityParams(topic=topic, timeout_s=timeout_s)
+    unknown = sorted(
+        name for name in overrides
+        if name.startswith(f"{MODALITY_PREFIX}.") and not node.has_parameter(name)
+    )
+    if unknown:
+        raise StartupError(
+            f"parameters {unknown} do not match the model's modalities {list(spec.names)} "
+            f"(expected {MODALITY_PREFIX}.<name>.topic / .timeout_s)"
+        )
+    return result

@@ -1,0 +1,62 @@
+"""Batch-of-one M²VAE inference for the live node: encode the alive subset, decode every sensor.
+
+Kept apart from the ROS plumbing so the node's callbacks only move numpy arrays, and so
+the benchmark can time the same forward pass in-process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from m2vae_ros.spec import ModelSpec
+from m2vae_ros.subsets import members
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Posterior q(z|S) of one sample; `reconstructions` maps modality name → tensor of spec.shape."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    reconstructions: dict[str, np.ndarray]
+
+
+def resolve_device(requested: str) -> tuple[str, str | None]:
+    """`auto`/`cpu`/`cuda[:i]` → a usable torch device, plus a warning when CUDA had to be replaced."""
+    if requested == "auto":
+        return ("cuda" if torch.cuda.is_available() else "cpu"), None
+    if requested.startswith("cuda"):
+        index = int(requested.partition(":")[2] or 0)
+        if not torch.cuda.is_available():
+            return "cpu", f"device {requested!r} requested but CUDA is unavailable; running on cpu"
+        if index >= (count := torch.cuda.device_count()):
+            return "cpu", f"device {requested!r} does not exist ({count} GPUs); running on cpu"
+    return requested, None
+
+
+class LatentFusion:
+    """Wraps a loaded M2VAE for inference with batch size 1 (no autograd, eval mode)."""
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: str) -> None:
+        self.spec = spec
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def infer(self, tensors: dict[str, np.ndarray], subset: int, reconstruct: bool) -> Inference:
+        """Encode exactly `subset` (its members must all be in `tensors`) and optionally decode all."""
+        names = [self.spec.names[i] for i in members(subset)]
+        x = {name: torch.from_numpy(tensors[name]).unsqueeze(0).to(self.device) for name in names}
+        mean, logvar = self.model.encode(x, subset)
+        reconstructions = (
+            {name: self.model.decode(mean, name)[0].float().cpu().numpy() for name in self.spec.names}
+            if reconstruct else {}
+        )
+        return Inference(
+            mean=mean[0].float().cpu().numpy(),
+            std=torch.exp(0.5 * logvar[0]).float().cpu().numpy(),
+            reconstructions=reconstructions,
+        )

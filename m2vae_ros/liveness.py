@@ -1,0 +1,52 @@
+"""Per-sensor liveness, message rate and invalid-message bookkeeping for the fusion node.
+
+A sensor is alive while its last *valid* message is younger than its timeout, measured
+by receive time on the node clock: header stamps can lie (a replay, a skewed clock), the
+receive time cannot. Invalid messages are counted with their reason but never refresh
+liveness, so a sensor that only sends garbage goes stale like a dead one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass
+class ModalityLiveness:
+    """State of one sensor; all times are node-clock nanoseconds."""
+
+    timeout_ns: int
+    rate_window_ns: int = 2 * NS_PER_S
+    last_valid_ns: int | None = None
+    invalid_count: int = 0
+    last_invalid_reason: str = ""
+    invalid_by_reason: Counter[str] = field(default_factory=Counter)
+    _arrivals: deque[int] = field(default_factory=deque, repr=False)
+
+    def record_valid(self, now_ns: int) -> None:
+        self.last_valid_ns = now_ns
+        self._arrivals.append(now_ns)
+        self._forget_before(now_ns - self.rate_window_ns)
+
+    def record_invalid(self, reason: str) -> None:
+        self.invalid_count += 1
+        self.last_invalid_reason = reason
+        self.invalid_by_reason[reason] += 1
+
+    def alive(self, now_ns: int) -> bool:
+        return self.last_valid_ns is not None and now_ns - self.last_valid_ns < self.timeout_ns
+
+    def rate_hz(self, now_ns: int) -> float:
+        """Valid messages per second over the last `rate_window_ns` (0 until two have arrived)."""
+        self._forget_before(now_ns - self.rate_window_ns)
+        if len(self._arrivals) < 2:
+            return 0.0
+        span_ns = self._arrivals[-1] - self._arrivals[0]
+        return (len(self._arrivals) - 1) * NS_PER_S / span_ns if span_ns > 0 else 0.0
+
+    def _forget_before(self, cutoff_ns: int) -> None:
+        while self._arrivals and self._arrivals[0] < cutoff_ns:
+            self._arrivals.popleft()
