@@ -1,4 +1,4 @@
-"""Evaluation metrics over numpy arrays: reconstruction errors in sensor units, KL, probes.
+"""Evaluation metrics over numpy arrays: reconstruction errors in sensor units, probes.
 
 The probes follow the seed's protocol: ONE classifier (Gaussian naive Bayes) and ONE
 linear position regressor are fitted on the joint-subset latent means of the training
@@ -55,15 +55,6 @@ class ReconstructionError:
             return float("nan")
         mean = self.total / self.count
         return mean if self.modality.kind == "image" else float(np.sqrt(mean))
-
-
-def gaussian_kl(
-    mean_p: np.ndarray, logvar_p: np.ndarray, mean_q: np.ndarray, logvar_q: np.ndarray
-) -> np.ndarray:
-    """KL(p ‖ q) per row between diagonal Gaussians given as [B, D] means and log-variances."""
-    var_ratio = np.exp(logvar_p - logvar_q)
-    sq = np.square(mean_p - mean_q) / np.exp(logvar_q)
-    return 0.5 * np.sum(var_ratio + sq - 1.0 - (logvar_p - logvar_q), axis=-1)
 
 
 def shape_of(class_name: str) -> str:
