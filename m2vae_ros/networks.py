@@ -1,0 +1,179 @@
+"""Per-modality feature extractors and decoders, one pair per tensor kind (see spec.py).
+
+Every extractor maps a batch ``[B, *shape]`` to ``[B, feature_dim]`` and ends in a
+LayerNorm, so the fusion heads see features of a fixed scale however extreme the input
+(a saturated camera, a 1e6 reading): the posteriors stay finite. Every decoder maps
+``[B, latent_dim]`` to the raw (pre-likelihood) output ``[B, *shape]``.
+
+Scans and range images wrap around in azimuth, so their 1-D convolutions run along the
+beam/bin axis with circular padding: the beam at −π is the neighbour of the beam at +π.
+The networks are deliberately small: the demo trains a 64×64×3 camera and a 360-beam
+scan on two CPU cores in minutes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from m2vae_ros.spec import ModalitySpec
+
+DEFAULT_HIDDEN = {
+    "image": (32, 64, 64),
+    "scan": (16, 32, 64),
+    "range_image": (32, 64, 64),
+    "vector": (256, 256),
+}
+# Conv encoders pool to this many cells per axis before the linear layer, so the
+# parameter count does not depend on the input resolution.
+_POOLED_2D = 4
+_POOLED_1D = 16
+
+
+def build_extractor(spec: ModalitySpec, feature_dim: int) -> nn.Module:
+    """The feature extractor for one modality, chosen by its kind."""
+    hidden = spec.hidden or DEFAULT_HIDDEN[spec.kind]
+    if spec.kind == "image":
+        return ImageEncoder(spec.shape, hidden, feature_dim)
+    if spec.kind in ("scan", "range_image"):
+        return CircularEncoder(spec.shape, hidden, feature_dim)
+    return MLPEncoder(spec.shape[0], hidden, feature_dim)
+
+
+def build_decoder(spec: ModalitySpec, latent_dim: int) -> nn.Module:
+    """The decoder for one modality, mirroring its extractor."""
+    hidden = tuple(reversed(spec.hidden or DEFAULT_HIDDEN[spec.kind]))
+    if spec.kind == "image":
+        return ImageDecoder(spec.shape, hidden, latent_dim)
+    if spec.kind in ("scan", "range_image"):
+        return CircularDecoder(spec.shape, hidden, latent_dim)
+    return MLPDecoder(spec.shape[0], hidden, latent_dim)
+
+
+def mlp(widths: Sequence[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, dim: int, hidden: Sequence[int], feature_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(mlp([dim, *hidden]), nn.ReLU(), nn.Linear(hidden[-1], feature_dim))
+        self.norm = nn.LayerNorm(feature_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.net(x))
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, dim: int, hidden: Sequence[int], latent_dim: int) -> None:
+        super().__init__()
+        self.net = mlp([latent_dim, *hidden, dim])
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class ImageEncoder(nn.Module):
+    """Stride-2 convolutions, then adaptive pooling to 4×4 (any input size works)."""
+
+    def __init__(self, shape: tuple[int, ...], hidden: Sequence[int], feature_dim: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = shape[0]
+        for width in hidden:
+            layers += [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.ReLU()]
+            channels = width
+        layers.append(nn.AdaptiveAvgPool2d(_POOLED_2D))
+        self.conv = nn.Sequential(*layers)
+        self.out = nn.Linear(channels * _POOLED_2D**2, feature_dim)
+        self.norm = nn.LayerNorm(feature_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.out(self.conv(x).flatten(1)))
+
+
+class ImageDecoder(nn.Module):
+    """Linear → coarse grid → (2× upsample + conv) per width, the last to C → exact (H, W).
+
+    The coarse grid is ceil(H / 2^L) × ceil(W / 2^L); the last step resizes to the exact
+    shape only when H or W is not a multiple of 2^L.
+    """
+
+    def __init__(self, shape: tuple[int, ...], hidden: Sequence[int], latent_dim: int) -> None:
+        super().__init__()
+        self.shape = shape
+        steps = len(hidden)
+        self.grid = (math.ceil(shape[1] / 2**steps), math.ceil(shape[2] / 2**steps))
+        self.inp = nn.Linear(latent_dim, hidden[0] * self.grid[0] * self.grid[1])
+        layers: list[nn.Module] = []
+        for a, b in zip(hidden, [*hidden[1:], shape[0]], strict=True):
+            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(a, b, 3, padding=1), nn.ReLU()]
+        self.conv = nn.Sequential(*layers[:-1])  # no ReLU on the raw output
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = F.relu(self.inp(z)).view(z.shape[0], -1, *self.grid)
+        out = self.conv(h)
+        if out.shape[-2:] != self.shape[1:]:
+            out = F.interpolate(out, size=self.shape[1:], mode="bilinear", align_corners=False)
+        return out
+
+
+class CircularEncoder(nn.Module):
+    """1-D circular convolutions along the last axis; other axes become channels.
+
+    A scan (1, beams) has one channel; a range image (C, rings, bins) has C·rings.
+    """
+
+    def __init__(self, shape: tuple[int, ...], hidden: Sequence[int], feature_dim: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = math.prod(shape[:-1])
+        for width in hidden:
+            layers += [
+                nn.Conv1d(channels, width, 5, stride=2, padding=2, padding_mode="circular"),
+                nn.ReLU(),
+            ]
+            channels = width
+        layers.append(nn.AdaptiveAvgPool1d(_POOLED_1D))
+        self.conv = nn.Sequential(*layers)
+        self.out = nn.Linear(channels * _POOLED_1D, feature_dim)
+        self.norm = nn.LayerNorm(feature_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv(x.flatten(1, -2))
+        return self.norm(self.out(h.flatten(1)))
+
+
+class CircularDecoder(nn.Module):
+    """Linear → coarse ring → (2× upsample + circular conv) per width → exact length."""
+
+    def __init__(self, shape: tuple[int, ...], hidden: Sequence[int], latent_dim: int) -> None:
+        super().__init__()
+        self.shape = shape
+        self.length = math.ceil(shape[-1] / 2 ** len(hidden))
+        self.inp = nn.Linear(latent_dim, hidden[0] * self.length)
+        layers: list[nn.Module] = []
+        for a, b in zip(hidden, [*hidden[1:], math.prod(shape[:-1])], strict=True):
+            layers += [
+                nn.Upsample(scale_factor=2),
+                nn.Conv1d(a, b, 5, padding=2, padding_mode="circular"),
+                nn.ReLU(),
+            ]
+        self.conv = nn.Sequential(*layers[:-1])  # no ReLU on the raw output
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = F.relu(self.inp(z)).view(z.shape[0], -1, self.length)
+        out = self.conv(h)
+        if out.shape[-1] != self.shape[-1]:
+            out = F.interpolate(out, size=self.shape[-1], mode="linear", align_corners=False)
+        return out.view(z.shape[0], *self.shape)

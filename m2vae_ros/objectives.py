@@ -1,0 +1,229 @@
+"""The M²VAE objective and the JMVAE-kl and MVAE baselines, with missing modalities.
+
+M²VAE (Korthals, eq. 83) scores a set of modalities M recursively:
+
+    L(M)    = 1/|M| · ( L_VI(M) + Σ_{M' ⊂ M, |M'| = |M|−1} L(M') ),   L({m}) = ELBO(m)
+    L_VI(M) = Σ_{m∈M} E_q(z|M) log p(m|z) − β·KL(q(z|M) ‖ p(z)) − α·Σ_{m∈M} KL(q(z|M) ‖ q(z|M∖m))
+
+Each sample i is scored over exactly the modalities it has (its available set A_i), so a
+sample without modality b contributes the single-modality ELBO of a, and a missing
+modality's rows never reach a decoder or a KL term. Every subset's posterior, sample,
+ELBO and KL is computed once per batch (memoised over the recursion), only for the
+subsets some sample needs, and only on the rows whose available set contains it.
+
+`terms` report batch means over the rows that have the subset: `elbo/<S>` is the plain
+ELBO of q(z|S) (Σ rec − β·KL to the prior, comparable across objectives),
+`rec/<S>/<m>`, `kl_prior/<S>` and `kl/<S>|<S'>` its parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from m2vae_ros.model import M2VAE
+from m2vae_ros.subsets import all_subsets, children, members, subset_name
+
+
+@dataclass
+class Loss:
+    """`total` to minimise, each sample's objective, and batch-mean terms for logging."""
+
+    total: Tensor
+    per_sample: Tensor
+    terms: dict[str, Tensor]
+
+
+def kl_normal(mean_q: Tensor, logvar_q: Tensor, mean_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """KL(N(mean_q, e^logvar_q) ‖ N(mean_p, e^logvar_p)) of diagonal Gaussians → [B] (seed eq. 92)."""
+    ratio = torch.exp(logvar_q - logvar_p)
+    gap = (mean_q - mean_p).square() * torch.exp(-logvar_p)
+    return 0.5 * (ratio + gap - 1 - (logvar_q - logvar_p)).sum(1)
+
+
+def kl_standard_normal(mean: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mean, e^logvar) ‖ N(0, I)) → [B]."""
+    return 0.5 * (torch.exp(logvar) + mean.square() - 1 - logvar).sum(1)
+
+
+def loss(
+    model: M2VAE,
+    x: dict[str, Tensor],
+    available: Tensor,
+    *,
+    sample: bool = True,
+    generator: torch.Generator | None = None,
+) -> Loss:
+    """The objective of `model.spec.objective` for a batch; see the module docstring.
+
+    `available` is a bool tensor [B, N] in `model.spec` order. With `sample=False` z is
+    the posterior mean (deterministic evaluation); otherwise one reparameterised sample
+    per subset, drawn from `generator` (the global RNG when None).
+    """
+    batch = _Batch(model, x, available, sample, generator)
+    objective = _OBJECTIVES[model.spec.objective](batch, model.spec.alpha)
+    per_sample = available.new_zeros(available.shape[0], dtype=torch.float32)
+    for pattern in torch.unique(batch.patterns).tolist():
+        if pattern:
+            per_sample = torch.where(batch.patterns == pattern, objective(pattern), per_sample)
+    count = int((batch.patterns != 0).sum())
+    total = -per_sample.sum() / max(count, 1)
+    return Loss(total=total, per_sample=per_sample, terms=batch.terms)
+
+
+def subset_objective(model: M2VAE, x: dict[str, Tensor], subset: int, *, sample: bool = False) -> Tensor:
+    """L(subset) under the model's objective for every sample, as if it had exactly that subset → [B]."""
+    reference = x[model.names[members(subset)[0]]]
+    n = len(model.names)
+    columns = torch.tensor([bool(subset >> i & 1) for i in range(n)], device=reference.device)
+    available = columns.expand(reference.shape[0], n)
+    return loss(model, x, available, sample=sample).per_sample
+
+
+class _Batch:
+    """Memoised per-subset posteriors, ELBOs and KLs of one batch.
+
+    Values are stored as full [B, …] tensors; rows whose available set lacks the subset
+    hold zeros and are never read for those rows' objectives.
+    """
+
+    def __init__(
+        self,
+        model: M2VAE,
+        x: dict[str, Tensor],
+        available: Tensor,
+        sample: bool,
+        generator: torch.Generator | None,
+    ) -> None:
+        n = len(model.names)
+        if available.dtype != torch.bool or available.dim() != 2 or available.shape[1] != n:
+            raise ValueError(
+                f"available must be a bool tensor [B, {n}], got {available.dtype} {list(available.shape)}"
+            )
+        self.model, self.x, self.available = model, x, available
+        self.sample, self.generator = sample, generator
+        self.size = available.shape[0]
+        bits = torch.arange(n, device=available.device)
+        self.patterns = (available.long() << bits).sum(1)
+        present = [i for i in range(n) if bool(available[:, i].any())]
+        self.features = model.extract(x, present)
+        self.terms: dict[str, Tensor] = {}
+        self._rows: dict[int, Tensor | None] = {}
+        self._posteriors: dict[int, tuple[Tensor, Tensor]] = {}
+        self._elbos: dict[int, Tensor] = {}
+        self._kls: dict[tuple[int, int], Tensor] = {}
+
+    def name(self, subset: int) -> str:
+        return subset_name(subset, self.model.names)
+
+    def rows(self, subset: int) -> Tensor | None:
+        """Indices of the rows whose available set contains `subset`; None for all rows."""
+        if subset not in self._rows:
+            has = (self.patterns & subset) == subset
+            self._rows[subset] = None if bool(has.all()) else has.nonzero().squeeze(1)
+        return self._rows[subset]
+
+    def posterior(self, subset: int) -> tuple[Tensor, Tensor]:
+        if subset not in self._posteriors:
+            rows = self.rows(subset)
+            features = {i: _take(self.features[i], rows) for i in members(subset)}
+            mean, logvar = self.model.fuse(features, subset)
+            self._posteriors[subset] = (self._put(mean, rows), self._put(logvar, rows))
+        return self._posteriors[subset]
+
+    def elbo(self, subset: int) -> Tensor:
+        """Σ_{m∈S} E_q(z|S) log p(m|z) − β·KL(q(z|S) ‖ p(z)) → [B]."""
+        if subset not in self._elbos:
+            rows = self.rows(subset)
+            mean, logvar = (_take(t, rows) for t in self.posterior(subset))
+            z = mean
+            if self.sample:
+                noise = torch.randn(
+                    mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype
+                )
+                z = mean + torch.exp(0.5 * logvar) * noise
+            kl_prior = kl_standard_normal(mean, logvar)
+            value = -self.model.spec.beta * kl_prior
+            name = self.name(subset)
+            self._log(f"kl_prior/{name}", kl_prior)
+            for i in members(subset):
+                modality = self.model.names[i]
+                rec = self.model.log_likelihood(modality, z, _take(self.x[modality], rows))
+                self._log(f"rec/{name}/{modality}", rec)
+                value = value + rec
+            self._log(f"elbo/{name}", value)
+            self._elbos[subset] = self._put(value, rows)
+        return self._elbos[subset]
+
+    def kl(self, parent: int, child: int) -> Tensor:
+        """KL(q(z|parent) ‖ q(z|child)) on the parent's rows → [B]."""
+        if (parent, child) not in self._kls:
+            rows = self.rows(parent)
+            q = (_take(t, rows) for t in self.posterior(parent))
+            p = (_take(t, rows) for t in self.posterior(child))
+            value = kl_normal(*q, *p)
+            self._log(f"kl/{self.name(parent)}|{self.name(child)}", value)
+            self._kls[parent, child] = self._put(value, rows)
+        return self._kls[parent, child]
+
+    def _put(self, values: Tensor, rows: Tensor | None) -> Tensor:
+        if rows is None:
+            return values
+        full = values.new_zeros((self.size, *values.shape[1:]))
+        return full.index_copy(0, rows, values)
+
+    def _log(self, key: str, values: Tensor) -> None:
+        self.terms[key] = values.detach().mean()
+
+
+def _take(values: Tensor, rows: Tensor | None) -> Tensor:
+    return values if rows is None else values[rows]
+
+
+def _m2vae(batch: _Batch, alpha: float):
+    """Korthals eq. 83, memoised so every subset's L is built once."""
+    memo: dict[int, Tensor] = {}
+
+    def objective(subset: int) -> Tensor:
+        if subset not in memo:
+            below = children(subset)
+            value = batch.elbo(subset)
+            for child in below:
+                value = value - alpha * batch.kl(subset, child) + objective(child)
+            memo[subset] = value / subset.bit_count()
+        return memo[subset]
+
+    return objective
+
+
+def _jmvae(batch: _Batch, alpha: float):
+    """JMVAE-kl: the joint ELBO minus α·KL from the joint to every proper sub-encoder."""
+    everything = all_subsets(len(batch.model.names))
+
+    def objective(subset: int) -> Tensor:
+        value = batch.elbo(subset)
+        for part in everything:
+            if part != subset and part & subset == part:
+                value = value - alpha * batch.kl(subset, part)
+        return value
+
+    return objective
+
+
+def _mvae(batch: _Batch, alpha: float):
+    """MVAE sub-sampling: the joint (product-of-experts) ELBO plus each modality's own ELBO."""
+    del alpha  # MVAE has no cross-encoder KL term
+
+    def objective(subset: int) -> Tensor:
+        value = batch.elbo(subset)
+        if subset.bit_count() > 1:
+            for i in members(subset):
+                value = value + batch.elbo(1 << i)
+        return value
+
+    return objective
+
+
+_OBJECTIVES = {"m2vae": _m2vae, "jmvae": _jmvae, "mvae": _mvae}
