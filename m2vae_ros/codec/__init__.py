@@ -1,1 +1,56 @@
-"""Sensor message ↔ tensor conversions shared by the dataset builder and the live node."""
+"""Sensor message ↔ tensor conversions shared by the dataset builder and the live node.
+
+`decode_message` turns an rclpy or rosbags message into the tensor `spec.shape`
+describes; `reconstruction_message` turns a decoded model output back into a ROS
+message for the node's ``~/reconstruction/<modality>`` topics. All preprocessing
+parameters come from the spec saved with the model, so training and the node agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from m2vae_ros.codec.common import CodecError, Decoded, message_type
+from m2vae_ros.codec.image import decode_compressed_image, decode_image, image_message
+from m2vae_ros.codec.pointcloud import decode_pointcloud, pointcloud_message
+from m2vae_ros.codec.scan import decode_laserscan, scan_message
+from m2vae_ros.spec import ModalitySpec
+
+__all__ = ["CodecError", "Decoded", "decode_message", "message_type", "reconstruction_message"]
+
+# (message type, spec kind) → decoder
+DECODERS: dict[tuple[str, str], Callable[[Any, ModalitySpec], Decoded]] = {
+    ("sensor_msgs/msg/Image", "image"): decode_image,
+    ("sensor_msgs/msg/CompressedImage", "image"): decode_compressed_image,
+    ("sensor_msgs/msg/LaserScan", "scan"): decode_laserscan,
+    ("sensor_msgs/msg/PointCloud2", "scan"): decode_pointcloud,
+    ("sensor_msgs/msg/PointCloud2", "range_image"): decode_pointcloud,
+}
+
+ENCODERS: dict[str, Callable[[np.ndarray, ModalitySpec, Any], Any]] = {
+    "image": image_message,
+    "scan": scan_message,
+    "range_image": pointcloud_message,
+}
+
+
+def decode_message(msg: Any, spec: ModalitySpec) -> Decoded:
+    """Message → `Decoded` with a float32 tensor of exactly `spec.shape`; raises `CodecError`."""
+    msg_type = message_type(msg)
+    decoder = DECODERS.get((msg_type, spec.kind))
+    if decoder is None:
+        raise CodecError("unsupported_type", f"{msg_type} cannot feed a {spec.kind!r} modality ({spec.name})")
+    return decoder(msg, spec)
+
+
+def reconstruction_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
+    """Model output of `spec.shape` → rclpy Image, LaserScan or PointCloud2 stamped with `header`."""
+    encoder = ENCODERS.get(spec.kind)
+    if encoder is None:
+        raise CodecError("unsupported_type", f"no ROS message for a {spec.kind!r} modality ({spec.name})")
+    if tuple(np.shape(tensor)) != spec.shape:
+        raise CodecError("size_mismatch", f"tensor shape {np.shape(tensor)} != spec shape {spec.shape}")
+    return encoder(tensor, spec, header)

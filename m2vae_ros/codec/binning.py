@@ -1,0 +1,38 @@
+"""Nearest return per cell: the one reduction behind scans and range images.
+
+Several LiDAR returns may land in one angular bin (a denser scan, a point cloud); the
+closest one is what the sensor would have reported, so each cell keeps its minimum range.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def nearest_per_cell(cells: np.ndarray, ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For integer cell ids and ranges of equal length: (unique cells, index of the nearest return).
+
+    Sorting by (cell, range) and keeping each cell's first entry is vectorised and, unlike
+    ``np.minimum.at``, also tells which point won (needed to carry its intensity along).
+    """
+    order = np.lexsort((ranges, cells))
+    sorted_cells = cells[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_cells[1:] != sorted_cells[:-1]
+    return sorted_cells[first], order[first]
+
+
+def angle_bins(angles: np.ndarray, angle_min: float, angle_max: float, bins: int) -> np.ndarray:
+    """Bin index of each angle; bin i is centred on ``angle_min + i·(angle_max − angle_min)/bins``.
+
+    A span of a full turn wraps around (the last bin's right half meets the first bin);
+    otherwise angles outside the span get −1.
+    """
+    width = (angle_max - angle_min) / bins
+    index = np.rint((angles - angle_min) / width).astype(np.int64)
+    if angle_max - angle_min >= 2 * math.pi - 1e-6:
+        return index % bins
+    index[(index < 0) | (index >= bins)] = -1
+    return index

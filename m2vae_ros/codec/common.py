@@ -1,0 +1,70 @@
+"""What every decoder shares: the result type, the error type and message plumbing.
+
+Decoders accept rclpy messages and rosbags-deserialized messages alike. The two differ
+only in how they store arrays (``array.array``/``bytes`` vs numpy) and how they name
+their type, so everything here works on field names and the buffer protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class CodecError(ValueError):
+    """A message that cannot become a tensor; `reason` is a snake_case key for failure counts."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One message as a tensor of exactly `spec.shape`, plus its validity mask and header stamp.
+
+    `mask` is True where a LiDAR element holds a real return (scan/range_image kinds)
+    and None for kinds that have no notion of "no return".
+    """
+
+    tensor: np.ndarray
+    mask: np.ndarray | None
+    stamp_ns: int
+
+
+def message_type(msg: Any) -> str:
+    """ROS type name such as ``sensor_msgs/msg/Image`` for a rosbags or an rclpy message."""
+    name = getattr(msg, "__msgtype__", None)
+    if isinstance(name, str):
+        return name
+    cls = type(msg)
+    # rclpy classes live in modules named ``<package>.msg._<snake_name>``.
+    package, _, rest = cls.__module__.partition(".")
+    interface = rest.split(".", 1)[0] or "msg"
+    return f"{package}/{interface}/{cls.__name__}"
+
+
+def stamp_ns(msg: Any) -> int:
+    """Header stamp in integer nanoseconds (``header.stamp.sec``/``nanosec`` in both APIs)."""
+    try:
+        stamp = msg.header.stamp
+        return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    except AttributeError as exc:
+        raise CodecError("missing_field", f"{message_type(msg)} has no header.stamp") from exc
+
+
+def byte_view(data: Any) -> np.ndarray:
+    """A uint8 view (no copy) of a message's ``data`` field: bytes, array.array or numpy."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    if isinstance(data, list):  # rclpy may hold small sequences as lists of ints
+        return np.asarray(data, dtype=np.uint8)
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def float_view(values: Any) -> np.ndarray:
+    """float32[] fields (LaserScan.ranges) as a 1-D float32 array, without a copy where possible."""
+    return np.asarray(values, dtype=np.float32).reshape(-1)

@@ -1,0 +1,108 @@
+"""Camera images (sensor_msgs/Image, sensor_msgs/CompressedImage) ⇄ CHW float tensors in [0, 1]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from m2vae_ros.codec.common import CodecError, Decoded, byte_view, stamp_ns
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec
+
+# encoding → (numpy base type, channels, channel order, full scale)
+ENCODINGS: dict[str, tuple[str, int, str, float]] = {
+    "rgb8": ("u1", 3, "rgb", 255.0),
+    "bgr8": ("u1", 3, "bgr", 255.0),
+    "rgba8": ("u1", 4, "rgb", 255.0),
+    "bgra8": ("u1", 4, "bgr", 255.0),
+    "mono8": ("u1", 1, "mono", 255.0),
+    "mono16": ("u2", 1, "mono", 65535.0),
+    "16UC1": ("u2", 1, "mono", 65535.0),
+    "32FC1": ("f4", 1, "mono", 1.0),
+}
+
+
+def decode_image(msg: Any, spec: ModalitySpec) -> Decoded:
+    """sensor_msgs/Image → tensor, honouring row padding (`step`) and `is_bigendian`."""
+    encoding = str(msg.encoding)
+    if encoding not in ENCODINGS:
+        raise CodecError("unsupported_encoding", f"image encoding {encoding!r}; known: {sorted(ENCODINGS)}")
+    base, channels, order, full_scale = ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    itemsize = int(base[1])
+    row_bytes = width * channels * itemsize
+    if height <= 0 or width <= 0 or step < row_bytes:
+        raise CodecError("size_mismatch", f"{width}×{height} {encoding} with step {step} < {row_bytes}")
+    buf = byte_view(msg.data)
+    if buf.size < height * step:
+        raise CodecError("short_buffer", f"{buf.size} bytes < height×step = {height * step}")
+    rows = buf[: height * step].reshape(height, step)[:, :row_bytes]
+    dtype = np.dtype(base).newbyteorder(">" if msg.is_bigendian else "<")
+    pixels = rows.view(dtype).reshape(height, width, channels)
+    if not dtype.isnative:  # OpenCV works on native byte order only
+        pixels = pixels.astype(dtype.newbyteorder("="))
+    if base == "f4" and not np.isfinite(pixels).all():
+        raise CodecError("non_finite", f"{encoding} image holds NaN or inf")
+    return Decoded(to_tensor(pixels, order, full_scale, spec), None, stamp_ns(msg))
+
+
+def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
+    """sensor_msgs/CompressedImage (jpeg or png, as its `format` says) → tensor."""
+    fmt = str(msg.format).lower()
+    if not any(name in fmt for name in ("jpeg", "jpg", "png")):
+        raise CodecError("unsupported_encoding", f"compressed format {msg.format!r}; supported: jpeg, png")
+    pixels = cv2.imdecode(byte_view(msg.data), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise CodecError("corrupt_compressed", f"cv2.imdecode could not decode {msg.format!r} data")
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    order = "mono" if pixels.shape[2] == 1 else "bgr"
+    full_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    return Decoded(to_tensor(pixels, order, full_scale, spec), None, stamp_ns(msg))
+
+
+def to_tensor(pixels: np.ndarray, order: str, full_scale: float, spec: ModalitySpec) -> np.ndarray:
+    """HWC pixels (native dtype) → float32 (channels, height, width) as the spec asks.
+
+    Resizing comes first, on the raw dtype: it is the costly step and shrinking a
+    640×480 uint8 image is several times cheaper than shrinking its float copy.
+    """
+    pre = spec.preprocess
+    assert isinstance(pre, ImagePreprocess)
+    height, width = pixels.shape[:2]
+    if (width, height) != (pre.width, pre.height):
+        shrinking = pre.width <= width and pre.height <= height
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        pixels = cv2.resize(pixels, (pre.width, pre.height), interpolation=interpolation)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+    if order != "mono":
+        pixels = pixels[:, :, 2::-1] if order == "bgr" else pixels[:, :, :3]
+    if pre.channels == 1 and order != "mono":
+        pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)[:, :, None]
+    elif pre.channels == 3 and order == "mono":
+        pixels = np.repeat(pixels, 3, axis=2)
+    elif pre.channels not in (1, 3):
+        raise CodecError("unsupported_encoding", f"spec asks for {pre.channels} channels; only 1 or 3")
+    scale = pre.value_max if pre.value_max is not None else full_scale
+    tensor = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(scale)
+    return np.clip(tensor, 0.0, 1.0, out=tensor)
+
+
+def image_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
+    """CHW tensor in [0, 1] → sensor_msgs/Image (rgb8 or mono8) at the model's resolution."""
+    from sensor_msgs.msg import Image
+
+    channels, height, width = tensor.shape
+    pixels = np.clip(np.rint(np.asarray(tensor, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    hwc = np.ascontiguousarray(pixels.transpose(1, 2, 0))
+    return Image(
+        header=header,
+        height=height,
+        width=width,
+        encoding="rgb8" if channels == 3 else "mono8",
+        is_bigendian=0,
+        step=width * channels,
+        data=hwc.tobytes(),
+    )

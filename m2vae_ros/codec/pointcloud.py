@@ -1,0 +1,143 @@
+"""3-D LiDAR (sensor_msgs/PointCloud2) → range images or planar scans, and back.
+
+Any field layout is read through one numpy structured dtype built from the message's
+`fields` (offsets, `point_step` padding, INT8…FLOAT64, either byte order), so no
+per-point Python code runs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from m2vae_ros.codec.binning import angle_bins, nearest_per_cell
+from m2vae_ros.codec.common import CodecError, Decoded, byte_view, stamp_ns
+from m2vae_ros.codec.scan import NO_RETURN, NO_RETURN_THRESHOLD, bin_ranges
+from m2vae_ros.spec import ModalitySpec, RangeImagePreprocess, ScanPreprocess
+
+# sensor_msgs/PointField datatype constants → numpy base types.
+DATATYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+FLOAT32 = 7
+
+
+def read_points(msg: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Named fields of every point as float64 arrays, NaN/inf points dropped.
+
+    `names` must exist (missing_field otherwise); `optional` ones are returned when present.
+    """
+    fields = {str(f.name): f for f in msg.fields}
+    missing = [n for n in names if n not in fields]
+    if missing:
+        raise CodecError("missing_field", f"PointCloud2 lacks fields {missing}; has {sorted(fields)}")
+    wanted = [n for n in (*names, *optional) if n in fields]
+    order = ">" if msg.is_bigendian else "<"
+    formats = []
+    for name in wanted:
+        datatype = int(fields[name].datatype)
+        if datatype not in DATATYPES:
+            raise CodecError("unsupported_encoding", f"PointCloud2 field {name!r} has datatype {datatype}")
+        formats.append(order + DATATYPES[datatype])
+    height, width, point_step = int(msg.height), int(msg.width), int(msg.point_step)
+    row_step = int(msg.row_step) or width * point_step
+    offsets = [int(fields[n].offset) for n in wanted]
+    ends = [o + np.dtype(f).itemsize for o, f in zip(offsets, formats, strict=True)]
+    if point_step <= 0 or max(ends) > point_step or row_step < width * point_step:
+        raise CodecError("size_mismatch", f"fields end at {max(ends)} > point_step {point_step} or row_step")
+    dtype = np.dtype({"names": wanted, "formats": formats, "offsets": offsets, "itemsize": point_step})
+    buf = byte_view(msg.data)
+    if buf.size < height * row_step:
+        raise CodecError("short_buffer", f"{buf.size} bytes < height×row_step = {height * row_step}")
+    if height * width == 0:
+        raise CodecError("empty_cloud", "PointCloud2 with no points")
+    rows = buf[: height * row_step].reshape(height, row_step)[:, : width * point_step]
+    points = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+    columns = {n: points[n].astype(np.float64) for n in wanted}
+    finite = np.isfinite(columns[names[0]])
+    for n in names[1:]:
+        finite &= np.isfinite(columns[n])
+    if not finite.any():
+        raise CodecError("empty_cloud", "every point of the PointCloud2 is NaN or inf")
+    return {n: c[finite] for n, c in columns.items()}
+
+
+def decode_pointcloud(msg: Any, spec: ModalitySpec) -> Decoded:
+    """PointCloud2 → range image (spherical projection) or planar scan (z-slice), as the spec's kind says."""
+    pre = spec.preprocess
+    if isinstance(pre, ScanPreprocess):
+        pts = read_points(msg, ("x", "y", "z"))
+        planar = np.hypot(pts["x"], pts["y"])
+        keep = (pts["z"] >= pre.z_min) & (pts["z"] <= pre.z_max)
+        keep &= (planar >= pre.range_min) & (planar <= pre.range_max)
+        angles = np.arctan2(pts["y"][keep], pts["x"][keep])
+        tensor, mask = bin_ranges(angles, planar[keep], pre)
+        return Decoded(tensor, mask, stamp_ns(msg))
+    assert isinstance(pre, RangeImagePreprocess)
+    pts = read_points(msg, ("x", "y", "z", "intensity") if pre.intensity else ("x", "y", "z"))
+    return Decoded(*project(pts, pre), stamp_ns(msg))
+
+
+def ring_elevations(pre: RangeImagePreprocess) -> np.ndarray:
+    """Elevation (rad) of each ring, top first: ring i sits at fov_up − i·(fov_up − fov_down)/(rings − 1).
+
+    Centring rings on the FOV's ends matches scanners whose fov_up/fov_down are their
+    outermost beams (e.g. ±15° for a 16-beam LiDAR), so each beam fills exactly one ring.
+    """
+    return np.radians(np.linspace(pre.fov_up_deg, pre.fov_down_deg, pre.rings))
+
+
+def project(pts: dict[str, np.ndarray], pre: RangeImagePreprocess) -> tuple[np.ndarray, np.ndarray]:
+    """Points → (channels, rings, bins) tensor and mask, keeping the nearest return per cell."""
+    x, y, z = pts["x"], pts["y"], pts["z"]
+    ranges = np.sqrt(x * x + y * y + z * z)
+    keep = (ranges > 0) & (ranges >= pre.range_min) & (ranges <= pre.range_max)
+    x, y, z, ranges = x[keep], y[keep], z[keep], ranges[keep]
+    elevation = np.arcsin(np.clip(z / ranges, -1.0, 1.0))
+    ring_step = math.radians(pre.fov_up_deg - pre.fov_down_deg) / max(pre.rings - 1, 1)
+    ring = np.rint((math.radians(pre.fov_up_deg) - elevation) / ring_step).astype(np.int64)
+    column = angle_bins(np.arctan2(y, x), -math.pi, math.pi, pre.bins)
+    inside = (ring >= 0) & (ring < pre.rings)
+    cells, nearest = nearest_per_cell(ring[inside] * pre.bins + column[inside], ranges[inside])
+    shape = (2 if pre.intensity else 1, pre.rings, pre.bins)
+    tensor = np.zeros(shape, dtype=np.float32)
+    tensor[0] = NO_RETURN
+    mask = np.zeros(shape, dtype=bool)
+    rows, cols = np.divmod(cells, pre.bins)
+    tensor[0, rows, cols] = np.minimum(ranges[inside][nearest] / pre.range_max, 1.0)
+    mask[:, rows, cols] = True
+    if pre.intensity:
+        intensity = pts["intensity"][keep][inside][nearest]
+        tensor[1, rows, cols] = np.clip(intensity / pre.intensity_max, 0.0, 1.0)
+    return tensor, mask
+
+
+def pointcloud_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
+    """Range-image tensor → unorganized dense PointCloud2 (x, y, z, intensity float32), a point per return."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    pre = spec.preprocess
+    assert isinstance(pre, RangeImagePreprocess)
+    values = np.asarray(tensor, np.float32)
+    rows, cols = np.nonzero(values[0] < NO_RETURN_THRESHOLD)
+    ranges = values[0, rows, cols].astype(np.float64) * pre.range_max
+    elevation = ring_elevations(pre)[rows]
+    azimuth = -math.pi + cols * (2 * math.pi / pre.bins)
+    cloud = np.empty((rows.size, 4), dtype=np.float32)
+    cloud[:, 0] = ranges * np.cos(elevation) * np.cos(azimuth)
+    cloud[:, 1] = ranges * np.cos(elevation) * np.sin(azimuth)
+    cloud[:, 2] = ranges * np.sin(elevation)
+    cloud[:, 3] = values[1, rows, cols] * pre.intensity_max if pre.intensity else 0.0
+    fields = [PointField(name=n, offset=4 * i, datatype=FLOAT32, count=1) for i, n in enumerate("xyz")]
+    fields.append(PointField(name="intensity", offset=12, datatype=FLOAT32, count=1))
+    return PointCloud2(
+        header=header,
+        height=1,
+        width=rows.size,
+        fields=fields,
+        is_bigendian=False,
+        point_step=16,
+        row_step=16 * rows.size,
+        data=cloud.tobytes(),
+        is_dense=True,
+    )

@@ -1,0 +1,74 @@
+"""Planar LiDAR (sensor_msgs/LaserScan) ⇄ ``(1, beams)`` range tensors with a validity mask.
+
+"No return" (inf, NaN, or a range outside the message's or the spec's limits) is encoded
+as 1.0 with mask False, never as 0, which would read as an obstacle touching the robot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from m2vae_ros.codec.binning import angle_bins, nearest_per_cell
+from m2vae_ros.codec.common import CodecError, Decoded, float_view, stamp_ns
+from m2vae_ros.spec import ModalitySpec, ScanPreprocess
+
+NO_RETURN = 1.0
+# Reconstructed ranges at or above this fraction of range_max are published as "no return".
+NO_RETURN_THRESHOLD = 0.98
+
+
+def decode_laserscan(msg: Any, spec: ModalitySpec) -> Decoded:
+    """sensor_msgs/LaserScan → tensor; other beam counts or angular spans are resampled to the spec bins."""
+    pre = spec.preprocess
+    assert isinstance(pre, ScanPreprocess)
+    ranges = float_view(msg.ranges)
+    if ranges.size == 0:
+        raise CodecError("empty_scan", "LaserScan without ranges")
+    # The wire format holds float32; rounding here makes an rclpy message built in Python
+    # (which keeps doubles until it is serialized) bin exactly like its received twin.
+    angle_min, increment, range_min, range_max = (
+        float(np.float32(v)) for v in (msg.angle_min, msg.angle_increment, msg.range_min, msg.range_max)
+    )
+    if not np.isfinite(increment) or increment == 0.0:
+        raise CodecError("size_mismatch", f"LaserScan angle_increment {increment}")
+    angles = angle_min + increment * np.arange(ranges.size, dtype=np.float64)
+    low, high = max(range_min, pre.range_min), min(range_max, pre.range_max)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(ranges) & (ranges >= low) & (ranges <= high)
+    tensor, mask = bin_ranges(angles[valid], ranges[valid], pre)
+    return Decoded(tensor, mask, stamp_ns(msg))
+
+
+def bin_ranges(angles: np.ndarray, ranges: np.ndarray, pre: ScanPreprocess) -> tuple[np.ndarray, np.ndarray]:
+    """Valid returns at `angles` → (tensor, mask) of shape (1, beams), nearest return per bin."""
+    tensor = np.full((1, pre.beams), NO_RETURN, dtype=np.float32)
+    mask = np.zeros((1, pre.beams), dtype=bool)
+    bins = angle_bins(angles, pre.angle_min, pre.angle_max, pre.beams)
+    inside = bins >= 0
+    cells, nearest = nearest_per_cell(bins[inside], ranges[inside])
+    tensor[0, cells] = np.minimum(ranges[inside][nearest] / pre.range_max, 1.0)
+    mask[0, cells] = True
+    return tensor, mask
+
+
+def scan_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
+    """(1, beams) tensor → sensor_msgs/LaserScan with the spec's angles; values ≥ 0.98 become inf."""
+    from sensor_msgs.msg import LaserScan
+
+    pre = spec.preprocess
+    assert isinstance(pre, ScanPreprocess)
+    values = np.asarray(tensor, np.float32).reshape(-1)
+    ranges = values * np.float32(pre.range_max)
+    ranges[values >= NO_RETURN_THRESHOLD] = np.inf
+    increment = (pre.angle_max - pre.angle_min) / pre.beams
+    return LaserScan(
+        header=header,
+        angle_min=pre.angle_min,
+        angle_max=pre.angle_min + increment * (pre.beams - 1),
+        angle_increment=increment,
+        range_min=pre.range_min,
+        range_max=pre.range_max,
+        ranges=ranges,
+    )

@@ -1,0 +1,122 @@
+"""Camera images → tensors: every supported encoding, padding, byte order and bad input."""
+
+import cv2
+import numpy as np
+import pytest
+from bagutils import compressed, image, scan, to_rosbags
+
+from m2vae_ros.codec import CodecError, decode_message
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+MONO16 = RNG.integers(0, 65536, size=(6, 8), dtype=np.uint16)
+
+
+def camera(width: int = 8, height: int = 6, channels: int = 3, value_max: float | None = None):
+    return ModalitySpec(name="camera", kind="image",
+                        preprocess=ImagePreprocess(width=width, height=height, channels=channels,
+                                                   value_max=value_max))
+
+
+@pytest.fixture(params=["rclpy", "rosbags"])
+def flavour(request):
+    """Every test runs on the rclpy message and on its rosbags twin."""
+    return (lambda msg: msg) if request.param == "rclpy" else to_rosbags
+
+
+def chw(pixels: np.ndarray, scale: float) -> np.ndarray:
+    return (pixels.astype(np.float32) / np.float32(scale)).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize(("encoding", "pixels"), [
+    ("rgb8", RGB),
+    ("bgr8", RGB[:, :, ::-1]),
+    ("rgba8", np.dstack([RGB, np.full((6, 8), 7, np.uint8)])),
+    ("bgra8", np.dstack([RGB[:, :, ::-1], np.full((6, 8), 7, np.uint8)])),
+])
+def test_colour_encodings_give_rgb(flavour, encoding, pixels):
+    out = decode_message(flavour(image(np.ascontiguousarray(pixels), encoding, 1_500_000_000)), camera())
+    assert out.tensor.dtype == np.float32 and out.tensor.shape == (3, 6, 8)
+    np.testing.assert_array_equal(out.tensor, chw(RGB, 255))
+    assert out.mask is None and out.stamp_ns == 1_500_000_000
+
+
+def test_mono8_becomes_three_equal_channels(flavour):
+    out = decode_message(flavour(image(RGB[:, :, 0].copy(), "mono8")), camera())
+    np.testing.assert_array_equal(out.tensor, np.repeat(chw(RGB[:, :, :1], 255), 3, axis=0))
+
+
+@pytest.mark.parametrize("encoding", ["mono16", "16UC1"])
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_sixteen_bit_both_byte_orders(flavour, encoding, bigendian):
+    out = decode_message(flavour(image(MONO16, encoding, bigendian=bigendian)), camera(channels=1))
+    np.testing.assert_allclose(out.tensor, chw(MONO16[:, :, None], 65535), rtol=1e-6)
+
+
+def test_float_image_uses_value_max_and_clips(flavour):
+    depth = np.linspace(0.0, 6.0, 48, dtype=np.float32).reshape(6, 8)
+    out = decode_message(flavour(image(depth, "32FC1")), camera(channels=1, value_max=4.0))
+    np.testing.assert_allclose(out.tensor[0], np.clip(depth / 4.0, 0, 1), rtol=1e-6)
+    assert out.tensor.max() == 1.0
+
+
+def test_row_padding_is_skipped(flavour):
+    padded = decode_message(flavour(image(RGB, "rgb8", pad=5)), camera())
+    np.testing.assert_array_equal(padded.tensor, chw(RGB, 255))
+
+
+def test_shrinking_averages_pixel_blocks(flavour):
+    blocks = RNG.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    big = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)  # 32×32 of constant 8×8 blocks
+    out = decode_message(flavour(image(big, "rgb8")), camera(width=4, height=4))
+    np.testing.assert_allclose(out.tensor, chw(blocks, 255), atol=1e-6)
+
+
+def test_colour_to_mono_uses_luma(flavour):
+    red = np.zeros((6, 8, 3), np.uint8)
+    red[..., 0] = 255
+    out = decode_message(flavour(image(red, "rgb8")), camera(channels=1))
+    assert out.tensor.shape == (1, 6, 8)
+    np.testing.assert_allclose(out.tensor, 0.299, atol=2 / 255)
+
+
+def test_png_and_jpeg(flavour):
+    ok, png = cv2.imencode(".png", RGB[:, :, ::-1])
+    assert ok
+    out = decode_message(flavour(compressed(png.tobytes(), "png")), camera())
+    np.testing.assert_array_equal(out.tensor, chw(RGB, 255))
+    smooth = np.repeat(np.repeat(RGB[:2, :2], 16, axis=0), 16, axis=1)
+    ok, jpeg = cv2.imencode(".jpg", smooth[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    out = decode_message(flavour(compressed(jpeg.tobytes(), "rgb8; jpeg compressed bgr8")), camera(32, 32))
+    assert np.abs(out.tensor - chw(smooth, 255)).mean() < 0.03
+
+
+def test_sixteen_bit_png_scales_by_65535(flavour):
+    _, png = cv2.imencode(".png", MONO16)
+    out = decode_message(flavour(compressed(png.tobytes(), "png")), camera(channels=1))
+    np.testing.assert_allclose(out.tensor, chw(MONO16[:, :, None], 65535), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("msg", "reason"), [
+    (image(RGB, "rgb8"), "short_buffer"),
+    (image(np.full((6, 8), np.nan, np.float32), "32FC1"), "non_finite"),
+    (image(RGB, "yuv422"), "unsupported_encoding"),
+    (compressed(b"\xff\xd8 not a jpeg at all", "jpeg"), "corrupt_compressed"),
+    (compressed(b"abc", "tiff"), "unsupported_encoding"),
+    (scan([1.0] * 8), "unsupported_type"),
+])
+def test_bad_images_raise_with_reason(flavour, msg, reason):
+    if reason == "short_buffer":
+        msg.data = msg.data[: msg.step * msg.height - 1]
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(msg), camera())
+    assert err.value.reason == reason
+
+
+def test_step_smaller_than_row_is_a_size_mismatch(flavour):
+    msg = image(RGB, "rgb8")
+    msg.step = 8
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(msg), camera())
+    assert err.value.reason == "size_mismatch"

@@ -1,0 +1,108 @@
+"""PointCloud2 → range images and planar scans, for any field layout."""
+
+import math
+
+import numpy as np
+import pytest
+from bagutils import cloud, to_rosbags
+
+from m2vae_ros.codec import CodecError, decode_message
+from m2vae_ros.spec import ModalitySpec, RangeImagePreprocess, ScanPreprocess
+
+RNG = np.random.default_rng(2)
+RINGS, BINS = 4, 36
+PRE = RangeImagePreprocess(rings=RINGS, bins=BINS, fov_up_deg=15.0, fov_down_deg=-15.0, range_max=8.0,
+                           intensity=True, intensity_max=100.0)
+
+
+def lidar3d(intensity: bool = True) -> ModalitySpec:
+    pre = PRE if intensity else RangeImagePreprocess(rings=RINGS, bins=BINS, range_max=8.0)
+    return ModalitySpec(name="lidar", kind="range_image", preprocess=pre)
+
+
+@pytest.fixture(params=["rclpy", "rosbags"])
+def flavour(request):
+    return (lambda msg: msg) if request.param == "rclpy" else to_rosbags
+
+
+def grid_points() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """One point per cell at the cell's centre: (columns, ranges[rings, bins], intensity[rings, bins])."""
+    ranges = RNG.uniform(1.0, 7.0, (RINGS, BINS))
+    intensity = RNG.uniform(0.0, 100.0, (RINGS, BINS))
+    elevation = np.radians(np.linspace(15.0, -15.0, RINGS))[:, None]
+    azimuth = (-math.pi + np.arange(BINS) * 2 * math.pi / BINS)[None, :]
+    columns = {
+        "x": (ranges * np.cos(elevation) * np.cos(azimuth)).ravel(),
+        "y": (ranges * np.cos(elevation) * np.sin(azimuth)).ravel(),
+        "z": (ranges * np.sin(elevation) * np.ones_like(azimuth)).ravel(),
+        "intensity": intensity.ravel(),
+    }
+    return columns, ranges, intensity
+
+
+def test_spherical_projection_puts_each_point_in_its_cell(flavour):
+    columns, ranges, intensity = grid_points()
+    out = decode_message(flavour(cloud(columns, 7)), lidar3d())
+    assert out.tensor.shape == (2, RINGS, BINS) and out.mask.all() and out.stamp_ns == 7
+    np.testing.assert_allclose(out.tensor[0], ranges / 8.0, rtol=1e-5)
+    np.testing.assert_allclose(out.tensor[1], intensity / 100.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [
+    {"types": {"x": "f8", "y": "f8", "z": "f8", "intensity": "u2"}, "point_step": 40, "bigendian": True},
+    {"types": {"intensity": "u1"}, "point_step": 32},
+    {"height": 4},
+])
+def test_any_field_layout_gives_the_same_image(flavour, layout):
+    columns, _, _ = grid_points()
+    columns["intensity"] = np.rint(columns["intensity"])
+    plain = decode_message(cloud(columns), lidar3d())
+    other = decode_message(flavour(cloud(columns, **layout)), lidar3d())
+    np.testing.assert_allclose(other.tensor, plain.tensor, rtol=1e-5)
+    np.testing.assert_array_equal(other.mask, plain.mask)
+
+
+def test_nearest_return_wins_and_nan_points_are_dropped(flavour):
+    columns = {"x": np.array([2.0, 4.0, np.nan, 6.0]), "y": np.zeros(4), "z": np.zeros(4)}
+    out = decode_message(flavour(cloud(columns)), lidar3d(intensity=False))
+    # z = 0 lies between rings 1 (+5°) and 2 (−5°): equidistant, rounds to the even ring
+    assert out.mask.sum() == 1
+    assert np.isclose(out.tensor[0][out.mask[0]][0], 2.0 / 8.0)
+    assert (out.tensor[0][~out.mask[0]] == 1.0).all()
+
+
+def test_planar_scan_from_a_z_slice(flavour):
+    angles = np.radians(np.arange(-180, 180, 10.0))
+    columns = {"x": 3.0 * np.cos(angles), "y": 3.0 * np.sin(angles), "z": np.zeros(36)}
+    columns = {k: np.concatenate([v, v * 0.5]) for k, v in columns.items()}  # a closer copy…
+    columns["z"][36:] = 1.0  # …lifted out of the slice, so it must not count
+    spec = ModalitySpec(name="lidar", kind="scan", preprocess=ScanPreprocess(beams=36, range_max=6.0))
+    out = decode_message(flavour(cloud(columns)), spec)
+    np.testing.assert_allclose(out.tensor[0], 0.5, rtol=1e-6)
+    assert out.mask.all()
+
+
+@pytest.mark.parametrize(("columns", "reason"), [
+    ({"x": np.full(3, np.nan), "y": np.zeros(3), "z": np.zeros(3)}, "empty_cloud"),
+    ({"x": np.ones(3), "y": np.zeros(3)}, "missing_field"),
+])
+def test_bad_clouds_raise_with_reason(flavour, columns, reason):
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(cloud(columns)), lidar3d(False))
+    assert err.value.reason == reason
+
+
+def test_cloud_without_points_is_empty(flavour):
+    msg = cloud({"x": np.zeros(1), "y": np.zeros(1), "z": np.zeros(1)})
+    msg.width, msg.row_step, msg.data = 0, 0, b""
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(msg), lidar3d(False))
+    assert err.value.reason == "empty_cloud"
+
+
+def test_short_buffer(flavour):
+    msg = cloud({"x": np.ones(4), "y": np.ones(4), "z": np.ones(4)})
+    msg.data = msg.data[:-1]
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(msg), lidar3d(False))
+    assert err.value.reason == "short_buffer"

@@ -1,0 +1,70 @@
+"""LaserScans → (1, beams) tensors: "no return" handling and resampling to the spec's bins."""
+
+import math
+
+import numpy as np
+import pytest
+from bagutils import scan, to_rosbags
+
+from m2vae_ros.codec import CodecError, decode_message
+from m2vae_ros.spec import ModalitySpec, ScanPreprocess
+
+RNG = np.random.default_rng(1)
+
+
+def lidar(beams: int = 360, range_max: float = 8.0) -> ModalitySpec:
+    pre = ScanPreprocess(beams=beams, range_max=range_max)
+    return ModalitySpec(name="lidar", kind="scan", preprocess=pre)
+
+
+@pytest.fixture(params=["rclpy", "rosbags"])
+def flavour(request):
+    return (lambda msg: msg) if request.param == "rclpy" else to_rosbags
+
+
+def test_matching_scan_is_ranges_over_range_max(flavour):
+    ranges = RNG.uniform(0.5, 7.5, 360).astype(np.float32)
+    out = decode_message(flavour(scan(ranges, 42)), lidar())
+    assert out.tensor.shape == (1, 360) and out.mask.shape == (1, 360) and out.stamp_ns == 42
+    np.testing.assert_allclose(out.tensor[0], ranges / 8.0, rtol=1e-6)
+    assert out.mask.all()
+
+
+def test_invalid_returns_are_no_return_never_zero(flavour):
+    ranges = np.full(360, 4.0, np.float32)
+    bad = {0: np.inf, 1: np.nan, 2: 0.05, 3: 12.0, 4: 9.5, 5: -np.inf}  # 9.5: beyond the spec's 8 m only
+    for i, value in bad.items():
+        ranges[i] = value
+    out = decode_message(flavour(scan(ranges, range_min=0.1, range_max=10.0)), lidar())
+    assert (out.tensor[0, :6] == 1.0).all() and not out.mask[0, :6].any()
+    np.testing.assert_allclose(out.tensor[0, 6:], 0.5)
+    assert out.mask[0, 6:].all()
+
+
+def test_denser_scan_keeps_nearest_return_per_bin(flavour):
+    ranges = RNG.uniform(0.5, 7.5, 1080).astype(np.float32)  # three beams per bin, centred on it
+    out = decode_message(flavour(scan(ranges)), lidar())
+    expected = np.roll(ranges, 1).reshape(360, 3).min(axis=1) / 8.0
+    np.testing.assert_allclose(out.tensor[0], expected, rtol=1e-6)
+
+
+def test_sparser_scan_leaves_empty_bins_masked(flavour):
+    ranges = RNG.uniform(0.5, 7.5, 180).astype(np.float32)
+    out = decode_message(flavour(scan(ranges)), lidar())
+    np.testing.assert_allclose(out.tensor[0, ::2], ranges / 8.0, rtol=1e-6)
+    assert out.mask[0, ::2].all() and not out.mask[0, 1::2].any()
+    assert (out.tensor[0, 1::2] == 1.0).all()
+
+
+def test_front_half_scan_fills_front_bins_only(flavour):
+    ranges = np.full(181, 2.0, np.float32)  # −90° … +90° in 1° steps
+    msg = scan(ranges, angle_min=-math.pi / 2, angle_increment=math.pi / 180)
+    out = decode_message(flavour(msg), lidar())
+    assert out.mask[0, 90:271].all() and out.mask.sum() == 181
+    np.testing.assert_allclose(out.tensor[0, 90:271], 0.25)
+
+
+def test_empty_scan_is_an_error(flavour):
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(scan([], angle_increment=0.01)), lidar())
+    assert err.value.reason == "empty_scan"
