@@ -1,0 +1,95 @@
+"""A pinhole camera rendered by a column ray-caster: one 2-D ray per image column.
+
+Per column the horizontal hits (walls, object) come from `raycast.cast`; per row the
+ray's slope decides which surface is hit first, using that walls and the object are
+vertical and the floor is flat. Perspective is exact for this world: depth along the
+optical axis divides heights, so walls stay straight and the object shrinks with
+distance. Lambert shading with the object's surface normal makes a cylinder look round
+(smooth gradient across it) and a box flat (one shade per face, edges where faces meet).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from m2vae_ros.sim.raycast import cast
+from m2vae_ros.sim.world import OBJECT_HEIGHT, Arena, WorldState
+
+SKY_RGB = np.array([0.82, 0.85, 0.90])
+FLOOR_RGB = np.array([0.46, 0.40, 0.33])
+FLOOR_TILE = 0.5  # metres; a checker floor gives the image a sense of motion
+# Walls facing +x, -x, +y, -y (i.e. the west, east, south and north walls): greys and
+# blues, far from the objects' red and green.
+WALL_RGB = np.array([[0.55, 0.60, 0.72], [0.70, 0.68, 0.60], [0.60, 0.62, 0.66], [0.48, 0.52, 0.62]])
+
+
+class Camera:
+    """Renders ``height × width`` rgb8 images from a world state; `hfov` in radians."""
+
+    def __init__(
+        self,
+        width: int = 64,
+        height: int = 64,
+        *,
+        hfov: float = math.radians(60.0),
+        mount_height: float = 0.3,
+        noise_std: float = 4.0,
+    ) -> None:
+        if width < 1 or height < 1:
+            raise ValueError(f"image size must be positive, got {width}x{height}")
+        self.width, self.height = width, height
+        self.mount_height = mount_height
+        self.noise_std = noise_std
+        focal = (width / 2) / math.tan(hfov / 2)
+        # Column angles are positive to the left (ROS: y left), rows' slopes positive upward.
+        self._column_angles = np.arctan((width / 2 - (np.arange(width) + 0.5)) / focal)
+        self._cos = np.cos(self._column_angles)
+        self._slopes = ((height / 2 - (np.arange(height) + 0.5)) / focal)[:, None]
+
+    def render(self, state: WorldState, arena: Arena, rng: np.random.Generator) -> np.ndarray:
+        """The image as uint8 (height, width, 3), RGB order."""
+        yaw = state.robot_yaw + self._column_angles
+        hits = cast(state, yaw, arena.width, arena.depth)
+        light = state.lighting
+        to_light = np.array([math.cos(light.azimuth), math.sin(light.azimuth)])
+        h = self.mount_height
+        with np.errstate(invalid="ignore"):
+            z_object = h + self._slopes * (hits.object_distance * self._cos)
+        z_wall = h + self._slopes * (hits.wall_distance * self._cos)
+        on_object = (z_object >= 0) & (z_object <= OBJECT_HEIGHT)
+        on_wall = ~on_object & (z_wall >= 0) & (z_wall <= arena.wall_height)
+        on_floor = ~on_object & ~on_wall & (self._slopes < 0)
+
+        # Surfaces seen edge-on get less ambient light, so a cylinder darkens towards its sides.
+        facing = -(hits.object_normal[:, 0] * np.cos(yaw) + hits.object_normal[:, 1] * np.sin(yaw))
+        lambert = np.maximum(hits.object_normal @ to_light, 0.0)
+        object_shade = light.ambient * (0.5 + 0.5 * facing) + light.diffuse * lambert
+        object_rgb = np.asarray(state.object_class.rgb) * object_shade[:, None]
+        wall_index = np.where(
+            hits.wall_normal[:, 0] != 0,
+            (hits.wall_normal[:, 0] < 0).astype(int),
+            2 + (hits.wall_normal[:, 1] < 0),
+        )
+        wall_shade = light.ambient + light.diffuse * np.maximum(hits.wall_normal @ to_light, 0.0)
+        wall_rgb = WALL_RGB[wall_index] * (wall_shade / (1.0 + 0.04 * hits.wall_distance))[:, None]
+
+        image = np.where(on_object[..., None], object_rgb, SKY_RGB * (0.7 + 0.3 * light.ambient))
+        image = np.where(on_wall[..., None], wall_rgb, image)
+        image = np.where(on_floor[..., None], self._floor(state, h), image)
+
+        image = image * rng.normal(1.0, 0.02) + rng.normal(0.0, self.noise_std / 255.0, image.shape)
+        return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+    def _floor(self, state: WorldState, h: float) -> np.ndarray:
+        """Checker-tiled floor colour for every pixel (only floor pixels are used)."""
+        light = state.lighting
+        depth = np.where(self._slopes < 0, h / np.maximum(-self._slopes, 1e-6), 50.0)
+        distance = np.minimum(depth / self._cos, 50.0)  # (height, width) horizontal distance
+        angle = state.robot_yaw + self._column_angles
+        x = state.robot_xy[0] + distance * np.cos(angle)
+        y = state.robot_xy[1] + distance * np.sin(angle)
+        tile = (np.floor(x / FLOOR_TILE) + np.floor(y / FLOOR_TILE)) % 2
+        shade = (light.ambient + 0.6 * light.diffuse) * (0.88 + 0.12 * tile) / (1.0 + 0.04 * distance)
+        return FLOOR_RGB * shade[..., None]

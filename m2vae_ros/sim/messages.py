@@ -1,0 +1,140 @@
+"""Simulated sensor data → rosbags message objects of the ROS 2 Kilted typestore.
+
+Messages are built with rosbags' own classes (not rclpy) so a recording can be made
+without a ROS installation; `serialize` turns them into the CDR bytes a bag stores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from rosbags.typesys import Stores, get_typestore
+
+from m2vae_ros.sim.lidar import POINT_DTYPE, PlanarLidar
+from m2vae_ros.sim.world import OBJECT_HALF_WIDTH, OBJECT_HEIGHT, WorldState
+
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+T = TYPESTORE.types
+
+CAMERA_FRAME, SCAN_FRAME, POINTS_FRAME = "camera_link", "laser", "lidar"
+ROBOT_FRAME, MAP_FRAME = "base_link", "map"
+JPEG_QUALITY = 90
+MARKER_LIFETIME_NS = 200_000_000  # two ground-truth periods: stale markers vanish in rviz
+
+_EMPTY_BYTES = np.zeros(0, dtype=np.uint8)
+_POINT_FIELDS = [
+    T["sensor_msgs/msg/PointField"](name=name, offset=POINT_DTYPE.fields[name][1], datatype=datatype, count=1)
+    for name, datatype in (("x", 7), ("y", 7), ("z", 7), ("intensity", 7), ("ring", 4))  # FLOAT32, UINT16
+]
+
+
+def serialize(msg: object) -> bytes:
+    return bytes(TYPESTORE.serialize_cdr(msg, msg.__msgtype__))
+
+
+def header(stamp_ns: int, frame_id: str) -> object:
+    stamp = T["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+    return T["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+
+
+def image(stamp_ns: int, rgb: np.ndarray) -> object:
+    height, width, _ = rgb.shape
+    return T["sensor_msgs/msg/Image"](
+        header=header(stamp_ns, CAMERA_FRAME),
+        height=height,
+        width=width,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=3 * width,
+        data=rgb.reshape(-1),
+    )
+
+
+def compressed_image(stamp_ns: int, rgb: np.ndarray) -> object:
+    """JPEG as image_transport's `compressed` plugin publishes it (format names both encodings)."""
+    ok, jpeg = cv2.imencode(
+        ".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a JPEG image")
+    return T["sensor_msgs/msg/CompressedImage"](
+        header=header(stamp_ns, CAMERA_FRAME), format="rgb8; jpeg compressed bgr8", data=jpeg.reshape(-1)
+    )
+
+
+def laser_scan(
+    stamp_ns: int, lidar: PlanarLidar, ranges: np.ndarray, intensities: np.ndarray, rate: float
+) -> object:
+    return T["sensor_msgs/msg/LaserScan"](
+        header=header(stamp_ns, SCAN_FRAME),
+        angle_min=lidar.angle_min,
+        angle_max=lidar.angle_min + (lidar.beams - 1) * lidar.angle_increment,
+        angle_increment=lidar.angle_increment,
+        time_increment=1.0 / (rate * lidar.beams),
+        scan_time=1.0 / rate,
+        range_min=lidar.range_min,
+        range_max=lidar.range_max,
+        ranges=ranges,
+        intensities=intensities,
+    )
+
+
+def point_cloud(stamp_ns: int, points: np.ndarray) -> object:
+    """Unorganised cloud (height 1) without "no return" points, hence is_dense."""
+    return T["sensor_msgs/msg/PointCloud2"](
+        header=header(stamp_ns, POINTS_FRAME),
+        height=1,
+        width=points.shape[0],
+        fields=_POINT_FIELDS,
+        is_bigendian=False,
+        point_step=POINT_DTYPE.itemsize,
+        row_step=POINT_DTYPE.itemsize * points.shape[0],
+        data=points.view(np.uint8).reshape(-1),
+        is_dense=True,
+    )
+
+
+def object_marker(stamp_ns: int, state: WorldState) -> object:
+    """Ground truth label: ns = class name, id = class index, pose in the robot frame."""
+    cls = state.object_class
+    marker = T["visualization_msgs/msg/Marker"]
+    x, y, yaw = state.object_in_robot_frame()
+    return marker(
+        header=header(stamp_ns, ROBOT_FRAME),
+        ns=cls.name,
+        id=cls.index,
+        type=marker.CYLINDER if cls.shape == "cylinder" else marker.CUBE,
+        action=marker.ADD,
+        pose=_pose(x, y, OBJECT_HEIGHT / 2, yaw),
+        scale=T["geometry_msgs/msg/Vector3"](
+            x=2 * OBJECT_HALF_WIDTH, y=2 * OBJECT_HALF_WIDTH, z=OBJECT_HEIGHT
+        ),
+        color=T["std_msgs/msg/ColorRGBA"](r=cls.rgb[0], g=cls.rgb[1], b=cls.rgb[2], a=1.0),
+        lifetime=T["builtin_interfaces/msg/Duration"](sec=0, nanosec=MARKER_LIFETIME_NS),
+        frame_locked=False,
+        points=[],
+        colors=[],
+        texture_resource="",
+        texture=T["sensor_msgs/msg/CompressedImage"](header=header(0, ""), format="", data=_EMPTY_BYTES),
+        uv_coordinates=[],
+        text="",
+        mesh_resource="",
+        mesh_file=T["visualization_msgs/msg/MeshFile"](filename="", data=_EMPTY_BYTES),
+        mesh_use_embedded_materials=False,
+    )
+
+
+def robot_pose(stamp_ns: int, state: WorldState) -> object:
+    """The robot in the map frame, whose origin is the arena's corner (0, 0)."""
+    return T["geometry_msgs/msg/PoseStamped"](
+        header=header(stamp_ns, MAP_FRAME), pose=_pose(*state.robot_xy, 0.0, state.robot_yaw)
+    )
+
+
+def _pose(x: float, y: float, z: float, yaw: float) -> object:
+    return T["geometry_msgs/msg/Pose"](
+        position=T["geometry_msgs/msg/Point"](x=x, y=y, z=z),
+        orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)),
+    )
