@@ -1,0 +1,172 @@
+"""The model artifact: `model.safetensors` (weights) + `model.yaml` (everything else).
+
+Training writes it, the live node and the in-memory API read it. Weights are stored with
+safetensors (no pickle, so loading a file from someone else cannot run code); the YAML
+holds the full ModelSpec, so the node rebuilds the exact preprocessing and networks,
+plus the sha256 of the weights so a corrupted or half-written weights file is refused
+instead of silently producing garbage latents. Both files are replaced atomically,
+weights first: a crash leaves either the old artifact or weights whose hash the old
+YAML rejects, never a YAML that vouches for the wrong weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+import m2vae_ros
+from m2vae_ros.model import M2VAE
+from m2vae_ros.spec import ModelSpec, SpecError
+
+FORMAT = "m2vae_ros/model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "model.yaml"
+
+
+class ArtifactError(ValueError):
+    """A model directory is missing, malformed, corrupted or does not match its spec."""
+
+
+@dataclass
+class LoadedModel:
+    """A loaded artifact: the model (eval mode), its spec and the whole model.yaml."""
+
+    model: M2VAE
+    spec: ModelSpec
+    metadata: dict[str, Any]
+
+
+def save_model(
+    model: M2VAE,
+    directory: str | Path,
+    *,
+    provenance: dict | None = None,
+    metrics: dict | None = None,
+) -> Path:
+    """Write `model.safetensors` and `model.yaml` into `directory`; returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = save_safetensors(tensors)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": m2vae_ros.__version__,
+        "spec": model.spec.to_dict(),
+        "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(weights).hexdigest()},
+        "provenance": provenance or {},
+        "metrics": metrics or {},
+    }
+    text = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
+    write_atomic(directory / WEIGHTS_FILE, weights)
+    write_atomic(directory / METADATA_FILE, text.encode())
+    return directory
+
+
+def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
+    """Read and validate an artifact; raises ArtifactError naming the file and the problem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no such model directory")
+    metadata = _read_metadata(directory / METADATA_FILE)
+    meta_path = directory / METADATA_FILE
+    try:
+        spec = ModelSpec.from_dict(metadata["spec"])
+    except (SpecError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{meta_path}: invalid model spec: {exc}") from None
+    weights_path = directory / WEIGHTS_FILE
+    tensors = _read_weights(weights_path, _expected_sha256(metadata, meta_path))
+    model = M2VAE(spec)
+    _check_tensors(model.state_dict(), tensors, weights_path)
+    model.load_state_dict(tensors)
+    return LoadedModel(model=model.to(device).eval(), spec=spec, metadata=metadata)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file next to `path`, fsync it, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing")
+    try:
+        metadata = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ArtifactError(f"{path}: invalid YAML ({problem})") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not an m2vae_ros model description (format != {FORMAT!r})")
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: unknown format_version {version!r}; this m2vae_ros reads version {FORMAT_VERSION}"
+        )
+    if not isinstance(metadata.get("spec"), dict):
+        raise ArtifactError(f"{path}: no 'spec' mapping")
+    return metadata
+
+
+def _expected_sha256(metadata: dict[str, Any], path: Path) -> str:
+    weights = metadata.get("weights")
+    digest = weights.get("sha256") if isinstance(weights, dict) else None
+    if not isinstance(digest, str):
+        raise ArtifactError(f"{path}: no weights.sha256")
+    return digest
+
+
+def _read_weights(path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ArtifactError(
+            f"{path}: sha256 {actual[:12]}… does not match model.yaml's {sha256[:12]}… "
+            "(corrupted or partially written)"
+        )
+    try:
+        return load_safetensors(data)
+    except SafetensorError as exc:
+        raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path) -> None:
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {_few(missing)}")
+    if extra:
+        problems.append(f"unexpected tensors {_few(extra)}")
+    if wrong:
+        shapes = ", ".join(f"{k} {list(found[k].shape)} != {list(expected[k].shape)}" for k in wrong[:3])
+        problems.append(f"mis-shaped tensors {shapes}")
+    if problems:
+        raise ArtifactError(f"{path}: does not match the spec in model.yaml: {'; '.join(problems)}")
+
+
+def _few(names: list[str]) -> str:
+    shown = ", ".join(names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")

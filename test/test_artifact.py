@@ -1,0 +1,157 @@
+"""Artifact round trip and every refusal: missing, malformed, corrupted, mismatched."""
+
+import hashlib
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+import m2vae_ros
+from m2vae_ros.artifact import ArtifactError, load_model, save_model
+from m2vae_ros.model import M2VAE
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess
+
+torch.set_num_threads(1)
+
+
+def tiny_spec(latent_dim: int = 4) -> ModelSpec:
+    return ModelSpec(
+        (
+            ModalitySpec(
+                "camera",
+                "image",
+                ImagePreprocess(8, 8, 3),
+                topic="/camera/image_raw",
+                msg_type="sensor_msgs/msg/Image",
+                weight=0.03,
+                hidden=(4,),
+            ),
+            ModalitySpec("lidar", "scan", ScanPreprocess(beams=16), topic="/scan", hidden=(4,)),
+        ),
+        latent_dim=latent_dim,
+        feature_dim=8,
+        head_hidden=8,
+        alpha=0.5,
+    )
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = M2VAE(tiny_spec())
+    directory = save_model(
+        model, tmp_path / "model", provenance={"dataset": "runs/x"}, metrics={"val_elbo": -12.5}
+    )
+    return model, directory
+
+
+def test_round_trip_gives_identical_outputs_and_full_metadata(saved):
+    model, directory = saved
+    loaded = load_model(directory)
+    assert not loaded.model.training
+    assert loaded.spec == model.spec
+    x = {"camera": torch.rand(2, 3, 8, 8), "lidar": torch.rand(2, 1, 16)}
+    model.eval()
+    for subset in (1, 2, 3):
+        expected, got = model.encode(x, subset), loaded.model.encode(x, subset)
+        assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+    z = torch.randn(2, 4)
+    assert torch.equal(model.decode(z, "camera"), loaded.model.decode(z, "camera"))
+    meta = loaded.metadata
+    assert meta["package_version"] == m2vae_ros.__version__
+    assert meta["provenance"] == {"dataset": "runs/x"} and meta["metrics"] == {"val_elbo": -12.5}
+    assert meta["spec"]["modalities"][0]["topic"] == "/camera/image_raw"
+    assert meta["spec"]["alpha"] == 0.5
+    weights = (directory / "model.safetensors").read_bytes()
+    assert meta["weights"]["sha256"] == hashlib.sha256(weights).hexdigest()
+    assert sorted(p.name for p in directory.iterdir()) == ["model.safetensors", "model.yaml"]
+
+
+def edit_yaml(directory, change):
+    path = directory / "model.yaml"
+    meta = yaml.safe_load(path.read_text())
+    change(meta)
+    path.write_text(yaml.safe_dump(meta))
+
+
+def rewrite_weights(directory, tensors):
+    """Replace the weights and re-hash them, so only the tensor check can object."""
+    save_file(tensors, directory / "model.safetensors")
+    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    edit_yaml(directory, lambda meta: meta["weights"].update(sha256=digest))
+
+
+def test_missing_directory_and_files_are_refused(saved, tmp_path):
+    _, directory = saved
+    with pytest.raises(ArtifactError, match="no such model directory"):
+        load_model(tmp_path / "nowhere")
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: missing"):
+        load_model(directory)
+    (directory / "model.yaml").unlink()
+    with pytest.raises(ArtifactError, match=r"model\.yaml: missing"):
+        load_model(directory)
+
+
+def test_invalid_yaml_is_refused(saved):
+    _, directory = saved
+    (directory / "model.yaml").write_text("spec: [unclosed\n")
+    with pytest.raises(ArtifactError, match=r"model\.yaml: invalid YAML"):
+        load_model(directory)
+
+
+def test_unknown_format_version_is_refused(saved):
+    _, directory = saved
+    edit_yaml(directory, lambda meta: meta.update(format_version=99))
+    with pytest.raises(ArtifactError, match="unknown format_version 99"):
+        load_model(directory)
+
+
+def test_invalid_spec_is_refused(saved):
+    _, directory = saved
+    edit_yaml(directory, lambda meta: meta["spec"]["modalities"][0].update(kind="sonar"))
+    with pytest.raises(ArtifactError, match=r"invalid model spec.*sonar"):
+        load_model(directory)
+
+
+def test_corrupted_or_torn_weights_are_refused(saved):
+    _, directory = saved
+    path = directory / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"sha256 .* does not match"):
+        load_model(directory)
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ArtifactError, match="partially written"):
+        load_model(directory)
+
+
+def test_missing_extra_and_misshaped_tensors_are_refused(saved):
+    model, directory = saved
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    dropped = dict(tensors)
+    del dropped["heads.3.0.weight"]
+    rewrite_weights(directory, dropped)
+    with pytest.raises(ArtifactError, match=r"missing tensors heads\.3\.0\.weight"):
+        load_model(directory)
+    rewrite_weights(directory, {**tensors, "heads.7.0.weight": torch.zeros(2, 2)})
+    with pytest.raises(ArtifactError, match=r"unexpected tensors heads\.7\.0\.weight"):
+        load_model(directory)
+    # weights of a latent_dim=6 model do not fit a spec that says 4
+    other = {k: v.clone() for k, v in M2VAE(tiny_spec(latent_dim=6)).state_dict().items()}
+    rewrite_weights(directory, other)
+    with pytest.raises(ArtifactError, match=r"mis-shaped tensors"):
+        load_model(directory)
+
+
+def test_saving_again_replaces_both_files_without_leftovers(saved):
+    model, directory = saved
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    save_model(model, directory)
+    loaded = load_model(directory)
+    first = next(iter(model.state_dict()))
+    assert torch.equal(loaded.model.state_dict()[first], model.state_dict()[first])
+    assert sorted(p.name for p in directory.iterdir()) == ["model.safetensors", "model.yaml"]
