@@ -1,0 +1,224 @@
+"""`m2vae-play`: replay a rosbag2 recording onto live topics, for machines without `ros2 bag play`.
+
+Messages go out as the CDR bytes stored in the bag (rclpy publishes serialized bytes
+as they are), so nothing is converted field by field. Spacing follows the bag's log
+times divided by `--rate`. Header stamps are re-stamped to the wall clock at publish
+time by default: a live node rejects stamps far from its clock and measures latency
+from them, so replaying hours-old stamps would break both. `--keep-stamps` keeps the
+recorded ones (for nodes running on the bag's time). `--drop TOPIC@T0:T1` suppresses a
+topic between T0 and T1 seconds after the bag's first message, simulating a dead sensor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import rclpy
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from rclpy.utilities import remove_ros_args
+from rosbags.highlevel import AnyReader, AnyReaderError
+
+from m2vae_ros.qos import RELIABILITIES, sensor_qos
+from m2vae_ros.ros_types import MessageTypeError, message_class
+
+PUBLISHER_DEPTH = 10
+SUBSCRIBER_WAIT_S = 30.0
+ACK_WAIT_S = 2.0
+# CDR encapsulation header (first 4 bytes): 0x0000 = big-endian CDR, 0x0001 = little-endian.
+STAMP_FORMATS = {b"\x00\x00": ">iI", b"\x00\x01": "<iI"}
+
+
+class PlayError(RuntimeError):
+    """The recording or the command line cannot be played; the message is shown as is."""
+
+
+@dataclass(frozen=True)
+class DropWindow:
+    """Suppress `topic` for bag offsets in [start_s, end_s)."""
+
+    topic: str
+    start_s: float
+    end_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> DropWindow:
+        """`TOPIC@T0:T1` → DropWindow; raises ValueError (argparse shows it) on anything else."""
+        topic, at, window = text.rpartition("@")
+        start, colon, end = window.partition(":")
+        try:
+            start_s, end_s = float(start), float(end)
+        except ValueError:
+            start_s = end_s = float("nan")
+        if not (at and colon and topic.startswith("/") and 0 <= start_s < end_s):
+            raise ValueError(f"--drop {text!r}: expected TOPIC@T0:T1 with an absolute topic and 0 <= T0 < T1")
+        return cls(topic, start_s, end_s)
+
+    def covers(self, topic: str, offset_s: float) -> bool:
+        return topic == self.topic and self.start_s <= offset_s < self.end_s
+
+
+def has_leading_header(msg_class: type) -> bool:
+    """Whether the message starts with a std_msgs/Header, whose stamp then sits at CDR offset 4."""
+    fields = list(msg_class.get_fields_and_field_types().items())
+    return bool(fields) and fields[0] == ("header", "std_msgs/Header")
+
+
+def restamp(raw: bytes, stamp_ns: int) -> bytes:
+    """CDR bytes of a header-first message with header.stamp replaced (sec int32, nanosec uint32)."""
+    stamp_format = STAMP_FORMATS.get(bytes(raw[:2]))
+    if stamp_format is None or len(raw) < 12:
+        raise PlayError(f"not a CDR message (encapsulation {bytes(raw[:4])!r}, {len(raw)} bytes)")
+    sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+    return bytes(raw[:4]) + struct.pack(stamp_format, sec, nanosec) + bytes(raw[12:])
+
+
+@dataclass
+class Topic:
+    """A played topic: its publisher and whether its stamps can be rewritten."""
+
+    publisher: Publisher
+    restampable: bool
+
+
+class BagPlayer:
+    """Publishes one recording's messages with their recorded spacing."""
+
+    def __init__(self, node: Node, reader: AnyReader, args: argparse.Namespace) -> None:
+        self.reader = reader
+        self.rate: float = args.rate
+        self.keep_stamps: bool = args.keep_stamps
+        self.drops: list[DropWindow] = args.drop
+        recorded = {c.topic: c.msgtype for c in reader.connections}
+        wanted = args.topics or sorted(recorded)
+        missing = sorted(set(wanted) - set(recorded))
+        if missing:
+            raise PlayError(f"topics {missing} are not in the recording; it has {sorted(recorded)}")
+        self.topics: dict[str, Topic] = {}
+        for topic in wanted:
+            try:
+                msg_class = message_class(recorded[topic])
+            except MessageTypeError as exc:
+                raise PlayError(f"{topic}: {exc}; leave it out with --topics") from None
+            publisher = node.create_publisher(msg_class, topic, sensor_qos(args.qos, depth=PUBLISHER_DEPTH))
+            self.topics[topic] = Topic(publisher, has_leading_header(msg_class))
+        self.connections = [c for c in reader.connections if c.topic in self.topics]
+        self.published: Counter[str] = Counter()
+        self.suppressed: Counter[str] = Counter()
+
+    def wait_for_subscribers(self, timeout_s: float) -> None:
+        """Block until every played topic has a subscriber, so no message is sent into the void."""
+        deadline = time.monotonic() + timeout_s
+        while lonely := [n for n, t in self.topics.items() if t.publisher.get_subscription_count() == 0]:
+            if time.monotonic() > deadline:
+                raise PlayError(f"no subscriber appeared within {timeout_s:.0f} s on {lonely}")
+            time.sleep(0.05)
+
+    def play_once(self) -> None:
+        """One pass through the recording; sleeps to keep the recorded spacing."""
+        bag_start_ns = self.reader.start_time
+        wall_start = time.monotonic()
+        for connection, log_ns, raw in self.reader.messages(connections=self.connections):
+            offset_s = (log_ns - bag_start_ns) / 1e9
+            if any(drop.covers(connection.topic, offset_s) for drop in self.drops):
+                self.suppressed[connection.topic] += 1
+                continue
+            delay = wall_start + offset_s / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            topic = self.topics[connection.topic]
+            data = bytes(raw)
+            if topic.restampable and not self.keep_stamps:
+                data = restamp(data, time.time_ns())
+            topic.publisher.publish(data)
+            self.published[connection.topic] += 1
+
+    def flush(self, timeout_s: float) -> None:
+        """Let reliable subscribers acknowledge the last messages before the process exits."""
+        for topic in self.topics.values():
+            topic.publisher.wait_for_all_acked(Duration(seconds=timeout_s))
+
+    def summary(self, elapsed_s: float) -> str:
+        return (
+            f"m2vae-play: published {sum(self.published.values())} messages on {len(self.topics)} topics "
+            f"in {elapsed_s:.1f} s, {sum(self.suppressed.values())} suppressed by --drop "
+            f"({', '.join(f'{t}: {n}' for t, n in sorted(self.published.items())) or 'none'})"
+        )
+
+
+def _drop_window(text: str) -> DropWindow:
+    try:
+        return DropWindow.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="m2vae-play", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bag", type=Path, help="rosbag2 directory or .mcap/.db3 file")
+    parser.add_argument("--rate", type=_positive, default=1.0, help="playback speed factor (default 1)")
+    parser.add_argument("--loop", action="store_true", help="replay until interrupted")
+    parser.add_argument("--drop", type=_drop_window, action="append", default=[], metavar="TOPIC@T0:T1",
+                        help="suppress TOPIC from T0 to T1 seconds after the bag's start (repeatable)")
+    parser.add_argument("--topics", nargs="+", metavar="T", help="play only these topics (default: all)")
+    parser.add_argument("--qos", choices=sorted(RELIABILITIES), default="best_effort",
+                        help="publisher reliability (default best_effort, as sensor drivers)")
+    parser.add_argument("--keep-stamps", action="store_true",
+                        help="keep the recorded header stamps instead of re-stamping to now")
+    parser.add_argument("--wait-for-subscribers", action="store_true",
+                        help=f"start once every topic has a subscriber (at most {SUBSCRIBER_WAIT_S:.0f} s)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `m2vae-play` / `ros2 run m2vae_ros play`; returns the exit status."""
+    ros_argv = sys.argv if argv is None else ["m2vae-play", *argv]
+    args = parse_args(remove_ros_args(ros_argv)[1:])
+    rclpy.init(args=ros_argv)
+    node = rclpy.create_node("m2vae_play")
+    started = time.monotonic()
+    player = None
+    try:
+        with AnyReader([args.bag]) as reader:
+            if not reader.is2:
+                raise PlayError(f"{args.bag} is a ROS 1 bag; m2vae-play replays rosbag2 recordings only")
+            player = BagPlayer(node, reader, args)
+            if args.wait_for_subscribers:
+                player.wait_for_subscribers(SUBSCRIBER_WAIT_S)
+            started = time.monotonic()
+            player.play_once()
+            while args.loop:
+                player.play_once()
+            player.flush(ACK_WAIT_S)
+    except (PlayError, AnyReaderError, FileNotFoundError) as exc:
+        print(f"m2vae-play: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if player is not None:
+            print(player.summary(time.monotonic() - started))
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""m2vae-play: a real rosbag2 recording replayed by the real CLI to a real rclpy subscriber."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from rosutils import VENV_BIN, domain_id_for, ros_peer, run_to_exit, running
+from sensor_msgs.msg import Image, LaserScan
+
+from m2vae_ros.play import DropWindow, PlayError, restamp
+from m2vae_ros.qos import sensor_qos
+
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+BAG_START_NS = 1_000 * 1_000_000_000  # stamps from 1970: obviously not "now"
+SCAN_PERIOD_NS = 100_000_000  # 10 Hz
+SCANS = 20
+IMAGES = 5
+
+
+def _header(stamp_ns: int) -> object:
+    Header = TYPESTORE.types["std_msgs/msg/Header"]
+    Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+    sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+    return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="laser")
+
+
+def _scan(stamp_ns: int) -> object:
+    return TYPESTORE.types["sensor_msgs/msg/LaserScan"](
+        header=_header(stamp_ns), angle_min=-np.pi, angle_max=np.pi, angle_increment=2 * np.pi / 8,
+        time_increment=0.0, scan_time=0.1, range_min=0.1, range_max=8.0,
+        ranges=np.full(8, 2.0, dtype=np.float32), intensities=np.zeros(0, dtype=np.float32),
+    )
+
+
+def _image(stamp_ns: int) -> object:
+    return TYPESTORE.types["sensor_msgs/msg/Image"](
+        header=_header(stamp_ns), height=2, width=2, encoding="rgb8", is_bigendian=0, step=6,
+        data=np.arange(12, dtype=np.uint8),
+    )
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 scans at 10 Hz (1.9 s) and 5 images, written by rosbags as an MCAP rosbag2."""
+    path = tmp_path_factory.mktemp("play") / "tiny_bag"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
+        images = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TYPESTORE)
+        for i in range(SCANS):
+            stamp = BAG_START_NS + i * SCAN_PERIOD_NS
+            writer.write(scans, stamp, TYPESTORE.serialize_cdr(_scan(stamp), "sensor_msgs/msg/LaserScan"))
+            if i % 4 == 0:
+                writer.write(images, stamp, TYPESTORE.serialize_cdr(_image(stamp), "sensor_msgs/msg/Image"))
+    return path
+
+
+def _stamp_ns(msg: object) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def _play(bag: Path, domain_id: int, tmp_path: Path, *options: str) -> tuple[list, list, list[float], str]:
+    """Replay to a reliable subscriber; returns scans, images, scan arrival times and the CLI output."""
+    command = [str(VENV_BIN / "m2vae-play"), str(bag), "--qos", "reliable", "--wait-for-subscribers"]
+    command += options
+    with ros_peer(domain_id) as peer:
+        scans: list[LaserScan] = []
+        arrivals: list[float] = []
+
+        def on_scan(msg: LaserScan) -> None:
+            scans.append(msg)
+            arrivals.append(peer.node.get_clock().now().nanoseconds / 1e9)
+
+        peer.node.create_subscription(LaserScan, "/scan", on_scan, sensor_qos("reliable", depth=50))
+        images = peer.collect(Image, "/camera/image_raw", sensor_qos("reliable", depth=50))
+        log = tmp_path / "play.log"
+        with running(command, domain_id, log) as player:
+            peer.spin_until(lambda: player.poll() is not None, timeout_s=60)
+            peer.spin_for(0.3)  # the last messages may still be in flight
+        output = log.read_text()
+        assert player.returncode == 0, output
+    return scans, images, arrivals, output
+
+
+def test_replay_keeps_count_spacing_and_restamps(
+    bag: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    started_ns = time.time_ns()
+    scans, images, arrivals, output = _play(bag, domain_id_for(request.node.nodeid), tmp_path, "--rate", "2")
+
+    assert len(scans) == SCANS and len(images) == IMAGES, output
+    # Recorded spacing 1.9 s at rate 2 → 0.95 s; a player that dumps the bag takes milliseconds.
+    assert arrivals[-1] - arrivals[0] >= 0.8 * (SCANS - 1) * SCAN_PERIOD_NS / 1e9 / 2
+    assert all(_stamp_ns(m) >= started_ns for m in scans + images), "stamps were not rewritten to now"
+    assert [m.header.frame_id for m in scans] == ["laser"] * SCANS  # the rest of the message is intact
+    assert list(scans[0].ranges) == [2.0] * 8 and list(images[-1].data) == list(range(12))
+    assert f"published {SCANS + IMAGES} messages" in output
+
+
+def test_drop_window_suppresses_a_topic(bag: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    scans, images, _, output = _play(
+        bag, domain_id_for(request.node.nodeid), tmp_path,
+        "--rate", "4", "--keep-stamps", "--drop", "/scan@0.5:1.0",
+    )
+
+    offsets = [(_stamp_ns(m) - BAG_START_NS) / 1e9 for m in scans]
+    assert offsets == pytest.approx([i / 10 for i in range(SCANS) if not 0.5 <= i / 10 < 1.0]), output
+    assert len(images) == IMAGES  # other topics play through the window
+    assert "5 suppressed by --drop" in output
+
+
+def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    domain_id = domain_id_for(request.node.nodeid)
+    bad_drop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--drop", "/scan@2:1"], domain_id)
+    missing_topic = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--topics", "/nope"], domain_id)
+    missing_bag = run_to_exit([str(VENV_BIN / "m2vae-play"), str(tmp_path / "absent")], domain_id)
+
+    assert bad_drop.returncode == 2 and "expected TOPIC@T0:T1" in bad_drop.stderr
+    assert missing_topic.returncode == 2 and "'/nope'" in missing_topic.stderr
+    assert missing_bag.returncode == 2 and "absent" in missing_bag.stderr
+    assert "Traceback" not in bad_drop.stderr + missing_topic.stderr + missing_bag.stderr
+
+
+def test_drop_window_parsing() -> None:
+    window = DropWindow.parse("/camera/image_raw@1.5:3")
+    assert window == DropWindow("/camera/image_raw", 1.5, 3.0)
+    assert window.covers("/camera/image_raw", 1.5) and not window.covers("/camera/image_raw", 3.0)
+    assert not window.covers("/scan", 2.0)
+    for bad in ("/scan", "/scan@1", "scan@0:1", "/scan@x:1", "/scan@-1:1"):
+        with pytest.raises(ValueError, match="TOPIC@T0:T1"):
+            DropWindow.parse(bad)
+
+
+def test_restamp_rewrites_only_the_stamp() -> None:
+    raw = bytes(TYPESTORE.serialize_cdr(_scan(BAG_START_NS), "sensor_msgs/msg/LaserScan"))
+    new = restamp(raw, 1_700_000_000_123_456_789)
+    scan = TYPESTORE.deserialize_cdr(new, "sensor_msgs/msg/LaserScan")
+    assert (scan.header.stamp.sec, scan.header.stamp.nanosec) == (1_700_000_000, 123_456_789)
+    assert scan.header.frame_id == "laser" and len(new) == len(raw)
+    assert new[12:] == raw[12:]
+    with pytest.raises(PlayError, match="not a CDR message"):
+        restamp(b"\x07\x07" + raw[2:], 0)
