@@ -1,0 +1,119 @@
+"""The training configuration file (config/train.yaml) as one typed object.
+
+Layout: ``model:`` (ModelSpec settings), ``modalities:`` (one entry per sensor, in the
+order subset names use), ``labels.topic``, ``dataset.slop``/``dataset.timeout`` (seconds)
+and a free-form ``training:`` dict for the training CLI. Unknown keys are errors, so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from m2vae_ros.spec import ModelSpec, SpecError
+
+SECTIONS = ("model", "modalities", "labels", "dataset", "training")
+DATASET_KEYS = ("slop", "timeout")
+PACKAGE = "m2vae_ros"
+
+
+class ConfigError(ValueError):
+    """The configuration file or a command-line override is unusable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything config/train.yaml says; `source` is the file it came from (None if built in code)."""
+
+    spec: ModelSpec
+    labels_topic: str = "/ground_truth/object"
+    slop: float = 0.05
+    timeout: float = 0.5
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: Path | None = None
+
+    def dataset_key(self) -> dict[str, Any]:
+        """The settings a prepared dataset depends on (training settings deliberately excluded)."""
+        return {
+            "spec": self.spec.to_dict(),
+            "labels_topic": self.labels_topic,
+            "slop": self.slop,
+            "timeout": self.timeout,
+        }
+
+
+def default_config_path() -> Path:
+    """config/train.yaml of the source tree, else the installed share/m2vae_ros/config/train.yaml."""
+    in_tree = Path(__file__).resolve().parents[1] / "config" / "train.yaml"
+    if in_tree.is_file():
+        return in_tree
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE)) / "config" / "train.yaml"
+    except (ImportError, LookupError) as exc:  # PackageNotFoundError is a LookupError
+        raise ConfigError(f"no default config: {in_tree} is missing and {PACKAGE} is not installed") from exc
+
+
+def load_train_config(
+    path: str | Path | None = None, topic_overrides: Mapping[str, str] | None = None
+) -> TrainConfig:
+    """Read a train.yaml (None: the packaged default) and apply ``--topic MODALITY=TOPIC`` overrides."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: expected a mapping with sections {SECTIONS}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"config {path}: unknown sections {unknown}; known: {list(SECTIONS)}")
+    dataset = data.get("dataset") or {}
+    unknown = sorted(set(dataset) - set(DATASET_KEYS))
+    if unknown:
+        raise ConfigError(f"config {path}: unknown dataset keys {unknown}; known: {list(DATASET_KEYS)}")
+    try:
+        spec = ModelSpec.from_dict({**(data.get("model") or {}), "modalities": data.get("modalities") or []})
+    except SpecError as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
+    config = TrainConfig(
+        spec=spec,
+        labels_topic=str((data.get("labels") or {}).get("topic", TrainConfig.labels_topic)),
+        slop=float(dataset.get("slop", TrainConfig.slop)),
+        timeout=float(dataset.get("timeout", TrainConfig.timeout)),
+        training=dict(data.get("training") or {}),
+        source=path,
+    )
+    if not (config.slop >= 0 and config.timeout > 0):
+        raise ConfigError(f"config {path}: dataset.slop must be ≥ 0 and dataset.timeout > 0")
+    return with_topics(config, topic_overrides or {})
+
+
+def with_topics(config: TrainConfig, topics: Mapping[str, str]) -> TrainConfig:
+    """A copy of `config` whose modalities named in `topics` read from the given topics."""
+    unknown = sorted(set(topics) - set(config.spec.names))
+    if unknown:
+        raise ConfigError(f"--topic names unknown modalities {unknown}; known: {list(config.spec.names)}")
+    modalities = tuple(
+        dataclasses.replace(m, topic=topics.get(m.name, m.topic)) for m in config.spec.modalities
+    )
+    return dataclasses.replace(config, spec=dataclasses.replace(config.spec, modalities=modalities))
+
+
+def parse_topic_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["camera=/front/image", …]`` (repeated ``--topic`` flags) → {"camera": "/front/image"}."""
+    overrides = {}
+    for item in items:
+        name, sep, topic = item.partition("=")
+        if not sep or not name or not topic.startswith("/"):
+            raise ConfigError(f"--topic {item!r}: expected MODALITY=/topic/name")
+        overrides[name] = topic
+    return overrides
