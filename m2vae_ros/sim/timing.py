@@ -31,7 +31,7 @@ class SimError(ValueError):
 
 @dataclass(frozen=True)
 class DropWindow:
-    """No messages of `sensor` whose nominal time lies in [start, end) seconds from the start."""
+    """No messages of `sensor` whose header stamp lies in [start, end) seconds from the start."""
 
     sensor: str
     start: float
@@ -82,9 +82,9 @@ def frames(
     """Frames of one stream with nominal time < duration, each with its own Generator."""
     k = 0
     while (nominal := phase + k / rate) < duration:
-        if not any(d.start <= nominal < d.end for d in drops):
-            rng = np.random.default_rng([seed, stream, k])
-            t = max(0.0, nominal + float(np.clip(rng.normal(0.0, JITTER_STD), -JITTER_MAX, JITTER_MAX)))
+        rng = np.random.default_rng([seed, stream, k])
+        t = max(0.0, nominal + float(np.clip(rng.normal(0.0, JITTER_STD), -JITTER_MAX, JITTER_MAX)))
+        if not any(d.start <= t < d.end for d in drops):
             stamp_ns = start_ns + round(t * 1e9)
             log_ns = stamp_ns + round(float(rng.uniform(LATENCY_MIN, LATENCY_MAX)) * 1e9)
             yield Frame(k, t, stamp_ns, log_ns), rng

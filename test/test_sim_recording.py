@@ -1,0 +1,225 @@
+"""`m2vae-sim` recordings: real rosbag2 files, deterministic, with the requested rates and dropouts."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message
+from rosbags.highlevel import AnyReader
+
+from m2vae_ros.ros_types import message_class
+from m2vae_ros.sim.cli import main
+from m2vae_ros.sim.messages import TYPESTORE
+from m2vae_ros.sim.recorder import START_NS, SimSummary, simulate
+from m2vae_ros.sim.timing import LATENCY_MAX, LATENCY_MIN, DropWindow, SimError
+
+CAMERA, SCAN, POINTS = "/camera/image_raw", "/scan", "/points"
+MARKER, ROBOT_POSE = "/ground_truth/object", "/ground_truth/robot_pose"
+
+
+def read_bag(path: Path) -> list[tuple[str, str, int, bytes]]:
+    """(topic, msgtype, log time, raw CDR) of every message, in bag order."""
+    with AnyReader([path], default_typestore=TYPESTORE) as reader:
+        return [(c.topic, c.msgtype, t, bytes(raw)) for c, t, raw in reader.messages()]
+
+
+def stamp_seconds(msgtype: str, raw: bytes) -> float:
+    """Header stamp relative to the recording's start, in seconds."""
+    stamp = TYPESTORE.deserialize_cdr(raw, msgtype).header.stamp
+    return (stamp.sec * 1_000_000_000 + stamp.nanosec - START_NS) / 1e9
+
+
+@pytest.fixture(scope="module")
+def recording(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[SimSummary, list[tuple[str, str, int, bytes]]]:
+    out = tmp_path_factory.mktemp("sim") / "bag"
+    summary = simulate(out, 3.0, 5, drops=DropWindow.parse("camera@1:2") + DropWindow.parse("lidar@0.5:1.5"))
+    return summary, read_bag(out)
+
+
+def test_same_seed_gives_identical_messages_and_another_seed_different(tmp_path: Path) -> None:
+    first, second, other = (
+        simulate(tmp_path / name, 1.0, seed).out for name, seed in (("a", 3), ("b", 3), ("c", 4))
+    )
+    a, b, c = read_bag(first), read_bag(second), read_bag(other)
+    assert len(a) > 50 and a == b
+    for topic in (CAMERA, SCAN, POINTS, MARKER, ROBOT_POSE):
+        ours, theirs = ([raw for name, _, _, raw in bag if name == topic] for bag in (a, c))
+        assert len(ours) == len(theirs) > 0 and all(x != y for x, y in zip(ours, theirs, strict=True))
+
+
+def test_a_dropout_leaves_every_other_message_unchanged(tmp_path: Path) -> None:
+    full = read_bag(simulate(tmp_path / "full", 1.0, 3).out)
+    dropped = read_bag(simulate(tmp_path / "dropped", 1.0, 3, drops=DropWindow.parse("camera@0.2:0.6")).out)
+    kept = [m for m in full if not (m[0] == CAMERA and 0.2 <= stamp_seconds(m[1], m[3]) < 0.6)]
+    assert len(dropped) < len(full) and dropped == kept
+
+
+def test_rates_and_dropout_windows(recording) -> None:
+    summary, messages = recording
+    stamps: dict[str, np.ndarray] = {
+        topic: np.array([stamp_seconds(t, raw) for name, t, _, raw in messages if name == topic])
+        for topic in summary.counts
+    }
+
+    def count(topic: str, start: float, end: float) -> int:
+        return int(np.count_nonzero((stamps[topic] >= start) & (stamps[topic] < end)))
+
+    assert count(CAMERA, 1.0, 2.0) == 0  # camera@1:2
+    assert count(CAMERA, 0.0, 1.0) == pytest.approx(30, abs=1) and count(CAMERA, 2.0, 3.0) == pytest.approx(
+        30, abs=1
+    )
+    for lidar in (SCAN, POINTS):  # lidar@0.5:1.5 is both
+        assert count(lidar, 0.5, 1.5) == 0
+        assert count(lidar, 0.0, 0.5) == pytest.approx(5, abs=1) and count(lidar, 1.5, 3.0) == pytest.approx(
+            15, abs=1
+        )
+    # The ground truth keeps its 10 Hz through the LiDAR dropout: the camera's samples need labels.
+    for truth in (MARKER, ROBOT_POSE):
+        assert len(stamps[truth]) == 30 and count(truth, 0.5, 1.5) == pytest.approx(10, abs=1)
+    assert summary.counts == Counter(topic for topic, *_ in messages)
+
+
+def test_stamps_jitter_and_precede_log_times(recording) -> None:
+    _, messages = recording
+    latencies, jitter = [], []
+    for topic, msgtype, log_ns, raw in messages:
+        stamp = stamp_seconds(msgtype, raw)
+        latencies.append(log_ns - START_NS - round(stamp * 1e9))
+        rate = 30.0 if topic == CAMERA else 10.0
+        phase = 0.025 if topic == POINTS else 0.0
+        jitter.append(stamp - phase - round((stamp - phase) * rate) / rate)  # off the nominal grid
+    assert min(latencies) >= LATENCY_MIN * 1e9 - 1 and max(latencies) <= LATENCY_MAX * 1e9 + 1
+    assert 0.5e-3 < np.std(jitter) < 2e-3 and np.max(np.abs(jitter)) <= 3e-3 + 1e-9
+    log_times = [log_ns for _, _, log_ns, _ in messages]
+    assert log_times == sorted(log_times)
+
+
+def test_ground_truth_shares_the_scan_stamps_and_fields(recording) -> None:
+    _, messages = recording
+    scan_stamps = [stamp_seconds(t, raw) for topic, t, _, raw in messages if topic == SCAN]
+    marker_stamps = {stamp_seconds(t, raw) for topic, t, _, raw in messages if topic == MARKER}
+    assert len(scan_stamps) > 10 and set(scan_stamps) <= marker_stamps
+    markers = [TYPESTORE.deserialize_cdr(raw, t) for topic, t, _, raw in messages if topic == MARKER]
+    names = {0: ("red_cylinder", 3), 1: ("red_box", 1), 2: ("green_cylinder", 3)}  # CYLINDER 3, CUBE 1
+    for marker in markers:
+        assert (marker.ns, marker.type) == names[marker.id]
+        assert marker.header.frame_id == "base_link"
+        assert 0.5 - 1e-6 <= math.hypot(marker.pose.position.x, marker.pose.position.y) <= 4.0 + 1e-6
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_both_storages_read_back_with_rosbags_and_rclpy(tmp_path: Path, storage: str) -> None:
+    summary = simulate(tmp_path / "bag", 0.5, 1, storage=storage, compressed=True, image_size=(80, 60))
+    suffix = {"mcap": ".mcap", "sqlite3": ".db3"}[storage]
+    assert sorted(p.name for p in summary.out.iterdir()) == ["bag" + suffix, "metadata.yaml"]
+    assert not (tmp_path / "bag.partial").exists()
+    messages = read_bag(summary.out)
+    types = {topic: msgtype for topic, msgtype, _, _ in messages}
+    assert types == {
+        "/camera/image_raw/compressed": "sensor_msgs/msg/CompressedImage",
+        SCAN: "sensor_msgs/msg/LaserScan",
+        POINTS: "sensor_msgs/msg/PointCloud2",
+        MARKER: "visualization_msgs/msg/Marker",
+        ROBOT_POSE: "geometry_msgs/msg/PoseStamped",
+    }
+    first = {topic: raw for topic, _, _, raw in reversed(messages)}
+    # The CDR is what ROS itself writes: rclpy's own message classes read every topic.
+    ros = {
+        topic: deserialize_message(first[topic], message_class(msgtype)) for topic, msgtype in types.items()
+    }
+    jpeg = np.frombuffer(bytes(ros["/camera/image_raw/compressed"].data), dtype=np.uint8)
+    assert cv2.imdecode(jpeg, cv2.IMREAD_COLOR).shape == (60, 80, 3)
+    assert len(ros[SCAN].ranges) == 360 and ros[SCAN].header.frame_id == "laser"
+    cloud = ros[POINTS]
+    assert cloud.header.frame_id == "lidar" and cloud.point_step == 32 and cloud.width > 1000
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity", "ring"]
+    assert ros[ROBOT_POSE].header.frame_id == "map"
+
+
+def test_compressed_image_matches_the_raw_one(tmp_path: Path) -> None:
+    raw = read_bag(simulate(tmp_path / "raw", 0.2, 2, points=False).out)
+    jpeg = read_bag(simulate(tmp_path / "jpeg", 0.2, 2, points=False, compressed=True).out)
+    image = TYPESTORE.deserialize_cdr(next(m[3] for m in raw if m[0] == CAMERA), "sensor_msgs/msg/Image")
+    pixels = image.data.reshape(image.height, image.width, 3).astype(float)
+    compressed = TYPESTORE.deserialize_cdr(
+        next(m[3] for m in jpeg if m[0].endswith("compressed")), "sensor_msgs/msg/CompressedImage"
+    )
+    decoded = cv2.imdecode(compressed.data, cv2.IMREAD_COLOR)[..., ::-1].astype(float)
+    assert np.abs(decoded - pixels).mean() < 6
+    assert {m[0] for m in raw} == {CAMERA, SCAN, MARKER, ROBOT_POSE}
+
+
+def test_existing_output_or_leftover_partial_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(SimError, match="exists already"):
+        simulate(tmp_path / "taken", 0.1, 0)
+    (tmp_path / "crashed.partial").mkdir()
+    with pytest.raises(SimError, match="interrupted"):
+        simulate(tmp_path / "crashed", 0.1, 0)
+    assert not (tmp_path / "crashed").exists()
+
+
+def test_a_killed_run_leaves_no_bag_at_the_output(tmp_path: Path) -> None:
+    out = tmp_path / "bag"
+    code = "import sys; from m2vae_ros.sim.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--out", str(out), "--duration", "3600"],
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        bag_file = tmp_path / "bag.partial" / "bag" / "bag.mcap"
+        deadline = time.monotonic() + 120
+        while not (bag_file.exists() and bag_file.stat().st_size > 100_000) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bag_file.exists(), "the simulator never started writing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not out.exists()
+    with pytest.raises(SimError, match="interrupted"):
+        simulate(out, 0.1, 0)
+
+
+def test_cli_writes_a_bag_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bag"
+    argv = ["--out", str(out), "--duration", "0.3", "--seed", "9", "--storage", "sqlite3", "--no-points"]
+    assert main([*argv, "--drop", "scan@0:0.15"]) == 0
+    line = capsys.readouterr().out
+    assert f"wrote {out} (sqlite3)" in line and "/scan 1 " in line and "/points" not in line
+    assert main(argv) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--duration", "1", "--drop", "points@0:1", "--no-points"]) == 2
+    assert "--no-points" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "y"), "--duration", "1", "--image-size", "64"])
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("camera", "SENSOR@T0:T1"),
+        ("radar@1:2", "unknown sensor"),
+        ("scan@2:1", "start < end"),
+        ("scan@1:x", "not SENSOR"),
+    ],
+)
+def test_bad_dropouts_are_refused(text: str, error: str) -> None:
+    with pytest.raises(SimError, match=error):
+        DropWindow.parse(text)
+
+
+def test_lidar_dropout_means_scan_and_points() -> None:
+    assert DropWindow.parse("lidar@1:2.5") == [DropWindow("scan", 1.0, 2.5), DropWindow("points", 1.0, 2.5)]
