@@ -1,0 +1,208 @@
+"""`MultimodalVAE`: the M²VAE for researchers with numpy arrays — no ROS, no bags.
+
+    vae = MultimodalVAE.from_modalities({"left": ("vector", 32), "img": ("image", (1, 28, 28))},
+                                        latent_dim=16, objective="m2vae")
+    vae.fit({"left": a, "img": b}, epochs=20)
+    mean, std = vae.encode({"left": a})          # posterior of the subset you have
+    img_from_left = vae.decode(mean, "img")     # cross-modal reconstruction
+    vae.save("model/")                          # the same artifact the ROS node loads
+
+It is a thin shell over the library: the model (model.py), the objective (objectives.py),
+the training loop (trainer.py) and the artifact (artifact.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from m2vae_ros.artifact import load_model, save_model
+from m2vae_ros.model import M2VAE
+from m2vae_ros.spec import (
+    ImagePreprocess,
+    ModalitySpec,
+    ModelSpec,
+    RangeImagePreprocess,
+    ScanPreprocess,
+    VectorPreprocess,
+)
+from m2vae_ros.subsets import from_indices, parse_subset, subset_name
+from m2vae_ros.trainer import ArrayDataset, History, Trainer
+
+Shape = int | tuple[int, ...]
+_ENCODE_BATCH = 1024
+
+
+class MultimodalVAE:
+    """A trained or trainable M²VAE (or JMVAE-kl/MVAE baseline) over in-memory arrays.
+
+    Arrays are [N, *shape] per modality in the tensor conventions of spec.py; an
+    availability mask [N, n_modalities] (columns in modality order) marks missing
+    entries, whose rows must be zeros.
+    """
+
+    def __init__(self, spec: ModelSpec, *, seed: int = 0, model: M2VAE | None = None) -> None:
+        if model is None:
+            with torch.random.fork_rng():  # seeded init without touching the caller's RNG
+                torch.manual_seed(seed)
+                model = M2VAE(spec)
+        self.spec = spec
+        self.model = model
+
+    @classmethod
+    def from_modalities(
+        cls,
+        modalities: Mapping[str, tuple[str, Shape] | ModalitySpec],
+        *,
+        latent_dim: int = 32,
+        objective: str = "m2vae",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        likelihood: str = "gaussian",
+        scale: float = 0.1,
+        feature_dim: int = 256,
+        head_hidden: int = 256,
+        seed: int = 0,
+    ) -> MultimodalVAE:
+        """Build from `{name: (kind, shape)}`; a full ModalitySpec value overrides the defaults.
+
+        Shapes: vector dim or (dim,); image (C, H, W); scan beams or (1, beams);
+        range_image (C, rings, bins) with C = 1 (range) or 2 (range + intensity).
+        `likelihood` and `scale` apply to every modality given as (kind, shape).
+        """
+        specs = tuple(
+            value
+            if isinstance(value, ModalitySpec)
+            else ModalitySpec(name, value[0], _preprocess(name, *value), likelihood=likelihood, scale=scale)
+            for name, value in modalities.items()
+        )
+        spec = ModelSpec(
+            specs,
+            latent_dim=latent_dim,
+            objective=objective,
+            alpha=alpha,
+            beta=beta,
+            feature_dim=feature_dim,
+            head_hidden=head_hidden,
+        )
+        return cls(spec, seed=seed)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> MultimodalVAE:
+        """Load an artifact written by `save` or by `m2vae-train`."""
+        loaded = load_model(directory, device=device)
+        return cls(loaded.spec, model=loaded.model)
+
+    def save(
+        self, directory: str | Path, *, provenance: dict | None = None, metrics: dict | None = None
+    ) -> Path:
+        """Write the artifact (model.safetensors + model.yaml) that `load` and the ROS node read."""
+        provenance = {"source": "m2vae_ros.api", **(provenance or {})}
+        return save_model(self.model, directory, provenance=provenance, metrics=metrics)
+
+    def fit(
+        self,
+        data: Mapping[str, np.ndarray],
+        available: np.ndarray | None = None,
+        *,
+        epochs: int,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        seed: int = 0,
+        val: Mapping[str, np.ndarray] | None = None,
+        val_available: np.ndarray | None = None,
+        device: str = "cpu",
+        progress: bool = False,
+    ) -> History:
+        """Train for `epochs` epochs; `History.train`/`.val` hold per-epoch mean loss, elbo and terms."""
+        train_set = ArrayDataset(self._arrays(data, require_all=True), available)
+        val_set = (
+            ArrayDataset(self._arrays(val, require_all=True), val_available) if val is not None else None
+        )
+        trainer = Trainer(self.model, lr=lr, device=device, seed=seed)
+        history = trainer.fit(train_set, val_set, epochs=epochs, batch_size=batch_size, progress=progress)
+        self.model.eval()
+        return history
+
+    @torch.no_grad()
+    def encode(
+        self, data: Mapping[str, np.ndarray], subset: str | Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and std [N, latent_dim] of q(z | subset); None = every modality in `data`."""
+        arrays = self._arrays(data, require_all=False)
+        if subset is None:
+            bits = from_indices(self.spec.names.index(name) for name in arrays)
+        elif isinstance(subset, str):
+            bits = parse_subset(subset, self.spec.names)
+        else:
+            bits = parse_subset("+".join(subset), self.spec.names)
+        needed = subset_name(bits, self.spec.names).split("+")
+        absent = [name for name in needed if name not in arrays]
+        if absent:
+            raise ValueError(f"subset {subset!r} needs arrays for {absent}; given: {list(arrays)}")
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        n = len(arrays[needed[0]])
+        means, stds = [], []
+        for start in range(0, n, _ENCODE_BATCH):
+            x = {
+                name: torch.from_numpy(arrays[name][start : start + _ENCODE_BATCH]).to(device)
+                for name in needed
+            }
+            mean, logvar = self.model.encode(x, bits)
+            means.append(mean.cpu().numpy())
+            stds.append(torch.exp(0.5 * logvar).cpu().numpy())
+        return np.concatenate(means), np.concatenate(stds)
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray, modality: str) -> np.ndarray:
+        """Reconstruction mean [N, *shape] of `modality` (probabilities for bernoulli)."""
+        self.model.eval()
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.spec.latent_dim:
+            raise ValueError(f"z must be [N, {self.spec.latent_dim}], got {list(z.shape)}")
+        device = next(self.model.parameters()).device
+        return self.model.decode(torch.from_numpy(z).to(device), modality).cpu().numpy()
+
+    def _arrays(self, data: Mapping[str, np.ndarray], *, require_all: bool) -> dict[str, np.ndarray]:
+        """Validated float32 arrays in the model's modality order."""
+        unknown = sorted(set(data) - set(self.spec.names))
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; the model has {list(self.spec.names)}")
+        missing = [name for name in self.spec.names if name not in data]
+        if require_all and missing:
+            raise ValueError(
+                f"training needs an array for every modality; missing {missing} "
+                "(give zero rows and mark them in `available` instead)"
+            )
+        arrays = {}
+        for m in self.spec.modalities:
+            if m.name not in data:
+                continue
+            array = np.asarray(data[m.name], dtype=np.float32)
+            if array.shape[1:] != m.shape:
+                raise ValueError(f"modality {m.name!r}: expected [N, *{m.shape}], got {list(array.shape)}")
+            if not np.isfinite(array).all():
+                raise ValueError(f"modality {m.name!r}: contains NaN or infinite values")
+            arrays[m.name] = array
+        return arrays
+
+
+def _preprocess(name: str, kind: str, shape: Shape):
+    """The preprocess record that makes the codec produce `shape` for `kind`."""
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if kind == "vector" and len(dims) == 1:
+        return VectorPreprocess(dim=dims[0])
+    if kind == "image" and len(dims) == 3:
+        return ImagePreprocess(width=dims[2], height=dims[1], channels=dims[0])
+    if kind == "scan" and (len(dims) == 1 or (len(dims) == 2 and dims[0] == 1)):
+        return ScanPreprocess(beams=dims[-1])
+    if kind == "range_image" and len(dims) == 3 and dims[0] in (1, 2):
+        return RangeImagePreprocess(rings=dims[1], bins=dims[2], intensity=dims[0] == 2)
+    raise ValueError(
+        f"modality {name!r}: shape {shape} does not fit kind {kind!r} "
+        "(vector: dim, image: (C, H, W), scan: beams, range_image: (1 or 2, rings, bins))"
+    )
