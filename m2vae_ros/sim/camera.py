@@ -47,6 +47,12 @@ class Camera:
         self._column_angles = np.arctan((width / 2 - (np.arange(width) + 0.5)) / focal)
         self._cos = np.cos(self._column_angles)
         self._slopes = ((height / 2 - (np.arange(height) + 0.5)) / focal)[:, None]
+        # Where each below-horizon pixel meets the floor, relative to the camera (robot frame).
+        depth = np.where(self._slopes < 0, mount_height / np.maximum(-self._slopes, 1e-6), 50.0)
+        distance = np.minimum(depth / self._cos, 50.0)
+        self._floor_forward = (distance * self._cos).astype(np.float32)
+        self._floor_left = (distance * np.sin(self._column_angles)).astype(np.float32)
+        self._floor_falloff = (1.0 / (1.0 + 0.04 * distance)).astype(np.float32)
 
     def render(self, state: WorldState, arena: Arena, rng: np.random.Generator) -> np.ndarray:
         """The image as uint8 (height, width, 3), RGB order."""
@@ -75,21 +81,21 @@ class Camera:
         wall_shade = light.ambient + light.diffuse * np.maximum(hits.wall_normal @ to_light, 0.0)
         wall_rgb = WALL_RGB[wall_index] * (wall_shade / (1.0 + 0.04 * hits.wall_distance))[:, None]
 
-        image = np.where(on_object[..., None], object_rgb, SKY_RGB * (0.7 + 0.3 * light.ambient))
-        image = np.where(on_wall[..., None], wall_rgb, image)
-        image = np.where(on_floor[..., None], self._floor(state, h), image)
+        sky_rgb = SKY_RGB * (0.7 + 0.3 * light.ambient)
+        image = np.where(on_object[..., None], object_rgb.astype(np.float32), sky_rgb.astype(np.float32))
+        image = np.where(on_wall[..., None], wall_rgb.astype(np.float32), image)
+        image = np.where(on_floor[..., None], self._floor(state), image)
 
-        image = image * rng.normal(1.0, 0.02) + rng.normal(0.0, self.noise_std / 255.0, image.shape)
+        noise = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(self.noise_std / 255.0)
+        image = image * np.float32(rng.normal(1.0, 0.02)) + noise
         return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
-    def _floor(self, state: WorldState, h: float) -> np.ndarray:
+    def _floor(self, state: WorldState) -> np.ndarray:
         """Checker-tiled floor colour for every pixel (only floor pixels are used)."""
         light = state.lighting
-        depth = np.where(self._slopes < 0, h / np.maximum(-self._slopes, 1e-6), 50.0)
-        distance = np.minimum(depth / self._cos, 50.0)  # (height, width) horizontal distance
-        angle = state.robot_yaw + self._column_angles
-        x = state.robot_xy[0] + distance * np.cos(angle)
-        y = state.robot_xy[1] + distance * np.sin(angle)
-        tile = (np.floor(x / FLOOR_TILE) + np.floor(y / FLOOR_TILE)) % 2
-        shade = (light.ambient + 0.6 * light.diffuse) * (0.88 + 0.12 * tile) / (1.0 + 0.04 * distance)
-        return FLOOR_RGB * shade[..., None]
+        c, s = math.cos(state.robot_yaw), math.sin(state.robot_yaw)
+        x = state.robot_xy[0] + c * self._floor_forward - s * self._floor_left
+        y = state.robot_xy[1] + s * self._floor_forward + c * self._floor_left
+        tile = (np.floor(x * (1 / FLOOR_TILE)) + np.floor(y * (1 / FLOOR_TILE))) % 2
+        shade = (light.ambient + 0.6 * light.diffuse) * (0.88 + 0.12 * tile) * self._floor_falloff
+        return FLOOR_RGB.astype(np.float32) * shade[..., None]
