@@ -20,6 +20,7 @@ import numpy as np
 from rosbags.rosbag2 import Writer
 
 from m2vae_ros.sim import messages
+from m2vae_ros.sim.cli import parse_image_size
 from m2vae_ros.sim.recorder import (
     LIDAR_RATE,
     MARKER_TOPIC,
@@ -70,11 +71,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap")
-    parser.add_argument("--image-size", default="64x64")
+    parser.add_argument("--image-size", type=parse_image_size, default=(64, 64))
     parser.add_argument("--compressed", action="store_true")
     parser.add_argument("--no-points", action="store_true")
     args = parser.parse_args()
-    width, height = (int(v) for v in args.image_size.split("x"))
+    width, height = args.image_size
     options = {"compressed": args.compressed, "points": not args.no_points, "image_size": (width, height)}
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -203,6 +203,11 @@ def test_cli_writes_a_bag_and_reports_errors(tmp_path: Path, capsys: pytest.Capt
     assert "exists already" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--duration", "1", "--drop", "points@0:1", "--no-points"]) == 2
     assert "--no-points" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--duration", "inf"]) == 2
+    assert "duration" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--duration", "1", "--episode-seconds", "1"]) == 2
+    assert "episode_seconds" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "y"), "--duration", "1", "--image-size", "64"])
 

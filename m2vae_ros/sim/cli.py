@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--compressed", action="store_true", help="JPEG on /camera/image_raw/compressed")
     parser.add_argument("--no-points", action="store_true", help="leave out the 3-D LiDAR (/points)")
     parser.add_argument(
-        "--image-size", type=_image_size, default=(64, 64), metavar="WxH", help="default 64x64"
+        "--image-size", type=parse_image_size, default=(64, 64), metavar="WxH", help="default 64x64"
     )
     parser.add_argument(
         "--episode-seconds", type=float, default=15.0, help="seconds per object (class and pose), default 15"
@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _image_size(text: str) -> tuple[int, int]:
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``WxH`` → (width, height), for argparse."""
     width, sep, height = text.lower().partition("x")
     if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
         raise argparse.ArgumentTypeError(

@@ -13,6 +13,7 @@ rosbag2's own default since Iron, one indexed file.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import shutil
 import sys
@@ -91,16 +92,19 @@ class Simulation:
         image_size: tuple[int, int] = (64, 64),
         episode_seconds: float = 15.0,
     ) -> None:
-        if not duration > 0:
-            raise SimError(f"duration must be positive, got {duration}")
+        if not (duration > 0 and math.isfinite(duration)):
+            raise SimError(f"duration must be a positive number of seconds, got {duration}")
         if seed < 0:
             raise SimError(f"seed must be ≥ 0, got {seed}")
         if not points and any(d.sensor == "points" for d in drops):
             raise SimError("a points dropout was requested but the 3-D LiDAR is off (--no-points)")
         self.duration, self.seed, self.drops = duration, seed, tuple(drops)
         self.compressed, self.points = compressed, points
-        self.world = World(seed, episode_seconds=episode_seconds)
-        self.camera = Camera(*image_size)
+        try:
+            self.world = World(seed, episode_seconds=episode_seconds)
+            self.camera = Camera(*image_size)
+        except ValueError as exc:
+            raise SimError(str(exc)) from None
         self.scanner = PlanarLidar()
         self.lidar = SpinningLidar()
 

@@ -62,9 +62,8 @@ class DropWindow:
 
 @dataclass(frozen=True)
 class Frame:
-    """One capture: index in its stream, capture time t (s), header stamp and bag log time (ns)."""
+    """One capture: capture time t (s from the start), header stamp and bag log time (ns)."""
 
-    index: int
     t: float
     stamp_ns: int
     log_ns: int
@@ -87,5 +86,5 @@ def frames(
         if not any(d.start <= t < d.end for d in drops):
             stamp_ns = start_ns + round(t * 1e9)
             log_ns = stamp_ns + round(float(rng.uniform(LATENCY_MIN, LATENCY_MAX)) * 1e9)
-            yield Frame(k, t, stamp_ns, log_ns), rng
+            yield Frame(t, stamp_ns, log_ns), rng
         k += 1
