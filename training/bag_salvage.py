@@ -1,0 +1,219 @@
+"""Read what is left of a damaged rosbag2 storage file (truncated sqlite3 or MCAP).
+
+rosbags refuses such files as a whole: a truncated MCAP lacks its footer and summary, a
+truncated sqlite3 database fails its first query. A recording that lost its last
+seconds (a robot that lost power) still holds good data, so these readers walk the file
+from the front and stop at the first damaged record. Each yields (topic, msgtype,
+record_ns, raw CDR) and reports where it stopped in `damage`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import BinaryIO
+
+import apsw
+from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
+from rosbags.rosbag2.errors import ReaderError
+from rosbags.rosbag2.storage_mcap import decompress
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+DEFINITION_FORMATS = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
+_vfs_ids = itertools.count()
+
+
+class Truncated(Exception):
+    """The file ends (or is garbage) in the middle of a record."""
+
+
+@dataclass
+class Salvage:
+    """Topics and message definitions found in a damaged file, and what went wrong."""
+
+    path: Path
+    topics: dict[str, str] = field(default_factory=dict)
+    definitions: dict[str, MessageDefinition] = field(default_factory=dict)
+    damage: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- sqlite3
+
+
+class _PaddedFile(apsw.VFSFile):
+    """A database file that claims the size its header declares; reads past the real end give zeros."""
+
+    def __init__(self, vfs: str, name: apsw.URIFilename | str | None, flags: list[int], size: int) -> None:
+        super().__init__(vfs, name, flags)
+        self.size = size
+
+    def xFileSize(self) -> int:  # apsw's method names
+        return max(self.size, super().xFileSize())
+
+    def xRead(self, amount: int, offset: int) -> bytes:
+        try:
+            return super().xRead(amount, offset)
+        except apsw.IOError:  # short read past the truncation: SQLite treats b"" as zeros
+            return b""
+
+
+class _PaddedVFS(apsw.VFS):
+    def __init__(self, name: str, size: int) -> None:
+        self.size = size
+        super().__init__(name, "")
+
+    def xOpen(self, name: apsw.URIFilename | str | None, flags: list[int]) -> apsw.VFSFile:
+        return _PaddedFile("", name, flags, self.size)
+
+
+def salvage_sqlite(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, bytes]]]:
+    """Topics of a truncated .db3 and an iterator over its messages in insertion order."""
+    with path.open("rb") as bio:
+        header = bio.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise ReaderError(f"{path} is not an SQLite database")
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    declared = page_size * struct.unpack(">I", header[28:32])[0]
+    vfs_name = f"m2vae-salvage-{next(_vfs_ids)}"
+    vfs = _PaddedVFS(vfs_name, declared)
+    try:
+        flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        db = apsw.Connection(f"file:{path}?immutable=1", flags=flags, vfs=vfs_name)
+        found = Salvage(path)
+        ids = {}
+        for topic_id, name, msgtype in db.execute("SELECT id, name, type FROM topics"):
+            ids[topic_id] = (name, msgtype)
+            found.topics[name] = msgtype
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'message_definitions'").fetchall():
+            for msgtype, encoding, text in db.execute(
+                "SELECT topic_type, encoding, encoded_message_definition FROM message_definitions"
+            ):
+                if encoding in DEFINITION_FORMATS:
+                    found.definitions[msgtype] = MessageDefinition(DEFINITION_FORMATS[encoding], text)
+    except apsw.Error as exc:
+        vfs.unregister()
+        raise ReaderError(f"{path}: not even the topic table is readable ({exc})") from None
+
+    def messages() -> Iterator[tuple[str, str, int, bytes]]:
+        count = 0
+        try:
+            rows = db.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id")
+            for topic_id, stamp, data in rows:
+                if topic_id in ids:
+                    count += 1
+                    yield (*ids[topic_id], stamp, data)
+        except apsw.Error as exc:
+            found.damage.append(f"{path.name}: unreadable after {count} messages ({exc})")
+        finally:
+            db.close()
+            vfs.unregister()
+
+    return found, messages()
+
+
+# ---------------------------------------------------------------- MCAP
+
+
+def salvage_mcap(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, bytes]]]:
+    """Topics of a truncated .mcap and an iterator over its messages in file order."""
+    found = Salvage(path)
+    schemas: dict[int, tuple[str, MessageDefinition]] = {}
+    channels: dict[int, tuple[str, str]] = {}
+    with path.open("rb") as bio:
+        if bio.read(8) != MCAP_MAGIC:
+            raise ReaderError(f"{path} is not an MCAP file")
+        try:  # first pass: schemas and channels only
+            for op, record in _records(bio):
+                _register(op, record, schemas, channels)
+        except Truncated as exc:
+            found.damage.append(f"{path.name}: {exc}")
+    for name, msgtype in channels.values():
+        found.topics[name] = msgtype
+    found.definitions.update(dict(schemas.values()))
+
+    def messages() -> Iterator[tuple[str, str, int, bytes]]:
+        with path.open("rb") as bio:
+            bio.seek(8)
+            try:
+                for op, record in _records(bio):
+                    if op == 0x05:
+                        channel_id, _, log_time, _ = struct.unpack_from("<HIQQ", record)
+                        if channel_id in channels:
+                            yield (*channels[channel_id], log_time, record[22:])
+            except Truncated:
+                pass  # reported by the first pass
+
+    return found, messages()
+
+
+def _register(op: int, record: bytes, schemas: dict, channels: dict) -> None:
+    """Remember a schema (0x03) or channel (0x04) record."""
+    rec = BytesIO(record)
+    if op == 0x03:
+        (schema_id,) = struct.unpack("<H", rec.read(2))
+        name, encoding, data = _string(rec), _string(rec), _bytes(rec)
+        if encoding in DEFINITION_FORMATS:
+            schemas[schema_id] = (name, MessageDefinition(DEFINITION_FORMATS[encoding], data.decode()))
+    elif op == 0x04:
+        channel_id, schema_id = struct.unpack("<HH", rec.read(4))
+        topic = _string(rec)
+        msgtype = schemas[schema_id][0] if schema_id in schemas else ""
+        channels[channel_id] = (topic, msgtype)
+
+
+def _records(bio: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(opcode, content) of each record, descending into chunks; raises Truncated at damage.
+
+    The records of an uncompressed chunk cut short are still read up to the cut: the
+    writer keeps a whole megabyte in one chunk, often the entire tail of a recording.
+    """
+    while True:
+        head = bio.read(9)
+        if not head:
+            return
+        if len(head) < 9:
+            raise Truncated("file ends inside a record header")
+        op, length = struct.unpack("<BQ", head)
+        if op == 0x02:
+            return  # the footer: the file was complete after all
+        content = bio.read(length)
+        complete = len(content) == length
+        if op == 0x06:
+            yield from _records(BytesIO(_chunk_records(content, complete)))
+        elif complete:
+            yield op, content
+        if not complete:
+            raise Truncated(f"file ends inside a record (opcode {op:#04x})")
+
+
+def _chunk_records(content: bytes, complete: bool) -> bytes:
+    """The records inside a chunk: decompressed, or the readable part of an uncompressed one."""
+    try:
+        _, _, size, crc = struct.unpack_from("<QQQI", content)
+        rec = BytesIO(content[28:])
+        compression = _string(rec)
+        (compressed_size,) = struct.unpack("<Q", rec.read(8))
+    except (struct.error, UnicodeDecodeError):
+        raise Truncated("file ends inside a chunk header") from None
+    if not complete:
+        if compression:
+            raise Truncated(f"file ends inside a {compression} chunk")
+        return rec.read()
+    try:
+        return decompress(rec.read(compressed_size), compression, size, crc)
+    except (ReaderError, ValueError, RuntimeError) as exc:
+        raise Truncated(f"damaged chunk ({exc})") from None
+
+
+def _bytes(rec: BytesIO) -> bytes:
+    (length,) = struct.unpack("<I", rec.read(4))
+    return rec.read(length)
+
+
+def _string(rec: BytesIO) -> str:
+    return _bytes(rec).decode()

@@ -1,0 +1,161 @@
+"""rosbag2 recordings (directories with metadata.yaml, bare .mcap/.db3 files) as message streams.
+
+Message types are read with the definitions stored in the bag itself, falling back to
+ROS 2 Kilted's for types a bag does not define. A damaged recording is read as far as
+it goes (see `bag_salvage`) and the damage is listed in `Bag.damage`; only a path
+that yields nothing at all raises `BagError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import apsw
+from m2vae_training.bag_salvage import salvage_mcap, salvage_sqlite
+from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
+from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.serde import SerdeError
+from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
+from rosbags.typesys.base import TypesysError
+from rosbags.typesys.store import Typestore
+
+from m2vae_ros.codec import CodecError
+
+STORAGE_SUFFIXES = (".mcap", ".db3")
+IDL_SEPARATOR = "=" * 80 + "\n"
+# What a damaged storage file raises while being read.
+READ_ERRORS = (ReaderError, apsw.Error, OSError, EOFError, ValueError)
+
+
+class BagError(Exception):
+    """A path that is no readable rosbag2 recording at all."""
+
+
+def storage_files(path: Path) -> list[Path]:
+    """The storage files of a recording: the file itself, or a bag directory's .mcap/.db3 files."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES)
+    return [path]
+
+
+def fingerprint(path: str | Path) -> dict[str, Any]:
+    """Path, total size and newest mtime of a recording's files: a changed bag changes this."""
+    path = Path(path).resolve()
+    files = storage_files(path) + ([path / "metadata.yaml"] if (path / "metadata.yaml").is_file() else [])
+    stats = [f.stat() for f in files if f.is_file()]
+    return {
+        "path": str(path),
+        "bytes": sum(s.st_size for s in stats),
+        "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+    }
+
+
+def build_typestore(definitions: Mapping[str, MessageDefinition]) -> Typestore:
+    """Types as the bag defines them, plus ROS 2 Kilted's for every type it does not define."""
+    types: dict[str, Any] = dict(get_typestore(Stores.ROS2_KILTED).fielddefs)
+    for msgtype, msgdef in definitions.items():
+        try:
+            if msgdef.format == MessageDefinitionFormat.MSG:
+                types.update(get_types_from_msg(msgdef.data, msgtype))
+            elif msgdef.format == MessageDefinitionFormat.IDL:
+                texts = msgdef.data.split(IDL_SEPARATOR)[1:] if msgdef.data.startswith(IDL_SEPARATOR) else [
+                    "IDL: \n" + msgdef.data
+                ]
+                for text in texts:
+                    types.update(get_types_from_idl(text.split("\n", 1)[1]))
+        except TypesysError:
+            continue  # an unparsable definition: Kilted's (if any) stays in place
+    store = get_typestore(Stores.EMPTY)
+    store.register(types)
+    return store
+
+
+class Bag:
+    """One recording opened for reading: `topics` (name → type), raw messages and deserialisation.
+
+    Use as a context manager. Damage found while opening or reading is appended to
+    `damage` as readable lines; reading stops at the damage and keeps what came before.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.topics: dict[str, str] = {}
+        self.damage: list[str] = []
+        self.typestore: Typestore = get_typestore(Stores.EMPTY)
+        self._reader: Reader | None = None
+        self._salvaged: list[Iterator[tuple[str, str, int, bytes]]] = []
+        self._salvages: list[Any] = []
+
+    def __enter__(self) -> Bag:
+        if not self.path.exists():
+            raise BagError(f"{self.path}: no such file or directory")
+        try:
+            reader = Reader(self.path)
+            reader.open()
+        except (ReaderError, FileNotFoundError, *READ_ERRORS) as exc:
+            self._salvage(exc)
+        else:
+            self._reader = reader
+            self.topics = {c.topic: c.msgtype for c in reader.connections}
+            self.typestore = build_typestore({c.msgtype: c.msgdef for c in reader.connections})
+        return self
+
+    def _salvage(self, error: Exception) -> None:
+        """Fall back to reading each storage file from the front; BagError if none gives anything."""
+        definitions: dict[str, MessageDefinition] = {}
+        problems = [f"{self.path}: {error}"]
+        for file in storage_files(self.path):
+            salvage = salvage_mcap if file.suffix == ".mcap" else salvage_sqlite
+            try:
+                found, messages = salvage(file)
+            except (ReaderError, OSError) as exc:
+                problems.append(str(exc))
+                continue
+            self._salvages.append(found)
+            self._salvaged.append(messages)
+            self.topics.update(found.topics)
+            definitions.update(found.definitions)
+        if not self.topics:
+            raise BagError(f"cannot open bag {'; '.join(problems)}")
+        self.damage.append(f"{self.path.name}: damaged ({error}); reading what is left")
+        self.typestore = build_typestore(definitions)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        for messages in self._salvaged:
+            close = getattr(messages, "close", None)
+            if close is not None:
+                close()
+
+    def messages(self, topics: Collection[str]) -> Iterator[tuple[str, str, int, bytes]]:
+        """(topic, msgtype, record time ns, raw CDR) of the given topics, in storage order."""
+        if self._reader is not None:
+            connections = [c for c in self._reader.connections if c.topic in topics]
+            count = 0
+            try:
+                for connection, record_ns, raw in self._reader.messages(connections=connections):
+                    count += 1
+                    yield connection.topic, connection.msgtype, record_ns, raw
+            except READ_ERRORS as exc:
+                self.damage.append(f"{self.path.name}: unreadable after {count} messages ({exc})")
+            return
+        for messages, found in zip(self._salvaged, self._salvages, strict=True):
+            for topic, msgtype, record_ns, raw in messages:
+                if topic in topics:
+                    yield topic, msgtype, record_ns, raw
+            self.damage.extend(found.damage)
+
+    def deserialize(self, raw: bytes | memoryview, msgtype: str) -> Any:
+        """CDR bytes → rosbags message; CodecError("unknown_type"/"corrupt_message") when impossible."""
+        if msgtype not in self.typestore.types:
+            raise CodecError("unknown_type", f"no definition of {msgtype!r} in the bag or in ROS 2 Kilted")
+        try:
+            return self.typestore.deserialize_cdr(raw, msgtype)
+        except (SerdeError, ValueError, IndexError, UnicodeDecodeError, AssertionError) as exc:
+            raise CodecError("corrupt_message", f"{msgtype} does not deserialize: {exc}") from None
