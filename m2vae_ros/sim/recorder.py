@@ -94,8 +94,6 @@ class Simulation:
     ) -> None:
         if not (duration > 0 and math.isfinite(duration)):
             raise SimError(f"duration must be a positive number of seconds, got {duration}")
-        if seed < 0:
-            raise SimError(f"seed must be ≥ 0, got {seed}")
         if not points and any(d.sensor == "points" for d in drops):
             raise SimError("a points dropout was requested but the 3-D LiDAR is off (--no-points)")
         self.duration, self.seed, self.drops = duration, seed, tuple(drops)
@@ -111,10 +109,9 @@ class Simulation:
     @property
     def topics(self) -> dict[str, str]:
         """Topic → message type of every stream this simulation writes."""
+        camera_type = "sensor_msgs/msg/CompressedImage" if self.compressed else "sensor_msgs/msg/Image"
         topics = {
-            self.camera_topic: "sensor_msgs/msg/CompressedImage"
-            if self.compressed
-            else "sensor_msgs/msg/Image",
+            self.camera_topic: camera_type,
             SCAN_TOPIC: "sensor_msgs/msg/LaserScan",
             MARKER_TOPIC: "visualization_msgs/msg/Marker",
             ROBOT_POSE_TOPIC: "geometry_msgs/msg/PoseStamped",
