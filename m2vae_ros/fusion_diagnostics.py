@@ -80,6 +80,7 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
             rate_hz=f"{liveness.rate_hz(now_ns):.2f}",
             invalid_count=liveness.invalid_count,
             last_invalid_reason=liveness.last_invalid_reason,
+            **{f"invalid.{reason}": n for reason, n in sorted(liveness.invalid_by_reason.items())},
         ),
     )
 

@@ -1,0 +1,294 @@
+"""The fusion node as users run it: `m2vae-fusion` in its own process, talked to over real DDS.
+
+The model is tiny and untrained: these tests check the plumbing (which subset is
+encoded, stamps, topics, error handling), not the quality of the latent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.time import Time
+from rosutils import VENV_BIN, RosPeer, domain_id_for, ros_peer, run_to_exit, running
+from sensor_msgs.msg import Image, LaserScan, PointCloud2, PointField
+from std_msgs.msg import String
+
+from m2vae_ros.artifact import save_model
+from m2vae_ros.latent_msg import read_latent
+from m2vae_ros.model import M2VAE
+from m2vae_ros.qos import latched_qos, sensor_qos
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, RangeImagePreprocess, ScanPreprocess
+
+REPO = Path(__file__).resolve().parents[1]
+LATENT_DIM = 8
+BEAMS = 90
+TIMEOUT_S = 0.4
+CAMERA_PERIOD_S = 0.05
+LIDAR_PERIOD_S = 0.1
+NODE = "/m2vae_fusion"
+FRAME = "fusion_test_frame"
+# How long a started node may take to report something; generous for a loaded CI machine.
+STARTUP_WAIT_S = 30.0
+# Scheduling slack on top of the liveness rule (timeout + one sensor period) on a busy machine.
+SLACK_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained camera (32×32 RGB) + 90-beam scan + 4×32 range image model, latent 8."""
+    spec = ModelSpec(
+        modalities=(
+            ModalitySpec("camera", "image", ImagePreprocess(width=32, height=32), topic="/camera/image_raw"),
+            ModalitySpec("lidar", "scan", ScanPreprocess(beams=BEAMS), topic="/scan"),
+            ModalitySpec("points", "range_image", RangeImagePreprocess(rings=4, bins=32), topic="/points"),
+        ),
+        latent_dim=LATENT_DIM, feature_dim=16, head_hidden=16,
+    )
+    torch.manual_seed(0)
+    return save_model(M2VAE(spec), tmp_path_factory.mktemp("fusion") / "model")
+
+
+def _now_ns(peer: RosPeer) -> int:
+    return peer.node.get_clock().now().nanoseconds
+
+
+def _camera(stamp_ns: int, encoding: str = "rgb8", data: bytes | None = None, pixel_bytes: int = 3) -> Image:
+    """A 48×40 frame (the node resizes it to 32×32)."""
+    msg = Image(height=40, width=48, encoding=encoding, is_bigendian=0, step=48 * pixel_bytes)
+    msg.header.stamp = Time(nanoseconds=stamp_ns).to_msg()
+    msg.data = data if data is not None else np.full(40 * 48 * 3, 128, np.uint8).tobytes()
+    return msg
+
+
+def _scan(stamp_ns: int) -> LaserScan:
+    msg = LaserScan(angle_min=-np.pi, angle_max=np.pi, angle_increment=2 * np.pi / BEAMS,
+                    range_min=0.1, range_max=8.0)
+    msg.header.stamp = Time(nanoseconds=stamp_ns).to_msg()
+    msg.ranges = np.full(BEAMS, 3.0, np.float32).tolist()
+    return msg
+
+
+def _empty_cloud(stamp_ns: int) -> PointCloud2:
+    fields = [PointField(name=axis, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+              for i, axis in enumerate("xyz")]
+    msg = PointCloud2(height=1, width=0, point_step=12, row_step=0, is_dense=True, fields=fields)
+    msg.header.stamp = Time(nanoseconds=stamp_ns).to_msg()
+    return msg
+
+
+class Sensors:
+    """Camera (20 Hz) and LiDAR (10 Hz) publishers in the test process that can be switched off.
+
+    `lidar_lead_ns` stamps scans ahead of the clock, so that whenever the LiDAR is alive
+    its stamp is the newest input and the latent stamp tells which inputs were used.
+    """
+
+    def __init__(self, peer: RosPeer, reliability: str = "best_effort", lidar_lead_ns: int = 0) -> None:
+        self.peer = peer
+        self.camera_on = True
+        self.lidar_on = True
+        self.lidar_lead_ns = lidar_lead_ns
+        self.camera_stamps: set[int] = set()
+        self.lidar_stamps: set[int] = set()
+        self.camera_pub = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos(reliability))
+        self.lidar_pub = peer.node.create_publisher(LaserScan, "/scan", sensor_qos(reliability))
+        self.points_pub = peer.node.create_publisher(PointCloud2, "/points", sensor_qos(reliability))
+        peer.node.create_timer(CAMERA_PERIOD_S, self._publish_camera)
+        peer.node.create_timer(LIDAR_PERIOD_S, self._publish_lidar)
+
+    def _publish_camera(self) -> None:
+        if self.camera_on:
+            stamp = _now_ns(self.peer)
+            self.camera_stamps.add(stamp)
+            self.camera_pub.publish(_camera(stamp))
+
+    def _publish_lidar(self) -> None:
+        if self.lidar_on:
+            stamp = _now_ns(self.peer) + self.lidar_lead_ns
+            self.lidar_stamps.add(stamp)
+            self.lidar_pub.publish(_scan(stamp))
+
+
+@contextmanager
+def fusion_node(model_dir: Path, tmp_path: Path, domain_id: int, *params: str) -> Iterator[None]:
+    """`m2vae-fusion` with the shipped params file, this test's model and extra `-p` params."""
+    timeouts = [f"modalities.{name}.timeout_s:={TIMEOUT_S}" for name in ("camera", "lidar", "points")]
+    params = (*timeouts, *params)
+    command = [
+        str(VENV_BIN / "m2vae-fusion"), "--ros-args",
+        "--params-file", str(REPO / "config" / "fusion.yaml"),
+        "-p", f"model_path:={model_dir}", "-p", f"frame_id:={FRAME}",
+        *(arg for param in params for arg in ("-p", param)),
+    ]
+    log = tmp_path / "node.log"
+    with running(command, domain_id, log) as process:
+        yield
+        assert process.poll() is None, f"the node died:\n{log.read_text()}"
+
+
+def _stamp_ns(msg: object) -> int:
+    return Time.from_msg(msg.header.stamp).nanoseconds
+
+
+def _active(messages: list[String]) -> str | None:
+    return messages[-1].data if messages else None
+
+
+def test_subset_follows_lidar_dropout_and_latent_keeps_flowing(
+    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    domain_id = domain_id_for(request.node.nodeid)
+    with fusion_node(model_dir, tmp_path, domain_id), ros_peer(domain_id) as peer:
+        active = peer.collect(String, f"{NODE}/active_modalities", latched_qos())
+        latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
+        sensors = Sensors(peer)
+        sensors.lidar_on = False
+
+        # Camera-only start: the camera encoder alone produces latents.
+        assert peer.spin_until(lambda: _active(active) == "camera" and len(latents) >= 3, STARTUP_WAIT_S)
+        mean, std = read_latent(latents[-1])
+        assert mean.shape == std.shape == (LATENT_DIM,) and np.all(std > 0) and np.all(np.isfinite(mean))
+
+        sensors.lidar_on = True
+        assert peer.spin_until(lambda: _active(active) == "camera+lidar", LIDAR_PERIOD_S + SLACK_S)
+
+        sensors.lidar_on = False
+        stopped, latents_before = time.monotonic(), len(latents)
+        assert peer.spin_until(lambda: _active(active) == "camera", TIMEOUT_S + LIDAR_PERIOD_S + SLACK_S)
+        assert time.monotonic() - stopped >= TIMEOUT_S - LIDAR_PERIOD_S, "declared dead before its timeout"
+        peer.spin_for(0.3)
+        assert len(latents) - latents_before >= 3, "the latent stopped while the LiDAR was dead"
+
+        sensors.lidar_on = True
+        assert peer.spin_until(lambda: _active(active) == "camera+lidar", LIDAR_PERIOD_S + SLACK_S)
+        assert "points" not in {m.data for m in active}  # never sent, never alive
+
+
+def test_latent_header_and_dead_lidar_reconstruction(
+    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    domain_id = domain_id_for(request.node.nodeid)
+    with fusion_node(model_dir, tmp_path, domain_id), ros_peer(domain_id) as peer:
+        active = peer.collect(String, f"{NODE}/active_modalities", latched_qos())
+        latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
+        scans = peer.collect(LaserScan, f"{NODE}/reconstruction/lidar", sensor_qos("reliable", depth=50))
+        images = peer.collect(Image, f"{NODE}/reconstruction/camera", sensor_qos("reliable", depth=50))
+        clouds = peer.collect(PointCloud2, f"{NODE}/reconstruction/points", sensor_qos("reliable", depth=50))
+        sensors = Sensors(peer, lidar_lead_ns=300_000_000)
+
+        assert peer.spin_until(lambda: _active(active) == "camera+lidar", STARTUP_WAIT_S)
+        latents.clear()
+        assert peer.spin_until(lambda: len(latents) >= 5, SLACK_S + 1)
+        # Both alive: the LiDAR's (lead) stamp is the newest input, so it stamps the latent.
+        assert {_stamp_ns(m) for m in latents} <= sensors.lidar_stamps
+        assert {m.header.frame_id for m in latents} == {FRAME}
+
+        sensors.lidar_on = False
+        assert peer.spin_until(lambda: _active(active) == "camera", TIMEOUT_S + LIDAR_PERIOD_S + SLACK_S)
+        peer.spin_for(0.2)  # let outputs computed before the switch arrive
+        latents.clear()
+        scans.clear()
+        assert peer.spin_until(lambda: len(latents) >= 3 and len(scans) >= 3, SLACK_S + 1)
+        assert {_stamp_ns(m) for m in latents} <= sensors.camera_stamps
+
+        # The dead LiDAR is imputed from the camera: a full scan with the spec's beams, the latent's header.
+        assert {len(m.ranges) for m in scans} == {BEAMS}
+        assert {_stamp_ns(m) for m in scans} <= sensors.camera_stamps
+        assert {m.header.frame_id for m in scans} == {FRAME}
+        assert images and (images[-1].width, images[-1].height) == (32, 32)
+        assert clouds and clouds[-1].width * clouds[-1].height > 0
+
+
+def _diagnostic_values(arrays: list[DiagnosticArray], modality: str) -> dict[str, str]:
+    for array in reversed(arrays):
+        for status in array.status:
+            if status.name == f"{NODE}: {modality}":
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def test_bad_messages_are_counted_and_survived(
+    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Every kind of bad input, in timer-driven mode (rate_hz) with reliable QoS."""
+    domain_id = domain_id_for(request.node.nodeid)
+    expected = {
+        "camera": {"unsupported_encoding", "short_buffer", "non_finite"},
+        "lidar": {"future_stamp"},
+        "points": {"empty_cloud"},
+    }
+    with fusion_node(model_dir, tmp_path, domain_id, "rate_hz:=15.0", "qos.reliability:=reliable"), \
+            ros_peer(domain_id) as peer:
+        active = peer.collect(String, f"{NODE}/active_modalities", latched_qos())
+        latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        sensors = Sensors(peer, reliability="reliable")
+        assert peer.spin_until(lambda: _active(active) == "camera+lidar", STARTUP_WAIT_S)
+
+        def counted() -> bool:
+            return all(
+                {f"invalid.{reason}" for reason in reasons} <= set(_diagnostic_values(diagnostics, name))
+                for name, reasons in expected.items()
+            )
+
+        deadline = time.monotonic() + 20
+        while not counted() and time.monotonic() < deadline:
+            # A depth-1 subscriber may overwrite one of these with a good frame: repeat until counted.
+            now = _now_ns(peer)
+            for bad in (
+                _camera(now, encoding="yuv_unknown"),
+                _camera(now, data=b"\x00" * 100),
+                _camera(now, "32FC1", np.full(40 * 48, np.nan, np.float32).tobytes(), pixel_bytes=4),
+            ):
+                sensors.camera_pub.publish(bad)
+                peer.spin_for(0.03)
+            sensors.lidar_pub.publish(_scan(now + 10_000_000_000))
+            sensors.points_pub.publish(_empty_cloud(now))
+            peer.spin_for(0.2)
+        assert counted(), f"diagnostics never counted all bad inputs: {diagnostics[-1:] }"
+
+        latents_before = len(latents)
+        assert peer.spin_until(lambda: len(latents) >= latents_before + 5, SLACK_S + 1), "node went silent"
+        assert int(_diagnostic_values(diagnostics, "camera")["invalid_count"]) >= 3
+        assert _diagnostic_values(diagnostics, "points")["alive"] == "False"  # invalid input never revives it
+        assert _active(active) == "camera+lidar"
+
+
+def _broken_copy(model_dir: Path, tmp_path: Path) -> Path:
+    broken = tmp_path / "broken_model"
+    shutil.copytree(model_dir, broken)
+    weights = broken / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return broken
+
+
+def test_startup_errors_exit_nonzero_with_one_clear_line(
+    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    domain_id = domain_id_for(request.node.nodeid)
+    params_file = tmp_path / "radar.yaml"
+    params_file.write_text("/**:\n  ros__parameters:\n    modalities:\n      radar:\n        topic: /radar\n")
+    fusion = str(VENV_BIN / "m2vae-fusion")
+    cases = {
+        "no such model directory": [fusion, "--ros-args", "-p", f"model_path:={tmp_path / 'absent'}"],
+        "does not match model.yaml": [
+            fusion, "--ros-args", "-p", f"model_path:={_broken_copy(model_dir, tmp_path)}"],
+        "modalities.radar.topic": [
+            fusion, "--ros-args", "-p", f"model_path:={model_dir}", "--params-file", str(params_file)],
+        "'device' is 'tpu'": [fusion, "--ros-args", "-p", f"model_path:={model_dir}", "-p", "device:=tpu"],
+    }
+    for expected, command in cases.items():
+        result = run_to_exit(command, domain_id)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().count("\n") == 0, f"more than one line:\n{result.stderr}"
