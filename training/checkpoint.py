@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
+
+from m2vae_ros.artifact import write_atomic
 
 INDEX = "checkpoint.json"
 FORMAT = "m2vae-checkpoint/1"
@@ -30,29 +31,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or not one of ours."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync it and rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any], *, epoch: int) -> Path:
     """Write `state` as the checkpoint of `epoch` and drop older tensor files; returns the index path."""
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, tensors)
     blob = save_tensors(tensors)
     tensor_file = f"epoch-{epoch:04d}.safetensors"
-    atomic_write_bytes(directory / tensor_file, blob)
+    write_atomic(directory / tensor_file, blob)
     index = {
         "format": FORMAT,
         "epoch": epoch,
@@ -60,7 +47,7 @@ def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any], *, epoc
         "sha256": hashlib.sha256(blob).hexdigest(),
         "state": tree,
     }
-    atomic_write_bytes(directory / INDEX, json.dumps(index, indent=1).encode())
+    write_atomic(directory / INDEX, json.dumps(index, indent=1).encode())
     for old in directory.glob("epoch-*.safetensors"):
         if old.name != tensor_file:
             old.unlink(missing_ok=True)
