@@ -228,3 +228,31 @@ def test_bad_dropouts_are_refused(text: str, error: str) -> None:
 
 def test_lidar_dropout_means_scan_and_points() -> None:
     assert DropWindow.parse("lidar@1:2.5") == [DropWindow("scan", 1.0, 2.5), DropWindow("points", 1.0, 2.5)]
+
+
+def test_recorded_images_show_the_object_where_the_markers_put_it(tmp_path: Path) -> None:
+    messages = read_bag(simulate(tmp_path / "bag", 20.0, 1, points=False).out)
+    markers = {
+        round(stamp_seconds(t, raw), 3): TYPESTORE.deserialize_cdr(raw, t)
+        for topic, t, _, raw in messages
+        if topic == MARKER
+    }
+    marker_times = np.array(sorted(markers))
+    sides = Counter()
+    for topic, msgtype, _, raw in messages:
+        if topic != CAMERA:
+            continue
+        stamp = stamp_seconds(msgtype, raw)
+        nearest = marker_times[np.argmin(np.abs(marker_times - stamp))]
+        marker = markers[nearest]
+        bearing = math.atan2(marker.pose.position.y, marker.pose.position.x)
+        if abs(nearest - stamp) > 0.01 or not 0.1 < abs(bearing) < 0.4:
+            continue
+        image = TYPESTORE.deserialize_cdr(raw, msgtype)
+        pixels = image.data.reshape(image.height, image.width, 3).astype(int)
+        r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+        mask = (r > g + 40) & (r > b + 40) if marker.ns.startswith("red") else (g > r + 40) & (g > b + 40)
+        left = np.nonzero(mask)[1].mean() < image.width / 2
+        assert left == (bearing > 0)  # positive bearing (ROS: y left) = left of the image centre
+        sides[left] += 1
+    assert sides[True] >= 3 and sides[False] >= 3
