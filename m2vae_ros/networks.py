@@ -103,10 +103,12 @@ class ImageEncoder(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    """Linear → coarse grid → (2× upsample + conv) per width, the last to C → exact (H, W).
+    """Linear → coarse grid → stride-2 transposed convolutions (the encoder's mirror) → exact (H, W).
 
     The coarse grid is ceil(H / 2^L) × ceil(W / 2^L); the last step resizes to the exact
-    shape only when H or W is not a multiple of 2^L.
+    shape only when H or W is not a multiple of 2^L. Transposed convolutions at the input
+    resolution cost less than half of upsample + conv at the output resolution, which
+    matters because M²VAE decodes every modality once per subset containing it.
     """
 
     def __init__(self, shape: tuple[int, ...], hidden: Sequence[int], latent_dim: int) -> None:
@@ -117,7 +119,7 @@ class ImageDecoder(nn.Module):
         self.inp = nn.Linear(latent_dim, hidden[0] * self.grid[0] * self.grid[1])
         layers: list[nn.Module] = []
         for a, b in zip(hidden, [*hidden[1:], shape[0]], strict=True):
-            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(a, b, 3, padding=1), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1), nn.ReLU()]
         self.conv = nn.Sequential(*layers[:-1])  # no ReLU on the raw output
 
     def forward(self, z: Tensor) -> Tensor:
@@ -154,8 +156,26 @@ class CircularEncoder(nn.Module):
         return self.norm(self.out(h.flatten(1)))
 
 
+class CircularUpsample(nn.Module):
+    """Stride-2 transposed convolution (kernel 4) on a ring: length L → 2L, wrapping around.
+
+    ConvTranspose1d has no circular padding, so the ring is padded by one cell from the
+    other end on each side, transpose-convolved without padding (length 2L + 6) and cut
+    to the 2L outputs of the original cells; offset 3 = 2·(one padded cell) + 1 (the
+    kernel's own padding). Rolling the input by one cell rolls the output by two.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(in_channels, out_channels, 4, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        length = x.shape[-1]
+        return self.conv(F.pad(x, (1, 1), mode="circular"))[..., 3 : 3 + 2 * length]
+
+
 class CircularDecoder(nn.Module):
-    """Linear → coarse ring → (2× upsample + circular conv) per width → exact length."""
+    """Linear → coarse ring → circular stride-2 transposed convolutions → exact length."""
 
     def __init__(self, shape: tuple[int, ...], hidden: Sequence[int], latent_dim: int) -> None:
         super().__init__()
@@ -164,11 +184,7 @@ class CircularDecoder(nn.Module):
         self.inp = nn.Linear(latent_dim, hidden[0] * self.length)
         layers: list[nn.Module] = []
         for a, b in zip(hidden, [*hidden[1:], math.prod(shape[:-1])], strict=True):
-            layers += [
-                nn.Upsample(scale_factor=2),
-                nn.Conv1d(a, b, 5, padding=2, padding_mode="circular"),
-                nn.ReLU(),
-            ]
+            layers += [CircularUpsample(a, b), nn.ReLU()]
         self.conv = nn.Sequential(*layers[:-1])  # no ReLU on the raw output
 
     def forward(self, z: Tensor) -> Tensor:

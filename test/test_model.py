@@ -7,6 +7,7 @@ import torch
 
 from m2vae_ros.likelihoods import Likelihood
 from m2vae_ros.model import LOGVAR_MAX, LOGVAR_MIN, M2VAE
+from m2vae_ros.networks import CircularUpsample
 from m2vae_ros.objectives import loss
 from m2vae_ros.spec import (
     ImagePreprocess,
@@ -151,3 +152,17 @@ def test_bounded_kinds_use_a_sigmoid_mean_and_the_learned_scale_trains():
     assert learned.log_scale.item() == pytest.approx(math.log(0.5))
     learned.log_prob(torch.zeros(2, 4), torch.ones(2, 4)).sum().backward()
     assert learned.log_scale.grad.item() != 0
+
+
+def test_circular_upsample_wraps_around_the_ring():
+    torch.manual_seed(0)
+    upsample = CircularUpsample(3, 2)
+    x = torch.randn(2, 3, 10)
+    y = upsample(x)
+    # the definition written out: input cell i feeds output cells 2i − 1 … 2i + 2 (mod 2L)
+    expected = upsample.conv.bias[None, :, None].expand(2, 2, 20).clone()
+    for i in range(10):
+        for k in range(4):
+            expected[:, :, (2 * i + k - 1) % 20] += x[:, :, i] @ upsample.conv.weight[:, :, k]
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(upsample(torch.roll(x, 1, -1)), torch.roll(y, 2, -1))

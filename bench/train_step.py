@@ -1,0 +1,97 @@
+"""Training-step cost of the M²VAE objective relative to a plain joint VAE, for N = 2…5.
+
+Both use the same M2VAE networks and batch; the joint VAE trains only the full-subset
+head and every decoder (one ELBO), the M²VAE objective every subset head, 2^N − 1 ELBOs
+and N·(2^(N−1) − 1) KL terms. A step is forward + backward + Adam. Repetitions are
+interleaved (M²VAE, joint, M²VAE, …) so machine noise hits both alike, and the table
+reports the median of the per-repetition ratios.
+
+    .venv/bin/python bench/train_step.py [--reps 7] [--batch 32] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from m2vae_ros.model import M2VAE
+from m2vae_ros.objectives import kl_standard_normal, loss
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess, VectorPreprocess
+
+POOL = (
+    ModalitySpec("camera", "image", ImagePreprocess(32, 32, 3), weight=0.1),
+    ModalitySpec("lidar", "scan", ScanPreprocess(beams=180)),
+    ModalitySpec("imu", "vector", VectorPreprocess(16)),
+    ModalitySpec("odom", "vector", VectorPreprocess(8)),
+    ModalitySpec("wheel", "vector", VectorPreprocess(4)),
+)
+
+
+def joint_vae_loss(model: M2VAE, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Negative ELBO of q(z | all modalities) only: the plain multi-modal VAE baseline."""
+    full = (1 << len(model.names)) - 1
+    mean, logvar = model.encode(x, full)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    rec = sum(model.log_likelihood(name, z, x[name]) for name in model.names)
+    return -(rec - model.spec.beta * kl_standard_normal(mean, logvar)).mean()
+
+
+def step_seconds(
+    model: M2VAE, optimizer: torch.optim.Optimizer, compute: Callable[[], torch.Tensor]
+) -> float:
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    compute().backward()
+    optimizer.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    setups = {}
+    for n in range(2, 6):
+        spec = ModelSpec(POOL[:n], latent_dim=16, feature_dim=128, head_hidden=128)
+        model = M2VAE(spec)
+        x = {m.name: torch.rand(args.batch, *m.shape) for m in spec.modalities}
+        available = torch.ones(args.batch, n, dtype=torch.bool)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        setups[n] = (
+            model,
+            optimizer,
+            lambda model=model, x=x, available=available: loss(model, x, available).total,
+            lambda model=model, x=x: joint_vae_loss(model, x),
+        )
+
+    times: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in setups}
+    for rep in range(args.reps + 1):  # repetition 0 warms up and is discarded
+        for n, (model, optimizer, m2vae, joint) in setups.items():
+            a, b = step_seconds(model, optimizer, m2vae), step_seconds(model, optimizer, joint)
+            if rep:
+                times[n][0].append(a)
+                times[n][1].append(b)
+
+    print(f"batch {args.batch}, {args.threads} thread(s), median of {args.reps} interleaved repetitions\n")
+    print("| N | modalities | subset heads | M²VAE step (ms) | joint VAE step (ms) | ratio |")
+    print("|---|---|---|---|---|---|")
+    for n, (m2vae_times, joint_times) in times.items():
+        ratio = statistics.median(a / b for a, b in zip(m2vae_times, joint_times, strict=True))
+        names = "+".join(setups[n][0].names)
+        print(
+            f"| {n} | {names} | {2**n - 1} | {statistics.median(m2vae_times) * 1e3:.1f} "
+            f"| {statistics.median(joint_times) * 1e3:.1f} | {ratio:.2f}× |"
+        )
+
+
+if __name__ == "__main__":
+    main()
