@@ -6,7 +6,7 @@ and N·(2^(N−1) − 1) KL terms. A step is forward + backward + Adam. Repetiti
 interleaved (M²VAE, joint, M²VAE, …) so machine noise hits both alike, and the table
 reports the median of the per-repetition ratios.
 
-    .venv/bin/python bench/train_step.py [--reps 7] [--batch 32] [--threads 1]
+    .venv/bin/python bench/train_step.py [--reps 7] [--batch 64] [--threads 1]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def step_seconds(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=64)  # config/train.yaml's batch_size
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
