@@ -133,6 +133,8 @@ class MultimodalVAE:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and std [N, latent_dim] of q(z | subset); None = every modality in `data`."""
         arrays = self._arrays(data, require_all=False)
+        if not arrays:
+            raise ValueError(f"no modality arrays given; the model has {list(self.spec.names)}")
         if subset is None:
             bits = from_indices(self.spec.names.index(name) for name in arrays)
         elif isinstance(subset, str):

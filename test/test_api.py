@@ -106,6 +106,8 @@ def test_same_seed_same_model_and_the_callers_rng_is_untouched():
 def test_bad_input_is_refused_with_clear_errors():
     vae = small_vae()
     data = two_views(8)
+    with pytest.raises(ValueError, match="no modality arrays given"):
+        vae.encode({})
     with pytest.raises(ValueError, match=r"unknown modalities \['c'\]"):
         vae.encode({"c": data["a"]})
     with pytest.raises(ValueError, match=r"'a': expected \[N, \*\(6,\)\]"):
