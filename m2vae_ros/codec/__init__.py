@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from m2vae_ros.codec.common import CodecError, Decoded, message_type
+from m2vae_ros.codec.common import CodecError, Decoded, message_type, stamp_ns
 from m2vae_ros.codec.image import decode_compressed_image, decode_image, image_message
 from m2vae_ros.codec.pointcloud import decode_pointcloud, pointcloud_message
 from m2vae_ros.codec.scan import decode_laserscan, scan_message
 from m2vae_ros.spec import ModalitySpec
 
-__all__ = ["CodecError", "Decoded", "decode_message", "message_type", "reconstruction_message"]
+__all__ = ["CodecError", "Decoded", "decode_message", "message_type", "reconstruction_message", "stamp_ns"]
 
 # (message type, spec kind) → decoder
 DECODERS: dict[tuple[str, str], Callable[[Any, ModalitySpec], Decoded]] = {

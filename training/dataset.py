@@ -1,0 +1,369 @@
+"""Prepared datasets: synchronised, decoded samples from rosbag2 recordings, on disk as .npy files.
+
+`build_dataset` reads the bags once: every message of a configured topic is decoded
+with the same codec the live node uses and spilled to a staging file, the header stamps
+are synchronised (`sync.synchronize`), and the rows of the chosen messages are gathered
+into one .npy per array. Messages that fail to decode are counted per topic and reason
+and never become samples. `manifest.json` describes the result; it is written last and
+the whole directory is renamed into place, so a crash never leaves a half dataset. A
+build whose inputs (bag sizes and mtimes, dataset-relevant config) are unchanged is
+reused instead of rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from m2vae_training.bags import Bag, fingerprint
+from m2vae_training.config import TrainConfig
+from m2vae_training.npy_writer import NpyWriter
+from m2vae_training.sync import synchronize
+from tqdm import tqdm
+
+from m2vae_ros.codec import CodecError, decode_message, stamp_ns
+from m2vae_ros.spec import ModelSpec, SpecError
+from m2vae_ros.subsets import subset_name
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
+MAX_PROBLEMS_PER_KIND = 20  # examples per (topic, reason) kept in the manifest; counts are always complete
+GATHER_ROWS = 256
+
+
+class DatasetError(Exception):
+    """A prepared dataset directory that is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class PreparedDataset:
+    """A dataset as arrays (memory-mapped); row i of every array belongs to sample i.
+
+    `arrays[name]` is float32 [N, *shape] with zero rows where `available[:, k]` is False;
+    `masks[name]` (scan/range_image only) flags real LiDAR returns. `labels` is −1 and
+    `positions` NaN where no ground-truth marker was near the sample.
+    """
+
+    directory: Path
+    spec: ModelSpec
+    arrays: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    available: np.ndarray
+    stamps: np.ndarray
+    bag_index: np.ndarray
+    labels: np.ndarray
+    positions: np.ndarray
+    class_names: list[str]
+    manifest: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+
+def dataset_key(bags: Sequence[str | Path], config: TrainConfig) -> dict[str, Any]:
+    """What a prepared dataset depends on; equal keys mean the existing build can be reused."""
+    return {"format": FORMAT, "bags": [fingerprint(b) for b in bags], "config": config.dataset_key()}
+
+
+def build_dataset(
+    bags: Sequence[str | Path], config: TrainConfig, out_dir: str | Path, *, progress: bool = True
+) -> PreparedDataset:
+    """Decode and synchronise `bags` into `out_dir`, or reuse it when built from the same inputs.
+
+    Raises BagError for a bag that cannot be opened at all and DatasetError when
+    `out_dir` exists but is not a dataset (it is never overwritten then).
+    """
+    if not bags:
+        raise DatasetError("no bags given")
+    out_dir = Path(out_dir)
+    key = dataset_key(bags, config)
+    if (out_dir / MANIFEST).is_file():
+        try:
+            existing = load_dataset(out_dir)
+        except DatasetError:
+            existing = None
+        if existing is not None and existing.manifest.get("key") == key:
+            existing.manifest["reused"] = True
+            return existing
+    elif out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DatasetError(f"{out_dir} exists and is not a prepared dataset; choose another --out")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    try:
+        manifest = _Builder(config, building, progress).run(bags)
+        manifest["key"] = key
+        write_json_atomic(building / MANIFEST, manifest)
+        _swap_into_place(building, out_dir)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    dataset = load_dataset(out_dir)
+    dataset.manifest["reused"] = False
+    return dataset
+
+
+def load_dataset(directory: str | Path) -> PreparedDataset:
+    """Open a prepared dataset (arrays memory-mapped read-only); DatasetError if it is incomplete."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        spec = ModelSpec.from_dict(manifest["spec"])
+    except FileNotFoundError:
+        raise DatasetError(f"{directory} is not a prepared dataset (no {MANIFEST})") from None
+    except (OSError, ValueError, KeyError, TypeError, SpecError) as exc:
+        raise DatasetError(f"{directory / MANIFEST} is unreadable: {exc}") from None
+
+    def array(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        try:
+            values = np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{directory}: {name}.npy is missing or damaged ({exc})") from None
+        if values.shape != shape or values.dtype != np.dtype(dtype):
+            raise DatasetError(f"{directory}: {name}.npy is {values.dtype}{values.shape}, expected "
+                               f"{np.dtype(dtype)}{shape}")
+        return values
+
+    n = int(manifest.get("samples", {}).get("total", -1))
+    return PreparedDataset(
+        directory=directory,
+        spec=spec,
+        arrays={m.name: array(f"x_{m.name}", (n, *m.shape), np.float32) for m in spec.modalities},
+        masks={
+            m.name: array(f"mask_{m.name}", (n, *m.shape), np.bool_) for m in spec.modalities if m.has_mask
+        },
+        available=array("available", (n, len(spec.modalities)), np.bool_),
+        stamps=array("stamps", (n,), np.int64),
+        bag_index=array("bag_index", (n,), np.int64),
+        labels=array("labels", (n,), np.int64),
+        positions=array("positions", (n, 3), np.float32),
+        class_names=list(manifest.get("class_names", [])),
+        manifest=manifest,
+    )
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary file in the same directory, then rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _swap_into_place(building: Path, out_dir: Path) -> None:
+    """Rename the finished build to `out_dir`, replacing an older dataset there."""
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(building, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class _TopicStats:
+    type: str = ""
+    messages: int = 0
+    decoded: int = 0
+    failed: int = 0
+    failures: Counter = dataclasses.field(default_factory=Counter)
+    out_of_order: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": self.type, "messages": self.messages, "decoded": self.decoded, "failed": self.failed,
+                "failures": dict(sorted(self.failures.items())), "out_of_order": self.out_of_order}
+
+
+@dataclass
+class _Markers:
+    """Ground-truth markers of one bag: stamps, class ids and positions."""
+
+    stamps: list[int] = dataclasses.field(default_factory=list)
+    ids: list[int] = dataclasses.field(default_factory=list)
+    positions: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)
+
+
+class _Builder:
+    """One build: reads every bag, writes the arrays into `directory`, returns the manifest."""
+
+    def __init__(self, config: TrainConfig, directory: Path, progress: bool) -> None:
+        self.config = config
+        self.spec = config.spec
+        self.directory = directory
+        self.progress = progress
+        self.stats: dict[str, _TopicStats] = defaultdict(_TopicStats)
+        self.problems: list[dict[str, Any]] = []
+        self.problem_counts: Counter = Counter()
+        self.damage: list[str] = []
+        self.class_names: dict[int, str] = {}
+        self.by_topic: dict[str, list[int]] = defaultdict(list)
+        for k, modality in enumerate(self.spec.modalities):
+            if not modality.topic:
+                raise DatasetError(f"modality {modality.name!r} has no topic (config or --topic)")
+            self.by_topic[modality.topic].append(k)
+        self.msg_types = [m.msg_type for m in self.spec.modalities]
+
+    def run(self, bags: Sequence[str | Path]) -> dict[str, Any]:
+        names = self.spec.names
+        with ExitStack() as stack:
+            def writer(name: str, dtype: type, shape: tuple[int, ...]) -> NpyWriter:
+                return stack.enter_context(NpyWriter(self.directory / f"{name}.npy", dtype, shape))
+
+            modalities = self.spec.modalities
+            outputs = {
+                "x": [writer(f"x_{m.name}", np.float32, m.shape) for m in modalities],
+                "mask": [writer(f"mask_{m.name}", np.bool_, m.shape) if m.has_mask else None
+                         for m in modalities],
+                "available": writer("available", np.bool_, (len(names),)),
+                "stamps": writer("stamps", np.int64, ()),
+                "bag_index": writer("bag_index", np.int64, ()),
+                "labels": writer("labels", np.int64, ()),
+                "positions": writer("positions", np.float32, (3,)),
+            }
+            bar = stack.enter_context(tqdm(desc="decoding", unit="msg", disable=not self.progress,
+                                           file=sys.stderr, dynamic_ncols=True))
+            subsets: Counter = Counter()
+            for index, bag in enumerate(bags):
+                available = self._read_bag(index, Path(bag), outputs, bar)
+                bits = available.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
+                subsets.update(subset_name(int(b), names) for b in bits)
+            total = outputs["stamps"].rows
+        typed = zip(self.spec.modalities, self.msg_types, strict=True)
+        spec = dataclasses.replace(
+            self.spec, modalities=tuple(dataclasses.replace(m, msg_type=t) for m, t in typed)
+        )
+        complete = subsets.get("+".join(names), 0)
+        ids = sorted(self.class_names)
+        return {
+            "format": FORMAT,
+            "bags": [fingerprint(b) for b in bags],
+            "spec": spec.to_dict(),
+            "config": self.config.dataset_key(),
+            "topics": {topic: s.as_json() for topic, s in self.stats.items()},
+            "samples": {"total": total, "complete": complete, "partial": total - complete,
+                        "by_subset": dict(sorted(subsets.items(), key=lambda kv: (-kv[1], kv[0])))},
+            "class_names": [self.class_names.get(i, f"class_{i}") for i in range(ids[-1] + 1)] if ids else [],
+            "damage": self.damage,
+            "problems": self.problems,
+        }
+
+    def _read_bag(self, index: int, path: Path, outputs: dict[str, Any], bar: tqdm) -> np.ndarray:
+        """Decode one bag into staging files, synchronise it and append its samples to `outputs`."""
+        modalities = self.spec.modalities
+        stamps: list[list[int]] = [[] for _ in modalities]
+        markers = _Markers()
+        staging = self.directory / f".staging-{index}"
+        staging.mkdir()
+        with Bag(path) as bag, ExitStack() as stack:
+            spill = [stack.enter_context(NpyWriter(staging / f"x{k}.npy", np.float32, m.shape))
+                     for k, m in enumerate(modalities)]
+            spill_mask = [stack.enter_context(NpyWriter(staging / f"m{k}.npy", np.bool_, m.shape))
+                          if m.has_mask else None for k, m in enumerate(modalities)]
+            for topic in self.by_topic:
+                self.stats[topic].type = self.stats[topic].type or bag.topics.get(topic, "")
+            wanted = {*self.by_topic, self.config.labels_topic}
+            for topic, msgtype, record_ns, raw in bag.messages(wanted):
+                bar.update()
+                if topic == self.config.labels_topic and topic not in self.by_topic:
+                    self._read_marker(bag, raw, msgtype, markers)
+                    continue
+                stats = self.stats[topic]
+                stats.messages += 1
+                try:
+                    msg = bag.deserialize(raw, msgtype)
+                    decoded = [(k, decode_message(msg, modalities[k])) for k in self.by_topic[topic]]
+                except CodecError as exc:
+                    stats.failed += 1
+                    stats.failures[exc.reason] += 1
+                    self._problem(path, topic, exc.reason, exc.detail, record_ns=record_ns)
+                    continue
+                stats.decoded += 1
+                for k, result in decoded:
+                    self.msg_types[k] = self.msg_types[k] or msgtype
+                    spill[k].append(result.tensor[None])
+                    if spill_mask[k] is not None:
+                        spill_mask[k].append(result.mask[None])
+                    stamps[k].append(result.stamp_ns)
+            self.damage.extend(bag.damage)
+        sync = synchronize([np.array(s, dtype=np.int64) for s in stamps],
+                           round(self.config.slop * 1e9), round(self.config.timeout * 1e9))
+        for k, late in enumerate(sync.out_of_order):
+            topic = modalities[k].topic
+            self.stats[topic].out_of_order += len(late)
+            for stamp in late[:MAX_PROBLEMS_PER_KIND]:
+                self._problem(path, topic, "out_of_order", "header stamp older than its predecessor",
+                              stamp_ns=int(stamp))
+        self._gather(staging, sync.indices, outputs)
+        shutil.rmtree(staging)
+        labels, positions = self._labels(sync.stamps, markers)
+        outputs["available"].append(sync.indices >= 0)
+        outputs["stamps"].append(sync.stamps)
+        outputs["bag_index"].append(np.full(len(sync.stamps), index, dtype=np.int64))
+        outputs["labels"].append(labels)
+        outputs["positions"].append(positions)
+        return sync.indices >= 0
+
+    def _gather(self, staging: Path, indices: np.ndarray, outputs: dict[str, Any]) -> None:
+        """Copy the synchronised rows out of the staging files; missing modalities get zero rows."""
+        for k, modality in enumerate(self.spec.modalities):
+            sources = [(np.load(staging / f"x{k}.npy", mmap_mode="r"), outputs["x"][k])]
+            if modality.has_mask:
+                sources.append((np.load(staging / f"m{k}.npy", mmap_mode="r"), outputs["mask"][k]))
+            for source, target in sources:
+                for start in range(0, len(indices), GATHER_ROWS):
+                    rows = indices[start:start + GATHER_ROWS, k]
+                    block = np.zeros((len(rows), *modality.shape), dtype=source.dtype)
+                    present = rows >= 0
+                    block[present] = source[rows[present]]
+                    target.append(block)
+
+    def _read_marker(self, bag: Bag, raw: bytes, msgtype: str, markers: _Markers) -> None:
+        try:
+            marker = bag.deserialize(raw, msgtype)
+            stamp, class_id, name = stamp_ns(marker), int(marker.id), str(marker.ns)
+            position = marker.pose.position
+        except (CodecError, AttributeError) as exc:
+            self.stats[self.config.labels_topic].failures[getattr(exc, "reason", "missing_field")] += 1
+            return
+        if class_id < 0:
+            return  # not a class: e.g. a DELETEALL marker
+        self.class_names.setdefault(class_id, name)
+        markers.stamps.append(stamp)
+        markers.ids.append(class_id)
+        markers.positions.append((float(position.x), float(position.y), float(position.z)))
+
+    def _labels(self, stamps: np.ndarray, markers: _Markers) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest marker (within LABEL_WINDOW_NS) of each sample stamp: class id and position."""
+        labels = np.full(len(stamps), -1, dtype=np.int64)
+        positions = np.full((len(stamps), 3), np.nan, dtype=np.float32)
+        if not markers.stamps or not len(stamps):
+            return labels, positions
+        order = np.argsort(markers.stamps, kind="stable")
+        marker_stamps = np.asarray(markers.stamps, dtype=np.int64)[order]
+        right = np.searchsorted(marker_stamps, stamps).clip(max=len(order) - 1)
+        left = (right - 1).clip(min=0)
+        nearest = np.where(np.abs(marker_stamps[left] - stamps) <= np.abs(marker_stamps[right] - stamps),
+                           left, right)
+        close = np.abs(marker_stamps[nearest] - stamps) <= LABEL_WINDOW_NS
+        chosen = order[nearest[close]]
+        labels[close] = np.asarray(markers.ids, dtype=np.int64)[chosen]
+        positions[close] = np.asarray(markers.positions, dtype=np.float32)[chosen]
+        return labels, positions
+
+    def _problem(self, bag: Path, topic: str, reason: str, detail: str, **stamp: int) -> None:
+        """Keep an example of a failure (bag, topic, stamp, reason) for the manifest, a few per kind."""
+        self.problem_counts[topic, reason] += 1
+        if self.problem_counts[topic, reason] <= MAX_PROBLEMS_PER_KIND:
+            example = {"bag": str(bag), "topic": topic, "reason": reason, "detail": detail}
+            self.problems.append({**example, **stamp})
