@@ -1,19 +1,28 @@
-"""Multi-process training under `torchrun`: process group, device choice, data sharding.
+"""Multi-process training under `torchrun`: process group, device choice, DDP trainer.
 
 `torchrun` describes the job in environment variables (RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR/PORT); without them training runs as a single process and none of this
 code touches torch.distributed. Only rank 0 writes files (dataset, checkpoints,
-TensorBoard, artifact); the other ranks wait for it at barriers.
+TensorBoard, artifact); the other ranks wait for it at barriers, so several nodes need
+RUN_DIR on a shared filesystem.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from m2vae_ros.inference import resolve_device
+from m2vae_ros.model import M2VAE
+from m2vae_ros.objectives import Loss, loss
+from m2vae_ros.trainer import ArrayDataset, Trainer
 
 
 @dataclass(frozen=True)
@@ -36,20 +45,19 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
-    def shard(self, indices: np.ndarray) -> np.ndarray:
-        """This rank's share of `indices`, as DistributedSampler does it.
+    def shard(self, order: np.ndarray) -> np.ndarray:
+        """This rank's share of `order`, as DistributedSampler does it.
 
         The list is padded by wrapping around to a multiple of the world size, then rank r
         takes every world_size-th entry from r: every rank runs the same number of batches
-        (ranks that ran out early would hang the gradient all-reduce).
+        (a rank that ran out early would hang the gradient all-reduce).
         """
         if not self.enabled:
-            return indices
-        if len(indices) == 0:
+            return order
+        if len(order) == 0:
             raise ValueError("cannot shard an empty set of samples across ranks")
-        total = -(-len(indices) // self.world_size) * self.world_size
-        padded = np.resize(indices, total)
-        return padded[self.rank :: self.world_size]
+        total = -(-len(order) // self.world_size) * self.world_size
+        return np.resize(order, total)[self.rank :: self.world_size]
 
 
 def from_environment() -> Distributed:
@@ -63,20 +71,16 @@ def from_environment() -> Distributed:
     )
 
 
-def resolve_device(request: str, job: Distributed) -> torch.device:
-    """`auto` → CUDA when present, else CPU; under torchrun each rank gets cuda:LOCAL_RANK.
-
-    An explicit `cuda` request without a GPU is an error, not a silent fall-back to CPU.
-    """
+def training_device(request: str, job: Distributed) -> torch.device:
+    """`--device` → a torch device; under torchrun each rank on a GPU gets cuda:LOCAL_RANK."""
     if request not in ("auto", "cpu") and not request.startswith("cuda"):
         raise ValueError(f"--device must be auto, cpu, cuda or cuda:<index>, got {request!r}")
-    if request == "cpu" or (request == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {request}: CUDA is not available on this machine")
-    if job.enabled or request in ("auto", "cuda"):
-        return torch.device("cuda", job.local_rank if job.enabled else 0)
-    return torch.device(request)
+    device, warning = resolve_device(request)
+    if warning and job.is_main:
+        print(f"m2vae-train: {warning}", file=sys.stderr)
+    if job.enabled and device.startswith("cuda"):
+        return torch.device("cuda", job.local_rank)
+    return torch.device(device)
 
 
 def start(job: Distributed, device: torch.device) -> None:
@@ -91,3 +95,50 @@ def start(job: Distributed, device: torch.device) -> None:
 def stop(job: Distributed) -> None:
     if job.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class _Objective(nn.Module):
+    """The model with the training objective as its forward(), which is what DDP synchronises.
+
+    DDP hooks gradients on forward(); the objective calls encode/decode directly, so the
+    whole loss computation has to be the forward of the module DDP wraps.
+    """
+
+    def __init__(self, model: M2VAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: dict[str, Tensor], available: Tensor, generator: torch.Generator) -> Loss:
+        return loss(self.model, x, available, generator=generator)
+
+
+class DistributedTrainer(Trainer):
+    """The shared Trainer with each epoch's order sharded by rank and gradients averaged by DDP.
+
+    Every rank shuffles with the same (seed, epoch) and takes its DistributedSampler-style
+    share, so the ranks together visit each sample once per epoch. Validation runs the
+    whole validation set on every rank: the metrics, and so the early-stopping decision,
+    are identical everywhere without communication.
+    """
+
+    def __init__(self, model: M2VAE, job: Distributed, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        self.job = job
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # A batch without some subset leaves that subset's head without gradient.
+        self.ddp = DistributedDataParallel(
+            _Objective(self.model), device_ids=ids, find_unused_parameters=True
+        )
+
+    def epoch_order(self, data: ArrayDataset, epoch: int) -> np.ndarray:
+        return self.job.shard(super().epoch_order(data, epoch))
+
+    def compute_loss(self, x: dict[str, Tensor], available: Tensor) -> Loss:
+        return self.ddp(x, available, self.generator)
+
+
+def make_trainer(model: M2VAE, job: Distributed, *, lr: float, device: torch.device, seed: int) -> Trainer:
+    """The plain Trainer for one process, the DDP one under torchrun."""
+    if job.enabled:
+        return DistributedTrainer(model, job, lr=lr, device=device, seed=seed)
+    return Trainer(model, lr=lr, device=device, seed=seed)

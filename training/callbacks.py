@@ -1,0 +1,138 @@
+"""What `m2vae-train` adds to the shared Trainer: early stopping, checkpoints, TensorBoard.
+
+Each is a `Callback` (see m2vae_ros/trainer.py). Order matters and is the order given to
+`fit`: early stopping first (it decides whether this epoch is the best), then the
+checkpoint (which records the early-stopping counters), then TensorBoard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from m2vae_training.checkpoint import save_checkpoint
+from m2vae_training.evaluation import reconstruct_from_each_subset
+from m2vae_training.figures import recon_figure
+from m2vae_training.interrupts import deferred_sigint
+from torch.utils.tensorboard import SummaryWriter
+
+from m2vae_ros.objectives import Loss
+from m2vae_ros.trainer import Callback, Trainer
+
+VAL_KEY = "elbo"  # Trainer.evaluate's mean validation ELBO (−loss of the model's objective)
+
+
+class EarlyStopping(Callback):
+    """Stop when the validation ELBO has not improved for `patience` epochs.
+
+    `on_improvement(trainer, epoch, val_metrics)` runs whenever a new best is reached;
+    the CLI uses it to write the artifact, so the artifact always holds the best model.
+    Without a validation set nothing is compared and training runs all its epochs.
+    """
+
+    def __init__(
+        self, patience: int, on_improvement: Callable[[Trainer, int, dict[str, float]], None] | None = None
+    ) -> None:
+        if patience < 1:
+            raise ValueError(f"training.patience must be ≥ 1, got {patience}")
+        self.patience = patience
+        self.on_improvement = on_improvement
+        self.best = -math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.best_metrics: dict[str, float] = {}
+
+    def on_epoch_end(
+        self, trainer: Trainer, epoch: int, train_metrics: dict[str, float], val_metrics: dict[str, float]
+    ) -> bool:
+        value = val_metrics.get(VAL_KEY)
+        if value is None:
+            return False
+        if math.isfinite(value) and value > self.best:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            self.best_metrics = dict(val_metrics)
+            if self.on_improvement is not None:
+                self.on_improvement(trainer, epoch, val_metrics)
+            return False
+        self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "best_metrics": self.best_metrics,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.bad_epochs, self.best_metrics = int(state["bad_epochs"]), dict(state["best_metrics"])
+
+
+class CheckpointWriter(Callback):
+    """After every epoch, an atomic checkpoint of the trainer plus the early-stopping state."""
+
+    def __init__(self, directory: Path, early_stopping: EarlyStopping) -> None:
+        self.directory = directory
+        self.early_stopping = early_stopping
+
+    def on_epoch_end(
+        self, trainer: Trainer, epoch: int, train_metrics: dict[str, float], val_metrics: dict[str, float]
+    ) -> bool:
+        state = {"trainer": trainer.state_dict(), "early_stopping": self.early_stopping.state_dict()}
+        with deferred_sigint():
+            save_checkpoint(self.directory, state, epoch=epoch)
+        return False
+
+
+def restore(trainer: Trainer, early_stopping: EarlyStopping, state: dict[str, Any]) -> None:
+    """Inverse of `CheckpointWriter`: put a loaded checkpoint back into the run's objects."""
+    trainer.load_state_dict(state["trainer"])
+    early_stopping.load_state_dict(state["early_stopping"])
+
+
+class TensorBoardLogger(Callback):
+    """Scalars for every objective term (train and val) and real-vs-reconstruction figures.
+
+    Scalars are tagged ``train/<key>`` and ``val/<key>`` with the Loss.terms keys
+    (``elbo/camera+lidar``, ``kl/camera+lidar|camera``, …) per epoch, plus the batch loss
+    every `step_every` steps. `preview` holds a few validation samples ([K, *shape] per
+    modality, all modalities present) that are reconstructed from each subset per epoch.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        preview: dict[str, np.ndarray] | None = None,
+        preview_masks: dict[str, np.ndarray] | None = None,
+        step_every: int = 20,
+    ) -> None:
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.preview = preview
+        self.preview_masks = preview_masks
+        self.step_every = step_every
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: Loss) -> None:
+        if step % self.step_every == 0:
+            self.writer.add_scalar("step/loss", float(loss.total), step)
+
+    def on_epoch_end(
+        self, trainer: Trainer, epoch: int, train_metrics: dict[str, float], val_metrics: dict[str, float]
+    ) -> bool:
+        for split, metrics in (("train", train_metrics), ("val", val_metrics)):
+            for key, value in metrics.items():
+                self.writer.add_scalar(f"{split}/{key}", value, epoch)
+        if self.preview:
+            spec = trainer.model.spec
+            recons = reconstruct_from_each_subset(trainer.model, self.preview)
+            figure = recon_figure(spec, self.preview, recons, self.preview_masks)
+            self.writer.add_figure("reconstruction", figure, epoch)
+        self.writer.flush()
+        return False
+
+    def close(self) -> None:
+        self.writer.close()

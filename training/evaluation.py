@@ -1,0 +1,179 @@
+"""Score a trained model on a prepared dataset, subset by subset (the `m2vae-eval` metrics).
+
+One pass over the data in batches encodes every subset, decodes every modality from
+each subset's latent mean (so a sensor outside the subset is scored on its imputation),
+and accumulates the errors; only latent means and per-sample scalars are kept, so
+memory does not grow with image size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from m2vae_training.metrics import Probes, ReconstructionError, fit_probes
+
+from m2vae_ros.model import M2VAE
+from m2vae_ros.objectives import kl_normal, loss
+from m2vae_ros.subsets import all_subsets, members, subset_name
+
+if TYPE_CHECKING:
+    from m2vae_training.dataset import PreparedDataset
+
+
+@dataclass
+class SubsetScores:
+    """Everything one subset produced over the dataset (rows = dataset samples)."""
+
+    present: np.ndarray  # bool [N]: every member of the subset was recorded
+    means: np.ndarray  # float32 [N, latent_dim]; rows outside `present` are meaningless
+    kl_to_joint: np.ndarray  # float64 [N]; meaningful where the joint subset is present
+    errors: dict[str, ReconstructionError]
+    elbo_sum: float = 0.0  # Σ over present rows of the plain ELBO of q(z|subset) at z = mean
+
+
+def subset_present(available: np.ndarray, subset: int) -> np.ndarray:
+    """Rows of an availability matrix [N, n_modalities] in which all of `subset` was recorded."""
+    return np.asarray(available)[:, members(subset)].all(axis=1)
+
+
+def batch(
+    dataset: PreparedDataset, rows: slice | np.ndarray, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Tensors of the given dataset rows, read from the memmaps."""
+    return {
+        name: torch.from_numpy(np.ascontiguousarray(dataset.arrays[name][rows])).to(device)
+        for name in dataset.spec.names
+    }
+
+
+@torch.inference_mode()
+def score_subsets(
+    model: M2VAE, dataset: PreparedDataset, *, batch_size: int = 128, device: torch.device | None = None
+) -> dict[int, SubsetScores]:
+    """Latent means, ELBO, KL to the joint posterior and reconstruction errors of every subset."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    spec = model.spec
+    subsets = all_subsets(len(spec.names))
+    joint = subsets[-1]
+    n = len(dataset.available)
+    scores = {
+        s: SubsetScores(
+            present=subset_present(dataset.available, s),
+            means=np.zeros((n, spec.latent_dim), np.float32),
+            kl_to_joint=np.full(n, np.nan),
+            errors={m.name: ReconstructionError(m) for m in spec.modalities},
+        )
+        for s in subsets
+    }
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(start + batch_size, n))
+        x = batch(dataset, rows, device)
+        posteriors = model.encode_subsets(x, subsets)
+        joint_mean, joint_logvar = posteriors[joint]
+        for s, (mean, logvar) in posteriors.items():
+            score = scores[s]
+            score.means[rows] = mean.float().cpu().numpy()
+            score.kl_to_joint[rows] = kl_normal(joint_mean, joint_logvar, mean, logvar).double().cpu().numpy()
+            present = score.present[rows]
+            score.elbo_sum += _elbo_sum(model, x, s, present)
+            for i, m in enumerate(spec.modalities):
+                target = present & dataset.available[rows, i]
+                if not target.any():
+                    continue
+                pred = model.decode(mean, m.name).float().cpu().numpy()[target]
+                real = x[m.name].cpu().numpy()[target]
+                mask = dataset.masks[m.name][rows][target] if m.has_mask else None
+                score.errors[m.name].add(pred, real, mask)
+    return scores
+
+
+@torch.no_grad()
+def reconstruct_from_each_subset(
+    model: M2VAE, samples: dict[str, np.ndarray]
+) -> dict[str, dict[str, np.ndarray]]:
+    """{subset name: {modality: decoded from q(z|subset)'s mean}} for samples with every modality."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = {name: torch.from_numpy(np.asarray(a, np.float32)).to(device) for name, a in samples.items()}
+    subsets = all_subsets(len(model.names))
+    posteriors = model.encode_subsets(x, subsets)
+    out = {
+        subset_name(s, model.names): {name: model.decode(mean, name).cpu().numpy() for name in model.names}
+        for s, (mean, _) in posteriors.items()
+    }
+    model.train(was_training)
+    return out
+
+
+def _elbo_sum(model: M2VAE, x: dict[str, torch.Tensor], subset: int, present: np.ndarray) -> float:
+    """Σ over the `present` rows of the plain ELBO of q(z|subset), the objectives' `elbo/<S>` term.
+
+    The plain ELBO (not the training objective, which differs between m2vae, jmvae and
+    mvae) is what makes subsets and objectives comparable; z is the posterior mean.
+    """
+    count = int(present.sum())
+    if count == 0:
+        return 0.0
+    rows = torch.from_numpy(np.flatnonzero(present)).to(next(iter(x.values())).device)
+    sub = {name: values[rows] for name, values in x.items()}
+    columns = torch.tensor([bool(subset >> i & 1) for i in range(len(model.names))], device=rows.device)
+    terms = loss(model, sub, columns.expand(count, -1), sample=False).terms
+    return float(terms[f"elbo/{subset_name(subset, model.names)}"]) * count
+
+
+def joint_probes(model: M2VAE, train: PreparedDataset, *, batch_size: int = 128) -> Probes:
+    """The one classifier + position regressor of the protocol, fitted on training joint latents."""
+    spec = model.spec
+    joint = (1 << len(spec.names)) - 1
+    device = next(model.parameters()).device
+    present = subset_present(train.available, joint)
+    means = np.zeros((len(present), spec.latent_dim), np.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(present), batch_size):
+            rows = slice(start, min(start + batch_size, len(present)))
+            means[rows] = model.encode(batch(train, rows, device), joint)[0].float().cpu().numpy()
+    labels, positions = train.labels[present], train.positions[present]
+    return fit_probes(means[present], labels, positions, tuple(train.class_names))
+
+
+def subset_metrics(
+    model: M2VAE, scores: dict[int, SubsetScores], test: PreparedDataset, probes: Probes
+) -> dict[str, dict[str, Any]]:
+    """The `subsets` section of metrics.json: one entry per subset, named as in subsets.py."""
+    names = model.spec.names
+    joint = (1 << len(names)) - 1
+    has_labels = bool((test.labels >= 0).any())
+    has_positions = bool(np.isfinite(test.positions[:, :2]).all(axis=1).any())
+    out: dict[str, dict[str, Any]] = {}
+    for s, score in scores.items():
+        rows = score.present
+        both = rows & scores[joint].present
+        entry: dict[str, Any] = {
+            "samples": int(rows.sum()),
+            "elbo": _finite_or_none(score.elbo_sum / rows.sum()) if rows.any() else None,
+            "recon_error": {name: _finite_or_none(err.value()) for name, err in score.errors.items()},
+            "kl_to_joint": _mean(score.kl_to_joint[both]),
+        }
+        z, labels, positions = score.means[rows], test.labels[rows], test.positions[rows]
+        if has_labels:
+            entry["nb_accuracy"] = _finite_or_none(probes.accuracy(z, labels))
+            entry["shape_accuracy"] = _finite_or_none(probes.shape_accuracy(z, labels))
+        if has_positions:
+            entry["position_rmse"] = _finite_or_none(probes.position_rmse(z, positions))
+        out[subset_name(s, names)] = entry
+    return out
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return _finite_or_none(float(values.mean())) if len(values) else None
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a metric that could not be computed is null, never a made-up number."""
+    return value if np.isfinite(value) else None

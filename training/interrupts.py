@@ -1,0 +1,29 @@
+"""Hold Ctrl-C while a file a crash must not corrupt is being written.
+
+The artifact writes its weights, then its YAML: a KeyboardInterrupt between the two
+would leave a model directory whose YAML rejects its weights. Inside `deferred_sigint()`
+a SIGINT is only recorded, and raised as KeyboardInterrupt once the block is done.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def deferred_sigint() -> Iterator[None]:
+    """Delay SIGINT until the block ends (a no-op outside the main thread, where signals can't be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

@@ -1,0 +1,273 @@
+"""`m2vae-train` (also `ros2 run m2vae_ros train`): train an M²VAE from rosbag2 recordings.
+
+    m2vae-train --bag BAG [BAG ...] --out RUN_DIR [--config config/train.yaml]
+                [--topic MODALITY=TOPIC ...] [--objective m2vae|jmvae|mvae] [--epochs N]
+                [--batch-size B] [--latent-dim D] [--device auto|cpu|cuda[:i]] [--seed S]
+                [--resume] [--dataset-dir DIR]
+
+A thin layer over the shared pieces: the bags become a prepared dataset (build_dataset,
+in RUN_DIR/dataset unless --dataset-dir names a cache shared between runs; an unchanged
+build is reused), split by time blocks, then `Trainer.fit` with this CLI's callbacks.
+RUN_DIR afterwards holds:
+
+    run.yaml       the run's settings (what --resume continues with)
+    dataset/       the prepared dataset (unless --dataset-dir)
+    checkpoints/   the last epoch's checkpoint (safetensors + JSON)
+    tb/            TensorBoard scalars and reconstruction figures
+    model/         the artifact (best validation ELBO) that m2vae-fusion and m2vae-eval load
+
+Under `torchrun` every rank trains on its shard of each epoch and rank 0 writes all files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from m2vae_training import distributed
+from m2vae_training.bags import BagError
+from m2vae_training.callbacks import CheckpointWriter, EarlyStopping, TensorBoardLogger, restore
+from m2vae_training.checkpoint import CheckpointError, has_checkpoint, load_checkpoint
+from m2vae_training.config import ConfigError, TrainConfig, load_train_config, parse_topic_overrides
+from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset, load_dataset
+from m2vae_training.interrupts import deferred_sigint
+from m2vae_training.split import Split, time_block_split
+
+from m2vae_ros.artifact import save_model, write_atomic
+from m2vae_ros.model import M2VAE
+from m2vae_ros.spec import OBJECTIVES, ModelSpec
+from m2vae_ros.trainer import ArrayDataset, Trainer
+
+PROG = "m2vae-train"
+RUN_FILE = "run.yaml"
+PREVIEW_SAMPLES = 4
+# Settings a resumed run must share with the run it continues (epochs may grow).
+FIXED_ON_RESUME = ("bags", "dataset_dir", "spec", "batch_size", "lr", "seed", "block_seconds", "val_fraction")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description="Train an M²VAE from rosbag2 recordings.")
+    parser.add_argument("--bag", nargs="+", required=True, help="rosbag2 recordings (directories or files)")
+    parser.add_argument("--out", required=True, type=Path, help="run directory")
+    parser.add_argument("--config", type=Path, default=None, help="default: config/train.yaml")
+    parser.add_argument("--topic", action="append", default=[], metavar="MODALITY=TOPIC",
+                        help="read a modality from another topic (repeatable)")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="override model.objective")
+    parser.add_argument("--epochs", type=_positive, help="override training.epochs (total, counting resumed)")
+    parser.add_argument("--batch-size", type=_positive, help="override training.batch_size")
+    parser.add_argument("--latent-dim", type=_positive, help="override model.latent_dim")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index> (default: auto)")
+    parser.add_argument("--seed", type=int, help="override training.seed")
+    parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
+    parser.add_argument("--dataset-dir", type=Path,
+                        help="prepared dataset, e.g. a cache shared by runs (default: RUN_DIR/dataset)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return train(args, sys.argv if argv is None else [PROG, *argv])
+    except (ConfigError, DatasetError, BagError, CheckpointError, ValueError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def train(args: argparse.Namespace, command: list[str]) -> int:
+    job = distributed.from_environment()
+    device = distributed.training_device(args.device, job)
+    distributed.start(job, device)
+    try:
+        return _train(args, command, job, device)
+    finally:
+        distributed.stop(job)
+
+
+def _train(
+    args: argparse.Namespace, command: list[str], job: distributed.Distributed, device: torch.device
+) -> int:
+    out: Path = args.out
+    config = load_train_config(args.config, parse_topic_overrides(args.topic))
+    run = _run_settings(args, config, command)
+    run = _check_resume(out, run, args.resume)
+
+    # --- data: rank 0 builds (or reuses) the dataset, the other ranks open it afterwards
+    dataset_dir = Path(run["dataset_dir"])
+    if job.is_main:
+        dataset = build_dataset(run["bags"], config, dataset_dir, progress=True)
+        _write_yaml(out / RUN_FILE, run)
+    job.barrier()
+    if not job.is_main:
+        dataset = load_dataset(dataset_dir)
+    split = time_block_split(
+        dataset.stamps, dataset.bag_index,
+        block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
+    )
+    train_set = ArrayDataset(dataset.arrays, dataset.available, split.train)
+    val_set = ArrayDataset(dataset.arrays, dataset.available, split.val) if len(split.val) else None
+
+    # --- model and trainer: the spec's sensors come from the dataset (message types filled in)
+    spec = dataclasses.replace(ModelSpec.from_dict(run["spec"]), modalities=dataset.spec.modalities)
+    torch.manual_seed(run["seed"])
+    model = M2VAE(spec)
+    trainer = distributed.make_trainer(model, job, lr=run["lr"], device=device, seed=run["seed"])
+    provenance = _provenance(run, dataset, split, config)
+
+    def write_artifact(trainer: Trainer, epoch: int, val_metrics: dict[str, float]) -> None:
+        if job.is_main:
+            with deferred_sigint():
+                save_model(trainer.model, out / "model", provenance=provenance,
+                           metrics={"epoch": epoch, "val": _plain(val_metrics)})
+
+    early_stopping = EarlyStopping(int(config.training.get("patience", 5)), on_improvement=write_artifact)
+    callbacks: list = [early_stopping]
+    tensorboard = None
+    if job.is_main:
+        tensorboard = TensorBoardLogger(out / "tb", *_preview(dataset, split))
+        callbacks += [CheckpointWriter(out / "checkpoints", early_stopping), tensorboard]
+    if args.resume:
+        epoch, state = load_checkpoint(out / "checkpoints")
+        restore(trainer, early_stopping, state)
+        _say(job, f"resuming after epoch {epoch}")
+
+    # --- train; Ctrl-C keeps the last checkpoint and still writes a usable artifact
+    start_epoch, started = trainer.epoch, time.perf_counter()
+    interrupted = False
+    try:
+        trainer.fit(train_set, val_set, epochs=run["epochs"], batch_size=run["batch_size"],
+                    callbacks=callbacks, progress=job.is_main)
+    except KeyboardInterrupt:
+        interrupted = True
+        _say(job, "interrupted: writing the model artifact; --resume continues from the last checkpoint")
+    elapsed = time.perf_counter() - started
+    if tensorboard is not None:
+        tensorboard.close()
+    if job.is_main and (val_set is None or early_stopping.best_epoch == 0):
+        # No validation ELBO ever chose a best model: the artifact is the latest weights.
+        write_artifact(trainer, trainer.epoch, {})
+    samples_per_s = (trainer.epoch - start_epoch) * len(train_set) / elapsed if elapsed > 0 else 0.0
+    best = "n/a"
+    if early_stopping.best_epoch:
+        best = f"{early_stopping.best:.4g} (epoch {early_stopping.best_epoch})"
+    if job.is_main:
+        print(f"{'interrupted' if interrupted else 'done'}: {trainer.epoch} epochs, best val ELBO {best}, "
+              f"{samples_per_s:.0f} samples/s, artifact {out / 'model'}", flush=True)
+    return 130 if interrupted else 0
+
+
+def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[str]) -> dict[str, Any]:
+    """The run's settings: config/train.yaml's training section with the command-line overrides."""
+    t = config.training
+    spec = config.spec
+    if args.latent_dim is not None or args.objective is not None:
+        spec = dataclasses.replace(
+            spec, latent_dim=args.latent_dim or spec.latent_dim, objective=args.objective or spec.objective
+        )
+    run = {
+        "bags": [str(Path(b).resolve()) for b in args.bag],
+        "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
+        "spec": spec.to_dict(),
+        "epochs": int(args.epochs or t.get("epochs", 30)),
+        "batch_size": int(args.batch_size or t.get("batch_size", 64)),
+        "lr": float(t.get("lr", 1e-3)),
+        "seed": int(args.seed if args.seed is not None else t.get("seed", 0)),
+        "block_seconds": float(t.get("block_seconds", 5.0)),
+        "val_fraction": float(t.get("val_fraction", 0.2)),
+        "command": command,
+    }
+    if run["lr"] <= 0:
+        raise ConfigError(f"training.lr must be positive, got {run['lr']}")
+    return run
+
+
+def _check_resume(out: Path, run: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """Refuse to overwrite a run by accident, and to resume it with different settings."""
+    checkpoints = out / "checkpoints"
+    if not resume:
+        if has_checkpoint(checkpoints):
+            raise ValueError(f"{out} holds a training run; --resume continues it, or pick a new --out")
+        return run
+    if not has_checkpoint(checkpoints):
+        raise CheckpointError(f"--resume: {checkpoints} holds no checkpoint to continue from")
+    previous = yaml.safe_load((out / RUN_FILE).read_text(encoding="utf-8"))
+    # The spec's message types are filled in from the bags; compare what the user chose.
+    changed = [k for k in FIXED_ON_RESUME if _comparable(k, previous[k]) != _comparable(k, run[k])]
+    if changed:
+        raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out / RUN_FILE}")
+    return {**previous, "epochs": run["epochs"], "command": run["command"]}
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key == "spec":
+        return ModelSpec.from_dict(value).to_dict()
+    return value
+
+
+def _provenance(run: dict[str, Any], dataset: PreparedDataset, split: Split, config: TrainConfig) -> dict:
+    """Where the model came from: bags, dataset, topics, settings and command line."""
+    manifest_path = dataset.directory / MANIFEST
+    return {
+        "bags": dataset.manifest["bags"],
+        "dataset": {
+            "directory": str(Path(dataset.directory).resolve()),
+            "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+            "samples": len(dataset),
+            "train_samples": len(split.train),
+            "val_samples": len(split.val),
+        },
+        "topics": {m.name: {"topic": m.topic, "msg_type": m.msg_type} for m in dataset.spec.modalities},
+        "labels_topic": config.labels_topic,
+        "command": run["command"],
+        "seed": run["seed"],
+        "epochs": run["epochs"],
+        "batch_size": run["batch_size"],
+        "lr": run["lr"],
+        "split": {"block_seconds": run["block_seconds"], "val_fraction": run["val_fraction"]},
+    }
+
+
+def _preview(dataset: PreparedDataset, split: Split) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A few validation samples (training samples if there is no validation) with every sensor."""
+    pool = split.val if len(split.val) else split.train
+    complete = pool[dataset.available[pool].all(axis=1)]
+    if not len(complete):
+        return {}, {}
+    rows = np.sort(complete[np.linspace(0, len(complete) - 1, PREVIEW_SAMPLES).astype(int)])
+    rows = np.unique(rows)
+    arrays = {name: np.asarray(a[rows], np.float32) for name, a in dataset.arrays.items()}
+    return arrays, {name: np.asarray(m[rows]) for name, m in dataset.masks.items()}
+
+
+def _plain(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Metrics as YAML-safe floats (NaN/inf → None)."""
+    return {k: (float(v) if math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode())
+
+
+def _say(job: distributed.Distributed, text: str) -> None:
+    if job.is_main:
+        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
