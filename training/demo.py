@@ -1,0 +1,90 @@
+"""`make demo`: the whole product on simulated data, end to end, on 2 CPU cores.
+
+1. record a training bag in the simulated arena, with a LiDAR dropout (`m2vae-sim`);
+2. record a second bag with another seed, never used for training (`m2vae-sim`);
+3. train a model on the first (`m2vae-train`) and evaluate it on the second (`m2vae-eval`);
+4. run the fusion node live against a replay of the second bag with the LiDAR
+   suppressed for a window (`m2vae-fusion` + `m2vae-play`), recording its outputs;
+5. write `demo_out/report.md` with its figures.
+
+Each step prints the command a user would type. A step whose command is unchanged and
+whose output exists is reused, so a second `make demo` only repeats the live run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from m2vae_training.demo_live import run_live
+from m2vae_training.demo_report import write_report
+
+TRAIN_SECONDS = 600
+LIVE_SECONDS = 60
+LIVE_DROP = (20.0, 35.0)  # LiDAR dead from 20 s to 35 s of the live replay
+EPOCHS = 12
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="m2vae-demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="default demo_out/")
+    parser.add_argument("--train-seconds", type=float, default=TRAIN_SECONDS)
+    parser.add_argument("--live-seconds", type=float, default=LIVE_SECONDS)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    started = time.monotonic()
+    bags = out / "bags"
+    drop_t0, drop_t1 = LIVE_DROP
+    train_drop = f"lidar@{args.train_seconds * 0.4:g}:{args.train_seconds * 0.45:g}"
+
+    _step(out, "record training bag", bags / "train", [
+        "m2vae-sim", "--out", bags / "train", "--duration", args.train_seconds, "--seed", 1,
+        "--no-points", "--drop", train_drop])
+    _step(out, "record unseen live bag", bags / "live", [
+        "m2vae-sim", "--out", bags / "live", "--duration", args.live_seconds, "--seed", 7, "--no-points"])
+    _step(out, "train", out / "run" / "model", [
+        "m2vae-train", "--bag", bags / "train", "--out", out / "run", "--epochs", args.epochs, "--seed", 0])
+    _step(out, "evaluate on the unseen bag", out / "eval" / "metrics.json", [
+        "m2vae-eval", "--model", out / "run" / "model", "--bag", bags / "live", "--out", out / "eval"])
+
+    _banner(f"live: fusion node + replay, LiDAR dead from {drop_t0:g} s to {drop_t1:g} s")
+    record = run_live(out / "run" / "model", bags / "live", f"/scan@{drop_t0:g}:{drop_t1:g}", out / "live")
+    report = write_report(out, record, bags / "live", (drop_t0, drop_t1))
+    print(f"\ndemo done in {time.monotonic() - started:.0f} s: report at {report}")
+    return 0
+
+
+def _step(out: Path, title: str, output: Path, command: list[object]) -> None:
+    """Run `command` unless the same command already produced `output`."""
+    argv = [str(part) for part in command]
+    stamp = out / ".steps" / (title.replace(" ", "_") + ".json")
+    if output.exists() and stamp.is_file() and json.loads(stamp.read_text()) == argv:
+        _banner(f"{title}: reused {output}")
+        return
+    _banner(title)
+    print("$ " + shlex.join(argv), flush=True)
+    target = output if output.suffix == "" else output.parent
+    if title.startswith("record") and target.exists():
+        shutil.rmtree(target)  # m2vae-sim refuses to overwrite; the command changed
+    executable = Path(sys.executable).parent / argv[0]
+    result = subprocess.run([str(executable), *argv[1:]], check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"demo: step '{title}' failed with exit code {result.returncode}")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(argv))
+
+
+def _banner(text: str) -> None:
+    print(f"\n=== {text}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

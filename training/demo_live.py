@@ -1,0 +1,120 @@
+"""The live half of `make demo`: the fusion node against a replay with a dead LiDAR.
+
+Starts `m2vae-fusion` on the trained model and `m2vae-play` on a recording the model
+has not seen, with the LiDAR suppressed for a window, and records what the node
+publishes from a third process (this one), over real DDS. The result is a
+`LiveRecord`: per latent message its stamp, receive time, mean/std and active subset,
+and per LiDAR reconstruction its ranges, so the report can show the subset switching,
+the latent staying up and the imputed LiDAR next to the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image, LaserScan
+from std_msgs.msg import String
+
+from m2vae_ros.codec import stamp_ns
+from m2vae_ros.latent_msg import read_latent
+from m2vae_ros.qos import latched_qos, output_qos, sensor_qos
+
+NODE = "/m2vae_fusion"
+
+
+@dataclass
+class LiveRecord:
+    """What the demo saw on the node's topics, in arrival order (times in ns)."""
+
+    latent_stamp: list[int] = field(default_factory=list)
+    latent_received: list[int] = field(default_factory=list)
+    latent_mean: list[np.ndarray] = field(default_factory=list)
+    latent_std: list[np.ndarray] = field(default_factory=list)
+    active: list[tuple[int, str]] = field(default_factory=list)  # (receive ns, subset name)
+    lidar_stamp: list[int] = field(default_factory=list)
+    lidar_ranges: list[np.ndarray] = field(default_factory=list)
+    first_camera_stamp: int | None = None  # anchors replay stamps to bag time
+
+    def latency_ms(self) -> np.ndarray:
+        return (np.asarray(self.latent_received) - np.asarray(self.latent_stamp)) / 1e6
+
+
+class _Probe(Node):
+    """Subscribes to the node's outputs, like a downstream planner would."""
+
+    def __init__(self, record: LiveRecord, context: rclpy.Context) -> None:
+        super().__init__("m2vae_demo_probe", context=context)
+        self.record = record
+        self.create_subscription(Image, f"{NODE}/latent", self._on_latent, output_qos())
+        self.create_subscription(String, f"{NODE}/active_modalities", self._on_active, latched_qos())
+        self.create_subscription(LaserScan, f"{NODE}/reconstruction/lidar", self._on_lidar, output_qos())
+        self.create_subscription(Image, "/camera/image_raw", self._on_camera, sensor_qos("best_effort", 10))
+
+    def _on_latent(self, msg: Image) -> None:
+        mean, std = read_latent(msg)
+        self.record.latent_stamp.append(stamp_ns(msg))
+        self.record.latent_received.append(time.time_ns())
+        self.record.latent_mean.append(mean)
+        self.record.latent_std.append(std)
+
+    def _on_active(self, msg: String) -> None:
+        self.record.active.append((time.time_ns(), msg.data))
+
+    def _on_lidar(self, msg: LaserScan) -> None:
+        self.record.lidar_stamp.append(stamp_ns(msg))
+        self.record.lidar_ranges.append(np.asarray(msg.ranges, dtype=np.float32))
+
+    def _on_camera(self, msg: Image) -> None:
+        if self.record.first_camera_stamp is None:
+            self.record.first_camera_stamp = stamp_ns(msg)
+
+
+def run_live(model_dir: Path, bag: Path, drop: str, log_dir: Path, domain_id: int = 57) -> LiveRecord:
+    """Run node + replay to the end of the bag; return what the probe recorded."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    bin_dir = Path(sys.executable).parent
+    node_cmd = [str(bin_dir / "m2vae-fusion"), "--ros-args", "-p", f"model_path:={model_dir}"]
+    play_cmd = [str(bin_dir / "m2vae-play"), str(bag), "--topics", "/camera/image_raw", "/scan",
+                "--drop", drop, "--wait-for-subscribers"]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    record = LiveRecord()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(_Probe(record, context))
+    print("$ " + " ".join(node_cmd), flush=True)
+    with open(log_dir / "fusion_node.log", "w") as node_log:
+        node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT)
+        try:
+            _spin_until(executor, lambda: bool(record.active), node, timeout_s=60)
+            print("$ " + " ".join(play_cmd), flush=True)
+            play = subprocess.Popen(play_cmd, env=env)
+            _spin_until(executor, lambda: play.poll() is not None, node, timeout_s=3600)
+            _spin_until(executor, lambda: False, node, timeout_s=1.0)  # let the last outputs arrive
+            if play.returncode != 0:
+                raise RuntimeError(f"m2vae-play exited with {play.returncode}")
+        finally:
+            node.terminate()
+            node.wait(timeout=10)
+            rclpy.shutdown(context=context)
+    return record
+
+
+def _spin_until(executor: SingleThreadedExecutor, done: Callable[[], bool], node: subprocess.Popen,
+                timeout_s: float) -> None:
+    """Process callbacks until `done()` or the timeout; the node dying is an error."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        if node.poll() is not None:
+            raise RuntimeError(f"m2vae-fusion exited with {node.returncode}; see fusion_node.log")
+        executor.spin_once(timeout_sec=0.05)
