@@ -1,0 +1,282 @@
+"""Prepared datasets from real rosbag2 files (sqlite3 and MCAP), the CLI, and the config loader."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from bagutils import cloud, compressed, image, marker, scan, write_bag
+from m2vae_training.bags import BagError
+from m2vae_training.config import ConfigError, load_train_config
+from m2vae_training.dataset import DatasetError, build_dataset, load_dataset
+from m2vae_training.dataset_cli import main
+from std_msgs.msg import String
+
+MS = 1_000_000
+CLASSES = ["red_cylinder", "red_box", "green_cylinder"]
+DROPOUT = (1.2e9, 2.4e9)  # LiDAR silent in this window
+RNG = np.random.default_rng(5)
+
+
+def small_config(tmp_path: Path, **topics: str) -> Path:
+    """config/train.yaml with 16×16 images and 90-beam scans, so the tests stay fast."""
+    data = yaml.safe_load((Path(__file__).parents[1] / "config" / "train.yaml").read_text())
+    data["modalities"][0]["preprocess"] = {"width": 16, "height": 16, "channels": 3}
+    data["modalities"][1]["preprocess"]["beams"] = 90
+    for modality in data["modalities"]:
+        modality["topic"] = topics.get(modality["name"], modality["topic"])
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def colour(i: int) -> np.ndarray:
+    return np.full((32, 32, 3), (i * 7 % 256, 100, 200), np.uint8)
+
+
+def recording(path: Path, storage: str, bad: bool = True) -> Path:
+    """3 s: camera 30 Hz and LiDAR 10 Hz with ±3 ms jitter, a LiDAR dropout, markers and bad messages."""
+    records = []
+    for i in range(90):
+        stamp = i * 33_333_333 + int(RNG.integers(-3, 4)) * MS
+        msg = image(colour(i), "rgb8", stamp)
+        if bad and i == 10:
+            msg.data = msg.data[:100]  # short buffer
+        if bad and i == 20:
+            msg.encoding = "yuv422"
+        records.append(("/camera/image_raw", msg, stamp + 2 * MS))
+    for i in range(30):
+        stamp = i * 100_000_000 + 5 * MS + int(RNG.integers(-3, 4)) * MS
+        if not DROPOUT[0] <= stamp <= DROPOUT[1]:
+            records.append(("/scan", scan(np.full(90, 2.0 + i / 100, np.float32), stamp), stamp + 1 * MS))
+        truth = marker(stamp, i % 3, CLASSES[i % 3], (1.0, -0.5, 0.0))
+        records.append(("/ground_truth/object", truth, stamp))
+    records.sort(key=lambda r: r[2])
+    if bad:  # two camera frames recorded in swapped order: header stamps go backwards
+        cams = [j for j, r in enumerate(records) if r[0] == "/camera/image_raw"]
+        (topic, first, t_first), (_, second, t_second) = records[cams[40]], records[cams[41]]
+        records[cams[40]], records[cams[41]] = (topic, second, t_first), (topic, first, t_second)
+    return write_bag(path, records, storage)
+
+
+@pytest.fixture(params=["sqlite3", "mcap"])
+def storage(request):
+    return request.param
+
+
+def test_build_synchronises_counts_failures_and_fills_dropouts(tmp_path, storage):
+    bag = recording(tmp_path / "bag", storage)
+    config = load_train_config(small_config(tmp_path))
+    ds = build_dataset([bag], config, tmp_path / "out", progress=False)
+    topics = ds.manifest["topics"]
+    cam, lidar = topics["/camera/image_raw"], topics["/scan"]
+    assert (cam["messages"], cam["decoded"], cam["failed"]) == (90, 88, 2)
+    assert cam["failures"] == {"short_buffer": 1, "unsupported_encoding": 1}
+    assert cam["out_of_order"] == 1 and lidar["failed"] == 0
+    n_scans = lidar["messages"]
+    samples = ds.manifest["samples"]
+    assert samples["complete"] == n_scans == samples["by_subset"]["camera+lidar"]
+    assert samples["partial"] == samples["by_subset"]["camera"] > 15
+    partial = ~ds.available[:, 1]
+    assert ds.available[:, 0].all()
+    assert (ds.stamps[partial] > DROPOUT[0]).all() and (ds.stamps[partial] < DROPOUT[1]).all()
+    scans, masks = np.asarray(ds.arrays["lidar"]), np.asarray(ds.masks["lidar"])
+    assert (scans[partial] == 0).all() and not masks[partial].any()
+    assert ((scans[~partial] > 0.24) & (scans[~partial] < 0.29)).all() and masks[~partial].all()
+    assert ds.arrays["camera"].shape == (len(ds), 3, 16, 16) and ds.arrays["camera"].dtype == np.float32
+    assert (np.diff(ds.stamps) >= 0).all() and (ds.bag_index == 0).all()
+    assert ds.class_names == CLASSES and set(ds.labels.tolist()) == {0, 1, 2}
+    np.testing.assert_allclose(ds.positions[ds.labels >= 0], [[1.0, -0.5, 0.0]] * int((ds.labels >= 0).sum()))
+    assert ds.spec.modality("camera").msg_type == "sensor_msgs/msg/Image"
+    assert ds.spec.modality("lidar").msg_type == "sensor_msgs/msg/LaserScan"
+    reasons = {p["reason"] for p in ds.manifest["problems"]}
+    assert reasons == {"short_buffer", "unsupported_encoding", "out_of_order"}
+
+
+def test_load_dataset_matches_build_and_memory_maps(tmp_path):
+    bag = recording(tmp_path / "bag", "mcap", bad=False)
+    built = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "out", progress=False)
+    loaded = load_dataset(tmp_path / "out")
+    assert isinstance(loaded.arrays["camera"], np.memmap)
+    np.testing.assert_array_equal(loaded.arrays["camera"], built.arrays["camera"])
+    np.testing.assert_array_equal(loaded.available, built.available)
+    assert loaded.spec == built.spec and len(loaded) == len(built) > 0
+    with pytest.raises(DatasetError):
+        load_dataset(tmp_path)
+
+
+def encoded_camera(pixels: np.ndarray) -> list:
+    """The same picture in every supported Image encoding (colour ones exact, others reduced)."""
+    bgr = np.ascontiguousarray(pixels[:, :, ::-1])
+    alpha = np.full((*pixels.shape[:2], 1), 9, np.uint8)
+    grey = pixels[:, :, 0]
+    grey16 = grey.astype(np.uint16) * 257
+    return [
+        image(pixels, "rgb8"), image(bgr, "bgr8", pad=4), image(np.dstack([pixels, alpha]), "rgba8"),
+        image(np.dstack([bgr, alpha]), "bgra8"), image(grey, "mono8"),
+        image(grey16, "mono16", bigendian=True), image(grey16, "16UC1"),
+        image(grey.astype(np.float32) / 255, "32FC1"),
+    ]
+
+
+def test_every_image_encoding_and_compressed_images_become_samples(tmp_path, storage):
+    pixels = np.repeat(np.repeat(RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8), 2, 0), 2, 1)
+    records = []
+    for i, msg in enumerate(encoded_camera(pixels)):
+        stamp = i * 200 * MS
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+        png = compressed(cv2.imencode(".png", pixels[:, :, ::-1])[1].tobytes(), "png", stamp)
+        records += [("/camera/image_raw", msg, stamp), ("/camera/compressed", png, stamp),
+                    ("/scan", scan(np.full(90, 4.0, np.float32), stamp + MS), stamp + MS)]
+    bag = write_bag(tmp_path / "bag", records, storage)
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "raw", progress=False)
+    assert len(ds) == 8 and ds.available.all()
+    expected = cv2.resize(pixels, (16, 16), interpolation=cv2.INTER_AREA).transpose(2, 0, 1) / 255
+    np.testing.assert_allclose(ds.arrays["camera"][:4], np.stack([expected] * 4), atol=1e-6)
+    for row in ds.arrays["camera"][4:]:  # mono encodings: the red channel, repeated
+        np.testing.assert_allclose(row, np.stack([expected[0]] * 3), atol=1e-6)
+    config = load_train_config(small_config(tmp_path), {"camera": "/camera/compressed"})
+    png = build_dataset([bag], config, tmp_path / "png", progress=False)
+    assert png.spec.modality("camera").msg_type == "sensor_msgs/msg/CompressedImage"
+    np.testing.assert_allclose(png.arrays["camera"], np.stack([expected] * 8), atol=1e-6)
+
+
+def test_pointcloud_with_padded_big_endian_fields(tmp_path):
+    angles = np.radians(np.arange(-180, 180, 4.0))
+    columns = {"x": 3 * np.cos(angles), "y": 3 * np.sin(angles), "z": np.zeros(90), "intensity": np.ones(90)}
+    records = []
+    for i in range(5):
+        stamp = i * 100 * MS
+        pts = cloud(columns, stamp, types={"x": "f8", "y": "f8", "z": "f8"}, point_step=40, bigendian=True)
+        camera = image(colour(i), "rgb8", stamp + MS)
+        records += [("/points", pts, stamp), ("/camera/image_raw", camera, stamp)]
+    nan_cloud = cloud({"x": np.full(2, np.nan), "y": np.zeros(2), "z": np.zeros(2)}, 600 * MS)
+    records.append(("/points", nan_cloud, 600 * MS))
+    bag = write_bag(tmp_path / "bag", records, "mcap")
+    config = load_train_config(small_config(tmp_path, lidar="/points"))
+    ds = build_dataset([bag], config, tmp_path / "o", progress=False)
+    assert len(ds) == 5 and ds.available.all()
+    np.testing.assert_allclose(ds.arrays["lidar"], 3 / 8, rtol=1e-5)
+    assert ds.manifest["topics"]["/points"]["failures"] == {"empty_cloud": 1}
+    assert ds.spec.modality("lidar").msg_type == "sensor_msgs/msg/PointCloud2"
+
+
+def test_unsupported_message_type_is_counted_not_fatal(tmp_path):
+    records = [("/scan", String(data="not a scan"), i * 100 * MS) for i in range(3)]
+    records += [("/camera/image_raw", image(colour(i), "rgb8", i * 100 * MS), i * 100 * MS) for i in range(3)]
+    bag = write_bag(tmp_path / "bag", records)
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.manifest["topics"]["/scan"]["failures"] == {"unsupported_type": 3}
+    assert len(ds) == 3 and not ds.available[:, 1].any()
+    assert ds.manifest["samples"]["by_subset"] == {"camera": 3}
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.8])
+def test_truncated_bag_keeps_what_precedes_the_damage(tmp_path, storage, fraction):
+    bag = recording(tmp_path / "bag", storage, bad=False)
+    config = load_train_config(small_config(tmp_path))
+    whole = build_dataset([bag], config, tmp_path / "whole", progress=False)
+    data = next(f for f in bag.iterdir() if f.suffix in (".db3", ".mcap"))
+    with data.open("r+b") as f:
+        f.truncate(int(data.stat().st_size * fraction))
+    cut = build_dataset([bag], config, tmp_path / "cut", progress=False)
+    assert 0 < len(cut) < len(whole) if fraction == 0.5 else 0 < len(cut) <= len(whole)
+    assert cut.manifest["damage"] and "damaged" in cut.manifest["damage"][0]
+    np.testing.assert_array_equal(cut.stamps[:5], whole.stamps[:5])
+
+
+def test_bare_mcap_file_and_several_bags(tmp_path):
+    first = recording(tmp_path / "a", "mcap", bad=False)
+    second = recording(tmp_path / "b", "sqlite3", bad=False)
+    mcap_file = next(first.glob("*.mcap"))
+    config = load_train_config(small_config(tmp_path))
+    ds = build_dataset([mcap_file, second], config, tmp_path / "o", progress=False)
+    single = build_dataset([second], config, tmp_path / "s", progress=False)
+    assert set(ds.bag_index.tolist()) == {0, 1} and (ds.bag_index == 1).sum() == len(single)
+
+
+def test_reuse_when_unchanged_rebuild_when_bag_or_config_changes(tmp_path):
+    bag = recording(tmp_path / "bag", "sqlite3", bad=False)
+    config_path = small_config(tmp_path)
+    first = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)
+    assert first.manifest["reused"] is False
+    again = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)
+    assert again.manifest["reused"] is True
+    moved = load_train_config(config_path, {"lidar": "/other"})
+    wider = build_dataset([bag], moved, tmp_path / "o", progress=False)
+    assert wider.manifest["reused"] is False and wider.manifest["samples"]["by_subset"] == {"camera": 90}
+    data = next(bag.glob("*.db3"))
+    os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 10**9))
+    touched = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)
+    assert touched.manifest["reused"] is False and len(touched) == len(first)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".o.")] == []
+
+
+def test_existing_directory_that_is_no_dataset_is_never_overwritten(tmp_path):
+    bag = recording(tmp_path / "bag", "mcap", bad=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(DatasetError):
+        build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
+    bag = recording(tmp_path / "bag", "mcap")
+    config = str(small_config(tmp_path))
+    argv = [str(bag), "--config", config, "--out", str(tmp_path / "o"), "--json", "--slop", "0.04"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"topics", "samples", "out"} and out["out"] == str(tmp_path / "o")
+    assert out["topics"]["/camera/image_raw"]["failures"] == {"short_buffer": 1, "unsupported_encoding": 1}
+    assert set(out["topics"]["/scan"]) >= {"type", "messages", "decoded", "failed", "failures"}
+    assert set(out["samples"]["by_subset"]) == {"camera+lidar", "camera"}
+    assert out["samples"]["complete"] + out["samples"]["partial"] == len(load_dataset(tmp_path / "o"))
+    assert load_dataset(tmp_path / "o").manifest["config"]["slop"] == 0.04
+
+
+@pytest.mark.parametrize("bad", ["text", "missing", "empty_dir"])
+def test_cli_unopenable_bag_is_one_error_line(tmp_path, capsys, bad):
+    path = tmp_path / bad
+    if bad == "text":
+        path.write_text("this is no bag")
+    elif bad == "empty_dir":
+        path.mkdir()
+    assert main([str(path), "--out", str(tmp_path / "o"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_rejects_unknown_modality_in_topic_override(tmp_path, capsys):
+    assert main([str(tmp_path), "--topic", "radar=/radar"]) == 2
+    assert "radar" in capsys.readouterr().err
+
+
+def test_config_defaults_overrides_and_strictness(tmp_path):
+    config = load_train_config()
+    assert config.spec.names == ("camera", "lidar") and config.slop == 0.05 and config.timeout == 0.5
+    assert config.labels_topic == "/ground_truth/object" and config.training["epochs"] > 0
+    moved = load_train_config(None, {"lidar": "/front/scan"})
+    assert moved.spec.modality("lidar").topic == "/front/scan" and moved.spec.modality("camera").topic
+    with pytest.raises(ConfigError, match="radar"):
+        load_train_config(None, {"radar": "/radar"})
+    typo = yaml.safe_load(small_config(tmp_path).read_text())
+    typo["dataset"]["slope"] = 0.1
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(typo))
+    with pytest.raises(ConfigError, match="slope"):
+        load_train_config(tmp_path / "typo.yaml")
+    with pytest.raises(ConfigError):
+        load_train_config(tmp_path / "absent.yaml")
+
+
+def test_bag_error_is_raised_by_the_library(tmp_path):
+    with pytest.raises(BagError):
+        build_dataset([tmp_path / "nope"], load_train_config(), tmp_path / "o", progress=False)
+    assert math.isfinite(load_train_config().slop)
