@@ -18,6 +18,7 @@ from m2vae_training.metrics import Probes, ReconstructionError, fit_probes
 from m2vae_ros.model import M2VAE
 from m2vae_ros.objectives import kl_normal, loss
 from m2vae_ros.subsets import all_subsets, members, subset_name
+from m2vae_ros.trainer import ArrayDataset
 
 if TYPE_CHECKING:
     from m2vae_training.dataset import PreparedDataset
@@ -39,14 +40,10 @@ def subset_present(available: np.ndarray, subset: int) -> np.ndarray:
     return np.asarray(available)[:, members(subset)].all(axis=1)
 
 
-def batch(
-    dataset: PreparedDataset, rows: slice | np.ndarray, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Tensors of the given dataset rows, read from the memmaps."""
-    return {
-        name: torch.from_numpy(np.ascontiguousarray(dataset.arrays[name][rows])).to(device)
-        for name in dataset.spec.names
-    }
+def batch(data: ArrayDataset, rows: slice, device: torch.device) -> dict[str, torch.Tensor]:
+    """Tensors of consecutive dataset rows, read (and checked) by the Trainer's ArrayDataset."""
+    arrays, _ = data.batch(np.arange(rows.start, rows.stop))
+    return {name: torch.from_numpy(values).to(device) for name, values in arrays.items()}
 
 
 @torch.inference_mode()
@@ -69,9 +66,10 @@ def score_subsets(
         )
         for s in subsets
     }
+    data = ArrayDataset(dataset.arrays, dataset.available)
     for start in range(0, n, batch_size):
         rows = slice(start, min(start + batch_size, n))
-        x = batch(dataset, rows, device)
+        x = batch(data, rows, device)
         posteriors = model.encode_subsets(x, subsets)
         joint_mean, joint_logvar = posteriors[joint]
         for s, (mean, logvar) in posteriors.items():
@@ -133,11 +131,12 @@ def joint_probes(model: M2VAE, train: PreparedDataset, *, batch_size: int = 128)
     device = next(model.parameters()).device
     present = subset_present(train.available, joint)
     means = np.zeros((len(present), spec.latent_dim), np.float32)
+    data = ArrayDataset(train.arrays, train.available)
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(present), batch_size):
             rows = slice(start, min(start + batch_size, len(present)))
-            means[rows] = model.encode(batch(train, rows, device), joint)[0].float().cpu().numpy()
+            means[rows] = model.encode(batch(data, rows, device), joint)[0].float().cpu().numpy()
     labels, positions = train.labels[present], train.positions[present]
     return fit_probes(means[present], labels, positions, tuple(train.class_names))
 

@@ -226,6 +226,7 @@ def _provenance(run: dict[str, Any], dataset: PreparedDataset, split: Split, con
         },
         "topics": {m.name: {"topic": m.topic, "msg_type": m.msg_type} for m in dataset.spec.modalities},
         "labels_topic": config.labels_topic,
+        "sync": {"slop": config.slop, "timeout": config.timeout},
         "command": run["command"],
         "seed": run["seed"],
         "epochs": run["epochs"],

@@ -1,0 +1,172 @@
+"""`m2vae-eval`: score a trained model on test recordings, subset by subset.
+
+    m2vae-eval --model RUN_DIR/model --bag BAG [BAG ...] --out DIR [--topic MODALITY=TOPIC ...]
+               [--train-bag BAG ...] [--device auto|cpu|cuda[:i]] [--batch-size B]
+
+The test bags are prepared with the model's own spec (topics, preprocessing and sync
+settings from the artifact; --topic overrides topics) into DIR/test_dataset. The seed's
+probes (one naive-Bayes classifier, one linear position regressor) are fitted on the
+joint latents of the TRAINING data: the dataset named in the artifact's provenance when
+it is still there and unchanged (sha256 of its manifest), else rebuilt from the
+provenance's bags into DIR/train_dataset, else from --train-bag (which, when given,
+always wins). Writes DIR/metrics.json, DIR/report.md, DIR/recon_grid.png and
+DIR/latent_scatter.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from m2vae_training.bags import BagError
+from m2vae_training.config import ConfigError, TrainConfig, parse_topic_overrides, with_topics
+from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset, load_dataset
+from m2vae_training.evaluation import (
+    joint_probes,
+    reconstruct_from_each_subset,
+    score_subsets,
+    subset_metrics,
+)
+from m2vae_training.figures import latent_scatter_figure, recon_figure
+from m2vae_training.report import report_markdown
+
+from m2vae_ros.artifact import ArtifactError, load_model, write_atomic
+from m2vae_ros.inference import resolve_device
+from m2vae_ros.subsets import all_subsets, subset_name
+
+PROG = "m2vae-eval"
+FIGURE_SAMPLES = 4
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description="Evaluate an M²VAE artifact on test recordings.")
+    parser.add_argument("--model", required=True, type=Path, help="artifact directory (RUN_DIR/model)")
+    parser.add_argument("--bag", nargs="+", required=True, help="test recordings")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--topic", action="append", default=[], metavar="MODALITY=TOPIC",
+                        help="read a modality from another topic in the test bags (repeatable)")
+    parser.add_argument("--train-bag", nargs="+", default=None,
+                        help="training recordings for the probes (default: the artifact's provenance)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:<index> (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        evaluate(args)
+    except (ArtifactError, ConfigError, DatasetError, BagError, ValueError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    device, warning = resolve_device(args.device)
+    if warning:
+        print(f"{PROG}: {warning}", file=sys.stderr)
+    loaded = load_model(args.model, device=device)
+    model, spec = loaded.model, loaded.spec
+    provenance = loaded.metadata.get("provenance") or {}
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    config = _config_from_artifact(spec, provenance)
+    test_config = with_topics(config, parse_topic_overrides(args.topic))
+    test = build_dataset(args.bag, test_config, out / "test_dataset")
+    train, fitted_on = _training_data(args.train_bag, config, provenance, out)
+    class_names = _common_classes(train.class_names, test.class_names)
+
+    scores = score_subsets(model, test, batch_size=args.batch_size)
+    probes = joint_probes(model, train, batch_size=args.batch_size)
+    metrics = {
+        "model": str(Path(args.model).resolve()),
+        "bags": test.manifest["bags"],
+        "samples": len(test),
+        "classes": class_names,
+        "probes": {"fitted_on": fitted_on, "train_samples": len(train)},
+        "subsets": subset_metrics(model, scores, test, probes),
+    }
+    figures = _figures(model, test, scores, class_names, out)
+    write_atomic(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    write_atomic(out / "report.md", report_markdown(metrics, figures).encode())
+    print(_summary(metrics, out))
+    return metrics
+
+
+def _config_from_artifact(spec, provenance: dict[str, Any]) -> TrainConfig:
+    """The dataset settings training used: the artifact's spec plus its recorded labels/sync settings."""
+    sync = provenance.get("sync") or {}
+    return TrainConfig(
+        spec=spec,
+        labels_topic=provenance.get("labels_topic", TrainConfig.labels_topic),
+        slop=float(sync.get("slop", TrainConfig.slop)),
+        timeout=float(sync.get("timeout", TrainConfig.timeout)),
+    )
+
+
+def _training_data(
+    train_bags: list[str] | None, config: TrainConfig, provenance: dict[str, Any], out: Path
+) -> tuple[PreparedDataset, str]:
+    """The training recordings' dataset for the probes, and a line saying where it came from."""
+    if train_bags:
+        return build_dataset(train_bags, config, out / "train_dataset"), "--train-bag " + " ".join(train_bags)
+    recorded = provenance.get("dataset") or {}
+    directory = Path(recorded.get("directory", ""))
+    manifest = directory / MANIFEST
+    if recorded and manifest.is_file() and hashlib.sha256(manifest.read_bytes()).hexdigest() == recorded.get(
+        "manifest_sha256"
+    ):
+        return load_dataset(directory), f"training dataset {directory}"
+    bags = [b["path"] for b in provenance.get("bags") or []]
+    if bags and all(Path(b).exists() for b in bags):
+        return build_dataset(bags, config, out / "train_dataset"), "training bags " + " ".join(bags)
+    raise ValueError(
+        "the training data named in the artifact's provenance is gone or changed; "
+        "pass the training recordings with --train-bag"
+    )
+
+
+def _common_classes(train: list[str], test: list[str]) -> list[str]:
+    """Class names by index; training and test must agree on what each index means."""
+    for i, (a, b) in enumerate(zip(train, test, strict=False)):
+        if a != b:
+            raise ValueError(f"class {i} is {a!r} in the training data but {b!r} in the test data")
+    return list(train if len(train) >= len(test) else test)
+
+
+def _figures(model, test: PreparedDataset, scores, class_names: list[str], out: Path) -> list[str]:
+    """recon_grid.png and latent_scatter.png from samples that have every sensor; names written."""
+    joint = all_subsets(len(model.names))[-1]
+    complete = np.flatnonzero(scores[joint].present)
+    if not len(complete):
+        return []
+    rows = np.unique(complete[np.linspace(0, len(complete) - 1, FIGURE_SAMPLES).astype(int)])
+    real = {name: np.asarray(test.arrays[name][rows], np.float32) for name in model.names}
+    masks = {name: np.asarray(m[rows]) for name, m in test.masks.items()}
+    recon_figure(model.spec, real, reconstruct_from_each_subset(model, real), masks).savefig(
+        out / "recon_grid.png", dpi=80
+    )
+    latents = {subset_name(s, model.names): score.means[complete] for s, score in scores.items()}
+    latent_scatter_figure(
+        latents, np.asarray(test.labels[complete]), class_names, subset_name(joint, model.names)
+    ).savefig(out / "latent_scatter.png", dpi=80)
+    return ["recon_grid.png", "latent_scatter.png"]
+
+
+def _summary(metrics: dict[str, Any], out: Path) -> str:
+    parts = []
+    for name, entry in metrics["subsets"].items():
+        shown = {"ELBO": entry["elbo"], "NB": entry.get("nb_accuracy")}
+        parts.append(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if v is not None))
+    return f"{metrics['samples']} samples; " + "; ".join(parts) + f"; report {out / 'report.md'}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
