@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     bags = out / "bags"
     drop_t0, drop_t1 = LIVE_DROP
-    train_drop = f"lidar@{args.train_seconds * 0.4:g}:{args.train_seconds * 0.45:g}"
+    train_drop = f"scan@{args.train_seconds * 0.4:g}:{args.train_seconds * 0.45:g}"
 
     _step(out, "record training bag", bags / "train", [
         "m2vae-sim", "--out", bags / "train", "--duration", args.train_seconds, "--seed", 1,
