@@ -185,6 +185,7 @@ def test_latent_header_and_dead_lidar_reconstruction(
         sensors = Sensors(peer, lidar_lead_ns=300_000_000)
 
         assert peer.spin_until(lambda: _active(active) == "camera+lidar", STARTUP_WAIT_S)
+        peer.spin_for(0.2)  # let camera-only latents computed before the switch arrive
         latents.clear()
         assert peer.spin_until(lambda: len(latents) >= 5, SLACK_S + 1)
         # Both alive: the LiDAR's (lead) stamp is the newest input, so it stamps the latent.
