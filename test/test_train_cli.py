@@ -1,0 +1,125 @@
+"""m2vae-train end to end on real simulated bags: artifact, TensorBoard, resume, Ctrl-C, torchrun."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from m2vae_training.callbacks import EarlyStopping
+from m2vae_training.checkpoint import load_checkpoint
+from m2vae_training.train_cli import main
+from trainutils import tiny_bag, tiny_config
+
+from m2vae_ros.artifact import load_model
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return {
+        "bag": tiny_bag(root / "bag", seed=1),
+        "config": tiny_config(root / "train.yaml"),
+        "dataset": root / "dataset",  # shared by the runs: built once, then reused
+        "root": root,
+    }
+
+
+def _args(inputs, out: Path, *extra: str) -> list[str]:
+    return ["--bag", str(inputs["bag"]), "--out", str(out), "--config", str(inputs["config"]),
+            "--device", "cpu", "--dataset-dir", str(inputs["dataset"]), *extra]
+
+
+def test_training_writes_a_loadable_artifact_tensorboard_and_checkpoint(inputs, capsys):
+    out = inputs["root"] / "run"
+    assert main(_args(inputs, out, "--latent-dim", "6")) == 0
+    loaded = load_model(out / "model")
+    assert loaded.spec.latent_dim == 6
+    msg_types = [m.msg_type for m in loaded.spec.modalities]
+    assert msg_types == ["sensor_msgs/msg/Image", "sensor_msgs/msg/LaserScan"]
+    provenance = loaded.metadata["provenance"]
+    assert provenance["bags"][0]["path"] == str(inputs["bag"].resolve())
+    assert provenance["dataset"]["train_samples"] + provenance["dataset"]["val_samples"] == 80
+    assert math.isfinite(loaded.metadata["metrics"]["val"]["elbo/camera+lidar"])
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert load_checkpoint(out / "checkpoints")[0] == 2
+    assert "done: 2 epochs, best val ELBO" in capsys.readouterr().out
+    # The run directory is not overwritten by accident.
+    assert main(_args(inputs, out)) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_continues_bit_for_bit(inputs):
+    straight, resumed = inputs["root"] / "straight", inputs["root"] / "resumed"
+    assert main(_args(inputs, straight, "--epochs", "4")) == 0
+    assert main(_args(inputs, resumed, "--epochs", "2")) == 0
+    assert main(_args(inputs, resumed, "--epochs", "4", "--resume")) == 0
+    epoch_a, a = load_checkpoint(straight / "checkpoints")
+    epoch_b, b = load_checkpoint(resumed / "checkpoints")
+    assert epoch_a == epoch_b == 4
+    for key, value in a["trainer"]["model"].items():
+        assert torch.equal(value, b["trainer"]["model"][key]), key
+    assert a["early_stopping"] == b["early_stopping"]
+
+
+def test_resume_refuses_changed_settings(inputs, capsys):
+    out = inputs["root"] / "changed"
+    assert main(_args(inputs, out, "--epochs", "1")) == 0
+    assert main(_args(inputs, out, "--epochs", "2", "--resume", "--latent-dim", "5")) == 2
+    assert "spec" in capsys.readouterr().err
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement():
+    improvements = []
+    stopper = EarlyStopping(2, on_improvement=lambda trainer, epoch, metrics: improvements.append(epoch))
+    elbos = [-9.0, -5.0, -6.0, -5.5]
+    decisions = [stopper.on_epoch_end(None, e, {}, {"elbo": v}) for e, v in enumerate(elbos, start=1)]
+    assert decisions == [False, False, False, True]
+    assert improvements == [1, 2]
+    assert (stopper.best, stopper.best_epoch) == (-5.0, 2)
+    restored = EarlyStopping(2)
+    restored.load_state_dict(stopper.state_dict())
+    assert restored.on_epoch_end(None, 5, {}, {"elbo": float("nan")}) is True
+
+
+def test_ctrl_c_leaves_a_loadable_checkpoint_and_artifact(inputs):
+    out = inputs["root"] / "interrupted"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [str(VENV_BIN / "m2vae-train"), *_args(inputs, out, "--epochs", "200")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        while not (out / "checkpoints" / "checkpoint.json").exists():
+            assert process.poll() is None, process.communicate()[1]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stdout.startswith("interrupted:")
+    epoch, state = load_checkpoint(out / "checkpoints")
+    assert 1 <= epoch < 200 and state["trainer"]["epoch"] == epoch
+    assert load_model(out / "model").spec.names == ("camera", "lidar")
+
+
+def test_torchrun_with_two_cpu_processes_trains_a_loadable_model(inputs):
+    out = inputs["root"] / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "m2vae_training.train_cli",
+         *_args(inputs, out, "--epochs", "2")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("done: 2 epochs") == 1  # only rank 0 reports (and writes)
+    loaded = load_model(out / "model")
+    assert loaded.metadata["provenance"]["dataset"]["samples"] == 80
+    assert load_checkpoint(out / "checkpoints")[0] == 2
