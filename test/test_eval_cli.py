@@ -1,0 +1,74 @@
+"""m2vae-eval on a held-out simulated bag: metrics.json per subset, report, figures, probe data."""
+
+import json
+import math
+import shutil
+
+import pytest
+from m2vae_training.eval_cli import main as evaluate
+from m2vae_training.train_cli import main as train
+from trainutils import tiny_bag, tiny_config
+
+SUBSETS = ("camera", "lidar", "camera+lidar")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    bag = tiny_bag(root / "train_bag", seed=1)
+    run = root / "run"
+    assert train(["--bag", str(bag), "--out", str(run), "--config", str(tiny_config(root / "train.yaml")),
+                  "--device", "cpu"]) == 0
+    test_bag = tiny_bag(root / "test_bag", seed=7, seconds=6.0)
+    return {"root": root, "train_bag": bag, "run": run, "test_bag": test_bag}
+
+
+def _evaluate(trained, out, *extra: str) -> dict:
+    model, bag = trained["run"] / "model", trained["test_bag"]
+    assert evaluate(["--model", str(model), "--bag", str(bag), "--out", str(out), *extra]) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_metrics_cover_every_subset_with_plausible_values(trained):
+    out = trained["root"] / "eval"
+    metrics = _evaluate(trained, out)
+    assert metrics["samples"] == 60
+    assert metrics["classes"] == ["red_cylinder", "red_box", "green_cylinder"]
+    assert metrics["bags"][0]["path"] == str(trained["test_bag"].resolve())
+    assert metrics["probes"]["fitted_on"].startswith("training dataset")
+    assert tuple(metrics["subsets"]) == SUBSETS
+    for name, entry in metrics["subsets"].items():
+        assert entry["samples"] == 60
+        assert math.isfinite(entry["elbo"]) and entry["elbo"] < 0
+        assert set(entry["recon_error"]) == {"camera", "lidar"}
+        assert 0.0 <= entry["recon_error"]["camera"] <= 255.0
+        assert 0.0 <= entry["recon_error"]["lidar"] <= 8.0
+        assert entry["kl_to_joint"] >= 0.0
+        for key in ("nb_accuracy", "shape_accuracy"):
+            assert 0.0 <= entry[key] <= 1.0, (name, key)
+        assert entry["shape_accuracy"] >= entry["nb_accuracy"]  # merging classes can only help
+        assert math.isfinite(entry["position_rmse"]) and entry["position_rmse"] >= 0.0
+    assert metrics["subsets"]["camera+lidar"]["kl_to_joint"] == 0.0
+    for figure in ("recon_grid.png", "latent_scatter.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert all(f"| {name} |" in report for name in SUBSETS)
+    assert "![recon_grid.png](recon_grid.png)" in report
+
+
+def test_probe_data_falls_back_to_the_training_bags_then_needs_train_bag(trained):
+    shutil.move(trained["run"] / "dataset", trained["root"] / "moved_dataset")
+    try:
+        rebuilt = _evaluate(trained, trained["root"] / "eval_rebuilt")
+        assert rebuilt["probes"]["fitted_on"].startswith("training bags")
+        shutil.move(trained["train_bag"], trained["root"] / "moved_bag")
+        assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(trained["test_bag"]),
+                         "--out", str(trained["root"] / "eval_none")]) == 2
+        explicit = _evaluate(trained, trained["root"] / "eval_explicit",
+                             "--train-bag", str(trained["root"] / "moved_bag"))
+        assert explicit["probes"]["fitted_on"].startswith("--train-bag")
+        assert explicit["subsets"] == rebuilt["subsets"]
+    finally:
+        if (trained["root"] / "moved_bag").exists():
+            shutil.move(trained["root"] / "moved_bag", trained["train_bag"])
+        shutil.move(trained["root"] / "moved_dataset", trained["run"] / "dataset")
