@@ -197,15 +197,18 @@ class FusionNode(Node):
             return
         samples = {name: self._latest[name] for i, name in enumerate(self.spec.names) if subset >> i & 1}
         started = time.perf_counter()
-        tensors = {name: sample.tensor for name, sample in samples.items()}
-        result = self.fusion.infer(tensors, subset, reconstruct=bool(self._reconstruction_pubs))
+        posterior = self.fusion.encode({name: sample.tensor for name, sample in samples.items()}, subset)
         self.stats.record(now_ns, time.perf_counter() - started)
         stamp_ns = max(sample.stamp_ns for sample in samples.values())
-        self._latent_pub.publish(latent_image(result.mean, result.std, stamp_ns, self.params.frame_id))
+        # The latent goes out before the (slower) decoders run: it is what downstream consumers wait for.
+        self._latent_pub.publish(latent_image(posterior.mean, posterior.std, stamp_ns, self.params.frame_id))
+        if not self._reconstruction_pubs:
+            return
         header = Header(stamp=Time(nanoseconds=stamp_ns).to_msg(), frame_id=self.params.frame_id)
-        for name, publisher in self._reconstruction_pubs.items():
-            tensor = result.reconstructions[name]
-            publisher.publish(reconstruction_message(tensor, self.spec.modality(name), header))
+        for name, tensor in self.fusion.reconstruct(posterior).items():
+            if name in self._reconstruction_pubs:
+                message = reconstruction_message(tensor, self.spec.modality(name), header)
+                self._reconstruction_pubs[name].publish(message)
 
     def stop(self) -> None:
         """Stop the worker thread before the node is destroyed."""

@@ -16,12 +16,12 @@ from m2vae_ros.subsets import members
 
 
 @dataclass(frozen=True)
-class Inference:
-    """Posterior q(z|S) of one sample; `reconstructions` maps modality name → tensor of spec.shape."""
+class Posterior:
+    """q(z|S) of one sample: numpy mean and std for publishing, the mean tensor for decoding."""
 
     mean: np.ndarray
     std: np.ndarray
-    reconstructions: dict[str, np.ndarray]
+    mean_tensor: torch.Tensor
 
 
 def resolve_device(requested: str) -> tuple[str, str | None]:
@@ -46,17 +46,23 @@ class LatentFusion:
         self.model = model.to(self.device).eval()
 
     @torch.inference_mode()
-    def infer(self, tensors: dict[str, np.ndarray], subset: int, reconstruct: bool) -> Inference:
-        """Encode exactly `subset` (its members must all be in `tensors`) and optionally decode all."""
-        names = [self.spec.names[i] for i in members(subset)]
-        x = {name: torch.from_numpy(tensors[name]).unsqueeze(0).to(self.device) for name in names}
+    def encode(self, tensors: dict[str, np.ndarray], subset: int) -> Posterior:
+        """q(z | subset) for one sample; `tensors` must hold every member of `subset`."""
+        x = {
+            self.spec.names[i]: torch.from_numpy(tensors[self.spec.names[i]]).unsqueeze(0).to(self.device)
+            for i in members(subset)
+        }
         mean, logvar = self.model.encode(x, subset)
-        reconstructions = (
-            {name: self.model.decode(mean, name)[0].float().cpu().numpy() for name in self.spec.names}
-            if reconstruct else {}
-        )
-        return Inference(
+        return Posterior(
             mean=mean[0].float().cpu().numpy(),
             std=torch.exp(0.5 * logvar[0]).float().cpu().numpy(),
-            reconstructions=reconstructions,
+            mean_tensor=mean,
         )
+
+    @torch.inference_mode()
+    def reconstruct(self, posterior: Posterior) -> dict[str, np.ndarray]:
+        """Every modality decoded from the posterior mean (cross-modal imputation for dead sensors)."""
+        return {
+            name: self.model.decode(posterior.mean_tensor, name)[0].float().cpu().numpy()
+            for name in self.spec.names
+        }
