@@ -171,26 +171,42 @@ def test_existing_output_or_leftover_partial_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "crashed").exists()
 
 
-def test_a_killed_run_leaves_no_bag_at_the_output(tmp_path: Path) -> None:
-    out = tmp_path / "bag"
+def start_hour_long_recording(out: Path) -> subprocess.Popen[str]:
+    """`m2vae-sim` in a child process, returned once it has written 100 kB under OUT.partial."""
     code = "import sys; from m2vae_ros.sim.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--out", str(out), "--duration", "3600"],
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    try:
-        bag_file = tmp_path / "bag.partial" / "bag" / "bag.mcap"
-        deadline = time.monotonic() + 120
-        while not (bag_file.exists() and bag_file.stat().st_size > 100_000) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert bag_file.exists(), "the simulator never started writing"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    bag_file = out.with_name(out.name + ".partial") / out.name / (out.name + ".mcap")
+    deadline = time.monotonic() + 120  # a bound for a stuck child, not a speed requirement
+    while not (bag_file.exists() and bag_file.stat().st_size > 100_000) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not bag_file.exists():
+        proc.kill()
+        pytest.fail(f"the simulator never started writing: {proc.communicate()[1]}")
+    return proc
+
+
+def test_a_killed_run_leaves_no_bag_at_the_output(tmp_path: Path) -> None:
+    out = tmp_path / "bag"
+    proc = start_hour_long_recording(out)
+    proc.kill()
+    proc.communicate()
     assert not out.exists()
     with pytest.raises(SimError, match="interrupted"):
         simulate(out, 0.1, 0)
+
+
+def test_ctrl_c_removes_the_partial_recording(tmp_path: Path) -> None:
+    out = tmp_path / "bag"
+    proc = start_hour_long_recording(out)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not out.exists() and not out.with_name("bag.partial").exists()
 
 
 def test_cli_writes_a_bag_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

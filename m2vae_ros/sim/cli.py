@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SimError as exc:
         print(f"m2vae-sim: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"m2vae-sim: interrupted; nothing written to {args.out}", file=sys.stderr)
+        return 130
     print(summary.line())
     return 0
 
