@@ -45,14 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     drop_t0, drop_t1 = LIVE_DROP
     train_drop = f"scan@{args.train_seconds * 0.4:g}:{args.train_seconds * 0.45:g}"
 
-    _step(out, "record training bag", bags / "train", [
+    _step(out, "record training bag", bags / "train", "metadata.yaml", [
         "m2vae-sim", "--out", bags / "train", "--duration", args.train_seconds, "--seed", 1,
         "--no-points", "--drop", train_drop])
-    _step(out, "record unseen live bag", bags / "live", [
+    _step(out, "record unseen live bag", bags / "live", "metadata.yaml", [
         "m2vae-sim", "--out", bags / "live", "--duration", args.live_seconds, "--seed", 7, "--no-points"])
-    _step(out, "train", out / "run" / "model", [
+    _step(out, "train", out / "run", "model/model.yaml", [
         "m2vae-train", "--bag", bags / "train", "--out", out / "run", "--epochs", args.epochs, "--seed", 0])
-    _step(out, "evaluate on the unseen bag", out / "eval" / "metrics.json", [
+    _step(out, "evaluate on the unseen bag", out / "eval", "metrics.json", [
         "m2vae-eval", "--model", out / "run" / "model", "--bag", bags / "live", "--out", out / "eval"])
 
     _banner(f"live: fusion node + replay, LiDAR dead from {drop_t0:g} s to {drop_t1:g} s")
@@ -62,18 +62,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _step(out: Path, title: str, output: Path, command: list[object]) -> None:
-    """Run `command` unless the same command already produced `output`."""
+def _step(out: Path, title: str, output: Path, done_file: str, command: list[object]) -> None:
+    """Run `command` unless the same command already completed `output` (it wrote `done_file`).
+
+    Otherwise the old output goes first: the tools refuse to overwrite a bag or a run.
+    """
     argv = [str(part) for part in command]
     stamp = out / ".steps" / (title.replace(" ", "_") + ".json")
-    if output.exists() and stamp.is_file() and json.loads(stamp.read_text()) == argv:
+    if (output / done_file).exists() and stamp.is_file() and json.loads(stamp.read_text()) == argv:
         _banner(f"{title}: reused {output}")
         return
     _banner(title)
     print("$ " + shlex.join(argv), flush=True)
-    target = output if output.suffix == "" else output.parent
-    if title.startswith("record") and target.exists():
-        shutil.rmtree(target)  # m2vae-sim refuses to overwrite; the command changed
+    for stale in (output, output.with_name(output.name + ".partial")):
+        if stale.exists():
+            shutil.rmtree(stale)
     executable = Path(sys.executable).parent / argv[0]
     result = subprocess.run([str(executable), *argv[1:]], check=False)
     if result.returncode != 0:
