@@ -31,8 +31,10 @@ test: lint pytest
 demo: setup
 	$(PY) -m m2vae_training.demo
 
+# Every benchmark of BENCHMARKS.md with its default size (tens of minutes on 2 cores).
+BENCHES := train_step split_digits sim_speed dataset_build node_latency train_eval
 bench: setup
-	$(PY) bench/run_all.py
+	for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo_out build install log
