@@ -1,0 +1,270 @@
+"""End-to-end latency of the fusion node against a pass-through relay, measured in one run.
+
+Four processes on a private ROS domain: a sensor publisher (640×480 rgb8 camera at 30 Hz,
+360-beam LaserScan at 10 Hz, stamped at publish time), `m2vae-fusion` (the shipped params
+file; the model resizes the camera itself), a relay that republishes each camera message
+unchanged (the cost of rclpy + DDS alone), and this process, which subscribes to both
+outputs and records receive time − header stamp. The encoder forward pass is also timed
+in-process on the same model. Targets: fusion p50 ≤ relay p50 + 1.5 × forward, fusion
+p99 ≤ 3 × its p50, and no growth over the run (last fifth's p50 vs the first fifth's).
+CPU is read from /proc/<pid>/stat over the measured window (100 % = one core).
+
+    .venv/bin/python bench/node_latency.py [--duration 60] [--model RUN_DIR/model]
+
+Without --model an untrained model of config/train.yaml's size is used: latency does
+not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from m2vae_training.config import load_train_config
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image, LaserScan
+
+from m2vae_ros.artifact import load_model, save_model
+from m2vae_ros.inference import LatentFusion
+from m2vae_ros.model import M2VAE
+from m2vae_ros.qos import output_qos, sensor_qos
+from m2vae_ros.subsets import all_subsets
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+CAMERA_TOPIC, SCAN_TOPIC, RELAY_TOPIC = "/camera/image_raw", "/scan", "/relay/image_raw"
+LATENT_TOPIC = "/m2vae_fusion/latent"
+WARMUP_S = 5.0
+FORWARD_ITERATIONS = 200
+
+
+# --- roles run as child processes ---------------------------------------------------------
+
+
+def run_sensors() -> None:
+    """Camera 30 Hz + LiDAR 10 Hz, each stamped with the wall clock just before publishing."""
+    rclpy.init()
+    node = Node("bench_sensors")
+    camera = node.create_publisher(Image, CAMERA_TOPIC, sensor_qos("best_effort"))
+    lidar = node.create_publisher(LaserScan, SCAN_TOPIC, sensor_qos("best_effort"))
+    pixels = np.random.default_rng(0).integers(0, 256, 480 * 640 * 3, dtype=np.uint8).tobytes()
+    ranges = np.linspace(0.5, 7.5, 360, dtype=np.float32).tolist()
+
+    def publish_camera() -> None:
+        msg = Image(height=480, width=640, encoding="rgb8", is_bigendian=0, step=640 * 3, data=pixels)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        camera.publish(msg)
+
+    def publish_lidar() -> None:
+        msg = LaserScan(angle_min=-np.pi, angle_max=np.pi, angle_increment=2 * np.pi / 360,
+                        range_min=0.1, range_max=8.0, ranges=ranges)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        lidar.publish(msg)
+
+    node.create_timer(1 / 30, publish_camera)
+    node.create_timer(1 / 10, publish_lidar)
+    _spin_until_interrupted(node)
+
+
+def run_relay() -> None:
+    """Republish every camera message as received: the latency floor of a Python rclpy node."""
+    rclpy.init()
+    node = Node("bench_relay")
+    publisher = node.create_publisher(Image, RELAY_TOPIC, output_qos())
+    node.create_subscription(Image, CAMERA_TOPIC, publisher.publish, sensor_qos("best_effort"))
+    _spin_until_interrupted(node)
+
+
+def _spin_until_interrupted(node: Node) -> None:
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+# --- measurement --------------------------------------------------------------------------
+
+
+def default_model(directory: Path) -> Path:
+    """An untrained model with config/train.yaml's spec (same network sizes as a trained one)."""
+    torch.manual_seed(0)
+    return save_model(M2VAE(load_train_config().spec), directory / "model")
+
+
+def forward_ms(model_dir: Path) -> float:
+    """Median in-process encoder time of the full subset, batch 1, one torch thread (as the node)."""
+    loaded = load_model(model_dir)
+    fusion = LatentFusion(loaded.model, loaded.spec, "cpu")
+    rng = np.random.default_rng(0)
+    tensors = {m.name: rng.random(m.shape, dtype=np.float32) for m in loaded.spec.modalities}
+    full = all_subsets(len(loaded.spec.modalities))[-1]
+    times = []
+    for i in range(FORWARD_ITERATIONS + 20):
+        started = time.perf_counter()
+        fusion.encode(tensors, full)
+        if i >= 20:
+            times.append(time.perf_counter() - started)
+    return 1e3 * float(np.median(times))
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat, after the command name)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class LatencyProbe(Node):
+    """Receive time − header stamp of the relay's and the node's outputs, read from raw CDR bytes."""
+
+    def __init__(self) -> None:
+        super().__init__("bench_probe")
+        self.recording = False
+        self.latencies: dict[str, list[float]] = {"camera": [], "relay": [], "fusion": []}
+        self.node_values: dict[str, str] = {}
+        self.create_subscription(Image, CAMERA_TOPIC, lambda raw: self._record("camera", raw),
+                                 sensor_qos("best_effort"), raw=True)
+        self.create_subscription(Image, RELAY_TOPIC, lambda raw: self._record("relay", raw),
+                                 sensor_qos("best_effort"), raw=True)
+        self.create_subscription(Image, LATENT_TOPIC, lambda raw: self._record("fusion", raw),
+                                 sensor_qos("best_effort"), raw=True)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _record(self, name: str, raw: bytes) -> None:
+        received_ns = time.time_ns()
+        if self.recording:
+            sec, nanosec = struct.unpack_from("<iI", raw, 4)  # header.stamp right after the CDR header
+            self.latencies[name].append((received_ns - sec * 1_000_000_000 - nanosec) / 1e6)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(": inference"):
+                self.node_values = {kv.key: kv.value for kv in status.values}
+
+
+def spin_for(executor: SingleThreadedExecutor, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def summarize(latencies: list[float]) -> dict[str, float]:
+    values = np.asarray(latencies)
+    fifth = max(1, len(values) // 5)
+    return {
+        "n": len(values),
+        "p50": float(np.percentile(values, 50)),
+        "p99": float(np.percentile(values, 99)),
+        "first": float(np.percentile(values[:fifth], 50)),
+        "last": float(np.percentile(values[-fifth:], 50)),
+    }
+
+
+def measure(model_dir: Path, duration: float) -> None:
+    domain = str(1 + os.getpid() % 100)
+    env = {**os.environ, "ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "OMP_NUM_THREADS": "1"}
+    os.environ.update(env)
+    forward = forward_ms(model_dir)
+
+    script = [sys.executable, str(Path(__file__).resolve()), "--role"]
+    params_file = REPO / "config" / "fusion.yaml"
+    fusion_cmd = [str(VENV_BIN / "m2vae-fusion"), "--ros-args", "--params-file", str(params_file),
+                  "-p", f"model_path:={model_dir}", "-p", "device:=cpu"]
+    processes = {name: subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for name, cmd in (("fusion", fusion_cmd), ("relay", [*script, "relay"]),
+                                   ("sensors", [*script, "sensors"]))}
+    rclpy.init()
+    probe = LatencyProbe()
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    try:
+        spin_for(executor, WARMUP_S)
+        cpu_start = {name: cpu_seconds(p.pid) for name, p in processes.items()}
+        probe.recording = True
+        started = time.monotonic()
+        spin_for(executor, duration)
+        elapsed = time.monotonic() - started
+        probe.recording = False
+        cpu = {name: 100 * (cpu_seconds(p.pid) - cpu_start[name]) / elapsed for name, p in processes.items()}
+    finally:
+        for process in processes.values():
+            stop(process)
+        probe.destroy_node()
+        rclpy.try_shutdown()
+    report(probe, forward, cpu, duration)
+
+
+def report(probe: LatencyProbe, forward: float, cpu: dict[str, float], duration: float) -> None:
+    if not all(probe.latencies.values()):
+        sys.exit(f"no samples received: {({k: len(v) for k, v in probe.latencies.items()})}")
+    camera, relay, fusion = (summarize(probe.latencies[name]) for name in ("camera", "relay", "fusion"))
+    print(f"\n### Fusion node latency ({duration:.0f} s; 640×480 rgb8 @ 30 Hz + 360-beam scan @ 10 Hz)\n")
+    print("| path | samples | p50 ms | p99 ms | first-fifth p50 | last-fifth p50 | CPU % of its process |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    rows = (
+        ("camera, received directly (transport only)", camera, cpu["sensors"]),
+        ("relay: camera → republished", relay, cpu["relay"]),
+        ("fusion: inputs → ~/latent", fusion, cpu["fusion"]),
+    )
+    for name, s, cpu_percent in rows:
+        print(f"| {name} | {s['n']} | {s['p50']:.2f} | {s['p99']:.2f} | {s['first']:.2f} | {s['last']:.2f} "
+              f"| {cpu_percent:.0f} |")
+    print(f"\nencoder forward (in-process, batch 1, 1 thread): {forward:.2f} ms; "
+          "node diagnostics: "
+          f"dropped_triggers={probe.node_values.get('dropped_triggers', '?')}, "
+          f"inferences={probe.node_values.get('inferences', '?')}\n")
+    checks = [
+        ("p50 ≤ relay p50 + 1.5 × forward", fusion["p50"], relay["p50"] + 1.5 * forward),
+        ("p99 ≤ 3 × p50", fusion["p99"], 3 * fusion["p50"]),
+        ("no growth: last-fifth p50 ≤ 1.5 × first-fifth p50", fusion["last"], 1.5 * fusion["first"]),
+    ]
+    print("| check | value ms | limit ms | ratio | result |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for label, value, limit in checks:
+        verdict = "PASS" if value <= limit else "FAIL"
+        print(f"| {label} | {value:.2f} | {limit:.2f} | {value / limit:.2f} | {verdict} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (300: full check)")
+    parser.add_argument("--model", type=Path, help="model directory (default: untrained, train.yaml's size)")
+    parser.add_argument("--role", choices=("sensors", "relay"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "sensors":
+        run_sensors()
+    elif args.role == "relay":
+        run_relay()
+    elif args.model:
+        measure(args.model, args.duration)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            measure(default_model(Path(tmp)), args.duration)
+
+
+if __name__ == "__main__":
+    main()
