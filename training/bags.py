@@ -53,9 +53,13 @@ def fingerprint(path: str | Path) -> dict[str, Any]:
     }
 
 
-def build_typestore(definitions: Mapping[str, MessageDefinition]) -> Typestore:
-    """Types as the bag defines them, plus ROS 2 Kilted's for every type it does not define."""
-    types: dict[str, Any] = dict(get_typestore(Stores.ROS2_KILTED).fielddefs)
+def build_typestore(msgtypes: Collection[str], definitions: Mapping[str, MessageDefinition]) -> Typestore:
+    """Types as the bag defines them, plus ROS 2 Kilted's for every type it does not define.
+
+    Registering a type generates code, so Kilted's ~160 types are only added when some
+    type lacks a usable definition in the bag (a large share of a short build otherwise).
+    """
+    types: dict[str, Any] = {}
     for msgtype, msgdef in definitions.items():
         try:
             if msgdef.format == MessageDefinitionFormat.MSG:
@@ -67,7 +71,9 @@ def build_typestore(definitions: Mapping[str, MessageDefinition]) -> Typestore:
                 for text in texts:
                     types.update(get_types_from_idl(text.split("\n", 1)[1]))
         except TypesysError:
-            continue  # an unparsable definition: Kilted's (if any) stays in place
+            continue  # an unparsable definition: Kilted's (if any) is used instead
+    if any(msgtype not in types for msgtype in msgtypes):
+        types = {**get_typestore(Stores.ROS2_KILTED).fielddefs, **types}
     store = get_typestore(Stores.EMPTY)
     store.register(types)
     return store
@@ -100,7 +106,8 @@ class Bag:
         else:
             self._reader = reader
             self.topics = {c.topic: c.msgtype for c in reader.connections}
-            self.typestore = build_typestore({c.msgtype: c.msgdef for c in reader.connections})
+            definitions = {c.msgtype: c.msgdef for c in reader.connections}
+            self.typestore = build_typestore(self.topics.values(), definitions)
         return self
 
     def _salvage(self, error: Exception) -> None:
@@ -121,7 +128,7 @@ class Bag:
         if not self.topics:
             raise BagError(f"cannot open bag {'; '.join(problems)}")
         self.damage.append(f"{self.path.name}: damaged ({error}); reading what is left")
-        self.typestore = build_typestore(definitions)
+        self.typestore = build_typestore(self.topics.values(), definitions)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -1,13 +1,16 @@
 """Prepared datasets: synchronised, decoded samples from rosbag2 recordings, on disk as .npy files.
 
-`build_dataset` reads the bags once: every message of a configured topic is decoded
-with the same codec the live node uses and spilled to a staging file, the header stamps
-are synchronised (`sync.synchronize`), and the rows of the chosen messages are gathered
-into one .npy per array. Messages that fail to decode are counted per topic and reason
-and never become samples. `manifest.json` describes the result; it is written last and
-the whole directory is renamed into place, so a crash never leaves a half dataset. A
-build whose inputs (bag sizes and mtimes, dataset-relevant config) are unchanged is
-reused instead of rebuilt.
+`build_dataset` reads each bag twice. The first pass checks every message of a
+configured topic with the codec the live node uses (`check_message`: everything but
+the costly resizing) and keeps its header stamp; the stamps are synchronised
+(`sync.synchronize`); the second pass decodes only the messages that ended up in a
+sample, straight into one memory-mapped .npy per array. A camera at 30 Hz next to a
+LiDAR at 10 Hz thus costs one image decode per sample instead of three. Messages that
+fail the check are counted per topic and reason and never become samples.
+
+`manifest.json` describes the result; it is written last and the whole directory is
+renamed into place, so a crash never leaves a half dataset. A build whose inputs (bag
+sizes and mtimes, dataset-relevant config) are unchanged is reused instead of rebuilt.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import shutil
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,10 @@ from typing import Any
 import numpy as np
 from m2vae_training.bags import Bag, fingerprint
 from m2vae_training.config import TrainConfig
-from m2vae_training.npy_writer import NpyWriter
-from m2vae_training.sync import synchronize
+from m2vae_training.sync import SyncResult, synchronize
 from tqdm import tqdm
 
-from m2vae_ros.codec import CodecError, decode_message, stamp_ns
+from m2vae_ros.codec import CodecError, check_message, decode_message, stamp_ns
 from m2vae_ros.spec import ModelSpec, SpecError
 from m2vae_ros.subsets import subset_name
 
@@ -39,7 +40,6 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
 MAX_PROBLEMS_PER_KIND = 20  # examples per (topic, reason) kept in the manifest; counts are always complete
-GATHER_ROWS = 256
 
 
 class DatasetError(Exception):
@@ -194,14 +194,28 @@ class _Markers:
     positions: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)
 
 
+@dataclass
+class _BagIndex:
+    """First pass over one bag: which messages passed the checks, and the samples they form.
+
+    `ordinals[k][j]` is the position, among its topic's messages in reading order, of
+    modality k's j-th accepted message; `sync.indices` index these accepted messages.
+    """
+
+    path: Path
+    sync: SyncResult
+    ordinals: list[np.ndarray]
+    labels: np.ndarray
+    positions: np.ndarray
+
+
 class _Builder:
-    """One build: reads every bag, writes the arrays into `directory`, returns the manifest."""
+    """One build: indexes every bag, allocates the arrays in `directory`, decodes; returns the manifest."""
 
     def __init__(self, config: TrainConfig, directory: Path, progress: bool) -> None:
         self.config = config
         self.spec = config.spec
         self.directory = directory
-        self.progress = progress
         self.stats: dict[str, _TopicStats] = defaultdict(_TopicStats)
         self.problems: list[dict[str, Any]] = []
         self.problem_counts: Counter = Counter()
@@ -213,32 +227,37 @@ class _Builder:
                 raise DatasetError(f"modality {modality.name!r} has no topic (config or --topic)")
             self.by_topic[modality.topic].append(k)
         self.msg_types = [m.msg_type for m in self.spec.modalities]
+        self.bar = tqdm(desc="reading bags", unit="msg", disable=not progress, file=sys.stderr)
 
     def run(self, bags: Sequence[str | Path]) -> dict[str, Any]:
         names = self.spec.names
-        with ExitStack() as stack:
-            def writer(name: str, dtype: type, shape: tuple[int, ...]) -> NpyWriter:
-                return stack.enter_context(NpyWriter(self.directory / f"{name}.npy", dtype, shape))
-
-            modalities = self.spec.modalities
-            outputs = {
-                "x": [writer(f"x_{m.name}", np.float32, m.shape) for m in modalities],
-                "mask": [writer(f"mask_{m.name}", np.bool_, m.shape) if m.has_mask else None
-                         for m in modalities],
-                "available": writer("available", np.bool_, (len(names),)),
-                "stamps": writer("stamps", np.int64, ()),
-                "bag_index": writer("bag_index", np.int64, ()),
-                "labels": writer("labels", np.int64, ()),
-                "positions": writer("positions", np.float32, (3,)),
-            }
-            bar = stack.enter_context(tqdm(desc="decoding", unit="msg", disable=not self.progress,
-                                           file=sys.stderr, dynamic_ncols=True))
-            subsets: Counter = Counter()
-            for index, bag in enumerate(bags):
-                available = self._read_bag(index, Path(bag), outputs, bar)
-                bits = available.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
-                subsets.update(subset_name(int(b), names) for b in bits)
-            total = outputs["stamps"].rows
+        with self.bar:
+            indexes = [self._index(Path(bag)) for bag in bags]
+            total = sum(len(index.sync.stamps) for index in indexes)
+            arrays = {f"x_{m.name}": self._allocate(f"x_{m.name}", np.float32, (total, *m.shape))
+                      for m in self.spec.modalities}
+            arrays.update({f"mask_{m.name}": self._allocate(f"mask_{m.name}", np.bool_, (total, *m.shape))
+                           for m in self.spec.modalities if m.has_mask})
+            start = 0
+            for index in indexes:
+                self._decode(index, start, arrays)
+                start += len(index.sync.stamps)
+            for values in arrays.values():
+                if isinstance(values, np.memmap):
+                    values.flush()
+        available = np.concatenate([i.sync.indices >= 0 for i in indexes]).reshape(total, len(names))
+        sizes = [len(i.sync.stamps) for i in indexes]
+        per_sample = {
+            "available": available,
+            "stamps": np.concatenate([i.sync.stamps for i in indexes]),
+            "bag_index": np.repeat(np.arange(len(indexes), dtype=np.int64), sizes),
+            "labels": np.concatenate([i.labels for i in indexes]),
+            "positions": np.concatenate([i.positions for i in indexes]).reshape(-1, 3),
+        }
+        for name, values in per_sample.items():
+            np.save(self.directory / f"{name}.npy", values)
+        bits = available.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
+        subsets = Counter(subset_name(int(b), names) for b in bits)
         typed = zip(self.spec.modalities, self.msg_types, strict=True)
         spec = dataclasses.replace(
             self.spec, modalities=tuple(dataclasses.replace(m, msg_type=t) for m, t in typed)
@@ -258,43 +277,46 @@ class _Builder:
             "problems": self.problems,
         }
 
-    def _read_bag(self, index: int, path: Path, outputs: dict[str, Any], bar: tqdm) -> np.ndarray:
-        """Decode one bag into staging files, synchronise it and append its samples to `outputs`."""
+    def _allocate(self, name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+        """A zero-filled .npy in the build directory, memory-mapped for writing (numpy cannot map 0 bytes)."""
+        path = self.directory / f"{name}.npy"
+        if shape[0] == 0:
+            np.save(path, np.zeros(shape, dtype=dtype))
+            return np.zeros(shape, dtype=dtype)
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    def _index(self, path: Path) -> _BagIndex:
+        """First pass: check every message, keep stamps of the good ones, synchronise, attach labels."""
         modalities = self.spec.modalities
         stamps: list[list[int]] = [[] for _ in modalities]
+        ordinals: list[list[int]] = [[] for _ in modalities]
+        seen: Counter = Counter()
         markers = _Markers()
-        staging = self.directory / f".staging-{index}"
-        staging.mkdir()
-        with Bag(path) as bag, ExitStack() as stack:
-            spill = [stack.enter_context(NpyWriter(staging / f"x{k}.npy", np.float32, m.shape))
-                     for k, m in enumerate(modalities)]
-            spill_mask = [stack.enter_context(NpyWriter(staging / f"m{k}.npy", np.bool_, m.shape))
-                          if m.has_mask else None for k, m in enumerate(modalities)]
+        with Bag(path) as bag:
             for topic in self.by_topic:
                 self.stats[topic].type = self.stats[topic].type or bag.topics.get(topic, "")
-            wanted = {*self.by_topic, self.config.labels_topic}
-            for topic, msgtype, record_ns, raw in bag.messages(wanted):
-                bar.update()
-                if topic == self.config.labels_topic and topic not in self.by_topic:
+            for topic, msgtype, record_ns, raw in bag.messages({*self.by_topic, self.config.labels_topic}):
+                self.bar.update()
+                if topic not in self.by_topic:
                     self._read_marker(bag, raw, msgtype, markers)
                     continue
+                ordinal = seen[topic]
+                seen[topic] += 1
                 stats = self.stats[topic]
                 stats.messages += 1
                 try:
                     msg = bag.deserialize(raw, msgtype)
-                    decoded = [(k, decode_message(msg, modalities[k])) for k in self.by_topic[topic]]
+                    checked = [(k, check_message(msg, modalities[k])) for k in self.by_topic[topic]]
                 except CodecError as exc:
                     stats.failed += 1
                     stats.failures[exc.reason] += 1
                     self._problem(path, topic, exc.reason, exc.detail, record_ns=record_ns)
                     continue
                 stats.decoded += 1
-                for k, result in decoded:
+                for k, stamp in checked:
                     self.msg_types[k] = self.msg_types[k] or msgtype
-                    spill[k].append(result.tensor[None])
-                    if spill_mask[k] is not None:
-                        spill_mask[k].append(result.mask[None])
-                    stamps[k].append(result.stamp_ns)
+                    stamps[k].append(stamp)
+                    ordinals[k].append(ordinal)
             self.damage.extend(bag.damage)
         sync = synchronize([np.array(s, dtype=np.int64) for s in stamps],
                            round(self.config.slop * 1e9), round(self.config.timeout * 1e9))
@@ -304,29 +326,41 @@ class _Builder:
             for stamp in late[:MAX_PROBLEMS_PER_KIND]:
                 self._problem(path, topic, "out_of_order", "header stamp older than its predecessor",
                               stamp_ns=int(stamp))
-        self._gather(staging, sync.indices, outputs)
-        shutil.rmtree(staging)
         labels, positions = self._labels(sync.stamps, markers)
-        outputs["available"].append(sync.indices >= 0)
-        outputs["stamps"].append(sync.stamps)
-        outputs["bag_index"].append(np.full(len(sync.stamps), index, dtype=np.int64))
-        outputs["labels"].append(labels)
-        outputs["positions"].append(positions)
-        return sync.indices >= 0
+        return _BagIndex(path, sync, [np.array(o, dtype=np.int64) for o in ordinals], labels, positions)
 
-    def _gather(self, staging: Path, indices: np.ndarray, outputs: dict[str, Any]) -> None:
-        """Copy the synchronised rows out of the staging files; missing modalities get zero rows."""
-        for k, modality in enumerate(self.spec.modalities):
-            sources = [(np.load(staging / f"x{k}.npy", mmap_mode="r"), outputs["x"][k])]
-            if modality.has_mask:
-                sources.append((np.load(staging / f"m{k}.npy", mmap_mode="r"), outputs["mask"][k]))
-            for source, target in sources:
-                for start in range(0, len(indices), GATHER_ROWS):
-                    rows = indices[start:start + GATHER_ROWS, k]
-                    block = np.zeros((len(rows), *modality.shape), dtype=source.dtype)
-                    present = rows >= 0
-                    block[present] = source[rows[present]]
-                    target.append(block)
+    def _decode(self, index: _BagIndex, start: int, arrays: dict[str, np.ndarray]) -> None:
+        """Second pass: decode the messages the samples use into their rows (from `start` on)."""
+        modalities = self.spec.modalities
+        wanted: dict[str, dict[int, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
+        for k, modality in enumerate(modalities):
+            rows = np.flatnonzero(index.sync.indices[:, k] >= 0)
+            for row, ordinal in zip(rows, index.ordinals[k][index.sync.indices[rows, k]], strict=True):
+                wanted[modality.topic][int(ordinal)].append((start + int(row), k))
+        seen: Counter = Counter()
+        with Bag(index.path) as bag:
+            for topic, msgtype, _, raw in bag.messages(set(wanted)):
+                self.bar.update()
+                ordinal = seen[topic]
+                seen[topic] += 1
+                targets = wanted[topic].pop(ordinal, None)
+                if targets is None:
+                    continue
+                try:
+                    msg = bag.deserialize(raw, msgtype)
+                    for row, k in targets:
+                        decoded = decode_message(msg, modalities[k])
+                        arrays[f"x_{modalities[k].name}"][row] = decoded.tensor
+                        if decoded.mask is not None:
+                            arrays[f"mask_{modalities[k].name}"][row] = decoded.mask
+                except CodecError as exc:
+                    raise DatasetError(f"{index.path}: {topic} message {ordinal} passed its check but "
+                                       f"not its decode ({exc}); was the bag modified?") from None
+                if not any(wanted.values()):
+                    break
+        missing = sum(len(v) for v in wanted.values())
+        if missing:
+            raise DatasetError(f"{index.path} changed while being read: {missing} messages vanished")
 
     def _read_marker(self, bag: Bag, raw: bytes, msgtype: str, markers: _Markers) -> None:
         try:

@@ -25,13 +25,30 @@ ENCODINGS: dict[str, tuple[str, int, str, float]] = {
 
 def decode_image(msg: Any, spec: ModalitySpec) -> Decoded:
     """sensor_msgs/Image → tensor, honouring row padding (`step`) and `is_bigendian`."""
+    pixels, order, full_scale = image_pixels(msg, spec)
+    if not pixels.dtype.isnative:  # OpenCV works on native byte order only
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    return Decoded(to_tensor(pixels, order, full_scale, spec), None, stamp_ns(msg))
+
+
+def check_image(msg: Any, spec: ModalitySpec) -> int:
+    """Every check `decode_image` makes, without its resizing: the stamp, or the CodecError it would raise."""
+    image_pixels(msg, spec)
+    return stamp_ns(msg)
+
+
+def image_pixels(msg: Any, spec: ModalitySpec) -> tuple[np.ndarray, str, float]:
+    """Validated HWC view (no copy) of an Image's pixels, with its channel order and full scale."""
     encoding = str(msg.encoding)
     if encoding not in ENCODINGS:
         raise CodecError("unsupported_encoding", f"image encoding {encoding!r}; known: {sorted(ENCODINGS)}")
+    pre = spec.preprocess
+    assert isinstance(pre, ImagePreprocess)
+    if pre.channels not in (1, 3):
+        raise CodecError("unsupported_encoding", f"spec asks for {pre.channels} channels; only 1 or 3")
     base, channels, order, full_scale = ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    itemsize = int(base[1])
-    row_bytes = width * channels * itemsize
+    row_bytes = width * channels * int(base[1])
     if height <= 0 or width <= 0 or step < row_bytes:
         raise CodecError("size_mismatch", f"{width}×{height} {encoding} with step {step} < {row_bytes}")
     buf = byte_view(msg.data)
@@ -40,11 +57,9 @@ def decode_image(msg: Any, spec: ModalitySpec) -> Decoded:
     rows = buf[: height * step].reshape(height, step)[:, :row_bytes]
     dtype = np.dtype(base).newbyteorder(">" if msg.is_bigendian else "<")
     pixels = rows.view(dtype).reshape(height, width, channels)
-    if not dtype.isnative:  # OpenCV works on native byte order only
-        pixels = pixels.astype(dtype.newbyteorder("="))
     if base == "f4" and not np.isfinite(pixels).all():
         raise CodecError("non_finite", f"{encoding} image holds NaN or inf")
-    return Decoded(to_tensor(pixels, order, full_scale, spec), None, stamp_ns(msg))
+    return pixels, order, full_scale
 
 
 def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
@@ -70,24 +85,34 @@ def to_tensor(pixels: np.ndarray, order: str, full_scale: float, spec: ModalityS
     """
     pre = spec.preprocess
     assert isinstance(pre, ImagePreprocess)
-    height, width = pixels.shape[:2]
-    if (width, height) != (pre.width, pre.height):
-        shrinking = pre.width <= width and pre.height <= height
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        pixels = cv2.resize(pixels, (pre.width, pre.height), interpolation=interpolation)
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
+    pixels = resize(pixels, pre.width, pre.height)
     if order != "mono":
         pixels = pixels[:, :, 2::-1] if order == "bgr" else pixels[:, :, :3]
     if pre.channels == 1 and order != "mono":
         pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)[:, :, None]
     elif pre.channels == 3 and order == "mono":
         pixels = np.repeat(pixels, 3, axis=2)
-    elif pre.channels not in (1, 3):
-        raise CodecError("unsupported_encoding", f"spec asks for {pre.channels} channels; only 1 or 3")
     scale = pre.value_max if pre.value_max is not None else full_scale
     tensor = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(scale)
     return np.clip(tensor, 0.0, 1.0, out=tensor)
+
+
+def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """HWC pixels → height×width×C: INTER_AREA when shrinking both ways, INTER_LINEAR otherwise.
+
+    Area averaging is separable, so shrinking the width first and the height second
+    gives the same averages (up to one rounding step) while letting OpenCV take its
+    integer-factor fast path for the common widths (640 → 64): about twice as fast.
+    """
+    source_height, source_width = pixels.shape[:2]
+    if (source_width, source_height) == (width, height):
+        return pixels
+    if width <= source_width and height <= source_height:
+        pixels = cv2.resize(pixels, (width, source_height), interpolation=cv2.INTER_AREA)
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
+    else:
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+    return pixels if pixels.ndim == 3 else pixels[:, :, None]
 
 
 def image_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
