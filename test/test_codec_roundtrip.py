@@ -6,7 +6,7 @@ import pytest
 from bagutils import cloud, compressed, header, image, scan, to_rosbags
 from sensor_msgs.msg import Image, LaserScan, PointCloud2
 
-from m2vae_ros.codec import CodecError, decode_message, reconstruction_message
+from m2vae_ros.codec import CodecError, check_message, decode_message, reconstruction_message
 from m2vae_ros.spec import (
     ImagePreprocess,
     ModalitySpec,
@@ -50,6 +50,32 @@ def test_rclpy_and_rosbags_messages_decode_identically(msg, spec):
     if spec.has_mask:
         np.testing.assert_array_equal(ours.mask, theirs.mask)
         assert ours.mask.mean() > 0.5
+
+
+def bad_examples():
+    pixels = RNG.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    short = image(pixels, "rgb8", 5)
+    short.data = short.data[:-1]
+    return [
+        (short, CAMERA, "short_buffer"),
+        (image(np.full((4, 4), np.nan, np.float32), "32FC1", 5), MONO, "non_finite"),
+        (image(pixels, "yuv422", 5), CAMERA, "unsupported_encoding"),
+        (compressed(b"not a png", "png", 5), CAMERA, "corrupt_compressed"),
+        (scan([1.0] * 8, 5), CAMERA, "unsupported_type"),
+    ]
+
+
+@pytest.mark.parametrize(("msg", "spec"), examples())
+def test_check_message_gives_the_decoded_stamp(msg, spec):
+    assert check_message(msg, spec) == decode_message(msg, spec).stamp_ns == 5
+
+
+@pytest.mark.parametrize(("msg", "spec", "reason"), bad_examples())
+def test_check_message_raises_what_decoding_would(msg, spec, reason):
+    for function in (check_message, decode_message):
+        with pytest.raises(CodecError) as err:
+            function(msg, spec)
+        assert err.value.reason == reason
 
 
 def test_image_round_trip():
