@@ -1,0 +1,198 @@
+"""M²VAE vs JMVAE-kl vs MVAE: same recordings, same budget, scored on a held-out seed.
+
+Simulated recordings with seeds 1 and 2 train each objective through `m2vae-train`
+(one shared prepared dataset, the same epochs, batch size and seed); seed 7, never
+seen in training, is scored with `m2vae-eval`. The table puts side by side, per objective:
+
+- nb_accuracy per subset (the seed's protocol: one naive Bayes on training joint latents);
+  targets camera ≥ 0.95 and camera+lidar ≥ 0.95, and LiDAR-only shape accuracy ≥ 0.9;
+- the LiDAR RMSE imputed from the camera alone over the LiDAR RMSE reconstructed from
+  camera+LiDAR (target ≤ 1.5: the camera must carry the geometry into the latent);
+- training throughput with the data loader (Trainer.fit over the memory-mapped dataset)
+  against the model alone (the same steps on one batch already on the device): a ratio
+  near 1 means the loader does not starve the model.
+
+    .venv/bin/python bench/train_eval.py [--minutes 4] [--epochs 10] [--device auto]
+                                         [--config config/train.yaml] [--out bench/out/train_eval]
+
+`--minutes` is the total length of the training recordings (split over the two seeds);
+the test recording is a quarter of it (at least 30 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from m2vae_training import eval_cli, train_cli
+from m2vae_training.dataset import load_dataset
+
+from m2vae_ros.artifact import load_model
+from m2vae_ros.inference import resolve_device
+from m2vae_ros.model import M2VAE
+from m2vae_ros.sim import simulate
+from m2vae_ros.spec import OBJECTIVES
+from m2vae_ros.trainer import ArrayDataset, Trainer
+
+TRAIN_SEEDS, TEST_SEED = (1, 2), 7
+THROUGHPUT_STEPS = 20
+WARMUP_STEPS = 2  # first steps allocate and tune kernels; left out of the model-only time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=4.0, help="training recording length (total)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--config", type=Path, default=None, help="default: config/train.yaml")
+    parser.add_argument("--image-size", type=int, default=64, help="simulated camera width = height")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/train_eval"))
+    args = parser.parse_args()
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    bags = record(args.out / "bags", args.minutes, args.image_size)
+    common = ["--bag", *map(str, bags["train"]), "--epochs", str(args.epochs),
+              "--batch-size", str(args.batch_size), "--device", args.device, "--seed", "0",
+              "--dataset-dir", str(args.out / "dataset")]
+    if args.config:
+        common += ["--config", str(args.config)]
+
+    results = {}
+    for objective in OBJECTIVES:
+        run = args.out / objective
+        started = time.perf_counter()
+        if train_cli.main([*common, "--objective", objective, "--out", str(run)]) != 0:
+            return 1
+        train_seconds = time.perf_counter() - started
+        if eval_cli.main(["--model", str(run / "model"), "--bag", str(bags["test"]),
+                          "--out", str(run / "eval"), "--device", args.device]) != 0:
+            return 1
+        metrics = json.loads((run / "eval" / "metrics.json").read_text())
+        results[objective] = {
+            "train_seconds": train_seconds,
+            "metrics": metrics,
+            "throughput": throughput(run / "model", args.out / "dataset", args.batch_size, args.device),
+        }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results, args))
+    return 0
+
+
+def record(directory: Path, minutes: float, image_size: int) -> dict[str, list[Path] | Path]:
+    """Training bags (seeds 1, 2) and the held-out test bag (seed 7)."""
+    seconds, size = 60.0 * minutes, (image_size, image_size)
+    train = []
+    for seed in TRAIN_SEEDS:
+        train.append(directory / f"train_seed{seed}")
+        simulate(train[-1], seconds / len(TRAIN_SEEDS), seed, image_size=size, points=False)
+    test = directory / f"test_seed{TEST_SEED}"
+    simulate(test, max(30.0, seconds / 4), TEST_SEED, image_size=size, points=False)
+    return {"train": train, "test": test}
+
+
+def throughput(model_dir: Path, dataset_dir: Path, batch_size: int, device_request: str) -> dict[str, float]:
+    """Samples/s of Trainer.fit (loader + model) against the model's steps on a resident batch."""
+    spec = load_model(model_dir).spec
+    device = torch.device(resolve_device(device_request)[0])
+    dataset = load_dataset(dataset_dir)
+    n = min(len(dataset), THROUGHPUT_STEPS * batch_size)
+    data = ArrayDataset(dataset.arrays, dataset.available, np.arange(n))
+    torch.manual_seed(0)
+    trainer = Trainer(M2VAE(spec), device=device)
+
+    arrays, available = data.batch(np.arange(batch_size))
+    x = {name: torch.from_numpy(a).to(device) for name, a in arrays.items()}
+    mask = torch.from_numpy(available).to(device)
+    steps = -(-n // batch_size)
+    for step in range(WARMUP_STEPS + steps):
+        if step == WARMUP_STEPS:
+            started = _now(device)
+        result = trainer.compute_loss(x, mask)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        result.total.backward()
+        trainer.optimizer.step()
+    model_only = n / (_now(device) - started)
+
+    started = _now(device)
+    for start in range(0, n, batch_size):
+        arrays, _ = data.batch(np.arange(start, min(start + batch_size, n)))
+        for values in arrays.values():
+            torch.from_numpy(values).to(device)
+    loader_only = n / (_now(device) - started)
+
+    started = _now(device)
+    trainer.fit(data, epochs=trainer.epoch + 1, batch_size=batch_size, progress=False)
+    with_loader = n / (_now(device) - started)
+    return {"model_only": model_only, "loader_only": loader_only, "with_loader": with_loader,
+            "ratio": with_loader / model_only}
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def table(results: dict, args: argparse.Namespace) -> str:
+    """Objectives side by side as a markdown table, with each target next to its row."""
+    def lidar_error(subset: str):
+        return lambda m: m["subsets"][subset]["recon_error"]["lidar"]
+
+    rows = [
+        ("NB accuracy camera (≥ 0.95)", lambda m: m["subsets"]["camera"].get("nb_accuracy")),
+        ("NB accuracy lidar", lambda m: m["subsets"]["lidar"].get("nb_accuracy")),
+        ("shape accuracy lidar (≥ 0.9)", lambda m: m["subsets"]["lidar"].get("shape_accuracy")),
+        ("NB accuracy camera+lidar (≥ 0.95)", lambda m: m["subsets"]["camera+lidar"].get("nb_accuracy")),
+        ("LiDAR RMSE from camera (m)", lidar_error("camera")),
+        ("LiDAR RMSE from camera+lidar (m)", lidar_error("camera+lidar")),
+        ("imputed / reconstructed LiDAR RMSE (≤ 1.5)",
+         lambda m: _ratio(lidar_error("camera")(m), lidar_error("camera+lidar")(m))),
+        ("camera error from lidar (0–255)", lambda m: m["subsets"]["lidar"]["recon_error"]["camera"]),
+        ("position RMSE camera+lidar (m)", lambda m: m["subsets"]["camera+lidar"].get("position_rmse")),
+    ]
+    speed = [
+        ("samples/s with loader (fit)", "with_loader"),
+        ("samples/s model only", "model_only"),
+        ("samples/s loader only", "loader_only"),
+        ("with loader / model only", "ratio"),
+    ]
+    objectives = list(results)
+    first = results[objectives[0]]["metrics"]
+    lines = [
+        f"train: {args.minutes} min (seeds {TRAIN_SEEDS}), test: seed {TEST_SEED}, "
+        f"{first['samples']} test samples; "
+        f"{args.epochs} epochs max, batch {args.batch_size}, device {args.device}, torch threads "
+        f"{torch.get_num_threads()}",
+        "",
+        "| | " + " | ".join(objectives) + " |",
+        "|---|" + "---|" * len(objectives),
+    ]
+    for title, get in rows:
+        lines.append(_row(title, [get(results[o]["metrics"]) for o in objectives]))
+    for title, key in speed:
+        lines.append(_row(title, [results[o]["throughput"][key] for o in objectives]))
+    lines.append(_row("training wall time (s)", [results[o]["train_seconds"] for o in objectives]))
+    return "\n".join(lines)
+
+
+def _row(title: str, values: list[float | None]) -> str:
+    return f"| {title} | " + " | ".join(_fmt(v) for v in values) + " |"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
