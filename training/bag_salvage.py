@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -72,48 +73,57 @@ class _PaddedVFS(apsw.VFS):
 
 def salvage_sqlite(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, bytes]]]:
     """Topics of a truncated .db3 and an iterator over its messages in insertion order."""
+    found = Salvage(path)
+    ids: dict[int, tuple[str, str]] = {}
+    try:
+        with _padded_database(path) as db:
+            for topic_id, name, msgtype in db.execute("SELECT id, name, type FROM topics"):
+                ids[topic_id] = (name, msgtype)
+                found.topics[name] = msgtype
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'message_definitions'").fetchall():
+                for msgtype, encoding, text in db.execute(
+                    "SELECT topic_type, encoding, encoded_message_definition FROM message_definitions"
+                ):
+                    if encoding in DEFINITION_FORMATS:
+                        found.definitions[msgtype] = MessageDefinition(DEFINITION_FORMATS[encoding], text)
+    except apsw.Error as exc:
+        raise ReaderError(f"{path}: not even the topic table is readable ({exc})") from None
+
+    def messages() -> Iterator[tuple[str, str, int, bytes]]:
+        count = 0
+        try:
+            with _padded_database(path) as db:
+                rows = db.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id")
+                for topic_id, stamp, data in rows:
+                    if topic_id in ids:
+                        count += 1
+                        yield (*ids[topic_id], stamp, data)
+        except apsw.Error as exc:
+            found.damage.append(f"{path.name}: unreadable after {count} messages ({exc})")
+
+    return found, messages()
+
+
+@contextmanager
+def _padded_database(path: Path) -> Iterator[apsw.Connection]:
+    """Read-only connection to a possibly truncated database, padded to the size its header declares."""
     with path.open("rb") as bio:
         header = bio.read(100)
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
         raise ReaderError(f"{path} is not an SQLite database")
     page_size = struct.unpack(">H", header[16:18])[0]
     page_size = 65536 if page_size == 1 else page_size
-    declared = page_size * struct.unpack(">I", header[28:32])[0]
     vfs_name = f"m2vae-salvage-{next(_vfs_ids)}"
-    vfs = _PaddedVFS(vfs_name, declared)
+    vfs = _PaddedVFS(vfs_name, page_size * struct.unpack(">I", header[28:32])[0])
     try:
         flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
         db = apsw.Connection(f"file:{path}?immutable=1", flags=flags, vfs=vfs_name)
-        found = Salvage(path)
-        ids = {}
-        for topic_id, name, msgtype in db.execute("SELECT id, name, type FROM topics"):
-            ids[topic_id] = (name, msgtype)
-            found.topics[name] = msgtype
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'message_definitions'").fetchall():
-            for msgtype, encoding, text in db.execute(
-                "SELECT topic_type, encoding, encoded_message_definition FROM message_definitions"
-            ):
-                if encoding in DEFINITION_FORMATS:
-                    found.definitions[msgtype] = MessageDefinition(DEFINITION_FORMATS[encoding], text)
-    except apsw.Error as exc:
-        vfs.unregister()
-        raise ReaderError(f"{path}: not even the topic table is readable ({exc})") from None
-
-    def messages() -> Iterator[tuple[str, str, int, bytes]]:
-        count = 0
         try:
-            rows = db.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id")
-            for topic_id, stamp, data in rows:
-                if topic_id in ids:
-                    count += 1
-                    yield (*ids[topic_id], stamp, data)
-        except apsw.Error as exc:
-            found.damage.append(f"{path.name}: unreadable after {count} messages ({exc})")
+            yield db
         finally:
             db.close()
-            vfs.unregister()
-
-    return found, messages()
+    finally:
+        vfs.unregister()
 
 
 # ---------------------------------------------------------------- MCAP
