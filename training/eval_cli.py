@@ -27,6 +27,8 @@ from m2vae_training.bags import BagError
 from m2vae_training.config import ConfigError, TrainConfig, parse_topic_overrides, with_topics
 from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset, load_dataset
 from m2vae_training.evaluation import (
+    SubsetScores,
+    has_ground_truth,
     joint_probes,
     reconstruct_from_each_subset,
     score_subsets,
@@ -37,6 +39,8 @@ from m2vae_training.report import report_markdown
 
 from m2vae_ros.artifact import ArtifactError, load_model, write_atomic
 from m2vae_ros.inference import resolve_device
+from m2vae_ros.model import M2VAE
+from m2vae_ros.spec import ModelSpec
 from m2vae_ros.subsets import all_subsets, subset_name
 
 PROG = "m2vae-eval"
@@ -80,17 +84,19 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     config = _config_from_artifact(spec, provenance)
     test_config = with_topics(config, parse_topic_overrides(args.topic))
     test = build_dataset(args.bag, test_config, out / "test_dataset")
-    train, fitted_on = _training_data(args.train_bag, config, provenance, out)
-    class_names = _common_classes(train.class_names, test.class_names)
-
     scores = score_subsets(model, test, batch_size=args.batch_size)
-    probes = joint_probes(model, train, batch_size=args.batch_size)
+    probes, probe_info, class_names = None, {"fitted_on": None}, list(test.class_names)
+    if has_ground_truth(test):
+        train, fitted_on = _training_data(args.train_bag, config, provenance, out)
+        class_names = _common_classes(train.class_names, test.class_names)
+        probes = joint_probes(model, train, batch_size=args.batch_size)
+        probe_info = {"fitted_on": fitted_on, "train_samples": len(train)}
     metrics = {
         "model": str(Path(args.model).resolve()),
         "bags": test.manifest["bags"],
         "samples": len(test),
         "classes": class_names,
-        "probes": {"fitted_on": fitted_on, "train_samples": len(train)},
+        "probes": probe_info,
         "subsets": subset_metrics(model, scores, test, probes),
     }
     figures = _figures(model, test, scores, class_names, out)
@@ -100,7 +106,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
-def _config_from_artifact(spec, provenance: dict[str, Any]) -> TrainConfig:
+def _config_from_artifact(spec: ModelSpec, provenance: dict[str, Any]) -> TrainConfig:
     """The dataset settings training used: the artifact's spec plus its recorded labels/sync settings."""
     sync = provenance.get("sync") or {}
     return TrainConfig(
@@ -141,7 +147,9 @@ def _common_classes(train: list[str], test: list[str]) -> list[str]:
     return list(train if len(train) >= len(test) else test)
 
 
-def _figures(model, test: PreparedDataset, scores, class_names: list[str], out: Path) -> list[str]:
+def _figures(
+    model: M2VAE, test: PreparedDataset, scores: dict[int, SubsetScores], class_names: list[str], out: Path
+) -> list[str]:
     """recon_grid.png and latent_scatter.png from samples that have every sensor; names written."""
     joint = all_subsets(len(model.names))[-1]
     complete = np.flatnonzero(scores[joint].present)

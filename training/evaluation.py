@@ -141,14 +141,23 @@ def joint_probes(model: M2VAE, train: PreparedDataset, *, batch_size: int = 128)
     return fit_probes(means[present], labels, positions, tuple(train.class_names))
 
 
+def has_ground_truth(data: PreparedDataset) -> bool:
+    """Whether any sample carries a class label or an object position (what the probes score)."""
+    return bool((data.labels >= 0).any() or np.isfinite(data.positions[:, :2]).all(axis=1).any())
+
+
 def subset_metrics(
-    model: M2VAE, scores: dict[int, SubsetScores], test: PreparedDataset, probes: Probes
+    model: M2VAE, scores: dict[int, SubsetScores], test: PreparedDataset, probes: Probes | None
 ) -> dict[str, dict[str, Any]]:
-    """The `subsets` section of metrics.json: one entry per subset, named as in subsets.py."""
+    """The `subsets` section of metrics.json: one entry per subset, named as in subsets.py.
+
+    Probe metrics (nb_accuracy, shape_accuracy, position_rmse) appear only when `probes`
+    are given and the test data has the matching ground truth.
+    """
     names = model.spec.names
     joint = (1 << len(names)) - 1
-    has_labels = bool((test.labels >= 0).any())
-    has_positions = bool(np.isfinite(test.positions[:, :2]).all(axis=1).any())
+    has_labels = probes is not None and bool((test.labels >= 0).any())
+    has_positions = probes is not None and bool(np.isfinite(test.positions[:, :2]).all(axis=1).any())
     out: dict[str, dict[str, Any]] = {}
     for s, score in scores.items():
         rows = score.present

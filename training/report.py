@@ -28,7 +28,7 @@ def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
         f"- model: `{metrics['model']}`",
         f"- test recordings: {bags}",
         f"- samples: {metrics['samples']}; classes: {', '.join(metrics['classes']) or 'none'}",
-        f"- probes fitted on: {metrics['probes']['fitted_on']}",
+        f"- probes fitted on: {metrics['probes']['fitted_on'] or 'none (no ground truth in the test data)'}",
         "",
         "Errors are decoded from each subset's latent mean, in sensor units (images: mean absolute",
         "pixel error 0–255; LiDAR: RMSE in metres over valid returns). A modality outside the subset",

@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, BagError, CheckpointError, ValueError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started (e.g. while preparing the dataset)
+        print(f"{PROG}: interrupted before the first epoch; nothing to resume", file=sys.stderr)
+        return 130
 
 
 def train(args: argparse.Namespace, command: list[str]) -> int:
@@ -242,8 +245,7 @@ def _preview(dataset: PreparedDataset, split: Split) -> tuple[dict[str, np.ndarr
     complete = pool[dataset.available[pool].all(axis=1)]
     if not len(complete):
         return {}, {}
-    rows = np.sort(complete[np.linspace(0, len(complete) - 1, PREVIEW_SAMPLES).astype(int)])
-    rows = np.unique(rows)
+    rows = np.unique(complete[np.linspace(0, len(complete) - 1, PREVIEW_SAMPLES).astype(int)])
     arrays = {name: np.asarray(a[rows], np.float32) for name, a in dataset.arrays.items()}
     return arrays, {name: np.asarray(m[rows]) for name, m in dataset.masks.items()}
 
