@@ -16,7 +16,7 @@ import numpy as np
 from m2vae_ros.codec.common import CodecError, Decoded, message_type, stamp_ns
 from m2vae_ros.codec.image import check_image, decode_compressed_image, decode_image, image_message
 from m2vae_ros.codec.pointcloud import decode_pointcloud, pointcloud_message
-from m2vae_ros.codec.scan import decode_laserscan, scan_message
+from m2vae_ros.codec.scan import check_laserscan, decode_laserscan, scan_message
 from m2vae_ros.spec import ModalitySpec
 
 __all__ = [
@@ -38,9 +38,10 @@ DECODERS: dict[tuple[str, str], Callable[[Any, ModalitySpec], Decoded]] = {
     ("sensor_msgs/msg/PointCloud2", "range_image"): decode_pointcloud,
 }
 
-# Cheaper stand-ins for a full decode where one exists (raw images: everything but the resize).
+# Cheaper stand-ins for a full decode where one exists: every check, none of the resizing/binning.
 CHECKERS: dict[tuple[str, str], Callable[[Any, ModalitySpec], int]] = {
     ("sensor_msgs/msg/Image", "image"): check_image,
+    ("sensor_msgs/msg/LaserScan", "scan"): check_laserscan,
 }
 
 ENCODERS: dict[str, Callable[[np.ndarray, ModalitySpec, Any], Any]] = {

@@ -23,22 +23,36 @@ def decode_laserscan(msg: Any, spec: ModalitySpec) -> Decoded:
     """sensor_msgs/LaserScan → tensor; other beam counts or angular spans are resampled to the spec bins."""
     pre = spec.preprocess
     assert isinstance(pre, ScanPreprocess)
-    ranges = float_view(msg.ranges)
-    if ranges.size == 0:
-        raise CodecError("empty_scan", "LaserScan without ranges")
-    # The wire format holds float32; rounding here makes an rclpy message built in Python
-    # (which keeps doubles until it is serialized) bin exactly like its received twin.
-    angle_min, increment, range_min, range_max = (
-        float(np.float32(v)) for v in (msg.angle_min, msg.angle_increment, msg.range_min, msg.range_max)
-    )
-    if not np.isfinite(increment) or increment == 0.0:
-        raise CodecError("size_mismatch", f"LaserScan angle_increment {increment}")
+    ranges, angle_min, increment, range_min, range_max = scan_fields(msg)
     angles = angle_min + increment * np.arange(ranges.size, dtype=np.float64)
     low, high = max(range_min, pre.range_min), min(range_max, pre.range_max)
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(ranges) & (ranges >= low) & (ranges <= high)
     tensor, mask = bin_ranges(angles[valid], ranges[valid], pre)
     return Decoded(tensor, mask, stamp_ns(msg))
+
+
+def check_laserscan(msg: Any, spec: ModalitySpec) -> int:
+    """Every check `decode_laserscan` makes, without the binning: the stamp, or the CodecError."""
+    scan_fields(msg)
+    return stamp_ns(msg)
+
+
+def scan_fields(msg: Any) -> tuple[np.ndarray, float, float, float, float]:
+    """Validated (ranges, angle_min, angle_increment, range_min, range_max) of a LaserScan.
+
+    The wire format holds float32; rounding the scalars here makes an rclpy message built
+    in Python (which keeps doubles until it is serialized) bin exactly like its received twin.
+    """
+    ranges = float_view(msg.ranges)
+    if ranges.size == 0:
+        raise CodecError("empty_scan", "LaserScan without ranges")
+    angle_min, increment, range_min, range_max = (
+        float(np.float32(v)) for v in (msg.angle_min, msg.angle_increment, msg.range_min, msg.range_max)
+    )
+    if not np.isfinite(increment) or increment == 0.0:
+        raise CodecError("size_mismatch", f"LaserScan angle_increment {increment}")
+    return ranges, angle_min, increment, range_min, range_max
 
 
 def bin_ranges(angles: np.ndarray, ranges: np.ndarray, pre: ScanPreprocess) -> tuple[np.ndarray, np.ndarray]:
