@@ -95,6 +95,8 @@ def test_build_synchronises_counts_failures_and_fills_dropouts(tmp_path, storage
     assert ds.spec.modality("lidar").msg_type == "sensor_msgs/msg/LaserScan"
     reasons = {p["reason"] for p in ds.manifest["problems"]}
     assert reasons == {"short_buffer", "unsupported_encoding", "out_of_order"}
+    assert all(p["topic"] == "/camera/image_raw" and p["stamp_ns"] > 0 for p in ds.manifest["problems"])
+    assert ds.manifest["labels"]["markers"] == 30 and ds.manifest["labels"]["labelled_samples"] == len(ds)
 
 
 def test_load_dataset_matches_build_and_memory_maps(tmp_path):

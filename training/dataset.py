@@ -155,6 +155,14 @@ def load_dataset(directory: str | Path) -> PreparedDataset:
     )
 
 
+def header_stamp(msg: Any) -> int | None:
+    """A message's header stamp for failure reports, None when it has none (or did not deserialize)."""
+    try:
+        return stamp_ns(msg)
+    except CodecError:
+        return None
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON to a temporary file in the same directory, then rename it over `path`."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -221,6 +229,8 @@ class _Builder:
         self.problem_counts: Counter = Counter()
         self.damage: list[str] = []
         self.class_names: dict[int, str] = {}
+        self.markers = 0
+        self.label_failures: Counter = Counter()
         self.by_topic: dict[str, list[int]] = defaultdict(list)
         for k, modality in enumerate(self.spec.modalities):
             if not modality.topic:
@@ -273,6 +283,9 @@ class _Builder:
             "samples": {"total": total, "complete": complete, "partial": total - complete,
                         "by_subset": dict(sorted(subsets.items(), key=lambda kv: (-kv[1], kv[0])))},
             "class_names": [self.class_names.get(i, f"class_{i}") for i in range(ids[-1] + 1)] if ids else [],
+            "labels": {"topic": self.config.labels_topic, "markers": self.markers,
+                       "labelled_samples": int((per_sample["labels"] >= 0).sum()),
+                       "failures": dict(self.label_failures)},
             "damage": self.damage,
             "problems": self.problems,
         }
@@ -304,13 +317,15 @@ class _Builder:
                 seen[topic] += 1
                 stats = self.stats[topic]
                 stats.messages += 1
+                msg = None
                 try:
                     msg = bag.deserialize(raw, msgtype)
                     checked = [(k, check_message(msg, modalities[k])) for k in self.by_topic[topic]]
                 except CodecError as exc:
                     stats.failed += 1
                     stats.failures[exc.reason] += 1
-                    self._problem(path, topic, exc.reason, exc.detail, record_ns=record_ns)
+                    where = {"record_ns": record_ns, "stamp_ns": header_stamp(msg)}
+                    self._problem(path, topic, exc.reason, exc.detail, **where)
                     continue
                 stats.decoded += 1
                 for k, stamp in checked:
@@ -368,11 +383,12 @@ class _Builder:
             stamp, class_id, name = stamp_ns(marker), int(marker.id), str(marker.ns)
             position = marker.pose.position
         except (CodecError, AttributeError) as exc:
-            self.stats[self.config.labels_topic].failures[getattr(exc, "reason", "missing_field")] += 1
+            self.label_failures[getattr(exc, "reason", "missing_field")] += 1
             return
         if class_id < 0:
             return  # not a class: e.g. a DELETEALL marker
         self.class_names.setdefault(class_id, name)
+        self.markers += 1
         markers.stamps.append(stamp)
         markers.ids.append(class_id)
         markers.positions.append((float(position.x), float(position.y), float(position.z)))
@@ -395,7 +411,7 @@ class _Builder:
         positions[close] = np.asarray(markers.positions, dtype=np.float32)[chosen]
         return labels, positions
 
-    def _problem(self, bag: Path, topic: str, reason: str, detail: str, **stamp: int) -> None:
+    def _problem(self, bag: Path, topic: str, reason: str, detail: str, **stamp: int | None) -> None:
         """Keep an example of a failure (bag, topic, stamp, reason) for the manifest, a few per kind."""
         self.problem_counts[topic, reason] += 1
         if self.problem_counts[topic, reason] <= MAX_PROBLEMS_PER_KIND:
