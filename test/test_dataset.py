@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import sqlite3
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from bagutils import cloud, compressed, image, marker, scan, write_bag
-from m2vae_training.bags import BagError
+from m2vae_training.bags import Bag, BagError
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import DatasetError, build_dataset, load_dataset
 from m2vae_training.dataset_cli import main
@@ -189,6 +190,18 @@ def test_truncated_bag_keeps_what_precedes_the_damage(tmp_path, storage, fractio
     assert 0 < len(cut) < len(whole) if fraction == 0.5 else 0 < len(cut) <= len(whole)
     assert cut.manifest["damage"] and "damaged" in cut.manifest["damage"][0]
     np.testing.assert_array_equal(cut.stamps[:5], whole.stamps[:5])
+
+
+def test_bag_without_message_definitions_falls_back_to_kilted_types(tmp_path):
+    bag = recording(tmp_path / "bag", "sqlite3", bad=False)
+    with sqlite3.connect(next(bag.glob("*.db3"))) as db:
+        db.execute("DELETE FROM message_definitions")
+    with Bag(bag) as opened:
+        assert opened.topics["/scan"] == "sensor_msgs/msg/LaserScan"
+        assert "sensor_msgs/msg/Image" in opened.typestore.types
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.manifest["samples"]["complete"] == ds.manifest["topics"]["/scan"]["decoded"] > 0
+    assert not ds.manifest["damage"]
 
 
 def test_bare_mcap_file_and_several_bags(tmp_path):
