@@ -183,7 +183,7 @@ def summarize(latencies: list[float]) -> dict[str, float]:
     }
 
 
-def measure(model_dir: Path, duration: float) -> None:
+def measure(model_dir: Path, duration: float, node_params: list[str]) -> None:
     domain = str(1 + os.getpid() % 100)
     env = {**os.environ, "ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
            "OMP_NUM_THREADS": "1"}
@@ -193,7 +193,8 @@ def measure(model_dir: Path, duration: float) -> None:
     script = [sys.executable, str(Path(__file__).resolve()), "--role"]
     params_file = REPO / "config" / "fusion.yaml"
     fusion_cmd = [str(VENV_BIN / "m2vae-fusion"), "--ros-args", "--params-file", str(params_file),
-                  "-p", f"model_path:={model_dir}", "-p", "device:=cpu"]
+                  "-p", f"model_path:={model_dir}", "-p", "device:=cpu",
+                  *(arg for param in node_params for arg in ("-p", param))]
     processes = {name: subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for name, cmd in (("fusion", fusion_cmd), ("relay", [*script, "relay"]),
                                    ("sensors", [*script, "sensors"]))}
@@ -253,6 +254,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (300: full check)")
     parser.add_argument("--model", type=Path, help="model directory (default: untrained, train.yaml's size)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="extra fusion node parameter, e.g. publish_reconstructions:=false (repeatable)")
     parser.add_argument("--role", choices=("sensors", "relay"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "sensors":
@@ -260,10 +263,10 @@ def main() -> None:
     elif args.role == "relay":
         run_relay()
     elif args.model:
-        measure(args.model, args.duration)
+        measure(args.model, args.duration, args.param)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            measure(default_model(Path(tmp)), args.duration)
+            measure(default_model(Path(tmp)), args.duration, args.param)
 
 
 if __name__ == "__main__":
