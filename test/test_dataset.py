@@ -178,6 +178,14 @@ def test_unsupported_message_type_is_counted_not_fatal(tmp_path):
     assert ds.manifest["samples"]["by_subset"] == {"camera": 3}
 
 
+def test_bag_without_configured_topics_gives_an_empty_dataset(tmp_path):
+    bag = write_bag(tmp_path / "bag", [("/ground_truth/object", marker(0, 1, "red_box", (0, 0, 0)), 0)])
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert len(ds) == 0 and ds.arrays["camera"].shape == (0, 3, 16, 16) and ds.available.shape == (0, 2)
+    assert ds.manifest["topics"]["/scan"]["messages"] == 0 and ds.manifest["topics"]["/scan"]["type"] == ""
+    assert len(load_dataset(tmp_path / "o")) == 0
+
+
 @pytest.mark.parametrize("fraction", [0.5, 0.8])
 def test_truncated_bag_keeps_what_precedes_the_damage(tmp_path, storage, fraction):
     bag = recording(tmp_path / "bag", storage, bad=False)

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import apsw
-from m2vae_training.bag_salvage import salvage_mcap, salvage_sqlite
+from m2vae_training.bag_salvage import Salvage, salvage_mcap, salvage_sqlite
 from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
@@ -93,7 +93,7 @@ class Bag:
         self.typestore: Typestore = get_typestore(Stores.EMPTY)
         self._reader: Reader | None = None
         self._salvaged: list[Iterator[tuple[str, str, int, bytes]]] = []
-        self._salvages: list[Any] = []
+        self._salvages: list[Salvage] = []
 
     def __enter__(self) -> Bag:
         if not self.path.exists():
@@ -101,7 +101,7 @@ class Bag:
         try:
             reader = Reader(self.path)
             reader.open()
-        except (ReaderError, FileNotFoundError, *READ_ERRORS) as exc:
+        except READ_ERRORS as exc:
             self._salvage(exc)
         else:
             self._reader = reader
@@ -144,6 +144,8 @@ class Bag:
         """(topic, msgtype, record time ns, raw CDR) of the given topics, in storage order."""
         if self._reader is not None:
             connections = [c for c in self._reader.connections if c.topic in topics]
+            if not connections:
+                return  # rosbags reads every topic when given no connections
             count = 0
             try:
                 for connection, record_ns, raw in self._reader.messages(connections=connections):
