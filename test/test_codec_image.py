@@ -104,6 +104,7 @@ def test_sixteen_bit_png_scales_by_65535(flavour):
     (image(RGB, "yuv422"), "unsupported_encoding"),
     (compressed(b"\xff\xd8 not a jpeg at all", "jpeg"), "corrupt_compressed"),
     (compressed(b"abc", "tiff"), "unsupported_encoding"),
+    (compressed(b"abc", "16UC1; compressedDepth png"), "unsupported_encoding"),
     (scan([1.0] * 8), "unsupported_type"),
 ])
 def test_bad_images_raise_with_reason(flavour, msg, reason):

@@ -65,7 +65,8 @@ def image_pixels(msg: Any, spec: ModalitySpec) -> tuple[np.ndarray, str, float]:
 def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
     """sensor_msgs/CompressedImage (jpeg or png, as its `format` says) → tensor."""
     fmt = str(msg.format).lower()
-    if not any(name in fmt for name in ("jpeg", "jpg", "png")):
+    # compressedDepth prefixes its PNG with a depth-quantisation header that imdecode cannot read.
+    if "compresseddepth" in fmt or not any(name in fmt for name in ("jpeg", "jpg", "png")):
         raise CodecError("unsupported_encoding", f"compressed format {msg.format!r}; supported: jpeg, png")
     pixels = cv2.imdecode(byte_view(msg.data), cv2.IMREAD_UNCHANGED)
     if pixels is None:
