@@ -25,6 +25,7 @@ from typing import Any
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -91,13 +92,15 @@ class FusionNode(Node):
                 for m in self.spec.modalities if m.kind in NATURAL_TYPES
             }
         for modality in self.spec.modalities:
+            topic = self.modality_params[modality.name].topic
             try:
                 msg_class = message_class(modality_message_type(modality))
+                callback = partial(self._on_message, modality.name)
+                self.create_subscription(msg_class, topic, callback, sensor_qos(self.params.reliability))
             except MessageTypeError as exc:
                 raise StartupError(str(exc)) from None
-            self.create_subscription(
-                msg_class, self.modality_params[modality.name].topic,
-                partial(self._on_message, modality.name), sensor_qos(self.params.reliability))
+            except InvalidTopicNameException:
+                raise StartupError(f"modality {modality.name!r}: invalid topic name {topic!r}") from None
 
         self.create_timer(LIVENESS_CHECK_PERIOD_S, self._publish_active_if_changed)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)

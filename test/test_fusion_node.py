@@ -22,9 +22,12 @@ from sensor_msgs.msg import Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import String
 
 from m2vae_ros.artifact import save_model
-from m2vae_ros.latent_msg import read_latent
+from m2vae_ros.inference import resolve_device
+from m2vae_ros.latent_msg import latent_image, read_latent
+from m2vae_ros.liveness import ModalityLiveness
 from m2vae_ros.model import M2VAE
 from m2vae_ros.qos import latched_qos, sensor_qos
+from m2vae_ros.ros_types import MessageTypeError, message_class, modality_message_type
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, RangeImagePreprocess, ScanPreprocess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,3 +296,50 @@ def test_startup_errors_exit_nonzero_with_one_clear_line(
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip().count("\n") == 0, f"more than one line:\n{result.stderr}"
+
+
+# --- the node's building blocks, in-process ------------------------------------------------
+
+
+def test_liveness_follows_valid_messages_only() -> None:
+    second = 1_000_000_000
+    liveness = ModalityLiveness(timeout_ns=second // 2)
+    assert not liveness.alive(0)
+    for i in range(11):  # 10 Hz for one second
+        liveness.record_valid(i * second // 10)
+    assert liveness.alive(second + second // 4) and not liveness.alive(second + second // 2)
+    assert liveness.rate_hz(second) == pytest.approx(10.0)
+    liveness.record_invalid("short_buffer")
+    liveness.record_invalid("short_buffer")
+    assert not liveness.alive(2 * second), "invalid messages must not refresh liveness"
+    assert (liveness.invalid_count, liveness.invalid_by_reason["short_buffer"]) == (2, 2)
+    assert liveness.rate_hz(10 * second) == 0.0  # old arrivals leave the window
+
+
+def test_latent_image_round_trip() -> None:
+    mean, std = np.arange(LATENT_DIM, dtype=np.float32), np.full(LATENT_DIM, 0.5, np.float32)
+    msg = latent_image(mean, std, stamp_ns=1_500_000_000, frame_id="f")
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (2, LATENT_DIM, 4 * LATENT_DIM, "32FC1")
+    assert msg.is_bigendian == 0
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (1, 500_000_000, "f")
+    decoded_mean, decoded_std = read_latent(msg)
+    np.testing.assert_array_equal(decoded_mean, mean)
+    np.testing.assert_array_equal(decoded_std, std)
+
+
+def test_modality_message_type_falls_back_to_the_kinds_type() -> None:
+    scan = ModalitySpec("lidar", "scan", ScanPreprocess())
+    cloud_scan = ModalitySpec("lidar", "scan", ScanPreprocess(), msg_type="sensor_msgs/msg/PointCloud2")
+    assert message_class(modality_message_type(scan)) is LaserScan
+    assert message_class(modality_message_type(cloud_scan)) is PointCloud2
+    with pytest.raises(MessageTypeError, match="not available"):
+        message_class("no_such_msgs/msg/Thing")
+
+
+def test_unavailable_cuda_falls_back_to_cpu_with_a_warning() -> None:
+    assert resolve_device("cpu") == ("cpu", None)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert resolve_device("auto") == ("cpu", None)
+    device, warning = resolve_device("cuda:1")
+    assert device == "cpu" and "CUDA is unavailable" in warning
