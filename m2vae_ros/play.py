@@ -23,6 +23,7 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.publisher import Publisher
+from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader, AnyReaderError
 
@@ -191,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `m2vae-play` / `ros2 run m2vae_ros play`; returns the exit status."""
     ros_argv = sys.argv if argv is None else ["m2vae-play", *argv]
     args = parse_args(remove_ros_args(ros_argv)[1:])
-    rclpy.init(args=ros_argv)
+    # Ctrl-C must raise KeyboardInterrupt here (and print the summary) rather than let rclpy
+    # shut the context down under a publish() call.
+    rclpy.init(args=ros_argv, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("m2vae_play")
     started = time.monotonic()
     player = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Union
+from typing import Any
 
 KINDS = ("image", "scan", "range_image", "vector")
 LIKELIHOODS = ("gaussian", "gaussian_learned", "laplace", "bernoulli")
@@ -77,7 +77,7 @@ class VectorPreprocess:
     dim: int = 16
 
 
-Preprocess = Union[ImagePreprocess, ScanPreprocess, RangeImagePreprocess, VectorPreprocess]
+Preprocess = ImagePreprocess | ScanPreprocess | RangeImagePreprocess | VectorPreprocess
 PREPROCESS_BY_KIND: dict[str, type] = {
     "image": ImagePreprocess,
     "scan": ScanPreprocess,

@@ -9,6 +9,6 @@ import os
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402  (after the thread environment is set)
+import torch
 
 torch.set_num_threads(1)

@@ -40,7 +40,7 @@ def subset_present(available: np.ndarray, subset: int) -> np.ndarray:
     return np.asarray(available)[:, members(subset)].all(axis=1)
 
 
-def batch(data: ArrayDataset, rows: slice, device: torch.device) -> dict[str, torch.Tensor]:
+def _batch(data: ArrayDataset, rows: slice, device: torch.device) -> dict[str, torch.Tensor]:
     """Tensors of consecutive dataset rows, read (and checked) by the Trainer's ArrayDataset."""
     arrays, _ = data.batch(np.arange(rows.start, rows.stop))
     return {name: torch.from_numpy(values).to(device) for name, values in arrays.items()}
@@ -69,7 +69,7 @@ def score_subsets(
     data = ArrayDataset(dataset.arrays, dataset.available)
     for start in range(0, n, batch_size):
         rows = slice(start, min(start + batch_size, n))
-        x = batch(data, rows, device)
+        x = _batch(data, rows, device)
         posteriors = model.encode_subsets(x, subsets)
         joint_mean, joint_logvar = posteriors[joint]
         for s, (mean, logvar) in posteriors.items():
@@ -136,7 +136,7 @@ def joint_probes(model: M2VAE, train: PreparedDataset, *, batch_size: int = 128)
     with torch.inference_mode():
         for start in range(0, len(present), batch_size):
             rows = slice(start, min(start + batch_size, len(present)))
-            means[rows] = model.encode(batch(data, rows, device), joint)[0].float().cpu().numpy()
+            means[rows] = model.encode(_batch(data, rows, device), joint)[0].float().cpu().numpy()
     labels, positions = train.labels[present], train.positions[present]
     return fit_probes(means[present], labels, positions, tuple(train.class_names))
 
