@@ -117,4 +117,6 @@ class M2VAE(nn.Module):
         precisions = [torch.exp(-logvar) for _, logvar in experts]
         precision = 1 + sum(precisions)
         mean = sum(p * mu for p, (mu, _) in zip(precisions, experts, strict=True)) / precision
-        return mean, -torch.log(precision)
+        # Several confident experts could push the product's variance below the heads' bound;
+        # it can never exceed the prior's (log-variance 0).
+        return mean, (-torch.log(precision)).clamp(min=LOGVAR_MIN)

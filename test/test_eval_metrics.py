@@ -3,7 +3,7 @@
 import numpy as np
 from m2vae_training.metrics import ReconstructionError, fit_probes, shape_of
 
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ScanPreprocess
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, RangeImagePreprocess, ScanPreprocess
 
 
 def _modality(kind: str) -> ModalitySpec:
@@ -17,9 +17,19 @@ def test_range_error_is_rmse_in_metres_over_valid_returns_only():
     assert np.isnan(error.value())
     real = np.array([[[0.5, 1.0, 0.25]]])
     pred = np.array([[[0.5 + 0.1 / 8.0, 0.0, 0.25]]])
-    error.add(pred, real, np.array([[True, False, True]]))
-    error.add(real, real, np.array([[False, False, False]]))
+    error.add(pred, real, np.array([[[True, False, True]]]))
+    error.add(real, real, np.array([[[False, False, False]]]))
     assert np.isclose(error.value(), np.sqrt(0.1**2 / 2))
+
+
+def test_range_image_with_intensity_is_scored_on_its_range_channel():
+    modality = ModalitySpec("points", "range_image", RangeImagePreprocess(rings=1, bins=2, range_max=10.0,
+                                                                          intensity=True))
+    error = ReconstructionError(modality)
+    real = np.array([[[[0.5, 0.2]], [[0.9, 0.1]]]])  # [B, (range, intensity), rings, bins]
+    pred = np.array([[[[0.52, 0.9]], [[0.0, 0.0]]]])  # intensity errors must not count
+    error.add(pred, real, np.array([[[[True, False]], [[True, False]]]]))
+    assert np.isclose(error.value(), 0.2)
 
 
 def test_image_error_is_mean_absolute_on_the_255_scale():

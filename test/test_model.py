@@ -93,8 +93,8 @@ def test_encode_reads_only_the_subset_and_matches_encode_subsets():
         model.encode({"imu": torch.zeros(2, 7)}, 0b1000)
 
 
-@pytest.mark.parametrize("fill", [0.0, 1.0, 1e6])
-@pytest.mark.parametrize("objective", ["m2vae", "mvae"])
+@pytest.mark.parametrize("fill", [0.0, 1.0, 1e6, -1e6])
+@pytest.mark.parametrize("objective", ["m2vae", "jmvae", "mvae"])
 def test_extreme_inputs_stay_finite(fill, objective):
     spec = small_spec(objective)
     model = model_for(spec)
@@ -107,6 +107,13 @@ def test_extreme_inputs_stay_finite(fill, objective):
     result.total.backward()
     assert torch.isfinite(result.total)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_product_of_confident_experts_keeps_the_log_variance_bound():
+    experts = [(torch.full((2, 3), float(i)), torch.full((2, 3), LOGVAR_MIN)) for i in range(4)]
+    mean, logvar = M2VAE._product_of_experts(experts)
+    assert torch.all(logvar == LOGVAR_MIN)
+    assert torch.allclose(mean, torch.full((2, 3), 1.5), atol=1e-3)  # equal precisions: the average
 
 
 def test_same_seed_same_model_and_loss():

@@ -12,9 +12,12 @@ import pytest
 import torch
 from m2vae_training.callbacks import EarlyStopping
 from m2vae_training.checkpoint import load_checkpoint
+from m2vae_training.dataset import load_dataset
+from m2vae_training.split import time_block_split
 from m2vae_training.train_cli import main
-from trainutils import tiny_bag, tiny_config
+from trainutils import TINY_CONFIG, tiny_bag, tiny_config
 
+from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model
 
 VENV_BIN = Path(sys.executable).parent
@@ -66,6 +69,28 @@ def test_resume_continues_bit_for_bit(inputs):
     for key, value in a["trainer"]["model"].items():
         assert torch.equal(value, b["trainer"]["model"][key]), key
     assert a["early_stopping"] == b["early_stopping"]
+
+
+def test_cli_and_api_train_the_same_model_on_the_same_data_and_seed(inputs):
+    out = inputs["root"] / "api_twin"
+    assert main(_args(inputs, out, "--epochs", "2")) == 0
+    artifact = load_model(out / "model")
+    epochs = artifact.metadata["metrics"]["epoch"]  # the artifact holds the best validation epoch
+    dataset = load_dataset(inputs["dataset"])
+    training = TINY_CONFIG["training"]
+    split = time_block_split(dataset.stamps, dataset.bag_index, block_seconds=training["block_seconds"],
+                             val_fraction=training["val_fraction"], seed=training["seed"])
+
+    def rows(indices):
+        return {name: array[indices] for name, array in dataset.arrays.items()}, dataset.available[indices]
+
+    (train, train_available), (val, val_available) = rows(split.train), rows(split.val)
+    vae = MultimodalVAE(artifact.spec, seed=training["seed"])
+    vae.fit(train, train_available, epochs=epochs, batch_size=training["batch_size"], lr=training["lr"],
+            seed=training["seed"], val=val, val_available=val_available)
+    cli_weights = artifact.model.state_dict()
+    for key, value in vae.model.state_dict().items():
+        assert torch.equal(value, cli_weights[key]), key
 
 
 def test_resume_refuses_changed_settings(inputs, capsys):

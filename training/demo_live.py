@@ -43,7 +43,10 @@ class LiveRecord:
     active: list[tuple[int, str]] = field(default_factory=list)  # (receive ns, subset name)
     lidar_stamp: list[int] = field(default_factory=list)
     lidar_ranges: list[np.ndarray] = field(default_factory=list)
-    first_camera_stamp: int | None = None  # anchors replay stamps to bag time
+    # The first camera frame the probe saw: (replay stamp, pixel bytes). Its bytes identify
+    # the frame in the bag, which anchors replay stamps to bag time even when the probe
+    # joined the replay late.
+    anchor: tuple[int, bytes] | None = None
 
     def latency_ms(self) -> np.ndarray:
         return (np.asarray(self.latent_received) - np.asarray(self.latent_stamp)) / 1e6
@@ -75,8 +78,8 @@ class _Probe(Node):
         self.record.lidar_ranges.append(np.asarray(msg.ranges, dtype=np.float32))
 
     def _on_camera(self, msg: Image) -> None:
-        if self.record.first_camera_stamp is None:
-            self.record.first_camera_stamp = stamp_ns(msg)
+        if self.record.anchor is None:
+            self.record.anchor = (stamp_ns(msg), bytes(msg.data))
 
 
 def run_live(model_dir: Path, bag: Path, drop: str, log_dir: Path, domain_id: int = 57) -> LiveRecord:

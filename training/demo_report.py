@@ -31,11 +31,12 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
     """Figures + report.md under `out`; returns the report's path."""
     spec = load_model(out / "run" / "model").spec
     lidar = spec.modality("lidar")
-    truth_stamps, truth_ranges, first_camera = _truth_scans(live_bag, lidar)
-    if record.first_camera_stamp is None or not record.latent_stamp:
+    if record.anchor is None or not record.latent_stamp:
         raise RuntimeError("the live run recorded no camera frame or no latent: see demo_out/live/")
+    replay_stamp, frame = record.anchor
+    truth_stamps, truth_ranges, first_camera, anchor_stamp = _truth_scans(live_bag, lidar, frame)
     # Replay stamps → bag stamps: the replay re-stamps to its wall clock with the bag's spacing.
-    shift = first_camera - record.first_camera_stamp
+    shift = anchor_stamp - replay_stamp
     latent_t = (np.asarray(record.latent_stamp) + shift - first_camera) / 1e9
     lidar_t = (np.asarray(record.lidar_stamp) + shift - first_camera) / 1e9
     errors = _imputation_errors(np.asarray(record.lidar_stamp) + shift, record.lidar_ranges,
@@ -87,17 +88,23 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
     return report
 
 
-def _truth_scans(bag_path: Path, lidar: ModalitySpec) -> tuple[np.ndarray, list[np.ndarray], int]:
-    """Stamps and decoded ranges (metres, NaN = no return) of the bag's scans; first camera stamp."""
+def _truth_scans(
+    bag_path: Path, lidar: ModalitySpec, frame: bytes
+) -> tuple[np.ndarray, list[np.ndarray], int, int]:
+    """Stamps and decoded ranges (metres, NaN = no return) of the bag's scans; the first camera
+    stamp; the stamp of the camera frame whose pixels are `frame`."""
     stamps: list[int] = []
     ranges: list[np.ndarray] = []
     first_camera: int | None = None
+    anchor: int | None = None
     scale = lidar.preprocess.range_max
     with Bag(bag_path) as bag:
         for topic, msgtype, _, raw in bag.messages({CAMERA_TOPIC, SCAN_TOPIC}):
             msg = bag.deserialize(raw, msgtype)
             if topic == CAMERA_TOPIC:
                 first_camera = stamp_ns(msg) if first_camera is None else min(first_camera, stamp_ns(msg))
+                if anchor is None and bytes(msg.data) == frame:
+                    anchor = stamp_ns(msg)
                 continue
             try:
                 decoded = decode_message(msg, lidar)
@@ -107,7 +114,9 @@ def _truth_scans(bag_path: Path, lidar: ModalitySpec) -> tuple[np.ndarray, list[
             ranges.append(np.where(decoded.mask, decoded.tensor * scale, np.nan).reshape(-1))
     if first_camera is None or not stamps:
         raise RuntimeError(f"{bag_path} has no {CAMERA_TOPIC} or no {SCAN_TOPIC} messages")
-    return np.asarray(stamps), ranges, first_camera
+    if anchor is None:
+        raise RuntimeError(f"the camera frame the live run saw first is not in {bag_path}")
+    return np.asarray(stamps), ranges, first_camera, anchor
 
 
 def _imputation_errors(stamps: np.ndarray, published: list[np.ndarray], truth_stamps: np.ndarray,

@@ -33,7 +33,7 @@ class ReconstructionError:
         self.count = 0
 
     def add(self, pred: np.ndarray, real: np.ndarray, mask: np.ndarray | None = None) -> None:
-        """Add [B, *shape] predictions and targets; `mask` [B, ...] flags valid LiDAR returns."""
+        """Add [B, *shape] predictions and targets; `mask` [B, *shape] flags valid LiDAR returns."""
         if pred.shape != real.shape:
             raise ValueError(f"{self.modality.name}: shape mismatch {pred.shape} vs {real.shape}")
         kind = self.modality.kind
@@ -42,7 +42,8 @@ class ReconstructionError:
             self.count += real.size
         elif kind in ("scan", "range_image"):
             pred, real = pred[:, 0], real[:, 0]
-            valid = np.ones(real.shape, bool) if mask is None else np.asarray(mask, bool).reshape(real.shape)
+            # The mask has the tensor's channels (range, intensity): channel 0 flags the returns.
+            valid = np.ones(real.shape, bool) if mask is None else np.asarray(mask, bool)[:, 0]
             diff = (pred[valid] - real[valid]) * self.modality.preprocess.range_max
             self.total += float(np.square(diff, dtype=np.float64).sum())
             self.count += int(valid.sum())

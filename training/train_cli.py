@@ -42,8 +42,8 @@ from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, buil
 from m2vae_training.interrupts import deferred_sigint
 from m2vae_training.split import Split, time_block_split
 
+from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import save_model, write_atomic
-from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
 from m2vae_ros.trainer import ArrayDataset, Trainer
 
@@ -120,8 +120,8 @@ def _train(
 
     # --- model and trainer: the spec's sensors come from the dataset (message types filled in)
     spec = dataclasses.replace(ModelSpec.from_dict(run["spec"]), modalities=dataset.spec.modalities)
-    torch.manual_seed(run["seed"])
-    model = M2VAE(spec)
+    # Built by the in-memory API, so the CLI and MultimodalVAE(spec, seed=...).fit give the same model.
+    model = MultimodalVAE(spec, seed=run["seed"]).model
     trainer = distributed.make_trainer(model, job, lr=run["lr"], device=device, seed=run["seed"])
     provenance = _provenance(run, dataset, split, config)
 
