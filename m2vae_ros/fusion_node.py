@@ -62,7 +62,7 @@ class FusionNode(Node):
             self.get_logger().warning(device_warning)
         try:
             loaded = load_model(self.params.model_path, device=device)
-        except (ArtifactError, OSError) as exc:
+        except (ArtifactError, OSError, RuntimeError) as exc:  # RuntimeError: CUDA out of memory, driver
             raise StartupError(f"cannot load model from {self.params.model_path!r}: {exc}") from None
         self.spec = loaded.spec
         self.fusion = LatentFusion(loaded.model, loaded.spec, device)

@@ -64,6 +64,18 @@ def test_front_half_scan_fills_front_bins_only(flavour):
     np.testing.assert_allclose(out.tensor[0, 90:271], 0.25)
 
 
+def test_zero_to_two_pi_scan_feeds_a_front_facing_model(flavour):
+    ranges = np.linspace(1.0, 4.6, 360, dtype=np.float32)  # 0 … 359° in 1° steps, range grows with angle
+    msg = scan(ranges, angle_min=0.0, angle_increment=math.pi / 180)
+    front = ModalitySpec("lidar", "scan", ScanPreprocess(beams=181, angle_min=-math.pi / 2,
+                                                         angle_max=math.pi / 2 + math.pi / 180))
+    out = decode_message(flavour(msg), front)
+    assert out.mask.all()
+    # −90° … −1° are the scan's 270° … 359°, 0° … 90° its first 91 beams.
+    expected = np.concatenate([ranges[270:], ranges[:91]]) / 8.0
+    np.testing.assert_allclose(out.tensor[0], expected, rtol=1e-6)
+
+
 def test_empty_scan_is_an_error(flavour):
     with pytest.raises(CodecError) as err:
         decode_message(flavour(scan([], angle_increment=0.01)), lidar())

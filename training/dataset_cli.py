@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"--slop {args.slop}: must be ≥ 0")
             config = dataclasses.replace(config, slop=args.slop)
         dataset = build_dataset(args.bags, config, args.out, progress=not args.json)
-    except (BagError, ConfigError, DatasetError) as exc:
+    except (BagError, ConfigError, DatasetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ERROR_EXIT
     info = summary(dataset)

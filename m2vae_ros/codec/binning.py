@@ -27,12 +27,15 @@ def nearest_per_cell(cells: np.ndarray, ranges: np.ndarray) -> tuple[np.ndarray,
 def angle_bins(angles: np.ndarray, angle_min: float, angle_max: float, bins: int) -> np.ndarray:
     """Bin index of each angle; bin i is centred on ``angle_min + i·(angle_max − angle_min)/bins``.
 
-    A span of a full turn wraps around (the last bin's right half meets the first bin);
-    otherwise angles outside the span get −1.
+    Angles are taken modulo a full turn, so a sensor reporting 0…2π feeds a −π…π model
+    (or a partial span) like one reporting −π…π. A span of a full turn wraps around (the
+    last bin's right half meets the first bin); otherwise angles outside the span get −1.
     """
     width = (angle_max - angle_min) / bins
-    index = np.rint((angles - angle_min) / width).astype(np.int64)
     if angle_max - angle_min >= 2 * math.pi - 1e-6:
-        return index % bins
-    index[(index < 0) | (index >= bins)] = -1
+        return np.rint((angles - angle_min) / width).astype(np.int64) % bins
+    # Offset by half a bin so that angles just below angle_min still land in bin 0.
+    relative = np.mod(angles - angle_min + width / 2, 2 * math.pi) - width / 2
+    index = np.rint(relative / width).astype(np.int64)
+    index[index >= bins] = -1
     return index
