@@ -48,6 +48,7 @@ NODE_NAME = "m2vae_fusion"
 LIVENESS_CHECK_PERIOD_S = 0.05
 DIAGNOSTICS_PERIOD_S = 1.0
 WARN_THROTTLE_S = 5.0
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class FusionNode(Node):
@@ -228,6 +229,9 @@ def main(args: list[str] | None = None) -> int:
         print(f"m2vae-fusion: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    # The executor thread and the inference worker share the GIL; Python's default 5 ms
+    # switch interval would let a busy callback hold a woken worker back by that long.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
