@@ -15,6 +15,7 @@ from m2vae_training.checkpoint import load_checkpoint
 from m2vae_training.dataset import load_dataset
 from m2vae_training.split import time_block_split
 from m2vae_training.train_cli import main
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from trainutils import TINY_CONFIG, tiny_bag, tiny_config
 
 from m2vae_ros.api import MultimodalVAE
@@ -50,7 +51,13 @@ def test_training_writes_a_loadable_artifact_tensorboard_and_checkpoint(inputs, 
     assert provenance["bags"][0]["path"] == str(inputs["bag"].resolve())
     assert provenance["dataset"]["train_samples"] + provenance["dataset"]["val_samples"] == 80
     assert math.isfinite(loaded.metadata["metrics"]["val"]["elbo/camera+lidar"])
-    assert list((out / "tb").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for split in ("train", "val"):  # every ELBO term of every subset
+        assert {f"{split}/elbo/camera", f"{split}/elbo/lidar", f"{split}/elbo/camera+lidar",
+                f"{split}/kl/camera+lidar|camera", f"{split}/kl/camera+lidar|lidar"} <= scalars
+    assert "reconstruction" in events.Tags()["images"]
     assert load_checkpoint(out / "checkpoints")[0] == 2
     assert "done: 2 epochs, best val ELBO" in capsys.readouterr().out
     # The run directory is not overwritten by accident.

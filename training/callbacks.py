@@ -118,7 +118,7 @@ class TensorBoardLogger(Callback):
 
     def on_step_end(self, trainer: Trainer, step: int, loss: Loss) -> None:
         if step % self.step_every == 0:
-            self.writer.add_scalar("step/loss", float(loss.total), step)
+            self.writer.add_scalar("step/loss", loss.total.detach().item(), step)
 
     def on_epoch_end(
         self, trainer: Trainer, epoch: int, train_metrics: dict[str, float], val_metrics: dict[str, float]
