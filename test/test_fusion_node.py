@@ -273,6 +273,23 @@ def test_bad_messages_are_counted_and_survived(
         assert _active(active) == "camera+lidar"
 
 
+def test_triggers_faster_than_inference_are_dropped_not_queued(
+    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A 1 kHz inference timer outpaces the model: superseded triggers are counted, none wait."""
+    domain_id = domain_id_for(request.node.nodeid)
+    with fusion_node(model_dir, tmp_path, domain_id, "rate_hz:=1000.0"), ros_peer(domain_id) as peer:
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
+        Sensors(peer)
+
+        def inference() -> dict[str, str]:
+            return _diagnostic_values(diagnostics, "inference")
+
+        assert peer.spin_until(lambda: int(inference().get("dropped_triggers", 0)) > 0, STARTUP_WAIT_S)
+        assert int(inference()["inferences"]) > 0 and latents
+
+
 def _broken_copy(model_dir: Path, tmp_path: Path) -> Path:
     broken = tmp_path / "broken_model"
     shutil.copytree(model_dir, broken)
