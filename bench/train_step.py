@@ -12,19 +12,22 @@ reports the median of the per-repetition ratios.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+from m2vae_training.config import load_train_config
 
 from m2vae_ros.model import M2VAE
 from m2vae_ros.objectives import kl_standard_normal, loss
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess, VectorPreprocess
+from m2vae_ros.spec import ModalitySpec, VectorPreprocess
 
+# The shipped config's sensors (64×64×3 camera, 360-beam scan), then small vector sensors.
+SHIPPED = load_train_config().spec
 POOL = (
-    ModalitySpec("camera", "image", ImagePreprocess(32, 32, 3), weight=0.1),
-    ModalitySpec("lidar", "scan", ScanPreprocess(beams=180)),
+    *SHIPPED.modalities,
     ModalitySpec("imu", "vector", VectorPreprocess(16)),
     ModalitySpec("odom", "vector", VectorPreprocess(8)),
     ModalitySpec("wheel", "vector", VectorPreprocess(4)),
@@ -61,7 +64,7 @@ def main() -> None:
 
     setups = {}
     for n in range(2, 6):
-        spec = ModelSpec(POOL[:n], latent_dim=16, feature_dim=128, head_hidden=128)
+        spec = dataclasses.replace(SHIPPED, modalities=POOL[:n])
         model = M2VAE(spec)
         x = {m.name: torch.rand(args.batch, *m.shape) for m in spec.modalities}
         available = torch.ones(args.batch, n, dtype=torch.bool)
