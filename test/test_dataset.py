@@ -15,6 +15,7 @@ from m2vae_training.bags import Bag, BagError
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import DatasetError, build_dataset, load_dataset
 from m2vae_training.dataset_cli import main
+from m2vae_training.prediction import UsePredictor
 from std_msgs.msg import String
 
 MS = 1_000_000
@@ -110,6 +111,26 @@ def test_load_dataset_matches_build_and_memory_maps(tmp_path):
     assert loaded.spec == built.spec and len(loaded) == len(built) > 0
     with pytest.raises(DatasetError):
         load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("guess", [False, True], ids=["reread-everything", "decode-everything"])
+def test_the_dataset_does_not_depend_on_which_decodes_the_reader_guessed(tmp_path, monkeypatch, guess):
+    bag = recording(tmp_path / "bag", "mcap")
+    config = load_train_config(small_config(tmp_path))
+    predicted = build_dataset([bag], config, tmp_path / "predicted", progress=False)
+    decodes = predicted.manifest["decodes"]
+    used = int((predicted.available).sum())
+    assert decodes["reread"] <= 1 and used <= decodes["while_reading"] + decodes["reread"] <= used + 4
+    monkeypatch.setattr(UsePredictor, "_expected_used", lambda self, stream, stamp: guess)
+    forced = build_dataset([bag], config, tmp_path / "forced", progress=False)
+    accepted = sum(topic["decoded"] for topic in forced.manifest["topics"].values())
+    assert forced.manifest["decodes"] == ({"while_reading": accepted, "reread": 0} if guess
+                                          else {"while_reading": 0, "reread": used})
+    for name in ("camera", "lidar"):
+        np.testing.assert_array_equal(forced.arrays[name], predicted.arrays[name])
+    np.testing.assert_array_equal(forced.masks["lidar"], predicted.masks["lidar"])
+    np.testing.assert_array_equal(forced.available, predicted.available)
+    assert not list(tmp_path.glob("*/.spill_*"))
 
 
 def encoded_camera(pixels: np.ndarray) -> list:
