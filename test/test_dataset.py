@@ -14,7 +14,7 @@ from bagutils import cloud, compressed, image, marker, scan, write_bag
 from m2vae_training.bags import Bag, BagError
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import DatasetError, build_dataset, load_dataset
-from m2vae_training.dataset_cli import main
+from m2vae_training.dataset_cli import TOPIC_KEYS, main
 from m2vae_training.prediction import UsePredictor
 from std_msgs.msg import String
 
@@ -274,11 +274,15 @@ def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
     config = str(small_config(tmp_path))
     argv = [str(bag), "--config", config, "--out", str(tmp_path / "o"), "--json", "--slop", "0.04"]
     assert main(argv) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert set(out) >= {"topics", "samples", "out"} and out["out"] == str(tmp_path / "o")
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert set(out) == {"topics", "samples", "out"} and out["out"] == str(tmp_path / "o")
     assert out["topics"]["/camera/image_raw"]["failures"] == {"short_buffer": 1, "unsupported_encoding": 1}
-    assert set(out["topics"]["/scan"]) >= {"type", "messages", "decoded", "failed", "failures"}
+    assert all(set(t) == set(TOPIC_KEYS) for t in out["topics"].values())
+    assert tuple(out["samples"]) == ("complete", "partial", "by_subset")
+    assert TOPIC_KEYS == ("type", "messages", "decoded", "failed", "failures")
     assert set(out["samples"]["by_subset"]) == {"camera+lidar", "camera"}
+    assert "/camera/image_raw: 1 header stamps out of order" in captured.err.splitlines()
     assert out["samples"]["complete"] + out["samples"]["partial"] == len(load_dataset(tmp_path / "o"))
     assert load_dataset(tmp_path / "o").manifest["config"]["slop"] == 0.04
 

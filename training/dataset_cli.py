@@ -1,9 +1,10 @@
 """m2vae-dataset: turn rosbag2 recordings into a prepared, synchronised M²VAE dataset.
 
 Prints a human summary (progress bar on stderr) or, with --json, exactly one JSON
-object on stdout. Bad messages are counted and reported, never fatal; a bag that cannot
-be opened at all, a bad config or a bad --out ends with one ``error: ...`` line on
-stderr and exit code 2.
+object on stdout holding exactly the documented keys; what else the human summary says
+(reuse, damage, out-of-order stamps) then goes to stderr. Bad messages are counted and
+reported, never fatal; a bag that cannot be opened at all, a bad config or a bad --out
+ends with one ``error: ...`` line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -38,36 +39,44 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+TOPIC_KEYS = ("type", "messages", "decoded", "failed", "failures")
+SAMPLE_KEYS = ("complete", "partial", "by_subset")
+
+
 def summary(dataset: PreparedDataset) -> dict[str, Any]:
-    """The --json object: per-topic counts, samples per subset, output directory (+ damage, reuse)."""
+    """The --json object, exactly: per-topic counts, samples per subset, output directory."""
     manifest = dataset.manifest
-    samples = manifest["samples"]
     return {
-        "topics": manifest["topics"],
-        "samples": {k: samples[k] for k in ("complete", "partial", "by_subset")},
+        "topics": {topic: {k: t[k] for k in TOPIC_KEYS} for topic, t in manifest["topics"].items()},
+        "samples": {k: manifest["samples"][k] for k in SAMPLE_KEYS},
         "out": str(dataset.directory),
-        "reused": bool(manifest.get("reused", False)),
-        "damage": manifest.get("damage", []),
     }
 
 
-def print_human(info: dict[str, Any], n_problems: int) -> None:
-    print(f"dataset {'reused' if info['reused'] else 'written'}: {info['out']}")
+def notes(dataset: PreparedDataset) -> list[str]:
+    """What the summary object leaves out: reuse, damage, out-of-order stamps, where examples are."""
+    manifest = dataset.manifest
+    lines = [f"dataset {'reused' if manifest.get('reused') else 'written'}: {dataset.directory}"]
+    lines += [f"{topic}: {t['out_of_order']} header stamps out of order"
+              for topic, t in manifest["topics"].items() if t.get("out_of_order")]
+    lines += [f"damage: {line}" for line in manifest.get("damage", [])]
+    if manifest.get("problems"):
+        lines.append(f"{len(manifest['problems'])} problem examples (topic, stamp, reason) in manifest.json")
+    return lines
+
+
+def print_human(info: dict[str, Any], notes: list[str]) -> None:
+    print(notes[0])
     for topic, t in info["topics"].items():
         line = f"  {topic} [{t['type'] or 'absent'}]: {t['messages']} messages, {t['decoded']} decoded"
         failures = ", ".join(f"{reason} {n}" for reason, n in t["failures"].items())
-        line += f", {t['failed']} failed" + (f" ({failures})" if failures else "")
-        if t.get("out_of_order"):
-            line += f", {t['out_of_order']} out of order"
-        print(line)
+        print(line + f", {t['failed']} failed" + (f" ({failures})" if failures else ""))
     samples = info["samples"]
     print(f"  samples: {samples['complete']} complete, {samples['partial']} partial")
     for name, n in samples["by_subset"].items():
         print(f"    {name}: {n}")
-    for line in info["damage"]:
-        print(f"  damage: {line}")
-    if n_problems:
-        print(f"  {n_problems} problem examples (topic, stamp, reason) in manifest.json")
+    for line in notes[1:]:
+        print(f"  {line}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,8 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = summary(dataset)
     if args.json:
         print(json.dumps(info))
+        for line in notes(dataset):
+            print(line, file=sys.stderr)
     else:
-        print_human(info, len(dataset.manifest.get("problems", [])))
+        print_human(info, notes(dataset))
     return 0
 
 
