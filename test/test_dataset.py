@@ -324,6 +324,23 @@ def test_config_defaults_overrides_and_strictness(tmp_path):
         load_train_config(tmp_path / "absent.yaml")
 
 
+@pytest.mark.parametrize(("timeout", "expected"), [
+    (0.25, [250_000_000, 250_000_000]),
+    ({"lidar": 2}, [500_000_000, 2_000_000_000]),
+    ({"camera": 0.1, "lidar": 1.5}, [100_000_000, 1_500_000_000]),
+    ({"radar": 1.0}, "unknown modalities"), (-1, "positive"), ({"lidar": "soon"}, "positive"),
+])
+def test_dataset_timeout_is_one_number_or_one_per_modality(tmp_path, timeout, expected):
+    data = yaml.safe_load(small_config(tmp_path).read_text())
+    data["dataset"]["timeout"] = timeout
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(data))
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match=expected):
+            load_train_config(tmp_path / "t.yaml")
+    else:
+        assert load_train_config(tmp_path / "t.yaml").timeouts_ns() == expected
+
+
 def test_bag_error_is_raised_by_the_library(tmp_path):
     with pytest.raises(BagError):
         build_dataset([tmp_path / "nope"], load_train_config(), tmp_path / "o", progress=False)

@@ -19,7 +19,7 @@ def predict(streams: list[np.ndarray], lag_ms: list[float]) -> list[set[int]]:
     """Feed the streams in logging order (stamp + per-stream lag); the indices predicted as used."""
     arrivals = sorted((int(stamp + lag_ms[k] * MS), k, j)
                       for k, st in enumerate(streams) for j, stamp in enumerate(st))
-    predictor: UsePredictor[int] = UsePredictor(len(streams), SLOP, TIMEOUT)
+    predictor: UsePredictor[int] = UsePredictor(SLOP, [TIMEOUT] * len(streams))
     decisions = []
     for _, k, j in arrivals:
         decisions += predictor.push(k, int(streams[k][j]), j)
@@ -53,7 +53,7 @@ def test_three_sensors_and_a_single_sensor():
 
 
 def test_a_far_future_stamp_does_not_hold_messages_back_forever():
-    predictor: UsePredictor[int] = UsePredictor(2, SLOP, TIMEOUT)
+    predictor: UsePredictor[int] = UsePredictor(SLOP, [TIMEOUT, TIMEOUT])
     predictor.push(0, 10**18, -1)  # a broken clock: 31 years ahead
     decided = [d for i in range(300) for d in predictor.push(1, i * 100 * MS, i)]
     assert len(predictor.pending) <= MAX_PENDING and len(decided) >= 170

@@ -56,6 +56,19 @@ def test_short_gap_under_timeout_gives_no_partial_samples():
     assert (result.indices >= 0).all() and len(result.indices) == len(lidar)
 
 
+def test_each_sensor_is_judged_silent_by_its_own_timeout():
+    camera, gps = stream(30, 12, jitter_ms=2), stream(1, 12, start_ms=10)
+    gps = gps[(gps < 5e9) | (gps > 9e9)]  # GPS silent 4 s
+    one_timeout = synchronize([camera, gps], SLOP, TIMEOUT)
+    assert (one_timeout.indices[:, 1] < 0).sum() > 200, "0.5 s: a 1 Hz sensor looks dead between fixes"
+    result = synchronize([camera, gps], SLOP, [TIMEOUT, 2500 * MS])
+    partial = result.indices[:, 1] < 0
+    assert result.stamps[partial].min() > 5e9 and result.stamps[partial].max() < 9e9 and partial.sum() > 60
+    assert (~partial).sum() == len(gps)
+    with pytest.raises(ValueError):
+        synchronize([camera, gps], SLOP, [TIMEOUT])
+
+
 def test_slop_is_never_exceeded():
     camera = stream(5, 2)
     lidar = camera + 100 * MS  # halfway between frames: no complete set fits in 50 ms

@@ -1,8 +1,9 @@
 """The training configuration file (config/train.yaml) as one typed object.
 
 Layout: ``model:`` (ModelSpec settings), ``modalities:`` (one entry per sensor, in the
-order subset names use), ``labels.topic``, ``dataset.slop``/``dataset.timeout`` (seconds)
-and a free-form ``training:`` dict for the training CLI. Unknown keys are errors, so a
+order subset names use), ``labels.topic``, ``dataset.slop``/``dataset.timeout`` (seconds;
+the timeout is one number for every sensor or a mapping modality → seconds) and a
+free-form ``training:`` dict for the training CLI. Unknown keys are errors, so a
 typo never silently falls back to a default.
 """
 
@@ -33,9 +34,15 @@ class TrainConfig:
     spec: ModelSpec
     labels_topic: str = "/ground_truth/object"
     slop: float = 0.05
-    timeout: float = 0.5
+    timeout: float | Mapping[str, float] = 0.5
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: Path | None = None
+
+    def timeouts_ns(self) -> list[int]:
+        """Each modality's silence timeout in ns, in configuration order (unlisted ones: 0.5 s)."""
+        timeouts = self.timeout if isinstance(self.timeout, Mapping) else {}
+        default = TrainConfig.timeout if timeouts else self.timeout
+        return [round(float(timeouts.get(name, default)) * 1e9) for name in self.spec.names]
 
     def dataset_key(self) -> dict[str, Any]:
         """The settings a prepared dataset depends on (training settings deliberately excluded)."""
@@ -88,13 +95,33 @@ def load_train_config(
         spec=spec,
         labels_topic=str((data.get("labels") or {}).get("topic", TrainConfig.labels_topic)),
         slop=float(dataset.get("slop", TrainConfig.slop)),
-        timeout=float(dataset.get("timeout", TrainConfig.timeout)),
+        timeout=parse_timeout(dataset.get("timeout", TrainConfig.timeout), spec.names, f"config {path}"),
         training=dict(data.get("training") or {}),
         source=path,
     )
-    if not (config.slop >= 0 and config.timeout > 0):
-        raise ConfigError(f"config {path}: dataset.slop must be ≥ 0 and dataset.timeout > 0")
+    if not config.slop >= 0:
+        raise ConfigError(f"config {path}: dataset.slop must be ≥ 0")
     return with_topics(config, topic_overrides or {})
+
+
+def parse_timeout(value: Any, names: Sequence[str], where: str) -> float | dict[str, float]:
+    """``dataset.timeout`` as YAML gives it: seconds > 0, or a mapping of modality names to such."""
+    if not isinstance(value, Mapping):
+        return _positive_seconds(value, where)
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: dataset.timeout names unknown modalities {unknown}; known {list(names)}")
+    return {str(name): _positive_seconds(seconds, where) for name, seconds in value.items()}
+
+
+def _positive_seconds(value: Any, where: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ConfigError(f"{where}: dataset.timeout {value!r} is not a positive number of seconds")
+    return seconds
 
 
 def with_topics(config: TrainConfig, topics: Mapping[str, str]) -> TrainConfig:

@@ -409,8 +409,8 @@ class _Builder:
         stamps: list[list[int]] = [[] for _ in modalities]
         ordinals: list[list[int]] = [[] for _ in modalities]
         spilled: list[dict[int, int]] = [{} for _ in modalities]
-        slop_ns, timeout_ns = round(self.config.slop * 1e9), round(self.config.timeout * 1e9)
-        predictor: UsePredictor[tuple[int, Any]] = UsePredictor(len(modalities), slop_ns, timeout_ns)
+        slop_ns, timeouts_ns = round(self.config.slop * 1e9), self.config.timeouts_ns()
+        predictor: UsePredictor[tuple[int, Any]] = UsePredictor(slop_ns, timeouts_ns)
         seen: Counter = Counter()
         markers = _Markers()
         with Bag(path) as bag:
@@ -444,7 +444,7 @@ class _Builder:
             self._decode_expected(predictor.finish(), spilled)
             self.decoder.drain()
             self.damage.extend(bag.damage)
-        sync = synchronize([np.array(s, dtype=np.int64) for s in stamps], slop_ns, timeout_ns)
+        sync = synchronize([np.array(s, dtype=np.int64) for s in stamps], slop_ns, timeouts_ns)
         for k, late in enumerate(sync.out_of_order):
             topic = modalities[k].topic
             self.stats[topic].out_of_order += len(late)

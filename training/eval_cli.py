@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from m2vae_training.bags import BagError
-from m2vae_training.config import ConfigError, TrainConfig, parse_topic_overrides, with_topics
+from m2vae_training.config import ConfigError, TrainConfig, parse_timeout, parse_topic_overrides, with_topics
 from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset, load_dataset
 from m2vae_training.evaluation import (
     SubsetScores,
@@ -113,7 +113,7 @@ def _config_from_artifact(spec: ModelSpec, provenance: dict[str, Any]) -> TrainC
         spec=spec,
         labels_topic=provenance.get("labels_topic", TrainConfig.labels_topic),
         slop=float(sync.get("slop", TrainConfig.slop)),
-        timeout=float(sync.get("timeout", TrainConfig.timeout)),
+        timeout=parse_timeout(sync.get("timeout", TrainConfig.timeout), spec.names, "model provenance"),
     )
 
 

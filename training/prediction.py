@@ -9,7 +9,7 @@ sample to use, and drops the others' payloads.
 The guess looks at stamps within a short horizon of the message, as a live
 synchroniser would. A message is expected in a sample when
 
-- some other stream has no message within timeout/2 of it: it may join a partial
+- some other stream has no message within its timeout/2 of it: it may join a partial
   sample (`sync.live_sets` uses the same radius), or
 - for some other stream, it is the nearest of its stream to that stream's nearest
   message, within `slop`: the pairing ApproximateTime makes in steady state.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -38,13 +39,13 @@ class UsePredictor(Generic[Item]):
     messages are logged a little later than another's.
     """
 
-    def __init__(self, streams: int, slop_ns: int, timeout_ns: int) -> None:
-        self.streams = streams
+    def __init__(self, slop_ns: int, timeouts_ns: Sequence[int]) -> None:
+        self.streams = len(timeouts_ns)
         self.slop = slop_ns
-        self.radius = timeout_ns // 2
+        self.radii = [t // 2 for t in timeouts_ns]
         # The rules look up to 2·max(radius, slop) around a stamp; one more for late logging.
-        self.horizon = 3 * max(self.radius, slop_ns)
-        self.recent: list[list[int]] = [[] for _ in range(streams)]  # sorted stamps near the pending ones
+        self.horizon = 3 * max(*self.radii, slop_ns)
+        self.recent: list[list[int]] = [[] for _ in timeouts_ns]  # sorted stamps near the pending ones
         self.pending: deque[tuple[int, int, Item]] = deque()  # (stamp, stream, item), reading order
         self.clock: int | None = None
 
@@ -76,7 +77,7 @@ class UsePredictor(Generic[Item]):
             return True  # a single stream: every message is a sample
         others = [j for j in range(self.streams) if j != stream]
         nearest = {j: self._nearest(j, stamp) for j in others}
-        if any(n is None or abs(n - stamp) > self.radius for n in nearest.values()):
+        if any(n is None or abs(n - stamp) > self.radii[j] for j, n in nearest.items()):
             return True
         return any(
             abs(n - stamp) <= self.slop and self._nearest(stream, n) == stamp

@@ -7,10 +7,11 @@ a faster sensor (a 30 Hz camera next to a 10 Hz LiDAR) are dropped, as the live 
 synchroniser would drop them.
 
 Partial samples are what makes dropouts useful for an M²VAE: where a sensor has been
-silent for longer than `timeout` the remaining sensors still form samples, with the
+silent for longer than its timeout the remaining sensors still form samples, with the
 silent one marked missing. A sensor counts as silent at time t when none of its
-messages lies within timeout/2 of t, so a gap of more than `timeout` opens a window of
-partial samples and normal jitter never does.
+messages lies within timeout/2 of t, so a gap of more than its timeout opens a window
+of partial samples and normal jitter never does. Each sensor has its own timeout: a
+1 Hz GPS is not dead after the 0.5 s that suit a 30 Hz camera.
 
 Everything works on integer-nanosecond stamps only; payloads are someone else's job.
 """
@@ -36,10 +37,14 @@ class SyncResult:
     out_of_order: list[np.ndarray]
 
 
-def synchronize(stamps: Sequence[np.ndarray], slop_ns: int, timeout_ns: int) -> SyncResult:
-    """Group messages of len(stamps) topics (stamps in arrival order) into complete and partial samples."""
-    if slop_ns < 0 or timeout_ns <= 0:
-        raise ValueError(f"slop ({slop_ns} ns) must be ≥ 0 and timeout ({timeout_ns} ns) > 0")
+def synchronize(stamps: Sequence[np.ndarray], slop_ns: int, timeout_ns: int | Sequence[int]) -> SyncResult:
+    """Group messages of len(stamps) topics (stamps in arrival order) into complete and partial samples.
+
+    `timeout_ns` is one timeout for every topic or one per topic.
+    """
+    timeouts = per_topic(timeout_ns, len(stamps))
+    if slop_ns < 0 or min(timeouts, default=1) <= 0:
+        raise ValueError(f"slop ({slop_ns} ns) must be ≥ 0 and every timeout ({timeouts} ns) > 0")
     streams = [np.asarray(s, dtype=np.int64) for s in stamps]
     out_of_order = [s[1:][np.diff(s) < 0] for s in streams]
     orders = [np.argsort(s, kind="stable") for s in streams]
@@ -52,7 +57,7 @@ def synchronize(stamps: Sequence[np.ndarray], slop_ns: int, timeout_ns: int) -> 
         for k, j in enumerate(sample):
             if j >= 0:
                 used[k][j] = True
-    live = live_sets(sorted_stamps, timeout_ns // 2)
+    live = live_sets(sorted_stamps, [t // 2 for t in timeouts])
     partial_sets = sorted({int(x) for k, lv in enumerate(live) for x in lv[~used[k]] if x != everyone})
     for live_set in partial_sets:
         subset_stamps = [
@@ -73,8 +78,16 @@ def synchronize(stamps: Sequence[np.ndarray], slop_ns: int, timeout_ns: int) -> 
     return SyncResult(indices[by_time], newest[by_time], out_of_order)
 
 
-def live_sets(sorted_stamps: Sequence[np.ndarray], radius_ns: int) -> list[np.ndarray]:
-    """For each message, the bitmask of topics with a message within `radius_ns` of its stamp."""
+def per_topic(value: int | Sequence[int], topics: int) -> list[int]:
+    """One value per topic from a single value or a sequence of them."""
+    values = [int(value)] * topics if isinstance(value, int | np.integer) else [int(v) for v in value]
+    if len(values) != topics:
+        raise ValueError(f"{len(values)} timeouts for {topics} topics")
+    return values
+
+
+def live_sets(sorted_stamps: Sequence[np.ndarray], radii_ns: Sequence[int]) -> list[np.ndarray]:
+    """For each message, the bitmask of topics k with a message within `radii_ns[k]` of its stamp."""
     result = []
     for own in sorted_stamps:
         mask = np.zeros(len(own), dtype=np.int64)
@@ -84,7 +97,7 @@ def live_sets(sorted_stamps: Sequence[np.ndarray], radius_ns: int) -> list[np.nd
             right = np.searchsorted(other, own).clip(max=len(other) - 1)
             left = (right - 1).clip(min=0)
             nearest = np.minimum(np.abs(other[right] - own), np.abs(own - other[left]))
-            mask |= (nearest <= radius_ns).astype(np.int64) << k
+            mask |= (nearest <= radii_ns[k]).astype(np.int64) << k
         result.append(mask)
     return result
 
