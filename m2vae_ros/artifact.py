@@ -29,7 +29,8 @@ from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ModelSpec, SpecError
 
 FORMAT = "m2vae_ros/model"
-FORMAT_VERSION = 1
+# 2: image decoders halve their widths per upsampling (networks.decoder_widths); 1 mirrored the encoder.
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.yaml"
 
@@ -120,7 +121,8 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     version = metadata.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
-            f"{path}: unknown format_version {version!r}; this m2vae_ros reads version {FORMAT_VERSION}"
+            f"{path}: format_version {version!r}, but this m2vae_ros reads version {FORMAT_VERSION} "
+            "(a model from another release: retrain it with m2vae-train)"
         )
     if not isinstance(metadata.get("spec"), dict):
         raise ArtifactError(f"{path}: no 'spec' mapping")

@@ -104,7 +104,7 @@ def test_invalid_yaml_is_refused(saved):
 def test_unknown_format_version_is_refused(saved):
     _, directory = saved
     edit_yaml(directory, lambda meta: meta.update(format_version=99))
-    with pytest.raises(ArtifactError, match="unknown format_version 99"):
+    with pytest.raises(ArtifactError, match="format_version 99, but this m2vae_ros reads version 2"):
         load_model(directory)
 
 

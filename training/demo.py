@@ -8,7 +8,9 @@
 5. write `demo_out/report.md` with its figures.
 
 Each step prints the command a user would type. A step whose command is unchanged and
-whose output exists is reused, so a second `make demo` only repeats the live run.
+whose output exists is reused, so a second `make demo` only repeats the live run; once
+one step runs, every later step runs too, since each depends on the ones before. A
+trained model this release cannot load (another artifact format) is trained again.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from m2vae_training.demo_live import run_live
 from m2vae_training.demo_report import write_report
+
+from m2vae_ros.artifact import ArtifactError, load_model
 
 TRAIN_SECONDS = 600
 LIVE_SECONDS = 60
@@ -45,14 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     drop_t0, drop_t1 = LIVE_DROP
     train_drop = f"scan@{args.train_seconds * 0.4:g}:{args.train_seconds * 0.45:g}"
 
-    _step(out, "record training bag", bags / "train", "metadata.yaml", [
+    step = _Steps(out)
+    step("record training bag", bags / "train", "metadata.yaml", [
         "m2vae-sim", "--out", bags / "train", "--duration", args.train_seconds, "--seed", 1,
         "--no-points", "--drop", train_drop])
-    _step(out, "record unseen live bag", bags / "live", "metadata.yaml", [
+    step("record unseen live bag", bags / "live", "metadata.yaml", [
         "m2vae-sim", "--out", bags / "live", "--duration", args.live_seconds, "--seed", 7, "--no-points"])
-    _step(out, "train", out / "run", "model/model.yaml", [
-        "m2vae-train", "--bag", bags / "train", "--out", out / "run", "--epochs", args.epochs, "--seed", 0])
-    _step(out, "evaluate on the unseen bag", out / "eval", "metrics.json", [
+    step("train", out / "run", "model/model.yaml", [
+        "m2vae-train", "--bag", bags / "train", "--out", out / "run", "--epochs", args.epochs, "--seed", 0],
+        usable=_loadable_model)
+    step("evaluate on the unseen bag", out / "eval", "metrics.json", [
         "m2vae-eval", "--model", out / "run" / "model", "--bag", bags / "live", "--out", out / "eval"])
 
     _banner(f"live: fusion node + replay, LiDAR dead from {drop_t0:g} s to {drop_t1:g} s")
@@ -62,16 +68,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _step(out: Path, title: str, output: Path, done_file: str, command: list[object]) -> None:
-    """Run `command` unless the same command already completed `output` (it wrote `done_file`).
+class _Steps:
+    """The demo's steps, in order; a step is reused only while no step before it has run."""
 
-    Otherwise the old output goes first: the tools refuse to overwrite a bag or a run.
-    """
-    argv = [str(part) for part in command]
-    stamp = out / ".steps" / (title.replace(" ", "_") + ".json")
-    if (output / done_file).exists() and stamp.is_file() and json.loads(stamp.read_text()) == argv:
-        _banner(f"{title}: reused {output}")
-        return
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.ran = False
+
+    def __call__(self, title: str, output: Path, done_file: str, command: list[object],
+                 usable: Callable[[Path], bool] = lambda output: True) -> None:
+        """Run `command` unless the same command already completed `output` (it wrote `done_file`).
+
+        Reuse also needs `usable(output)`. Otherwise the old output goes first: the tools
+        refuse to overwrite a bag or a run.
+        """
+        argv = [str(part) for part in command]
+        stamp = self.out / ".steps" / (title.replace(" ", "_") + ".json")
+        done = (output / done_file).exists() and stamp.is_file() and json.loads(stamp.read_text()) == argv
+        if done and not self.ran and usable(output):
+            _banner(f"{title}: reused {output}")
+            return
+        self.ran = True
+        _run(title, output, argv, stamp)
+
+
+def _run(title: str, output: Path, argv: list[str], stamp: Path) -> None:
     _banner(title)
     print("$ " + shlex.join(argv), flush=True)
     for stale in (output, output.with_name(output.name + ".partial")):
@@ -83,6 +104,15 @@ def _step(out: Path, title: str, output: Path, done_file: str, command: list[obj
         raise SystemExit(f"demo: step '{title}' failed with exit code {result.returncode}")
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(argv))
+
+
+def _loadable_model(run: Path) -> bool:
+    try:
+        load_model(run / "model")
+    except ArtifactError as exc:
+        print(f"demo: retraining, the old model does not load: {exc}", flush=True)
+        return False
+    return True
 
 
 def _banner(text: str) -> None:
