@@ -10,13 +10,19 @@ seen in training, is scored with `m2vae-eval`. The table puts side by side, per 
   camera+LiDAR (target ≤ 1.5: the camera must carry the geometry into the latent);
 - training throughput with the data loader (Trainer.fit over the memory-mapped dataset)
   against the model alone (the same steps on one batch already on the device): a ratio
-  near 1 means the loader does not starve the model.
+  near 1 means the loader does not starve the model;
+- the supervised ceiling: the same feature extractors plus a linear layer, trained
+  with the labels (cross-entropy) for the same epochs on the same training samples and
+  scored on the same test samples. It bounds what the recordings let these networks
+  tell apart; the unsupervised latents' naive Bayes cannot be expected to beat it.
 
-    .venv/bin/python bench/train_eval.py [--minutes 4] [--epochs 10] [--device auto]
-                                         [--config config/train.yaml] [--out bench/out/train_eval]
+    .venv/bin/python bench/train_eval.py [--minutes 10] [--episode-seconds 5] [--epochs 10]
+                                         [--device auto] [--config config/train.yaml]
+                                         [--out bench/out/train_eval]
 
 `--minutes` is the total length of the training recordings (split over the two seeds);
-the test recording is a quarter of it (at least 30 s).
+the test recording is a quarter of it (at least 30 s). Every episode shows one object,
+so short episodes give the test score many independent objects rather than a few.
 """
 
 from __future__ import annotations
@@ -31,13 +37,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from m2vae_training import eval_cli, train_cli
-from m2vae_training.dataset import load_dataset
+from m2vae_training.dataset import PreparedDataset, load_dataset
+from m2vae_training.metrics import shape_of
+from torch import nn
 
 from m2vae_ros.artifact import load_model
 from m2vae_ros.inference import resolve_device
 from m2vae_ros.model import M2VAE
+from m2vae_ros.networks import build_extractor
 from m2vae_ros.sim import simulate
-from m2vae_ros.spec import OBJECTIVES
+from m2vae_ros.spec import OBJECTIVES, ModalitySpec
 from m2vae_ros.trainer import ArrayDataset, Trainer
 
 TRAIN_SEEDS, TEST_SEED = (1, 2), 7
@@ -47,7 +56,8 @@ WARMUP_STEPS = 2  # first steps allocate and tune kernels; left out of the model
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=4.0, help="training recording length (total)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training recording length (total)")
+    parser.add_argument("--episode-seconds", type=float, default=5.0, help="one object per episode")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
@@ -57,7 +67,7 @@ def main() -> int:
     args = parser.parse_args()
 
     shutil.rmtree(args.out, ignore_errors=True)
-    bags = record(args.out / "bags", args.minutes, args.image_size)
+    bags = record(args.out / "bags", args.minutes, args.image_size, args.episode_seconds)
     common = ["--bag", *map(str, bags["train"]), "--epochs", str(args.epochs),
               "--batch-size", str(args.batch_size), "--device", args.device, "--seed", "0",
               "--dataset-dir", str(args.out / "dataset")]
@@ -80,21 +90,82 @@ def main() -> int:
             "metrics": metrics,
             "throughput": throughput(run / "model", args.out / "dataset", args.batch_size, args.device),
         }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results, args))
+    ceiling = supervised_ceiling(load_dataset(args.out / "dataset"),
+                                 load_dataset(args.out / OBJECTIVES[0] / "eval" / "test_dataset"),
+                                 args.epochs, args.batch_size, args.device)
+    (args.out / "results.json").write_text(json.dumps({**results, "supervised": ceiling}, indent=2) + "\n")
+    print(table(results, ceiling, args))
     return 0
 
 
-def record(directory: Path, minutes: float, image_size: int) -> dict[str, list[Path] | Path]:
+def record(directory: Path, minutes: float, image_size: int,
+           episode_seconds: float) -> dict[str, list[Path] | Path]:
     """Training bags (seeds 1, 2) and the held-out test bag (seed 7)."""
     seconds, size = 60.0 * minutes, (image_size, image_size)
     train = []
     for seed in TRAIN_SEEDS:
         train.append(directory / f"train_seed{seed}")
-        simulate(train[-1], seconds / len(TRAIN_SEEDS), seed, image_size=size, points=False)
+        simulate(train[-1], seconds / len(TRAIN_SEEDS), seed, image_size=size, points=False,
+                 episode_seconds=episode_seconds)
     test = directory / f"test_seed{TEST_SEED}"
-    simulate(test, max(30.0, seconds / 4), TEST_SEED, image_size=size, points=False)
+    simulate(test, max(30.0, seconds / 4), TEST_SEED, image_size=size, points=False,
+             episode_seconds=episode_seconds)
     return {"train": train, "test": test}
+
+
+def supervised_ceiling(train: PreparedDataset, test: PreparedDataset, epochs: int, batch_size: int,
+                       device_request: str) -> dict[str, dict[str, float]]:
+    """Class and shape accuracy per subset of extractors trained with the labels (see the docstring)."""
+    device = torch.device(resolve_device(device_request)[0])
+    spec = train.spec
+    shapes = [shape_of(name) for name in test.class_names]
+    same_shape = torch.tensor([[a == b for b in shapes] for a in shapes])
+    result = {}
+    for bits in range(1, 1 << len(spec.modalities)):
+        members = [m for k, m in enumerate(spec.modalities) if bits >> k & 1]
+        torch.manual_seed(0)
+        classifier = _SupervisedClassifier(members, spec.feature_dim, len(train.class_names)).to(device)
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
+        rows, generator = _labelled_rows(train, members), np.random.default_rng(0)
+        for _ in range(epochs):
+            for batch in np.array_split(generator.permutation(rows), max(1, len(rows) // batch_size)):
+                batch = np.sort(batch)
+                target = torch.from_numpy(train.labels[batch]).to(device)
+                loss = nn.functional.cross_entropy(classifier(train, batch, device), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        rows = _labelled_rows(test, members)
+        with torch.inference_mode():
+            predicted = torch.cat([classifier(test, chunk, device).argmax(1).cpu()
+                                   for chunk in np.array_split(rows, max(1, len(rows) // 256))])
+        truth = torch.from_numpy(test.labels[rows])
+        result["+".join(m.name for m in members)] = {
+            "accuracy": float((predicted == truth).float().mean()),
+            "shape_accuracy": float(same_shape[predicted, truth].float().mean()),
+        }
+    return result
+
+
+class _SupervisedClassifier(nn.Module):
+    """The model's feature extractors for some modalities, concatenated, then one linear layer."""
+
+    def __init__(self, members: list[ModalitySpec], feature_dim: int, classes: int) -> None:
+        super().__init__()
+        self.names = [m.name for m in members]
+        self.extractors = nn.ModuleList(build_extractor(m, feature_dim) for m in members)
+        self.head = nn.Linear(feature_dim * len(members), classes)
+
+    def forward(self, data: PreparedDataset, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+        features = [extractor(torch.from_numpy(np.asarray(data.arrays[name][rows])).to(device))
+                    for extractor, name in zip(self.extractors, self.names, strict=True)]
+        return self.head(torch.relu(torch.cat(features, dim=1)))
+
+
+def _labelled_rows(data: PreparedDataset, members: list[ModalitySpec]) -> np.ndarray:
+    """Rows with a label where every one of `members` is available."""
+    present = data.available[:, [data.spec.names.index(m.name) for m in members]].all(axis=1)
+    return np.flatnonzero(present & (data.labels >= 0))
 
 
 def throughput(model_dir: Path, dataset_dir: Path, batch_size: int, device_request: str) -> dict[str, float]:
@@ -140,7 +211,7 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def table(results: dict, args: argparse.Namespace) -> str:
+def table(results: dict, ceiling: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     """Objectives side by side as a markdown table, with each target next to its row."""
     def lidar_error(subset: str):
         return lambda m: m["subsets"][subset]["recon_error"]["lidar"]
@@ -167,7 +238,7 @@ def table(results: dict, args: argparse.Namespace) -> str:
     first = results[objectives[0]]["metrics"]
     lines = [
         f"train: {args.minutes} min (seeds {TRAIN_SEEDS}), test: seed {TEST_SEED}, "
-        f"{first['samples']} test samples; "
+        f"{first['samples']} test samples, {args.episode_seconds:g} s episodes; "
         f"{args.epochs} epochs max, batch {args.batch_size}, device {args.device}, torch threads "
         f"{torch.get_num_threads()}",
         "",
@@ -179,6 +250,9 @@ def table(results: dict, args: argparse.Namespace) -> str:
     for title, key in speed:
         lines.append(_row(title, [results[o]["throughput"][key] for o in objectives]))
     lines.append(_row("training wall time (s)", [results[o]["train_seconds"] for o in objectives]))
+    lines += ["", "Supervised ceiling (same extractors + linear layer, trained with labels):", "",
+              "| subset | class accuracy | shape accuracy |", "|---|---|---|"]
+    lines += [f"| {name} | {c['accuracy']:.3f} | {c['shape_accuracy']:.3f} |" for name, c in ceiling.items()]
     return "\n".join(lines)
 
 
