@@ -1,0 +1,28 @@
+"""`make demo` reuses a finished step unless an earlier step ran or its output is unusable."""
+
+from pathlib import Path
+
+from m2vae_training.demo import _Steps
+
+
+def make_file(path: Path) -> list[object]:
+    """A step command: the venv's python writes `path`."""
+    code = f"import pathlib; p = pathlib.Path({str(path)!r}); p.parent.mkdir(parents=True); p.write_text('x')"
+    return ["python", "-c", code]
+
+
+def run_demo(out: Path, capsys, usable_b: bool = True) -> str:
+    steps = _Steps(out)
+    steps("first", out / "a", "done", make_file(out / "a" / "done"))
+    steps("second", out / "b", "done", make_file(out / "b" / "done"), usable=lambda _: usable_b)
+    return capsys.readouterr().out
+
+
+def test_finished_steps_are_reused_and_a_rerun_step_reruns_every_later_one(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert ": reused" not in run_demo(out, capsys)
+    assert run_demo(out, capsys).count(": reused") == 2
+    assert "=== second: reused" not in run_demo(out, capsys, usable_b=False)
+    (out / ".steps" / "first.json").write_text('["an older command"]')
+    printed = run_demo(out, capsys)
+    assert ": reused" not in printed and "=== second\n" in printed and (out / "b" / "done").exists()
