@@ -250,6 +250,13 @@ def test_reuse_when_unchanged_rebuild_when_bag_or_config_changes(tmp_path):
     assert first.manifest["reused"] is False
     again = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)
     assert again.manifest["reused"] is True
+    model_only = yaml.safe_load(config_path.read_text())
+    model_only["model"]["beta"] = 4.0
+    model_only["modalities"][0]["weight"] = 0.5
+    (tmp_path / "model_only.yaml").write_text(yaml.safe_dump(model_only))
+    retuned = build_dataset([bag], load_train_config(tmp_path / "model_only.yaml"), tmp_path / "o",
+                            progress=False)
+    assert retuned.manifest["reused"] is True, "model settings do not change the arrays"
     moved = load_train_config(config_path, {"lidar": "/other"})
     wider = build_dataset([bag], moved, tmp_path / "o", progress=False)
     assert wider.manifest["reused"] is False and wider.manifest["samples"]["by_subset"] == {"camera": 90}

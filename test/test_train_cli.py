@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from m2vae_training.callbacks import EarlyStopping
 from m2vae_training.checkpoint import load_checkpoint
 from m2vae_training.dataset import load_dataset
@@ -98,6 +99,23 @@ def test_cli_and_api_train_the_same_model_on_the_same_data_and_seed(inputs):
     cli_weights = artifact.model.state_dict()
     for key, value in vae.model.state_dict().items():
         assert torch.equal(value, cli_weights[key]), key
+
+
+def test_new_model_settings_reuse_the_dataset_and_reach_the_artifact(inputs):
+    main(_args(inputs, inputs["root"] / "first", "--epochs", "1"))  # the shared dataset exists
+    manifest = (inputs["dataset"] / "manifest.json").stat().st_mtime_ns
+    config = yaml.safe_load(inputs["config"].read_text())
+    config["model"]["beta"] = 3.0
+    config["modalities"][0]["weight"] = 0.7
+    (inputs["root"] / "retuned.yaml").write_text(yaml.safe_dump(config))
+    out = inputs["root"] / "retuned"
+    assert main([*_args(inputs, out, "--epochs", "1"), "--config", str(inputs["root"] / "retuned.yaml")]) == 0
+    artifact = load_model(out / "model")
+    assert artifact.metadata["provenance"]["dataset"]["directory"] == str(inputs["dataset"].resolve())
+    assert (inputs["dataset"] / "manifest.json").stat().st_mtime_ns == manifest
+    spec = artifact.spec
+    assert spec.beta == 3.0 and spec.modalities[0].weight == 0.7
+    assert spec.modalities[0].msg_type == "sensor_msgs/msg/Image"
 
 
 def test_resume_refuses_changed_settings(inputs, capsys):

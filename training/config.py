@@ -20,6 +20,7 @@ from m2vae_ros.spec import ModelSpec, SpecError
 
 SECTIONS = ("model", "modalities", "labels", "dataset", "training")
 DATASET_KEYS = ("slop", "timeout")
+DATA_FIELDS = ("name", "kind", "topic", "msg_type", "preprocess")  # of a modality, what its arrays depend on
 PACKAGE = "m2vae_ros"
 
 
@@ -45,9 +46,12 @@ class TrainConfig:
         return [round(float(timeouts.get(name, default)) * 1e9) for name in self.spec.names]
 
     def dataset_key(self) -> dict[str, Any]:
-        """The settings a prepared dataset depends on (training settings deliberately excluded)."""
+        """The settings a prepared dataset's arrays depend on: not the model, weights or training.
+
+        Changing β, a likelihood or the latent size must not rebuild an hour of recordings.
+        """
         return {
-            "spec": self.spec.to_dict(),
+            "modalities": [{k: m.to_dict()[k] for k in DATA_FIELDS} for m in self.spec.modalities],
             "labels_topic": self.labels_topic,
             "slop": self.slop,
             "timeout": self.timeout,

@@ -118,8 +118,12 @@ def _train(
     train_set = ArrayDataset(dataset.arrays, dataset.available, split.train)
     val_set = ArrayDataset(dataset.arrays, dataset.available, split.val) if len(split.val) else None
 
-    # --- model and trainer: the spec's sensors come from the dataset (message types filled in)
-    spec = dataclasses.replace(ModelSpec.from_dict(run["spec"]), modalities=dataset.spec.modalities)
+    # --- model and trainer: the run's spec, with each sensor's message type as the bags have it
+    spec = ModelSpec.from_dict(run["spec"])
+    found = {m.name: m.msg_type for m in dataset.spec.modalities}
+    spec = dataclasses.replace(
+        spec, modalities=tuple(dataclasses.replace(m, msg_type=found[m.name]) for m in spec.modalities)
+    )
     # Built by the in-memory API, so the CLI and MultimodalVAE(spec, seed=...).fit give the same model.
     model = MultimodalVAE(spec, seed=run["seed"]).model
     trainer = distributed.make_trainer(model, job, lr=run["lr"], device=device, seed=run["seed"])
