@@ -336,6 +336,7 @@ def test_config_defaults_overrides_and_strictness(tmp_path):
     ({"lidar": 2}, [500_000_000, 2_000_000_000]),
     ({"camera": 0.1, "lidar": 1.5}, [100_000_000, 1_500_000_000]),
     ({"radar": 1.0}, "unknown modalities"), (-1, "positive"), ({"lidar": "soon"}, "positive"),
+    ({}, "empty mapping"), (float("inf"), "finite"), (True, "positive"),
 ])
 def test_dataset_timeout_is_one_number_or_one_per_modality(tmp_path, timeout, expected):
     data = yaml.safe_load(small_config(tmp_path).read_text())

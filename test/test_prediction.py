@@ -52,8 +52,24 @@ def test_three_sensors_and_a_single_sensor():
     assert predict(single, [0]) == [set(range(len(single[0])))]
 
 
-def test_a_far_future_stamp_does_not_hold_messages_back_forever():
+def test_two_modalities_of_one_topic_are_decided_by_the_other_sensor():
+    camera, lidar = stream(30, 10, 3), stream(10, 10, 3, start_ms=25)
+    streams = [camera, camera.copy(), lidar]  # e.g. one PointCloud2 as a scan and a range image
+    predicted, exact = predict(streams, [2, 2, 1]), used(streams)
+    for k in range(3):
+        assert exact[k] <= predicted[k] and len(predicted[k]) <= len(exact[k]) + 3
+
+
+def test_a_glitched_future_stamp_neither_stalls_nor_floods_the_decodes():
+    camera, lidar = stream(30, 20, 3), stream(10, 20, 3, start_ms=25)
+    glitched = lidar.copy()
+    glitched[50] = 10**18  # one scan stamped 31 years ahead
     predictor: UsePredictor[int] = UsePredictor(SLOP, [TIMEOUT, TIMEOUT])
-    predictor.push(0, 10**18, -1)  # a broken clock: 31 years ahead
-    decided = [d for i in range(300) for d in predictor.push(1, i * 100 * MS, i)]
-    assert len(predictor.pending) <= MAX_PENDING and len(decided) >= 170
+    arrivals = sorted((int(t), k, j) for k, st in enumerate((camera, lidar)) for j, t in enumerate(st))
+    decisions = []
+    for _, k, j in arrivals:
+        decisions += predictor.push(k, int((camera, glitched)[k][j]), j)
+        assert len(predictor.pending) <= MAX_PENDING
+    decisions += predictor.finish()
+    decoded_frames = sum(1 for k, _, expected in decisions if k == 0 and expected)
+    assert decoded_frames < 0.5 * len(camera)

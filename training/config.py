@@ -10,6 +10,7 @@ typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,9 @@ class TrainConfig:
 
     def timeouts_ns(self) -> list[int]:
         """Each modality's silence timeout in ns, in configuration order (unlisted ones: 0.5 s)."""
-        timeouts = self.timeout if isinstance(self.timeout, Mapping) else {}
-        default = TrainConfig.timeout if timeouts else self.timeout
-        return [round(float(timeouts.get(name, default)) * 1e9) for name in self.spec.names]
+        if isinstance(self.timeout, Mapping):
+            return [round(self.timeout.get(name, TrainConfig.timeout) * 1e9) for name in self.spec.names]
+        return [round(self.timeout * 1e9)] * len(self.spec.names)
 
     def dataset_key(self) -> dict[str, Any]:
         """The settings a prepared dataset's arrays depend on: not the model, weights or training.
@@ -54,7 +55,7 @@ class TrainConfig:
             "modalities": [{k: m.to_dict()[k] for k in DATA_FIELDS} for m in self.spec.modalities],
             "labels_topic": self.labels_topic,
             "slop": self.slop,
-            "timeout": self.timeout,
+            "timeouts_ns": self.timeouts_ns(),
         }
 
 
@@ -112,6 +113,8 @@ def parse_timeout(value: Any, names: Sequence[str], where: str) -> float | dict[
     """``dataset.timeout`` as YAML gives it: seconds > 0, or a mapping of modality names to such."""
     if not isinstance(value, Mapping):
         return _positive_seconds(value, where)
+    if not value:
+        raise ConfigError(f"{where}: dataset.timeout is an empty mapping; give seconds or modality: seconds")
     unknown = sorted(set(value) - set(names))
     if unknown:
         raise ConfigError(f"{where}: dataset.timeout names unknown modalities {unknown}; known {list(names)}")
@@ -120,11 +123,11 @@ def parse_timeout(value: Any, names: Sequence[str], where: str) -> float | dict[
 
 def _positive_seconds(value: Any, where: str) -> float:
     try:
-        seconds = float(value)
+        seconds = float("nan") if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         seconds = float("nan")
-    if not seconds > 0:
-        raise ConfigError(f"{where}: dataset.timeout {value!r} is not a positive number of seconds")
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"{where}: dataset.timeout {value!r} is not a positive, finite number of seconds")
     return seconds
 
 

@@ -246,10 +246,14 @@ class _Spill:
         self.rows += 1
         return self.rows - 1
 
-    def read(self) -> list[np.ndarray]:
-        """The stored rows as memory maps: [tensors] or [tensors, masks]; closes the files for writing."""
+    def close(self) -> None:
+        """Stop writing (the rows written so far stay readable)."""
         for file in self.files:
             file.close()
+
+    def read(self) -> list[np.ndarray]:
+        """The stored rows as memory maps: [tensors] or [tensors, masks]."""
+        self.close()
         if self.rows == 0:
             return [np.zeros((0, *self.shape), dtype) for dtype in (np.float32, np.bool_)[: len(self.paths)]]
         return [np.memmap(path, dtype=dtype, mode="r", shape=(self.rows, *self.shape))
@@ -342,6 +346,8 @@ class _Builder:
                     indexes = [self._read(Path(bag)) for bag in bags]
             finally:
                 self.decoder.close()
+                for spill in self.spills:
+                    spill.close()
             total = sum(len(index.sync.stamps) for index in indexes)
             arrays = {f"x_{m.name}": self._allocate(f"x_{m.name}", np.float32, (total, *m.shape))
                       for m in self.spec.modalities}
@@ -473,10 +479,11 @@ class _Builder:
             hit = sources >= 0
             targets = [arrays[f"x_{modality.name}"]] + ([arrays[f"mask_{modality.name}"]] if modality.has_mask
                                                         else [])
-            for begin in range(0, int(hit.sum()), COPY_ROWS):
+            hit_rows, hit_sources = start + rows[hit], sources[hit]
+            for begin in range(0, len(hit_rows), COPY_ROWS):
                 chunk = slice(begin, begin + COPY_ROWS)
                 for target, source in zip(targets, spilled[k], strict=True):
-                    target[start + rows[hit][chunk]] = source[sources[hit][chunk]]
+                    target[hit_rows[chunk]] = source[hit_sources[chunk]]
             for row, ordinal in zip(rows[~hit], ordinals[~hit], strict=True):
                 missed[modality.topic][int(ordinal)].append((start + int(row), k))
         if missed:
@@ -504,8 +511,8 @@ class _Builder:
                         if decoded.mask is not None:
                             arrays[f"mask_{modalities[k].name}"][row] = decoded.mask
                 except CodecError as exc:
-                    raise DatasetError(f"{path}: {topic} message {ordinal} passed its check but "
-                                       f"not its decode ({exc}); was the bag modified?") from None
+                    raise DatasetError(f"{path}: {topic} message {ordinal} passed its check but does not "
+                                       f"decode: {exc}") from None
                 if not any(wanted.values()):
                     break
         missing = sum(len(v) for v in wanted.values())

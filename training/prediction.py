@@ -12,7 +12,11 @@ synchroniser would. A message is expected in a sample when
 - some other stream has no message within its timeout/2 of it: it may join a partial
   sample (`sync.live_sets` uses the same radius), or
 - for some other stream, it is the nearest of its stream to that stream's nearest
-  message, within `slop`: the pairing ApproximateTime makes in steady state.
+  message, within `slop`: the pairing ApproximateTime makes in steady state. (Some,
+  not every: with three or more sensors of different rates the chosen sets are not
+  always pairwise nearest, and a miss costs a second read while a surplus decode
+  costs a resize. A stream with the very same stamp, such as a second modality read
+  from the same topic, pairs trivially and does not count.)
 
 A wrong guess costs time, never correctness: the samples come from the exact offline
 synchronisation, a used message that was not decoded is fetched by a second pass over
@@ -28,15 +32,18 @@ from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 
-MAX_PENDING = 128  # messages held for their horizon; a bound for stamps far in the future
+MAX_PENDING = 128  # messages held at most, whatever the horizon: bounds the payload memory
+GLITCH_HORIZONS = 100  # a stamp this many horizons past the clock moves it only if its stream's next does too
 
 
 class UsePredictor(Generic[Item]):
     """Feed (stream, stamp, item) in reading order; get back (stream, item, expected_used) decisions.
 
-    An item is held until the newest stamp seen is `horizon` past its own (or until
-    `MAX_PENDING` are held), so the stamps around it have arrived even when one sensor's
-    messages are logged a little later than another's.
+    An item is held until the clock, the newest stamp seen, is `horizon` past its own
+    (or until `MAX_PENDING` are held), so the stamps around it have arrived even when
+    one sensor's messages are logged a little later than another's. A single stamp far
+    in the future (a sensor clock glitch) does not move the clock; two in a row from
+    one stream (a real jump) do.
     """
 
     def __init__(self, slop_ns: int, timeouts_ns: Sequence[int]) -> None:
@@ -48,17 +55,25 @@ class UsePredictor(Generic[Item]):
         self.recent: list[list[int]] = [[] for _ in timeouts_ns]  # sorted stamps near the pending ones
         self.pending: deque[tuple[int, int, Item]] = deque()  # (stamp, stream, item), reading order
         self.clock: int | None = None
+        self.last = [None] * self.streams  # each stream's previous stamp
 
     def push(self, stream: int, stamp: int, item: Item) -> list[tuple[int, Item, bool]]:
         """Add one message; returns the decisions that became possible."""
         bisect.insort(self.recent[stream], stamp)
         self.pending.append((stamp, stream, item))
-        self.clock = stamp if self.clock is None else max(self.clock, stamp)
+        self._advance_clock(stream, stamp)
         return self._decide(self.clock - self.horizon)
 
     def finish(self) -> list[tuple[int, Item, bool]]:
         """The end of the stream: decide everything still held."""
         return self._decide(None)
+
+    def _advance_clock(self, stream: int, stamp: int) -> None:
+        previous, self.last[stream] = self.last[stream], stamp
+        far = self.clock is not None and stamp - self.clock > GLITCH_HORIZONS * self.horizon
+        if far and (previous is None or previous - self.clock <= GLITCH_HORIZONS * self.horizon):
+            return
+        self.clock = stamp if self.clock is None else max(self.clock, stamp)
 
     def _decide(self, up_to: int | None) -> list[tuple[int, Item, bool]]:
         decisions = []
@@ -79,10 +94,9 @@ class UsePredictor(Generic[Item]):
         nearest = {j: self._nearest(j, stamp) for j in others}
         if any(n is None or abs(n - stamp) > self.radii[j] for j, n in nearest.items()):
             return True
-        return any(
-            abs(n - stamp) <= self.slop and self._nearest(stream, n) == stamp
-            for n in nearest.values()
-            if n is not None
+        partners = [n for n in nearest.values() if n is not None and n != stamp]
+        return not partners or any(
+            abs(n - stamp) <= self.slop and self._nearest(stream, n) == stamp for n in partners
         )
 
     def _nearest(self, stream: int, stamp: int) -> int | None:
