@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from m2vae_training import eval_cli, train_cli
 from m2vae_training.dataset import PreparedDataset, load_dataset
+from m2vae_training.evaluation import subset_present
 from m2vae_training.metrics import shape_of
 from torch import nn
 
@@ -47,6 +48,7 @@ from m2vae_ros.model import M2VAE
 from m2vae_ros.networks import build_extractor
 from m2vae_ros.sim import simulate
 from m2vae_ros.spec import OBJECTIVES, ModalitySpec
+from m2vae_ros.subsets import all_subsets, members, subset_name
 from m2vae_ros.trainer import ArrayDataset, Trainer
 
 TRAIN_SEEDS, TEST_SEED = (1, 2), 7
@@ -121,12 +123,12 @@ def supervised_ceiling(train: PreparedDataset, test: PreparedDataset, epochs: in
     shapes = [shape_of(name) for name in test.class_names]
     same_shape = torch.tensor([[a == b for b in shapes] for a in shapes])
     result = {}
-    for bits in range(1, 1 << len(spec.modalities)):
-        members = [m for k, m in enumerate(spec.modalities) if bits >> k & 1]
+    for subset in all_subsets(len(spec.modalities)):
+        modalities = [spec.modalities[k] for k in members(subset)]
         torch.manual_seed(0)
-        classifier = _SupervisedClassifier(members, spec.feature_dim, len(train.class_names)).to(device)
+        classifier = _SupervisedClassifier(modalities, spec.feature_dim, len(train.class_names)).to(device)
         optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
-        rows, generator = _labelled_rows(train, members), np.random.default_rng(0)
+        rows, generator = _labelled_rows(train, subset), np.random.default_rng(0)
         for _ in range(epochs):
             for batch in np.array_split(generator.permutation(rows), max(1, len(rows) // batch_size)):
                 batch = np.sort(batch)
@@ -135,12 +137,12 @@ def supervised_ceiling(train: PreparedDataset, test: PreparedDataset, epochs: in
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-        rows = _labelled_rows(test, members)
+        rows = _labelled_rows(test, subset)
         with torch.inference_mode():
             predicted = torch.cat([classifier(test, chunk, device).argmax(1).cpu()
                                    for chunk in np.array_split(rows, max(1, len(rows) // 256))])
         truth = torch.from_numpy(test.labels[rows])
-        result["+".join(m.name for m in members)] = {
+        result[subset_name(subset, spec.names)] = {
             "accuracy": float((predicted == truth).float().mean()),
             "shape_accuracy": float(same_shape[predicted, truth].float().mean()),
         }
@@ -162,10 +164,9 @@ class _SupervisedClassifier(nn.Module):
         return self.head(torch.relu(torch.cat(features, dim=1)))
 
 
-def _labelled_rows(data: PreparedDataset, members: list[ModalitySpec]) -> np.ndarray:
-    """Rows with a label where every one of `members` is available."""
-    present = data.available[:, [data.spec.names.index(m.name) for m in members]].all(axis=1)
-    return np.flatnonzero(present & (data.labels >= 0))
+def _labelled_rows(data: PreparedDataset, subset: int) -> np.ndarray:
+    """Rows with a label where every modality of `subset` is available."""
+    return np.flatnonzero(subset_present(data.available, subset) & (data.labels >= 0))
 
 
 def throughput(model_dir: Path, dataset_dir: Path, batch_size: int, device_request: str) -> dict[str, float]:

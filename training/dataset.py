@@ -264,6 +264,11 @@ class _Spill:
             path.unlink(missing_ok=True)
 
 
+def _targets(arrays: dict[str, np.ndarray], modality: ModalitySpec) -> list[np.ndarray]:
+    """A modality's dataset arrays: [tensors] or, for LiDAR kinds, [tensors, masks]."""
+    return [arrays[f"x_{modality.name}"]] + ([arrays[f"mask_{modality.name}"]] if modality.has_mask else [])
+
+
 @contextlib.contextmanager
 def _prompt_thread_switching() -> Iterator[None]:
     """Let a thread waiting for the GIL get it within 0.5 ms instead of Python's default 5 ms.
@@ -477,12 +482,10 @@ class _Builder:
             ordinals = index.ordinals[k][index.sync.indices[rows, k]]
             sources = np.array([index.spilled[k].get(int(o), -1) for o in ordinals], dtype=np.int64)
             hit = sources >= 0
-            targets = [arrays[f"x_{modality.name}"]] + ([arrays[f"mask_{modality.name}"]] if modality.has_mask
-                                                        else [])
             hit_rows, hit_sources = start + rows[hit], sources[hit]
             for begin in range(0, len(hit_rows), COPY_ROWS):
                 chunk = slice(begin, begin + COPY_ROWS)
-                for target, source in zip(targets, spilled[k], strict=True):
+                for target, source in zip(_targets(arrays, modality), spilled[k], strict=True):
                     target[hit_rows[chunk]] = source[hit_sources[chunk]]
             for row, ordinal in zip(rows[~hit], ordinals[~hit], strict=True):
                 missed[modality.topic][int(ordinal)].append((start + int(row), k))
@@ -507,9 +510,9 @@ class _Builder:
                     msg = bag.deserialize(raw, msgtype)
                     for row, k in targets:
                         decoded = decode_message(msg, modalities[k])
-                        arrays[f"x_{modalities[k].name}"][row] = decoded.tensor
-                        if decoded.mask is not None:
-                            arrays[f"mask_{modalities[k].name}"][row] = decoded.mask
+                        values = (decoded.tensor, decoded.mask)  # the mask only where the arrays have one
+                        for target, value in zip(_targets(arrays, modalities[k]), values, strict=False):
+                            target[row] = value
                 except CodecError as exc:
                     raise DatasetError(f"{path}: {topic} message {ordinal} passed its check but does not "
                                        f"decode: {exc}") from None
