@@ -17,12 +17,19 @@ seen in training, is scored with `m2vae-eval`. The table puts side by side, per 
   tell apart; the unsupervised latents' naive Bayes cannot be expected to beat it.
 
     .venv/bin/python bench/train_eval.py [--minutes 10] [--episode-seconds 5] [--epochs 10]
+                                         [--max-distance 2.5] [--look-away 0]
                                          [--device auto] [--config config/train.yaml]
                                          [--out bench/out/train_eval]
 
 `--minutes` is the total length of the training recordings (split over the two seeds);
 the test recording is a quarter of it (at least 30 s). Every episode shows one object,
 so short episodes give the test score many independent objects rather than a few.
+
+The recordings are an inspection (`m2vae-sim --max-distance 2.5 --look-away 0`): the
+object stays in the camera's view and within 2.5 m. A class accuracy target only means
+something where the sensor can see the class: in the default patrol the camera faces
+away from the object at 15 % of keyframes and, at 4 m, a 0.5 m object is 8 pixels and
+7 beams wide.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from m2vae_ros.inference import resolve_device
 from m2vae_ros.model import M2VAE
 from m2vae_ros.networks import build_extractor
 from m2vae_ros.sim import simulate
+from m2vae_ros.sim.world import Scenario
 from m2vae_ros.spec import OBJECTIVES, ModalitySpec
 from m2vae_ros.subsets import all_subsets, members, subset_name
 from m2vae_ros.trainer import ArrayDataset, Trainer
@@ -65,11 +73,14 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--config", type=Path, default=None, help="default: config/train.yaml")
     parser.add_argument("--image-size", type=int, default=64, help="simulated camera width = height")
+    parser.add_argument("--max-distance", type=float, default=2.5, help="m2vae-sim --max-distance")
+    parser.add_argument("--look-away", type=float, default=0.0, help="m2vae-sim --look-away")
     parser.add_argument("--out", type=Path, default=Path("bench/out/train_eval"))
     args = parser.parse_args()
 
     shutil.rmtree(args.out, ignore_errors=True)
-    bags = record(args.out / "bags", args.minutes, args.image_size, args.episode_seconds)
+    scenario = Scenario(max_distance=args.max_distance, look_away=args.look_away)
+    bags = record(args.out / "bags", args.minutes, args.image_size, args.episode_seconds, scenario)
     common = ["--bag", *map(str, bags["train"]), "--epochs", str(args.epochs),
               "--batch-size", str(args.batch_size), "--device", args.device, "--seed", "0",
               "--dataset-dir", str(args.out / "dataset")]
@@ -100,18 +111,18 @@ def main() -> int:
     return 0
 
 
-def record(directory: Path, minutes: float, image_size: int,
-           episode_seconds: float) -> dict[str, list[Path] | Path]:
+def record(directory: Path, minutes: float, image_size: int, episode_seconds: float,
+           scenario: Scenario) -> dict[str, list[Path] | Path]:
     """Training bags (seeds 1, 2) and the held-out test bag (seed 7)."""
     seconds, size = 60.0 * minutes, (image_size, image_size)
     train = []
     for seed in TRAIN_SEEDS:
         train.append(directory / f"train_seed{seed}")
         simulate(train[-1], seconds / len(TRAIN_SEEDS), seed, image_size=size, points=False,
-                 episode_seconds=episode_seconds)
+                 episode_seconds=episode_seconds, scenario=scenario)
     test = directory / f"test_seed{TEST_SEED}"
     simulate(test, max(30.0, seconds / 4), TEST_SEED, image_size=size, points=False,
-             episode_seconds=episode_seconds)
+             episode_seconds=episode_seconds, scenario=scenario)
     return {"train": train, "test": test}
 
 

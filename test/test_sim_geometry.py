@@ -10,7 +10,7 @@ import pytest
 from m2vae_ros.sim.camera import Camera
 from m2vae_ros.sim.lidar import OBJECT_INTENSITY, PlanarLidar, SpinningLidar
 from m2vae_ros.sim.world import (
-    MAX_DISTANCE,
+    IN_VIEW_BEARING,
     MIN_DISTANCE,
     OBJECT_CLASSES,
     OBJECT_HALF_WIDTH,
@@ -18,6 +18,7 @@ from m2vae_ros.sim.world import (
     ROBOT_MARGIN,
     Arena,
     Lighting,
+    Scenario,
     World,
     WorldState,
 )
@@ -42,8 +43,10 @@ def object_pixels(image: np.ndarray, cls) -> np.ndarray:
     return (g > r + 40) & (g > b + 40)
 
 
-def trajectory_states(seed: int = 4, seconds: float = 300.0) -> list[WorldState]:
-    world = World(seed)
+def trajectory_states(
+    seed: int = 4, seconds: float = 300.0, scenario: Scenario | None = None
+) -> list[WorldState]:
+    world = World(seed, scenario=scenario)
     return [world.state(t) for t in np.arange(0.0, seconds, 0.1)]
 
 
@@ -150,12 +153,32 @@ def test_trajectory_stays_in_the_arena_and_mostly_looks_at_the_object() -> None:
     assert np.all(robot >= ROBOT_MARGIN - 0.01) and np.all(robot <= 6.0 - ROBOT_MARGIN + 0.01)
     relative = np.array([s.object_in_robot_frame()[:2] for s in states])
     distance = np.hypot(relative[:, 0], relative[:, 1])
-    assert distance.min() >= MIN_DISTANCE - 1e-9 and distance.max() <= MAX_DISTANCE + 1e-9
+    assert distance.min() >= MIN_DISTANCE - 1e-9 and distance.max() <= Scenario().max_distance + 1e-9
     assert distance.max() - distance.min() > 2.5  # varied, not one orbit
     bearing = np.arctan2(relative[:, 1], relative[:, 0])
     in_view = np.abs(bearing) < math.radians(30)
     assert 0.6 < in_view.mean() < 0.98  # mostly facing it, sometimes not
     assert (bearing > 0.1).mean() > 0.15 and (bearing < -0.1).mean() > 0.15
+
+
+def test_an_inspection_keeps_the_object_near_and_in_view() -> None:
+    states = trajectory_states(scenario=Scenario(max_distance=2.5, look_away=0.0))
+    relative = np.array([s.object_in_robot_frame()[:2] for s in states])
+    distance = np.hypot(relative[:, 0], relative[:, 1])
+    assert distance.min() >= MIN_DISTANCE - 1e-9 and distance.max() <= 2.5 + 1e-9
+    assert distance.max() - distance.min() > 1.5
+    bearing = np.arctan2(relative[:, 1], relative[:, 0])
+    assert np.all(np.abs(bearing) <= IN_VIEW_BEARING + 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("max_distance", "look_away"), [(MIN_DISTANCE, 0.0), (4.5, 0.0), (2.0, -0.1), (2.0, 1.5)]
+)
+def test_scenario_rejects_unreachable_distances_and_non_probabilities(
+    max_distance: float, look_away: float
+) -> None:
+    with pytest.raises(ValueError, match=r"max_distance|look_away"):
+        Scenario(max_distance=max_distance, look_away=look_away)
 
 
 def test_trajectory_is_smooth_within_an_episode() -> None:

@@ -223,6 +223,9 @@ def test_cli_writes_a_bag_and_reports_errors(tmp_path: Path, capsys: pytest.Capt
     assert "duration" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--duration", "1", "--episode-seconds", "1"]) == 2
     assert "episode_seconds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "x"), "--duration", "1", "--look-away", "2"])
+    assert "look_away" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "y"), "--duration", "1", "--image-size", "64"])

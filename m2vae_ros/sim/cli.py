@@ -9,10 +9,16 @@ from pathlib import Path
 
 from m2vae_ros.sim.recorder import STORAGES, simulate
 from m2vae_ros.sim.timing import DropWindow, SimError
+from m2vae_ros.sim.world import Scenario
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        scenario = Scenario(max_distance=args.max_distance, look_away=args.look_away)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         drops = [window for text in args.drop for window in DropWindow.parse(text)]
         summary = simulate(
@@ -25,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             points=not args.no_points,
             image_size=args.image_size,
             episode_seconds=args.episode_seconds,
+            scenario=scenario,
             progress=True,
         )
     except SimError as exc:
@@ -62,6 +69,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--episode-seconds", type=float, default=15.0, help="seconds per object (class and pose), default 15"
+    )
+    parser.add_argument(
+        "--max-distance",
+        type=float,
+        default=Scenario.max_distance,
+        metavar="METRES",
+        help="farthest the robot gets from the object, default 4 (an inspection: 2.5)",
+    )
+    parser.add_argument(
+        "--look-away",
+        type=float,
+        default=Scenario.look_away,
+        metavar="P",
+        help="probability that the robot turns the object out of the camera's view at a keyframe, "
+        "default 0.15 (an inspection: 0)",
     )
     return parser
 

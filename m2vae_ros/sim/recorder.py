@@ -31,7 +31,7 @@ from m2vae_ros.sim import messages
 from m2vae_ros.sim.camera import Camera
 from m2vae_ros.sim.lidar import PlanarLidar, SpinningLidar
 from m2vae_ros.sim.timing import DropWindow, Frame, SimError, frames
-from m2vae_ros.sim.world import World
+from m2vae_ros.sim.world import Scenario, World
 
 CAMERA_RATE, LIDAR_RATE = 30.0, 10.0
 POINTS_PHASE = 0.025
@@ -91,6 +91,7 @@ class Simulation:
         points: bool = True,
         image_size: tuple[int, int] = (64, 64),
         episode_seconds: float = 15.0,
+        scenario: Scenario | None = None,
     ) -> None:
         if not (duration > 0 and math.isfinite(duration)):
             raise SimError(f"duration must be a positive number of seconds, got {duration}")
@@ -99,7 +100,7 @@ class Simulation:
         self.duration, self.seed, self.drops = duration, seed, tuple(drops)
         self.compressed, self.points = compressed, points
         try:
-            self.world = World(seed, episode_seconds=episode_seconds)
+            self.world = World(seed, episode_seconds=episode_seconds, scenario=scenario)
             self.camera = Camera(*image_size)
         except ValueError as exc:
             raise SimError(str(exc)) from None
@@ -177,6 +178,7 @@ def simulate(
     points: bool = True,
     image_size: tuple[int, int] = (64, 64),
     episode_seconds: float = 15.0,
+    scenario: Scenario | None = None,
     progress: bool = False,
 ) -> SimSummary:
     """Simulate `duration` seconds and write them as a rosbag2 recording at `out` (must not exist)."""
@@ -193,6 +195,7 @@ def simulate(
         points=points,
         image_size=image_size,
         episode_seconds=episode_seconds,
+        scenario=scenario,
     )
     staging = out.with_name(out.name + ".partial")
     try:

@@ -13,10 +13,16 @@ Episodes (``episode_seconds`` long, 15 s by default) each place one object at a 
 pose. Classes come in shuffled blocks of three, so any recording of 3·k episodes holds
 every class exactly k times. Within an episode the robot moves between keyframes
 (every ``KEYFRAME_SECONDS``) given in polar coordinates around the object — distance
-0.5–4 m, angle around the object — and the object's bearing in the robot frame is
+and angle around the object — and the object's bearing in the robot frame is
 keyframed as well: mostly inside the camera's field of view, sometimes far outside.
 Smoothstep interpolation between keyframes keeps position and heading smooth; every
 keyframe segment is checked to stay inside the arena.
+
+A `Scenario` sets how far the robot strays and how often it looks away. The default
+patrol (0.5–4 m, looks away at 15 % of keyframes) gives the camera moments without the
+object, which is what the fusion demo is about; an inspection (e.g. ≤ 2.5 m, never
+looking away) keeps the object resolvable by both sensors, which is what a
+classification benchmark needs.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ CLASS_STREAM = 0
 EPISODE_STREAM = 1
 KEYFRAME_SECONDS = 2.5
 OBJECT_HEIGHT = 0.5
-OBJECT_HALF_WIDTH = 0.15  # cylinder radius, half the box side
+# Cylinder radius, half the box side: a 0.5 m bin or barrel spans 16 beams of a 1° scan at
+# 1.8 m, enough for its outline (arc vs. straight faces) to stand out of 1 cm range noise.
+OBJECT_HALF_WIDTH = 0.25
 ROBOT_MARGIN = 0.3  # keep the robot centre this far from the walls
 OBJECT_MARGIN = 1.0  # and the object this far, so the robot can circle it
-MIN_DISTANCE, MAX_DISTANCE = 0.5, 4.0
+MIN_DISTANCE = 0.6  # robot centre to object centre; keeps the camera from touching the object
 IN_VIEW_BEARING = 0.35  # rad; the default camera sees ±0.52 rad
-LOOK_AWAY_PROBABILITY = 0.15
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,25 @@ OBJECT_CLASSES = (
     ObjectClass(1, "red_box", "box", (0.80, 0.08, 0.06)),
     ObjectClass(2, "green_cylinder", "cylinder", (0.10, 0.65, 0.12)),
 )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How the robot watches each episode's object.
+
+    `max_distance` bounds the robot's distance to the object (from MIN_DISTANCE);
+    `look_away` is the probability that a keyframe turns the object out of the
+    camera's view (bearing 0.8–2.5 rad) instead of inside it (±IN_VIEW_BEARING).
+    """
+
+    max_distance: float = 4.0
+    look_away: float = 0.15
+
+    def __post_init__(self) -> None:
+        if not MIN_DISTANCE < self.max_distance <= 4.0:
+            raise ValueError(f"max_distance must be in ({MIN_DISTANCE}, 4] m, got {self.max_distance}")
+        if not 0.0 <= self.look_away <= 1.0:
+            raise ValueError(f"look_away must be a probability in [0, 1], got {self.look_away}")
 
 
 @dataclass(frozen=True)
@@ -109,13 +135,21 @@ class _Episode:
 class World:
     """Deterministic arena scenario: ``state(t)`` for any t ≥ 0 seconds from the start."""
 
-    def __init__(self, seed: int, *, episode_seconds: float = 15.0, arena: Arena | None = None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        episode_seconds: float = 15.0,
+        scenario: Scenario | None = None,
+        arena: Arena | None = None,
+    ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be ≥ 0, got {seed}")
         if not episode_seconds >= KEYFRAME_SECONDS:
             raise ValueError(f"episode_seconds must be ≥ {KEYFRAME_SECONDS}, got {episode_seconds}")
         self.seed = seed
         self.episode_seconds = episode_seconds
+        self.scenario = scenario or Scenario()
         self.arena = arena or Arena()
         self._keyframes = math.ceil(episode_seconds / KEYFRAME_SECONDS) + 1
         self._episode = lru_cache(maxsize=4)(self._make_episode)
@@ -152,7 +186,7 @@ class World:
         distance, angle = self._polar_keyframes(rng, (ox, oy))
         in_view = rng.uniform(-IN_VIEW_BEARING, IN_VIEW_BEARING, self._keyframes)
         away = rng.choice([-1.0, 1.0], self._keyframes) * rng.uniform(0.8, 2.5, self._keyframes)
-        bearing = np.where(rng.random(self._keyframes) < LOOK_AWAY_PROBABILITY, away, in_view)
+        bearing = np.where(rng.random(self._keyframes) < self.scenario.look_away, away, in_view)
         return _Episode(
             OBJECT_CLASSES[block[index % 3]], (ox, oy), object_yaw, lighting, distance, angle, bearing
         )
@@ -164,14 +198,14 @@ class World:
         distance = [0.0] * self._keyframes
         angle = [0.0] * self._keyframes
         while True:
-            distance[0] = float(rng.uniform(MIN_DISTANCE, MAX_DISTANCE))
+            distance[0] = float(rng.uniform(MIN_DISTANCE, self.scenario.max_distance))
             angle[0] = float(rng.uniform(-math.pi, math.pi))
             if self._segment_inside(centre, distance[0], angle[0], distance[0], angle[0]):
                 break
         for k in range(1, self._keyframes):
             distance[k], angle[k] = distance[k - 1], angle[k - 1]  # stand still if nothing fits
             for _ in range(100):
-                d = float(rng.uniform(MIN_DISTANCE, MAX_DISTANCE))
+                d = float(rng.uniform(MIN_DISTANCE, self.scenario.max_distance))
                 # At most ~1.5 m of arc per keyframe: a small robot, not a race car.
                 step = min(1.2, 1.5 / max(d, distance[k - 1]))
                 a = angle[k - 1] + float(rng.uniform(-step, step))
