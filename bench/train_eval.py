@@ -53,8 +53,7 @@ from m2vae_ros.artifact import load_model
 from m2vae_ros.inference import resolve_device
 from m2vae_ros.model import M2VAE
 from m2vae_ros.networks import build_extractor
-from m2vae_ros.sim import simulate
-from m2vae_ros.sim.world import Scenario
+from m2vae_ros.sim import Scenario, simulate
 from m2vae_ros.spec import OBJECTIVES, ModalitySpec
 from m2vae_ros.subsets import all_subsets, members, subset_name
 from m2vae_ros.trainer import ArrayDataset, Trainer

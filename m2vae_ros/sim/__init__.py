@@ -1,7 +1,8 @@
 """Deterministic simulated arena (camera, planar LiDAR, 3-D LiDAR) written as rosbag2 recordings.
 
-A robot in a walled 6 m × 6 m arena looks at one object per episode — red cylinder,
-red box or green cylinder (the M²VAE paper's setting) — and records, by default:
+A robot in a walled 6 m × 6 m arena looks at one 0.5 m object per episode — red
+cylinder, red box or green cylinder (the M²VAE paper's setting) — on a patrol or an
+inspection (`Scenario`), and records, by default:
 
 | topic | type | frame | rate |
 | --- | --- | --- | --- |
@@ -18,5 +19,6 @@ jitter, latency, dropouts), messages (rosbags objects), recorder (`simulate`), c
 
 from m2vae_ros.sim.recorder import SimSummary, Simulation, simulate
 from m2vae_ros.sim.timing import DropWindow, SimError
+from m2vae_ros.sim.world import Scenario
 
-__all__ = ["DropWindow", "SimError", "SimSummary", "Simulation", "simulate"]
+__all__ = ["DropWindow", "Scenario", "SimError", "SimSummary", "Simulation", "simulate"]
