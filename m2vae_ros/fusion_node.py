@@ -37,6 +37,7 @@ from m2vae_ros.artifact import ArtifactError, load_model
 from m2vae_ros.codec import CodecError, Decoded, decode_message, reconstruction_message
 from m2vae_ros.fusion_diagnostics import NO_MODALITIES, InferenceStats, inference_status, modality_status
 from m2vae_ros.fusion_params import StartupError, declare_modality_params, declare_node_params
+from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.inference import LatentFusion, resolve_device
 from m2vae_ros.latent_msg import latent_image
 from m2vae_ros.liveness import NS_PER_S, ModalityLiveness
@@ -48,7 +49,6 @@ NODE_NAME = "m2vae_fusion"
 LIVENESS_CHECK_PERIOD_S = 0.05
 DIAGNOSTICS_PERIOD_S = 1.0
 WARN_THROTTLE_S = 5.0
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class FusionNode(Node):
@@ -229,13 +229,12 @@ def main(args: list[str] | None = None) -> int:
         print(f"m2vae-fusion: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    # The executor thread and the inference worker share the GIL; Python's default 5 ms
-    # switch interval would let a busy callback hold a woken worker back by that long.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        # The executor thread and the inference worker share the GIL (see gil.py).
+        with prompt_thread_switching():
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ from m2vae_training.sync import SyncResult, synchronize
 from tqdm import tqdm
 
 from m2vae_ros.codec import CodecError, Decoded, check_message, decode_message, stamp_ns
+from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.spec import ModalitySpec, ModelSpec, SpecError
 from m2vae_ros.subsets import subset_name
 
@@ -269,21 +270,6 @@ def _targets(arrays: dict[str, np.ndarray], modality: ModalitySpec) -> list[np.n
     return [arrays[f"x_{modality.name}"]] + ([arrays[f"mask_{modality.name}"]] if modality.has_mask else [])
 
 
-@contextlib.contextmanager
-def _prompt_thread_switching() -> Iterator[None]:
-    """Let a thread waiting for the GIL get it within 0.5 ms instead of Python's default 5 ms.
-
-    The decode thread takes the GIL back after every resize; with the default interval it
-    waited up to 5 ms each time for the reading thread, and a build took 10 % longer.
-    """
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, 0.0005))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
-
-
 class _DecodeThread:
     """Decodes messages into their modality's spill on one worker thread, in submission order.
 
@@ -347,7 +333,7 @@ class _Builder:
         names = self.spec.names
         with self.bar:
             try:
-                with _prompt_thread_switching():
+                with prompt_thread_switching():
                     indexes = [self._read(Path(bag)) for bag in bags]
             finally:
                 self.decoder.close()
