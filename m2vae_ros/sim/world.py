@@ -19,7 +19,7 @@ Smoothstep interpolation between keyframes keeps position and heading smooth; ev
 keyframe segment is checked to stay inside the arena.
 
 A `Scenario` sets how far the robot strays and how often it looks away. The default
-patrol (0.5–4 m, looks away at 15 % of keyframes) gives the camera moments without the
+patrol (0.6–4 m, looks away at 15 % of keyframes) gives the camera moments without the
 object, which is what the fusion demo is about; an inspection (e.g. ≤ 2.5 m, never
 looking away) keeps the object resolvable by both sensors, which is what a
 classification benchmark needs.
@@ -43,6 +43,7 @@ OBJECT_HALF_WIDTH = 0.25
 ROBOT_MARGIN = 0.3  # keep the robot centre this far from the walls
 OBJECT_MARGIN = 1.0  # and the object this far, so the robot can circle it
 MIN_DISTANCE = 0.6  # robot centre to object centre; keeps the camera from touching the object
+MAX_DISTANCE = 4.0  # the 6 m arena's reach: farther keyframes seldom fit inside it
 IN_VIEW_BEARING = 0.35  # rad; the default camera sees ±0.52 rad
 
 
@@ -72,12 +73,14 @@ class Scenario:
     camera's view (bearing 0.8–2.5 rad) instead of inside it (±IN_VIEW_BEARING).
     """
 
-    max_distance: float = 4.0
+    max_distance: float = MAX_DISTANCE
     look_away: float = 0.15
 
     def __post_init__(self) -> None:
-        if not MIN_DISTANCE < self.max_distance <= 4.0:
-            raise ValueError(f"max_distance must be in ({MIN_DISTANCE}, 4] m, got {self.max_distance}")
+        if not MIN_DISTANCE < self.max_distance <= MAX_DISTANCE:
+            raise ValueError(
+                f"max_distance must be in ({MIN_DISTANCE}, {MAX_DISTANCE}] m, got {self.max_distance}"
+            )
         if not 0.0 <= self.look_away <= 1.0:
             raise ValueError(f"look_away must be a probability in [0, 1], got {self.look_away}")
 
