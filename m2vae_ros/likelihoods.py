@@ -3,11 +3,7 @@
 Decoders output unconstrained values; the likelihood decides what they mean. For
 gaussian/laplace the mean of an image, scan or range image lives in [0, 1] (the codec's
 value range), so it is the sigmoid of the raw output; a vector's mean is the raw output.
-For bernoulli the raw output is the logit. For gaussian_heteroscedastic the decoder
-outputs twice the channels: the mean's raw values, then a per-element log-std offset
-from log(scale). A per-element std lets the model be sure where the data are
-predictable (a near object's LiDAR returns, 1 cm noise) and unsure where they are not
-(far walls whose range swings with the pose). Every log-likelihood is summed over a
+For bernoulli the raw output is the logit. Every log-likelihood is summed over a
 sample's elements and multiplied by `ModalitySpec.weight`, so one large modality cannot
 drown the others.
 """
@@ -43,8 +39,6 @@ class Likelihood(nn.Module):
 
     def mean(self, raw: Tensor) -> Tensor:
         """The reconstruction mean (probabilities for bernoulli) from the decoder's raw output."""
-        if self.kind == "gaussian_heteroscedastic":
-            raw = raw.chunk(2, dim=1)[0]
         if self.kind == "bernoulli" or self.bounded:
             return torch.sigmoid(raw)
         return raw
@@ -64,9 +58,6 @@ class Likelihood(nn.Module):
         return self.weight * elementwise.flatten(1).sum(1)
 
     def _log_scale(self, raw: Tensor) -> Tensor:
-        if self.kind == "gaussian_heteroscedastic":
-            offset = raw.chunk(2, dim=1)[1]
-            return (math.log(self.scale) + offset).clamp(_LOG_SCALE_MIN, _LOG_SCALE_MAX)
         if self.kind == "gaussian_learned":
             return self.log_scale.clamp(_LOG_SCALE_MIN, _LOG_SCALE_MAX)
         return raw.new_tensor(math.log(self.scale))

@@ -3,8 +3,7 @@
 Every extractor maps a batch ``[B, *shape]`` to ``[B, feature_dim]`` and ends in a
 LayerNorm, so the fusion heads see features of a fixed scale however extreme the input
 (a saturated camera, a 1e6 reading): the posteriors stay finite. Every decoder maps
-``[B, latent_dim]`` to the raw (pre-likelihood) output ``[B, *decoder_shape]``: the
-modality's shape, with twice the channels where the likelihood needs a per-element std.
+``[B, latent_dim]`` to the raw (pre-likelihood) output ``[B, *shape]``.
 
 Scans and range images wrap around in azimuth, so their 1-D convolutions run along the
 beam/bin axis with circular padding: the beam at −π is the neighbour of the beam at +π.
@@ -49,10 +48,10 @@ def build_decoder(spec: ModalitySpec, latent_dim: int) -> nn.Module:
     """The decoder for one modality: the extractor's depth, its widths as `decoder_widths` gives them."""
     hidden = spec.hidden or DEFAULT_HIDDEN[spec.kind]
     if spec.kind == "image":
-        return ImageDecoder(spec.decoder_shape, decoder_widths(hidden), latent_dim)
+        return ImageDecoder(spec.shape, decoder_widths(hidden), latent_dim)
     if spec.kind in ("scan", "range_image"):
-        return CircularDecoder(spec.decoder_shape, decoder_widths(hidden), latent_dim)
-    return MLPDecoder(spec.decoder_shape[0], tuple(reversed(hidden)), latent_dim)
+        return CircularDecoder(spec.shape, decoder_widths(hidden), latent_dim)
+    return MLPDecoder(spec.shape[0], tuple(reversed(hidden)), latent_dim)
 
 
 def decoder_widths(hidden: Sequence[int]) -> tuple[int, ...]:

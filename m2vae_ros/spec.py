@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 KINDS = ("image", "scan", "range_image", "vector")
-LIKELIHOODS = ("gaussian", "gaussian_learned", "gaussian_heteroscedastic", "laplace", "bernoulli")
+LIKELIHOODS = ("gaussian", "gaussian_learned", "laplace", "bernoulli")
 OBJECTIVES = ("m2vae", "jmvae", "mvae")
 
 
@@ -92,8 +92,7 @@ class ModalitySpec:
 
     `weight` scales the modality's log-likelihood so a 12,288-pixel image does not
     drown a 360-beam scan. `scale` is the fixed std (gaussian), the initial std
-    (gaussian_learned), the std the decoder's per-element log-std is added to
-    (gaussian_heteroscedastic) or the Laplace b; it is unused for bernoulli. `hidden` sets the
+    (gaussian_learned) or the Laplace b; it is unused for bernoulli. `hidden` sets the
     network widths (conv channels for image/scan/range_image, MLP widths for vector);
     empty means the kind's default.
     """
@@ -131,14 +130,6 @@ class ModalitySpec:
         if isinstance(p, RangeImagePreprocess):
             return (2 if p.intensity else 1, p.rings, p.bins)
         return (p.dim,)
-
-    @property
-    def decoder_shape(self) -> tuple[int, ...]:
-        """Per-sample shape of the decoder's raw output: `shape`, with the channels doubled
-        when the likelihood takes a per-element log-std beside the mean."""
-        if self.likelihood != "gaussian_heteroscedastic":
-            return self.shape
-        return (2 * self.shape[0], *self.shape[1:])
 
     @property
     def has_mask(self) -> bool:

@@ -161,40 +161,6 @@ def test_bounded_kinds_use_a_sigmoid_mean_and_the_learned_scale_trains():
     assert learned.log_scale.grad.item() != 0
 
 
-def test_heteroscedastic_gaussian_reads_a_per_element_std_from_the_second_half_of_the_channels():
-    mean_raw, offset = torch.randn(2, 1, 4), torch.randn(2, 1, 4)
-    x = torch.rand(2, 1, 4)
-    scan = likelihood("gaussian_heteroscedastic", kind="scan", scale=0.05)
-    raw = torch.cat([mean_raw, offset], dim=1)
-    std = 0.05 * torch.exp(offset)
-    expected = 2.0 * torch.distributions.Normal(torch.sigmoid(mean_raw), std).log_prob(x).flatten(1).sum(1)
-    torch.testing.assert_close(scan.log_prob(raw, x), expected)
-    torch.testing.assert_close(scan.mean(raw), torch.sigmoid(mean_raw))
-    # a std far below the bound is clamped: the density stays finite however sure the decoder is
-    huge = scan.log_prob(torch.cat([mean_raw, torch.full_like(offset, -100.0)], dim=1), x)
-    assert torch.isfinite(huge).all()
-
-
-def test_heteroscedastic_decoders_output_twice_the_channels_and_decode_to_the_modality_shape():
-    spec = ModelSpec(
-        (
-            ModalitySpec("cam", "image", ImagePreprocess(12, 10, 3), likelihood="gaussian_heteroscedastic",
-                         hidden=(4, 8)),
-            ModalitySpec("scan", "scan", ScanPreprocess(beams=30), likelihood="gaussian_heteroscedastic",
-                         hidden=(4, 8)),
-            ModalitySpec("imu", "vector", VectorPreprocess(5), likelihood="gaussian_heteroscedastic",
-                         hidden=(8,)),
-        ),
-        latent_dim=3, feature_dim=8, head_hidden=8,
-    )
-    model = model_for(spec)
-    z = torch.randn(2, 3)
-    for m in spec.modalities:
-        assert tuple(model.decoders[str(model.index(m.name))](z).shape[1:]) == m.decoder_shape
-        assert m.decoder_shape[0] == 2 * m.shape[0]
-        assert tuple(model.decode(z, m.name).shape[1:]) == m.shape
-
-
 def test_circular_upsample_wraps_around_the_ring():
     torch.manual_seed(0)
     upsample = CircularUpsample(3, 2)
