@@ -42,6 +42,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -138,16 +139,16 @@ def supervised_ceiling(train: PreparedDataset, test: PreparedDataset, epochs: in
     shapes = [shape_of(name) for name in test.class_names]
     same_shape = torch.tensor([[a == b for b in shapes] for a in shapes])
     scans = [m for m in spec.modalities if m.kind == "scan"]
+
+    def cross_entropy(out: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return nn.functional.cross_entropy(out, _tensor(train.labels[rows], out.device))
+
     result = {}
     for subset in all_subsets(len(spec.modalities)):
         inputs = [spec.modalities[k] for k in members(subset)]
-        head = nn.Linear(spec.feature_dim * len(inputs), len(train.class_names))
-
-        def cross_entropy(out: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-            return nn.functional.cross_entropy(out, _tensor(train.labels[rows], out))
-
-        classifier = _fit(_Supervised(inputs, spec.feature_dim, head), cross_entropy, train,
-                          _labelled_rows(train, subset), epochs, batch_size, device)
+        build = partial(_classifier, inputs, spec.feature_dim, len(train.class_names))
+        rows = _labelled_rows(train, subset)
+        classifier = _fit(build, cross_entropy, train, rows, epochs, batch_size, device)
         rows = _labelled_rows(test, subset)
         predicted = torch.cat([out.argmax(1).cpu() for out in _predict(classifier, test, rows, device)])
         truth = torch.from_numpy(test.labels[rows])
@@ -170,14 +171,13 @@ def _imputation_ceiling(train: PreparedDataset, test: PreparedDataset, inputs: l
     """
     spec = train.spec
     likelihood = Likelihood(target)
-    bottleneck = nn.Sequential(nn.Linear(spec.feature_dim * len(inputs), spec.latent_dim),
-                               build_decoder(target, spec.latent_dim))
 
     def squared_error(out: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-        return nn.functional.mse_loss(likelihood.mean(out), _tensor(train.arrays[target.name][rows], out))
+        target_values = _tensor(train.arrays[target.name][rows], out.device)
+        return nn.functional.mse_loss(likelihood.mean(out), target_values)
 
-    regressor = _fit(_Supervised(inputs, spec.feature_dim, bottleneck), squared_error, train,
-                     _labelled_rows(train, subset), epochs, batch_size, device)
+    build = partial(_regressor, inputs, spec.feature_dim, spec.latent_dim, target)
+    regressor = _fit(build, squared_error, train, _labelled_rows(train, subset), epochs, batch_size, device)
     error, rows = ReconstructionError(target), _labelled_rows(test, subset)
     for chunk, out in zip(_chunks(rows), _predict(regressor, test, rows, device), strict=True):
         error.add(likelihood.mean(out).cpu().numpy(), np.asarray(test.arrays[target.name][chunk]),
@@ -195,19 +195,33 @@ class _Supervised(nn.Module):
         self.head = head
 
     def forward(self, data: PreparedDataset, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-        features = [extractor(_tensor(data.arrays[name][rows], device=device))
+        features = [extractor(_tensor(data.arrays[name][rows], device))
                     for extractor, name in zip(self.extractors, self.names, strict=True)]
         return self.head(torch.relu(torch.cat(features, dim=1)))
+
+
+def _classifier(inputs: list[ModalitySpec], feature_dim: int, classes: int) -> _Supervised:
+    return _Supervised(inputs, feature_dim, nn.Linear(feature_dim * len(inputs), classes))
+
+
+def _regressor(inputs: list[ModalitySpec], feature_dim: int, latent_dim: int,
+               target: ModalitySpec) -> _Supervised:
+    """Features → a latent_dim linear bottleneck → the model's decoder for `target` (raw output)."""
+    bottleneck = nn.Linear(feature_dim * len(inputs), latent_dim)
+    return _Supervised(inputs, feature_dim, nn.Sequential(bottleneck, build_decoder(target, latent_dim)))
 
 
 Loss = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (module output, batch rows) → scalar
 
 
-def _fit(module: _Supervised, loss_fn: Loss, data: PreparedDataset, rows: np.ndarray, epochs: int,
-         batch_size: int, device: torch.device) -> _Supervised:
-    """Adam (lr 1e-3) on `loss_fn(output, batch rows)` for `epochs` shuffled passes over `rows`."""
+def _fit(build: Callable[[], _Supervised], loss_fn: Loss, data: PreparedDataset, rows: np.ndarray,
+         epochs: int, batch_size: int, device: torch.device) -> _Supervised:
+    """Adam (lr 1e-3) on `loss_fn(output, batch rows)` for `epochs` shuffled passes over `rows`.
+
+    The module is built after seeding, so its initial weights do not depend on what ran before.
+    """
     torch.manual_seed(0)
-    module = module.to(device)
+    module = build().to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
     generator = np.random.default_rng(0)
     for _ in range(epochs):
@@ -232,8 +246,8 @@ def _predict(module: _Supervised, data: PreparedDataset, rows: np.ndarray,
             yield module(data, chunk, device)
 
 
-def _tensor(values, like: torch.Tensor | None = None, device: torch.device | None = None) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(values)).to(like.device if like is not None else device)
+def _tensor(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(values)).to(device)
 
 
 def _labelled_rows(data: PreparedDataset, subset: int) -> np.ndarray:
