@@ -18,7 +18,7 @@ seen in training, is scored with `m2vae-eval`. The table puts side by side, per 
   Beside it, per subset, the LiDAR regressed (squared error) through a latent-sized
   linear bottleneck and the model's own scan decoder: what these networks can impute.
 
-    .venv/bin/python bench/train_eval.py [--minutes 40] [--episode-seconds 5] [--epochs 6]
+    .venv/bin/python bench/train_eval.py [--minutes 40] [--episode-seconds 5] [--epochs 30]
                                          [--max-distance 2.5] [--look-away 0]
                                          [--device auto] [--config config/train.yaml]
                                          [--out bench/out/train_eval]
@@ -72,7 +72,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=40.0, help="training recording length (total)")
     parser.add_argument("--episode-seconds", type=float, default=5.0, help="one object per episode")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=30, help="as config/train.yaml ships")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--config", type=Path, default=None, help="default: config/train.yaml")
