@@ -12,8 +12,6 @@ YAML rejects, never a YAML that vouches for the wrong weights.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 import m2vae_ros
+from m2vae_ros.atomic import write_atomic
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ModelSpec, SpecError
 
@@ -92,20 +91,6 @@ def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
     _check_tensors(model.state_dict(), tensors, weights_path)
     model.load_state_dict(tensors)
     return LoadedModel(model=model.to(device).eval(), spec=spec, metadata=metadata)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file next to `path`, fsync it, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from m2vae_ros.artifact import ArtifactError, load_model
-from m2vae_ros.codec import CodecError, Decoded, decode_message, reconstruction_message
+from m2vae_ros.codec import CodecError, Decoded, decode_message, reconstruction_message, require_decodable
 from m2vae_ros.fusion_diagnostics import NO_MODALITIES, InferenceStats, inference_status, modality_status
 from m2vae_ros.fusion_params import StartupError, declare_modality_params, declare_node_params
 from m2vae_ros.gil import prompt_thread_switching
@@ -95,11 +95,15 @@ class FusionNode(Node):
         for modality in self.spec.modalities:
             topic = self.modality_params[modality.name].topic
             try:
-                msg_class = message_class(modality_message_type(modality))
+                msg_type = modality_message_type(modality)
+                require_decodable(modality, msg_type)
+                msg_class = message_class(msg_type)
                 callback = partial(self._on_message, modality.name)
                 self.create_subscription(msg_class, topic, callback, sensor_qos(self.params.reliability))
             except MessageTypeError as exc:
                 raise StartupError(str(exc)) from None
+            except CodecError as exc:
+                raise StartupError(exc.detail) from None
             except InvalidTopicNameException:
                 raise StartupError(f"modality {modality.name!r}: invalid topic name {topic!r}") from None
 

@@ -9,7 +9,6 @@ rather than a silently ignored setting.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +16,10 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
+from m2vae_ros.inference import DEVICE_PATTERN
 from m2vae_ros.qos import RELIABILITIES
 from m2vae_ros.spec import ModelSpec
 
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 MODALITY_PREFIX = "modalities"
 DEFAULT_TIMEOUT_S = 0.5
 

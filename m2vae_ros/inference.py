@@ -6,6 +6,7 @@ the benchmark can time the same forward pass in-process.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,8 @@ import torch
 
 from m2vae_ros.spec import ModelSpec
 from m2vae_ros.subsets import members
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,12 @@ class Posterior:
 
 
 def resolve_device(requested: str) -> tuple[str, str | None]:
-    """`auto`/`cpu`/`cuda[:i]` → a usable torch device, plus a warning when CUDA had to be replaced."""
+    """`auto`/`cpu`/`cuda[:i]` → a usable torch device, plus a warning when CUDA had to be replaced.
+
+    Raises ValueError for anything else, so `gpu` or `cudaX` is one clear line, not a torch traceback.
+    """
+    if not DEVICE_PATTERN.fullmatch(requested):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {requested!r}")
     if requested == "auto":
         return ("cuda" if torch.cuda.is_available() else "cpu"), None
     if requested.startswith("cuda"):

@@ -38,8 +38,7 @@ class M2VAE(nn.Module):
         super().__init__()
         self.spec = spec
         self.names = spec.names
-        # Modules are keyed by modality index, not name: names may contain '.', which
-        # nn.ModuleDict forbids, and indices match the subset bits.
+        # Modules are keyed by modality index, not name: indices match the subset bits.
         self.extractors = nn.ModuleDict(
             {str(i): build_extractor(m, spec.feature_dim) for i, m in enumerate(spec.modalities)}
         )

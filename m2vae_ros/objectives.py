@@ -73,13 +73,12 @@ def loss(
     return Loss(total=total, per_sample=per_sample, terms=batch.terms)
 
 
-def subset_objective(model: M2VAE, x: dict[str, Tensor], subset: int, *, sample: bool = False) -> Tensor:
-    """L(subset) under the model's objective for every sample, as if it had exactly that subset → [B]."""
+def subset_loss(model: M2VAE, x: dict[str, Tensor], subset: int, *, sample: bool = False) -> Loss:
+    """`loss` as if every sample had recorded exactly `subset`: `per_sample` is L(subset) → [B]."""
     reference = x[model.names[members(subset)[0]]]
     n = len(model.names)
     columns = torch.tensor([bool(subset >> i & 1) for i in range(n)], device=reference.device)
-    available = columns.expand(reference.shape[0], n)
-    return loss(model, x, available, sample=sample).per_sample
+    return loss(model, x, columns.expand(reference.shape[0], n), sample=sample)
 
 
 class _Batch:

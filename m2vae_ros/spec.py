@@ -17,12 +17,16 @@ Tensor conventions (what the codec produces and the networks consume, per sample
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 KINDS = ("image", "scan", "range_image", "vector")
 LIKELIHOODS = ("gaussian", "gaussian_learned", "laplace", "bernoulli")
 OBJECTIVES = ("m2vae", "jmvae", "mvae")
+# A modality's name becomes a ROS name token (`~/reconstruction/<name>`, parameter
+# `modalities.<name>.topic`) and is joined with '+' into subset names.
+MODALITY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 class SpecError(ValueError):
@@ -108,8 +112,9 @@ class ModalitySpec:
     hidden: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.name or "+" in self.name or "/" in self.name:
-            raise SpecError(f"modality name {self.name!r} must be non-empty without '+' or '/'")
+        if not MODALITY_NAME.fullmatch(self.name):
+            raise SpecError(f"modality name {self.name!r} must be letters, digits and '_', starting with a "
+                            "letter: it names ROS topics and parameters")
         if self.kind not in KINDS:
             raise SpecError(f"modality {self.name!r}: kind {self.kind!r} not in {KINDS}")
         if not isinstance(self.preprocess, PREPROCESS_BY_KIND[self.kind]):

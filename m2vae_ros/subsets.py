@@ -47,8 +47,3 @@ def children(subset: int) -> list[int]:
     if subset.bit_count() < 2:
         return []
     return [subset & ~(1 << i) for i in members(subset)]
-
-
-def kl_pairs(n: int) -> list[tuple[int, int]]:
-    """All (superset, subset) pairs the M²VAE KL terms use: N·(2^(N−1) − 1) of them."""
-    return [(s, c) for s in all_subsets(n) for c in children(s)]

@@ -353,3 +353,13 @@ def test_bag_error_is_raised_by_the_library(tmp_path):
     with pytest.raises(BagError):
         build_dataset([tmp_path / "nope"], load_train_config(), tmp_path / "o", progress=False)
     assert math.isfinite(load_train_config().slop)
+
+
+def test_a_modality_no_ros_message_decodes_into_is_refused_before_reading(tmp_path):
+    data = yaml.safe_load(small_config(tmp_path).read_text())
+    data["modalities"].append({"name": "imu", "kind": "vector", "topic": "/imu", "preprocess": {"dim": 6}})
+    (tmp_path / "vector.yaml").write_text(yaml.safe_dump(data))
+    bag = recording(tmp_path / "bag", "mcap", bad=False)
+    with pytest.raises(DatasetError, match="'imu': no ROS message decodes into kind 'vector'"):
+        build_dataset([bag], load_train_config(tmp_path / "vector.yaml"), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

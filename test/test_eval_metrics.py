@@ -56,3 +56,16 @@ def test_probes_trained_on_joint_latents_score_other_latents():
     unlabelled = fit_probes(z, -np.ones(150, dtype=np.int64), positions, ())
     assert np.isnan(unlabelled.accuracy(z, labels))
     assert shape_of("green_cylinder") == "cylinder"
+
+
+def test_a_class_only_the_test_data_holds_counts_as_a_miss():
+    # Trained on classes 0 and 1; the test recording also shows class 2, which the classifier
+    # can never predict. Naming all three classes, its rows are scored, not an IndexError.
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    z = np.array([[0.0, 0.0], [5.0, 0.0]])[labels] + rng.normal(scale=0.3, size=(100, 2))
+    names = ("red_cylinder", "green_cylinder", "red_box")
+    probes = fit_probes(z, labels, np.zeros((100, 3), np.float32), names)
+    test_z, test_labels = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 0.0]]), np.array([0, 1, 2])
+    assert np.isclose(probes.accuracy(test_z, test_labels), 2 / 3)
+    assert np.isclose(probes.shape_accuracy(test_z, test_labels), 2 / 3)

@@ -362,6 +362,9 @@ def test_modality_message_type_falls_back_to_the_kinds_type() -> None:
 
 def test_unavailable_cuda_falls_back_to_cpu_with_a_warning() -> None:
     assert resolve_device("cpu") == ("cpu", None)
+    for bad in ("gpu", "cudaX", "cuda:x", "CPU"):  # one clear line, not a torch traceback
+        with pytest.raises(ValueError, match="must be auto, cpu, cuda or cuda:<index>"):
+            resolve_device(bad)
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert resolve_device("auto") == ("cpu", None)

@@ -80,3 +80,19 @@ def test_default_params_file_exists_and_is_a_ros_params_file(tree: ast.Module) -
     assert params_file.is_file() and relative[0] == "config"
     params = yaml.safe_load(params_file.read_text())
     assert set(params) == {"/**"} and "ros__parameters" in params["/**"]
+
+
+def _optional_overrides(tree: ast.Module) -> set[str]:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "OPTIONAL_OVERRIDES":
+            return {key.value for key in node.value.keys}
+    raise AssertionError("OPTIONAL_OVERRIDES missing")
+
+
+def test_optional_overrides_default_to_the_params_file(tree: ast.Module) -> None:
+    # A non-empty default would silently replace the user's params_file value.
+    declared = {call.args[0].value: call for call in _calls(tree, "DeclareLaunchArgument")}
+    optional = _optional_overrides(tree)
+    assert optional == {"device", "use_sim_time"}
+    for name in optional:
+        assert _keyword(declared[name], "default_value") == ""

@@ -123,6 +123,24 @@ def test_resume_refuses_changed_settings(inputs, capsys):
     assert main(_args(inputs, out, "--epochs", "1")) == 0
     assert main(_args(inputs, out, "--epochs", "2", "--resume", "--latent-dim", "5")) == 2
     assert "spec" in capsys.readouterr().err
+    # Synchronisation and early stopping are the run's too: a resumed run must not rebuild its data.
+    config = yaml.safe_load(inputs["config"].read_text())
+    config["dataset"]["slop"] *= 2
+    config["training"]["patience"] = 9
+    (inputs["root"] / "resynced.yaml").write_text(yaml.safe_dump(config))
+    assert main([*_args(inputs, out, "--epochs", "2", "--resume"), "--config",
+                 str(inputs["root"] / "resynced.yaml")]) == 2
+    assert "dataset, patience differ" in capsys.readouterr().err
+
+
+def test_bags_without_the_configured_topics_are_refused_before_training(inputs, capsys):
+    out = inputs["root"] / "no_topics"
+    args = _args(inputs, out, "--topic", "camera=/front/image_raw", "--topic", "lidar=/velodyne/scan")
+    args[args.index("--dataset-dir") + 1] = str(inputs["root"] / "empty_dataset")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "hold no samples on camera=/front/image_raw, lidar=/velodyne/scan" in err
+    assert not (out / "model").exists()
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement():

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from m2vae_ros.artifact import write_atomic
+from m2vae_ros.atomic import write_atomic
 
 INDEX = "checkpoint.json"
 FORMAT = "m2vae-checkpoint/1"

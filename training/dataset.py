@@ -38,7 +38,8 @@ from m2vae_training.prediction import UsePredictor
 from m2vae_training.sync import SyncResult, synchronize
 from tqdm import tqdm
 
-from m2vae_ros.codec import CodecError, Decoded, check_message, decode_message, stamp_ns
+from m2vae_ros.atomic import write_atomic
+from m2vae_ros.codec import CodecError, Decoded, check_message, decode_message, require_decodable, stamp_ns
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.spec import ModalitySpec, ModelSpec, SpecError
 from m2vae_ros.subsets import subset_name
@@ -115,7 +116,7 @@ def build_dataset(
     try:
         manifest = _Builder(config, building, progress).run(bags)
         manifest["key"] = key
-        write_json_atomic(building / MANIFEST, manifest)
+        write_atomic(building / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
         _swap_into_place(building, out_dir)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
@@ -170,13 +171,6 @@ def header_stamp(msg: Any) -> int | None:
         return stamp_ns(msg)
     except CodecError:
         return None
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temporary file in the same directory, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _swap_into_place(building: Path, out_dir: Path) -> None:
@@ -322,6 +316,10 @@ class _Builder:
         for k, modality in enumerate(self.spec.modalities):
             if not modality.topic:
                 raise DatasetError(f"modality {modality.name!r} has no topic (config or --topic)")
+            try:
+                require_decodable(modality)
+            except CodecError as exc:
+                raise DatasetError(exc.detail) from None
             self.by_topic[modality.topic].append(k)
         self.msg_types = [m.msg_type for m in self.spec.modalities]
         self.spills = [_Spill(directory, m) for m in self.spec.modalities]

@@ -73,8 +73,6 @@ def from_environment() -> Distributed:
 
 def training_device(request: str, job: Distributed) -> torch.device:
     """`--device` → a torch device; under torchrun each rank on a GPU gets cuda:LOCAL_RANK."""
-    if request not in ("auto", "cpu") and not request.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:<index>, got {request!r}")
     device, warning = resolve_device(request)
     if warning and job.is_main:
         print(f"m2vae-train: {warning}", file=sys.stderr)

@@ -37,7 +37,8 @@ from m2vae_training.evaluation import (
 from m2vae_training.figures import latent_scatter_figure, recon_figure
 from m2vae_training.report import report_markdown
 
-from m2vae_ros.artifact import ArtifactError, load_model, write_atomic
+from m2vae_ros.artifact import ArtifactError, load_model
+from m2vae_ros.atomic import write_atomic
 from m2vae_ros.inference import resolve_device
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ModelSpec
@@ -89,7 +90,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if has_ground_truth(test):
         train, fitted_on = _training_data(args.train_bag, config, provenance, out)
         class_names = _common_classes(train.class_names, test.class_names)
-        probes = joint_probes(model, train, batch_size=args.batch_size)
+        probes = joint_probes(model, train, class_names, batch_size=args.batch_size)
         probe_info = {"fitted_on": fitted_on, "train_samples": len(train)}
     metrics = {
         "model": str(Path(args.model).resolve()),

@@ -8,6 +8,7 @@ memory does not grow with image size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ import torch
 from m2vae_training.metrics import Probes, ReconstructionError, fit_probes
 
 from m2vae_ros.model import M2VAE
-from m2vae_ros.objectives import kl_normal, loss
+from m2vae_ros.objectives import kl_normal, subset_loss
 from m2vae_ros.subsets import all_subsets, members, subset_name
 from m2vae_ros.trainer import ArrayDataset
 
@@ -118,14 +119,18 @@ def _elbo_sum(model: M2VAE, x: dict[str, torch.Tensor], subset: int, present: np
     if count == 0:
         return 0.0
     rows = torch.from_numpy(np.flatnonzero(present)).to(next(iter(x.values())).device)
-    sub = {name: values[rows] for name, values in x.items()}
-    columns = torch.tensor([bool(subset >> i & 1) for i in range(len(model.names))], device=rows.device)
-    terms = loss(model, sub, columns.expand(count, -1), sample=False).terms
+    terms = subset_loss(model, {name: values[rows] for name, values in x.items()}, subset).terms
     return float(terms[f"elbo/{subset_name(subset, model.names)}"]) * count
 
 
-def joint_probes(model: M2VAE, train: PreparedDataset, *, batch_size: int = 128) -> Probes:
-    """The one classifier + position regressor of the protocol, fitted on training joint latents."""
+def joint_probes(
+    model: M2VAE, train: PreparedDataset, class_names: Sequence[str], *, batch_size: int = 128
+) -> Probes:
+    """The one classifier + position regressor of the protocol, fitted on training joint latents.
+
+    `class_names` names every label index of both the training and the test data (the
+    test recording may hold a class the training data never showed).
+    """
     spec = model.spec
     joint = (1 << len(spec.names)) - 1
     device = next(model.parameters()).device
@@ -138,7 +143,7 @@ def joint_probes(model: M2VAE, train: PreparedDataset, *, batch_size: int = 128)
             rows = slice(start, min(start + batch_size, len(present)))
             means[rows] = model.encode(_batch(data, rows, device), joint)[0].float().cpu().numpy()
     labels, positions = train.labels[present], train.positions[present]
-    return fit_probes(means[present], labels, positions, tuple(train.class_names))
+    return fit_probes(means[present], labels, positions, tuple(class_names))
 
 
 def has_ground_truth(data: PreparedDataset) -> bool:

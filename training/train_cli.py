@@ -43,7 +43,8 @@ from m2vae_training.interrupts import deferred_sigint
 from m2vae_training.split import Split, time_block_split
 
 from m2vae_ros.api import MultimodalVAE
-from m2vae_ros.artifact import save_model, write_atomic
+from m2vae_ros.artifact import save_model
+from m2vae_ros.atomic import write_atomic
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
 from m2vae_ros.trainer import ArrayDataset, Trainer
 
@@ -51,7 +52,8 @@ PROG = "m2vae-train"
 RUN_FILE = "run.yaml"
 PREVIEW_SAMPLES = 4
 # Settings a resumed run must share with the run it continues (epochs may grow).
-FIXED_ON_RESUME = ("bags", "dataset_dir", "spec", "batch_size", "lr", "seed", "block_seconds", "val_fraction")
+FIXED_ON_RESUME = ("bags", "dataset_dir", "dataset", "spec", "batch_size", "lr", "seed", "block_seconds",
+                   "val_fraction", "patience")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -111,6 +113,10 @@ def _train(
     job.barrier()
     if not job.is_main:
         dataset = load_dataset(dataset_dir)
+    if len(dataset) == 0:
+        topics = ", ".join(f"{m.name}={m.topic}" for m in dataset.spec.modalities)
+        raise DatasetError(f"the bags hold no samples on {topics}; name the recorded topics with "
+                           "--topic MODALITY=TOPIC (`m2vae-dataset` prints what each topic gave)")
     split = time_block_split(
         dataset.stamps, dataset.bag_index,
         block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
@@ -135,7 +141,7 @@ def _train(
                 save_model(trainer.model, out / "model", provenance=provenance,
                            metrics={"epoch": epoch, "val": _plain(val_metrics)})
 
-    early_stopping = EarlyStopping(int(config.training.get("patience", 5)), on_improvement=write_artifact)
+    early_stopping = EarlyStopping(run["patience"], on_improvement=write_artifact)
     callbacks: list = [early_stopping]
     tensorboard = None
     if job.is_main:
@@ -182,6 +188,7 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
     run = {
         "bags": [str(Path(b).resolve()) for b in args.bag],
         "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
+        "dataset": config.dataset_key(),  # synchronisation settings: a resumed run must rebuild nothing
         "spec": spec.to_dict(),
         "epochs": int(args.epochs or t.get("epochs", 30)),
         "batch_size": int(args.batch_size or t.get("batch_size", 64)),
@@ -189,6 +196,7 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         "seed": int(args.seed if args.seed is not None else t.get("seed", 0)),
         "block_seconds": float(t.get("block_seconds", 5.0)),
         "val_fraction": float(t.get("val_fraction", 0.2)),
+        "patience": int(t.get("patience", 5)),
         "command": command,
     }
     if run["lr"] <= 0:
@@ -207,7 +215,7 @@ def _check_resume(out: Path, run: dict[str, Any], resume: bool) -> dict[str, Any
         raise CheckpointError(f"--resume: {checkpoints} holds no checkpoint to continue from")
     previous = yaml.safe_load((out / RUN_FILE).read_text(encoding="utf-8"))
     # The spec's message types are filled in from the bags; compare what the user chose.
-    changed = [k for k in FIXED_ON_RESUME if _comparable(k, previous[k]) != _comparable(k, run[k])]
+    changed = [k for k in FIXED_ON_RESUME if _comparable(k, previous.get(k)) != _comparable(k, run[k])]
     if changed:
         raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out / RUN_FILE}")
     return {**previous, "epochs": run["epochs"], "command": run["command"]}

@@ -26,6 +26,7 @@ __all__ = [
     "decode_message",
     "message_type",
     "reconstruction_message",
+    "require_decodable",
     "stamp_ns",
 ]
 
@@ -49,6 +50,22 @@ ENCODERS: dict[str, Callable[[np.ndarray, ModalitySpec, Any], Any]] = {
     "scan": scan_message,
     "range_image": pointcloud_message,
 }
+
+
+def require_decodable(spec: ModalitySpec, msg_type: str | None = None) -> None:
+    """Raise CodecError unless some ROS message type (`msg_type`, when given) decodes into `spec`.
+
+    Checked when a node or a dataset build starts, so a modality that can never receive
+    data fails once with a clear line instead of every message failing. Kind `vector` has
+    no ROS message: it is for the Python API's in-memory arrays.
+    """
+    accepted = sorted(t for t, kind in DECODERS if kind == spec.kind)
+    if not accepted:
+        raise CodecError("unsupported_type", f"modality {spec.name!r}: no ROS message decodes into kind "
+                         f"{spec.kind!r}; it is for in-memory arrays (m2vae_ros.api)")
+    if msg_type is not None and msg_type not in accepted:
+        raise CodecError("unsupported_type", f"modality {spec.name!r}: {msg_type} cannot feed kind "
+                         f"{spec.kind!r}; expected one of {accepted}")
 
 
 def decode_message(msg: Any, spec: ModalitySpec) -> Decoded:
