@@ -27,6 +27,7 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader, AnyReaderError
 
+from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.qos import RELIABILITIES, sensor_qos
 from m2vae_ros.ros_types import MessageTypeError, message_class
 
@@ -39,31 +40,6 @@ STAMP_FORMATS = {b"\x00\x00": ">iI", b"\x00\x01": "<iI"}
 
 class PlayError(RuntimeError):
     """The recording or the command line cannot be played; the message is shown as is."""
-
-
-@dataclass(frozen=True)
-class DropWindow:
-    """Suppress `topic` for bag offsets in [start_s, end_s)."""
-
-    topic: str
-    start_s: float
-    end_s: float
-
-    @classmethod
-    def parse(cls, text: str) -> DropWindow:
-        """`TOPIC@T0:T1` → DropWindow; raises ValueError (argparse shows it) on anything else."""
-        topic, at, window = text.rpartition("@")
-        start, colon, end = window.partition(":")
-        try:
-            start_s, end_s = float(start), float(end)
-        except ValueError:
-            start_s = end_s = float("nan")
-        if not (at and colon and topic.startswith("/") and 0 <= start_s < end_s):
-            raise ValueError(f"--drop {text!r}: expected TOPIC@T0:T1 with an absolute topic and 0 <= T0 < T1")
-        return cls(topic, start_s, end_s)
-
-    def covers(self, topic: str, offset_s: float) -> bool:
-        return topic == self.topic and self.start_s <= offset_s < self.end_s
 
 
 def has_leading_header(msg_class: type) -> bool:
@@ -154,11 +130,15 @@ class BagPlayer:
         )
 
 
-def _drop_window(text: str) -> DropWindow:
+def drop_argument(text: str) -> DropWindow:
+    """`--drop TOPIC@T0:T1`: T0, T1 are seconds of bag time from the recording's start."""
     try:
-        return DropWindow.parse(text)
+        window = DropWindow.parse(text, "TOPIC")
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"--drop {exc}") from None
+    if not window.key.startswith("/"):
+        raise argparse.ArgumentTypeError(f"--drop {text!r}: TOPIC must be absolute (start with '/')")
+    return window
 
 
 def _positive(text: str) -> float:
@@ -176,7 +156,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("bag", type=Path, help="rosbag2 directory or .mcap/.db3 file")
     parser.add_argument("--rate", type=_positive, default=1.0, help="playback speed factor (default 1)")
     parser.add_argument("--loop", action="store_true", help="replay until interrupted")
-    parser.add_argument("--drop", type=_drop_window, action="append", default=[], metavar="TOPIC@T0:T1",
+    parser.add_argument("--drop", type=drop_argument, action="append", default=[], metavar="TOPIC@T0:T1",
                         help="suppress TOPIC from T0 to T1 seconds after the bag's start (repeatable)")
     parser.add_argument("--topics", nargs="+", metavar="T", help="play only these topics (default: all)")
     parser.add_argument("--qos", choices=sorted(RELIABILITIES), default="best_effort",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from rosbags.typesys import Stores, get_typestore
 from rosutils import VENV_BIN, domain_id_for, ros_peer, run_to_exit, running
 from sensor_msgs.msg import Image, LaserScan
 
-from m2vae_ros.play import DropWindow, PlayError, restamp
+from m2vae_ros.drop_window import DropWindow
+from m2vae_ros.play import PlayError, drop_argument, restamp
 from m2vae_ros.qos import sensor_qos
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -119,20 +121,22 @@ def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.F
     missing_topic = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--topics", "/nope"], domain_id)
     missing_bag = run_to_exit([str(VENV_BIN / "m2vae-play"), str(tmp_path / "absent")], domain_id)
 
-    assert bad_drop.returncode == 2 and "expected TOPIC@T0:T1" in bad_drop.stderr
+    assert bad_drop.returncode == 2 and "TOPIC@T0:T1" in bad_drop.stderr
     assert missing_topic.returncode == 2 and "'/nope'" in missing_topic.stderr
     assert missing_bag.returncode == 2 and "absent" in missing_bag.stderr
     assert "Traceback" not in bad_drop.stderr + missing_topic.stderr + missing_bag.stderr
 
 
-def test_drop_window_parsing() -> None:
-    window = DropWindow.parse("/camera/image_raw@1.5:3")
+def test_drop_argument_parsing() -> None:
+    window = drop_argument("/camera/image_raw@1.5:3")
     assert window == DropWindow("/camera/image_raw", 1.5, 3.0)
     assert window.covers("/camera/image_raw", 1.5) and not window.covers("/camera/image_raw", 3.0)
     assert not window.covers("/scan", 2.0)
-    for bad in ("/scan", "/scan@1", "scan@0:1", "/scan@x:1", "/scan@-1:1"):
-        with pytest.raises(ValueError, match="TOPIC@T0:T1"):
-            DropWindow.parse(bad)
+    for bad in ("/scan", "/scan@1", "/scan@x:1", "/scan@-1:1", "/scan@2:1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="TOPIC@T0:T1"):
+            drop_argument(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="must be absolute"):
+        drop_argument("scan@0:1")
 
 
 def test_restamp_rewrites_only_the_stamp() -> None:

@@ -9,7 +9,7 @@ import pytest
 from m2vae_training.config import load_train_config
 from m2vae_training.dataset import PreparedDataset, build_dataset
 
-from m2vae_ros.sim import DropWindow, simulate
+from m2vae_ros.sim import parse_dropout, simulate
 from m2vae_ros.sim.recorder import START_NS
 from m2vae_ros.sim.world import OBJECT_CLASSES, OBJECT_HALF_WIDTH, World
 
@@ -19,7 +19,7 @@ SEED, EPISODE_SECONDS, DURATION = 11, 2.5, 7.0
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
     tmp = tmp_path_factory.mktemp("simdata")
-    drops = DropWindow.parse("camera@3:4.5")
+    drops = parse_dropout("camera@3:4.5")
     bag = simulate(
         tmp / "bag", DURATION, SEED, drops=drops, points=False, episode_seconds=EPISODE_SECONDS
     ).out

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from m2vae_training.sync import synchronize
+from m2vae_training.sync import nearest_index, synchronize
 
 MS = 1_000_000
 SLOP, TIMEOUT = 50 * MS, 500 * MS
@@ -109,3 +109,9 @@ def test_out_of_order_input_gives_the_same_samples_and_is_counted(seed):
     np.testing.assert_array_equal(perm[result.indices[:, 0]], ordered.indices[:, 0])
     np.testing.assert_array_equal(result.stamps, ordered.stamps)
     assert 1 <= len(result.out_of_order[0]) <= 4 and len(result.out_of_order[1]) == 0
+
+
+def test_nearest_index_picks_the_closer_neighbour_and_the_earlier_on_a_tie():
+    stamps = np.array([10, 20, 40], dtype=np.int64)
+    query = np.array([0, 14, 15, 16, 31, 100], dtype=np.int64)
+    assert nearest_index(stamps, query).tolist() == [0, 0, 0, 1, 2, 2]

@@ -35,7 +35,7 @@ import numpy as np
 from m2vae_training.bags import Bag, fingerprint
 from m2vae_training.config import TrainConfig
 from m2vae_training.prediction import UsePredictor
-from m2vae_training.sync import SyncResult, synchronize
+from m2vae_training.sync import SyncResult, nearest_index, synchronize
 from tqdm import tqdm
 
 from m2vae_ros.atomic import write_atomic
@@ -530,10 +530,7 @@ class _Builder:
             return labels, positions
         order = np.argsort(markers.stamps, kind="stable")
         marker_stamps = np.asarray(markers.stamps, dtype=np.int64)[order]
-        right = np.searchsorted(marker_stamps, stamps).clip(max=len(order) - 1)
-        left = (right - 1).clip(min=0)
-        nearest = np.where(np.abs(marker_stamps[left] - stamps) <= np.abs(marker_stamps[right] - stamps),
-                           left, right)
+        nearest = nearest_index(marker_stamps, stamps)
         close = np.abs(marker_stamps[nearest] - stamps) <= LABEL_WINDOW_NS
         chosen = order[nearest[close]]
         labels[close] = np.asarray(markers.ids, dtype=np.int64)[chosen]

@@ -86,6 +86,13 @@ def per_topic(value: int | Sequence[int], topics: int) -> list[int]:
     return values
 
 
+def nearest_index(sorted_stamps: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Index into non-empty `sorted_stamps` of the stamp nearest each query (a tie: the earlier)."""
+    right = np.searchsorted(sorted_stamps, query).clip(max=len(sorted_stamps) - 1)
+    left = (right - 1).clip(min=0)
+    return np.where(np.abs(sorted_stamps[left] - query) <= np.abs(sorted_stamps[right] - query), left, right)
+
+
 def live_sets(sorted_stamps: Sequence[np.ndarray], radii_ns: Sequence[int]) -> list[np.ndarray]:
     """For each message, the bitmask of topics k with a message within `radii_ns[k]` of its stamp."""
     result = []
@@ -94,10 +101,8 @@ def live_sets(sorted_stamps: Sequence[np.ndarray], radii_ns: Sequence[int]) -> l
         for k, other in enumerate(sorted_stamps):
             if len(other) == 0:
                 continue
-            right = np.searchsorted(other, own).clip(max=len(other) - 1)
-            left = (right - 1).clip(min=0)
-            nearest = np.minimum(np.abs(other[right] - own), np.abs(own - other[left]))
-            mask |= (nearest <= radii_ns[k]).astype(np.int64) << k
+            distance = np.abs(other[nearest_index(other, own)] - own)
+            mask |= (distance <= radii_ns[k]).astype(np.int64) << k
         result.append(mask)
     return result
 

@@ -17,8 +17,9 @@ Modules: world (arena, episodes, trajectory), raycast, camera, lidar, timing (st
 jitter, latency, dropouts), messages (rosbags objects), recorder (`simulate`), cli.
 """
 
+from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.sim.recorder import SimSummary, Simulation, simulate
-from m2vae_ros.sim.timing import DropWindow, SimError
+from m2vae_ros.sim.timing import SimError, parse_dropout
 from m2vae_ros.sim.world import Scenario
 
-__all__ = ["DropWindow", "Scenario", "SimError", "SimSummary", "Simulation", "simulate"]
+__all__ = ["DropWindow", "Scenario", "SimError", "SimSummary", "Simulation", "parse_dropout", "simulate"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from m2vae_ros.sim.recorder import STORAGES, simulate
-from m2vae_ros.sim.timing import DropWindow, SimError
+from m2vae_ros.sim.timing import SimError, parse_dropout
 from m2vae_ros.sim.world import Scenario
 
 
@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        drops = [window for text in args.drop for window in DropWindow.parse(text)]
+        drops = [window for text in args.drop for window in parse_dropout(text)]
         summary = simulate(
             args.out,
             args.duration,

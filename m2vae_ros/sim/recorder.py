@@ -27,10 +27,11 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
+from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.sim import messages
 from m2vae_ros.sim.camera import Camera
 from m2vae_ros.sim.lidar import PlanarLidar, SpinningLidar
-from m2vae_ros.sim.timing import DropWindow, Frame, SimError, frames
+from m2vae_ros.sim.timing import SENSORS, Frame, SimError, frames
 from m2vae_ros.sim.world import Scenario, World
 
 CAMERA_RATE, LIDAR_RATE = 30.0, 10.0
@@ -95,7 +96,9 @@ class Simulation:
     ) -> None:
         if not (duration > 0 and math.isfinite(duration)):
             raise SimError(f"duration must be a positive number of seconds, got {duration}")
-        if not points and any(d.sensor == "points" for d in drops):
+        if unknown := sorted({d.key for d in drops} - set(SENSORS)):
+            raise SimError(f"dropouts of unknown sensors {unknown}; known: {', '.join(SENSORS)}")
+        if not points and any(d.key == "points" for d in drops):
             raise SimError("a points dropout was requested but the 3-D LiDAR is off (--no-points)")
         self.duration, self.seed, self.drops = duration, seed, tuple(drops)
         self.compressed, self.points = compressed, points
@@ -134,7 +137,7 @@ class Simulation:
     def _frames(
         self, stream: int, rate: float, phase: float, sensor: str | None
     ) -> Iterator[tuple[Frame, np.random.Generator]]:
-        drops = [d for d in self.drops if d.sensor == sensor]
+        drops = [d for d in self.drops if d.key == sensor]
         return frames(self.seed, stream, rate, phase, self.duration, START_NS, drops)
 
     def _camera(self) -> Iterator[Record]:
