@@ -44,7 +44,7 @@ def recording(path: Path, storage: str, bad: bool = True) -> Path:
     """3 s: camera 30 Hz and LiDAR 10 Hz with ±3 ms jitter, a LiDAR dropout, markers and bad messages."""
     records = []
     for i in range(90):
-        stamp = i * 33_333_333 + int(RNG.integers(-3, 4)) * MS
+        stamp = max(0, i * 33_333_333 + int(RNG.integers(-3, 4)) * MS)  # a bag's times are unsigned
         msg = image(colour(i), "rgb8", stamp)
         if bad and i == 10:
             msg.data = msg.data[:100]  # short buffer
