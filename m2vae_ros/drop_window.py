@@ -27,12 +27,12 @@ class DropWindow:
         key, at, window = text.strip().rpartition("@")
         start, colon, end = window.partition(":")
         try:
-            start_s, end_s = float(start), float(end)
+            if not (key and at and colon):
+                raise ValueError(text)
+            return cls(key, float(start), float(end))  # __post_init__ checks 0 ≤ T0 < T1
         except ValueError:
-            start_s = end_s = float("nan")
-        if not (key and at and colon and 0 <= start_s < end_s):
-            raise ValueError(f"{text!r} is not {key_name}@T0:T1 with 0 ≤ T0 < T1 (seconds from the start)")
-        return cls(key, start_s, end_s)
+            form = f"{key_name}@T0:T1 with 0 ≤ T0 < T1 (seconds from the start)"
+            raise ValueError(f"{text!r} is not {form}") from None
 
     def covers(self, key: str, t: float) -> bool:
         return key == self.key and self.start <= t < self.end
