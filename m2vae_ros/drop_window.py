@@ -26,13 +26,13 @@ class DropWindow:
         """`KEY@T0:T1` → DropWindow; ValueError naming the expected form (`key_name`@T0:T1) otherwise."""
         key, at, window = text.strip().rpartition("@")
         start, colon, end = window.partition(":")
-        try:
-            if not (key and at and colon):
-                raise ValueError(text)
-            return cls(key, float(start), float(end))  # __post_init__ checks 0 ≤ T0 < T1
-        except ValueError:
-            form = f"{key_name}@T0:T1 with 0 ≤ T0 < T1 (seconds from the start)"
-            raise ValueError(f"{text!r} is not {form}") from None
+        if key and at and colon:
+            try:
+                return cls(key, float(start), float(end))  # __post_init__ checks 0 ≤ T0 < T1
+            except ValueError:
+                pass
+        form = f"{key_name}@T0:T1 with 0 ≤ T0 < T1 (seconds from the start)"
+        raise ValueError(f"{text!r} is not {form}")
 
     def covers(self, key: str, t: float) -> bool:
         return key == self.key and self.start <= t < self.end
