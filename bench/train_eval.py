@@ -25,7 +25,7 @@ do, so one seed cannot rank them. The table puts side by side, per objective:
                                          [--seeds 0 1 2]
                                          [--max-distance 2.5] [--look-away 0]
                                          [--device auto] [--config config/train.yaml]
-                                         [--out bench/out/train_eval]
+                                         [--out bench/out/train_eval] [--fresh]
 
 `--minutes` is the total length of the training recordings (split over the two seeds);
 the test recording is a quarter of it (at least 30 s). Every episode shows one object,
@@ -36,11 +36,19 @@ object stays in the camera's view and within 2.5 m. A class accuracy target only
 something where the sensor can see the class: in the default patrol the camera faces
 away from the object at 15 % of keyframes and, at 4 m, a 0.5 m object is 8 pixels and
 7 beams wide.
+
+The full bench is hours on a CPU, so it continues where it stopped: rerun the same
+command and the recordings, finished runs (`<run>/bench.json`) and training checkpoints
+already in OUT are kept (`m2vae-train --resume`), and so is the supervised ceiling
+(`supervised.json`). OUT/settings.json records the settings
+the results depend on; a rerun with other settings is refused rather than mixed in.
+`--fresh` deletes OUT first.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -52,12 +60,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from m2vae_training import eval_cli, train_cli
+from m2vae_training.checkpoint import has_checkpoint
+from m2vae_training.config import default_config_path
 from m2vae_training.dataset import PreparedDataset, load_dataset
 from m2vae_training.evaluation import subset_present
 from m2vae_training.metrics import ReconstructionError, shape_of
 from torch import nn
 
 from m2vae_ros.artifact import load_model
+from m2vae_ros.atomic import write_atomic
 from m2vae_ros.inference import resolve_device
 from m2vae_ros.likelihoods import Likelihood
 from m2vae_ros.model import M2VAE
@@ -86,9 +97,15 @@ def main() -> int:
     parser.add_argument("--max-distance", type=float, default=2.5, help="m2vae-sim --max-distance")
     parser.add_argument("--look-away", type=float, default=0.0, help="m2vae-sim --look-away")
     parser.add_argument("--out", type=Path, default=Path("bench/out/train_eval"))
+    parser.add_argument("--fresh", action="store_true", help="delete OUT first instead of continuing it")
     args = parser.parse_args()
 
-    shutil.rmtree(args.out, ignore_errors=True)
+    if args.fresh:
+        shutil.rmtree(args.out, ignore_errors=True)
+    if (changed := claim(args.out, settings(args))):
+        print(f"train_eval: {args.out} holds results with other {', '.join(changed)}; "
+              "rerun with --fresh or another --out", file=sys.stderr)
+        return 2
     scenario = Scenario(max_distance=args.max_distance, look_away=args.look_away)
     bags = record(args.out / "bags", args.minutes, args.image_size, args.episode_seconds, scenario)
     common = ["--bag", *map(str, bags["train"]), "--epochs", str(args.epochs),
@@ -111,12 +128,36 @@ def main() -> int:
         results[objective] = {"runs": runs,
                               "throughput": throughput(first / "model", args.out / "dataset",
                                                        args.batch_size, args.device)}
-    test_dataset = run_dir(args.out, OBJECTIVES[0], args.seeds[0]) / "eval" / "test_dataset"
-    ceiling = supervised_ceiling(load_dataset(args.out / "dataset"), load_dataset(test_dataset),
-                                 args.epochs, args.batch_size, args.device)
+    ceiling_path = args.out / "supervised.json"
+    if ceiling_path.is_file():
+        ceiling = json.loads(ceiling_path.read_text())
+    else:
+        test_dataset = run_dir(args.out, OBJECTIVES[0], args.seeds[0]) / "eval" / "test_dataset"
+        ceiling = supervised_ceiling(load_dataset(args.out / "dataset"), load_dataset(test_dataset),
+                                     args.epochs, args.batch_size, args.device)
+        write_atomic(ceiling_path, json.dumps(ceiling).encode())
     (args.out / "results.json").write_text(json.dumps({**results, "supervised": ceiling}, indent=2) + "\n")
     print(table(results, ceiling, args))
     return 0
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """What the recordings and scores depend on (seeds and device may change between reruns)."""
+    config = args.config or default_config_path()
+    return {"minutes": args.minutes, "episode_seconds": args.episode_seconds, "epochs": args.epochs,
+            "batch_size": args.batch_size, "image_size": args.image_size, "max_distance": args.max_distance,
+            "look_away": args.look_away, "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()}
+
+
+def claim(out: Path, wanted: dict) -> list[str]:
+    """Record `wanted` in OUT/settings.json; the names of the settings that differ from those there."""
+    path = out / "settings.json"
+    if path.is_file():
+        found = json.loads(path.read_text())
+        return sorted(k for k in wanted.keys() | found.keys() if found.get(k) != wanted.get(k))
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(wanted, indent=2) + "\n").encode())
+    return []
 
 
 def run_dir(out: Path, objective: str, seed: int) -> Path:
@@ -125,31 +166,46 @@ def run_dir(out: Path, objective: str, seed: int) -> Path:
 
 
 def train_and_score(run: Path, train_args: list[str], test_bag: Path, device: str) -> dict | None:
-    """`m2vae-train` into `run`, then `m2vae-eval` on the test bag; None if either failed."""
-    started = time.perf_counter()
-    if train_cli.main([*train_args, "--out", str(run)]) != 0:
-        return None
-    train_seconds = time.perf_counter() - started
-    if eval_cli.main(["--model", str(run / "model"), "--bag", str(test_bag),
-                      "--out", str(run / "eval"), "--device", device]) != 0:
-        return None
-    metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    return {"train_seconds": train_seconds, "metrics": metrics}
+    """`m2vae-train` into `run`, then `m2vae-eval` on the test bag; None if either failed.
+
+    Each finished step is recorded in `run/bench.json`, so a rerun skips it: a finished
+    run is read back, a trained one only evaluated, an interrupted one resumed from its
+    checkpoint (its `train_seconds` then count the resumed part only, and `resumed` says so).
+    """
+    record_path = run / "bench.json"
+    done = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if "train_seconds" not in done:
+        resume = ["--resume"] if has_checkpoint(run / "checkpoints") else []
+        started = time.perf_counter()
+        if train_cli.main([*train_args, "--out", str(run), *resume]) != 0:
+            return None
+        done = {"train_seconds": time.perf_counter() - started, "resumed": bool(resume)}
+        write_atomic(record_path, json.dumps(done).encode())
+    if "metrics" not in done:
+        if eval_cli.main(["--model", str(run / "model"), "--bag", str(test_bag),
+                          "--out", str(run / "eval"), "--device", device]) != 0:
+            return None
+        done["metrics"] = json.loads((run / "eval" / "metrics.json").read_text())
+        write_atomic(record_path, json.dumps(done).encode())
+    return done
 
 
 def record(directory: Path, minutes: float, image_size: int, episode_seconds: float,
            scenario: Scenario) -> dict[str, list[Path] | Path]:
-    """Training bags (seeds 1, 2) and the held-out test bag (seed 7)."""
+    """Training bags (seeds 1, 2) and the held-out test bag (seed 7); bags already there are kept.
+
+    `simulate` renames a finished bag into place, so an existing one is complete.
+    """
     seconds, size = 60.0 * minutes, (image_size, image_size)
-    train = []
-    for seed in TRAIN_SEEDS:
-        train.append(directory / f"train_seed{seed}")
-        simulate(train[-1], seconds / len(TRAIN_SEEDS), seed, image_size=size, points=False,
-                 episode_seconds=episode_seconds, scenario=scenario)
-    test = directory / f"test_seed{TEST_SEED}"
-    simulate(test, max(30.0, seconds / 4), TEST_SEED, image_size=size, points=False,
-             episode_seconds=episode_seconds, scenario=scenario)
-    return {"train": train, "test": test}
+    durations = {seed: seconds / len(TRAIN_SEEDS) for seed in TRAIN_SEEDS}
+    durations[TEST_SEED] = max(30.0, seconds / 4)
+    paths = {}
+    for seed, duration in durations.items():
+        paths[seed] = directory / f"{'test' if seed == TEST_SEED else 'train'}_seed{seed}"
+        if not paths[seed].exists():
+            simulate(paths[seed], duration, seed, image_size=size, points=False,
+                     episode_seconds=episode_seconds, scenario=scenario)
+    return {"train": [paths[seed] for seed in TRAIN_SEEDS], "test": paths[TEST_SEED]}
 
 
 def supervised_ceiling(train: PreparedDataset, test: PreparedDataset, epochs: int, batch_size: int,
@@ -360,8 +416,9 @@ def table(results: dict, ceiling: dict[str, dict[str, float]], args: argparse.Na
                                          for o in objectives]))
     for title, key in speed:
         lines.append(_row(title, [results[o]["throughput"][key] for o in objectives]))
-    lines.append(_spread_row("training wall time (s)",
-                             [[r["train_seconds"] for r in results[o]["runs"]] for o in objectives]))
+    lines.append(_spread_row("training wall time (s), runs not resumed",
+                             [[None if r.get("resumed") else r["train_seconds"] for r in results[o]["runs"]]
+                              for o in objectives]))
     lines += ["", "Supervised ceiling (same extractors + linear layer trained with the labels; LiDAR "
               "regressed through a latent-sized bottleneck and the model's decoder):", "",
               "| subset | class accuracy | shape accuracy | LiDAR RMSE (m) |", "|---|---|---|---|"]
