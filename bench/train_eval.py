@@ -38,11 +38,10 @@ away from the object at 15 % of keyframes and, at 4 m, a 0.5 m object is 8 pixel
 7 beams wide.
 
 The full bench is hours on a CPU, so it continues where it stopped: rerun the same
-command and the recordings, finished runs (`<run>/bench.json`) and training checkpoints
-already in OUT are kept (`m2vae-train --resume`), and so is the supervised ceiling
-(`supervised.json`). OUT/settings.json records the settings
-the results depend on; a rerun with other settings is refused rather than mixed in.
-`--fresh` deletes OUT first.
+command and the recordings, finished runs (`<run>/bench.json`), training checkpoints
+(`m2vae-train --resume`) and the supervised ceiling (`supervised.json`) already in OUT
+are kept. OUT/settings.json records the settings the results depend on; a rerun with
+other settings is refused rather than mixed in. `--fresh` deletes OUT first.
 """
 
 from __future__ import annotations
