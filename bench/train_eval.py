@@ -130,7 +130,7 @@ def main() -> int:
     test_dataset = run_dir(args.out, OBJECTIVES[0], args.seeds[0]) / "eval" / "test_dataset"
     ceiling = supervised_ceiling(load_dataset(args.out / "dataset"), load_dataset(test_dataset),
                                  args.epochs, args.batch_size, args.device, args.out / "supervised.json")
-    (args.out / "results.json").write_text(json.dumps({**results, "supervised": ceiling}, indent=2) + "\n")
+    _save_json(args.out / "results.json", {**results, "supervised": ceiling})
     print(table(results, ceiling, args))
     return 0
 
@@ -147,11 +147,21 @@ def claim(out: Path, wanted: dict) -> list[str]:
     """Record `wanted` in OUT/settings.json; the names of the settings that differ from those there."""
     path = out / "settings.json"
     if path.is_file():
-        found = json.loads(path.read_text())
+        found = _load_json(path)
         return sorted(k for k in wanted.keys() | found.keys() if found.get(k) != wanted.get(k))
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (json.dumps(wanted, indent=2) + "\n").encode())
+    _save_json(path, wanted)
     return []
+
+
+def _load_json(path: Path) -> dict:
+    """What an earlier run saved at `path`; {} when nothing was."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save_json(path: Path, value: dict) -> None:
+    """Atomically: an interrupted bench leaves the old file or the new one, which a rerun trusts."""
+    write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
 def run_dir(out: Path, objective: str, seed: int) -> Path:
@@ -167,20 +177,20 @@ def train_and_score(run: Path, train_args: list[str], test_bag: Path, device: st
     checkpoint (its `train_seconds` then count the resumed part only, and `resumed` says so).
     """
     record_path = run / "bench.json"
-    done = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    done = _load_json(record_path)
     if "train_seconds" not in done:
         resume = ["--resume"] if has_checkpoint(run / "checkpoints") else []
         started = time.perf_counter()
         if train_cli.main([*train_args, "--out", str(run), *resume]) != 0:
             return None
         done = {"train_seconds": time.perf_counter() - started, "resumed": bool(resume)}
-        write_atomic(record_path, json.dumps(done).encode())
+        _save_json(record_path, done)
     if "metrics" not in done:
         if eval_cli.main(["--model", str(run / "model"), "--bag", str(test_bag),
                           "--out", str(run / "eval"), "--device", device]) != 0:
             return None
         done["metrics"] = json.loads((run / "eval" / "metrics.json").read_text())
-        write_atomic(record_path, json.dumps(done).encode())
+        _save_json(record_path, done)
     return done
 
 
@@ -219,7 +229,7 @@ def supervised_ceiling(train: PreparedDataset, test: PreparedDataset, epochs: in
     def cross_entropy(out: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         return nn.functional.cross_entropy(out, _tensor(train.labels[rows], out.device))
 
-    result = json.loads(saved.read_text()) if saved.is_file() else {}
+    result = _load_json(saved)
     for subset in all_subsets(len(spec.modalities)):
         if subset_name(subset, spec.names) in result:
             continue
@@ -236,7 +246,7 @@ def supervised_ceiling(train: PreparedDataset, test: PreparedDataset, epochs: in
             scores[f"{scan.name}_rmse"] = _imputation_ceiling(train, test, inputs, scan, subset, epochs,
                                                               batch_size, device)
         result[subset_name(subset, spec.names)] = scores
-        write_atomic(saved, json.dumps(result).encode())
+        _save_json(saved, result)
     return result
 
 
