@@ -103,6 +103,7 @@ def test_sixteen_bit_png_scales_by_65535(flavour):
     (image(np.full((6, 8), np.nan, np.float32), "32FC1"), "non_finite"),
     (image(RGB, "yuv422"), "unsupported_encoding"),
     (compressed(b"\xff\xd8 not a jpeg at all", "jpeg"), "corrupt_compressed"),
+    (compressed(b"", "jpeg"), "corrupt_compressed"),  # cv2.imdecode asserts on an empty buffer
     (compressed(b"abc", "tiff"), "unsupported_encoding"),
     (compressed(b"abc", "16UC1; compressedDepth png"), "unsupported_encoding"),
     (scan([1.0] * 8), "unsupported_type"),

@@ -68,7 +68,7 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
     # compressedDepth prefixes its PNG with a depth-quantisation header that imdecode cannot read.
     if "compresseddepth" in fmt or not any(name in fmt for name in ("jpeg", "jpg", "png")):
         raise CodecError("unsupported_encoding", f"compressed format {msg.format!r}; supported: jpeg, png")
-    pixels = cv2.imdecode(byte_view(msg.data), cv2.IMREAD_UNCHANGED)
+    pixels = imdecode(byte_view(msg.data))
     if pixels is None:
         raise CodecError("corrupt_compressed", f"cv2.imdecode could not decode {msg.format!r} data")
     if pixels.ndim == 2:
@@ -76,6 +76,20 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
     order = "mono" if pixels.shape[2] == 1 else "bgr"
     full_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
     return Decoded(to_tensor(pixels, order, full_scale, spec), None, stamp_ns(msg))
+
+
+def imdecode(buf: np.ndarray) -> np.ndarray | None:
+    """cv2.imdecode, or None where it cannot decode `buf`.
+
+    OpenCV returns None for most bad data but raises cv2.error for some (an empty buffer
+    trips an assertion); callers only expect CodecError, so both must read as a failed decode.
+    """
+    if buf.size == 0:
+        return None
+    try:
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
 
 
 def to_tensor(pixels: np.ndarray, order: str, full_scale: float, spec: ModalitySpec) -> np.ndarray:
