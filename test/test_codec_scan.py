@@ -80,3 +80,20 @@ def test_empty_scan_is_an_error(flavour):
     with pytest.raises(CodecError) as err:
         decode_message(flavour(scan([], angle_increment=0.01)), lidar())
     assert err.value.reason == "empty_scan"
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"angle_increment": math.nan}, "size_mismatch"),
+    ({"angle_min": math.nan}, "non_finite"),
+    ({"angle_min": math.inf}, "non_finite"),
+    ({"range_min": math.nan}, "non_finite"),
+    ({"range_max": math.nan}, "non_finite"),
+    ({"range_max": math.inf}, "non_finite"),
+    ({"range_min": 8.0, "range_max": 8.0}, "bad_range_limits"),
+    ({"range_min": 5.0, "range_max": 1.0}, "bad_range_limits"),
+])
+def test_bad_scan_fields_raise_with_reason(flavour, fields, reason):
+    """Such limits used to pass and silently turn every beam into "no return"."""
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(scan([1.0] * 360, **fields)), lidar())
+    assert err.value.reason == reason

@@ -52,6 +52,12 @@ def scan_fields(msg: Any) -> tuple[np.ndarray, float, float, float, float]:
     )
     if not np.isfinite(increment) or increment == 0.0:
         raise CodecError("size_mismatch", f"LaserScan angle_increment {increment}")
+    # Either would silently mark every beam "no return": NaN limits fail every comparison.
+    if not np.isfinite([angle_min, range_min, range_max]).all():
+        raise CodecError("non_finite", f"LaserScan angle_min {angle_min}, range_min {range_min}, "
+                         f"range_max {range_max}")
+    if range_min >= range_max:
+        raise CodecError("bad_range_limits", f"LaserScan range_min {range_min} >= range_max {range_max}")
     return ranges, angle_min, increment, range_min, range_max
 
 
