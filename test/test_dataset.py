@@ -322,13 +322,18 @@ def test_config_defaults_overrides_and_strictness(tmp_path):
     assert moved.spec.modality("lidar").topic == "/front/scan" and moved.spec.modality("camera").topic
     with pytest.raises(ConfigError, match="radar"):
         load_train_config(None, {"radar": "/radar"})
-    typo = yaml.safe_load(small_config(tmp_path).read_text())
-    typo["dataset"]["slope"] = 0.1
-    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(typo))
-    with pytest.raises(ConfigError, match="slope"):
-        load_train_config(tmp_path / "typo.yaml")
     with pytest.raises(ConfigError):
         load_train_config(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(("section", "key"), [("dataset", "slope"), ("training", "patiense"),
+                                              ("labels", "topik")])
+def test_a_misspelt_key_in_any_section_is_refused(tmp_path, section, key):
+    typo = yaml.safe_load(small_config(tmp_path).read_text())
+    typo[section][key] = 1
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(typo))
+    with pytest.raises(ConfigError, match=rf"unknown {section} keys \['{key}'\]"):
+        load_train_config(tmp_path / "typo.yaml")
 
 
 @pytest.mark.parametrize(("timeout", "expected"), [

@@ -2,9 +2,9 @@
 
 Layout: ``model:`` (ModelSpec settings), ``modalities:`` (one entry per sensor, in the
 order subset names use), ``labels.topic``, ``dataset.slop``/``dataset.timeout`` (seconds;
-the timeout is one number for every sensor or a mapping modality → seconds) and a
-free-form ``training:`` dict for the training CLI. Unknown keys are errors, so a
-typo never silently falls back to a default.
+the timeout is one number for every sensor or a mapping modality → seconds) and the
+``training:`` settings of the training CLI (TRAINING_KEYS; its defaults live there).
+Unknown keys are errors, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from m2vae_ros.spec import ModelSpec, SpecError
 
 SECTIONS = ("model", "modalities", "labels", "dataset", "training")
 DATASET_KEYS = ("slop", "timeout")
+LABELS_KEYS = ("topic",)
+TRAINING_KEYS = ("epochs", "batch_size", "lr", "seed", "val_fraction", "block_seconds", "patience")
 DATA_FIELDS = ("name", "kind", "topic", "msg_type", "preprocess")  # of a modality, what its arrays depend on
 PACKAGE = "m2vae_ros"
 
@@ -88,25 +90,35 @@ def load_train_config(
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"config {path}: unknown sections {unknown}; known: {list(SECTIONS)}")
-    dataset = data.get("dataset") or {}
-    unknown = sorted(set(dataset) - set(DATASET_KEYS))
-    if unknown:
-        raise ConfigError(f"config {path}: unknown dataset keys {unknown}; known: {list(DATASET_KEYS)}")
+    dataset = _section(data, "dataset", DATASET_KEYS, path)
+    labels = _section(data, "labels", LABELS_KEYS, path)
+    training = _section(data, "training", TRAINING_KEYS, path)
     try:
         spec = ModelSpec.from_dict({**(data.get("model") or {}), "modalities": data.get("modalities") or []})
     except SpecError as exc:
         raise ConfigError(f"config {path}: {exc}") from None
     config = TrainConfig(
         spec=spec,
-        labels_topic=str((data.get("labels") or {}).get("topic", TrainConfig.labels_topic)),
+        labels_topic=str(labels.get("topic", TrainConfig.labels_topic)),
         slop=float(dataset.get("slop", TrainConfig.slop)),
         timeout=parse_timeout(dataset.get("timeout", TrainConfig.timeout), spec.names, f"config {path}"),
-        training=dict(data.get("training") or {}),
+        training=training,
         source=path,
     )
     if not config.slop >= 0:
         raise ConfigError(f"config {path}: dataset.slop must be ≥ 0")
     return with_topics(config, topic_overrides or {})
+
+
+def _section(data: dict[str, Any], name: str, known: Sequence[str], path: Path) -> dict[str, Any]:
+    """The mapping under `name` (empty if absent), refusing keys outside `known`."""
+    section = data.get(name) or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"config {path}: {name} must be a mapping with keys {list(known)}")
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ConfigError(f"config {path}: unknown {name} keys {unknown}; known: {list(known)}")
+    return dict(section)
 
 
 def parse_timeout(value: Any, names: Sequence[str], where: str) -> float | dict[str, float]:
