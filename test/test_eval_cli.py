@@ -5,11 +5,16 @@ import math
 import shutil
 
 import pytest
+from bagutils import marker, write_bag
+from m2vae_training.config import load_train_config
+from m2vae_training.dataset import build_dataset
+from m2vae_training.eval_cli import _common_classes
 from m2vae_training.eval_cli import main as evaluate
 from m2vae_training.train_cli import main as train
 from trainutils import tiny_bag, tiny_config
 
 SUBSETS = ("camera", "lidar", "camera+lidar")
+CLASSES = ["red_cylinder", "red_box", "green_cylinder"]
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +77,16 @@ def test_probe_data_falls_back_to_the_training_bags_then_needs_train_bag(trained
         if (trained["root"] / "moved_bag").exists():
             shutil.move(trained["root"] / "moved_bag", trained["train_bag"])
         shutil.move(trained["root"] / "moved_dataset", trained["run"] / "dataset")
+
+
+def test_a_class_one_recording_never_showed_does_not_conflict_with_its_name_elsewhere(tmp_path):
+    markers = [("/ground_truth/object", marker(t, c, CLASSES[c], (1, 0, 0)), t) for t, c in ((0, 0), (9, 2))]
+    bag = write_bag(tmp_path / "bag", markers)
+    test = build_dataset([bag], load_train_config(tiny_config(tmp_path / "t.yaml")), tmp_path / "o",
+                         progress=False)
+    assert test.class_names == ["red_cylinder", "class_1", "green_cylinder"]
+    assert _common_classes(CLASSES, test.class_names) == CLASSES
+    assert _common_classes(test.class_names, CLASSES[:2]) == CLASSES
+    assert _common_classes(["class_0"], ["class_0", "class_1"]) == ["class_0", "class_1"]
+    with pytest.raises(ValueError, match="class 2 is 'green_cylinder' in the training data but 'blue_box'"):
+        _common_classes(CLASSES, ["red_cylinder", "class_1", "blue_box"])

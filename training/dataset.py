@@ -126,6 +126,15 @@ def build_dataset(
     return dataset
 
 
+def placeholder_class_name(class_id: int) -> str:
+    """The name listed for a class id below the highest one seen that no marker of the recordings named.
+
+    Evaluation compares class names by id between recordings; a placeholder says nothing
+    about what the id means, so it must not be mistaken for a conflicting name.
+    """
+    return f"class_{class_id}"
+
+
 def load_dataset(directory: str | Path) -> PreparedDataset:
     """Open a prepared dataset (arrays memory-mapped read-only); DatasetError if it is incomplete."""
     directory = Path(directory)
@@ -371,7 +380,7 @@ class _Builder:
             self.spec, modalities=tuple(dataclasses.replace(m, msg_type=t) for m, t in typed)
         )
         complete = subsets.get("+".join(names), 0)
-        ids = sorted(self.class_names)
+        last_id = max(self.class_names, default=-1)
         return {
             "format": FORMAT,
             "bags": [fingerprint(b) for b in bags],
@@ -380,7 +389,7 @@ class _Builder:
             "topics": {topic: s.as_json() for topic, s in self.stats.items()},
             "samples": {"total": total, "complete": complete, "partial": total - complete,
                         "by_subset": dict(sorted(subsets.items(), key=lambda kv: (-kv[1], kv[0])))},
-            "class_names": [self.class_names.get(i, f"class_{i}") for i in range(ids[-1] + 1)] if ids else [],
+            "class_names": [self.class_names.get(i, placeholder_class_name(i)) for i in range(last_id + 1)],
             "labels": {"topic": self.config.labels_topic, "markers": self.markers,
                        "labelled_samples": int((per_sample["labels"] >= 0).sum()),
                        "failures": dict(self.label_failures)},

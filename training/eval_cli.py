@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 from m2vae_training.bags import BagError
 from m2vae_training.config import ConfigError, TrainConfig, parse_timeout, parse_topic_overrides, with_topics
-from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset, load_dataset
+from m2vae_training.dataset import (
+    MANIFEST,
+    DatasetError,
+    PreparedDataset,
+    build_dataset,
+    load_dataset,
+    placeholder_class_name,
+)
 from m2vae_training.evaluation import (
     SubsetScores,
     has_ground_truth,
@@ -141,11 +148,19 @@ def _training_data(
 
 
 def _common_classes(train: list[str], test: list[str]) -> list[str]:
-    """Class names by index; training and test must agree on what each index means."""
-    for i, (a, b) in enumerate(zip(train, test, strict=False)):
-        if a != b:
+    """Class names by index; training and test must agree on what each index means.
+
+    Only names both sides observed can disagree: an id one side never saw has a
+    placeholder there (a test recording without class 1 lists it as "class_1").
+    """
+    names = []
+    for i in range(max(len(train), len(test))):
+        placeholder = placeholder_class_name(i)
+        a, b = (side[i] if i < len(side) else placeholder for side in (train, test))
+        if placeholder not in (a, b) and a != b:
             raise ValueError(f"class {i} is {a!r} in the training data but {b!r} in the test data")
-    return list(train if len(train) >= len(test) else test)
+        names.append(b if a == placeholder else a)
+    return names
 
 
 def _figures(
