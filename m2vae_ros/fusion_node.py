@@ -79,6 +79,7 @@ class FusionNode(Node):
         self._latest: dict[str, Decoded] = {}
         self._active = -1  # no subset published yet
         self._trigger_lock = threading.Lock()
+        self._liveness_lock = threading.Lock()  # see _read_alive_subset
         self._pending = threading.Event()
         self._stopping = threading.Event()
 
@@ -136,7 +137,8 @@ class FusionNode(Node):
                 f"{name}: ignoring message ({exc})", throttle_duration_sec=WARN_THROTTLE_S)
             return
         self._latest[name] = decoded
-        self.liveness[name].record_valid(now_ns)
+        with self._liveness_lock:
+            self.liveness[name].record_valid(now_ns)
         self._publish_active_if_changed()
         if self.params.rate_hz == 0 and self._is_fastest_alive(name, now_ns):
             self._request_inference()
@@ -198,9 +200,18 @@ class FusionNode(Node):
             except Exception as exc:  # a model bug must not kill the worker silently
                 self.get_logger().error(f"inference failed: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
 
+    def _read_alive_subset(self) -> tuple[int, int]:
+        """(now, alive subset), read with no arrival recorded in between.
+
+        Such an arrival would postdate `now` and look like the clock jumping back, which
+        makes a sensor start over as never heard (see liveness.py).
+        """
+        with self._liveness_lock:
+            now_ns = self._now_ns()
+            return now_ns, self._alive_subset(now_ns)
+
     def _infer_once(self) -> None:
-        now_ns = self._now_ns()
-        subset = self._alive_subset(now_ns)
+        now_ns, subset = self._read_alive_subset()
         if not subset:
             return
         samples = {name: self._latest[name] for i, name in enumerate(self.spec.names) if subset >> i & 1}

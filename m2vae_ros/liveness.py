@@ -4,6 +4,10 @@ A sensor is alive while its last *valid* message is younger than its timeout, me
 by receive time on the node clock: header stamps can lie (a replay, a skewed clock), the
 receive time cannot. Invalid messages are counted with their reason but never refresh
 liveness, so a sensor that only sends garbage goes stale like a dead one.
+
+The node clock can jump backwards (sim time from ``ros2 bag play --loop --clock``). Every
+arrival then lies in the clock's future; they are forgotten, so the sensor counts as
+alive again only once it is heard after the jump, and no age or rate comes out negative.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class ModalityLiveness:
     _arrivals: deque[int] = field(default_factory=deque, repr=False)
 
     def record_valid(self, now_ns: int) -> None:
+        self._forget_future(now_ns)
         self.last_valid_ns = now_ns
         self._arrivals.append(now_ns)
         self._forget_before(now_ns - self.rate_window_ns)
@@ -37,10 +42,12 @@ class ModalityLiveness:
         self.invalid_by_reason[reason] += 1
 
     def alive(self, now_ns: int) -> bool:
+        self._forget_future(now_ns)
         return self.last_valid_ns is not None and now_ns - self.last_valid_ns < self.timeout_ns
 
     def rate_hz(self, now_ns: int) -> float:
         """Valid messages per second over the last `rate_window_ns` (0 until two have arrived)."""
+        self._forget_future(now_ns)
         self._forget_before(now_ns - self.rate_window_ns)
         if len(self._arrivals) < 2:
             return 0.0
@@ -50,3 +57,9 @@ class ModalityLiveness:
     def _forget_before(self, cutoff_ns: int) -> None:
         while self._arrivals and self._arrivals[0] < cutoff_ns:
             self._arrivals.popleft()
+
+    def _forget_future(self, now_ns: int) -> None:
+        """After the clock jumped back past the last valid arrival, start over as if never heard."""
+        if self.last_valid_ns is not None and now_ns < self.last_valid_ns:
+            self.last_valid_ns = None
+            self._arrivals.clear()

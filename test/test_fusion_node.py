@@ -23,6 +23,7 @@ from sensor_msgs.msg import Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import String
 
 from m2vae_ros.artifact import save_model
+from m2vae_ros.fusion_diagnostics import modality_status
 from m2vae_ros.inference import resolve_device
 from m2vae_ros.latent_msg import latent_image, read_latent
 from m2vae_ros.liveness import ModalityLiveness
@@ -338,6 +339,22 @@ def test_liveness_follows_valid_messages_only() -> None:
     assert not liveness.alive(2 * second), "invalid messages must not refresh liveness"
     assert (liveness.invalid_count, liveness.invalid_by_reason["short_buffer"]) == (2, 2)
     assert liveness.rate_hz(10 * second) == 0.0  # old arrivals leave the window
+
+
+def test_clock_jumping_back_makes_sensors_start_over() -> None:
+    """Sim time of a looping bag: the sensor must be heard after the jump, and nothing goes negative."""
+    second = 1_000_000_000
+    liveness = ModalityLiveness(timeout_ns=second // 2)
+    for i in range(11):  # 10 Hz from t = 100 s
+        liveness.record_valid(100 * second + i * second // 10)
+    assert not liveness.alive(10 * second), "a negative age is no proof of life"
+    status = modality_status("/n", "lidar", "/scan", liveness, 10 * second)
+    values = {kv.key: kv.value for kv in status.values}
+    assert (status.message, values["alive"], values["rate_hz"]) == ("no valid message yet", "False", "0.00")
+    for i in range(11):  # heard again at 10 Hz after the jump
+        liveness.record_valid(10 * second + i * second // 10)
+    assert liveness.alive(11 * second) and not liveness.alive(11 * second + second // 2)
+    assert liveness.rate_hz(11 * second) == pytest.approx(10.0)
 
 
 def test_latent_image_round_trip() -> None:
