@@ -37,7 +37,7 @@ def _evaluate(trained, out, *extra: str) -> dict:
 def test_metrics_cover_every_subset_with_plausible_values(trained):
     out = trained["root"] / "eval"
     metrics = _evaluate(trained, out)
-    assert metrics["samples"] == 60
+    assert metrics["samples"] == 60 and metrics["warnings"] == []
     assert metrics["classes"] == ["red_cylinder", "red_box", "green_cylinder"]
     assert metrics["bags"][0]["path"] == str(trained["test_bag"].resolve())
     assert metrics["probes"]["fitted_on"].startswith("training dataset")
@@ -77,6 +77,19 @@ def test_probe_data_falls_back_to_the_training_bags_then_needs_train_bag(trained
         if (trained["root"] / "moved_bag").exists():
             shutil.move(trained["root"] / "moved_bag", trained["train_bag"])
         shutil.move(trained["root"] / "moved_dataset", trained["run"] / "dataset")
+
+
+def test_training_recordings_as_test_data_are_scored_with_a_warning(trained, capsys):
+    copy = shutil.copytree(trained["train_bag"], trained["root"] / "copied_train_bag")  # keeps mtimes
+    out = trained["root"] / "eval_on_training"
+    assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(trained["train_bag"]), str(copy),
+                     "--out", str(out)]) == 0
+    original = str(trained["train_bag"].resolve())
+    expected = (f"test recordings {original}, {copy.resolve()} (= {original}) are training recordings of "
+                "this model (same size and mtime): these scores are not held-out")
+    assert f"m2vae-eval: warning: {expected}\n" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["warnings"] == [expected]
+    assert f"- **warning**: {expected}\n" in (out / "report.md").read_text()
 
 
 def test_a_class_one_recording_never_showed_does_not_conflict_with_its_name_elsewhere(tmp_path):

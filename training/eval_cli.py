@@ -10,7 +10,8 @@ joint latents of the TRAINING data: the dataset named in the artifact's provenan
 it is still there and unchanged (sha256 of its manifest), else rebuilt from the
 provenance's bags into DIR/train_dataset, else from --train-bag (which, when given,
 always wins). Writes DIR/metrics.json, DIR/report.md, DIR/recon_grid.png and
-DIR/latent_scatter.png.
+DIR/latent_scatter.png. Test bags the model was trained on are scored, with a warning
+on stderr and under ``warnings`` in metrics.json and report.md.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     config = _config_from_artifact(spec, provenance)
     test_config = with_topics(config, parse_topic_overrides(args.topic))
     test = build_dataset(args.bag, test_config, out / "test_dataset")
+    warnings = _overlap_warnings(test.manifest["bags"], provenance.get("bags") or [])
+    for warning in warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     scores = score_subsets(model, test, batch_size=args.batch_size)
     probes, probe_info, class_names = None, {"fitted_on": None}, list(test.class_names)
     if has_ground_truth(test):
@@ -103,6 +107,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "model": str(Path(args.model).resolve()),
         "bags": test.manifest["bags"],
         "samples": len(test),
+        "warnings": warnings,
         "classes": class_names,
         "probes": probe_info,
         "subsets": subset_metrics(model, scores, test, probes),
@@ -145,6 +150,24 @@ def _training_data(
         "the training data named in the artifact's provenance is gone or changed; "
         "pass the training recordings with --train-bag"
     )
+
+
+def _overlap_warnings(test_bags: list[dict[str, Any]], training_bags: list[dict[str, Any]]) -> list[str]:
+    """One warning when test recordings are ones the model was trained on, else none.
+
+    Scores on training data overstate what the model does on new data. Recordings match
+    by size and newest file mtime (their fingerprint without the path), so a copy made with
+    its timestamps (cp -a, rsync -a) is recognised too. Only a warning: scoring on the
+    training data can be deliberate.
+    """
+    trained = {(b.get("bytes"), b.get("mtime_ns")): b.get("path") for b in training_bags}
+    same = [(b["path"], trained[b["bytes"], b["mtime_ns"]]) for b in test_bags
+            if (b["bytes"], b["mtime_ns"]) in trained]
+    if not same:
+        return []
+    pairs = ", ".join(test if test == train else f"{test} (= {train})" for test, train in same)
+    return [f"test recordings {pairs} are training recordings of this model (same size and mtime): "
+            "these scores are not held-out"]
 
 
 def _common_classes(train: list[str], test: list[str]) -> list[str]:

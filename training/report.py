@@ -27,6 +27,7 @@ def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
         "",
         f"- model: `{metrics['model']}`",
         f"- test recordings: {bags}",
+        *(f"- **warning**: {warning}" for warning in metrics.get("warnings", [])),
         f"- samples: {metrics['samples']}; classes: {', '.join(metrics['classes']) or 'none'}",
         f"- probes fitted on: {metrics['probes']['fitted_on'] or 'none (no ground truth in the test data)'}",
         "",
