@@ -10,8 +10,8 @@ only a broken model or contradictory parameters stop the node, at start-up.
 
 Outputs (relative to the node): ``~/latent`` (sensor_msgs/Image 32FC1, 2 × latent_dim:
 mean row, std row), ``~/active_modalities`` (std_msgs/String such as ``camera+lidar``,
-``none`` when no sensor is alive; transient-local), ``~/reconstruction/<modality>`` and
-``/diagnostics`` at 1 Hz.
+``none`` when no sensor is alive; transient-local), ``~/reconstruction/<modality>`` (in
+that sensor's own frame) and ``/diagnostics`` at 1 Hz.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class FusionNode(Node):
         }
         self.stats = InferenceStats()
         self._latest: dict[str, Decoded] = {}
+        self._frame_ids: dict[str, str] = {}  # last valid input's frame, to stamp its reconstruction
         self._active = -1  # no subset published yet
         self._trigger_lock = threading.Lock()
         self._liveness_lock = threading.Lock()  # see _read_alive_subset
@@ -137,6 +138,7 @@ class FusionNode(Node):
                 f"{name}: ignoring message ({exc})", throttle_duration_sec=WARN_THROTTLE_S)
             return
         self._latest[name] = decoded
+        self._frame_ids[name] = str(msg.header.frame_id)
         with self._liveness_lock:
             self.liveness[name].record_valid(now_ns)
         self._publish_active_if_changed()
@@ -223,11 +225,20 @@ class FusionNode(Node):
         self._latent_pub.publish(latent_image(posterior.mean, posterior.std, stamp_ns, self.params.frame_id))
         if not self._reconstruction_pubs:
             return
-        header = Header(stamp=Time(nanoseconds=stamp_ns).to_msg(), frame_id=self.params.frame_id)
+        stamp = Time(nanoseconds=stamp_ns).to_msg()
         for name, tensor in self.fusion.reconstruct(posterior).items():
             if name in self._reconstruction_pubs:
+                header = Header(stamp=stamp, frame_id=self._reconstruction_frame(name))
                 message = reconstruction_message(tensor, self.spec.modality(name), header)
                 self._reconstruction_pubs[name].publish(message)
+
+    def _reconstruction_frame(self, name: str) -> str:
+        """The sensor's own frame as its last valid message named it, else the `frame_id` parameter.
+
+        A reconstructed scan stamped `base_link` would be drawn at the wrong place (RViz, TF);
+        the parameter stands in for a sensor never heard from or one whose messages name no frame.
+        """
+        return self._frame_ids.get(name) or self.params.frame_id
 
     def stop(self) -> None:
         """Stop the worker thread before the node is destroyed."""

@@ -75,7 +75,8 @@ def declare_node_params(node: Node) -> NodeParams:
         publish_reconstructions=_declare(node, "publish_reconstructions", True, _descriptor(
             "Publish ~/reconstruction/<modality> for every modality, dead ones included.")),
         frame_id=_declare(node, "frame_id", "base_link", _descriptor(
-            "header.frame_id of the latent and the reconstructions.")),
+            "header.frame_id of the latent, and of the reconstruction of a sensor never heard "
+            "(the others keep the frame of their sensor's last message).")),
         reliability=_declare(node, "qos.reliability", "best_effort", _descriptor(
             "Sensor subscription reliability: best_effort | reliable. A reliable subscriber "
             "receives nothing from a best-effort publisher (most camera and LiDAR drivers).")),

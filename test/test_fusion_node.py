@@ -40,6 +40,8 @@ CAMERA_PERIOD_S = 0.05
 LIDAR_PERIOD_S = 0.1
 NODE = "/m2vae_fusion"
 FRAME = "fusion_test_frame"
+CAMERA_FRAME = "camera_link"
+LIDAR_FRAME = "laser"
 # How long a started node may take to report something; generous for a loaded CI machine.
 STARTUP_WAIT_S = 30.0
 # Scheduling slack on top of the liveness rule (timeout + one sensor period) on a busy machine.
@@ -69,6 +71,7 @@ def _camera(stamp_ns: int, encoding: str = "rgb8", data: bytes | None = None, pi
     """A 48×40 frame (the node resizes it to 32×32)."""
     msg = Image(height=40, width=48, encoding=encoding, is_bigendian=0, step=48 * pixel_bytes)
     msg.header.stamp = Time(nanoseconds=stamp_ns).to_msg()
+    msg.header.frame_id = CAMERA_FRAME
     msg.data = data if data is not None else np.full(40 * 48 * 3, 128, np.uint8).tobytes()
     return msg
 
@@ -77,6 +80,7 @@ def _scan(stamp_ns: int) -> LaserScan:
     msg = LaserScan(angle_min=-np.pi, angle_max=np.pi, angle_increment=2 * np.pi / BEAMS,
                     range_min=0.1, range_max=8.0)
     msg.header.stamp = Time(nanoseconds=stamp_ns).to_msg()
+    msg.header.frame_id = LIDAR_FRAME
     msg.ranges = np.full(BEAMS, 3.0, np.float32).tolist()
     return msg
 
@@ -200,17 +204,20 @@ def test_latent_header_and_dead_lidar_reconstruction(
         sensors.lidar_on = False
         assert peer.spin_until(lambda: _active(active) == "camera", TIMEOUT_S + LIDAR_PERIOD_S + SLACK_S)
         peer.spin_for(0.2)  # let outputs computed before the switch arrive
-        latents.clear()
-        scans.clear()
-        assert peer.spin_until(lambda: len(latents) >= 3 and len(scans) >= 3, SLACK_S + 1)
+        for outputs in (latents, scans, images, clouds):
+            outputs.clear()
+        assert peer.spin_until(lambda: min(map(len, (latents, scans, images, clouds))) >= 3, SLACK_S + 1)
         assert {_stamp_ns(m) for m in latents} <= sensors.camera_stamps
 
-        # The dead LiDAR is imputed from the camera: a full scan with the spec's beams, the latent's header.
+        # The dead LiDAR is imputed from the camera: a full scan with the spec's beams, the latent's
+        # stamp and the frame its last scan named; the never-heard points fall back to the parameter.
         assert {len(m.ranges) for m in scans} == {BEAMS}
         assert {_stamp_ns(m) for m in scans} <= sensors.camera_stamps
-        assert {m.header.frame_id for m in scans} == {FRAME}
+        assert {m.header.frame_id for m in scans} == {LIDAR_FRAME}
         assert images and (images[-1].width, images[-1].height) == (32, 32)
+        assert {m.header.frame_id for m in images} == {CAMERA_FRAME}
         assert clouds and clouds[-1].width * clouds[-1].height > 0
+        assert {m.header.frame_id for m in clouds} == {FRAME}
 
 
 def _diagnostic_values(arrays: list[DiagnosticArray], modality: str) -> dict[str, str]:
