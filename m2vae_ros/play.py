@@ -78,6 +78,10 @@ class BagPlayer:
         missing = sorted(set(wanted) - set(recorded))
         if missing:
             raise PlayError(f"topics {missing} are not in the recording; it has {sorted(recorded)}")
+        # A misspelt --drop would otherwise play the sensor through its "dead" window unnoticed.
+        stray = sorted({drop.key for drop in self.drops} - set(wanted))
+        if stray:
+            raise PlayError(f"--drop topics {stray} are not played; the played topics are {sorted(wanted)}")
         self.topics: dict[str, Topic] = {}
         for topic in wanted:
             try:

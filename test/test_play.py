@@ -120,11 +120,16 @@ def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.F
     bad_drop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--drop", "/scan@2:1"], domain_id)
     missing_topic = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--topics", "/nope"], domain_id)
     missing_bag = run_to_exit([str(VENV_BIN / "m2vae-play"), str(tmp_path / "absent")], domain_id)
+    unplayed_drop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--topics", "/scan",
+                                 "--drop", "/camera/image_raw@0:1"], domain_id)
 
     assert bad_drop.returncode == 2 and "TOPIC@T0:T1" in bad_drop.stderr
     assert missing_topic.returncode == 2 and "'/nope'" in missing_topic.stderr
     assert missing_bag.returncode == 2 and "absent" in missing_bag.stderr
-    assert "Traceback" not in bad_drop.stderr + missing_topic.stderr + missing_bag.stderr
+    assert unplayed_drop.returncode == 2, unplayed_drop.stderr
+    assert "['/camera/image_raw']" in unplayed_drop.stderr and "['/scan']" in unplayed_drop.stderr
+    runs = (bad_drop, missing_topic, missing_bag, unplayed_drop)
+    assert not any("Traceback" in run.stderr for run in runs)
 
 
 def test_drop_argument_parsing() -> None:
