@@ -83,14 +83,26 @@ def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
     meta_path = directory / METADATA_FILE
     try:
         spec = ModelSpec.from_dict(metadata["spec"])
-    except (SpecError, TypeError, AttributeError) as exc:
+    except (SpecError, TypeError, ValueError, AttributeError) as exc:  # ValueError: dict() of a non-mapping
         raise ArtifactError(f"{meta_path}: invalid model spec: {exc}") from None
     weights_path = directory / WEIGHTS_FILE
     tensors = _read_weights(weights_path, _expected_sha256(metadata, meta_path))
-    model = M2VAE(spec)
+    model = _build_model(spec, meta_path)
     _check_tensors(model.state_dict(), tensors, weights_path)
     model.load_state_dict(tensors)
     return LoadedModel(model=model.to(device).eval(), spec=spec, metadata=metadata)
+
+
+def _build_model(spec: ModelSpec, path: Path) -> M2VAE:
+    """M2VAE(spec), or ArtifactError naming `path`.
+
+    The spec checks types and ranges only where it must; a hand-edited value they let
+    through (a string beam count, a negative hidden width) fails inside torch instead.
+    """
+    try:
+        return M2VAE(spec)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"{path}: the model spec does not build a model: {exc}") from None
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:

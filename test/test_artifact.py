@@ -115,6 +115,19 @@ def test_invalid_spec_is_refused(saved):
         load_model(directory)
 
 
+@pytest.mark.parametrize("change", [
+    lambda meta: meta["spec"]["modalities"].__setitem__(0, "camera"),  # dict("camera"): ValueError
+    lambda meta: meta["spec"]["modalities"][1]["preprocess"].update(beams="16"),  # TypeError in M2VAE
+    lambda meta: meta["spec"]["modalities"][1].update(hidden=[-3]),  # RuntimeError in torch
+])
+def test_hand_edited_spec_that_breaks_the_model_is_refused(saved, change):
+    _, directory = saved
+    edit_yaml(directory, change)
+    with pytest.raises(ArtifactError, match=r"model\.yaml: ") as err:
+        load_model(directory)
+    assert "\n" not in str(err.value)
+
+
 def test_corrupted_or_torn_weights_are_refused(saved):
     _, directory = saved
     path = directory / "model.safetensors"
