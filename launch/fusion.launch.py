@@ -39,7 +39,8 @@ def generate_launch_description() -> LaunchDescription:
 
 def fusion_node(context: LaunchContext) -> list[Node]:
     """The node, with the launch arguments the user gave laid over params_file."""
-    overrides = {"model_path": LaunchConfiguration("model_path")}
+    # value_type=str: untyped, launch would YAML-parse the text, and a directory named 2024 is an int.
+    overrides = {"model_path": ParameterValue(LaunchConfiguration("model_path"), value_type=str)}
     for name, value_type in OPTIONAL_OVERRIDES.items():
         if LaunchConfiguration(name).perform(context):
             overrides[name] = ParameterValue(LaunchConfiguration(name), value_type=value_type)

@@ -96,3 +96,13 @@ def test_optional_overrides_default_to_the_params_file(tree: ast.Module) -> None
     assert optional == {"device", "use_sim_time"}
     for name in optional:
         assert _keyword(declared[name], "default_value") == ""
+
+
+def test_model_path_is_passed_as_a_string(tree: ast.Module) -> None:
+    # Untyped, launch YAML-parses the value: model_path:=2024 would reach the node as an int.
+    (overrides,) = [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                    and getattr(node.targets[0], "id", None) == "overrides"]
+    model_path = dict(zip((key.value for key in overrides.keys), overrides.values, strict=True))["model_path"]
+    assert isinstance(model_path, ast.Call) and model_path.func.id == "ParameterValue"
+    assert _first_string_args(_calls(model_path, "LaunchConfiguration")) == ["model_path"]
+    assert _keyword(model_path, "value_type").id == "str"
