@@ -79,6 +79,22 @@ def test_resume_continues_bit_for_bit(inputs):
     assert a["early_stopping"] == b["early_stopping"]
 
 
+def test_a_run_early_stopping_ended_is_finished_on_resume(inputs, capsys):
+    out = inputs["root"] / "stopped"
+    diverging = tiny_config(inputs["root"] / "diverging.yaml", lr=0.5, patience=1)  # val ELBO soon worsens
+    args = [*_args(inputs, out, "--epochs", "6"), "--config", str(diverging)]
+    assert main(args) == 0
+    epoch, state = load_checkpoint(out / "checkpoints")
+    assert epoch < 6 and state["early_stopping"]["stopped"] is True
+    checkpoint = (out / "checkpoints" / "checkpoint.json").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--resume", "--epochs", "8"]) == 0
+    printed = capsys.readouterr()
+    assert f"the run already finished: early stopping ended it after epoch {epoch}" in printed.err
+    assert printed.out.startswith(f"done: {epoch} epochs")
+    assert (out / "checkpoints" / "checkpoint.json").read_bytes() == checkpoint
+
+
 def test_cli_and_api_train_the_same_model_on_the_same_data_and_seed(inputs):
     out = inputs["root"] / "api_twin"
     assert main(_args(inputs, out, "--epochs", "2")) == 0
@@ -150,9 +166,10 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
     decisions = [stopper.on_epoch_end(None, e, {}, {"elbo": v}) for e, v in enumerate(elbos, start=1)]
     assert decisions == [False, False, False, True]
     assert improvements == [1, 2]
-    assert (stopper.best, stopper.best_epoch) == (-5.0, 2)
+    assert (stopper.best, stopper.best_epoch, stopper.stopped) == (-5.0, 2, True)
     restored = EarlyStopping(2)
     restored.load_state_dict(stopper.state_dict())
+    assert restored.stopped is True
     assert restored.on_epoch_end(None, 5, {}, {"elbo": float("nan")}) is True
 
 

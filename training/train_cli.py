@@ -150,14 +150,18 @@ def _train(
     if args.resume:
         epoch, state = load_checkpoint(out / "checkpoints")
         restore(trainer, early_stopping, state)
-        _say(job, f"resuming after epoch {epoch}")
+        if early_stopping.stopped:
+            _say(job, f"the run already finished: early stopping ended it after epoch {epoch}")
+        else:
+            _say(job, f"resuming after epoch {epoch}")
 
     # --- train; Ctrl-C keeps the last checkpoint and still writes a usable artifact
     start_epoch, started = trainer.epoch, time.perf_counter()
     interrupted = False
     try:
-        trainer.fit(train_set, val_set, epochs=run["epochs"], batch_size=run["batch_size"],
-                    callbacks=callbacks, progress=job.is_main)
+        if not early_stopping.stopped:  # a run early stopping ended is finished, like one that ran all epochs
+            trainer.fit(train_set, val_set, epochs=run["epochs"], batch_size=run["batch_size"],
+                        callbacks=callbacks, progress=job.is_main)
     except KeyboardInterrupt:
         interrupted = True
         _say(job, "interrupted: writing the model artifact; --resume continues from the last checkpoint")
