@@ -88,7 +88,11 @@ class ArrayDataset:
 
 @dataclass
 class History:
-    """Per-epoch mean metrics of `fit` (epoch k is index k − 1, counting resumed epochs too)."""
+    """Per-epoch mean metrics of the epochs one `fit` call ran.
+
+    Index 0 is the call's first epoch: epoch k + 1 when it continues a trainer resumed
+    after epoch k, so a resumed call's history does not repeat the earlier epochs.
+    """
 
     train: list[dict[str, float]] = field(default_factory=list)
     val: list[dict[str, float]] = field(default_factory=list)

@@ -69,7 +69,8 @@ def test_resumed_run_continues_bit_for_bit():
     resumed = trainer(seed=5)  # different init and seed: the state must override both
     resumed.load_state_dict(saved)
     assert resumed.epoch == 1
-    resumed.fit(train, epochs=3, batch_size=8, progress=False)
+    history = resumed.fit(train, epochs=3, batch_size=8, progress=False)
+    assert len(history.train) == 2  # epochs 2 and 3: the ones this call ran
 
     assert resumed.step == straight.step == 3 * 6
     for key, value in straight.model.state_dict().items():
