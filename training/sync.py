@@ -3,8 +3,11 @@
 Complete samples follow message_filters' ApproximateTime policy: every message is used
 at most once, sets come out in time order, the set chosen around each pivot is the one
 with the smallest spread of stamps, and no set is wider than `slop`. Surplus frames of
-a faster sensor (a 30 Hz camera next to a 10 Hz LiDAR) are dropped, as the live node's
-synchroniser would drop them.
+a faster sensor (a 30 Hz camera next to a 10 Hz LiDAR) are dropped. The live node does
+not synchronise this way: it fuses the newest sample of each alive sensor, so a camera
+frame may meet a scan up to one scan period old. Enforcing the slop live would drop
+two camera frames in three to the camera-only subset, so the active subset would
+flicker between scans; training on tight sets keeps the encoders from learning a lag.
 
 Partial samples are what makes dropouts useful for an M²VAE: where a sensor has been
 silent for longer than its timeout the remaining sensors still form samples, with the
