@@ -3,7 +3,8 @@
 The live figures put the replay's bag time on one axis: the active subset, the latent
 (mean of a few dimensions and the mean posterior std) and the error of the LiDAR the
 node publishes against the true scan in the bag — during the dropout that scan is
-imputed from the camera alone.
+imputed from the camera alone. The report's LiDAR errors pool every valid return into
+one RMSE, the definition m2vae-eval uses, so the two can be compared.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from m2vae_training.bags import Bag
 from m2vae_training.demo_live import LiveRecord
 
 from m2vae_ros.artifact import load_model
+from m2vae_ros.atomic import write_atomic
 from m2vae_ros.codec import CodecError, decode_message, stamp_ns
 from m2vae_ros.spec import ModalitySpec
 
@@ -39,8 +41,9 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
     shift = anchor_stamp - replay_stamp
     latent_t = (np.asarray(record.latent_stamp) + shift - first_camera) / 1e9
     lidar_t = (np.asarray(record.lidar_stamp) + shift - first_camera) / 1e9
-    errors = _imputation_errors(np.asarray(record.lidar_stamp) + shift, record.lidar_ranges,
-                                truth_stamps, truth_ranges, lidar)
+    squared, returns = _squared_errors(np.asarray(record.lidar_stamp) + shift, record.lidar_ranges,
+                                       truth_stamps, truth_ranges, lidar)
+    errors = np.sqrt(np.divide(squared, returns, out=np.full(len(squared), np.nan), where=returns > 0))
     in_drop = (lidar_t >= drop[0]) & (lidar_t < drop[1])
     latency = record.latency_ms()
     active_t = [(t_ns - record.latent_received[0]) / 1e9 + latent_t[0] for t_ns, _ in record.active]
@@ -72,9 +75,10 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
         f"- latents received: {len(latency)} over {latent_t[-1] - latent_t[0]:.1f} s "
         f"({len(latency) / max(latent_t[-1] - latent_t[0], 1e-9):.1f} Hz)",
         f"- active subset changes: {changes}",
-        f"- LiDAR error against the bag (RMSE over valid returns): reconstructed "
-        f"{np.nanmean(errors[~in_drop]):.3f} m with the LiDAR alive, imputed from the camera alone "
-        f"{np.nanmean(errors[in_drop]):.3f} m during the dropout",
+        f"- LiDAR error against the bag (RMSE over all valid returns, as m2vae-eval): reconstructed "
+        f"{_number(_pooled_rmse(squared[~in_drop], returns[~in_drop]), '.3f')} m with the LiDAR alive, "
+        f"imputed from the camera alone {_number(_pooled_rmse(squared[in_drop], returns[in_drop]), '.3f')} m "
+        "during the dropout",
         f"- end-to-end latency (replay stamp → latent received): p50 {np.percentile(latency, 50):.1f} ms, "
         f"p99 {np.percentile(latency, 99):.1f} ms",
         "",
@@ -84,7 +88,7 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
         "",
     ]
     report = out / "report.md"
-    report.write_text("\n".join(lines))
+    write_atomic(report, "\n".join(lines).encode())
     return report
 
 
@@ -119,18 +123,29 @@ def _truth_scans(
     return np.asarray(stamps), ranges, first_camera, anchor
 
 
-def _imputation_errors(stamps: np.ndarray, published: list[np.ndarray], truth_stamps: np.ndarray,
-                       truth: list[np.ndarray], lidar: ModalitySpec) -> np.ndarray:
-    """RMSE (m) of each published scan against the bag scan nearest in time, over its valid returns."""
+def _squared_errors(stamps: np.ndarray, published: list[np.ndarray], truth_stamps: np.ndarray,
+                    truth: list[np.ndarray], lidar: ModalitySpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per published scan, against the bag scan nearest in time: the summed squared error (m²)
+    over that scan's valid returns, and their number (0 when the beam counts differ).
+
+    Sums rather than per-scan RMSEs, so an error over several scans weighs every return
+    alike, as m2vae-eval's does.
+    """
     range_max = lidar.preprocess.range_max
-    errors = np.full(len(published), np.nan)
+    squared, returns = np.zeros(len(published)), np.zeros(len(published), dtype=np.int64)
     for i, (stamp, ranges) in enumerate(zip(stamps, published, strict=True)):
         nearest = truth[int(np.argmin(np.abs(truth_stamps - stamp)))]
         estimate = np.where(np.isfinite(ranges), ranges, range_max)
         valid = np.isfinite(nearest)
-        if valid.any() and estimate.shape == nearest.shape:
-            errors[i] = float(np.sqrt(np.mean((estimate[valid] - nearest[valid]) ** 2)))
-    return errors
+        if estimate.shape == nearest.shape:
+            squared[i], returns[i] = float(np.sum((estimate[valid] - nearest[valid]) ** 2)), valid.sum()
+    return squared, returns
+
+
+def _pooled_rmse(squared: np.ndarray, returns: np.ndarray) -> float | None:
+    """One RMSE (m) over all valid returns of the given scans; None when they have none."""
+    total = int(returns.sum())
+    return float(np.sqrt(squared.sum() / total)) if total else None
 
 
 def _timeline(path: Path, latent_t: np.ndarray, record: LiveRecord, active_t: list[float],
@@ -153,7 +168,7 @@ def _timeline(path: Path, latent_t: np.ndarray, record: LiveRecord, active_t: li
     axes[1].legend(loc="upper right", fontsize=7, ncol=5)
     axes[1].set_title("fused latent")
     axes[2].plot(lidar_t, errors, ".", markersize=2)
-    axes[2].set_ylabel("RMSE (m)")
+    axes[2].set_ylabel("RMSE of the scan (m)")
     axes[2].set_xlabel("bag time (s)")
     axes[2].set_title("published LiDAR vs. the true scan (imputed from the camera while dead)")
     fig.tight_layout()
@@ -175,11 +190,15 @@ def _latency(path: Path, latency_ms: np.ndarray) -> None:
 
 
 def _metrics_table(metrics: dict, names: tuple[str, ...]) -> str:
+    """metrics.json's subsets as a table; a missing value (null there: no samples, not finite) is "–"."""
     header = ["subset", "ELBO", "NB accuracy", *(f"{n} error" for n in names)]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for subset, m in metrics["subsets"].items():
-        errors = [f"{m['recon_error'].get(n, float('nan')):.3f}" for n in names]
-        accuracy = m.get("nb_accuracy")
-        rows.append(f"| {subset} | {m['elbo']:.1f} | {'–' if accuracy is None else f'{accuracy:.3f}'} | "
-                    + " | ".join(errors) + " |")
+        cells = [subset, _number(m.get("elbo"), ".1f"), _number(m.get("nb_accuracy"), ".3f"),
+                 *(_number(m["recon_error"].get(n), ".3f") for n in names)]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)

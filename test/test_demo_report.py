@@ -1,0 +1,31 @@
+"""The demo report's numbers: missing metrics and the pooled LiDAR error."""
+
+import math
+
+import numpy as np
+from m2vae_training.demo_report import _metrics_table, _pooled_rmse, _squared_errors
+
+from m2vae_ros.spec import ModalitySpec, ScanPreprocess
+
+LIDAR = ModalitySpec("lidar", "scan", ScanPreprocess(beams=4, range_max=8.0))
+
+
+def test_null_metrics_are_shown_as_missing():
+    metrics = {"subsets": {
+        "camera": {"elbo": -512.25, "nb_accuracy": 0.75, "recon_error": {"camera": 12.5, "lidar": 1.25}},
+        "lidar": {"elbo": None, "nb_accuracy": None, "recon_error": {"camera": None, "lidar": 0.5}},
+    }}
+    rows = _metrics_table(metrics, ("camera", "lidar")).splitlines()
+    assert rows[2] == "| camera | -512.2 | 0.750 | 12.500 | 1.250 |"
+    assert rows[3] == "| lidar | – | – | – | 0.500 |"
+
+
+def test_the_lidar_error_pools_every_valid_return_like_m2vae_eval():
+    nan = float("nan")
+    truth = [np.array([1.0, nan, nan, nan]), np.array([2.0, 2.0, 2.0, nan]), np.array([1.0, 1.0, 1.0, 1.0])]
+    published = [np.array([4.0, 5.0, 5.0, 5.0]), np.array([3.0, 3.0, 3.0, np.inf]), np.ones(3)]
+    squared, returns = _squared_errors(np.array([0, 10, 20]), published, np.array([0, 10, 20]), truth, LIDAR)
+    assert squared.tolist() == [9.0, 3.0, 0.0] and returns.tolist() == [1, 3, 0]  # the third: 3 beams, not 4
+    # One error of 3 m and three of 1 m: pooled sqrt(12 / 4), not the mean of per-scan RMSEs (2 m).
+    assert math.isclose(_pooled_rmse(squared, returns), math.sqrt(3.0))
+    assert _pooled_rmse(squared[2:], returns[2:]) is None
