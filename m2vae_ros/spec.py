@@ -123,6 +123,11 @@ class ModalitySpec:
             raise SpecError(f"modality {self.name!r}: likelihood {self.likelihood!r} not in {LIKELIHOODS}")
         if not (self.scale > 0 and self.weight > 0):
             raise SpecError(f"modality {self.name!r}: scale and weight must be positive")
+        # ROS accepts `package/Name` for `package/msg/Name`; one spelling keeps the codec's
+        # type checks and the dataset's cache key from telling the two apart.
+        if self.msg_type.count("/") == 1:
+            package, name = self.msg_type.split("/")
+            object.__setattr__(self, "msg_type", f"{package}/msg/{name}")
 
     @property
     def shape(self) -> tuple[int, ...]:

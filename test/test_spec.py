@@ -26,3 +26,10 @@ def test_only_kinds_and_types_a_ros_message_decodes_into_are_decodable():
         require_decodable(camera, "sensor_msgs/msg/LaserScan")
     with pytest.raises(CodecError, match="no ROS message decodes into kind 'vector'"):
         require_decodable(ModalitySpec("imu", "vector", VectorPreprocess(dim=6)))
+
+
+def test_a_two_part_message_type_is_spelt_like_the_codec_spells_it():
+    camera = ModalitySpec("camera", "image", ImagePreprocess(), msg_type="sensor_msgs/CompressedImage")
+    assert camera.msg_type == "sensor_msgs/msg/CompressedImage"
+    require_decodable(camera, camera.msg_type)
+    assert ModalitySpec.from_dict(camera.to_dict()) == camera
