@@ -49,7 +49,11 @@ class ImagePreprocess:
 
 @dataclass(frozen=True)
 class ScanPreprocess:
-    """Planar LiDAR (LaserScan, or a z-slice of a PointCloud2) → `beams` range bins."""
+    """Planar LiDAR (LaserScan, or a z-slice of a PointCloud2) → `beams` range bins.
+
+    The angles read as a LaserScan's do: `angle_max` is the last bin's angle, so a
+    driver's limits can be copied here; a full turn (−π…π) has `beams` equal steps.
+    """
 
     beams: int = 360
     angle_min: float = -math.pi

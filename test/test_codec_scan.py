@@ -7,6 +7,7 @@ import pytest
 from bagutils import scan, to_rosbags
 
 from m2vae_ros.codec import CodecError, decode_message
+from m2vae_ros.codec.scan import scan_message
 from m2vae_ros.spec import ModalitySpec, ScanPreprocess
 
 RNG = np.random.default_rng(1)
@@ -67,13 +68,28 @@ def test_front_half_scan_fills_front_bins_only(flavour):
 def test_zero_to_two_pi_scan_feeds_a_front_facing_model(flavour):
     ranges = np.linspace(1.0, 4.6, 360, dtype=np.float32)  # 0 … 359° in 1° steps, range grows with angle
     msg = scan(ranges, angle_min=0.0, angle_increment=math.pi / 180)
-    front = ModalitySpec("lidar", "scan", ScanPreprocess(beams=181, angle_min=-math.pi / 2,
-                                                         angle_max=math.pi / 2 + math.pi / 180))
+    half_turn = ScanPreprocess(beams=181, angle_min=-math.pi / 2, angle_max=math.pi / 2)
+    front = ModalitySpec("lidar", "scan", half_turn)
     out = decode_message(flavour(msg), front)
     assert out.mask.all()
     # −90° … −1° are the scan's 270° … 359°, 0° … 90° its first 91 beams.
     expected = np.concatenate([ranges[270:], ranges[:91]]) / 8.0
     np.testing.assert_allclose(out.tensor[0], expected, rtol=1e-6)
+
+
+def test_a_partial_span_reads_angle_max_as_the_last_beam_like_a_laserscan(flavour):
+    """A 270° driver's limits copied into the spec fill every bin, and decode gives them back."""
+    increment = math.radians(270) / 1080
+    ranges = RNG.uniform(0.5, 7.5, 1081).astype(np.float32)
+    msg = scan(ranges, angle_min=-math.radians(135), angle_increment=increment)
+    spec = ModalitySpec("lidar", "scan", ScanPreprocess(beams=1081, angle_min=msg.angle_min,
+                                                        angle_max=msg.angle_max))
+    out = decode_message(flavour(msg), spec)
+    assert out.mask.all()
+    np.testing.assert_allclose(out.tensor[0], ranges / 8.0, rtol=1e-6)
+    back = scan_message(out.tensor, spec, msg.header)
+    assert math.isclose(back.angle_increment, increment, rel_tol=1e-9)
+    assert math.isclose(back.angle_max, msg.angle_max, rel_tol=1e-9)
 
 
 def test_empty_scan_is_an_error(flavour):

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from m2vae_ros.codec.binning import bin_width
 from m2vae_ros.spec import ModalitySpec, ModelSpec
 
 
@@ -83,7 +84,8 @@ def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None
         ranges = value[0] * p.range_max
         if mask is not None:
             ranges = np.where(mask.reshape(ranges.shape), ranges, np.nan)
-        bearings = np.degrees(np.linspace(p.angle_min, p.angle_max, len(ranges), endpoint=False))
+        step = bin_width(p.angle_min, p.angle_max, len(ranges))
+        bearings = np.degrees(p.angle_min + step * np.arange(len(ranges)))
         ax.plot(bearings, ranges, lw=0.8)
         ax.set_ylim(0.0, p.range_max)
         ax.tick_params(labelsize=6)

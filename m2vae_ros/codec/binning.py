@@ -24,15 +24,30 @@ def nearest_per_cell(cells: np.ndarray, ranges: np.ndarray) -> tuple[np.ndarray,
     return sorted_cells[first], order[first]
 
 
+def bin_width(angle_min: float, angle_max: float, bins: int) -> float:
+    """Angle between neighbouring bins, read the way a LaserScan reads its limits.
+
+    In a LaserScan `angle_max` is the angle of the last beam, so a partial span of N
+    bins has N − 1 steps: a 270° driver's 1081 beams fill 1081 bins exactly. A full
+    turn is the exception, as −π and π are one direction: its N bins have N steps.
+    """
+    span = angle_max - angle_min
+    return span / bins if is_full_turn(span) else span / max(bins - 1, 1)
+
+
+def is_full_turn(span: float) -> bool:
+    return span >= 2 * math.pi - 1e-6
+
+
 def angle_bins(angles: np.ndarray, angle_min: float, angle_max: float, bins: int) -> np.ndarray:
-    """Bin index of each angle; bin i is centred on ``angle_min + i·(angle_max − angle_min)/bins``.
+    """Bin index of each angle; bin i is centred on ``angle_min + i·bin_width``.
 
     Angles are taken modulo a full turn, so a sensor reporting 0…2π feeds a −π…π model
     (or a partial span) like one reporting −π…π. A span of a full turn wraps around (the
     last bin's right half meets the first bin); otherwise angles outside the span get −1.
     """
-    width = (angle_max - angle_min) / bins
-    if angle_max - angle_min >= 2 * math.pi - 1e-6:
+    width = bin_width(angle_min, angle_max, bins)
+    if is_full_turn(angle_max - angle_min):
         return np.rint((angles - angle_min) / width).astype(np.int64) % bins
     # Offset by half a bin so that angles just below angle_min still land in bin 0.
     relative = np.mod(angles - angle_min + width / 2, 2 * math.pi) - width / 2

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from m2vae_ros.codec.binning import angle_bins, nearest_per_cell
+from m2vae_ros.codec.binning import angle_bins, bin_width, nearest_per_cell
 from m2vae_ros.codec.common import CodecError, Decoded, float_view, stamp_ns
 from m2vae_ros.spec import ModalitySpec, ScanPreprocess
 
@@ -82,7 +82,7 @@ def scan_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
     values = np.asarray(tensor, np.float32).reshape(-1)
     ranges = values * np.float32(pre.range_max)
     ranges[values >= NO_RETURN_THRESHOLD] = np.inf
-    increment = (pre.angle_max - pre.angle_min) / pre.beams
+    increment = bin_width(pre.angle_min, pre.angle_max, pre.beams)
     return LaserScan(
         header=header,
         angle_min=pre.angle_min,
