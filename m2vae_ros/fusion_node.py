@@ -223,14 +223,12 @@ class FusionNode(Node):
         stamp_ns = max(sample.stamp_ns for sample in samples.values())
         # The latent goes out before the (slower) decoders run: it is what downstream consumers wait for.
         self._latent_pub.publish(latent_image(posterior.mean, posterior.std, stamp_ns, self.params.frame_id))
-        if not self._reconstruction_pubs:
-            return
+        listened = [name for name, pub in self._reconstruction_pubs.items() if pub.get_subscription_count()]
         stamp = Time(nanoseconds=stamp_ns).to_msg()
-        for name, tensor in self.fusion.reconstruct(posterior).items():
-            if name in self._reconstruction_pubs:
-                header = Header(stamp=stamp, frame_id=self._reconstruction_frame(name))
-                message = reconstruction_message(tensor, self.spec.modality(name), header)
-                self._reconstruction_pubs[name].publish(message)
+        for name, tensor in self.fusion.reconstruct(posterior, listened).items():
+            header = Header(stamp=stamp, frame_id=self._reconstruction_frame(name))
+            message = reconstruction_message(tensor, self.spec.modality(name), header)
+            self._reconstruction_pubs[name].publish(message)
 
     def _reconstruction_frame(self, name: str) -> str:
         """The sensor's own frame as its last valid message named it, else the `frame_id` parameter.

@@ -22,9 +22,9 @@ from rosutils import VENV_BIN, RosPeer, domain_id_for, ros_peer, run_to_exit, ru
 from sensor_msgs.msg import Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import String
 
-from m2vae_ros.artifact import save_model
+from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.fusion_diagnostics import modality_status
-from m2vae_ros.inference import resolve_device
+from m2vae_ros.inference import LatentFusion, resolve_device
 from m2vae_ros.latent_msg import latent_image, read_latent
 from m2vae_ros.liveness import ModalityLiveness
 from m2vae_ros.model import M2VAE
@@ -394,3 +394,16 @@ def test_unavailable_cuda_falls_back_to_cpu_with_a_warning() -> None:
     assert resolve_device("auto") == ("cpu", None)
     device, warning = resolve_device("cuda:1")
     assert device == "cpu" and "CUDA is unavailable" in warning
+
+
+def test_only_the_named_reconstructions_are_decoded(model_dir: Path) -> None:
+    """The node names only the reconstruction topics someone subscribes to."""
+    loaded = load_model(model_dir)
+    fusion = LatentFusion(loaded.model, loaded.spec, "cpu")
+    scan = np.full((1, BEAMS), 0.5, np.float32)
+    posterior = fusion.encode({"lidar": scan}, 1 << loaded.model.index("lidar"))
+    only_camera = fusion.reconstruct(posterior, ["camera"])
+    assert list(only_camera) == ["camera"] and only_camera["camera"].shape == (3, 32, 32)
+    everything = fusion.reconstruct(posterior, loaded.spec.names)
+    np.testing.assert_array_equal(everything["camera"], only_camera["camera"])
+    assert set(everything) == set(loaded.spec.names)
