@@ -4,11 +4,12 @@ Read `Trainer.fit` top to bottom: for each epoch, visit the training samples in 
 permutation seeded by (seed, epoch), compute the objective of `model.spec.objective`,
 step Adam, then evaluate on the validation set and ask the callbacks whether to stop.
 Everything the CLI adds (TensorBoard, checkpoints, early stopping, Ctrl-C, torchrun)
-is a `Callback` or a small override of `epoch_order`/`compute_loss`.
+is a `Callback` or a small override of `begin_epoch`/`epoch_order`/`compute_loss`.
 
 Determinism: the shuffle depends only on (seed, epoch) and the reparameterisation noise
 comes from the trainer's own generator, whose state is part of `state_dict()`, so a run
 resumed from the state after epoch k continues bit-for-bit like the uninterrupted run.
+(Under torchrun each rank reseeds its generator per epoch instead: see `begin_epoch`.)
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class Trainer:
         history = History()
         while self.epoch < epochs:
             self.model.train()
+            self.begin_epoch(self.epoch)
             order = self.epoch_order(train, self.epoch)
             totals = _Means()
             bar = tqdm(
@@ -185,6 +187,13 @@ class Trainer:
         for x, available in self._batches(data, np.arange(len(data)), batch_size):
             totals.add(loss(self.model, x, available, sample=False), available)
         return totals.means()
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Before epoch `epoch` (from 0) trains; the DDP trainer reseeds its ranks' noise here.
+
+        One process's generator simply runs on across epochs: its state in `state_dict()`
+        is all a resume needs.
+        """
 
     def epoch_order(self, data: ArrayDataset, epoch: int) -> np.ndarray:
         """Dataset positions in the order epoch `epoch` (from 0) visits them: fixed by (seed, epoch)."""

@@ -6,11 +6,13 @@ The bags come from the real simulator (`m2vae_ros.sim.simulate`), 32×32 images 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.sim import simulate
 
 TINY_CONFIG: dict[str, Any] = {
@@ -28,9 +30,9 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 
-def tiny_bag(path: Path, seed: int, seconds: float = 8.0) -> Path:
-    """A short simulated recording (camera, scan, ground truth) at `path`."""
-    simulate(path, seconds, seed, image_size=(32, 32), points=False, episode_seconds=2.5)
+def tiny_bag(path: Path, seed: int, seconds: float = 8.0, drops: Sequence[DropWindow] = ()) -> Path:
+    """A short simulated recording (camera, scan, ground truth) at `path`, sensors silent in `drops`."""
+    simulate(path, seconds, seed, image_size=(32, 32), points=False, episode_seconds=2.5, drops=drops)
     return path
 
 

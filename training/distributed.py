@@ -116,7 +116,8 @@ class DistributedTrainer(Trainer):
     Every rank shuffles with the same (seed, epoch) and takes its DistributedSampler-style
     share, so the ranks together visit each sample once per epoch. Validation runs the
     whole validation set on every rank: the metrics, and so the early-stopping decision,
-    are identical everywhere without communication.
+    are identical everywhere without communication. Each rank draws its own noise, from
+    a generator seeded by (seed, rank, epoch) at the start of every epoch.
     """
 
     def __init__(self, model: M2VAE, job: Distributed, **kwargs) -> None:
@@ -127,6 +128,12 @@ class DistributedTrainer(Trainer):
         self.ddp = DistributedDataParallel(
             _Objective(self.model), device_ids=ids, find_unused_parameters=True
         )
+
+    def begin_epoch(self, epoch: int) -> None:
+        # Seeded by rank, or every rank would draw the same noise; and per epoch, because only
+        # rank 0 writes checkpoints: the other ranks' generator states could not be restored.
+        seed = np.random.SeedSequence([self.seed, self.job.rank, epoch]).generate_state(1, np.uint64)[0]
+        self.generator.manual_seed(int(seed))
 
     def epoch_order(self, data: ArrayDataset, epoch: int) -> np.ndarray:
         return self.job.shard(super().epoch_order(data, epoch))
