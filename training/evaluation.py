@@ -113,7 +113,9 @@ def _elbo_sum(model: M2VAE, x: dict[str, torch.Tensor], subset: int, present: np
     """Σ over the `present` rows of the plain ELBO of q(z|subset), the objectives' `elbo/<S>` term.
 
     The plain ELBO (not the training objective, which differs between m2vae, jmvae and
-    mvae) is what makes subsets and objectives comparable; z is the posterior mean.
+    mvae) is what makes subsets and objectives comparable; z is the posterior mean. Its
+    log-likelihoods carry the spec's modality weights and its KL the spec's β, as in
+    training: it compares models that share those settings, not models that differ in them.
     """
     count = int(present.sum())
     if count == 0:
