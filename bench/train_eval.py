@@ -86,7 +86,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=40.0, help="training recording length (total)")
     parser.add_argument("--episode-seconds", type=float, default=5.0, help="one object per episode")
-    parser.add_argument("--epochs", type=int, default=30, help="as config/train.yaml ships")
+    parser.add_argument("--epochs", type=int, default=30,
+                        help="the comparison's budget per objective (config/train.yaml ships 60)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="training seeds per objective (init, noise, order and split)")
     parser.add_argument("--batch-size", type=int, default=64)
