@@ -38,6 +38,7 @@ class InferenceStats:
 
     def record(self, now_ns: int, latency_s: float) -> None:
         with self._lock:
+            self._forget_after_clock_jump(now_ns)
             self._samples.append((now_ns, latency_s))
             self.inferences += 1
 
@@ -47,12 +48,22 @@ class InferenceStats:
 
     def summary(self, now_ns: int) -> LatencySummary:
         with self._lock:
+            self._forget_after_clock_jump(now_ns)
             while self._samples and self._samples[0][0] < now_ns - self._window_ns:
                 self._samples.popleft()
             latencies = [latency for _, latency in self._samples]
         if not latencies:
             return LatencySummary(0.0, 0.0, 0)
         return LatencySummary(1e3 * sum(latencies) / len(latencies), 1e3 * max(latencies), len(latencies))
+
+    def _forget_after_clock_jump(self, now_ns: int) -> None:
+        """Drop samples stamped after `now` (the clock jumped back, e.g. a looping bag).
+
+        Pruning walks from the oldest sample and stops at the first recent one, so a
+        sample from before the jump would otherwise keep every later one in the window.
+        """
+        if self._samples and self._samples[-1][0] > now_ns:
+            self._samples.clear()
 
 
 def _values(**values: object) -> list[KeyValue]:

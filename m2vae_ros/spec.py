@@ -127,6 +127,12 @@ class ModalitySpec:
             raise SpecError(f"modality {self.name!r}: likelihood {self.likelihood!r} not in {LIKELIHOODS}")
         if not (self.scale > 0 and self.weight > 0):
             raise SpecError(f"modality {self.name!r}: scale and weight must be positive")
+        if not isinstance(self.msg_type, str):
+            raise SpecError(f"modality {self.name!r}: msg_type must be a ROS type name such as "
+                            f"sensor_msgs/msg/Image, got {self.msg_type!r}")
+        scan = self.preprocess
+        if isinstance(scan, ScanPreprocess) and not scan.angle_max > scan.angle_min:
+            raise SpecError(f"modality {self.name!r}: preprocess angle_max must be above angle_min")
         # ROS accepts `package/Name` for `package/msg/Name`; one spelling keeps the codec's
         # type checks and the dataset's cache key from telling the two apart.
         if self.msg_type.count("/") == 1:

@@ -98,13 +98,21 @@ def test_empty_scan_is_an_error(flavour):
     assert err.value.reason == "empty_scan"
 
 
+def test_a_scan_without_a_far_limit_is_bounded_by_the_spec(flavour):
+    ranges = np.full(360, 3.0, np.float32)
+    ranges[0] = 9.0  # beyond the spec's 8 m: no return
+    out = decode_message(flavour(scan(ranges, range_max=math.inf)), lidar())
+    assert not out.mask[0, 0] and out.mask[0, 1:].all()
+    np.testing.assert_allclose(out.tensor[0, 1:], 3.0 / 8.0)
+
+
 @pytest.mark.parametrize(("fields", "reason"), [
     ({"angle_increment": math.nan}, "size_mismatch"),
     ({"angle_min": math.nan}, "non_finite"),
     ({"angle_min": math.inf}, "non_finite"),
     ({"range_min": math.nan}, "non_finite"),
     ({"range_max": math.nan}, "non_finite"),
-    ({"range_max": math.inf}, "non_finite"),
+    ({"range_min": math.inf}, "bad_range_limits"),
     ({"range_min": 8.0, "range_max": 8.0}, "bad_range_limits"),
     ({"range_min": 5.0, "range_max": 1.0}, "bad_range_limits"),
 ])

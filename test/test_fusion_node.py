@@ -23,7 +23,7 @@ from sensor_msgs.msg import Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import String
 
 from m2vae_ros.artifact import load_model, save_model
-from m2vae_ros.fusion_diagnostics import modality_status
+from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, modality_status
 from m2vae_ros.inference import LatentFusion, resolve_device
 from m2vae_ros.latent_msg import latent_image, read_latent
 from m2vae_ros.liveness import ModalityLiveness
@@ -364,6 +364,17 @@ def test_clock_jumping_back_makes_sensors_start_over() -> None:
     assert liveness.rate_hz(11 * second) == pytest.approx(10.0)
 
 
+def test_latency_window_starts_over_when_the_clock_jumps_back() -> None:
+    second = 1_000_000_000
+    stats = InferenceStats()
+    for i in range(10):  # 10 Hz up to t = 100.9 s, 5 ms each
+        stats.record(100 * second + i * second // 10, 0.005)
+    stats.record(10 * second, 0.020)  # the bag looped back to t = 10 s
+    stats.record(10 * second + second // 10, 0.020)
+    assert stats.summary(10 * second + second // 5) == LatencySummary(20.0, 20.0, 2)
+    assert stats.inferences == 12
+
+
 def test_latent_image_round_trip() -> None:
     mean, std = np.arange(LATENT_DIM, dtype=np.float32), np.full(LATENT_DIM, 0.5, np.float32)
     msg = latent_image(mean, std, stamp_ns=1_500_000_000, frame_id="f")
@@ -397,7 +408,7 @@ def test_unavailable_cuda_falls_back_to_cpu_with_a_warning() -> None:
 
 
 def test_only_the_named_reconstructions_are_decoded(model_dir: Path) -> None:
-    """The node names only the reconstruction topics someone subscribes to."""
+    """The node asks only for the reconstructions of topics with a subscriber; the rest are not decoded."""
     loaded = load_model(model_dir)
     fusion = LatentFusion(loaded.model, loaded.spec, "cpu")
     scan = np.full((1, BEAMS), 0.5, np.float32)

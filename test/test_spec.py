@@ -3,7 +3,7 @@
 import pytest
 
 from m2vae_ros.codec import CodecError, require_decodable
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, SpecError, VectorPreprocess
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ScanPreprocess, SpecError, VectorPreprocess
 
 
 @pytest.mark.parametrize("name", ["front_cam", "lidar3d", "Camera2"])
@@ -33,3 +33,17 @@ def test_a_two_part_message_type_is_spelt_like_the_codec_spells_it():
     assert camera.msg_type == "sensor_msgs/msg/CompressedImage"
     require_decodable(camera, camera.msg_type)
     assert ModalitySpec.from_dict(camera.to_dict()) == camera
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"msg_type": None}, "msg_type must be a ROS type name"),
+    ({"msg_type": 7}, "msg_type must be a ROS type name"),
+])
+def test_a_msg_type_that_is_no_name_is_a_spec_error(fields, message):
+    with pytest.raises(SpecError, match=message):
+        ModalitySpec("camera", "image", ImagePreprocess(), **fields)
+
+
+def test_a_scan_span_must_be_positive():
+    with pytest.raises(SpecError, match="angle_max must be above angle_min"):
+        ModalitySpec("lidar", "scan", ScanPreprocess(angle_min=0.5, angle_max=0.5))

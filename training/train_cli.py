@@ -194,7 +194,7 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
         "dataset": config.dataset_key(),  # synchronisation settings: a resumed run must rebuild nothing
         "spec": spec.to_dict(),
-        "epochs": int(args.epochs or t.get("epochs", 30)),
+        "epochs": int(args.epochs or t.get("epochs", 60)),
         "batch_size": int(args.batch_size or t.get("batch_size", 64)),
         "lr": float(t.get("lr", 1e-3)),
         "seed": int(args.seed if args.seed is not None else t.get("seed", 0)),

@@ -52,8 +52,10 @@ def scan_fields(msg: Any) -> tuple[np.ndarray, float, float, float, float]:
     )
     if not np.isfinite(increment) or increment == 0.0:
         raise CodecError("size_mismatch", f"LaserScan angle_increment {increment}")
-    # Either would silently mark every beam "no return": NaN limits fail every comparison.
-    if not np.isfinite([angle_min, range_min, range_max]).all():
+    # NaN limits fail every comparison, so every beam would silently read "no return";
+    # an infinite angle_min puts every beam in one bin. range_max = inf is a sensor
+    # without a far limit: the spec's range_max bounds it.
+    if not np.isfinite(angle_min) or np.isnan([range_min, range_max]).any():
         raise CodecError("non_finite", f"LaserScan angle_min {angle_min}, range_min {range_min}, "
                          f"range_max {range_max}")
     if range_min >= range_max:
