@@ -80,7 +80,9 @@ class FusionNode(Node):
         self._frame_ids: dict[str, str] = {}  # last valid input's frame, to stamp its reconstruction
         self._active = -1  # no subset published yet
         self._trigger_lock = threading.Lock()
-        self._liveness_lock = threading.Lock()  # see _read_alive_subset
+        # Held for every use of self.liveness: the worker reads it too, and reads forget
+        # arrivals after a clock jump, so they write as well (see also _read_alive_subset).
+        self._liveness_lock = threading.Lock()
         self._pending = threading.Event()
         self._stopping = threading.Event()
 
@@ -133,7 +135,8 @@ class FusionNode(Node):
                 ahead_s = (decoded.stamp_ns - now_ns) / NS_PER_S
                 raise CodecError("future_stamp", f"header stamp {ahead_s:.3f} s ahead of the node clock")
         except CodecError as exc:
-            self.liveness[name].record_invalid(exc.reason)
+            with self._liveness_lock:
+                self.liveness[name].record_invalid(exc.reason)
             self.get_logger().warning(
                 f"{name}: ignoring message ({exc})", throttle_duration_sec=WARN_THROTTLE_S)
             return
@@ -141,8 +144,9 @@ class FusionNode(Node):
         self._frame_ids[name] = str(msg.header.frame_id)
         with self._liveness_lock:
             self.liveness[name].record_valid(now_ns)
+            triggers = self.params.rate_hz == 0 and self._is_fastest_alive(name, now_ns)
         self._publish_active_if_changed()
-        if self.params.rate_hz == 0 and self._is_fastest_alive(name, now_ns):
+        if triggers:
             self._request_inference()
 
     def _alive_subset(self, now_ns: int) -> int:
@@ -153,7 +157,8 @@ class FusionNode(Node):
         return self.liveness[name].rate_hz(now_ns) >= max(rates, default=0.0)
 
     def _publish_active_if_changed(self) -> None:
-        active = self._alive_subset(self._now_ns())
+        with self._liveness_lock:
+            active = self._alive_subset(self._now_ns())
         if active != self._active:
             self._active = active
             self._active_pub.publish(String(data=self._active_name(active)))
@@ -173,12 +178,13 @@ class FusionNode(Node):
         node_name = self.get_fully_qualified_name()
         array = DiagnosticArray()
         array.header.stamp = Time(nanoseconds=now_ns).to_msg()
-        array.status = [
-            modality_status(node_name, name, self.modality_params[name].topic, self.liveness[name], now_ns)
-            for name in self.spec.names
-        ]
-        array.status.append(
-            inference_status(node_name, self.stats, self._active_name(self._alive_subset(now_ns)), now_ns))
+        with self._liveness_lock:
+            array.status = [
+                modality_status(node_name, name, params.topic, self.liveness[name], now_ns)
+                for name, params in self.modality_params.items()
+            ]
+            active = self._alive_subset(now_ns)
+        array.status.append(inference_status(node_name, self.stats, self._active_name(active), now_ns))
         self._diagnostics_pub.publish(array)
 
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
@@ -187,7 +193,8 @@ class FusionNode(Node):
             prefix, _, rest = parameter.name.partition(".")
             name, _, key = rest.rpartition(".")
             if prefix == "modalities" and key == "timeout_s" and name in self.liveness:
-                self.liveness[name].timeout_ns = int(parameter.value * NS_PER_S)
+                with self._liveness_lock:
+                    self.liveness[name].timeout_ns = int(parameter.value * NS_PER_S)
 
     # --- inference (worker thread) ---------------------------------------------------------
 
