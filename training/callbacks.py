@@ -31,8 +31,8 @@ class EarlyStopping(Callback):
     `on_improvement(trainer, epoch, val_metrics)` runs whenever a new best is reached;
     the CLI uses it to write the artifact, so the artifact always holds the best model.
     Without a validation set nothing is compared and training runs all its epochs.
-    `stopped` is part of the checkpointed state: a resumed run must not train past the
-    epoch where the uninterrupted one ended.
+    `stopped` follows from the checkpointed `bad_epochs` (patience is fixed on resume), so
+    a resumed run knows when the uninterrupted one ended and does not train past it.
     """
 
     def __init__(
@@ -46,7 +46,6 @@ class EarlyStopping(Callback):
         self.best_epoch = 0
         self.bad_epochs = 0
         self.best_metrics: dict[str, float] = {}
-        self.stopped = False
 
     def on_epoch_end(
         self, trainer: Trainer, epoch: int, train_metrics: dict[str, float], val_metrics: dict[str, float]
@@ -61,8 +60,12 @@ class EarlyStopping(Callback):
                 self.on_improvement(trainer, epoch, val_metrics)
             return False
         self.bad_epochs += 1
-        self.stopped = self.bad_epochs >= self.patience
         return self.stopped
+
+    @property
+    def stopped(self) -> bool:
+        """Whether validation has not improved for `patience` epochs: training is over."""
+        return self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -70,14 +73,12 @@ class EarlyStopping(Callback):
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
             "best_metrics": self.best_metrics,
-            "stopped": self.stopped,
+            "stopped": self.stopped,  # derived; written for whoever reads checkpoint.json
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
         self.bad_epochs, self.best_metrics = int(state["bad_epochs"]), dict(state["best_metrics"])
-        # Checkpoints from before `stopped` was recorded: with patience fixed on resume, the same test.
-        self.stopped = bool(state.get("stopped", self.bad_epochs >= self.patience))
 
 
 class CheckpointWriter(Callback):
