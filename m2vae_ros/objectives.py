@@ -29,11 +29,16 @@ from m2vae_ros.subsets import all_subsets, children, members, subset_name
 
 @dataclass
 class Loss:
-    """`total` to minimise, each sample's objective, and batch-mean terms for logging."""
+    """`total` to minimise, each sample's objective, and batch-mean terms for logging.
+
+    `term_rows` counts the rows each term averages over (those holding its subset), so
+    means over many batches can weigh each batch's term by them.
+    """
 
     total: Tensor
     per_sample: Tensor
     terms: dict[str, Tensor]
+    term_rows: dict[str, int]
 
 
 def kl_normal(mean_q: Tensor, logvar_q: Tensor, mean_p: Tensor, logvar_p: Tensor) -> Tensor:
@@ -70,7 +75,7 @@ def loss(
             per_sample = torch.where(batch.patterns == pattern, objective(pattern), per_sample)
     count = int((batch.patterns != 0).sum())
     total = -per_sample.sum() / max(count, 1)
-    return Loss(total=total, per_sample=per_sample, terms=batch.terms)
+    return Loss(total=total, per_sample=per_sample, terms=batch.terms, term_rows=batch.term_rows)
 
 
 def subset_loss(model: M2VAE, x: dict[str, Tensor], subset: int, *, sample: bool = False) -> Loss:
@@ -109,6 +114,7 @@ class _Batch:
         present = [i for i in range(n) if bool(available[:, i].any())]
         self.features = model.extract(x, present)
         self.terms: dict[str, Tensor] = {}
+        self.term_rows: dict[str, int] = {}
         self._rows: dict[int, Tensor | None] = {}
         self._posteriors: dict[int, tuple[Tensor, Tensor]] = {}
         self._elbos: dict[int, Tensor] = {}
@@ -175,6 +181,7 @@ class _Batch:
 
     def _log(self, key: str, values: Tensor) -> None:
         self.terms[key] = values.detach().mean()
+        self.term_rows[key] = values.shape[0]
 
 
 def _take(values: Tensor, rows: Tensor | None) -> Tensor:

@@ -247,10 +247,11 @@ class Trainer:
 
 
 class _Means:
-    """Sample-weighted means of a loss and its terms over batches, synchronised once at the end.
+    """Sample-weighted means of a loss and its terms over batches, read from the device once at the end.
 
-    Each key is weighted by the non-empty samples of the batches that reported it: a
-    subset's terms only exist in batches where some sample has that subset.
+    The loss is weighted by each batch's non-empty samples, a subset's term by the
+    batch's rows that hold the subset: the result is the mean over all those rows, as
+    one batch of the whole data would give it.
     """
 
     def __init__(self) -> None:
@@ -261,9 +262,10 @@ class _Means:
         n = int(available.any(1).sum())
         if n == 0:
             return
+        rows = {"loss": n, **result.term_rows}
         for key, value in {"loss": result.total.detach(), **result.terms}.items():
-            self.sums[key] = self.sums.get(key, 0) + value * n
-            self.counts[key] = self.counts.get(key, 0) + n
+            self.sums[key] = self.sums.get(key, 0) + value * rows[key]
+            self.counts[key] = self.counts.get(key, 0) + rows[key]
 
     def means(self) -> dict[str, float]:
         means = {key: float(value) / self.counts[key] for key, value in self.sums.items()}

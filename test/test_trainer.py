@@ -84,6 +84,17 @@ def test_availability_columns_follow_the_dataset_arrays_order():
     assert a.evaluate(ArrayDataset(data, available)) == b.evaluate(reordered)
 
 
+def test_subset_terms_average_over_the_rows_holding_the_subset():
+    """Batch by batch, each term weighs as many rows as hold its subset: one whole batch agrees."""
+    data, available = arrays()
+    model = trainer()
+    by_batch = model.evaluate(ArrayDataset(data, available), batch_size=8)
+    whole = model.evaluate(ArrayDataset(data, available), batch_size=N)
+    assert by_batch.keys() == whole.keys()
+    for key in ("elbo", "elbo/lidar+imu", "kl/lidar+imu|imu", "rec/lidar/lidar"):
+        assert by_batch[key] == pytest.approx(whole[key], rel=1e-5), key
+
+
 class StopAfter(Callback):
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
