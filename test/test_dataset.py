@@ -317,7 +317,7 @@ def test_cli_rejects_unknown_modality_in_topic_override(tmp_path, capsys):
 def test_config_defaults_overrides_and_strictness(tmp_path):
     config = load_train_config()
     assert config.spec.names == ("camera", "lidar") and config.slop == 0.05 and config.timeout == 0.5
-    assert config.labels_topic == "/ground_truth/object" and config.training["epochs"] > 0
+    assert config.labels_topic == "/ground_truth/object" and config.training.epochs == 60
     moved = load_train_config(None, {"lidar": "/front/scan"})
     assert moved.spec.modality("lidar").topic == "/front/scan" and moved.spec.modality("camera").topic
     with pytest.raises(ConfigError, match="radar"):
@@ -334,6 +334,26 @@ def test_a_misspelt_key_in_any_section_is_refused(tmp_path, section, key):
     (tmp_path / "typo.yaml").write_text(yaml.safe_dump(typo))
     with pytest.raises(ConfigError, match=rf"unknown {section} keys \['{key}'\]"):
         load_train_config(tmp_path / "typo.yaml")
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"lr": "1e-3", "epochs": 3}, {"lr": 0.001, "epochs": 3, "batch_size": 64}),  # PyYAML reads 1e-3 as text
+    ({"val_fraction": 0}, {"val_fraction": 0.0, "patience": 5}),
+    ({"epochs": 0}, "training.epochs must be ≥ 1"), ({"batch_size": 2.5}, "batch_size must be an integer"),
+    ({"patience": True}, "patience must be a number"), ({"lr": "fast"}, "lr must be a number"),
+    ({"lr": 0}, "lr must be positive"), ({"block_seconds": float("inf")}, "finite"),
+    ({"val_fraction": 1}, r"val_fraction must be in \[0, 1\)"), ({"seed": -1}, "seed must be ≥ 0"),
+])
+def test_training_settings_are_typed_checked_and_defaulted(tmp_path, settings, expected):
+    config = yaml.safe_load(small_config(tmp_path).read_text())
+    config["training"] = settings
+    (tmp_path / "training.yaml").write_text(yaml.safe_dump(config))
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match=expected):
+            load_train_config(tmp_path / "training.yaml")
+        return
+    training = load_train_config(tmp_path / "training.yaml").training
+    assert {key: getattr(training, key) for key in expected} == expected
 
 
 @pytest.mark.parametrize(("timeout", "expected"), [

@@ -3,7 +3,8 @@
 Layout: ``model:`` (ModelSpec settings), ``modalities:`` (one entry per sensor, in the
 order subset names use), ``labels.topic``, ``dataset.slop``/``dataset.timeout`` (seconds;
 the timeout is one number for every sensor or a mapping modality → seconds) and the
-``training:`` settings of the training CLI (TRAINING_KEYS; its defaults live there).
+``training:`` settings of the training CLI (`TrainingSettings`, whose defaults fill
+the keys a file leaves out).
 Unknown keys are errors, so a typo never silently falls back to a default.
 """
 
@@ -22,13 +23,69 @@ from m2vae_ros.spec import ModelSpec, SpecError
 SECTIONS = ("model", "modalities", "labels", "dataset", "training")
 DATASET_KEYS = ("slop", "timeout")
 LABELS_KEYS = ("topic",)
-TRAINING_KEYS = ("epochs", "batch_size", "lr", "seed", "val_fraction", "block_seconds", "patience")
 DATA_FIELDS = ("name", "kind", "topic", "msg_type", "preprocess")  # of a modality, what its arrays depend on
 PACKAGE = "m2vae_ros"
 
 
 class ConfigError(ValueError):
     """The configuration file or a command-line override is unusable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """``training:``: how m2vae-train fits the model. A key the file leaves out takes the default here.
+
+    `epochs` is a ceiling: early stopping ends a run after `patience` epochs without a
+    better validation ELBO. The split holds out `val_fraction` of the recording in
+    `block_seconds`-long time blocks, since neighbouring frames are near-duplicates.
+    """
+
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    val_fraction: float = 0.2
+    block_seconds: float = 5.0
+    patience: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ConfigError(f"training.seed must be ≥ 0, got {self.seed}")
+        for name in ("lr", "block_seconds"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"training.{name} must be positive and finite, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"training.val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    @classmethod
+    def parse(cls, section: Mapping[str, Any], where: str) -> TrainingSettings:
+        """The settings from a ``training:`` mapping whose keys are known; numbers as YAML gives them."""
+        values = {
+            f.name: _typed(section[f.name], f.type, f"{where}: training.{f.name}")
+            for f in dataclasses.fields(cls)
+            if f.name in section
+        }
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+def _typed(value: Any, type_name: str, where: str) -> int | float:
+    """An int field's YAML integer, or a float field's number (PyYAML reads ``1e-3`` as a string)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if type_name == "int":
+        if not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a number, got {value!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +96,7 @@ class TrainConfig:
     labels_topic: str = "/ground_truth/object"
     slop: float = 0.05
     timeout: float | Mapping[str, float] = 0.5
-    training: dict[str, Any] = dataclasses.field(default_factory=dict)
+    training: TrainingSettings = TrainingSettings()
     source: Path | None = None
 
     def timeouts_ns(self) -> list[int]:
@@ -92,7 +149,7 @@ def load_train_config(
         raise ConfigError(f"config {path}: unknown sections {unknown}; known: {list(SECTIONS)}")
     dataset = _section(data, "dataset", DATASET_KEYS, path)
     labels = _section(data, "labels", LABELS_KEYS, path)
-    training = _section(data, "training", TRAINING_KEYS, path)
+    training = _section(data, "training", [f.name for f in dataclasses.fields(TrainingSettings)], path)
     try:
         spec = ModelSpec.from_dict({**(data.get("model") or {}), "modalities": data.get("modalities") or []})
     except SpecError as exc:
@@ -102,7 +159,7 @@ def load_train_config(
         labels_topic=str(labels.get("topic", TrainConfig.labels_topic)),
         slop=float(dataset.get("slop", TrainConfig.slop)),
         timeout=parse_timeout(dataset.get("timeout", TrainConfig.timeout), spec.names, f"config {path}"),
-        training=training,
+        training=TrainingSettings.parse(training, f"config {path}"),
         source=path,
     )
     if not config.slop >= 0:

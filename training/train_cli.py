@@ -194,17 +194,15 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
         "dataset": config.dataset_key(),  # synchronisation settings: a resumed run must rebuild nothing
         "spec": spec.to_dict(),
-        "epochs": int(args.epochs or t.get("epochs", 60)),
-        "batch_size": int(args.batch_size or t.get("batch_size", 64)),
-        "lr": float(t.get("lr", 1e-3)),
-        "seed": int(args.seed if args.seed is not None else t.get("seed", 0)),
-        "block_seconds": float(t.get("block_seconds", 5.0)),
-        "val_fraction": float(t.get("val_fraction", 0.2)),
-        "patience": int(t.get("patience", 5)),
+        "epochs": args.epochs or t.epochs,
+        "batch_size": args.batch_size or t.batch_size,
+        "lr": t.lr,
+        "seed": args.seed if args.seed is not None else t.seed,
+        "block_seconds": t.block_seconds,
+        "val_fraction": t.val_fraction,
+        "patience": t.patience,
         "command": command,
     }
-    if run["lr"] <= 0:
-        raise ConfigError(f"training.lr must be positive, got {run['lr']}")
     return run
 
 
