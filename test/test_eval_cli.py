@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -12,6 +13,8 @@ from m2vae_training.eval_cli import _common_classes
 from m2vae_training.eval_cli import main as evaluate
 from m2vae_training.train_cli import main as train
 from trainutils import tiny_bag, tiny_config
+
+from m2vae_ros.drop_window import DropWindow
 
 SUBSETS = ("camera", "lidar", "camera+lidar")
 CLASSES = ["red_cylinder", "red_box", "green_cylinder"]
@@ -66,6 +69,15 @@ def test_probe_data_falls_back_to_the_training_bags_then_needs_train_bag(trained
     try:
         rebuilt = _evaluate(trained, trained["root"] / "eval_rebuilt")
         assert rebuilt["probes"]["fitted_on"].startswith("training bags")
+        # A bag re-recorded under the training bag's name is not the training data any more.
+        metadata = trained["train_bag"] / "metadata.yaml"
+        stat = metadata.stat()
+        os.utime(metadata, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        try:
+            assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(trained["test_bag"]),
+                             "--out", str(trained["root"] / "eval_changed")]) == 2
+        finally:
+            os.utime(metadata, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         shutil.move(trained["train_bag"], trained["root"] / "moved_bag")
         assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(trained["test_bag"]),
                          "--out", str(trained["root"] / "eval_none")]) == 2
@@ -103,3 +115,24 @@ def test_a_class_one_recording_never_showed_does_not_conflict_with_its_name_else
     assert _common_classes(["class_0"], ["class_0", "class_1"]) == ["class_0", "class_1"]
     with pytest.raises(ValueError, match="class 2 is 'green_cylinder' in the training data but 'blue_box'"):
         _common_classes(CLASSES, ["red_cylinder", "class_1", "blue_box"])
+
+
+def test_a_test_recording_without_complete_samples_is_scored_and_says_why_it_has_no_figures(trained, capsys):
+    scanless = tiny_bag(trained["root"] / "scanless_bag", seed=7, seconds=4.0,
+                        drops=[DropWindow("scan", 0.0, 5.0)])
+    out = trained["root"] / "eval_scanless"
+    model = str(trained["run"] / "model")
+    assert evaluate(["--model", model, "--bag", str(scanless), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["subsets"]["camera"]["samples"] > 0 and metrics["subsets"]["lidar"]["samples"] == 0
+    assert 0.0 <= metrics["subsets"]["camera"]["nb_accuracy"] <= 1.0
+    assert [w for w in metrics["warnings"] if w.startswith("no test sample has every sensor")]
+    assert "no test sample has every sensor" in capsys.readouterr().err
+    assert not list(out.glob("*.png"))
+
+
+def test_a_batch_size_below_one_is_a_usage_error(trained, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate(["--model", str(trained["run"] / "model"), "--bag", str(trained["test_bag"]),
+                  "--out", str(trained["root"] / "eval_batch"), "--batch-size", "0"])
+    assert exit_info.value.code == 2 and "--batch-size: must be ≥ 1" in capsys.readouterr().err

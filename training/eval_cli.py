@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from m2vae_training.bags import BagError
+from m2vae_training.bags import BagError, fingerprint
+from m2vae_training.cli_args import positive_int
 from m2vae_training.config import ConfigError, TrainConfig, parse_timeout, parse_topic_overrides, with_topics
 from m2vae_training.dataset import (
     MANIFEST,
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-bag", nargs="+", default=None,
                         help="training recordings for the probes (default: the artifact's provenance)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:<index> (default: cpu)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     return parser.parse_args(argv)
 
 
@@ -103,6 +104,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         class_names = _common_classes(train.class_names, test.class_names)
         probes = joint_probes(model, train, class_names, batch_size=args.batch_size)
         probe_info = {"fitted_on": fitted_on, "train_samples": len(train)}
+    figures = _figures(model, test, scores, class_names, out)
+    if not figures:
+        warnings.append("no test sample has every sensor, so there are no figures (they show each "
+                        "sensor beside its reconstruction from every subset)")
+        print(f"{PROG}: warning: {warnings[-1]}", file=sys.stderr)
     metrics = {
         "model": str(Path(args.model).resolve()),
         "bags": test.manifest["bags"],
@@ -112,7 +118,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "probes": probe_info,
         "subsets": subset_metrics(model, scores, test, probes),
     }
-    figures = _figures(model, test, scores, class_names, out)
     write_atomic(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     write_atomic(out / "report.md", report_markdown(metrics, figures).encode())
     print(_summary(metrics, out))
@@ -143,13 +148,25 @@ def _training_data(
         "manifest_sha256"
     ):
         return load_dataset(directory), f"training dataset {directory}"
-    bags = [b["path"] for b in provenance.get("bags") or []]
-    if bags and all(Path(b).exists() for b in bags):
+    recorded_bags = provenance.get("bags") or []
+    if recorded_bags and all(_unchanged(b) for b in recorded_bags):
+        bags = [b["path"] for b in recorded_bags]
         return build_dataset(bags, config, out / "train_dataset"), "training bags " + " ".join(bags)
     raise ValueError(
         "the training data named in the artifact's provenance is gone or changed; "
         "pass the training recordings with --train-bag"
     )
+
+
+def _unchanged(recorded: dict[str, Any]) -> bool:
+    """Whether a training bag still is what the model was trained on: same size and newest mtime.
+
+    A bag re-recorded under the same name must not become the probes' training data.
+    """
+    if not Path(recorded["path"]).exists():
+        return False
+    now = fingerprint(recorded["path"])
+    return (now["bytes"], now["mtime_ns"]) == (recorded.get("bytes"), recorded.get("mtime_ns"))
 
 
 def _overlap_warnings(test_bags: list[dict[str, Any]], training_bags: list[dict[str, Any]]) -> list[str]:

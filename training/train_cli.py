@@ -37,6 +37,7 @@ from m2vae_training import distributed
 from m2vae_training.bags import BagError
 from m2vae_training.callbacks import CheckpointWriter, EarlyStopping, TensorBoardLogger, restore
 from m2vae_training.checkpoint import CheckpointError, has_checkpoint, load_checkpoint
+from m2vae_training.cli_args import positive_int
 from m2vae_training.config import ConfigError, TrainConfig, load_train_config, parse_topic_overrides
 from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset, load_dataset
 from m2vae_training.interrupts import deferred_sigint
@@ -64,9 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--topic", action="append", default=[], metavar="MODALITY=TOPIC",
                         help="read a modality from another topic (repeatable)")
     parser.add_argument("--objective", choices=OBJECTIVES, help="override model.objective")
-    parser.add_argument("--epochs", type=_positive, help="override training.epochs (total, counting resumed)")
-    parser.add_argument("--batch-size", type=_positive, help="override training.batch_size")
-    parser.add_argument("--latent-dim", type=_positive, help="override model.latent_dim")
+    parser.add_argument("--epochs", type=positive_int,
+                        help="override training.epochs (total, counting resumed)")
+    parser.add_argument("--batch-size", type=positive_int, help="override training.batch_size")
+    parser.add_argument("--latent-dim", type=positive_int, help="override model.latent_dim")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index> (default: auto)")
     parser.add_argument("--seed", type=int, help="override training.seed")
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
@@ -277,13 +279,6 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
 def _say(job: distributed.Distributed, text: str) -> None:
     if job.is_main:
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
 
 
 if __name__ == "__main__":
