@@ -164,7 +164,8 @@ class Trainer:
                 self.step += 1
                 totals.add(result, available)
                 bar.update(len(available))
-                bar.set_postfix(loss=f"{result.total.item():.4g}", refresh=False)
+                if progress:  # .item() waits for the GPU: only when someone reads the bar
+                    bar.set_postfix(loss=f"{result.total.item():.4g}", refresh=False)
                 for callback in callbacks:
                     callback.on_step_end(self, self.step, result)
             bar.close()

@@ -8,8 +8,7 @@ import shutil
 import pytest
 from bagutils import marker, write_bag
 from m2vae_training.config import load_train_config
-from m2vae_training.dataset import build_dataset
-from m2vae_training.eval_cli import _common_classes
+from m2vae_training.dataset import build_dataset, common_class_names
 from m2vae_training.eval_cli import main as evaluate
 from m2vae_training.train_cli import main as train
 from trainutils import tiny_bag, tiny_config
@@ -110,11 +109,11 @@ def test_a_class_one_recording_never_showed_does_not_conflict_with_its_name_else
     test = build_dataset([bag], load_train_config(tiny_config(tmp_path / "t.yaml")), tmp_path / "o",
                          progress=False)
     assert test.class_names == ["red_cylinder", "class_1", "green_cylinder"]
-    assert _common_classes(CLASSES, test.class_names) == CLASSES
-    assert _common_classes(test.class_names, CLASSES[:2]) == CLASSES
-    assert _common_classes(["class_0"], ["class_0", "class_1"]) == ["class_0", "class_1"]
+    assert common_class_names(CLASSES, test.class_names) == CLASSES
+    assert common_class_names(test.class_names, CLASSES[:2]) == CLASSES
+    assert common_class_names(["class_0"], ["class_0", "class_1"]) == ["class_0", "class_1"]
     with pytest.raises(ValueError, match="class 2 is 'green_cylinder' in the training data but 'blue_box'"):
-        _common_classes(CLASSES, ["red_cylinder", "class_1", "blue_box"])
+        common_class_names(CLASSES, ["red_cylinder", "class_1", "blue_box"])
 
 
 def test_a_test_recording_without_complete_samples_is_scored_and_says_why_it_has_no_figures(trained, capsys):

@@ -135,6 +135,22 @@ def placeholder_class_name(class_id: int) -> str:
     return f"class_{class_id}"
 
 
+def common_class_names(train: Sequence[str], test: Sequence[str]) -> list[str]:
+    """Class names by index; training and test must agree on what each index means.
+
+    Only names both sides observed can disagree: an id one side never saw has a
+    placeholder there (a test recording without class 1 lists it as "class_1").
+    """
+    names = []
+    for i in range(max(len(train), len(test))):
+        placeholder = placeholder_class_name(i)
+        a, b = (side[i] if i < len(side) else placeholder for side in (train, test))
+        if placeholder not in (a, b) and a != b:
+            raise ValueError(f"class {i} is {a!r} in the training data but {b!r} in the test data")
+        names.append(b if a == placeholder else a)
+    return names
+
+
 def load_dataset(directory: str | Path) -> PreparedDataset:
     """Open a prepared dataset (arrays memory-mapped read-only); DatasetError if it is incomplete."""
     directory = Path(directory)

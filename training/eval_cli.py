@@ -32,8 +32,8 @@ from m2vae_training.dataset import (
     DatasetError,
     PreparedDataset,
     build_dataset,
+    common_class_names,
     load_dataset,
-    placeholder_class_name,
 )
 from m2vae_training.evaluation import (
     SubsetScores,
@@ -101,7 +101,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     probes, probe_info, class_names = None, {"fitted_on": None}, list(test.class_names)
     if has_ground_truth(test):
         train, fitted_on = _training_data(args.train_bag, config, provenance, out)
-        class_names = _common_classes(train.class_names, test.class_names)
+        class_names = common_class_names(train.class_names, test.class_names)
         probes = joint_probes(model, train, class_names, batch_size=args.batch_size)
         probe_info = {"fitted_on": fitted_on, "train_samples": len(train)}
     figures = _figures(model, test, scores, class_names, out)
@@ -185,22 +185,6 @@ def _overlap_warnings(test_bags: list[dict[str, Any]], training_bags: list[dict[
     pairs = ", ".join(test if test == train else f"{test} (= {train})" for test, train in same)
     return [f"test recordings {pairs} are training recordings of this model (same size and mtime): "
             "these scores are not held-out"]
-
-
-def _common_classes(train: list[str], test: list[str]) -> list[str]:
-    """Class names by index; training and test must agree on what each index means.
-
-    Only names both sides observed can disagree: an id one side never saw has a
-    placeholder there (a test recording without class 1 lists it as "class_1").
-    """
-    names = []
-    for i in range(max(len(train), len(test))):
-        placeholder = placeholder_class_name(i)
-        a, b = (side[i] if i < len(side) else placeholder for side in (train, test))
-        if placeholder not in (a, b) and a != b:
-            raise ValueError(f"class {i} is {a!r} in the training data but {b!r} in the test data")
-        names.append(b if a == placeholder else a)
-    return names
 
 
 def _figures(
