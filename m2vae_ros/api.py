@@ -2,10 +2,10 @@
 
     vae = MultimodalVAE.from_modalities({"left": ("vector", 32), "img": ("image", (1, 28, 28))},
                                         latent_dim=16, objective="m2vae")
-    vae.fit({"left": a, "img": b}, epochs=20)
+    vae.fit({"left": a, "img": b}, epochs=20)   # a later fit continues: 20 more epochs
     mean, std = vae.encode({"left": a})          # posterior of the subset you have
     img_from_left = vae.decode(mean, "img")     # cross-modal reconstruction
-    vae.save("model/")                          # the same artifact the ROS node loads
+    vae.save("model/")                          # the artifact format m2vae-train writes
 
 It is a thin shell over the library: the model (model.py), the objective (objectives.py),
 the training loop (trainer.py) and the artifact (artifact.py).
@@ -13,7 +13,9 @@ the training loop (trainer.py) and the artifact (artifact.py).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch
 from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import (
+    KINDS,
     ImagePreprocess,
     ModalitySpec,
     ModelSpec,
@@ -33,15 +36,19 @@ from m2vae_ros.subsets import from_indices, parse_subset, subset_name
 from m2vae_ros.trainer import ArrayDataset, History, Trainer
 
 Shape = int | tuple[int, ...]
+_UNIT_KINDS = ("image", "scan", "range_image")  # values in [0, 1]; their decoders' means are sigmoids
 _ENCODE_BATCH = 1024
 
 
 class MultimodalVAE:
     """A trained or trainable M²VAE (or JMVAE-kl/MVAE baseline) over in-memory arrays.
 
-    Arrays are [N, *shape] per modality in the tensor conventions of spec.py; an
-    availability mask [N, n_modalities] (columns in modality order) marks missing
-    entries, whose rows must be zeros.
+    Arrays are [N, *shape] per modality in the tensor conventions of spec.py: images,
+    scans and range images hold values in [0, 1] (an rgb8 image divided by 255; ranges
+    divided by range_max, 1.0 for no return), as the ROS codecs produce them, because
+    their decoders' means are squashed into [0, 1]. An availability mask [N,
+    n_modalities] (columns in modality order) marks missing entries; their rows are
+    never read, so any placeholder (zeros, NaN) will do.
     """
 
     def __init__(self, spec: ModelSpec, *, seed: int = 0, model: M2VAE | None = None) -> None:
@@ -51,6 +58,7 @@ class MultimodalVAE:
                 model = M2VAE(spec)
         self.spec = spec
         self.model = model
+        self._trainer: Trainer | None = None  # made by the first `fit`; later calls continue it
 
     @classmethod
     def from_modalities(
@@ -73,20 +81,26 @@ class MultimodalVAE:
         range_image (C, rings, bins) with C = 1 (range) or 2 (range + intensity).
         `likelihood` and `scale` apply to every modality given as (kind, shape).
         """
+        renamed = [f"{key!r} → {value.name!r}" for key, value in modalities.items()
+                   if isinstance(value, ModalitySpec) and value.name != key]
+        if renamed:
+            raise ValueError(f"a ModalitySpec's name must be its key: {', '.join(renamed)}")
         specs = tuple(
             value
             if isinstance(value, ModalitySpec)
-            else ModalitySpec(name, value[0], _preprocess(name, *value), likelihood=likelihood, scale=scale)
+            else ModalitySpec(name, value[0], _preprocess(name, *value), likelihood=likelihood,
+                              scale=float(scale))
             for name, value in modalities.items()
         )
+        # Plain Python numbers: numpy scalars from a sweep would not serialise into model.yaml.
         spec = ModelSpec(
             specs,
-            latent_dim=latent_dim,
+            latent_dim=operator.index(latent_dim),
             objective=objective,
-            alpha=alpha,
-            beta=beta,
-            feature_dim=feature_dim,
-            head_hidden=head_hidden,
+            alpha=float(alpha),
+            beta=float(beta),
+            feature_dim=operator.index(feature_dim),
+            head_hidden=operator.index(head_hidden),
         )
         return cls(spec, seed=seed)
 
@@ -117,13 +131,26 @@ class MultimodalVAE:
         device: str = "cpu",
         progress: bool = False,
     ) -> History:
-        """Train for `epochs` epochs; `History.train`/`.val` hold per-epoch mean loss, elbo and terms."""
-        train_set = ArrayDataset(self._arrays(data, require_all=True), available)
-        val_set = (
-            ArrayDataset(self._arrays(val, require_all=True), val_available) if val is not None else None
-        )
-        trainer = Trainer(self.model, lr=lr, device=device, seed=seed)
-        history = trainer.fit(train_set, val_set, epochs=epochs, batch_size=batch_size, progress=progress)
+        """Train `epochs` more epochs; `History.train`/`.val` hold their mean loss, elbo and terms.
+
+        A later call continues the first one's training (optimiser state, noise generator,
+        epoch count), so ``fit(epochs=3)`` twice is ``fit(epochs=6)``; `lr`, `seed` and
+        `device` must then be the first call's.
+        """
+        train_set = ArrayDataset(self._arrays(data, available, require_all=True), available)
+        val_set = None
+        if val is not None:
+            val_set = ArrayDataset(self._arrays(val, val_available, require_all=True), val_available)
+        if self._trainer is None:
+            self._trainer = Trainer(self.model, lr=lr, device=device, seed=seed)
+            self._fit_settings = {"lr": lr, "seed": seed, "device": device}
+        elif (changed := [k for k, v in {"lr": lr, "seed": seed, "device": device}.items()
+                          if v != self._fit_settings[k]]):
+            raise ValueError(f"fit continues the first call's training; {', '.join(changed)} differ from it "
+                             f"({self._fit_settings}): build a new MultimodalVAE to start over")
+        trainer = self._trainer
+        history = trainer.fit(train_set, val_set, epochs=trainer.epoch + epochs, batch_size=batch_size,
+                              progress=progress)
         self.model.eval()
         return history
 
@@ -132,7 +159,7 @@ class MultimodalVAE:
         self, data: Mapping[str, np.ndarray], subset: str | Sequence[str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and std [N, latent_dim] of q(z | subset); None = every modality in `data`."""
-        arrays = self._arrays(data, require_all=False)
+        arrays = self._arrays(data, None, require_all=False)
         if not arrays:
             raise ValueError(f"no modality arrays given; the model has {list(self.spec.names)}")
         if subset is None:
@@ -148,6 +175,9 @@ class MultimodalVAE:
         self.model.eval()
         device = next(self.model.parameters()).device
         n = len(arrays[needed[0]])
+        if n == 0:
+            empty = np.zeros((0, self.spec.latent_dim), np.float32)
+            return empty, empty.copy()
         means, stds = [], []
         for start in range(0, n, _ENCODE_BATCH):
             x = {
@@ -163,14 +193,17 @@ class MultimodalVAE:
     def decode(self, z: np.ndarray, modality: str) -> np.ndarray:
         """Reconstruction mean [N, *shape] of `modality` (probabilities for bernoulli)."""
         self.model.eval()
-        z = np.asarray(z, dtype=np.float32)
+        z = np.ascontiguousarray(z, dtype=np.float32)  # torch takes no negative strides
         if z.ndim != 2 or z.shape[1] != self.spec.latent_dim:
             raise ValueError(f"z must be [N, {self.spec.latent_dim}], got {list(z.shape)}")
         device = next(self.model.parameters()).device
         return self.model.decode(torch.from_numpy(z).to(device), modality).cpu().numpy()
 
-    def _arrays(self, data: Mapping[str, np.ndarray], *, require_all: bool) -> dict[str, np.ndarray]:
-        """Validated float32 arrays in the model's modality order."""
+    def _arrays(
+        self, data: Mapping[str, np.ndarray], available: np.ndarray | None, *, require_all: bool
+    ) -> dict[str, np.ndarray]:
+        """Validated contiguous float32 arrays in the model's modality order; rows `available` marks
+        missing are zeroed, since nothing reads them."""
         unknown = sorted(set(data) - set(self.spec.names))
         if unknown:
             raise ValueError(f"unknown modalities {unknown}; the model has {list(self.spec.names)}")
@@ -178,24 +211,43 @@ class MultimodalVAE:
         if require_all and missing:
             raise ValueError(
                 f"training needs an array for every modality; missing {missing} "
-                "(give zero rows and mark them in `available` instead)"
+                "(give placeholder rows and mark them in `available` instead)"
             )
         arrays = {}
-        for m in self.spec.modalities:
+        for column, m in enumerate(self.spec.modalities):
             if m.name not in data:
                 continue
-            array = np.asarray(data[m.name], dtype=np.float32)
-            if array.shape[1:] != m.shape:
+            array = np.ascontiguousarray(data[m.name], dtype=np.float32)  # torch takes no negative strides
+            if array.ndim == 0 or array.shape[1:] != m.shape:
                 raise ValueError(f"modality {m.name!r}: expected [N, *{m.shape}], got {list(array.shape)}")
+            if available is not None and len(available) == len(array):
+                absent = ~np.asarray(available, bool)[:, column]
+                if absent.any():
+                    if np.may_share_memory(array, data[m.name]):  # never write into the caller's data
+                        array = array.copy()
+                    array[absent] = 0.0
             if not np.isfinite(array).all():
-                raise ValueError(f"modality {m.name!r}: contains NaN or infinite values")
+                raise ValueError(f"modality {m.name!r}: NaN or infinite values in rows marked available")
+            if (m.kind in _UNIT_KINDS or m.likelihood == "bernoulli") and array.size and (
+                array.min() < 0.0 or array.max() > 1.0
+            ):
+                raise ValueError(
+                    f"modality {m.name!r}: values span [{array.min():g}, {array.max():g}], outside [0, 1]; "
+                    "give images as float in [0, 1] (uint8: divide by 255) and ranges divided by range_max"
+                )
             arrays[m.name] = array
+        lengths = {name: len(a) for name, a in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"modality arrays differ in length: {lengths}")
         return arrays
 
 
 def _preprocess(name: str, kind: str, shape: Shape):
     """The preprocess record that makes the codec produce `shape` for `kind`."""
-    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if kind not in KINDS:
+        raise ValueError(f"modality {name!r}: unknown kind {kind!r}; known: {KINDS}")
+    dims = (shape,) if isinstance(shape, Integral) else tuple(shape)
+    dims = tuple(operator.index(d) for d in dims)
     if kind == "vector" and len(dims) == 1:
         return VectorPreprocess(dim=dims[0])
     if kind == "image" and len(dims) == 3:

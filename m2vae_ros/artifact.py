@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from safetensors import SafetensorError
@@ -65,13 +66,24 @@ def save_model(
         "package_version": m2vae_ros.__version__,
         "spec": model.spec.to_dict(),
         "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(weights).hexdigest()},
-        "provenance": provenance or {},
-        "metrics": metrics or {},
+        "provenance": _yaml_safe(provenance or {}),
+        "metrics": _yaml_safe(metrics or {}),
     }
     text = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
     write_atomic(directory / WEIGHTS_FILE, weights)
     write_atomic(directory / METADATA_FILE, text.encode())
     return directory
+
+
+def _yaml_safe(value: Any) -> Any:
+    """`value` with numpy scalars and arrays as Python numbers and lists, which safe_dump can write."""
+    if isinstance(value, dict):
+        return {key: _yaml_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_yaml_safe(item) for item in value]
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return value
 
 
 def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from m2vae_ros.spec import ModalitySpec
+from m2vae_ros.spec import ModalitySpec, SpecError
 
 DEFAULT_HIDDEN = {
     "image": (32, 64, 64),
@@ -37,11 +37,33 @@ _POOLED_1D = 16
 def build_extractor(spec: ModalitySpec, feature_dim: int) -> nn.Module:
     """The feature extractor for one modality, chosen by its kind."""
     hidden = spec.hidden or DEFAULT_HIDDEN[spec.kind]
+    _check_resolution(spec, len(hidden))
     if spec.kind == "image":
         return ImageEncoder(spec.shape, hidden, feature_dim)
     if spec.kind in ("scan", "range_image"):
         return CircularEncoder(spec.shape, hidden, feature_dim)
     return MLPEncoder(spec.shape[0], hidden, feature_dim)
+
+
+def _check_resolution(spec: ModalitySpec, layers: int) -> None:
+    """Refuse an input the extractor's stride-2 layers would shrink to nothing.
+
+    An image layer (kernel 4, padding 1) halves each side, rounding down, so a side needs
+    2^layers pixels. A ring layer (kernel 5, circular padding 2) needs ≥ 2 cells at its
+    input and halves them rounding up, so a ring needs 2^(layers-1) + 1.
+    """
+    if spec.kind == "image":
+        smallest, needed = min(spec.shape[1:]), 2**layers
+    elif spec.kind in ("scan", "range_image"):
+        smallest, needed = spec.shape[-1], 2 ** (layers - 1) + 1
+    else:
+        return
+    if smallest < needed:
+        raise SpecError(
+            f"modality {spec.name!r}: a {spec.kind} of shape {spec.shape} is too small for {layers} "
+            f"stride-2 layers, which need {needed} cells along each convolved axis; give fewer `hidden` "
+            "widths"
+        )
 
 
 def build_decoder(spec: ModalitySpec, latent_dim: int) -> nn.Module:

@@ -6,7 +6,7 @@ import torch
 
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model
-from m2vae_ros.spec import ModalitySpec, VectorPreprocess
+from m2vae_ros.spec import ModalitySpec, SpecError, VectorPreprocess
 
 torch.set_num_threads(1)
 
@@ -117,9 +117,89 @@ def test_bad_input_is_refused_with_clear_errors():
     with pytest.raises(ValueError, match=r"missing \['b'\]"):
         vae.fit({"a": data["a"]}, epochs=1)
     data["a"][3, 2] = np.inf
-    with pytest.raises(ValueError, match="'a': contains NaN or infinite"):
+    with pytest.raises(ValueError, match="'a': NaN or infinite values in rows marked available"):
         vae.fit(data, epochs=1)
     with pytest.raises(ValueError, match=r"z must be \[N, 2\]"):
         vae.decode(np.zeros((3, 5)), "a")
     with pytest.raises(ValueError, match="does not fit kind 'image'"):
         MultimodalVAE.from_modalities({"img": ("image", (28, 28))})
+
+
+def image_and_vector(**options) -> MultimodalVAE:
+    return MultimodalVAE.from_modalities({"img": ("image", (3, 8, 8)), "v": ("vector", 4)}, latent_dim=2,
+                                         feature_dim=8, head_hidden=8, **options)
+
+
+def test_bounded_kinds_refuse_values_outside_unit_range_with_the_convention():
+    vae = image_and_vector()
+    rgb8 = np.random.default_rng(0).integers(0, 256, (6, 3, 8, 8)).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"'img': values span \[0, 255\], outside \[0, 1\].*divide by 255"):
+        vae.encode({"img": rgb8})
+    bernoulli = MultimodalVAE.from_modalities({"v": ("vector", 3)}, likelihood="bernoulli")
+    with pytest.raises(ValueError, match="'v': values span"):
+        bernoulli.fit({"v": np.full((4, 3), 3.0, np.float32)}, epochs=1)
+    assert vae.encode({"img": rgb8 / 255.0})[0].shape == (6, 2)
+
+
+def test_arrays_as_researchers_hold_them_are_taken():
+    vae = image_and_vector()
+    rng = np.random.default_rng(0)
+    rgb = rng.random((5, 3, 8, 8))  # float64
+    flipped = rgb[:, ::-1]  # BGR → RGB view with a negative stride
+    np.testing.assert_allclose(vae.encode({"img": flipped})[0],
+                               vae.encode({"img": np.ascontiguousarray(flipped)})[0])
+    assert vae.decode(np.zeros((3, 2))[::-1], "v").shape == (3, 4)
+    mean, std = vae.encode({"img": rgb[:0]})
+    assert mean.shape == std.shape == (0, 2)
+    with pytest.raises(ValueError, match="differ in length"):
+        vae.encode({"img": rgb, "v": np.zeros((4, 4))})
+    # Rows marked missing are never read, so NaN is a fine placeholder, and the caller's array is untouched.
+    vectors = rng.random((5, 4)).astype(np.float32)
+    vectors[1] = np.nan
+    available = np.ones((5, 2), bool)
+    available[1, 1] = False
+    vae.fit({"img": rgb, "v": vectors}, available, epochs=1, batch_size=5)
+    assert np.isnan(vectors[1]).all()
+
+
+def test_numpy_scalars_from_a_sweep_build_a_model_that_saves(tmp_path):
+    vae = MultimodalVAE.from_modalities({"v": ("vector", np.int64(3))}, latent_dim=np.int64(2),
+                                        alpha=np.float64(0.5), scale=np.float32(0.2), feature_dim=8,
+                                        head_hidden=8)
+    vae.save(tmp_path / "model", metrics={"elbo": np.float32(-3.5), "epochs": np.int64(2)})
+    loaded = load_model(tmp_path / "model")
+    assert loaded.spec.alpha == 0.5 and loaded.metadata["metrics"] == {"elbo": -3.5, "epochs": 2}
+
+
+def test_a_second_fit_continues_the_first():
+    data = two_views(64)
+    once = small_vae()
+    straight = once.fit(data, epochs=4, batch_size=16, lr=3e-3)
+    twice = small_vae()
+    first = twice.fit(data, epochs=2, batch_size=16, lr=3e-3)
+    second = twice.fit(data, epochs=2, batch_size=16, lr=3e-3)
+    losses = [h["loss"] for h in first.train + second.train]
+    assert losses == pytest.approx([h["loss"] for h in straight.train])
+    with pytest.raises(ValueError, match="lr differ"):
+        twice.fit(data, epochs=1, lr=1e-2)
+
+
+def test_spec_and_kind_mistakes_name_the_modality():
+    with pytest.raises(ValueError, match="name must be its key: 'cam' → 'camera'"):
+        MultimodalVAE.from_modalities({"cam": ModalitySpec("camera", "vector", VectorPreprocess(3))})
+    with pytest.raises(ValueError, match="unknown kind 'lidar'"):
+        MultimodalVAE.from_modalities({"x": ("lidar", 3)})
+
+
+@pytest.mark.parametrize(("kind", "shape", "fits"), [
+    ("image", (1, 8, 8), True), ("image", (1, 7, 64), False), ("scan", 5, True), ("scan", 4, False),
+    ("range_image", (1, 16, 4), False),
+])
+def test_inputs_too_small_for_the_extractor_are_refused_when_the_model_is_built(kind, shape, fits):
+    if fits:
+        vae = MultimodalVAE.from_modalities({"x": (kind, shape)}, latent_dim=2, feature_dim=8, head_hidden=8)
+        dims = (shape,) if isinstance(shape, int) else shape
+        assert vae.encode({"x": np.zeros((2, *((1,) if kind == "scan" else ()), *dims))})[0].shape == (2, 2)
+        return
+    with pytest.raises(SpecError, match=r"'x'.*too small for 3 stride-2 layers"):
+        MultimodalVAE.from_modalities({"x": (kind, shape)})
