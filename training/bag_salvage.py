@@ -46,20 +46,24 @@ class Salvage:
 
 
 class _PaddedFile(apsw.VFSFile):
-    """A database file that claims the size its header declares; reads past the real end give zeros."""
+    """A database file that claims the size its header declares, so SQLite opens it.
+
+    A read that reaches past the real end is an error, not zeros: SQLite would fill a
+    short read with zeros and hand back a message whose tail is blank as if it were whole.
+    """
 
     def __init__(self, vfs: str, name: apsw.URIFilename | str | None, flags: list[int], size: int) -> None:
         super().__init__(vfs, name, flags)
         self.size = size
+        self.real_size = super().xFileSize()
 
     def xFileSize(self) -> int:  # apsw's method names
-        return max(self.size, super().xFileSize())
+        return max(self.size, self.real_size)
 
     def xRead(self, amount: int, offset: int) -> bytes:
-        try:
-            return super().xRead(amount, offset)
-        except apsw.IOError:  # short read past the truncation: SQLite treats b"" as zeros
-            return b""
+        if offset + amount > self.real_size:
+            raise apsw.IOError(f"the file ends at byte {self.real_size}")
+        return super().xRead(amount, offset)
 
 
 class _PaddedVFS(apsw.VFS):
@@ -95,6 +99,9 @@ def salvage_sqlite(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, b
             with _padded_database(path) as db:
                 rows = db.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id")
                 for topic_id, stamp, data in rows:
+                    if not (isinstance(stamp, int) and isinstance(data, bytes)):
+                        found.damage.append(f"{path.name}: damaged row after {count} messages")
+                        return
                     if topic_id in ids:
                         count += 1
                         yield (*ids[topic_id], stamp, data)
@@ -104,17 +111,22 @@ def salvage_sqlite(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, b
     return found, messages()
 
 
-@contextmanager
-def _padded_database(path: Path) -> Iterator[apsw.Connection]:
-    """Read-only connection to a possibly truncated database, padded to the size its header declares."""
+def sqlite_declared_size(path: Path) -> int:
+    """The size a .db3's header declares (page size × page count); a shorter file was cut."""
     with path.open("rb") as bio:
         header = bio.read(100)
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
         raise ReaderError(f"{path} is not an SQLite database")
     page_size = struct.unpack(">H", header[16:18])[0]
     page_size = 65536 if page_size == 1 else page_size
+    return page_size * struct.unpack(">I", header[28:32])[0]
+
+
+@contextmanager
+def _padded_database(path: Path) -> Iterator[apsw.Connection]:
+    """Read-only connection to a possibly truncated database, padded to the size its header declares."""
     vfs_name = f"m2vae-salvage-{next(_vfs_ids)}"
-    vfs = _PaddedVFS(vfs_name, page_size * struct.unpack(">I", header[28:32])[0])
+    vfs = _PaddedVFS(vfs_name, sqlite_declared_size(path))
     try:
         flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
         db = apsw.Connection(f"file:{path}?immutable=1", flags=flags, vfs=vfs_name)
@@ -139,7 +151,10 @@ def salvage_mcap(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, byt
             raise ReaderError(f"{path} is not an MCAP file")
         try:  # first pass: schemas and channels only
             for op, record in _records(bio):
-                _register(op, record, schemas, channels)
+                try:
+                    _register(op, record, schemas, channels)
+                except (struct.error, UnicodeDecodeError) as exc:
+                    raise Truncated(f"damaged record {op:#04x} ({exc})") from None
         except Truncated as exc:
             found.damage.append(f"{path.name}: {exc}")
     for name, msgtype in channels.values():
@@ -152,6 +167,8 @@ def salvage_mcap(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, byt
             try:
                 for op, record in _records(bio):
                     if op == 0x05:
+                        if len(record) < 22:
+                            return  # a damaged message record: the first pass saw the same file
                         channel_id, _, log_time, _ = struct.unpack_from("<HIQQ", record)
                         if channel_id in channels:
                             yield (*channels[channel_id], log_time, record[22:])
@@ -168,7 +185,9 @@ def _register(op: int, record: bytes, schemas: dict, channels: dict) -> None:
         (schema_id,) = struct.unpack("<H", rec.read(2))
         name, encoding, data = _string(rec), _string(rec), _bytes(rec)
         if encoding in DEFINITION_FORMATS:
-            schemas[schema_id] = (name, MessageDefinition(DEFINITION_FORMATS[encoding], data.decode()))
+            # A stray non-UTF-8 byte (a Latin-1 comment) must not lose the schema's topics.
+            text = data.decode(errors="replace")
+            schemas[schema_id] = (name, MessageDefinition(DEFINITION_FORMATS[encoding], text))
     elif op == 0x04:
         channel_id, schema_id = struct.unpack("<HH", rec.read(4))
         topic = _string(rec)

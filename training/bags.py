@@ -8,13 +8,14 @@ that yields nothing at all raises `BagError`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import apsw
-from m2vae_training.bag_salvage import Salvage, salvage_mcap, salvage_sqlite
+from m2vae_training.bag_salvage import Salvage, salvage_mcap, salvage_sqlite, sqlite_declared_size
 from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
@@ -26,8 +27,9 @@ from m2vae_ros.codec import CodecError
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
 IDL_SEPARATOR = "=" * 80 + "\n"
-# What a damaged storage file raises while being read.
-READ_ERRORS = (ReaderError, apsw.Error, OSError, EOFError, ValueError)
+# What a damaged storage file raises while being read. KeyError: rosbags 0.11 on the empty
+# definition rosbag2 (Iron and later) stores for a type the recording machine did not know.
+READ_ERRORS = (ReaderError, apsw.Error, OSError, EOFError, ValueError, KeyError)
 
 
 class BagError(Exception):
@@ -37,8 +39,14 @@ class BagError(Exception):
 def storage_files(path: Path) -> list[Path]:
     """The storage files of a recording: the file itself, or a bag directory's .mcap/.db3 files."""
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES)
+        return sorted((p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES), key=_split_order)
     return [path]
+
+
+def _split_order(path: Path) -> tuple[str, int, str]:
+    """rosbag2 numbers split files ``run_0``, ``run_1``, …, ``run_10``: sort by the number, not as text."""
+    match = re.fullmatch(r"(.*?)(\d+)", path.stem)
+    return (match[1], int(match[2]), path.suffix) if match else (path.stem, -1, path.suffix)
 
 
 def fingerprint(path: str | Path) -> dict[str, Any]:
@@ -79,6 +87,13 @@ def build_typestore(msgtypes: Collection[str], definitions: Mapping[str, Message
     return store
 
 
+def _refuse_cut_sqlite(path: Path) -> None:
+    """ReaderError when a .db3 is shorter than its header says: SQLite would zero-fill the missing tail."""
+    for file in storage_files(path):
+        if file.suffix == ".db3" and file.stat().st_size < sqlite_declared_size(file):
+            raise ReaderError(f"{file.name} is shorter than its header declares: the recording was cut")
+
+
 class Bag:
     """One recording opened for reading: `topics` (name → type), raw messages and deserialisation.
 
@@ -99,6 +114,7 @@ class Bag:
         if not self.path.exists():
             raise BagError(f"{self.path}: no such file or directory")
         try:
+            _refuse_cut_sqlite(self.path)
             reader = Reader(self.path)
             reader.open()
         except READ_ERRORS as exc:
@@ -127,7 +143,8 @@ class Bag:
             definitions.update(found.definitions)
         if not self.topics:
             raise BagError(f"cannot open bag {'; '.join(problems)}")
-        self.damage.append(f"{self.path.name}: damaged ({error}); reading what is left")
+        self.damage.append(f"{self.path.name}: rosbags cannot read it ({type(error).__name__}: {error}); "
+                           "reading the storage files directly, up to any damage")
         self.typestore = build_typestore(self.topics.values(), definitions)
 
     def __exit__(

@@ -99,6 +99,10 @@ class TrainConfig:
     training: TrainingSettings = TrainingSettings()
     source: Path | None = None
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.slop < math.inf:  # NaN fails too
+            raise ConfigError(f"slop must be a finite number of seconds ≥ 0, got {self.slop}")
+
     def timeouts_ns(self) -> list[int]:
         """Each modality's silence timeout in ns, in configuration order (unlisted ones: 0.5 s)."""
         if isinstance(self.timeout, Mapping):
@@ -154,16 +158,14 @@ def load_train_config(
         spec = ModelSpec.from_dict({**(data.get("model") or {}), "modalities": data.get("modalities") or []})
     except SpecError as exc:
         raise ConfigError(f"config {path}: {exc}") from None
-    config = TrainConfig(
-        spec=spec,
-        labels_topic=str(labels.get("topic", TrainConfig.labels_topic)),
-        slop=float(dataset.get("slop", TrainConfig.slop)),
-        timeout=parse_timeout(dataset.get("timeout", TrainConfig.timeout), spec.names, f"config {path}"),
-        training=TrainingSettings.parse(training, f"config {path}"),
-        source=path,
-    )
-    if not config.slop >= 0:
-        raise ConfigError(f"config {path}: dataset.slop must be ≥ 0")
+    slop = _typed(dataset.get("slop", TrainConfig.slop), "float", f"config {path}: dataset.slop")
+    timeout = parse_timeout(dataset.get("timeout", TrainConfig.timeout), spec.names, f"config {path}")
+    settings = TrainingSettings.parse(training, f"config {path}")
+    labels_topic = str(labels.get("topic", TrainConfig.labels_topic))
+    try:
+        config = TrainConfig(spec, labels_topic, slop, timeout, settings, source=path)
+    except ConfigError as exc:
+        raise ConfigError(f"config {path}: dataset.{exc}") from None
     return with_topics(config, topic_overrides or {})
 
 

@@ -98,11 +98,11 @@ def build_dataset(
         raise DatasetError("no bags given")
     out_dir = Path(out_dir)
     key = dataset_key(bags, config)
-    if (out_dir / MANIFEST).is_file():
+    if _is_prepared_dataset(out_dir):
         try:
             existing = load_dataset(out_dir)
         except DatasetError:
-            existing = None
+            existing = None  # an older format or a damaged one: rebuilt
         if existing is not None and existing.manifest.get("key") == key:
             existing.manifest["reused"] = True
             return existing
@@ -124,6 +124,18 @@ def build_dataset(
     dataset = load_dataset(out_dir)
     dataset.manifest["reused"] = False
     return dataset
+
+
+def _is_prepared_dataset(directory: Path) -> bool:
+    """Whether `directory` holds a manifest this builder wrote (any format), so it may be replaced.
+
+    Another tool's directory with a manifest.json of its own is never overwritten.
+    """
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"format", "key", "bags"} <= manifest.keys()
 
 
 def placeholder_class_name(class_id: int) -> str:
@@ -539,8 +551,8 @@ class _Builder:
         except (CodecError, AttributeError) as exc:
             self.label_failures[getattr(exc, "reason", "missing_field")] += 1
             return
-        if class_id < 0:
-            return  # not a class: e.g. a DELETEALL marker
+        if class_id < 0 or int(getattr(marker, "action", 0)) != 0:
+            return  # not an object: DELETE/DELETEALL markers (action 2, 3) clear the scene
         self.class_names.setdefault(class_id, name)
         self.markers += 1
         markers.stamps.append(stamp)

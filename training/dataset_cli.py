@@ -84,9 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_train_config(args.config, parse_topic_overrides(args.topic))
         if args.slop is not None:
-            if args.slop < 0:
-                raise ConfigError(f"--slop {args.slop}: must be ≥ 0")
-            config = dataclasses.replace(config, slop=args.slop)
+            config = dataclasses.replace(config, slop=args.slop)  # checked by TrainConfig
         dataset = build_dataset(args.bags, config, args.out, progress=not args.json)
     except (BagError, ConfigError, DatasetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,111 @@
+"""Recordings as robots leave them: cut sqlite3 files, odd definitions, scene-clearing markers."""
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bagutils import header, image, marker, scan, write_bag
+from m2vae_training.bag_salvage import salvage_sqlite
+from m2vae_training.bags import storage_files
+from m2vae_training.config import ConfigError, load_train_config
+from m2vae_training.dataset import DatasetError, build_dataset
+from m2vae_training.dataset_cli import main
+from std_msgs.msg import String
+from test_dataset import small_config
+from visualization_msgs.msg import Marker
+
+SCANS = [("/scan", scan(np.full(90, 2.0, np.float32), i * 10**8), i * 10**8) for i in range(10)]
+
+
+def camera_bag(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(1, 255, (20, 20, 3), dtype=np.uint8) for _ in range(60)]
+    return write_bag(path, [("/camera/image_raw", image(f, "rgb8", i * 10**8), i * 10**8)
+                            for i, f in enumerate(frames)], "sqlite3")
+
+
+@pytest.mark.parametrize("keep", [0.33, 0.5, 0.97, -300])  # a fraction of the file, or all but 300 bytes
+def test_a_cut_sqlite3_bag_yields_only_whole_messages(tmp_path, keep):
+    """SQLite fills a short read with zeros; those messages must be lost, not half-black."""
+    bag = camera_bag(tmp_path / "bag")
+    config = load_train_config(small_config(tmp_path))
+    whole = build_dataset([bag], config, tmp_path / "whole", progress=False)
+    db = next(bag.glob("*.db3"))
+    size = db.stat().st_size
+    db.write_bytes(db.read_bytes()[: size + keep if keep < 0 else int(size * keep)])
+    cut = build_dataset([bag], config, tmp_path / "cut", progress=False)
+    assert 0 < len(cut) < len(whole) and cut.manifest["damage"]
+    rows = np.searchsorted(whole.stamps, cut.stamps)
+    np.testing.assert_array_equal(whole.stamps[rows], cut.stamps)
+    np.testing.assert_array_equal(np.asarray(cut.arrays["camera"]), np.asarray(whole.arrays["camera"])[rows])
+
+
+def test_a_row_with_no_data_ends_the_salvage_as_damage(tmp_path):
+    bag = write_bag(tmp_path / "bag", SCANS, "sqlite3")
+    db = next(bag.glob("*.db3"))
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE messages SET data = 7 WHERE id = 4")  # what a cut record header reads as
+    found, messages = salvage_sqlite(db)
+    assert len(list(messages)) == 3 and found.damage == [f"{db.name}: damaged row after 3 messages"]
+
+
+def test_an_empty_definition_of_an_unrelated_type_does_not_stop_the_build(tmp_path):
+    """rosbag2 (Iron and later) stores an empty definition for a type the recorder did not know."""
+    bag = write_bag(tmp_path / "bag", [*SCANS, ("/vendor/status", String(data="x"), 10**9)], "sqlite3")
+    with sqlite3.connect(next(bag.glob("*.db3"))) as db:
+        db.execute("UPDATE message_definitions SET encoding = '', encoded_message_definition = '' "
+                   "WHERE topic_type = 'std_msgs/msg/String'")
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.manifest["topics"]["/scan"]["decoded"] == 10 and len(ds) == 10
+    assert "KeyError" in ds.manifest["damage"][0]
+
+
+def test_a_non_utf8_byte_in_an_mcap_schema_keeps_its_topics(tmp_path):
+    labelled = [*SCANS, *(("/ground_truth/object", marker(i * 10**8, 0, "red_box", (1, 0, 0)), i * 10**8)
+                          for i in range(10))]
+    bag = write_bag(tmp_path / "bag", sorted(labelled, key=lambda r: r[2]), "mcap")
+    storage = next(bag.glob("*.mcap"))
+    raw = storage.read_bytes()
+    # A Latin-1 comment instead of a constant, same length.
+    storage.write_bytes(raw.replace(b"int32 CUBE=1\n", b"#\xb0 CUBE=1   \n"))
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert len(ds) == 10 and ds.class_names == ["red_box"] and (ds.labels == 0).all()
+
+
+def test_delete_markers_clear_the_scene_and_are_no_labels(tmp_path):
+    records = [*SCANS, ("/ground_truth/object", Marker(header=header(0), action=Marker.DELETEALL), 0)]
+    records += [("/ground_truth/object", marker(i * 10**8, 0, "red_cylinder", (1, 0, 0)), i * 10**8)
+                for i in range(5, 10)]
+    bag = write_bag(tmp_path / "bag", sorted(records, key=lambda r: r[2]), "mcap")
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.class_names == ["red_cylinder"] and ds.manifest["labels"]["markers"] == 5
+    assert (ds.labels[:2] == -1).all() and np.isnan(ds.positions[:2]).all()
+
+
+def test_another_tools_directory_with_a_manifest_is_never_overwritten(tmp_path):
+    bag = write_bag(tmp_path / "bag", SCANS, "mcap")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.json").write_text('{"name": "my web app"}')
+    (mine / "precious.txt").write_text("keep me")
+    with pytest.raises(DatasetError, match="not a prepared dataset"):
+        build_dataset([bag], load_train_config(small_config(tmp_path)), mine, progress=False)
+    assert (mine / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("slop", ["nan", "inf", "-0.1"])
+def test_a_slop_that_is_no_finite_duration_is_refused(tmp_path, capsys, slop):
+    bag = write_bag(tmp_path / "bag", SCANS, "mcap")
+    argv = [str(bag), "--config", str(small_config(tmp_path)), "--out", str(tmp_path / "o"), "--slop", slop]
+    assert main(argv) == 2
+    assert "slop must be a finite number of seconds ≥ 0" in capsys.readouterr().err
+    (tmp_path / "inf.yaml").write_text(small_config(tmp_path).read_text().replace("slop: 0.05", "slop: .inf"))
+    with pytest.raises(ConfigError, match=r"dataset\.slop must be a finite number"):
+        load_train_config(tmp_path / "inf.yaml")
+
+
+def test_split_storage_files_are_read_in_recording_order(tmp_path):
+    for i in (0, 1, 2, 10, 11):
+        (tmp_path / f"run_{i}.db3").touch()
+    assert [p.stem for p in storage_files(tmp_path)] == ["run_0", "run_1", "run_2", "run_10", "run_11"]
