@@ -3,7 +3,7 @@
 import math
 
 import numpy as np
-from m2vae_training.demo_report import _metrics_table, _pooled_rmse, _squared_errors
+from m2vae_training.demo_report import _member_at, _metrics_table, _pooled_rmse, _squared_errors
 
 from m2vae_ros.spec import ModalitySpec, ScanPreprocess
 
@@ -24,8 +24,24 @@ def test_the_lidar_error_pools_every_valid_return_like_m2vae_eval():
     nan = float("nan")
     truth = [np.array([1.0, nan, nan, nan]), np.array([2.0, 2.0, 2.0, nan]), np.array([1.0, 1.0, 1.0, 1.0])]
     published = [np.array([4.0, 5.0, 5.0, 5.0]), np.array([3.0, 3.0, 3.0, np.inf]), np.ones(3)]
-    squared, returns = _squared_errors(np.array([0, 10, 20]), published, np.array([0, 10, 20]), truth, LIDAR)
+    squared, returns = _squared_errors(np.array([0, 10, 20]), published, np.array([0, 10, 20]), truth, LIDAR,
+                                       imputed=np.array([True, True, True]))
     assert squared.tolist() == [9.0, 3.0, 0.0] and returns.tolist() == [1, 3, 0]  # the third: 3 beams, not 4
     # One error of 3 m and three of 1 m: pooled sqrt(12 / 4), not the mean of per-scan RMSEs (2 m).
     assert math.isclose(_pooled_rmse(squared, returns), math.sqrt(3.0))
     assert _pooled_rmse(squared[2:], returns[2:]) is None
+
+
+def test_a_live_reconstruction_is_scored_against_the_scan_the_node_had_and_an_imputed_one_the_nearest():
+    truth = [np.full(4, 1.0), np.full(4, 2.0)]  # scans stamped 0 and 100
+    published = [np.full(4, 1.0), np.full(4, 2.0)]  # both at stamp 80: nearer to the second scan
+    squared, _ = _squared_errors(np.array([80, 80]), published, np.array([0, 100]), truth, LIDAR,
+                                 imputed=np.array([False, True]))
+    # Alive: the scan at 0, the only one the node had; imputed: the one at 100, nearest in time.
+    assert squared.tolist() == [0.0, 0.0]
+
+
+def test_the_active_subset_in_force_decides_alive_or_imputed():
+    changes, subsets = [1.0, 20.4, 35.1], ["camera+lidar", "camera", "camera+lidar"]
+    times = np.array([0.5, 1.0, 20.2, 20.4, 30.0, 35.2])
+    assert _member_at(times, changes, subsets, "lidar").tolist() == [False, True, True, False, False, True]

@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--live-seconds", type=float, default=LIVE_SECONDS)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     args = parser.parse_args(argv)
+    if args.live_seconds < LIVE_DROP[1] + 5:
+        parser.error(f"--live-seconds must be at least {LIVE_DROP[1] + 5:g}: the LiDAR is dead from "
+                     f"{LIVE_DROP[0]:g} s to {LIVE_DROP[1]:g} s of the live replay, and comes back after")
     out: Path = args.out
     started = time.monotonic()
     bags = out / "bags"

@@ -27,7 +27,7 @@ from std_msgs.msg import String
 
 from m2vae_ros.codec import stamp_ns
 from m2vae_ros.latent_msg import read_latent
-from m2vae_ros.qos import latched_qos, output_qos, sensor_qos
+from m2vae_ros.qos import latched_qos, sensor_qos
 
 NODE = "/m2vae_fusion"
 
@@ -53,14 +53,19 @@ class LiveRecord:
 
 
 class _Probe(Node):
-    """Subscribes to the node's outputs, like a downstream planner would."""
+    """Subscribes to the node's outputs, like a downstream planner would.
+
+    Reliable with a queue of 100 (the node publishes reliably): on two busy cores the
+    probe may stall for a few frames, and the report must count every latent.
+    """
 
     def __init__(self, record: LiveRecord, context: rclpy.Context) -> None:
         super().__init__("m2vae_demo_probe", context=context)
         self.record = record
-        self.create_subscription(Image, f"{NODE}/latent", self._on_latent, output_qos())
+        queued = sensor_qos("reliable", 100)
+        self.create_subscription(Image, f"{NODE}/latent", self._on_latent, queued)
         self.create_subscription(String, f"{NODE}/active_modalities", self._on_active, latched_qos())
-        self.create_subscription(LaserScan, f"{NODE}/reconstruction/lidar", self._on_lidar, output_qos())
+        self.create_subscription(LaserScan, f"{NODE}/reconstruction/lidar", self._on_lidar, queued)
         self.create_subscription(Image, "/camera/image_raw", self._on_camera, sensor_qos("best_effort", 10))
 
     def _on_latent(self, msg: Image) -> None:
@@ -82,9 +87,18 @@ class _Probe(Node):
             self.record.anchor = (stamp_ns(msg), bytes(msg.data))
 
 
-def run_live(model_dir: Path, bag: Path, drop: str, log_dir: Path, domain_id: int = 57) -> LiveRecord:
-    """Run node + replay to the end of the bag; return what the probe recorded."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+def run_live(
+    model_dir: Path, bag: Path, drop: str, log_dir: Path, domain_id: int | None = None
+) -> LiveRecord:
+    """Run node + replay to the end of the bag; return what the probe recorded.
+
+    The DDS domain is this process's own (from its pid, unless given) and discovery stays
+    on this host, so a concurrent demo or test run cannot feed it; a fusion node already
+    visible there is an error rather than a second source of latents.
+    """
+    domain_id = 1 + os.getpid() % 100 if domain_id is None else domain_id
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # read by rclpy.init (the probe) too
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
     bin_dir = Path(sys.executable).parent
     node_cmd = [str(bin_dir / "m2vae-fusion"), "--ros-args", "-p", f"model_path:={model_dir}"]
     play_cmd = [str(bin_dir / "m2vae-play"), str(bag), "--topics", "/camera/image_raw", "/scan",
@@ -94,30 +108,59 @@ def run_live(model_dir: Path, bag: Path, drop: str, log_dir: Path, domain_id: in
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
     executor = SingleThreadedExecutor(context=context)
-    executor.add_node(_Probe(record, context))
-    print("$ " + " ".join(node_cmd), flush=True)
+    probe = _Probe(record, context)
+    executor.add_node(probe)
+    processes: list[subprocess.Popen] = []
     with open(log_dir / "fusion_node.log", "w") as node_log:
-        node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT)
         try:
-            _spin_until(executor, lambda: bool(record.active), node, timeout_s=60)
+            _spin(executor, seconds=1.0)  # discovery: who else is on this domain?
+            if any(name == NODE.lstrip("/") for name, _ in probe.get_node_names_and_namespaces()):
+                raise RuntimeError(f"a {NODE} node already runs on ROS_DOMAIN_ID={domain_id}")
+            print("$ " + " ".join(node_cmd), flush=True)
+            node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT)
+            processes.append(node)
+            if not _spin_until(executor, lambda: bool(record.active), node, timeout_s=60):
+                raise RuntimeError("m2vae-fusion published no active subset within 60 s; see fusion_node.log")
             print("$ " + " ".join(play_cmd), flush=True)
             play = subprocess.Popen(play_cmd, env=env)
-            _spin_until(executor, lambda: play.poll() is not None, node, timeout_s=3600)
-            _spin_until(executor, lambda: False, node, timeout_s=1.0)  # let the last outputs arrive
+            processes.append(play)
+            if not _spin_until(executor, lambda: play.poll() is not None, node, timeout_s=3600):
+                raise RuntimeError("the replay did not end within an hour")
+            _spin(executor, seconds=1.0)  # let the last outputs arrive
             if play.returncode != 0:
                 raise RuntimeError(f"m2vae-play exited with {play.returncode}")
         finally:
-            node.terminate()
-            node.wait(timeout=10)
+            for process in reversed(processes):
+                _stop(process)
             rclpy.shutdown(context=context)
     return record
 
 
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate a child (SIGTERM, then SIGKILL after 10 s) so none outlives the demo."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _spin(executor: SingleThreadedExecutor, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+
+
 def _spin_until(executor: SingleThreadedExecutor, done: Callable[[], bool], node: subprocess.Popen,
-                timeout_s: float) -> None:
-    """Process callbacks until `done()` or the timeout; the node dying is an error."""
+                timeout_s: float) -> bool:
+    """Process callbacks until `done()` (True) or the timeout (False); the node dying is an error."""
     deadline = time.monotonic() + timeout_s
-    while not done() and time.monotonic() < deadline:
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
         if node.poll() is not None:
             raise RuntimeError(f"m2vae-fusion exited with {node.returncode}; see fusion_node.log")
         executor.spin_once(timeout_sec=0.05)
+    return True

@@ -2,9 +2,12 @@
 
 The live figures put the replay's bag time on one axis: the active subset, the latent
 (mean of a few dimensions and the mean posterior std) and the error of the LiDAR the
-node publishes against the true scan in the bag — during the dropout that scan is
-imputed from the camera alone. The report's LiDAR errors pool every valid return into
-one RMSE, the definition m2vae-eval uses, so the two can be compared.
+node publishes against the bag's scans. While the LiDAR is in the active subset, the
+reference is the newest scan the node can have encoded (stamped at or before the
+latent, which the camera triggers); while it is not, the scan is imputed from the camera
+alone and the reference is the scan nearest in time. Which case applies follows the
+node's own active subset, so the liveness timeout after the last scan counts as alive.
+The errors pool every valid return into one RMSE, the definition m2vae-eval uses.
 """
 
 from __future__ import annotations
@@ -41,12 +44,13 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
     shift = anchor_stamp - replay_stamp
     latent_t = (np.asarray(record.latent_stamp) + shift - first_camera) / 1e9
     lidar_t = (np.asarray(record.lidar_stamp) + shift - first_camera) / 1e9
+    # Replay stamps and the probe's receive times share this host's clock.
+    active_t = [(t_ns + shift - first_camera) / 1e9 for t_ns, _ in record.active]
+    imputed = ~_member_at(lidar_t, active_t, [name for _, name in record.active], lidar.name)
     squared, returns = _squared_errors(np.asarray(record.lidar_stamp) + shift, record.lidar_ranges,
-                                       truth_stamps, truth_ranges, lidar)
+                                       truth_stamps, truth_ranges, lidar, imputed)
     errors = np.sqrt(np.divide(squared, returns, out=np.full(len(squared), np.nan), where=returns > 0))
-    in_drop = (lidar_t >= drop[0]) & (lidar_t < drop[1])
     latency = record.latency_ms()
-    active_t = [(t_ns - record.latent_received[0]) / 1e9 + latent_t[0] for t_ns, _ in record.active]
     changes = ", ".join(f"{t:.1f} s → `{name or 'none'}`" for t, (_, name) in zip(active_t, record.active,
                                                                                  strict=True))
 
@@ -76,9 +80,9 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
         f"({len(latency) / max(latent_t[-1] - latent_t[0], 1e-9):.1f} Hz)",
         f"- active subset changes: {changes}",
         f"- LiDAR error against the bag (RMSE over all valid returns, as m2vae-eval): reconstructed "
-        f"{_number(_pooled_rmse(squared[~in_drop], returns[~in_drop]), '.3f')} m with the LiDAR alive, "
-        f"imputed from the camera alone {_number(_pooled_rmse(squared[in_drop], returns[in_drop]), '.3f')} m "
-        "during the dropout",
+        f"{_number(_pooled_rmse(squared[~imputed], returns[~imputed]), '.3f')} m while the LiDAR is in the "
+        f"active subset, imputed from the camera alone "
+        f"{_number(_pooled_rmse(squared[imputed], returns[imputed]), '.3f')} m while it is not",
         f"- end-to-end latency (replay stamp → latent received): p50 {np.percentile(latency, 50):.1f} ms, "
         f"p99 {np.percentile(latency, 99):.1f} ms",
         "",
@@ -98,7 +102,7 @@ def _truth_scans(
     """Stamps and decoded ranges (metres, NaN = no return) of the bag's scans; the first camera
     stamp; the stamp of the camera frame whose pixels are `frame`."""
     stamps: list[int] = []
-    ranges: list[np.ndarray] = []
+    ranges: list[np.ndarray] = []  # in the bag's order; sorted by stamp on return
     first_camera: int | None = None
     anchor: int | None = None
     scale = lidar.preprocess.range_max
@@ -120,21 +124,35 @@ def _truth_scans(
         raise RuntimeError(f"{bag_path} has no {CAMERA_TOPIC} or no {SCAN_TOPIC} messages")
     if anchor is None:
         raise RuntimeError(f"the camera frame the live run saw first is not in {bag_path}")
-    return np.asarray(stamps), ranges, first_camera, anchor
+    order = np.argsort(stamps, kind="stable")
+    return np.asarray(stamps)[order], [ranges[i] for i in order], first_camera, anchor
+
+
+def _member_at(times: np.ndarray, change_t: list[float], subsets: list[str], modality: str) -> np.ndarray:
+    """Whether `modality` is in the active subset in force at each time (changes at `change_t`)."""
+    latest = np.searchsorted(np.asarray(change_t, dtype=float), times, side="right") - 1
+    return np.array([i >= 0 and modality in subsets[i].split("+") for i in latest], dtype=bool)
 
 
 def _squared_errors(stamps: np.ndarray, published: list[np.ndarray], truth_stamps: np.ndarray,
-                    truth: list[np.ndarray], lidar: ModalitySpec) -> tuple[np.ndarray, np.ndarray]:
-    """Per published scan, against the bag scan nearest in time: the summed squared error (m²)
-    over that scan's valid returns, and their number (0 when the beam counts differ).
+                    truth: list[np.ndarray], lidar: ModalitySpec,
+                    imputed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per published scan, the summed squared error (m²) over its reference's valid returns, and
+    their number (0 when the beam counts differ).
 
-    Sums rather than per-scan RMSEs, so an error over several scans weighs every return
-    alike, as m2vae-eval's does.
+    The reference of a reconstruction is the newest bag scan stamped at or before it (the
+    one the node encoded); of an `imputed` one, the bag scan nearest in time. `truth_stamps`
+    is sorted. Sums rather than per-scan RMSEs, so an error over several scans weighs every
+    return alike, as m2vae-eval's does.
     """
     range_max = lidar.preprocess.range_max
     squared, returns = np.zeros(len(published)), np.zeros(len(published), dtype=np.int64)
     for i, (stamp, ranges) in enumerate(zip(stamps, published, strict=True)):
-        nearest = truth[int(np.argmin(np.abs(truth_stamps - stamp)))]
+        if imputed[i]:
+            reference = int(np.argmin(np.abs(truth_stamps - stamp)))
+        else:
+            reference = max(int(np.searchsorted(truth_stamps, stamp, side="right")) - 1, 0)
+        nearest = truth[reference]
         estimate = np.where(np.isfinite(ranges), ranges, range_max)
         valid = np.isfinite(nearest)
         if estimate.shape == nearest.shape:
