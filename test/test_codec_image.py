@@ -122,3 +122,23 @@ def test_step_smaller_than_row_is_a_size_mismatch(flavour):
     with pytest.raises(CodecError) as err:
         decode_message(flavour(msg), camera())
     assert err.value.reason == "size_mismatch"
+
+
+@pytest.mark.parametrize(("encoding", "pixels", "pad"), [
+    ("32FC1", RNG.random((6, 8), dtype=np.float32), 2),
+    ("mono16", MONO16, 1),
+])
+def test_rows_padded_by_part_of_a_pixel_still_resize(flavour, encoding, pixels, pad):
+    """OpenCV refuses rows whose step is no whole number of pixels; the codec copies them first."""
+    spec = camera(width=4, height=3, channels=1, value_max=1.0 if encoding == "32FC1" else None)
+    padded = decode_message(flavour(image(pixels, encoding, pad=pad)), spec).tensor
+    np.testing.assert_array_equal(padded, decode_message(flavour(image(pixels, encoding)), spec).tensor)
+
+
+def test_compressed_bytes_that_are_no_8_or_16_bit_image_are_corrupt(flavour):
+    """imdecode sniffs the bytes: a float TIFF labelled png must not reach the tensor (NaN, cv2.error)."""
+    ok, tiff = cv2.imencode(".tiff", RNG.random((6, 8, 3)))
+    assert ok
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(compressed(tiff.tobytes(), "png")), camera())
+    assert err.value.reason == "corrupt_compressed"

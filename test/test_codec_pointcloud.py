@@ -106,3 +106,21 @@ def test_short_buffer(flavour):
     with pytest.raises(CodecError) as err:
         decode_message(flavour(msg), lidar3d(False))
     assert err.value.reason == "short_buffer"
+
+
+def test_a_nan_intensity_keeps_its_points_range(flavour):
+    """Two points in one cell: the nearer, whose intensity is NaN, still wins the range (intensity 0)."""
+    columns = {"x": np.array([2.0, 6.0]), "y": np.zeros(2), "z": np.zeros(2),
+               "intensity": np.array([np.nan, 50.0])}
+    with_intensity = decode_message(flavour(cloud(columns)), lidar3d(True))
+    without = decode_message(flavour(cloud(columns)), lidar3d(False))
+    np.testing.assert_array_equal(with_intensity.tensor[0], without.tensor[0])
+    assert with_intensity.tensor[0].min() == 2.0 / 8.0 and with_intensity.tensor[1].max() == 0.0
+
+
+def test_a_corrupt_point_step_is_a_codec_error(flavour):
+    msg = cloud({"x": np.ones(4), "y": np.zeros(4), "z": np.zeros(4)})
+    msg.point_step, msg.row_step = 2**31, 0
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(msg), lidar3d(False))
+    assert err.value.reason == "short_buffer"

@@ -121,3 +121,14 @@ def test_bad_scan_fields_raise_with_reason(flavour, fields, reason):
     with pytest.raises(CodecError) as err:
         decode_message(flavour(scan([1.0] * 360, **fields)), lidar())
     assert err.value.reason == reason
+
+
+def test_a_span_short_of_a_turn_by_less_than_a_bin_puts_each_beam_in_the_nearest_bin(flavour):
+    """36 bins over −π … π − 1°: the beam at angle_max is bin 35's centre, not bin 0's neighbour."""
+    increment = math.radians(1.0)
+    ranges = np.full(360, np.inf, np.float32)
+    ranges[-1] = 2.0
+    msg = scan(ranges, angle_min=-math.pi, angle_increment=increment)
+    spec = ModalitySpec("lidar", "scan", ScanPreprocess(beams=36, angle_min=-math.pi,
+                                                        angle_max=math.pi - increment))
+    assert np.flatnonzero(decode_message(flavour(msg), spec).mask[0]).tolist() == [35]

@@ -44,7 +44,10 @@ from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.spec import ModalitySpec, ModelSpec, SpecError
 from m2vae_ros.subsets import subset_name
 
-FORMAT = 2  # 2: a partial scan span's angle_max is its last beam (LaserScan's reading), not past it
+# 2: a partial scan span's angle_max is its last beam (LaserScan's reading), not past it.
+# 3: a span short of a full turn by less than a bin bins by the nearest centre; a NaN
+#    intensity no longer drops its point's range.
+FORMAT = 3
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
 MAX_PROBLEMS_PER_KIND = 20  # examples per (topic, reason) kept in the manifest; counts are always complete

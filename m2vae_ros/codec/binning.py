@@ -52,5 +52,9 @@ def angle_bins(angles: np.ndarray, angle_min: float, angle_max: float, bins: int
     # Offset by half a bin so that angles just below angle_min still land in bin 0.
     relative = np.mod(angles - angle_min + width / 2, 2 * math.pi) - width / 2
     index = np.rint(relative / width).astype(np.int64)
+    # A span short of a full turn by less than a bin: the angles just below angle_min are
+    # also within half a bin of the last bin, and belong to whichever centre is nearer.
+    wrapped = relative < 0
+    index[wrapped & (np.abs(relative + 2 * math.pi - (bins - 1) * width) < -relative)] = bins - 1
     index[index >= bins] = -1
     return index

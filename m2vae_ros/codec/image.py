@@ -57,6 +57,8 @@ def image_pixels(msg: Any, spec: ModalitySpec) -> tuple[np.ndarray, str, float]:
     rows = buf[: height * step].reshape(height, step)[:, :row_bytes]
     dtype = np.dtype(base).newbyteorder(">" if msg.is_bigendian else "<")
     pixels = rows.view(dtype).reshape(height, width, channels)
+    if step % dtype.itemsize:  # rows padded by a non-whole number of pixels: OpenCV needs aligned rows
+        pixels = np.ascontiguousarray(pixels)
     if base == "f4" and not np.isfinite(pixels).all():
         raise CodecError("non_finite", f"{encoding} image holds NaN or inf")
     return pixels, order, full_scale
@@ -73,6 +75,10 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
         raise CodecError("corrupt_compressed", f"cv2.imdecode could not decode {msg.format!r} data")
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
+    # imdecode trusts the bytes, not `format`: a TIFF or HDR labelled png decodes to floats.
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.shape[2] not in (1, 3, 4):
+        raise CodecError("corrupt_compressed", f"{msg.format!r} data decoded to {pixels.dtype} with "
+                         f"{pixels.shape[2]} channels, not an 8/16-bit jpeg or png image")
     order = "mono" if pixels.shape[2] == 1 else "bgr"
     full_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
     return Decoded(to_tensor(pixels, order, full_scale, spec), None, stamp_ns(msg))

@@ -23,9 +23,10 @@ FLOAT32 = 7
 
 
 def read_points(msg: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Named fields of every point as float64 arrays, NaN/inf points dropped.
+    """Named fields of every point as float64 arrays; points with a NaN/inf in `names` are dropped.
 
-    `names` must exist (missing_field otherwise); `optional` ones are returned when present.
+    `names` must exist (missing_field otherwise); `optional` ones are returned when present,
+    non-finite values included (they do not decide whether a point exists).
     """
     fields = {str(f.name): f for f in msg.fields}
     missing = [n for n in names if n not in fields]
@@ -45,12 +46,12 @@ def read_points(msg: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()
     ends = [o + np.dtype(f).itemsize for o, f in zip(offsets, formats, strict=True)]
     if point_step <= 0 or max(ends) > point_step or row_step < width * point_step:
         raise CodecError("size_mismatch", f"fields end at {max(ends)} > point_step {point_step} or row_step")
-    dtype = np.dtype({"names": wanted, "formats": formats, "offsets": offsets, "itemsize": point_step})
-    buf = byte_view(msg.data)
-    if buf.size < height * row_step:
-        raise CodecError("short_buffer", f"{buf.size} bytes < height×row_step = {height * row_step}")
     if height * width == 0:
         raise CodecError("empty_cloud", "PointCloud2 with no points")
+    buf = byte_view(msg.data)  # checked before the dtype: a corrupt point_step must not reach numpy
+    if buf.size < height * row_step or point_step > buf.size:
+        raise CodecError("short_buffer", f"{buf.size} bytes < height×row_step = {height * row_step}")
+    dtype = np.dtype({"names": wanted, "formats": formats, "offsets": offsets, "itemsize": point_step})
     rows = buf[: height * row_step].reshape(height, row_step)[:, : width * point_step]
     points = np.ascontiguousarray(rows).view(dtype).reshape(-1)
     columns = {n: points[n].astype(np.float64) for n in wanted}
@@ -74,7 +75,10 @@ def decode_pointcloud(msg: Any, spec: ModalitySpec) -> Decoded:
         tensor, mask = bin_ranges(angles, planar[keep], pre)
         return Decoded(tensor, mask, stamp_ns(msg))
     assert isinstance(pre, RangeImagePreprocess)
-    pts = read_points(msg, ("x", "y", "z", "intensity") if pre.intensity else ("x", "y", "z"))
+    # Intensity is optional per point: a NaN intensity must not drop the point's range.
+    pts = read_points(msg, ("x", "y", "z"), ("intensity",) if pre.intensity else ())
+    if pre.intensity and "intensity" not in pts:
+        raise CodecError("missing_field", "PointCloud2 lacks the intensity field the spec asks for")
     return Decoded(*project(pts, pre), stamp_ns(msg))
 
 
@@ -107,7 +111,7 @@ def project(pts: dict[str, np.ndarray], pre: RangeImagePreprocess) -> tuple[np.n
     tensor[0, rows, cols] = np.minimum(ranges[inside][nearest] / pre.range_max, 1.0)
     mask[:, rows, cols] = True
     if pre.intensity:
-        intensity = pts["intensity"][keep][inside][nearest]
+        intensity = np.nan_to_num(pts["intensity"][keep][inside][nearest], nan=0.0, posinf=pre.intensity_max)
         tensor[1, rows, cols] = np.clip(intensity / pre.intensity_max, 0.0, 1.0)
     return tensor, mask
 
