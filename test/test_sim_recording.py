@@ -143,6 +143,7 @@ def test_both_storages_read_back_with_rosbags_and_rclpy(tmp_path: Path, storage:
     jpeg = np.frombuffer(bytes(ros["/camera/image_raw/compressed"].data), dtype=np.uint8)
     assert cv2.imdecode(jpeg, cv2.IMREAD_COLOR).shape == (60, 80, 3)
     assert len(ros[SCAN].ranges) == 360 and ros[SCAN].header.frame_id == "laser"
+    assert ros[SCAN].time_increment == 0.0  # cast at one instant: deskewing must leave it alone
     cloud = ros[POINTS]
     assert cloud.header.frame_id == "lidar" and cloud.point_step == 32 and cloud.width > 1000
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity", "ring"]

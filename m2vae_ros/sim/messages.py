@@ -72,7 +72,7 @@ def laser_scan(
         angle_min=lidar.angle_min,
         angle_max=lidar.angle_min + (lidar.beams - 1) * lidar.angle_increment,
         angle_increment=lidar.angle_increment,
-        time_increment=1.0 / (rate * lidar.beams),
+        time_increment=0.0,  # every beam is cast from the world at header.stamp: nothing to deskew
         scan_time=1.0 / rate,
         range_min=lidar.range_min,
         range_max=lidar.range_max,
