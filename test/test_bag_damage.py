@@ -109,3 +109,18 @@ def test_split_storage_files_are_read_in_recording_order(tmp_path):
     for i in (0, 1, 2, 10, 11):
         (tmp_path / f"run_{i}.db3").touch()
     assert [p.stem for p in storage_files(tmp_path)] == ["run_0", "run_1", "run_2", "run_10", "run_11"]
+
+
+def test_a_sample_whose_members_straddle_an_object_change_is_unlabelled(tmp_path):
+    """Markers at the scans' stamps say class 0 up to 0.4 s and class 1 from 0.5 s; the camera
+    frame 2 ms after the 0.4 s scan may already show the new object."""
+    records = []
+    for i in range(10):
+        t = i * 10**8
+        records.append(("/scan", scan(np.full(90, 2.0, np.float32), t), t))
+        records.append(("/ground_truth/object", marker(t, int(i >= 5), "cls", (1, 0, 0)), t))
+        records.append(("/camera/image_raw", image(np.zeros((16, 16, 3), np.uint8), "rgb8", t + 2 * 10**6),
+                        t + 2 * 10**6))
+    bag = write_bag(tmp_path / "bag", sorted(records, key=lambda r: r[2]), "mcap")
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.labels.tolist() == [0, 0, 0, 0, -1, 1, 1, 1, 1, 1]

@@ -55,7 +55,7 @@ def recording(path: Path, storage: str, bad: bool = True) -> Path:
         stamp = i * 100_000_000 + 5 * MS + int(RNG.integers(-3, 4)) * MS
         if not DROPOUT[0] <= stamp <= DROPOUT[1]:
             records.append(("/scan", scan(np.full(90, 2.0 + i / 100, np.float32), stamp), stamp + 1 * MS))
-        truth = marker(stamp, i % 3, CLASSES[i % 3], (1.0, -0.5, 0.0))
+        truth = marker(stamp, i // 10, CLASSES[i // 10], (1.0, -0.5, 0.0))  # a new object each second
         records.append(("/ground_truth/object", truth, stamp))
     records.sort(key=lambda r: r[2])
     if bad:  # two camera frames recorded in swapped order: header stamps go backwards
@@ -91,14 +91,19 @@ def test_build_synchronises_counts_failures_and_fills_dropouts(tmp_path, storage
     assert ((scans[~partial] > 0.24) & (scans[~partial] < 0.29)).all() and masks[~partial].all()
     assert ds.arrays["camera"].shape == (len(ds), 3, 16, 16) and ds.arrays["camera"].dtype == np.float32
     assert (np.diff(ds.stamps) >= 0).all() and (ds.bag_index == 0).all()
-    assert ds.class_names == CLASSES and set(ds.labels.tolist()) == {0, 1, 2}
+    assert ds.class_names == CLASSES and set(ds.labels.tolist()) == {-1, 0, 1, 2}
+    # Unlabelled: the samples with a camera frame between the last marker of one object and
+    # the first of the next, around 1 s and 2 s.
+    unlabelled = ds.stamps[ds.labels < 0] / 1e9
+    assert 0 < len(unlabelled) <= 6 and (np.abs(unlabelled - np.round(unlabelled)) < 0.11).all()
     np.testing.assert_allclose(ds.positions[ds.labels >= 0], [[1.0, -0.5, 0.0]] * int((ds.labels >= 0).sum()))
     assert ds.spec.modality("camera").msg_type == "sensor_msgs/msg/Image"
     assert ds.spec.modality("lidar").msg_type == "sensor_msgs/msg/LaserScan"
     reasons = {p["reason"] for p in ds.manifest["problems"]}
     assert reasons == {"short_buffer", "unsupported_encoding", "out_of_order"}
     assert all(p["topic"] == "/camera/image_raw" and p["stamp_ns"] > 0 for p in ds.manifest["problems"])
-    assert ds.manifest["labels"]["markers"] == 30 and ds.manifest["labels"]["labelled_samples"] == len(ds)
+    assert ds.manifest["labels"]["markers"] == 30
+    assert ds.manifest["labels"]["labelled_samples"] == (ds.labels >= 0).sum()
 
 
 def test_load_dataset_matches_build_and_memory_maps(tmp_path):

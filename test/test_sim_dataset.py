@@ -36,10 +36,11 @@ def test_samples_carry_the_simulated_class_labels(dataset: PreparedDataset) -> N
     assert len(dataset) >= 0.9 * DURATION * 10  # ~ one sample per 10 Hz scan
     assert dataset.class_names[:3] == [c.name for c in OBJECT_CLASSES]
     labels = np.asarray(dataset.labels)
-    assert set(labels.tolist()) == {0, 1, 2}  # three 2.5 s episodes, one block of classes
-    away_from_switches = np.abs(times / EPISODE_SECONDS - np.round(times / EPISODE_SECONDS)) > 0.1
+    assert set(labels.tolist()) - {-1} == {0, 1, 2}  # three 2.5 s episodes, one block of classes
     expected = np.array([world.state(t).object_class.index for t in times])
-    assert np.array_equal(labels[away_from_switches], expected[away_from_switches])
+    labelled = labels >= 0  # a sample straddling an episode switch has no label
+    assert labelled.sum() >= len(labels) - 2 * 2  # two switches in 7 s
+    assert np.array_equal(labels[labelled], expected[labelled])
 
 
 def test_camera_dropout_becomes_lidar_only_samples(dataset: PreparedDataset) -> None:

@@ -46,7 +46,7 @@ from m2vae_ros.subsets import subset_name
 
 # 2: a partial scan span's angle_max is its last beam (LaserScan's reading), not past it.
 # 3: a span short of a full turn by less than a bin bins by the nearest centre; a NaN
-#    intensity no longer drops its point's range.
+#    intensity no longer drops its point's range; a sample straddling a class change is unlabelled.
 FORMAT = 3
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
@@ -139,6 +139,33 @@ def _is_prepared_dataset(directory: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and {"format", "key", "bags"} <= manifest.keys()
+
+
+def _straddles_a_class_change(indices: np.ndarray, stamps: list[np.ndarray], markers: _Markers) -> np.ndarray:
+    """Per sample, whether a member was captured while the labelled object changed.
+
+    A marker tells what is there from its stamp to the next marker's. Between two markers
+    of different classes the object changed at an unknown moment, so a member stamped
+    there (e.g. the camera frame just after a scan that closed an episode) may show the
+    next object: the sample mixes two objects and gets no label.
+    """
+    straddles = np.zeros(len(indices), dtype=bool)
+    if len(markers.stamps) < 2 or not len(indices):
+        return straddles
+    order = np.argsort(markers.stamps, kind="stable")
+    marker_stamps = np.asarray(markers.stamps, dtype=np.int64)[order]
+    ids = np.asarray(markers.ids, dtype=np.int64)[order]
+    for k, topic_stamps in enumerate(stamps):
+        present = indices[:, k] >= 0
+        member = topic_stamps[indices[present, k]]
+        before = np.searchsorted(marker_stamps, member, side="right") - 1
+        inside = (before >= 0) & (before < len(marker_stamps) - 1)
+        between = inside.copy()
+        between[inside] = marker_stamps[before[inside]] != member[inside]  # a marker at the stamp decides
+        changed = np.zeros(len(member), dtype=bool)
+        changed[between] = ids[before[between]] != ids[before[between] + 1]
+        straddles[np.flatnonzero(present)[changed]] = True
+    return straddles
 
 
 def placeholder_class_name(class_id: int) -> str:
@@ -479,7 +506,8 @@ class _Builder:
             self._decode_expected(predictor.finish(), spilled)
             self.decoder.drain()
             self.damage.extend(bag.damage)
-        sync = synchronize([np.array(s, dtype=np.int64) for s in stamps], slop_ns, timeouts_ns)
+        stamp_arrays = [np.array(s, dtype=np.int64) for s in stamps]
+        sync = synchronize(stamp_arrays, slop_ns, timeouts_ns)
         for k, late in enumerate(sync.out_of_order):
             topic = modalities[k].topic
             self.stats[topic].out_of_order += len(late)
@@ -487,6 +515,7 @@ class _Builder:
                 self._problem(path, topic, "out_of_order", "header stamp older than its predecessor",
                               stamp_ns=int(stamp))
         labels, positions = self._labels(sync.stamps, markers)
+        labels[_straddles_a_class_change(sync.indices, stamp_arrays, markers)] = -1
         ordinal_arrays = [np.array(o, dtype=np.int64) for o in ordinals]
         return _BagIndex(path, sync, ordinal_arrays, spilled, labels, positions)
 
