@@ -33,7 +33,7 @@ from m2vae_ros.spec import (
     VectorPreprocess,
 )
 from m2vae_ros.subsets import from_indices, parse_subset, subset_name
-from m2vae_ros.trainer import ArrayDataset, History, Trainer
+from m2vae_ros.trainer import ArrayDataset, History, Trainer, checked_availability
 
 Shape = int | tuple[int, ...]
 _UNIT_KINDS = ("image", "scan", "range_image")  # values in [0, 1]; their decoders' means are sigmoids
@@ -202,8 +202,11 @@ class MultimodalVAE:
     def _arrays(
         self, data: Mapping[str, np.ndarray], available: np.ndarray | None, *, require_all: bool
     ) -> dict[str, np.ndarray]:
-        """Validated contiguous float32 arrays in the model's modality order; rows `available` marks
-        missing are zeroed, since nothing reads them."""
+        """Validated contiguous float32 arrays in the model's modality order.
+
+        Rows `available` marks missing are zeroed (on a copy): nothing reads them, so a
+        NaN placeholder must not fail the checks on the values.
+        """
         unknown = sorted(set(data) - set(self.spec.names))
         if unknown:
             raise ValueError(f"unknown modalities {unknown}; the model has {list(self.spec.names)}")
@@ -213,33 +216,42 @@ class MultimodalVAE:
                 f"training needs an array for every modality; missing {missing} "
                 "(give placeholder rows and mark them in `available` instead)"
             )
-        arrays = {}
-        for column, m in enumerate(self.spec.modalities):
-            if m.name not in data:
-                continue
-            array = np.ascontiguousarray(data[m.name], dtype=np.float32)  # torch takes no negative strides
-            if array.ndim == 0 or array.shape[1:] != m.shape:
-                raise ValueError(f"modality {m.name!r}: expected [N, *{m.shape}], got {list(array.shape)}")
-            if available is not None and len(available) == len(array):
-                absent = ~np.asarray(available, bool)[:, column]
-                if absent.any():
-                    if np.may_share_memory(array, data[m.name]):  # never write into the caller's data
-                        array = array.copy()
-                    array[absent] = 0.0
-            if not np.isfinite(array).all():
-                raise ValueError(f"modality {m.name!r}: NaN or infinite values in rows marked available")
-            if (m.kind in _UNIT_KINDS or m.likelihood == "bernoulli") and array.size and (
-                array.min() < 0.0 or array.max() > 1.0
-            ):
-                raise ValueError(
-                    f"modality {m.name!r}: values span [{array.min():g}, {array.max():g}], outside [0, 1]; "
-                    "give images as float in [0, 1] (uint8: divide by 255) and ranges divided by range_max"
-                )
-            arrays[m.name] = array
+        arrays = {m.name: _as_batch(data[m.name], m) for m in self.spec.modalities if m.name in data}
         lengths = {name: len(a) for name, a in arrays.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"modality arrays differ in length: {lengths}")
+        if available is not None and arrays:
+            mask = checked_availability(available, next(iter(lengths.values())), self.spec.names)
+            for column, name in enumerate(self.spec.names):
+                if name in arrays and not mask[:, column].all():
+                    if np.may_share_memory(arrays[name], data[name]):  # never write into the caller's data
+                        arrays[name] = arrays[name].copy()
+                    arrays[name][~mask[:, column]] = 0.0
+        for m in self.spec.modalities:
+            if m.name in arrays:
+                _check_values(arrays[m.name], m)
         return arrays
+
+
+def _as_batch(values: np.ndarray, m: ModalitySpec) -> np.ndarray:
+    """[N, *shape] float32, contiguous: torch takes no negative strides (a BGR → RGB view)."""
+    array = np.ascontiguousarray(values, dtype=np.float32)
+    if array.ndim == 0 or array.shape[1:] != m.shape:
+        raise ValueError(f"modality {m.name!r}: expected [N, *{m.shape}], got {list(array.shape)}")
+    return array
+
+
+def _check_values(array: np.ndarray, m: ModalitySpec) -> None:
+    """Finite values, in [0, 1] where the decoder's mean is squashed into it (or the target is bernoulli)."""
+    if not np.isfinite(array).all():
+        raise ValueError(f"modality {m.name!r}: NaN or infinite values in rows marked available")
+    if (m.kind in _UNIT_KINDS or m.likelihood == "bernoulli") and array.size and (
+        array.min() < 0.0 or array.max() > 1.0
+    ):
+        raise ValueError(
+            f"modality {m.name!r}: values span [{array.min():g}, {array.max():g}], outside [0, 1]; "
+            "give images as float in [0, 1] (uint8: divide by 255) and ranges divided by range_max"
+        )
 
 
 def _preprocess(name: str, kind: str, shape: Shape):

@@ -27,6 +27,19 @@ from m2vae_ros.model import M2VAE
 from m2vae_ros.objectives import Loss, loss
 
 
+def checked_availability(available: np.ndarray | None, n: int, names: Sequence[str]) -> np.ndarray:
+    """The availability mask as a bool [n, len(names)] array (all True when None); ValueError otherwise."""
+    if available is None:
+        return np.ones((n, len(names)), dtype=bool)
+    available = np.asarray(available)
+    if available.dtype != np.bool_ or available.shape != (n, len(names)):
+        raise ValueError(
+            f"available must be bool [{n}, {len(names)}] (columns {list(names)}), "
+            f"got {available.dtype} {list(available.shape)}"
+        )
+    return available
+
+
 class ArrayDataset:
     """Samples as arrays [N, *shape] (np.memmap works), an availability mask and a row selection.
 
@@ -51,15 +64,7 @@ class ArrayDataset:
         n = next(iter(lengths.values()))
         self.arrays = dict(arrays)
         self.names = tuple(arrays)
-        if available is None:
-            available = np.ones((n, len(self.names)), dtype=bool)
-        available = np.asarray(available)
-        if available.dtype != np.bool_ or available.shape != (n, len(self.names)):
-            raise ValueError(
-                f"available must be bool [{n}, {len(self.names)}] (columns {list(self.names)}), "
-                f"got {available.dtype} {list(available.shape)}"
-            )
-        self.available = available
+        self.available = checked_availability(available, n, self.names)
         if indices is None:
             indices = np.arange(n)
         indices = np.asarray(indices)

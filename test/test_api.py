@@ -153,6 +153,8 @@ def test_arrays_as_researchers_hold_them_are_taken():
     assert mean.shape == std.shape == (0, 2)
     with pytest.raises(ValueError, match="differ in length"):
         vae.encode({"img": rgb, "v": np.zeros((4, 4))})
+    with pytest.raises(ValueError, match=r"available must be bool \[5, 2\]"):
+        vae.fit({"img": rgb, "v": np.zeros((5, 4))}, np.ones((5, 1), bool), epochs=1)
     # Rows marked missing are never read, so NaN is a fine placeholder, and the caller's array is untouched.
     vectors = rng.random((5, 4)).astype(np.float32)
     vectors[1] = np.nan

@@ -1,12 +1,13 @@
 """Recordings as robots leave them: cut sqlite3 files, odd definitions, scene-clearing markers."""
 
 import sqlite3
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 from bagutils import header, image, marker, scan, write_bag
-from m2vae_training.bag_salvage import salvage_sqlite
+from m2vae_training.bag_salvage import MCAP_MAGIC, salvage_mcap, salvage_sqlite
 from m2vae_training.bags import storage_files
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import DatasetError, build_dataset
@@ -73,7 +74,7 @@ def test_a_non_utf8_byte_in_an_mcap_schema_keeps_its_topics(tmp_path):
     assert len(ds) == 10 and ds.class_names == ["red_box"] and (ds.labels == 0).all()
 
 
-def test_delete_markers_clear_the_scene_and_are_no_labels(tmp_path):
+def test_delete_markers_are_ignored_not_taken_for_labels(tmp_path):
     records = [*SCANS, ("/ground_truth/object", Marker(header=header(0), action=Marker.DELETEALL), 0)]
     records += [("/ground_truth/object", marker(i * 10**8, 0, "red_cylinder", (1, 0, 0)), i * 10**8)
                 for i in range(5, 10)]
@@ -124,3 +125,24 @@ def test_a_sample_whose_members_straddle_an_object_change_is_unlabelled(tmp_path
     bag = write_bag(tmp_path / "bag", sorted(records, key=lambda r: r[2]), "mcap")
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
     assert ds.labels.tolist() == [0, 0, 0, 0, -1, 1, 1, 1, 1, 1]
+
+
+def test_a_short_mcap_message_record_ends_the_salvage_as_damage(tmp_path):
+    def record(op: int, content: bytes) -> bytes:
+        return struct.pack("<BQ", op, len(content)) + content
+
+    def text(value: str) -> bytes:
+        return struct.pack("<I", len(value)) + value.encode()
+
+    def message(t: int) -> bytes:
+        return record(0x05, struct.pack("<HIQQ", 1, 0, t, t) + b"\x00\x01\x00\x00\x02\x00\x00\x00x\x00")
+
+    definition = text("std_msgs/msg/String") + text("ros2msg") + text("string data")
+    schema = record(0x03, struct.pack("<H", 1) + definition)
+    channel = record(0x04, struct.pack("<HH", 1, 1) + text("/chatter") + text("cdr") + struct.pack("<I", 0))
+    path = tmp_path / "cut.mcap"
+    short = record(0x05, b"\x01" + bytes(9))  # a message record too short for its own header
+    path.write_bytes(MCAP_MAGIC + schema + channel + message(1) + short + message(2))
+    found, messages = salvage_mcap(path)
+    assert [stamp for _, _, stamp, _ in messages] == [1]
+    assert found.damage == ["cut.mcap: damaged message record after 1 messages"]

@@ -226,3 +226,10 @@ def test_torchrun_with_two_cpu_processes_trains_a_loadable_model_and_resumes_bit
     state = load_checkpoint(resumed / "checkpoints")[1]
     for key, value in straight["trainer"]["model"].items():
         assert torch.equal(value, state["trainer"]["model"][key]), key
+
+
+def test_a_flag_passes_the_same_checks_as_the_config_file(inputs, capsys):
+    out = inputs["root"] / "negative_seed"
+    assert main(_args(inputs, out, "--seed", "-1")) == 2
+    assert "training.seed must be ≥ 0, got -1" in capsys.readouterr().err
+    assert not out.exists()  # refused before any dataset or run file is written

@@ -162,15 +162,18 @@ def salvage_mcap(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, byt
     found.definitions.update(dict(schemas.values()))
 
     def messages() -> Iterator[tuple[str, str, int, bytes]]:
+        count = 0
         with path.open("rb") as bio:
             bio.seek(8)
             try:
                 for op, record in _records(bio):
                     if op == 0x05:
                         if len(record) < 22:
-                            return  # a damaged message record: the first pass saw the same file
+                            found.damage.append(f"{path.name}: damaged message record after {count} messages")
+                            return
                         channel_id, _, log_time, _ = struct.unpack_from("<HIQQ", record)
                         if channel_id in channels:
+                            count += 1
                             yield (*channels[channel_id], log_time, record[22:])
             except Truncated:
                 pass  # reported by the first pass

@@ -105,7 +105,7 @@ def build_dataset(
         try:
             existing = load_dataset(out_dir)
         except DatasetError:
-            existing = None  # an older format or a damaged one: rebuilt
+            existing = None  # an older format, or arrays that no longer load: rebuilt
         if existing is not None and existing.manifest.get("key") == key:
             existing.manifest["reused"] = True
             return existing
@@ -584,7 +584,7 @@ class _Builder:
             self.label_failures[getattr(exc, "reason", "missing_field")] += 1
             return
         if class_id < 0 or int(getattr(marker, "action", 0)) != 0:
-            return  # not an object: DELETE/DELETEALL markers (action 2, 3) clear the scene
+            return  # not an object: DELETE/DELETEALL markers (action 2, 3) are ignored
         self.class_names.setdefault(class_id, name)
         self.markers += 1
         markers.stamps.append(stamp)

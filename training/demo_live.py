@@ -42,6 +42,7 @@ class LiveRecord:
     latent_std: list[np.ndarray] = field(default_factory=list)
     active: list[tuple[int, str]] = field(default_factory=list)  # (receive ns, subset name)
     lidar_stamp: list[int] = field(default_factory=list)
+    lidar_received: list[int] = field(default_factory=list)
     lidar_ranges: list[np.ndarray] = field(default_factory=list)
     # The first camera frame the probe saw: (replay stamp, pixel bytes). Its bytes identify
     # the frame in the bag, which anchors replay stamps to bag time even when the probe
@@ -80,6 +81,7 @@ class _Probe(Node):
 
     def _on_lidar(self, msg: LaserScan) -> None:
         self.record.lidar_stamp.append(stamp_ns(msg))
+        self.record.lidar_received.append(time.time_ns())
         self.record.lidar_ranges.append(np.asarray(msg.ranges, dtype=np.float32))
 
     def _on_camera(self, msg: Image) -> None:

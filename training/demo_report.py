@@ -4,9 +4,11 @@ The live figures put the replay's bag time on one axis: the active subset, the l
 (mean of a few dimensions and the mean posterior std) and the error of the LiDAR the
 node publishes against the bag's scans. While the LiDAR is in the active subset, the
 reference is the newest scan the node can have encoded (stamped at or before the
-latent, which the camera triggers); while it is not, the scan is imputed from the camera
-alone and the reference is the scan nearest in time. Which case applies follows the
-node's own active subset, so the liveness timeout after the last scan counts as alive.
+reconstruction, whose stamp is its newest input's); while it is not, the scan is imputed
+from the camera alone and the reference is the scan nearest in time. Which case applies
+follows the node's own active subset at the time each reconstruction arrived (both are
+receive times on this host's clock), so the liveness timeout after the last scan counts
+as alive and the first reconstruction after the LiDAR returns counts as reconstructed.
 The errors pool every valid return into one RMSE, the definition m2vae-eval uses.
 """
 
@@ -46,7 +48,8 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
     lidar_t = (np.asarray(record.lidar_stamp) + shift - first_camera) / 1e9
     # Replay stamps and the probe's receive times share this host's clock.
     active_t = [(t_ns + shift - first_camera) / 1e9 for t_ns, _ in record.active]
-    imputed = ~_member_at(lidar_t, active_t, [name for _, name in record.active], lidar.name)
+    lidar_received_t = (np.asarray(record.lidar_received) + shift - first_camera) / 1e9
+    imputed = ~_member_at(lidar_received_t, active_t, [name for _, name in record.active], lidar.name)
     squared, returns = _squared_errors(np.asarray(record.lidar_stamp) + shift, record.lidar_ranges,
                                        truth_stamps, truth_ranges, lidar, imputed)
     errors = np.sqrt(np.divide(squared, returns, out=np.full(len(squared), np.nan), where=returns > 0))

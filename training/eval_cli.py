@@ -8,10 +8,11 @@ settings from the artifact; --topic overrides topics) into DIR/test_dataset. The
 probes (one naive-Bayes classifier, one linear position regressor) are fitted on the
 joint latents of the TRAINING data: the dataset named in the artifact's provenance when
 it is still there and unchanged (sha256 of its manifest), else rebuilt from the
-provenance's bags into DIR/train_dataset, else from --train-bag (which, when given,
-always wins). Writes DIR/metrics.json, DIR/report.md, DIR/recon_grid.png and
-DIR/latent_scatter.png. Test bags the model was trained on are scored, with a warning
-on stderr and under ``warnings`` in metrics.json and report.md.
+provenance's bags when they still have their recorded size and mtime, else from
+--train-bag (which, when given, always wins). Writes DIR/metrics.json, DIR/report.md,
+and DIR/recon_grid.png and DIR/latent_scatter.png when some test sample has every
+sensor. Test bags the model was trained on are scored, with a warning on stderr and
+under ``warnings`` in metrics.json and report.md.
 """
 
 from __future__ import annotations
@@ -165,8 +166,12 @@ def _unchanged(recorded: dict[str, Any]) -> bool:
     """
     if not Path(recorded["path"]).exists():
         return False
-    now = fingerprint(recorded["path"])
-    return (now["bytes"], now["mtime_ns"]) == (recorded.get("bytes"), recorded.get("mtime_ns"))
+    return _contents(fingerprint(recorded["path"])) == _contents(recorded)
+
+
+def _contents(bag: dict[str, Any]) -> tuple[Any, Any]:
+    """A recording's fingerprint without its path: what identifies the same data under another name."""
+    return bag.get("bytes"), bag.get("mtime_ns")
 
 
 def _overlap_warnings(test_bags: list[dict[str, Any]], training_bags: list[dict[str, Any]]) -> list[str]:
@@ -177,9 +182,8 @@ def _overlap_warnings(test_bags: list[dict[str, Any]], training_bags: list[dict[
     its timestamps (cp -a, rsync -a) is recognised too. Only a warning: scoring on the
     training data can be deliberate.
     """
-    trained = {(b.get("bytes"), b.get("mtime_ns")): b.get("path") for b in training_bags}
-    same = [(b["path"], trained[b["bytes"], b["mtime_ns"]]) for b in test_bags
-            if (b["bytes"], b["mtime_ns"]) in trained]
+    trained = {_contents(b): b.get("path") for b in training_bags}
+    same = [(b["path"], trained[_contents(b)]) for b in test_bags if _contents(b) in trained]
     if not same:
         return []
     pairs = ", ".join(test if test == train else f"{test} (= {train})" for test, train in same)

@@ -185,7 +185,9 @@ def _train(
 
 def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[str]) -> dict[str, Any]:
     """The run's settings: config/train.yaml's training section with the command-line overrides."""
-    t = config.training
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
+    # The file's settings and the flags pass the same checks.
+    t = dataclasses.replace(config.training, **{k: v for k, v in overrides.items() if v is not None})
     spec = config.spec
     if args.latent_dim is not None or args.objective is not None:
         spec = dataclasses.replace(
@@ -196,10 +198,10 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
         "dataset": config.dataset_key(),  # synchronisation settings: a resumed run must rebuild nothing
         "spec": spec.to_dict(),
-        "epochs": args.epochs or t.epochs,
-        "batch_size": args.batch_size or t.batch_size,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
         "lr": t.lr,
-        "seed": args.seed if args.seed is not None else t.seed,
+        "seed": t.seed,
         "block_seconds": t.block_seconds,
         "val_fraction": t.val_fraction,
         "patience": t.patience,

@@ -49,7 +49,7 @@ def read_points(msg: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()
     if height * width == 0:
         raise CodecError("empty_cloud", "PointCloud2 with no points")
     buf = byte_view(msg.data)  # checked before the dtype: a corrupt point_step must not reach numpy
-    if buf.size < height * row_step or point_step > buf.size:
+    if buf.size < height * row_step:
         raise CodecError("short_buffer", f"{buf.size} bytes < height×row_step = {height * row_step}")
     dtype = np.dtype({"names": wanted, "formats": formats, "offsets": offsets, "itemsize": point_step})
     rows = buf[: height * row_step].reshape(height, row_step)[:, : width * point_step]
