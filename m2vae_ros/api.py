@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from m2vae_ros.artifact import load_model, save_model
+from m2vae_ros.likelihoods import BOUNDED_KINDS
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import (
     KINDS,
@@ -36,7 +37,6 @@ from m2vae_ros.subsets import from_indices, parse_subset, subset_name
 from m2vae_ros.trainer import ArrayDataset, History, Trainer, checked_availability
 
 Shape = int | tuple[int, ...]
-_UNIT_KINDS = ("image", "scan", "range_image")  # values in [0, 1]; their decoders' means are sigmoids
 _ENCODE_BATCH = 1024
 
 
@@ -143,12 +143,13 @@ class MultimodalVAE:
             val_set = ArrayDataset(self._arrays(val, val_available, require_all=True), val_available)
         if self._trainer is None:
             self._trainer = Trainer(self.model, lr=lr, device=device, seed=seed)
-            self._fit_settings = {"lr": lr, "seed": seed, "device": device}
-        elif (changed := [k for k, v in {"lr": lr, "seed": seed, "device": device}.items()
-                          if v != self._fit_settings[k]]):
-            raise ValueError(f"fit continues the first call's training; {', '.join(changed)} differ from it "
-                             f"({self._fit_settings}): build a new MultimodalVAE to start over")
         trainer = self._trainer
+        lr_running = trainer.optimizer.param_groups[0]["lr"]
+        running = {"lr": lr_running, "seed": trainer.seed, "device": trainer.device}
+        asked = {"lr": lr, "seed": seed, "device": torch.device(device)}
+        if changed := [key for key in running if asked[key] != running[key]]:
+            raise ValueError(f"fit continues the first call's training; {', '.join(changed)} differ from it "
+                             f"({running}): build a new MultimodalVAE to start over")
         history = trainer.fit(train_set, val_set, epochs=trainer.epoch + epochs, batch_size=batch_size,
                               progress=progress)
         self.model.eval()
@@ -245,7 +246,7 @@ def _check_values(array: np.ndarray, m: ModalitySpec) -> None:
     """Finite values, in [0, 1] where the decoder's mean is squashed into it (or the target is bernoulli)."""
     if not np.isfinite(array).all():
         raise ValueError(f"modality {m.name!r}: NaN or infinite values in rows marked available")
-    if (m.kind in _UNIT_KINDS or m.likelihood == "bernoulli") and array.size and (
+    if (m.kind in BOUNDED_KINDS or m.likelihood == "bernoulli") and array.size and (
         array.min() < 0.0 or array.max() > 1.0
     ):
         raise ValueError(

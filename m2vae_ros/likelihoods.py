@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from m2vae_ros.spec import ModalitySpec
 
-_BOUNDED_KINDS = ("image", "scan", "range_image")
+BOUNDED_KINDS = ("image", "scan", "range_image")  # tensors in [0, 1]; their means are sigmoids
 # A learned std outside [e^-7, e^3] means the model is fitting noise or giving up on a
 # modality; the bound keeps log-densities finite either way.
 _LOG_SCALE_MIN, _LOG_SCALE_MAX = -7.0, 3.0
@@ -31,7 +31,7 @@ class Likelihood(nn.Module):
     def __init__(self, spec: ModalitySpec) -> None:
         super().__init__()
         self.kind = spec.likelihood
-        self.bounded = spec.kind in _BOUNDED_KINDS
+        self.bounded = spec.kind in BOUNDED_KINDS
         self.weight = spec.weight
         self.scale = spec.scale
         if self.kind == "gaussian_learned":

@@ -141,8 +141,12 @@ def _is_prepared_dataset(directory: Path) -> bool:
     return isinstance(manifest, dict) and {"format", "key", "bags"} <= manifest.keys()
 
 
-def _straddles_a_class_change(indices: np.ndarray, stamps: list[np.ndarray], markers: _Markers) -> np.ndarray:
+def _straddles_a_class_change(
+    indices: np.ndarray, stamps: list[np.ndarray], marker_stamps: np.ndarray, ids: np.ndarray
+) -> np.ndarray:
     """Per sample, whether a member was captured while the labelled object changed.
+
+    `marker_stamps` are sorted, `ids` their class ids.
 
     A marker tells what is there from its stamp to the next marker's. Between two markers
     of different classes the object changed at an unknown moment, so a member stamped
@@ -150,11 +154,6 @@ def _straddles_a_class_change(indices: np.ndarray, stamps: list[np.ndarray], mar
     next object: the sample mixes two objects and gets no label.
     """
     straddles = np.zeros(len(indices), dtype=bool)
-    if len(markers.stamps) < 2 or not len(indices):
-        return straddles
-    order = np.argsort(markers.stamps, kind="stable")
-    marker_stamps = np.asarray(markers.stamps, dtype=np.int64)[order]
-    ids = np.asarray(markers.ids, dtype=np.int64)[order]
     for k, topic_stamps in enumerate(stamps):
         present = indices[:, k] >= 0
         member = topic_stamps[indices[present, k]]
@@ -514,8 +513,7 @@ class _Builder:
             for stamp in late[:MAX_PROBLEMS_PER_KIND]:
                 self._problem(path, topic, "out_of_order", "header stamp older than its predecessor",
                               stamp_ns=int(stamp))
-        labels, positions = self._labels(sync.stamps, markers)
-        labels[_straddles_a_class_change(sync.indices, stamp_arrays, markers)] = -1
+        labels, positions = self._labels(sync, stamp_arrays, markers)
         ordinal_arrays = [np.array(o, dtype=np.int64) for o in ordinals]
         return _BagIndex(path, sync, ordinal_arrays, spilled, labels, positions)
 
@@ -591,19 +589,26 @@ class _Builder:
         markers.ids.append(class_id)
         markers.positions.append((float(position.x), float(position.y), float(position.z)))
 
-    def _labels(self, stamps: np.ndarray, markers: _Markers) -> tuple[np.ndarray, np.ndarray]:
-        """The nearest marker (within LABEL_WINDOW_NS) of each sample stamp: class id and position."""
+    def _labels(
+        self, sync: SyncResult, member_stamps: list[np.ndarray], markers: _Markers
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest marker (within LABEL_WINDOW_NS) of each sample stamp: class id and position.
+
+        A sample whose members straddle a change of object gets no class (-1).
+        """
+        stamps = sync.stamps
         labels = np.full(len(stamps), -1, dtype=np.int64)
         positions = np.full((len(stamps), 3), np.nan, dtype=np.float32)
         if not markers.stamps or not len(stamps):
             return labels, positions
         order = np.argsort(markers.stamps, kind="stable")
         marker_stamps = np.asarray(markers.stamps, dtype=np.int64)[order]
+        ids = np.asarray(markers.ids, dtype=np.int64)[order]
         nearest = nearest_index(marker_stamps, stamps)
         close = np.abs(marker_stamps[nearest] - stamps) <= LABEL_WINDOW_NS
-        chosen = order[nearest[close]]
-        labels[close] = np.asarray(markers.ids, dtype=np.int64)[chosen]
-        positions[close] = np.asarray(markers.positions, dtype=np.float32)[chosen]
+        labels[close] = ids[nearest[close]]
+        positions[close] = np.asarray(markers.positions, dtype=np.float32)[order[nearest[close]]]
+        labels[_straddles_a_class_change(sync.indices, member_stamps, marker_stamps, ids)] = -1
         return labels, positions
 
     def _problem(self, bag: Path, topic: str, reason: str, detail: str, **stamp: int | None) -> None:

@@ -198,13 +198,7 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
         "dataset": config.dataset_key(),  # synchronisation settings: a resumed run must rebuild nothing
         "spec": spec.to_dict(),
-        "epochs": t.epochs,
-        "batch_size": t.batch_size,
-        "lr": t.lr,
-        "seed": t.seed,
-        "block_seconds": t.block_seconds,
-        "val_fraction": t.val_fraction,
-        "patience": t.patience,
+        **dataclasses.asdict(t),  # epochs, batch_size, lr, seed, val_fraction, block_seconds, patience
         "command": command,
     }
     return run

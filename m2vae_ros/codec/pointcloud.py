@@ -22,27 +22,28 @@ DATATYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "
 FLOAT32 = 7
 
 
-def read_points(msg: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Named fields of every point as float64 arrays; points with a NaN/inf in `names` are dropped.
+def read_points(
+    msg: Any, names: tuple[str, ...], may_be_nonfinite: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """Named fields of every point as float64 arrays; `names` must exist (missing_field otherwise).
 
-    `names` must exist (missing_field otherwise); `optional` ones are returned when present,
-    non-finite values included (they do not decide whether a point exists).
+    A point with a NaN/inf in any of `names` is dropped, except in the fields listed in
+    `may_be_nonfinite` (an intensity), which do not decide whether a point exists.
     """
     fields = {str(f.name): f for f in msg.fields}
     missing = [n for n in names if n not in fields]
     if missing:
         raise CodecError("missing_field", f"PointCloud2 lacks fields {missing}; has {sorted(fields)}")
-    wanted = [n for n in (*names, *optional) if n in fields]
     order = ">" if msg.is_bigendian else "<"
     formats = []
-    for name in wanted:
+    for name in names:
         datatype = int(fields[name].datatype)
         if datatype not in DATATYPES:
             raise CodecError("unsupported_encoding", f"PointCloud2 field {name!r} has datatype {datatype}")
         formats.append(order + DATATYPES[datatype])
     height, width, point_step = int(msg.height), int(msg.width), int(msg.point_step)
     row_step = int(msg.row_step) or width * point_step
-    offsets = [int(fields[n].offset) for n in wanted]
+    offsets = [int(fields[n].offset) for n in names]
     ends = [o + np.dtype(f).itemsize for o, f in zip(offsets, formats, strict=True)]
     if point_step <= 0 or max(ends) > point_step or row_step < width * point_step:
         raise CodecError("size_mismatch", f"fields end at {max(ends)} > point_step {point_step} or row_step")
@@ -51,13 +52,14 @@ def read_points(msg: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()
     buf = byte_view(msg.data)  # checked before the dtype: a corrupt point_step must not reach numpy
     if buf.size < height * row_step:
         raise CodecError("short_buffer", f"{buf.size} bytes < height×row_step = {height * row_step}")
-    dtype = np.dtype({"names": wanted, "formats": formats, "offsets": offsets, "itemsize": point_step})
+    dtype = np.dtype({"names": list(names), "formats": formats, "offsets": offsets, "itemsize": point_step})
     rows = buf[: height * row_step].reshape(height, row_step)[:, : width * point_step]
     points = np.ascontiguousarray(rows).view(dtype).reshape(-1)
-    columns = {n: points[n].astype(np.float64) for n in wanted}
-    finite = np.isfinite(columns[names[0]])
-    for n in names[1:]:
-        finite &= np.isfinite(columns[n])
+    columns = {n: points[n].astype(np.float64) for n in names}
+    finite = np.ones(len(points), dtype=bool)
+    for n in names:
+        if n not in may_be_nonfinite:
+            finite &= np.isfinite(columns[n])
     if not finite.any():
         raise CodecError("empty_cloud", "every point of the PointCloud2 is NaN or inf")
     return {n: c[finite] for n, c in columns.items()}
@@ -75,10 +77,9 @@ def decode_pointcloud(msg: Any, spec: ModalitySpec) -> Decoded:
         tensor, mask = bin_ranges(angles, planar[keep], pre)
         return Decoded(tensor, mask, stamp_ns(msg))
     assert isinstance(pre, RangeImagePreprocess)
-    # Intensity is optional per point: a NaN intensity must not drop the point's range.
-    pts = read_points(msg, ("x", "y", "z"), ("intensity",) if pre.intensity else ())
-    if pre.intensity and "intensity" not in pts:
-        raise CodecError("missing_field", "PointCloud2 lacks the intensity field the spec asks for")
+    # A NaN intensity must not drop the point's range.
+    names = ("x", "y", "z", "intensity") if pre.intensity else ("x", "y", "z")
+    pts = read_points(msg, names, may_be_nonfinite=("intensity",))
     return Decoded(*project(pts, pre), stamp_ns(msg))
 
 
