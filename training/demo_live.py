@@ -115,7 +115,7 @@ def run_live(
     processes: list[subprocess.Popen] = []
     with open(log_dir / "fusion_node.log", "w") as node_log:
         try:
-            _spin(executor, seconds=1.0)  # discovery: who else is on this domain?
+            spin_for(executor, seconds=1.0)  # discovery: who else is on this domain?
             if any(name == NODE.lstrip("/") for name, _ in probe.get_node_names_and_namespaces()):
                 raise RuntimeError(f"a {NODE} node already runs on ROS_DOMAIN_ID={domain_id}")
             print("$ " + " ".join(node_cmd), flush=True)
@@ -128,17 +128,17 @@ def run_live(
             processes.append(play)
             if not _spin_until(executor, lambda: play.poll() is not None, node, timeout_s=3600):
                 raise RuntimeError("the replay did not end within an hour")
-            _spin(executor, seconds=1.0)  # let the last outputs arrive
+            spin_for(executor, seconds=1.0)  # let the last outputs arrive
             if play.returncode != 0:
                 raise RuntimeError(f"m2vae-play exited with {play.returncode}")
         finally:
             for process in reversed(processes):
-                _stop(process)
+                stop_child(process)
             rclpy.shutdown(context=context)
     return record
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_child(process: subprocess.Popen) -> None:
     """Terminate a child (SIGTERM, then SIGKILL after 10 s) so none outlives the demo."""
     if process.poll() is None:
         process.terminate()
@@ -149,7 +149,8 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def _spin(executor: SingleThreadedExecutor, seconds: float) -> None:
+def spin_for(executor: SingleThreadedExecutor, seconds: float) -> None:
+    """Process callbacks for `seconds` of wall time."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.05)
