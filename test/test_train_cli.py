@@ -80,6 +80,19 @@ def test_resume_continues_bit_for_bit(inputs):
     assert a["early_stopping"] == b["early_stopping"]
 
 
+def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
+    """`--resume` alone continues the run as it was started, not with the config file's defaults."""
+    out = inputs["root"] / "flags_kept"
+    started = _args(inputs, out, "--epochs", "1", "--batch-size", "16", "--seed", "3", "--latent-dim", "5")
+    assert main(started) == 0
+    assert main(_args(inputs, out, "--resume", "--epochs", "3")) == 0  # the tiny config says 2 epochs
+    assert load_checkpoint(out / "checkpoints")[0] == 3
+    assert main(_args(inputs, out, "--resume")) == 0
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert (run["epochs"], run["batch_size"], run["seed"], run["spec"]["latent_dim"]) == (3, 16, 3, 5)
+    assert capsys.readouterr().out.splitlines()[-1].startswith("done: 3 epochs")
+
+
 def test_a_run_early_stopping_ended_is_finished_on_resume(inputs, capsys):
     out = inputs["root"] / "stopped"
     diverging = tiny_config(inputs["root"] / "diverging.yaml", lr=0.5, patience=1)  # val ELBO soon worsens

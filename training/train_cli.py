@@ -105,7 +105,7 @@ def _train(
     out: Path = args.out
     config = load_train_config(args.config, parse_topic_overrides(args.topic))
     run = _run_settings(args, config, command)
-    run = _check_resume(out, run, args.resume)
+    run = _check_resume(out, run, args)
 
     # --- data: rank 0 builds (or reuses) the dataset, the other ranks open it afterwards
     dataset_dir = Path(run["dataset_dir"])
@@ -204,16 +204,25 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
     return run
 
 
-def _check_resume(out: Path, run: dict[str, Any], resume: bool) -> dict[str, Any]:
-    """Refuse to overwrite a run by accident, and to resume it with different settings."""
+def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Refuse to overwrite a run by accident, and to resume it with different settings.
+
+    A flag left out on --resume means "as the run had it", not "as the config file says":
+    `--epochs 200` interrupted at epoch 80 and resumed with `--resume` alone trains to 200.
+    """
     checkpoints = out / "checkpoints"
-    if not resume:
+    if not args.resume:
         if has_checkpoint(checkpoints):
             raise ValueError(f"{out} holds a training run; --resume continues it, or pick a new --out")
         return run
     if not has_checkpoint(checkpoints):
         raise CheckpointError(f"--resume: {checkpoints} holds no checkpoint to continue from")
     previous = yaml.safe_load((out / RUN_FILE).read_text(encoding="utf-8"))
+    left_out = [key for key in ("epochs", "batch_size", "seed", "latent_dim", "objective")
+                if getattr(args, key) is None]
+    run = {**run, **{key: previous[key] for key in left_out if key in previous}}
+    spec = previous["spec"]
+    run["spec"] = {**run["spec"], **{key: spec[key] for key in left_out if key in spec}}
     # The spec's message types are filled in from the bags; compare what the user chose.
     changed = [k for k in FIXED_ON_RESUME if _comparable(k, previous.get(k)) != _comparable(k, run[k])]
     if changed:
