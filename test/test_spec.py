@@ -1,9 +1,18 @@
 """Model and modality specs: what a spec refuses, so a bad config fails when it is read."""
 
+import re
+
 import pytest
 
 from m2vae_ros.codec import CodecError, require_decodable
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ScanPreprocess, SpecError, VectorPreprocess
+from m2vae_ros.spec import (
+    ImagePreprocess,
+    ModalitySpec,
+    ModelSpec,
+    ScanPreprocess,
+    SpecError,
+    VectorPreprocess,
+)
 
 
 @pytest.mark.parametrize("name", ["front_cam", "lidar3d", "Camera2"])
@@ -47,3 +56,30 @@ def test_a_msg_type_that_is_no_name_is_a_spec_error(fields, message):
 def test_a_scan_span_must_be_positive():
     with pytest.raises(SpecError, match="angle_max must be above angle_min"):
         ModalitySpec("lidar", "scan", ScanPreprocess(angle_min=0.5, angle_max=0.5))
+
+
+def _lidar_dict(**preprocess):
+    return {"name": "lidar", "kind": "scan", "preprocess": preprocess, "scale": "5e-2", "weight": "3e-2"}
+
+
+def test_numbers_yaml_reads_as_strings_become_floats_in_every_section():
+    # PyYAML reads 1e-3 (no dot) as a string; config files, run.yaml and model.yaml all pass here.
+    modalities = [_lidar_dict(range_min="1e-1")]
+    spec = ModelSpec.from_dict({"modalities": modalities, "beta": "1e-3", "alpha": "5e-1"})
+    lidar = spec.modalities[0]
+    assert (spec.beta, spec.alpha, lidar.scale, lidar.weight, lidar.preprocess.range_min) == (
+        0.001, 0.5, 0.05, 0.03, 0.1)
+    assert all(isinstance(v, float) for v in (spec.beta, lidar.scale, lidar.preprocess.range_min))
+
+
+@pytest.mark.parametrize(("model", "preprocess", "message"), [
+    ({"beta": "lots"}, {}, "model: beta must be a number, got 'lots'"),
+    ({"beta": "nan"}, {}, "model: beta must be finite"),
+    ({"beta": -1.0}, {}, "alpha and beta weigh KL terms"),
+    ({"latent_dim": 8.5}, {}, "model: latent_dim must be an integer, got 8.5"),
+    ({}, {"beams": "360"}, "lidar: beams must be an integer"),
+    ({}, {"range_max": True}, "lidar: range_max must be a number, got True"),
+])
+def test_a_number_of_the_wrong_kind_is_one_clear_spec_error(model, preprocess, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        ModelSpec.from_dict({"modalities": [_lidar_dict(**preprocess)], **model})
