@@ -2,6 +2,7 @@
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +162,22 @@ def test_resume_refuses_changed_settings(inputs, capsys):
     assert main([*_args(inputs, out, "--epochs", "2", "--resume"), "--config",
                  str(inputs["root"] / "resynced.yaml")]) == 2
     assert "dataset, patience differ" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_bag_rerecorded_at_the_same_path(inputs, capsys):
+    """Same path, other data: continuing would mix two datasets in one model."""
+    bag = inputs["root"] / "rerecorded_bag"
+    shutil.copytree(inputs["bag"], bag)
+    out = inputs["root"] / "rerecorded"
+    args = [*_args(inputs, out, "--epochs", "1"), "--bag", str(bag), "--dataset-dir", str(out / "dataset")]
+    assert main(args) == 0
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert (run["processes"], run["device_type"], len(run["bag_fingerprints"])) == (1, "cpu", 1)
+    for file in bag.iterdir():
+        os.utime(file, ns=(time.time_ns(), time.time_ns()))
+    capsys.readouterr()
+    assert main([*args, "--resume", "--epochs", "2"]) == 2
+    assert "bag_fingerprints differ" in capsys.readouterr().err
 
 
 def test_bags_without_the_configured_topics_are_refused_before_training(inputs, capsys):

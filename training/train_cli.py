@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import yaml
 from m2vae_training import distributed
-from m2vae_training.bags import BagError
+from m2vae_training.bags import BagError, fingerprint
 from m2vae_training.callbacks import CheckpointWriter, EarlyStopping, TensorBoardLogger, restore
 from m2vae_training.checkpoint import CheckpointError, has_checkpoint, load_checkpoint
 from m2vae_training.cli_args import positive_int
@@ -53,8 +53,10 @@ PROG = "m2vae-train"
 RUN_FILE = "run.yaml"
 PREVIEW_SAMPLES = 4
 # Settings a resumed run must share with the run it continues (epochs may grow).
+# What a resumed run must share with its start to continue bit-for-bit. The last three
+# are recorded since 2026-11-27; a run.yaml without them is not checked for them.
 FIXED_ON_RESUME = ("bags", "dataset_dir", "dataset", "spec", "batch_size", "lr", "seed", "block_seconds",
-                   "val_fraction", "patience")
+                   "val_fraction", "patience", "bag_fingerprints", "processes", "device_type")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,7 +106,7 @@ def _train(
 ) -> int:
     out: Path = args.out
     config = load_train_config(args.config, parse_topic_overrides(args.topic))
-    run = _run_settings(args, config, command)
+    run = _run_settings(args, config, command, job, device)
     run = _check_resume(out, run, args)
 
     # --- data: rank 0 builds (or reuses) the dataset, the other ranks open it afterwards
@@ -183,8 +185,14 @@ def _train(
     return 130 if interrupted else 0
 
 
-def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[str]) -> dict[str, Any]:
-    """The run's settings: config/train.yaml's training section with the command-line overrides."""
+def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[str],
+                  job: distributed.Distributed, device: torch.device) -> dict[str, Any]:
+    """The run's settings: config/train.yaml's training section with the command-line overrides.
+
+    Also what else a resume must match: the bags' sizes and times (a re-recorded bag at the
+    same path is other data), the number of processes (each rank draws its own share and
+    noise) and the device type (CPU and CUDA random states do not convert).
+    """
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
     # The file's settings and the flags pass the same checks.
     t = dataclasses.replace(config.training, **{k: v for k, v in overrides.items() if v is not None})
@@ -197,6 +205,9 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         "bags": [str(Path(b).resolve()) for b in args.bag],
         "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
         "dataset": config.dataset_key(),  # synchronisation settings: a resumed run must rebuild nothing
+        "bag_fingerprints": [{k: v for k, v in fingerprint(b).items() if k != "path"} for b in args.bag],
+        "processes": job.world_size,
+        "device_type": device.type,
         "spec": spec.to_dict(),
         **dataclasses.asdict(t),  # epochs, batch_size, lr, seed, val_fraction, block_seconds, patience
         "command": command,
@@ -224,7 +235,8 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
     spec = previous["spec"]
     run["spec"] = {**run["spec"], **{key: spec[key] for key in left_out if key in spec}}
     # The spec's message types are filled in from the bags; compare what the user chose.
-    changed = [k for k in FIXED_ON_RESUME if _comparable(k, previous.get(k)) != _comparable(k, run[k])]
+    changed = [k for k in FIXED_ON_RESUME
+               if k in previous and _comparable(k, previous[k]) != _comparable(k, run[k])]
     if changed:
         raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out / RUN_FILE}")
     return {**previous, "epochs": run["epochs"], "command": run["command"]}
