@@ -15,8 +15,14 @@ from contextlib import contextmanager
 
 @contextmanager
 def deferred_sigint() -> Iterator[None]:
-    """Delay SIGINT until the block ends (a no-op outside the main thread, where signals can't be set)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Delay SIGINT until the block ends.
+
+    A no-op outside the main thread, where signals can't be set, and where SIGINT is
+    ignored (a job started in the background by a shell script): a Ctrl-C meant for the
+    foreground must not stop it here either.
+    """
+    off_main_thread = threading.current_thread() is not threading.main_thread()
+    if off_main_thread or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield
         return
     received: list[int] = []
