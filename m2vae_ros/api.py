@@ -137,6 +137,8 @@ class MultimodalVAE:
         epoch count), so ``fit(epochs=3)`` twice is ``fit(epochs=6)``; `lr`, `seed` and
         `device` must then be the first call's.
         """
+        if epochs < 0:
+            raise ValueError(f"epochs counts the epochs to add and must be ≥ 0, got {epochs}")
         train_set = ArrayDataset(self._arrays(data, available, require_all=True), available)
         val_set = None
         if val is not None:

@@ -142,6 +142,8 @@ class Trainer:
         progress: bool = True,
     ) -> History:
         """Train until `epochs` epochs are complete in total (a resumed run continues to it)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         self._check(train)
         if val is not None:
             self._check(val)

@@ -123,6 +123,11 @@ def test_bad_input_is_refused_with_clear_errors():
         vae.decode(np.zeros((3, 5)), "a")
     with pytest.raises(ValueError, match="does not fit kind 'image'"):
         MultimodalVAE.from_modalities({"img": ("image", (28, 28))})
+    data = two_views(8)
+    with pytest.raises(ValueError, match="batch_size must be ≥ 1, got 0"):  # used to train nothing
+        vae.fit(data, epochs=1, batch_size=0)
+    with pytest.raises(ValueError, match="epochs counts the epochs to add and must be ≥ 0, got -1"):
+        vae.fit(data, epochs=-1)
 
 
 def image_and_vector(**options) -> MultimodalVAE:
