@@ -2,11 +2,12 @@
 
 Every sensor topic is read with depth 1 and decoded on arrival by the same codec the
 dataset builder uses; the newest valid sample per sensor is kept. An inference trigger
-(each arrival of the fastest alive sensor, or a fixed `rate_hz` timer) wakes a worker
-thread that encodes exactly the alive subset. While the worker is busy, triggers
-collapse into one pending run on the newest data and the superseded ones are counted as
-dropped, so a slow model never builds a backlog. Bad messages are counted and ignored;
-only a broken model or contradictory parameters stop the node, at start-up.
+(each arrival of the fastest alive sensor that is on time, see `pacing_sensor`, or a
+fixed `rate_hz` timer) wakes a worker thread that encodes exactly the alive subset.
+While the worker is busy, triggers collapse into one pending run on the newest data
+and the superseded ones are counted as dropped, so a slow model never builds a backlog.
+Bad messages are counted and ignored; only a broken model or contradictory parameters
+stop the node, at start-up.
 
 Outputs (relative to the node): ``~/latent`` (sensor_msgs/Image 32FC1, 2 × latent_dim:
 mean row, std row), ``~/active_modalities`` (std_msgs/String such as ``camera+lidar``,
@@ -40,7 +41,7 @@ from m2vae_ros.fusion_params import StartupError, declare_modality_params, decla
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.inference import LatentFusion, resolve_device
 from m2vae_ros.latent_msg import latent_image
-from m2vae_ros.liveness import NS_PER_S, ModalityLiveness
+from m2vae_ros.liveness import NS_PER_S, ModalityLiveness, pacing_sensor
 from m2vae_ros.qos import latched_qos, output_qos, sensor_qos
 from m2vae_ros.ros_types import NATURAL_TYPES, MessageTypeError, message_class, modality_message_type
 from m2vae_ros.subsets import subset_name
@@ -75,6 +76,8 @@ class FusionNode(Node):
             name: ModalityLiveness(timeout_ns=int(p.timeout_s * NS_PER_S))
             for name, p in self.modality_params.items()
         }
+        # Throttling is per logger: one sensor's stream of bad messages must not hide another's.
+        self._sensor_loggers = {name: self.get_logger().get_child(name) for name in self.spec.names}
         self.stats = InferenceStats()
         self._latest: dict[str, Decoded] = {}
         self._frame_ids: dict[str, str] = {}  # last valid input's frame, to stamp its reconstruction
@@ -131,30 +134,28 @@ class FusionNode(Node):
         now_ns = self._now_ns()
         try:
             decoded = decode_message(msg, self.spec.modality(name))
+            if decoded.stamp_ns < 0:
+                raise CodecError("negative_stamp", "header stamp before 1970 (a driver without a clock?)")
             if decoded.stamp_ns > now_ns + int(self.params.max_future_stamp_s * NS_PER_S):
                 ahead_s = (decoded.stamp_ns - now_ns) / NS_PER_S
                 raise CodecError("future_stamp", f"header stamp {ahead_s:.3f} s ahead of the node clock")
         except CodecError as exc:
             with self._liveness_lock:
                 self.liveness[name].record_invalid(exc.reason)
-            self.get_logger().warning(
-                f"{name}: ignoring message ({exc})", throttle_duration_sec=WARN_THROTTLE_S)
+            logger = self._sensor_loggers[name]
+            logger.warning(f"ignoring message ({exc})", throttle_duration_sec=WARN_THROTTLE_S)
             return
         self._latest[name] = decoded
         self._frame_ids[name] = str(msg.header.frame_id)
         with self._liveness_lock:
             self.liveness[name].record_valid(now_ns)
-            triggers = self.params.rate_hz == 0 and self._is_fastest_alive(name, now_ns)
+            triggers = self.params.rate_hz == 0 and pacing_sensor(self.liveness, now_ns) == name
         self._publish_active_if_changed()
         if triggers:
             self._request_inference()
 
     def _alive_subset(self, now_ns: int) -> int:
         return sum(1 << i for i, name in enumerate(self.spec.names) if self.liveness[name].alive(now_ns))
-
-    def _is_fastest_alive(self, name: str, now_ns: int) -> bool:
-        rates = [self.liveness[n].rate_hz(now_ns) for n in self.spec.names if self.liveness[n].alive(now_ns)]
-        return self.liveness[name].rate_hz(now_ns) >= max(rates, default=0.0)
 
     def _publish_active_if_changed(self) -> None:
         with self._liveness_lock:

@@ -13,9 +13,12 @@ alive again only once it is heard after the jump, and no age or rate comes out n
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 NS_PER_S = 1_000_000_000
+OVERDUE_PERIODS = 1.5  # a sensor this many of its own periods late no longer paces inference
+SAME_RATE = 0.9  # rates within 10 % of the fastest count as equal
 
 
 @dataclass
@@ -54,6 +57,12 @@ class ModalityLiveness:
         span_ns = self._arrivals[-1] - self._arrivals[0]
         return (len(self._arrivals) - 1) * NS_PER_S / span_ns if span_ns > 0 else 0.0
 
+    def overdue(self, now_ns: int) -> bool:
+        """Silent for more than OVERDUE_PERIODS of its own period (never while its rate is unknown)."""
+        rate = self.rate_hz(now_ns)
+        return rate > 0 and self.last_valid_ns is not None and (
+            (now_ns - self.last_valid_ns) * rate > OVERDUE_PERIODS * NS_PER_S)
+
     def _forget_before(self, cutoff_ns: int) -> None:
         while self._arrivals and self._arrivals[0] < cutoff_ns:
             self._arrivals.popleft()
@@ -63,3 +72,20 @@ class ModalityLiveness:
         if self.last_valid_ns is not None and now_ns < self.last_valid_ns:
             self.last_valid_ns = None
             self._arrivals.clear()
+
+
+def pacing_sensor(liveness: Mapping[str, ModalityLiveness], now_ns: int) -> str | None:
+    """The sensor whose arrivals trigger inference: the fastest one that is alive and on time.
+
+    A sensor that stops stays alive for its timeout, and its rate decays only over the rate
+    window; once it is OVERDUE_PERIODS late the next sensor paces, so the latent does not
+    pause until the timeout. Rates within 10 % count as equal and the first in `liveness`
+    order (the model's) paces: two 10 Hz sensors whose estimates cross with jitter would
+    otherwise both skip some arrivals and both trigger others.
+    """
+    on_time = {name: state.rate_hz(now_ns) for name, state in liveness.items()
+               if state.alive(now_ns) and not state.overdue(now_ns)}
+    if not on_time:
+        return None
+    fastest = max(on_time.values())
+    return next(name for name, rate in on_time.items() if rate >= SAME_RATE * fastest)

@@ -26,7 +26,7 @@ from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, modality_status
 from m2vae_ros.inference import LatentFusion, resolve_device
 from m2vae_ros.latent_msg import latent_image, read_latent
-from m2vae_ros.liveness import ModalityLiveness
+from m2vae_ros.liveness import ModalityLiveness, pacing_sensor
 from m2vae_ros.model import M2VAE
 from m2vae_ros.qos import latched_qos, sensor_qos
 from m2vae_ros.ros_types import MessageTypeError, message_class, modality_message_type
@@ -235,7 +235,7 @@ def test_bad_messages_are_counted_and_survived(
     domain_id = domain_id_for(request.node.nodeid)
     expected = {
         "camera": {"unsupported_encoding", "short_buffer", "size_mismatch", "non_finite"},
-        "lidar": {"future_stamp"},
+        "lidar": {"future_stamp", "negative_stamp"},
         "points": {"empty_cloud"},
     }
     with fusion_node(model_dir, tmp_path, domain_id, "rate_hz:=15.0", "qos.reliability:=reliable"), \
@@ -270,6 +270,10 @@ def test_bad_messages_are_counted_and_survived(
                 sensors.camera_pub.publish(bad)
                 peer.spin_for(0.03)
             sensors.lidar_pub.publish(_scan(now + 10_000_000_000))
+            peer.spin_for(0.03)
+            before_1970 = _scan(0)
+            before_1970.header.stamp.sec = -5  # a driver without a clock; rclpy's Time refuses to build it
+            sensors.lidar_pub.publish(before_1970)
             sensors.points_pub.publish(_empty_cloud(now))
             peer.spin_for(0.2)
         assert counted(), f"diagnostics never counted all bad inputs: {diagnostics[-1:] }"
@@ -279,6 +283,10 @@ def test_bad_messages_are_counted_and_survived(
         assert int(_diagnostic_values(diagnostics, "camera")["invalid_count"]) >= 3
         assert _diagnostic_values(diagnostics, "points")["alive"] == "False"  # invalid input never revives it
         assert _active(active) == "camera+lidar"
+    # Warnings are throttled per sensor: the camera's stream of bad frames does not hide the others.
+    log = (tmp_path / "node.log").read_text()
+    for name in expected:
+        assert f"[{NODE.strip('/')}.{name}]: ignoring message" in log, name
 
 
 def test_triggers_faster_than_inference_are_dropped_not_queued(
@@ -351,6 +359,43 @@ def test_liveness_follows_valid_messages_only() -> None:
     assert not liveness.alive(2 * second), "invalid messages must not refresh liveness"
     assert (liveness.invalid_count, liveness.invalid_by_reason["short_buffer"]) == (2, 2)
     assert liveness.rate_hz(10 * second) == 0.0  # old arrivals leave the window
+
+
+SECOND = 1_000_000_000
+
+
+def _stream(hz: float, start_s: float, end_s: float, jitter_s: float = 0.0, seed: int = 0) -> list[int]:
+    """Arrival times (ns) of a sensor at `hz` from `start_s` to `end_s`, each moved by up to ±jitter."""
+    nominal = np.arange(start_s, end_s, 1.0 / hz)
+    noise = np.random.default_rng(seed).uniform(-jitter_s, jitter_s, len(nominal))
+    return [int((t + n) * SECOND) for t, n in zip(nominal, noise, strict=True)]
+
+
+def _paced_arrivals(streams: dict[str, list[int]]) -> np.ndarray:
+    """The arrivals (s) that trigger inference, with the node's rule and its 0.5 s timeouts."""
+    liveness = {name: ModalityLiveness(timeout_ns=SECOND // 2) for name in streams}
+    triggers = []
+    for now, name in sorted((t, name) for name, times in streams.items() for t in times):
+        liveness[name].record_valid(now)
+        if pacing_sensor(liveness, now) == name:
+            triggers.append(now / SECOND)
+    return np.asarray(triggers)
+
+
+def test_two_sensors_at_the_same_rate_give_one_latent_per_period() -> None:
+    """10 Hz camera and 10 Hz LiDAR: rate estimates that cross with jitter must not skip or double."""
+    triggers = _paced_arrivals({"camera": _stream(10, 0.0, 60.0, 0.003, seed=1),
+                                "lidar": _stream(10, 0.037, 60.0, 0.003, seed=2)})
+    assert 595 <= len(triggers) <= 601
+    assert np.diff(triggers).max() < 0.12  # the fastest-rate rule: 691 triggers, gaps up to 0.30 s
+
+
+def test_when_the_fastest_sensor_dies_the_next_one_paces_at_once() -> None:
+    """Camera 20 Hz dies at 10 s; the 10 Hz LiDAR must not wait for the camera's 0.5 s timeout."""
+    triggers = _paced_arrivals({"camera": _stream(20, 0.0, 10.0), "lidar": _stream(10, 0.007, 20.0)})
+    assert np.diff(triggers).max() < 0.2  # was 0.56 s
+    after = triggers[triggers > 10.0]
+    assert len(after) >= 97 and np.allclose(np.diff(after), 0.1, atol=1e-6)  # one per LiDAR scan
 
 
 def test_clock_jumping_back_makes_sensors_start_over() -> None:
