@@ -22,6 +22,7 @@ from m2vae_ros.spec import ModelSpec
 
 MODALITY_PREFIX = "modalities"
 DEFAULT_TIMEOUT_S = 0.5
+MIN_RATE_HZ = 0.001
 
 
 class StartupError(RuntimeError):
@@ -89,6 +90,9 @@ def declare_node_params(node: Node) -> NodeParams:
     )
     if not params.model_path:
         raise StartupError("parameter 'model_path' is required: the directory of a trained model")
+    if 0 < params.rate_hz < MIN_RATE_HZ:  # its timer period would overflow int64 nanoseconds
+        raise StartupError(f"parameter 'rate_hz' is {params.rate_hz}; expected 0 (on arrival) "
+                           f"or ≥ {MIN_RATE_HZ} Hz")
     if not DEVICE_PATTERN.fullmatch(params.device):
         raise StartupError(f"parameter 'device' is {params.device!r}; expected auto, cpu, cuda or cuda:<i>")
     if params.reliability not in RELIABILITIES:

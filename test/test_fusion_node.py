@@ -335,6 +335,8 @@ def test_startup_errors_exit_nonzero_with_one_clear_line(
         "modalities.radar.topic": [
             fusion, "--ros-args", "-p", f"model_path:={model_dir}", "--params-file", str(params_file)],
         "'device' is 'tpu'": [fusion, "--ros-args", "-p", f"model_path:={model_dir}", "-p", "device:=tpu"],
+        "'rate_hz' is 1e-12": [
+            fusion, "--ros-args", "-p", f"model_path:={model_dir}", "-p", "rate_hz:=1e-12"],
     }
     for expected, command in cases.items():
         result = run_to_exit(command, domain_id)
