@@ -91,6 +91,8 @@ class BagPlayer:
             publisher = node.create_publisher(msg_class, topic, sensor_qos(args.qos, depth=PUBLISHER_DEPTH))
             self.topics[topic] = Topic(publisher, has_leading_header(msg_class))
         self.connections = [c for c in reader.connections if c.topic in self.topics]
+        if args.loop and not sum(c.msgcount for c in self.connections):
+            raise PlayError(f"--loop: the played topics {sorted(self.topics)} hold no messages")
         self.published: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()
 
@@ -103,7 +105,11 @@ class BagPlayer:
             time.sleep(0.05)
 
     def play_once(self) -> None:
-        """One pass through the recording; sleeps to keep the recorded spacing."""
+        """One pass through the recording, as long as the recording; sleeps to keep the recorded spacing.
+
+        It ends at the recording's end time, not at its last played message: with --loop, a
+        --drop window at the end of the bag would otherwise vanish into the next pass.
+        """
         bag_start_ns = self.reader.start_time
         wall_start = time.monotonic()
         for connection, log_ns, raw in self.reader.messages(connections=self.connections):
@@ -120,6 +126,9 @@ class BagPlayer:
                 data = restamp(data, time.time_ns())
             topic.publisher.publish(data)
             self.published[connection.topic] += 1
+        remaining = wall_start + (self.reader.end_time - bag_start_ns) / 1e9 / self.rate - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
 
     def flush(self, timeout_s: float) -> None:
         """Let reliable subscribers acknowledge the last messages before the process exits."""

@@ -115,6 +115,23 @@ def test_drop_window_suppresses_a_topic(bag: Path, tmp_path: Path, request: pyte
     assert "5 suppressed by --drop" in output
 
 
+def test_a_drop_window_at_the_end_of_the_bag_survives_looping(
+    bag: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Scans 0-1.0 s play, 1.0-1.9 s are dropped: the sensor must be silent ~0.9 s before each new pass."""
+    domain_id = domain_id_for(request.node.nodeid)
+    command = [str(VENV_BIN / "m2vae-play"), str(bag), "--qos", "reliable", "--wait-for-subscribers",
+               "--topics", "/scan", "--drop", "/scan@1.0:9.0", "--loop"]
+    with ros_peer(domain_id) as peer:
+        arrivals: list[float] = []
+        peer.node.create_subscription(LaserScan, "/scan", lambda _: arrivals.append(time.monotonic()),
+                                      sensor_qos("reliable", depth=50))
+        with running(command, domain_id, tmp_path / "loop.log"):
+            assert peer.spin_until(lambda: len(arrivals) >= 25, timeout_s=30)  # into the second pass
+    # Between the last scan played (1.0 s) and the next pass's first: 0.9 s of drop, up to the bag's end.
+    assert max(np.diff(arrivals)) >= 0.85  # it was one scan period, 0.1 s
+
+
 def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     domain_id = domain_id_for(request.node.nodeid)
     bad_drop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--drop", "/scan@2:1"], domain_id)
@@ -122,13 +139,19 @@ def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.F
     missing_bag = run_to_exit([str(VENV_BIN / "m2vae-play"), str(tmp_path / "absent")], domain_id)
     unplayed_drop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--topics", "/scan",
                                  "--drop", "/camera/image_raw@0:1"], domain_id)
+    empty = tmp_path / "empty_bag"
+    with Writer(empty, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)  # never written
+    empty_loop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(empty), "--loop"],
+                             domain_id, timeout_s=30)  # it used to spin a core forever
 
     assert bad_drop.returncode == 2 and "TOPIC@T0:T1" in bad_drop.stderr
     assert missing_topic.returncode == 2 and "'/nope'" in missing_topic.stderr
     assert missing_bag.returncode == 2 and "absent" in missing_bag.stderr
     assert unplayed_drop.returncode == 2, unplayed_drop.stderr
     assert "['/camera/image_raw']" in unplayed_drop.stderr and "['/scan']" in unplayed_drop.stderr
-    runs = (bad_drop, missing_topic, missing_bag, unplayed_drop)
+    assert empty_loop.returncode == 2 and "hold no messages" in empty_loop.stderr, empty_loop.stderr
+    runs = (bad_drop, missing_topic, missing_bag, unplayed_drop, empty_loop)
     assert not any("Traceback" in run.stderr for run in runs)
 
 
