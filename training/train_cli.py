@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latent-dim", type=positive_int, help="override model.latent_dim")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index> (default: auto)")
     parser.add_argument("--seed", type=int, help="override training.seed")
-    parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue RUN_DIR from its last checkpoint (flags left out: the run's values)")
     parser.add_argument("--dataset-dir", type=Path,
                         help="prepared dataset, e.g. a cache shared by runs (default: RUN_DIR/dataset)")
     return parser.parse_args(argv)
@@ -86,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, BagError, CheckpointError, ValueError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before training started (e.g. while preparing the dataset)
-        print(f"{PROG}: interrupted before the first epoch; nothing to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the training loop: preparing the dataset, or a second Ctrl-C
+        if has_checkpoint(args.out / "checkpoints"):
+            print(f"{PROG}: interrupted; --resume continues from the last checkpoint", file=sys.stderr)
+        else:
+            print(f"{PROG}: interrupted before the first epoch; nothing to resume", file=sys.stderr)
         return 130
 
 
