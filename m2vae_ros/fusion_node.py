@@ -2,7 +2,7 @@
 
 Every sensor topic is read with depth 1 and decoded on arrival by the same codec the
 dataset builder uses; the newest valid sample per sensor is kept. An inference trigger
-(each arrival of the fastest alive sensor that is on time, see `pacing_sensor`, or a
+(each arrival of the fastest alive sensor that is on time, see `Pacer`, or a
 fixed `rate_hz` timer) wakes a worker thread that encodes exactly the alive subset.
 While the worker is busy, triggers collapse into one pending run on the newest data
 and the superseded ones are counted as dropped, so a slow model never builds a backlog.
@@ -41,7 +41,7 @@ from m2vae_ros.fusion_params import StartupError, declare_modality_params, decla
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.inference import LatentFusion, resolve_device
 from m2vae_ros.latent_msg import latent_image
-from m2vae_ros.liveness import NS_PER_S, ModalityLiveness, pacing_sensor
+from m2vae_ros.liveness import NS_PER_S, ModalityLiveness, Pacer
 from m2vae_ros.qos import latched_qos, output_qos, sensor_qos
 from m2vae_ros.ros_types import NATURAL_TYPES, MessageTypeError, message_class, modality_message_type
 from m2vae_ros.subsets import subset_name
@@ -78,6 +78,7 @@ class FusionNode(Node):
         }
         # Throttling is per logger: one sensor's stream of bad messages must not hide another's.
         self._sensor_loggers = {name: self.get_logger().get_child(name) for name in self.spec.names}
+        self._pacer = Pacer()  # used under _liveness_lock
         self.stats = InferenceStats()
         self._latest: dict[str, Decoded] = {}
         self._frame_ids: dict[str, str] = {}  # last valid input's frame, to stamp its reconstruction
@@ -149,7 +150,7 @@ class FusionNode(Node):
         self._frame_ids[name] = str(msg.header.frame_id)
         with self._liveness_lock:
             self.liveness[name].record_valid(now_ns)
-            triggers = self.params.rate_hz == 0 and pacing_sensor(self.liveness, now_ns) == name
+            triggers = self.params.rate_hz == 0 and self._pacer.triggers(name, self.liveness, now_ns)
         self._publish_active_if_changed()
         if triggers:
             self._request_inference()

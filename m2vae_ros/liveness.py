@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 NS_PER_S = 1_000_000_000
 OVERDUE_PERIODS = 1.5  # a sensor this many of its own periods late no longer paces inference
-SAME_RATE = 0.9  # rates within 10 % of the fastest count as equal
+KEEP_PACING = 0.8  # the pacing sensor keeps the role while its rate is within 20 % of the fastest
 
 
 @dataclass
@@ -74,18 +74,32 @@ class ModalityLiveness:
             self._arrivals.clear()
 
 
-def pacing_sensor(liveness: Mapping[str, ModalityLiveness], now_ns: int) -> str | None:
-    """The sensor whose arrivals trigger inference: the fastest one that is alive and on time.
+class Pacer:
+    """Which arrivals trigger inference when the node runs on arrival (`rate_hz` 0).
 
-    A sensor that stops stays alive for its timeout, and its rate decays only over the rate
-    window; once it is OVERDUE_PERIODS late the next sensor paces, so the latent does not
-    pause until the timeout. Rates within 10 % count as equal and the first in `liveness`
-    order (the model's) paces: two 10 Hz sensors whose estimates cross with jitter would
-    otherwise both skip some arrivals and both trigger others.
+    The fastest alive sensor that is on time paces: each of its arrivals triggers. It keeps
+    the role while its rate stays within 20 % of the fastest, so two sensors at about the
+    same rate, whose 2 s estimates cross with jitter, do not hand it back and forth (which
+    skipped some arrivals and doubled others). A pacer OVERDUE_PERIODS late hands over at
+    once: a sensor that stops stays alive for its timeout, and the latent must not pause
+    that long. A sensor whose rate is not known yet (start-up, or one message in more than
+    the 2 s rate window) triggers on each of its own arrivals.
     """
-    on_time = {name: state.rate_hz(now_ns) for name, state in liveness.items()
-               if state.alive(now_ns) and not state.overdue(now_ns)}
-    if not on_time:
-        return None
-    fastest = max(on_time.values())
-    return next(name for name, rate in on_time.items() if rate >= SAME_RATE * fastest)
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+
+    def triggers(self, name: str, liveness: Mapping[str, ModalityLiveness], now_ns: int) -> bool:
+        """Whether this arrival of `name` (already recorded in `liveness`) triggers inference."""
+        return liveness[name].rate_hz(now_ns) == 0 or self._pacer(liveness, now_ns) == name
+
+    def _pacer(self, liveness: Mapping[str, ModalityLiveness], now_ns: int) -> str | None:
+        on_time = {name: state.rate_hz(now_ns) for name, state in liveness.items()
+                   if state.alive(now_ns) and not state.overdue(now_ns)}
+        if not on_time:
+            self.current = None
+            return None
+        fastest = max(on_time.values())
+        if self.current not in on_time or on_time[self.current] < KEEP_PACING * fastest:
+            self.current = max(on_time, key=on_time.__getitem__)
+        return self.current

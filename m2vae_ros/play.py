@@ -34,6 +34,7 @@ from m2vae_ros.ros_types import MessageTypeError, message_class
 PUBLISHER_DEPTH = 10
 SUBSCRIBER_WAIT_S = 30.0
 ACK_WAIT_S = 2.0
+MIN_LOOP_NS = 1_000_000  # a shorter recording would loop as fast as the CPU allows
 # CDR encapsulation header (first 4 bytes): 0x0000 = big-endian CDR, 0x0001 = little-endian.
 STAMP_FORMATS = {b"\x00\x00": ">iI", b"\x00\x01": "<iI"}
 
@@ -93,6 +94,10 @@ class BagPlayer:
         self.connections = [c for c in reader.connections if c.topic in self.topics]
         if args.loop and not sum(c.msgcount for c in self.connections):
             raise PlayError(f"--loop: the played topics {sorted(self.topics)} hold no messages")
+        # rosbags' end_time is one past the last message: a one-message recording lasts 1 ns.
+        if args.loop and reader.end_time - reader.start_time < MIN_LOOP_NS:
+            raise PlayError("--loop: the recording lasts under 1 ms (one message?); "
+                            "it would repeat as fast as the machine allows")
         self.published: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()
 

@@ -151,7 +151,14 @@ def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.F
     assert unplayed_drop.returncode == 2, unplayed_drop.stderr
     assert "['/camera/image_raw']" in unplayed_drop.stderr and "['/scan']" in unplayed_drop.stderr
     assert empty_loop.returncode == 2 and "hold no messages" in empty_loop.stderr, empty_loop.stderr
-    runs = (bad_drop, missing_topic, missing_bag, unplayed_drop, empty_loop)
+    single = tmp_path / "single_bag"
+    with Writer(single, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
+        data = TYPESTORE.serialize_cdr(_scan(BAG_START_NS), "sensor_msgs/msg/LaserScan")
+        writer.write(scans, BAG_START_NS, data)
+    single_loop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(single), "--loop"], domain_id, timeout_s=30)
+    assert single_loop.returncode == 2 and "under 1 ms" in single_loop.stderr, single_loop.stderr
+    runs = (bad_drop, missing_topic, missing_bag, unplayed_drop, empty_loop, single_loop)
     assert not any("Traceback" in run.stderr for run in runs)
 
 

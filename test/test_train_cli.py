@@ -88,8 +88,16 @@ def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
     assert main(started) == 0
     assert main(_args(inputs, out, "--resume", "--epochs", "3")) == 0  # the tiny config says 2 epochs
     assert load_checkpoint(out / "checkpoints")[0] == 3
-    assert main(_args(inputs, out, "--resume")) == 0
-    run = yaml.safe_load((out / "run.yaml").read_text())
+    resumed = _args(inputs, out, "--resume")
+    at = resumed.index("--dataset-dir")
+    del resumed[at:at + 2]  # left out too: the run's own, not RUN_DIR/dataset
+    run_file = out / "run.yaml"
+    older = yaml.safe_load(run_file.read_text())
+    del older["processes"]  # as a run.yaml written before the key existed
+    run_file.write_text(yaml.safe_dump(older))
+    assert main(resumed) == 0
+    run = yaml.safe_load(run_file.read_text())
+    assert run["processes"] == 1 and run["dataset_dir"] == str(inputs["dataset"].resolve())
     assert (run["epochs"], run["batch_size"], run["seed"], run["spec"]["latent_dim"]) == (3, 16, 3, 5)
     assert capsys.readouterr().out.splitlines()[-1].startswith("done: 3 epochs")
 

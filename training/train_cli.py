@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index> (default: auto)")
     parser.add_argument("--seed", type=int, help="override training.seed")
     parser.add_argument("--resume", action="store_true",
-                        help="continue RUN_DIR from its last checkpoint (flags left out: the run's values)")
+                        help="continue RUN_DIR from its last checkpoint (left-out flags: the run's values)")
     parser.add_argument("--dataset-dir", type=Path,
                         help="prepared dataset, e.g. a cache shared by runs (default: RUN_DIR/dataset)")
     return parser.parse_args(argv)
@@ -222,8 +222,10 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
 def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Refuse to overwrite a run by accident, and to resume it with different settings.
 
-    A flag left out on --resume means "as the run had it", not "as the config file says":
-    `--epochs 200` interrupted at epoch 80 and resumed with `--resume` alone trains to 200.
+    --epochs, --batch-size, --seed, --latent-dim, --objective and --dataset-dir left out on
+    --resume mean "as the run had it", not "as the config file says": `--epochs 200`
+    interrupted at epoch 80 and resumed with `--resume` alone trains to 200. --config and
+    --topic must give the run's settings again (they are compared, not stored whole).
     """
     checkpoints = out / "checkpoints"
     if not args.resume:
@@ -233,7 +235,7 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
     if not has_checkpoint(checkpoints):
         raise CheckpointError(f"--resume: {checkpoints} holds no checkpoint to continue from")
     previous = yaml.safe_load((out / RUN_FILE).read_text(encoding="utf-8"))
-    left_out = [key for key in ("epochs", "batch_size", "seed", "latent_dim", "objective")
+    left_out = [key for key in ("epochs", "batch_size", "seed", "latent_dim", "objective", "dataset_dir")
                 if getattr(args, key) is None]
     run = {**run, **{key: previous[key] for key in left_out if key in previous}}
     spec = previous["spec"]
@@ -243,7 +245,8 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
                if k in previous and _comparable(k, previous[k]) != _comparable(k, run[k])]
     if changed:
         raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out / RUN_FILE}")
-    return {**previous, "epochs": run["epochs"], "command": run["command"]}
+    # `run` fills in what an older run.yaml lacks, so later resumes check it too.
+    return {**run, **previous, "epochs": run["epochs"], "command": run["command"]}
 
 
 def _comparable(key: str, value: Any) -> Any:
