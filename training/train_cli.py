@@ -52,9 +52,8 @@ from m2vae_ros.trainer import ArrayDataset, Trainer
 PROG = "m2vae-train"
 RUN_FILE = "run.yaml"
 PREVIEW_SAMPLES = 4
-# Settings a resumed run must share with the run it continues (epochs may grow).
-# What a resumed run must share with its start to continue bit-for-bit. The last three
-# are recorded since 2026-11-27; a run.yaml without them is not checked for them.
+# What a resumed run must share with its start to continue bit-for-bit (epochs may grow).
+# The last three are recorded since 2026-11-27; an older run.yaml gains them on resume.
 FIXED_ON_RESUME = ("bags", "dataset_dir", "dataset", "spec", "batch_size", "lr", "seed", "block_seconds",
                    "val_fraction", "patience", "bag_fingerprints", "processes", "device_type")
 
@@ -209,7 +208,7 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         "bags": [str(Path(b).resolve()) for b in args.bag],
         "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
         "dataset": config.dataset_key(),  # synchronisation settings: a resumed run must rebuild nothing
-        "bag_fingerprints": [{k: v for k, v in fingerprint(b).items() if k != "path"} for b in args.bag],
+        "bag_fingerprints": [fingerprint(b) for b in args.bag],
         "processes": job.world_size,
         "device_type": device.type,
         "spec": spec.to_dict(),
