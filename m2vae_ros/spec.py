@@ -231,20 +231,19 @@ def _build(cls: type, d: dict[str, Any], where: Any) -> Any:
     unknown = sorted(set(d) - set(types))
     if unknown:
         raise SpecError(f"{where}: unknown {cls.__name__} keys {unknown}; known: {sorted(types)}")
-    values = {key: parse_number(value, types[key], f"{where}: {key}") for key, value in d.items()}
+    values = {key: _number(value, types[key], f"{where}: {key}") for key, value in d.items()}
     try:
         return cls(**values)
     except TypeError as exc:
         raise SpecError(f"{where}: {exc}") from None
 
 
-def parse_number(value: Any, type_name: str, where: str) -> Any:
-    """A float field's finite number, an int field's integer; fields of other types unchanged.
+def _number(value: Any, type_name: str, where: str) -> Any:
+    """A float field's finite number, an int field's integer; other fields unchanged.
 
     YAML files and model.yaml give numbers as PyYAML reads them, and PyYAML reads ``1e-3``
     (no dot) as a string: it would reach the loss or the codec and fail there, hours into
-    a dataset build. Checked here, every config section, run.yaml and artifact gets one
-    clear line (SpecError).
+    a dataset build. Checked here, every config, run.yaml and artifact gets one clear line.
     """
     if type_name not in ("float", "float | None", "int") or (value is None and type_name == "float | None"):
         return value

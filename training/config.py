@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from m2vae_ros.spec import ModelSpec, SpecError, parse_number
+from m2vae_ros.spec import ModelSpec, SpecError
 
 SECTIONS = ("model", "modalities", "labels", "dataset", "training")
 DATASET_KEYS = ("slop", "timeout")
@@ -75,11 +75,17 @@ class TrainingSettings:
 
 
 def _typed(value: Any, type_name: str, where: str) -> int | float:
-    """`parse_number` (the spec's own rule for numbers as PyYAML gives them), as a ConfigError."""
+    """An int field's YAML integer, or a float field's number (PyYAML reads ``1e-3`` as a string)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if type_name == "int":
+        if not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
     try:
-        return parse_number(value, type_name, where)
-    except SpecError as exc:
-        raise ConfigError(str(exc)) from None
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a number, got {value!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
