@@ -231,19 +231,23 @@ def _build(cls: type, d: dict[str, Any], where: Any) -> Any:
     unknown = sorted(set(d) - set(types))
     if unknown:
         raise SpecError(f"{where}: unknown {cls.__name__} keys {unknown}; known: {sorted(types)}")
-    values = {key: _number(value, types[key], f"{where}: {key}") for key, value in d.items()}
+    values = {key: parse_number(value, types[key], f"{where}: {key}") for key, value in d.items()}
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"{where}: {key} must be finite, got {d[key]!r}")
     try:
         return cls(**values)
     except TypeError as exc:
         raise SpecError(f"{where}: {exc}") from None
 
 
-def _number(value: Any, type_name: str, where: str) -> Any:
-    """A float field's finite number, an int field's integer; other fields unchanged.
+def parse_number(value: Any, type_name: str, where: str) -> Any:
+    """A float field's number, an int field's integer; fields of other types unchanged.
 
     YAML files and model.yaml give numbers as PyYAML reads them, and PyYAML reads ``1e-3``
     (no dot) as a string: it would reach the loss or the codec and fail there, hours into
     a dataset build. Checked here, every config, run.yaml and artifact gets one clear line.
+    Ranges (finite, positive, …) are the caller's: each field has its own.
     """
     if type_name not in ("float", "float | None", "int") or (value is None and type_name == "float | None"):
         return value
@@ -251,13 +255,17 @@ def _number(value: Any, type_name: str, where: str) -> Any:
         raise SpecError(f"{where} must be a number, got {value!r}")
     if type_name == "int":
         try:
-            return operator.index(value)
+            number = operator.index(value)
         except TypeError:
             raise SpecError(f"{where} must be an integer, got {value!r}") from None
+        if not -(2**63) <= number < 2**63:  # torch and numpy hold sizes and seeds in int64
+            digits = len(str(abs(number)))
+            raise SpecError(f"{where} must be an integer within int64, got one of {digits} digits")
+        return number
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise SpecError(f"{where} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise SpecError(f"{where} must be finite, got {value!r}")
-    return number
+    except OverflowError:  # an integer of 309 digits or more
+        raise SpecError(f"{where} must be a number within float range, got an integer of "
+                        f"{len(str(abs(value)))} digits") from None

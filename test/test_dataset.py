@@ -346,7 +346,8 @@ def test_a_misspelt_key_in_any_section_is_refused(tmp_path, section, key):
     ({"val_fraction": 0}, {"val_fraction": 0.0, "patience": 5}),
     ({"epochs": 0}, "training.epochs must be ≥ 1"), ({"batch_size": 2.5}, "batch_size must be an integer"),
     ({"patience": True}, "patience must be a number"), ({"lr": "fast"}, "lr must be a number"),
-    ({"lr": 0}, "lr must be positive"), ({"block_seconds": float("inf")}, "finite"),
+    ({"lr": 0}, "lr must be positive"), ({"lr": 10**400}, "lr must be a number within float range"),
+    ({"block_seconds": float("inf")}, "finite"),
     ({"val_fraction": 1}, r"val_fraction must be in \[0, 1\)"), ({"seed": -1}, "seed must be ≥ 0"),
 ])
 def test_training_settings_are_typed_checked_and_defaulted(tmp_path, settings, expected):

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from m2vae_ros.spec import ModelSpec, SpecError
+from m2vae_ros.spec import ModelSpec, SpecError, parse_number
 
 SECTIONS = ("model", "modalities", "labels", "dataset", "training")
 DATASET_KEYS = ("slop", "timeout")
@@ -75,17 +75,11 @@ class TrainingSettings:
 
 
 def _typed(value: Any, type_name: str, where: str) -> int | float:
-    """An int field's YAML integer, or a float field's number (PyYAML reads ``1e-3`` as a string)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if type_name == "int":
-        if not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
+    """`parse_number` (the spec's rule for numbers as PyYAML gives them), failing as a ConfigError."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where} must be a number, got {value!r}") from None
+        return parse_number(value, type_name, where)
+    except SpecError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclasses.dataclass(frozen=True)
