@@ -152,7 +152,7 @@ class Trainer:
             self.model.train()
             self.begin_epoch(self.epoch)
             order = self.epoch_order(train, self.epoch)
-            totals = _Means()
+            totals = LossMeans()
             bar = tqdm(
                 total=len(order),
                 unit="sample",
@@ -177,7 +177,7 @@ class Trainer:
                     callback.on_step_end(self, self.step, result)
             bar.close()
             self.epoch += 1
-            train_metrics = totals.means()
+            train_metrics = self.pooled(totals).means()
             val_metrics = self.evaluate(val, batch_size=batch_size) if val is not None else {}
             history.train.append(train_metrics)
             history.val.append(val_metrics)
@@ -191,7 +191,7 @@ class Trainer:
         """Mean loss, ELBO and terms with z = posterior mean (deterministic)."""
         self._check(data)
         self.model.eval()
-        totals = _Means()
+        totals = LossMeans()
         for x, available in self._batches(data, np.arange(len(data)), batch_size):
             totals.add(loss(self.model, x, available, sample=False), available)
         return totals.means()
@@ -202,6 +202,10 @@ class Trainer:
         One process's generator simply runs on across epochs: its state in `state_dict()`
         is all a resume needs.
         """
+
+    def pooled(self, totals: LossMeans) -> LossMeans:
+        """An epoch's training sums from every process: a single process has them all; DDP pools ranks."""
+        return totals
 
     def epoch_order(self, data: ArrayDataset, epoch: int) -> np.ndarray:
         """Dataset positions in the order epoch `epoch` (from 0) visits them: fixed by (seed, epoch)."""
@@ -254,7 +258,7 @@ class Trainer:
             yield x, torch.from_numpy(available[:, columns]).to(self.device)
 
 
-class _Means:
+class LossMeans:
     """Sample-weighted means of a loss and its terms over batches, read from the device once at the end.
 
     The loss is weighted by each batch's non-empty samples, a subset's term by the
@@ -274,6 +278,17 @@ class _Means:
         for key, value in {"loss": result.total.detach(), **result.terms}.items():
             self.sums[key] = self.sums.get(key, 0) + value * rows[key]
             self.counts[key] = self.counts.get(key, 0) + rows[key]
+
+    def table(self) -> dict[str, tuple[float, int]]:
+        """Each key's (sum, rows): what pooling these means with another process's needs."""
+        return {key: (float(value), self.counts[key]) for key, value in self.sums.items()}
+
+    @classmethod
+    def from_table(cls, table: dict[str, tuple[float, int]]) -> LossMeans:
+        means = cls()
+        for key, (total, rows) in table.items():
+            means.sums[key], means.counts[key] = torch.tensor(total), rows
+        return means
 
     def means(self) -> dict[str, float]:
         means = {key: float(value) / self.counts[key] for key, value in self.sums.items()}

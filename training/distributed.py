@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from m2vae_ros.inference import resolve_device
 from m2vae_ros.model import M2VAE
 from m2vae_ros.objectives import Loss, loss
-from m2vae_ros.trainer import ArrayDataset, Trainer
+from m2vae_ros.trainer import ArrayDataset, LossMeans, Trainer
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,24 @@ class DistributedTrainer(Trainer):
 
     def compute_loss(self, x: dict[str, Tensor], available: Tensor) -> Loss:
         return self.ddp(x, available, self.generator)
+
+    def pooled(self, totals: LossMeans) -> LossMeans:
+        """Every rank's training sums added up, so rank 0 logs the whole epoch, not its share.
+
+        A rank whose share held no sample of some subset has no entry for it: the key lists
+        are gathered first, and the sums and row counts of their union all-reduced.
+        """
+        return LossMeans.from_table(pool_tables(totals.table(), self.device))
+
+
+def pool_tables(table: dict[str, tuple[float, int]], device: torch.device) -> dict[str, tuple[float, int]]:
+    """Per key (sum, rows) added up over the process group; keys missing on a rank count as (0, 0)."""
+    key_lists: list[list[str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(key_lists, sorted(table))
+    keys = sorted(set().union(*key_lists))
+    values = torch.tensor([table.get(key, (0.0, 0)) for key in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return {key: (float(total), int(rows)) for key, (total, rows) in zip(keys, values.tolist(), strict=True)}
 
 
 def make_trainer(model: M2VAE, job: Distributed, *, lr: float, device: torch.device, seed: int) -> Trainer:
