@@ -135,8 +135,6 @@ class FusionNode(Node):
         now_ns = self._now_ns()
         try:
             decoded = decode_message(msg, self.spec.modality(name))
-            if decoded.stamp_ns < 0:
-                raise CodecError("negative_stamp", "header stamp before 1970 (a driver without a clock?)")
             if decoded.stamp_ns > now_ns + int(self.params.max_future_stamp_s * NS_PER_S):
                 ahead_s = (decoded.stamp_ns - now_ns) / NS_PER_S
                 raise CodecError("future_stamp", f"header stamp {ahead_s:.3f} s ahead of the node clock")

@@ -50,6 +50,8 @@ def recording(path: Path, storage: str, bad: bool = True) -> Path:
             msg.data = msg.data[:100]  # short buffer
         if bad and i == 20:
             msg.encoding = "yuv422"
+        if bad and i == 30:
+            msg.header.stamp.sec = -1  # a driver without a clock
         records.append(("/camera/image_raw", msg, stamp + 2 * MS))
     for i in range(30):
         stamp = i * 100_000_000 + 5 * MS + int(RNG.integers(-3, 4)) * MS
@@ -76,8 +78,8 @@ def test_build_synchronises_counts_failures_and_fills_dropouts(tmp_path, storage
     ds = build_dataset([bag], config, tmp_path / "out", progress=False)
     topics = ds.manifest["topics"]
     cam, lidar = topics["/camera/image_raw"], topics["/scan"]
-    assert (cam["messages"], cam["decoded"], cam["failed"]) == (90, 88, 2)
-    assert cam["failures"] == {"short_buffer": 1, "unsupported_encoding": 1}
+    assert (cam["messages"], cam["decoded"], cam["failed"]) == (90, 87, 3)
+    assert cam["failures"] == {"short_buffer": 1, "unsupported_encoding": 1, "negative_stamp": 1}
     assert cam["out_of_order"] == 1 and lidar["failed"] == 0
     n_scans = lidar["messages"]
     samples = ds.manifest["samples"]
@@ -100,8 +102,9 @@ def test_build_synchronises_counts_failures_and_fills_dropouts(tmp_path, storage
     assert ds.spec.modality("camera").msg_type == "sensor_msgs/msg/Image"
     assert ds.spec.modality("lidar").msg_type == "sensor_msgs/msg/LaserScan"
     reasons = {p["reason"] for p in ds.manifest["problems"]}
-    assert reasons == {"short_buffer", "unsupported_encoding", "out_of_order"}
-    assert all(p["topic"] == "/camera/image_raw" and p["stamp_ns"] > 0 for p in ds.manifest["problems"])
+    assert reasons == {"short_buffer", "unsupported_encoding", "negative_stamp", "out_of_order"}
+    assert all(p["topic"] == "/camera/image_raw" for p in ds.manifest["problems"])
+    assert all(p["stamp_ns"] > 0 for p in ds.manifest["problems"] if p["reason"] != "negative_stamp")
     assert ds.manifest["labels"]["markers"] == 30
     assert ds.manifest["labels"]["labelled_samples"] == (ds.labels >= 0).sum()
 
@@ -289,7 +292,8 @@ def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert set(out) == {"topics", "samples", "out"} and out["out"] == str(tmp_path / "o")
-    assert out["topics"]["/camera/image_raw"]["failures"] == {"short_buffer": 1, "unsupported_encoding": 1}
+    assert out["topics"]["/camera/image_raw"]["failures"] == {"short_buffer": 1, "unsupported_encoding": 1,
+                                                               "negative_stamp": 1}
     assert all(set(t) == set(TOPIC_KEYS) for t in out["topics"].values())
     assert tuple(out["samples"]) == ("complete", "partial", "by_subset")
     assert TOPIC_KEYS == ("type", "messages", "decoded", "failed", "failures")

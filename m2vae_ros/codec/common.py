@@ -48,12 +48,20 @@ def message_type(msg: Any) -> str:
 
 
 def stamp_ns(msg: Any) -> int:
-    """Header stamp in integer nanoseconds (``header.stamp.sec``/``nanosec`` in both APIs)."""
+    """Header stamp in integer nanoseconds (``header.stamp.sec``/``nanosec`` in both APIs).
+
+    ``sec`` is signed, but a stamp before 1970 comes from a driver without a clock: it
+    would sort before every real message in a recording and make the node's latency
+    meaningless, so both refuse it here.
+    """
     try:
         stamp = msg.header.stamp
-        return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+        ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
     except AttributeError as exc:
         raise CodecError("missing_field", f"{message_type(msg)} has no header.stamp") from exc
+    if ns < 0:
+        raise CodecError("negative_stamp", "header stamp before 1970 (a driver without a clock?)")
+    return ns
 
 
 def byte_view(data: Any) -> np.ndarray:
