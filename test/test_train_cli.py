@@ -172,6 +172,28 @@ def test_resume_refuses_changed_settings(inputs, capsys):
     assert "dataset, patience differ" in capsys.readouterr().err
 
 
+def test_resume_without_config_continues_with_the_runs_own_settings(inputs, capsys):
+    # The tiny config differs from config/train.yaml in every section: a resume that read
+    # the default file would be refused as changed settings.
+    out = inputs["root"] / "own_config"
+    assert main(_args(inputs, out, "--epochs", "1")) == 0
+    without_config = _args(inputs, out, "--epochs", "2", "--resume")
+    at = without_config.index("--config")
+    del without_config[at : at + 2]
+    capsys.readouterr()
+    assert main(without_config) == 0
+    assert "resuming after epoch 1" in capsys.readouterr().err
+    epoch, resumed = load_checkpoint(out / "checkpoints")
+    assert main(_args(inputs, inputs["root"] / "own_config_straight", "--epochs", "2")) == 0
+    _, straight = load_checkpoint(inputs["root"] / "own_config_straight" / "checkpoints")
+    assert epoch == 2 and yaml.safe_load((out / "run.yaml").read_text())["epochs"] == 2
+    for key, value in straight["trainer"]["model"].items():
+        assert torch.equal(value, resumed["trainer"]["model"][key]), key
+    # --topic still has to match the run's topics.
+    assert main([*without_config, "--topic", "lidar=/other_scan"]) == 2
+    assert "spec" in capsys.readouterr().err
+
+
 def test_resume_refuses_a_bag_rerecorded_at_the_same_path(inputs, capsys):
     """Same path, other data: continuing would mix two datasets in one model."""
     bag = inputs["root"] / "rerecorded_bag"

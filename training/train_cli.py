@@ -38,7 +38,14 @@ from m2vae_training.bags import BagError, fingerprint
 from m2vae_training.callbacks import CheckpointWriter, EarlyStopping, TensorBoardLogger, restore
 from m2vae_training.checkpoint import CheckpointError, has_checkpoint, load_checkpoint
 from m2vae_training.cli_args import positive_int
-from m2vae_training.config import ConfigError, TrainConfig, load_train_config, parse_topic_overrides
+from m2vae_training.config import (
+    ConfigError,
+    TrainConfig,
+    TrainingSettings,
+    load_train_config,
+    parse_topic_overrides,
+    with_topics,
+)
 from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset, load_dataset
 from m2vae_training.interrupts import deferred_sigint
 from m2vae_training.split import Split, time_block_split
@@ -108,7 +115,7 @@ def _train(
     args: argparse.Namespace, command: list[str], job: distributed.Distributed, device: torch.device
 ) -> int:
     out: Path = args.out
-    config = load_train_config(args.config, parse_topic_overrides(args.topic))
+    config = _load_config(args)
     run = _run_settings(args, config, command, job, device)
     run = _check_resume(out, run, args)
 
@@ -188,6 +195,27 @@ def _train(
     return 130 if interrupted else 0
 
 
+def _load_config(args: argparse.Namespace) -> TrainConfig:
+    """--config (default config/train.yaml) with --topic overrides; on --resume without
+    --config, the settings the run started with, from its run.yaml (so a run trained with
+    its own config file resumes with `--resume` alone, and an edited default changes nothing)."""
+    topics = parse_topic_overrides(args.topic)
+    run_file = args.out / RUN_FILE
+    if args.resume and args.config is None and run_file.is_file():
+        return with_topics(_run_config(yaml.safe_load(run_file.read_text(encoding="utf-8"))), topics)
+    return load_train_config(args.config, topics)
+
+
+def _run_config(run: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig that `_run_settings` recorded `run` from (the inverse of its config parts)."""
+    spec = ModelSpec.from_dict(run["spec"])
+    sync = run["dataset"]
+    seconds = [ns / 1e9 for ns in sync["timeouts_ns"]]
+    timeout = seconds[0] if len(set(seconds)) == 1 else dict(zip(spec.names, seconds, strict=True))
+    settings = TrainingSettings(**{f.name: run[f.name] for f in dataclasses.fields(TrainingSettings)})
+    return TrainConfig(spec, sync["labels_topic"], sync["slop"], timeout, settings)
+
+
 def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[str],
                   job: distributed.Distributed, device: torch.device) -> dict[str, Any]:
     """The run's settings: config/train.yaml's training section with the command-line overrides.
@@ -223,8 +251,8 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
 
     --epochs, --batch-size, --seed, --latent-dim, --objective and --dataset-dir left out on
     --resume mean "as the run had it", not "as the config file says": `--epochs 200`
-    interrupted at epoch 80 and resumed with `--resume` alone trains to 200. --config and
-    --topic must give the run's settings again (they are compared, not stored whole).
+    interrupted at epoch 80 and resumed with `--resume` alone trains to 200. A --config or
+    --topic given on --resume must give the run's settings again.
     """
     checkpoints = out / "checkpoints"
     if not args.resume:
