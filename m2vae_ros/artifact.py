@@ -59,12 +59,15 @@ def save_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    broken = _non_finite(tensors)
+    if broken:
+        raise ArtifactError(f"{directory}: not saving a model with NaN or infinite weights in {_few(broken)}")
     weights = save_safetensors(tensors)
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": m2vae_ros.__version__,
-        "spec": model.spec.to_dict(),
+        "spec": _yaml_safe(model.spec.to_dict()),
         "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(weights).hexdigest()},
         "provenance": _yaml_safe(provenance or {}),
         "metrics": _yaml_safe(metrics or {}),
@@ -165,7 +168,10 @@ def _read_weights(path: Path, sha256: str) -> dict[str, torch.Tensor]:
 def _check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path) -> None:
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
+    common = set(expected) & set(found)
+    wrong = sorted(k for k in common if expected[k].shape != found[k].shape)
+    retyped = sorted(k for k in common if expected[k].dtype != found[k].dtype)
+    broken = _non_finite({k: found[k] for k in common if k not in retyped})
     problems = []
     if missing:
         problems.append(f"missing tensors {_few(missing)}")
@@ -174,8 +180,18 @@ def _check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Ten
     if wrong:
         shapes = ", ".join(f"{k} {list(found[k].shape)} != {list(expected[k].shape)}" for k in wrong[:3])
         problems.append(f"mis-shaped tensors {shapes}")
+    if retyped:
+        types = ", ".join(f"{k} {found[k].dtype} != {expected[k].dtype}" for k in retyped[:3])
+        problems.append(f"tensors of the wrong type {types}")
+    if broken:
+        problems.append(f"NaN or infinite values in {_few(broken)}")
     if problems:
         raise ArtifactError(f"{path}: does not match the spec in model.yaml: {'; '.join(problems)}")
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf, sorted."""
+    return sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
 
 
 def _few(names: list[str]) -> str:

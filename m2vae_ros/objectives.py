@@ -86,6 +86,23 @@ def subset_loss(model: M2VAE, x: dict[str, Tensor], subset: int, *, sample: bool
     return loss(model, x, columns.expand(reference.shape[0], n), sample=sample)
 
 
+def _zero_missing(
+    model: M2VAE, x: dict[str, Tensor], available: Tensor, present: list[int]
+) -> dict[str, Tensor]:
+    """`x` with the rows of a missing modality zeroed, for the extractors that run on whole batches.
+
+    Those rows never reach a loss term, but a NaN placeholder in them would: its gradient
+    through the extractor is 0 × NaN = NaN, and one step turns every weight into NaN.
+    """
+    clean = dict(x)
+    for i in present:
+        name = model.names[i]
+        if name in x and not bool(available[:, i].all()):
+            rows = available[:, i].view(-1, *([1] * (x[name].dim() - 1)))
+            clean[name] = torch.where(rows, x[name], 0.0)
+    return clean
+
+
 class _Batch:
     """Memoised per-subset posteriors, ELBOs and KLs of one batch.
 
@@ -112,7 +129,7 @@ class _Batch:
         bits = torch.arange(n, device=available.device)
         self.patterns = (available.long() << bits).sum(1)
         present = [i for i in range(n) if bool(available[:, i].any())]
-        self.features = model.extract(x, present)
+        self.features = model.extract(_zero_missing(model, x, available, present), present)
         self.terms: dict[str, Tensor] = {}
         self.term_rows: dict[str, int] = {}
         self._rows: dict[int, Tensor | None] = {}

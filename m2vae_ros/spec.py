@@ -131,6 +131,9 @@ class ModalitySpec:
         if not isinstance(self.msg_type, str):
             raise SpecError(f"modality {self.name!r}: msg_type must be a ROS type name such as "
                             f"sensor_msgs/msg/Image, got {self.msg_type!r}")
+        if min(self.shape) < 1 or any(width < 1 for width in self.hidden):
+            raise SpecError(f"modality {self.name!r}: sizes must be ≥ 1, got tensor shape {self.shape} and "
+                            f"hidden widths {self.hidden}")
         scan = self.preprocess
         if isinstance(scan, ScanPreprocess) and not scan.angle_max > scan.angle_min:
             raise SpecError(f"modality {self.name!r}: preprocess angle_max must be above angle_min")
@@ -198,8 +201,9 @@ class ModelSpec:
             raise SpecError(f"duplicate modality names in {names}")
         if self.objective not in OBJECTIVES:
             raise SpecError(f"objective {self.objective!r} not in {OBJECTIVES}")
-        if self.latent_dim < 1:
-            raise SpecError("latent_dim must be ≥ 1")
+        if min(self.latent_dim, self.feature_dim, self.head_hidden) < 1:
+            raise SpecError(f"latent_dim, feature_dim and head_hidden must be ≥ 1, got {self.latent_dim}, "
+                            f"{self.feature_dim}, {self.head_hidden}")
         if not (self.alpha >= 0 and self.beta >= 0):
             raise SpecError(f"alpha and beta weigh KL terms: both must be ≥ 0, got {self.alpha}, {self.beta}")
 

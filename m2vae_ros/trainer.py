@@ -15,6 +15,7 @@ resumed from the state after epoch k continues bit-for-bit like the uninterrupte
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -117,6 +118,10 @@ class Callback:
         return False
 
 
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite: every later step would only spread it."""
+
+
 class Trainer:
     """Adam on the model's objective, with deterministic shuffling, noise and resume."""
 
@@ -178,6 +183,12 @@ class Trainer:
             bar.close()
             self.epoch += 1
             train_metrics = self.pooled(totals).means()
+            if not math.isfinite(train_metrics.get("loss", 0.0)):
+                raise TrainingDiverged(
+                    f"epoch {self.epoch}: the training loss is {train_metrics['loss']}, so the weights are "
+                    "no longer usable and training stops before this epoch is validated or saved. Look for "
+                    "extreme values in the data (one 1e20 is enough), or lower the learning rate."
+                )
             val_metrics = self.evaluate(val, batch_size=batch_size) if val is not None else {}
             history.train.append(train_metrics)
             history.val.append(val_metrics)

@@ -1,7 +1,9 @@
 """Artifact round trip and every refusal: missing, malformed, corrupted, mismatched."""
 
 import hashlib
+import os
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -10,7 +12,7 @@ from safetensors.torch import save_file
 import m2vae_ros
 from m2vae_ros.artifact import ArtifactError, load_model, save_model
 from m2vae_ros.model import M2VAE
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess, VectorPreprocess
 
 torch.set_num_threads(1)
 
@@ -159,6 +161,43 @@ def test_missing_extra_and_misshaped_tensors_are_refused(saved):
         load_model(directory)
 
 
+def test_retyped_or_non_finite_weights_are_refused(saved):
+    model, directory = saved
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    rewrite_weights(directory, {**tensors, "heads.3.0.weight": tensors["heads.3.0.weight"].to(torch.int8)})
+    with pytest.raises(ArtifactError, match=r"wrong type heads\.3\.0\.weight torch\.int8 != torch\.float32"):
+        load_model(directory)
+    poisoned = tensors["heads.3.0.weight"].clone()
+    poisoned[0, 0] = float("nan")
+    rewrite_weights(directory, {**tensors, "heads.3.0.weight": poisoned})
+    with pytest.raises(ArtifactError, match=r"NaN or infinite values in heads\.3\.0\.weight"):
+        load_model(directory)
+
+
+def test_a_model_with_nan_weights_is_not_saved(saved, tmp_path):
+    model, _ = saved
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    with pytest.raises(ArtifactError, match="not saving a model with NaN or infinite weights"):
+        save_model(model, tmp_path / "nan_model")
+    assert not (tmp_path / "nan_model" / "model.safetensors").exists()
+
+
+def test_files_get_the_umask_permissions_not_owner_only(saved):
+    # mkstemp's 0600 would keep a node running as another user from reading the model.
+    _, directory = saved
+    for name in ("model.safetensors", "model.yaml"):
+        assert (directory / name).stat().st_mode & 0o777 == 0o666 & ~_umask(), name
+
+
+def test_numpy_numbers_in_a_spec_are_saved_as_plain_yaml(tmp_path):
+    spec = ModelSpec((ModalitySpec("imu", "vector", VectorPreprocess(np.int64(3)), hidden=(8,)),),
+                     latent_dim=2, feature_dim=8, head_hidden=8, beta=np.float64(0.5))
+    torch.manual_seed(0)
+    directory = save_model(M2VAE(spec), tmp_path / "model")
+    assert load_model(directory).spec.beta == 0.5
+
+
 def test_saving_again_replaces_both_files_without_leftovers(saved):
     model, directory = saved
     with torch.no_grad():
@@ -168,3 +207,9 @@ def test_saving_again_replaces_both_files_without_leftovers(saved):
     first = next(iter(model.state_dict()))
     assert torch.equal(loaded.model.state_dict()[first], model.state_dict()[first])
     assert sorted(p.name for p in directory.iterdir()) == ["model.safetensors", "model.yaml"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -81,6 +81,8 @@ def test_numbers_yaml_reads_as_strings_become_floats_in_every_section():
     ({}, {"range_max": True}, "lidar: range_max must be a number, got True"),
     ({"beta": 10**400}, {}, "model: beta must be a number within float range, got an integer of 401 digits"),
     ({"latent_dim": 10**40}, {}, "model: latent_dim must be an integer within int64, got one of 41 digits"),
+    ({"feature_dim": 0}, {}, "latent_dim, feature_dim and head_hidden must be ≥ 1, got 32, 0, 256"),
+    ({}, {"beams": 0}, "modality 'lidar': sizes must be ≥ 1, got tensor shape (1, 0)"),
 ])
 def test_a_number_of_the_wrong_kind_is_one_clear_spec_error(model, preprocess, message):
     with pytest.raises(SpecError, match=re.escape(message)):

@@ -1,5 +1,6 @@
 """Checkpoints round-trip real optimiser and RNG state without pickle, and refuse torn files."""
 
+import json
 import random
 
 import numpy as np
@@ -51,4 +52,19 @@ def test_newer_checkpoint_replaces_older_and_a_torn_tensor_file_is_refused(tmp_p
 
 def test_missing_checkpoint_names_the_directory(tmp_path):
     with pytest.raises(CheckpointError, match=str(tmp_path)):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda index: index.pop("sha256"),
+    lambda index: index.pop("state"),
+    lambda index: index.update(tensors="."),  # a directory, not a file
+    lambda index: index.update(epoch="three"),
+])
+def test_a_hand_edited_index_is_a_checkpoint_error(tmp_path, edit):
+    save_checkpoint(tmp_path, _state(), epoch=1)
+    index = json.loads((tmp_path / "checkpoint.json").read_text())
+    edit(index)
+    (tmp_path / "checkpoint.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json is damaged"):
         load_checkpoint(tmp_path)

@@ -6,7 +6,7 @@ import torch
 
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ModalitySpec, ModelSpec, ScanPreprocess, VectorPreprocess
-from m2vae_ros.trainer import ArrayDataset, Callback, Trainer
+from m2vae_ros.trainer import ArrayDataset, Callback, Trainer, TrainingDiverged
 
 torch.set_num_threads(1)
 N = 48
@@ -133,3 +133,19 @@ def test_bad_datasets_are_refused_with_clear_errors():
     data["imu"][7, 1] = np.nan
     with pytest.raises(ValueError, match=r"'imu': non-finite values in rows \[7\]"):
         trainer().evaluate(ArrayDataset(data, available))
+
+
+def test_a_loss_that_turns_nan_stops_training_before_the_epoch_is_kept():
+    data, available = arrays()
+    # Finite, so the input checks pass; its square is not.
+    data["imu"][np.flatnonzero(available[:, 1])[0]] = 1e20
+    seen = []
+
+    class Record(Callback):
+        def on_epoch_end(self, trainer, epoch, train_metrics, val_metrics):
+            seen.append(epoch)
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: the training loss is (nan|inf)"):
+        trainer().fit(ArrayDataset(data, available), epochs=2, batch_size=8, callbacks=[Record()],
+                      progress=False)
+    assert seen == []  # no callback (checkpoint, artifact) saw the broken epoch

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
@@ -69,14 +70,16 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[int, dict[str, Any]]:
         raise CheckpointError(f"{directory / INDEX} is not valid JSON: {exc}") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise CheckpointError(f"{directory / INDEX} is not a {FORMAT} checkpoint")
-    tensor_path = directory / str(index["tensors"])
     try:
+        tensor_path = directory / str(index["tensors"])
         blob = tensor_path.read_bytes()
+        if hashlib.sha256(blob).hexdigest() != index["sha256"]:
+            raise CheckpointError(f"{tensor_path} does not match the sha256 recorded in {INDEX}")
+        return int(index["epoch"]), _unflatten(index["state"], load_tensors(blob))
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint tensors {tensor_path} are missing") from None
-    if hashlib.sha256(blob).hexdigest() != index["sha256"]:
-        raise CheckpointError(f"{tensor_path} does not match the sha256 recorded in {INDEX}")
-    return int(index["epoch"]), _unflatten(index["state"], load_tensors(blob))
+    except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:  # a hand-edited index
+        raise CheckpointError(f"{directory / INDEX} is damaged: {type(exc).__name__} {exc}") from None
 
 
 def _flatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
