@@ -146,3 +146,28 @@ def test_a_short_mcap_message_record_ends_the_salvage_as_damage(tmp_path):
     found, messages = salvage_mcap(path)
     assert [stamp for _, _, stamp, _ in messages] == [1]
     assert found.damage == ["cut.mcap: damaged message record after 1 messages"]
+
+
+def test_a_definition_stored_without_its_nested_types_falls_back_to_ros2_kilted(tmp_path):
+    """Some writers store a message's own text, not the Header and other types it contains."""
+    bag = write_bag(tmp_path / "bag", SCANS, "sqlite3")
+    floats = ("angle_min", "angle_max", "angle_increment", "time_increment", "scan_time", "range_min",
+              "range_max")
+    fields = ["std_msgs/Header header", *(f"float32 {name}" for name in floats), "float32[] ranges",
+              "float32[] intensities"]
+    own_text_only = "\n".join(fields) + "\n"
+    with sqlite3.connect(next(bag.glob("*.db3"))) as db:
+        db.execute("UPDATE message_definitions SET encoded_message_definition = ? "
+                   "WHERE topic_type = 'sensor_msgs/msg/LaserScan'", (own_text_only,))
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.manifest["topics"]["/scan"]["decoded"] == 10 and len(ds) == 10
+
+
+def test_a_record_length_claiming_petabytes_is_damage_not_a_memory_error(tmp_path):
+    bag = write_bag(tmp_path / "bag", SCANS, "mcap")
+    storage = next(bag.glob("*.mcap"))
+    raw = bytearray(storage.read_bytes())
+    raw[len(MCAP_MAGIC) + 1 : len(MCAP_MAGIC) + 9] = struct.pack("<Q", 2**60)  # the header record's length
+    storage.write_bytes(bytes(raw))
+    found, messages = salvage_mcap(storage)
+    assert list(messages) == [] and "ends inside a record" in found.damage[0]

@@ -115,6 +115,8 @@ def test_a_scan_without_a_far_limit_is_bounded_by_the_spec(flavour):
     ({"range_min": math.inf}, "bad_range_limits"),
     ({"range_min": 8.0, "range_max": 8.0}, "bad_range_limits"),
     ({"range_min": 5.0, "range_max": 1.0}, "bad_range_limits"),
+    ({"angle_min": 1e30}, "size_mismatch"),  # finite, but binned as int64 it wrapped into bin 0
+    ({"angle_increment": 1e30}, "size_mismatch"),
 ])
 def test_bad_scan_fields_raise_with_reason(flavour, fields, reason):
     """Such limits used to pass and silently turn every beam into "no return"."""

@@ -99,6 +99,7 @@ def test_build_synchronises_counts_failures_and_fills_dropouts(tmp_path, storage
     unlabelled = ds.stamps[ds.labels < 0] / 1e9
     assert 0 < len(unlabelled) <= 6 and (np.abs(unlabelled - np.round(unlabelled)) < 0.11).all()
     np.testing.assert_allclose(ds.positions[ds.labels >= 0], [[1.0, -0.5, 0.0]] * int((ds.labels >= 0).sum()))
+    assert np.isnan(ds.positions[ds.labels < 0]).all()  # a sample that saw two objects has no position
     assert ds.spec.modality("camera").msg_type == "sensor_msgs/msg/Image"
     assert ds.spec.modality("lidar").msg_type == "sensor_msgs/msg/LaserScan"
     reasons = {p["reason"] for p in ds.manifest["problems"]}
@@ -193,7 +194,9 @@ def test_pointcloud_with_padded_big_endian_fields(tmp_path):
     ds = build_dataset([bag], config, tmp_path / "o", progress=False)
     assert len(ds) == 5 and ds.available.all()
     np.testing.assert_allclose(ds.arrays["lidar"], 3 / 8, rtol=1e-5)
-    assert ds.manifest["topics"]["/points"]["failures"] == {"empty_cloud": 1}
+    # The all-NaN cloud (nothing in range) decodes as "no return" everywhere; it is no failure.
+    points = ds.manifest["topics"]["/points"]
+    assert (points["decoded"], points["failed"]) == (6, 0)
     assert ds.spec.modality("lidar").msg_type == "sensor_msgs/msg/PointCloud2"
 
 
@@ -272,6 +275,37 @@ def test_reuse_when_unchanged_rebuild_when_bag_or_config_changes(tmp_path):
     os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 10**9))
     touched = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)
     assert touched.manifest["reused"] is False and len(touched) == len(first)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".o.")] == []
+
+
+def test_a_symlinked_out_keeps_its_link_and_a_killed_builds_leftovers_are_removed(tmp_path):
+    bag = recording(tmp_path / "bag", "sqlite3", bad=False)
+    (tmp_path / "big").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "big" / "ds")
+    dead = 2**22 + 1  # above Linux's largest pid: no process has it
+    abandoned = tmp_path / "big" / f".ds.building-{dead}"
+    abandoned.mkdir()
+    (abandoned / ".spill_x_camera").write_bytes(b"half a build")
+    living = tmp_path / "big" / f".ds.building-{os.getppid()}"  # a build still running elsewhere
+    living.mkdir()
+    build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "link", progress=False)
+    moved = load_train_config(small_config(tmp_path), {"lidar": "/other"})
+    rebuilt = build_dataset([bag], moved, tmp_path / "link", progress=False)
+    assert rebuilt.manifest["reused"] is False and (tmp_path / "link").is_symlink()
+    assert load_dataset(tmp_path / "big" / "ds").manifest["samples"]["by_subset"] == {"camera": 90}
+    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == [living.name, "ds"]
+
+
+def test_one_marker_id_with_two_class_names_is_refused(tmp_path):
+    first = recording(tmp_path / "first", "mcap", bad=False)
+    records = [("/camera/image_raw", image(colour(0), "rgb8", 10 * MS), 10 * MS),
+               ("/scan", scan(np.full(90, 2.0, np.float32), 12 * MS), 12 * MS),
+               ("/ground_truth/object", marker(11 * MS, 1, "blue_cone", (1.0, 0.0, 0.0)), 11 * MS)]
+    second = write_bag(tmp_path / "second", records, "mcap")
+    with pytest.raises(DatasetError, match="marker id 1 is 'blue_cone' here but 'red_box' earlier"):
+        build_dataset([first, second], load_train_config(small_config(tmp_path)), tmp_path / "o",
+                      progress=False)
+    assert not (tmp_path / "o").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".o.")] == []
 
 

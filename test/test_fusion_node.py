@@ -85,10 +85,11 @@ def _scan(stamp_ns: int) -> LaserScan:
     return msg
 
 
-def _empty_cloud(stamp_ns: int) -> PointCloud2:
+def _cloud_without_z(stamp_ns: int) -> PointCloud2:
     fields = [PointField(name=axis, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-              for i, axis in enumerate("xyz")]
-    msg = PointCloud2(height=1, width=0, point_step=12, row_step=0, is_dense=True, fields=fields)
+              for i, axis in enumerate("xy")]
+    msg = PointCloud2(height=1, width=1, point_step=8, row_step=8, is_dense=True, fields=fields,
+                      data=bytes(8))
     msg.header.stamp = Time(nanoseconds=stamp_ns).to_msg()
     return msg
 
@@ -236,7 +237,7 @@ def test_bad_messages_are_counted_and_survived(
     expected = {
         "camera": {"unsupported_encoding", "short_buffer", "size_mismatch", "non_finite"},
         "lidar": {"future_stamp", "negative_stamp"},
-        "points": {"empty_cloud"},
+        "points": {"missing_field"},
     }
     with fusion_node(model_dir, tmp_path, domain_id, "rate_hz:=15.0", "qos.reliability:=reliable"), \
             ros_peer(domain_id) as peer:
@@ -274,7 +275,7 @@ def test_bad_messages_are_counted_and_survived(
             before_1970 = _scan(0)
             before_1970.header.stamp.sec = -5  # a driver without a clock; rclpy's Time refuses to build it
             sensors.lidar_pub.publish(before_1970)
-            sensors.points_pub.publish(_empty_cloud(now))
+            sensors.points_pub.publish(_cloud_without_z(now))
             peer.spin_for(0.2)
         assert counted(), f"diagnostics never counted all bad inputs: {diagnostics[-1:] }"
 

@@ -1,10 +1,13 @@
-"""A SIGINT during a guarded write is delivered after the write, never in the middle of it."""
+"""A SIGINT during a guarded write is delivered after the write, never in the middle of it.
+
+SIGTERM acts as SIGINT.
+"""
 
 import os
 import signal
 
 import pytest
-from m2vae_training.interrupts import deferred_sigint
+from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 
 
 def test_sigint_inside_the_block_is_raised_after_it():
@@ -29,5 +32,34 @@ def test_an_ignored_sigint_stays_ignored_inside_the_block():
         with deferred_sigint():
             os.kill(os.getpid(), signal.SIGINT)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def restore_sigterm():
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_interrupts_like_ctrl_c_and_waits_for_a_guarded_write(restore_sigterm):
+    sigterm_as_sigint()
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.pause()  # not reached past the signal: cleanup code sees a KeyboardInterrupt
+    finished = []
+    with pytest.raises(KeyboardInterrupt), deferred_sigint():
+        os.kill(os.getpid(), signal.SIGTERM)
+        finished.append(True)
+    assert finished == [True]
+
+
+def test_sigterm_still_ends_a_job_that_ignores_sigint(restore_sigterm):
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+        sigterm_as_sigint()
+        assert signal.getsignal(signal.SIGTERM) is before  # not routed to an ignored SIGINT
     finally:
         signal.signal(signal.SIGINT, previous)

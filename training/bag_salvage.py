@@ -10,6 +10,7 @@ record_ns, raw CDR) and reports where it stopped in `damage`.
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,6 +199,14 @@ def _register(op: int, record: bytes, schemas: dict, channels: dict) -> None:
         channels[channel_id] = (topic, msgtype)
 
 
+def _remaining(bio: BinaryIO) -> int:
+    """Bytes from the current position to the end of `bio`."""
+    here = bio.tell()
+    end = bio.seek(0, os.SEEK_END)
+    bio.seek(here)
+    return end - here
+
+
 def _records(bio: BinaryIO) -> Iterator[tuple[int, bytes]]:
     """(opcode, content) of each record, descending into chunks; raises Truncated at damage.
 
@@ -213,7 +222,7 @@ def _records(bio: BinaryIO) -> Iterator[tuple[int, bytes]]:
         op, length = struct.unpack("<BQ", head)
         if op == 0x02:
             return  # the footer: the file was complete after all
-        content = bio.read(length)
+        content = bio.read(min(length, _remaining(bio)))  # a damaged length may claim petabytes
         complete = len(content) == length
         if op == 0x06:
             yield from _records(BytesIO(_chunk_records(content, complete)))

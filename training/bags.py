@@ -16,7 +16,7 @@ from typing import Any
 
 import apsw
 from m2vae_training.bag_salvage import Salvage, salvage_mcap, salvage_sqlite, sqlite_declared_size
-from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
+from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat, Nodetype
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
@@ -29,7 +29,9 @@ STORAGE_SUFFIXES = (".mcap", ".db3")
 IDL_SEPARATOR = "=" * 80 + "\n"
 # What a damaged storage file raises while being read. KeyError: rosbags 0.11 on the empty
 # definition rosbag2 (Iron and later) stores for a type the recording machine did not know.
-READ_ERRORS = (ReaderError, apsw.Error, OSError, EOFError, ValueError, KeyError)
+# What rosbags raises on damaged storage: a flipped length asks for petabytes (MemoryError),
+# a damaged sqlite schema compares None with ints (TypeError).
+READ_ERRORS = (ReaderError, apsw.Error, OSError, EOFError, ValueError, KeyError, MemoryError, TypeError)
 
 
 class BagError(Exception):
@@ -80,11 +82,36 @@ def build_typestore(msgtypes: Collection[str], definitions: Mapping[str, Message
                     types.update(get_types_from_idl(text.split("\n", 1)[1]))
         except TypesysError:
             continue  # an unparsable definition: Kilted's (if any) is used instead
-    if any(msgtype not in types for msgtype in msgtypes):
+    if _lacks_a_definition(msgtypes, types):
         types = {**get_typestore(Stores.ROS2_KILTED).fielddefs, **types}
     store = get_typestore(Stores.EMPTY)
-    store.register(types)
+    try:
+        store.register(types)
+    except TypesysError:  # the bag's definitions contradict each other (damage): Kilted's alone
+        store = get_typestore(Stores.ROS2_KILTED)
     return store
+
+
+def _lacks_a_definition(msgtypes: Collection[str], types: Mapping[str, Any]) -> bool:
+    """Whether a type in `msgtypes`, or one nested in it (a Header, a PointField), has no definition.
+
+    Third-party writers may store a message's own text without its nested types';
+    deserialising it would then fail on every message.
+    """
+    pending, seen = list(msgtypes), set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in types:
+            return True
+        for _, (nodetype, detail) in types[name][1]:
+            while nodetype in (Nodetype.ARRAY, Nodetype.SEQUENCE):
+                (nodetype, detail), _ = detail
+            if nodetype == Nodetype.NAME:
+                pending.append(detail)
+    return False
 
 
 def _refuse_cut_sqlite(path: Path) -> None:
@@ -183,5 +210,8 @@ class Bag:
             raise CodecError("unknown_type", f"no definition of {msgtype!r} in the bag or in ROS 2 Kilted")
         try:
             return self.typestore.deserialize_cdr(raw, msgtype)
+        except KeyError as exc:  # a nested type neither the bag nor ROS 2 Kilted defines
+            raise CodecError("unknown_type", f"{msgtype} contains {exc}, defined neither in the bag nor in "
+                             "ROS 2 Kilted") from None
         except (SerdeError, ValueError, IndexError, UnicodeDecodeError, AssertionError) as exc:
             raise CodecError("corrupt_message", f"{msgtype} does not deserialize: {exc}") from None

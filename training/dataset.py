@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from m2vae_training.bags import Bag, fingerprint
 from m2vae_training.config import TrainConfig
+from m2vae_training.interrupts import deferred_sigint
 from m2vae_training.prediction import UsePredictor
 from m2vae_training.sync import SyncResult, nearest_index, synchronize
 from tqdm import tqdm
@@ -47,7 +48,8 @@ from m2vae_ros.subsets import subset_name
 # 2: a partial scan span's angle_max is its last beam (LaserScan's reading), not past it.
 # 3: a span short of a full turn by less than a bin bins by the nearest centre; a NaN
 #    intensity no longer drops its point's range; a sample straddling a class change is unlabelled.
-FORMAT = 3
+# 4: ... and has no position either.
+FORMAT = 4
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
 MAX_PROBLEMS_PER_KIND = 20  # examples per (topic, reason) kept in the manifest; counts are always complete
@@ -99,7 +101,7 @@ def build_dataset(
     """
     if not bags:
         raise DatasetError("no bags given")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # a symlinked --out: build beside, and replace, its target
     key = dataset_key(bags, config)
     if _is_prepared_dataset(out_dir):
         try:
@@ -113,8 +115,9 @@ def build_dataset(
         raise DatasetError(f"{out_dir} exists and is not a prepared dataset; choose another --out")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(out_dir)
     building = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
-    shutil.rmtree(building, ignore_errors=True)
+    shutil.rmtree(building, ignore_errors=True)  # an earlier process's, with our (reused) pid
     building.mkdir()
     try:
         manifest = _Builder(config, building, progress).run(bags)
@@ -240,12 +243,38 @@ def header_stamp(msg: Any) -> int | None:
 
 
 def _swap_into_place(building: Path, out_dir: Path) -> None:
-    """Rename the finished build to `out_dir`, replacing an older dataset there."""
+    """Rename the finished build to `out_dir`, replacing an older dataset there.
+
+    Ctrl-C waits until both renames are done: between them `out_dir` does not exist.
+    """
     old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(building, out_dir)
+    with deferred_sigint():
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(building, out_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_abandoned_builds(out_dir: Path) -> None:
+    """Delete the half-built or replaced directories of builds into `out_dir` whose process is gone.
+
+    A build killed outright (SIGKILL, power loss) cannot clean up after itself; its
+    directory is named after its process id, so a later build can tell it is abandoned.
+    """
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        kind, _, pid = leftover.name.rpartition("-")
+        if kind.endswith((".building", ".old")) and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @dataclass
@@ -583,7 +612,10 @@ class _Builder:
             return
         if class_id < 0 or int(getattr(marker, "action", 0)) != 0:
             return  # not an object: DELETE/DELETEALL markers (action 2, 3) are ignored
-        self.class_names.setdefault(class_id, name)
+        known = self.class_names.setdefault(class_id, name)
+        if known != name:  # the evaluation would score two objects as one class
+            raise DatasetError(f"{bag.path}: ground-truth marker id {class_id} is {name!r} here but "
+                               f"{known!r} earlier on {self.config.labels_topic}; one id must name one class")
         self.markers += 1
         markers.stamps.append(stamp)
         markers.ids.append(class_id)
@@ -594,7 +626,8 @@ class _Builder:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The nearest marker (within LABEL_WINDOW_NS) of each sample stamp: class id and position.
 
-        A sample whose members straddle a change of object gets no class (-1).
+        A sample whose members straddle a change of object gets neither (-1, NaN): its
+        sensors saw two objects.
         """
         stamps = sync.stamps
         labels = np.full(len(stamps), -1, dtype=np.int64)
@@ -608,7 +641,8 @@ class _Builder:
         close = np.abs(marker_stamps[nearest] - stamps) <= LABEL_WINDOW_NS
         labels[close] = ids[nearest[close]]
         positions[close] = np.asarray(markers.positions, dtype=np.float32)[order[nearest[close]]]
-        labels[_straddles_a_class_change(sync.indices, member_stamps, marker_stamps, ids)] = -1
+        straddles = _straddles_a_class_change(sync.indices, member_stamps, marker_stamps, ids)
+        labels[straddles], positions[straddles] = -1, np.nan
         return labels, positions
 
     def _problem(self, bag: Path, topic: str, reason: str, detail: str, **stamp: int | None) -> None:

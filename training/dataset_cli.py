@@ -19,6 +19,7 @@ from typing import Any
 from m2vae_training.bags import BagError
 from m2vae_training.config import ConfigError, load_train_config, parse_topic_overrides
 from m2vae_training.dataset import DatasetError, PreparedDataset, build_dataset
+from m2vae_training.interrupts import sigterm_as_sigint
 
 DEFAULT_OUT = "m2vae_dataset"
 ERROR_EXIT = 2
@@ -81,6 +82,7 @@ def print_human(info: dict[str, Any], notes: list[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    sigterm_as_sigint()  # the build's cleanup runs on `kill` and `timeout` too
     try:
         config = load_train_config(args.config, parse_topic_overrides(args.topic))
         if args.slop is not None:

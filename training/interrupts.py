@@ -1,8 +1,10 @@
-"""Hold Ctrl-C while a file a crash must not corrupt is being written.
+"""Hold Ctrl-C while a file a crash must not corrupt is being written; treat SIGTERM as Ctrl-C.
 
 The artifact writes its weights, then its YAML: a KeyboardInterrupt between the two
 would leave a model directory whose YAML rejects its weights. Inside `deferred_sigint()`
 a SIGINT is only recorded, and raised as KeyboardInterrupt once the block is done.
+`timeout`, `kill` and launch shutdowns send SIGTERM, which by default ends Python with
+no cleanup at all; `sigterm_as_sigint()` routes it through the same path as Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,6 +13,17 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+
+def sigterm_as_sigint() -> None:
+    """From now on a SIGTERM acts as a SIGINT: KeyboardInterrupt, or deferred inside `deferred_sigint`.
+
+    Left as it is where SIGINT is ignored (a background job): `kill` must still end it.
+    """
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    ):
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 @contextmanager

@@ -47,7 +47,7 @@ from m2vae_training.config import (
     with_topics,
 )
 from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset, load_dataset
-from m2vae_training.interrupts import deferred_sigint
+from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 from m2vae_training.split import Split, time_block_split
 
 from m2vae_ros.api import MultimodalVAE
@@ -88,6 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sigterm_as_sigint()  # `kill` and `timeout` leave a checkpoint and a model, like Ctrl-C
     try:
         return train(args, sys.argv if argv is None else [PROG, *argv])
     except (ConfigError, DatasetError, BagError, CheckpointError, ValueError, OSError) as exc:

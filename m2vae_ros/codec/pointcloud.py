@@ -28,7 +28,9 @@ def read_points(
     """Named fields of every point as float64 arrays; `names` must exist (missing_field otherwise).
 
     A point with a NaN/inf in any of `names` is dropped, except in the fields listed in
-    `may_be_nonfinite` (an intensity), which do not decide whether a point exists.
+    `may_be_nonfinite` (an intensity), which do not decide whether a point exists. A cloud
+    with no (finite) point is a LiDAR that saw nothing in range, like an all-inf
+    LaserScan: empty arrays, so it decodes as "no return" everywhere, not as a dead sensor.
     """
     fields = {str(f.name): f for f in msg.fields}
     missing = [n for n in names if n not in fields]
@@ -47,8 +49,6 @@ def read_points(
     ends = [o + np.dtype(f).itemsize for o, f in zip(offsets, formats, strict=True)]
     if point_step <= 0 or max(ends) > point_step or row_step < width * point_step:
         raise CodecError("size_mismatch", f"fields end at {max(ends)} > point_step {point_step} or row_step")
-    if height * width == 0:
-        raise CodecError("empty_cloud", "PointCloud2 with no points")
     buf = byte_view(msg.data)  # checked before the dtype: a corrupt point_step must not reach numpy
     if buf.size < height * row_step:
         raise CodecError("short_buffer", f"{buf.size} bytes < height×row_step = {height * row_step}")
@@ -60,8 +60,6 @@ def read_points(
     for n in names:
         if n not in may_be_nonfinite:
             finite &= np.isfinite(columns[n])
-    if not finite.any():
-        raise CodecError("empty_cloud", "every point of the PointCloud2 is NaN or inf")
     return {n: c[finite] for n, c in columns.items()}
 
 

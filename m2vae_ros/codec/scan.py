@@ -17,6 +17,7 @@ from m2vae_ros.spec import ModalitySpec, ScanPreprocess
 NO_RETURN = 1.0
 # Reconstructed ranges at or above this fraction of range_max are published as "no return".
 NO_RETURN_THRESHOLD = 0.98
+MAX_ANGLE_SPAN = 1e4  # rad; real scans stay within a few turns
 
 
 def decode_laserscan(msg: Any, spec: ModalitySpec) -> Decoded:
@@ -58,6 +59,10 @@ def scan_fields(msg: Any) -> tuple[np.ndarray, float, float, float, float]:
     if not np.isfinite(angle_min) or np.isnan([range_min, range_max]).any():
         raise CodecError("non_finite", f"LaserScan angle_min {angle_min}, range_min {range_min}, "
                          f"range_max {range_max}")
+    # Bins are int64 multiples of the bin width: a span of 1e30 rad would overflow into bin 0.
+    if abs(angle_min) + abs(increment) * ranges.size > MAX_ANGLE_SPAN:
+        raise CodecError("size_mismatch", f"LaserScan angles reach beyond {MAX_ANGLE_SPAN:g} rad "
+                         f"(angle_min {angle_min}, angle_increment {increment})")
     if range_min >= range_max:
         raise CodecError("bad_range_limits", f"LaserScan range_min {range_min} >= range_max {range_max}")
     return ranges, angle_min, increment, range_min, range_max
