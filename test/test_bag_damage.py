@@ -171,3 +171,23 @@ def test_a_record_length_claiming_petabytes_is_damage_not_a_memory_error(tmp_pat
     storage.write_bytes(bytes(raw))
     found, messages = salvage_mcap(storage)
     assert list(messages) == [] and "ends inside a record" in found.damage[0]
+
+
+def test_an_unclosed_wal_mode_recording_keeps_the_messages_of_its_write_ahead_log(tmp_path):
+    """rosbag2's `resilient` preset writes in WAL mode: after a crash the newest messages are in -wal."""
+    bag = write_bag(tmp_path / "bag", SCANS, "sqlite3")
+    db_file = next(bag.glob("*.db3"))
+    writer = sqlite3.connect(db_file)  # still open when the bag is read: the recorder has died
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    for topic_id, stamp, data in writer.execute("SELECT topic_id, timestamp, data FROM messages").fetchall():
+        writer.execute("INSERT INTO messages (topic_id, timestamp, data) VALUES (?, ?, ?)",
+                       (topic_id, stamp + 10**9, data))
+        writer.commit()
+    (bag / "metadata.yaml").unlink()  # written only when a recording closes
+    before = db_file.read_bytes()
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.manifest["topics"]["/scan"]["decoded"] == 20 and len(ds) == 20
+    assert "write-ahead log was replayed on a copy" in ds.manifest["damage"][0]
+    assert db_file.read_bytes() == before  # the recording itself is not written to
+    writer.close()

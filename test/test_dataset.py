@@ -18,6 +18,8 @@ from m2vae_training.dataset_cli import TOPIC_KEYS, main
 from m2vae_training.prediction import UsePredictor
 from std_msgs.msg import String
 
+from m2vae_ros import codec
+
 MS = 1_000_000
 CLASSES = ["red_cylinder", "red_box", "green_cylinder"]
 DROPOUT = (1.2e9, 2.4e9)  # LiDAR silent in this window
@@ -156,7 +158,7 @@ def encoded_camera(pixels: np.ndarray) -> list:
     ]
 
 
-def test_every_image_encoding_and_compressed_images_become_samples(tmp_path, storage):
+def test_every_image_encoding_and_compressed_images_become_samples(tmp_path, storage, monkeypatch):
     pixels = np.repeat(np.repeat(RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8), 2, 0), 2, 1)
     records = []
     for i, msg in enumerate(encoded_camera(pixels)):
@@ -173,7 +175,12 @@ def test_every_image_encoding_and_compressed_images_become_samples(tmp_path, sto
     for row in ds.arrays["camera"][4:]:  # mono encodings: the red channel, repeated
         np.testing.assert_allclose(row, np.stack([expected[0]] * 3), atol=1e-6)
     config = load_train_config(small_config(tmp_path), {"camera": "/camera/compressed"})
+    decodes = []
+    key = ("sensor_msgs/msg/CompressedImage", "image")
+    decode = codec.DECODERS[key]
+    monkeypatch.setitem(codec.DECODERS, key, lambda msg, spec: decodes.append(1) or decode(msg, spec))
     png = build_dataset([bag], config, tmp_path / "png", progress=False)
+    assert len(decodes) == 8  # the check has no cheaper form: its decode is spilled, not done again
     assert png.spec.modality("camera").msg_type == "sensor_msgs/msg/CompressedImage"
     np.testing.assert_allclose(png.arrays["camera"], np.stack([expected] * 8), atol=1e-6)
 

@@ -8,7 +8,10 @@ that yields nothing at all raises `BagError`.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
+import tempfile
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +58,7 @@ def fingerprint(path: str | Path) -> dict[str, Any]:
     """Path, total size and newest mtime of a recording's files: a changed bag changes this."""
     path = Path(path).resolve()
     files = storage_files(path) + ([path / "metadata.yaml"] if (path / "metadata.yaml").is_file() else [])
+    files += [_wal(f) for f in files if f.suffix == ".db3"]  # an unclosed recording's newest messages
     stats = [f.stat() for f in files if f.is_file()]
     return {
         "path": str(path),
@@ -114,6 +118,14 @@ def _lacks_a_definition(msgtypes: Collection[str], types: Mapping[str, Any]) -> 
     return False
 
 
+def _wal(database: Path) -> Path:
+    return database.with_name(database.name + "-wal")
+
+
+def _nonempty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
 def _refuse_cut_sqlite(path: Path) -> None:
     """ReaderError when a .db3 is shorter than its header says: SQLite would zero-fill the missing tail."""
     for file in storage_files(path):
@@ -136,16 +148,18 @@ class Bag:
         self._reader: Reader | None = None
         self._salvaged: list[Iterator[tuple[str, str, int, bytes]]] = []
         self._salvages: list[Salvage] = []
+        self._replayed: tempfile.TemporaryDirectory | None = None
 
     def __enter__(self) -> Bag:
         if not self.path.exists():
             raise BagError(f"{self.path}: no such file or directory")
+        source = self._with_write_ahead_logs_replayed()
         try:
-            _refuse_cut_sqlite(self.path)
-            reader = Reader(self.path)
+            _refuse_cut_sqlite(source)
+            reader = Reader(source)
             reader.open()
         except READ_ERRORS as exc:
-            self._salvage(exc)
+            self._salvage(source, exc)
         else:
             self._reader = reader
             self.topics = {c.topic: c.msgtype for c in reader.connections}
@@ -153,11 +167,41 @@ class Bag:
             self.typestore = build_typestore(self.topics.values(), definitions)
         return self
 
-    def _salvage(self, error: Exception) -> None:
+    def _with_write_ahead_logs_replayed(self) -> Path:
+        """The bag, or a temporary copy of it with the SQLite write-ahead logs merged into their .db3.
+
+        rosbag2's `resilient` storage preset writes in WAL mode; when the recorder dies, the
+        newest messages are only in `<file>.db3-wal`, which the read-only (immutable) opens
+        of rosbags and the salvage ignore. Merging needs write access, hence the copy: the
+        recording itself is never written to.
+        """
+        logs = [f for f in storage_files(self.path) if f.suffix == ".db3" and _nonempty(_wal(f))]
+        if not logs:
+            return self.path
+        self._replayed = tempfile.TemporaryDirectory(prefix="m2vae-wal-")
+        copy = Path(self._replayed.name) / self.path.name
+        if self.path.is_dir():
+            copy.mkdir()
+            for item in self.path.iterdir():
+                if item.is_file() and not item.name.endswith("-shm"):  # SQLite rebuilds the index
+                    shutil.copy2(item, copy / item.name)
+        else:
+            for item in (self.path, _wal(self.path)):
+                shutil.copy2(item, copy.parent / item.name)
+        for log in logs:
+            size = _wal(log).stat().st_size
+            database = copy / log.name if self.path.is_dir() else copy
+            with contextlib.closing(apsw.Connection(str(database))) as db:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.damage.append(f"{log.name}: an unclosed recording; its {size}-byte write-ahead log was "
+                               "replayed on a copy")
+        return copy
+
+    def _salvage(self, source: Path, error: Exception) -> None:
         """Fall back to reading each storage file from the front; BagError if none gives anything."""
         definitions: dict[str, MessageDefinition] = {}
         problems = [f"{self.path}: {error}"]
-        for file in storage_files(self.path):
+        for file in storage_files(source):
             salvage = salvage_mcap if file.suffix == ".mcap" else salvage_sqlite
             try:
                 found, messages = salvage(file)
@@ -183,6 +227,8 @@ class Bag:
             close = getattr(messages, "close", None)
             if close is not None:
                 close()
+        if self._replayed is not None:
+            self._replayed.cleanup()
 
     def messages(self, topics: Collection[str]) -> Iterator[tuple[str, str, int, bytes]]:
         """(topic, msgtype, record time ns, raw CDR) of the given topics, in storage order."""

@@ -5,7 +5,9 @@ with the codec the live node uses (`check_message`: everything but the costly
 resizing) and its header stamp kept; the messages `prediction.UsePredictor` expects a
 sample to use are decoded into a spill file on a second thread, which overlaps with
 the reading because OpenCV's resizing releases the GIL. A camera at 30 Hz next to a
-LiDAR at 10 Hz thus costs one image decode per sample instead of three. After the
+LiDAR at 10 Hz thus costs one image decode per sample instead of three. (Compressed
+images and point clouds have no cheaper check: their check is the decode, and that is
+what gets spilled.) After the
 read, the stamps are synchronised exactly (`sync.synchronize`) and each sample's rows
 are copied from the spill into one memory-mapped .npy per array; the rare used message
 the prediction missed is fetched by a second pass over just those. Messages that fail
@@ -375,7 +377,8 @@ class _DecodeThread:
         self.in_flight: deque[Future[None]] = deque()
 
     def submit(self, k: int, ordinal: int, msg: Any, spilled: dict[int, int]) -> None:
-        """Queue one decode; waits first when MAX_IN_FLIGHT are queued (and re-raises their errors)."""
+        """Queue one decode (or, for a `Decoded` the check already made, its spilling); waits first
+        when MAX_IN_FLIGHT are queued (and re-raises their errors)."""
         if len(self.in_flight) >= MAX_IN_FLIGHT:
             self.in_flight.popleft().result()
         self.in_flight.append(self.executor.submit(self._decode, k, ordinal, msg, spilled))
@@ -390,7 +393,8 @@ class _DecodeThread:
 
     def _decode(self, k: int, ordinal: int, msg: Any, spilled: dict[int, int]) -> None:
         with contextlib.suppress(CodecError):
-            spilled[ordinal] = self.spills[k].append(decode_message(msg, self.spec.modalities[k]))
+            decoded = msg if isinstance(msg, Decoded) else decode_message(msg, self.spec.modalities[k])
+            spilled[ordinal] = self.spills[k].append(decoded)
 
 
 class _Builder:
@@ -526,11 +530,11 @@ class _Builder:
                     self._problem(path, topic, exc.reason, exc.detail, **where)
                     continue
                 stats.decoded += 1
-                for k, stamp in checked:
+                for k, (stamp, decoded) in checked:
                     self.msg_types[k] = self.msg_types[k] or msgtype
                     stamps[k].append(stamp)
                     ordinals[k].append(ordinal)
-                    self._decode_expected(predictor.push(k, stamp, (ordinal, msg)), spilled)
+                    self._decode_expected(predictor.push(k, stamp, (ordinal, decoded or msg)), spilled)
             self._decode_expected(predictor.finish(), spilled)
             self.decoder.drain()
             self.damage.extend(bag.damage)

@@ -77,15 +77,20 @@ def decode_message(msg: Any, spec: ModalitySpec) -> Decoded:
     return decoder(msg, spec)
 
 
-def check_message(msg: Any, spec: ModalitySpec) -> int:
+def check_message(msg: Any, spec: ModalitySpec) -> tuple[int, Decoded | None]:
     """The stamp `decode_message` would give, or the CodecError it would raise, skipping costly work.
 
     A message that passes decodes without error; the dataset builder checks every
     message but decodes only those that end up in a sample (a 30 Hz camera next to a
-    10 Hz LiDAR: one frame in three).
+    10 Hz LiDAR: one frame in three). Where no cheaper check exists (compressed images,
+    point clouds) the check is the decode itself, returned with the stamp so that it is
+    not done twice; otherwise the second item is None.
     """
     checker = CHECKERS.get((message_type(msg), spec.kind))
-    return checker(msg, spec) if checker is not None else decode_message(msg, spec).stamp_ns
+    if checker is not None:
+        return checker(msg, spec), None
+    decoded = decode_message(msg, spec)
+    return decoded.stamp_ns, decoded
 
 
 def reconstruction_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
