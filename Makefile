@@ -11,7 +11,8 @@ STAMP := $(VENV)/.setup-stamp
 setup: $(STAMP)
 
 # Rebuilt only when the inputs change, so a second `make setup` takes seconds.
-# torch first, pinned: a bare `torch` requirement would download a multi-GB CUDA build.
+# torch first, pinned: a bare `torch` requirement would take the newest build, from PyPI a
+# multi-GB CUDA one. Which build ==2.13.0 gets is the index's choice (README: PIP_EXTRA_INDEX_URL).
 $(STAMP): setup.py setup.cfg $(CONSTRAINTS) requirements/ros.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c $(CONSTRAINTS) --upgrade pip setuptools wheel
