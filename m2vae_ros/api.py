@@ -137,9 +137,11 @@ class MultimodalVAE:
         epoch count), so ``fit(epochs=3)`` twice is ``fit(epochs=6)``; `lr`, `seed` and
         `device` must then be the first call's.
         """
-        if epochs < 0:
-            raise ValueError(f"epochs counts the epochs to add and must be ≥ 0, got {epochs}")
+        if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
+            raise ValueError(f"epochs counts the epochs to add and must be an integer ≥ 0, got {epochs!r}")
         train_set = ArrayDataset(self._arrays(data, available, require_all=True), available)
+        if len(train_set) == 0:
+            raise ValueError("no training samples: the arrays are empty")
         val_set = None
         if val is not None:
             val_set = ArrayDataset(self._arrays(val, val_available, require_all=True), val_available)
@@ -199,6 +201,8 @@ class MultimodalVAE:
         z = np.ascontiguousarray(z, dtype=np.float32)  # torch takes no negative strides
         if z.ndim != 2 or z.shape[1] != self.spec.latent_dim:
             raise ValueError(f"z must be [N, {self.spec.latent_dim}], got {list(z.shape)}")
+        if not np.isfinite(z).all():
+            raise ValueError("z holds NaN or infinite values")
         device = next(self.model.parameters()).device
         return self.model.decode(torch.from_numpy(z).to(device), modality).cpu().numpy()
 
@@ -238,6 +242,8 @@ class MultimodalVAE:
 
 def _as_batch(values: np.ndarray, m: ModalitySpec) -> np.ndarray:
     """[N, *shape] float32, contiguous: torch takes no negative strides (a BGR → RGB view)."""
+    if np.iscomplexobj(values):  # float32 would drop the imaginary part with only a warning
+        raise ValueError(f"modality {m.name!r}: complex values; give real numbers")
     array = np.ascontiguousarray(values, dtype=np.float32)
     if array.ndim == 0 or array.shape[1:] != m.shape:
         raise ValueError(f"modality {m.name!r}: expected [N, *{m.shape}], got {list(array.shape)}")

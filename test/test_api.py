@@ -126,8 +126,15 @@ def test_bad_input_is_refused_with_clear_errors():
     data = two_views(8)
     with pytest.raises(ValueError, match="batch_size must be ≥ 1, got 0"):  # used to train nothing
         vae.fit(data, epochs=1, batch_size=0)
-    with pytest.raises(ValueError, match="epochs counts the epochs to add and must be ≥ 0, got -1"):
-        vae.fit(data, epochs=-1)
+    for epochs in (-1, 1.5):  # 1.5 used to run 2 epochs
+        with pytest.raises(ValueError, match=f"must be an integer ≥ 0, got {epochs}"):
+            vae.fit(data, epochs=epochs)
+    with pytest.raises(ValueError, match="no training samples"):  # used to return an empty history
+        vae.fit({name: array[:0] for name, array in data.items()}, epochs=1)
+    with pytest.raises(ValueError, match="z holds NaN"):
+        vae.decode(np.full((1, 2), np.nan), "a")
+    with pytest.raises(ValueError, match="'a': complex values"):  # float32 dropped the imaginary part
+        vae.encode({"a": data["a"] + 1j})
 
 
 def image_and_vector(**options) -> MultimodalVAE:
