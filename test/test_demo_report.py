@@ -3,7 +3,8 @@
 import math
 
 import numpy as np
-from m2vae_training.demo_report import _member_at, _metrics_table, _pooled_rmse, _squared_errors
+from bagutils import image, scan, write_bag
+from m2vae_training.demo_report import _member_at, _metrics_table, _pooled_rmse, _squared_errors, _truth_scans
 
 from m2vae_ros.spec import ModalitySpec, ScanPreprocess
 
@@ -45,3 +46,18 @@ def test_the_active_subset_in_force_decides_alive_or_imputed():
     changes, subsets = [1.0, 20.4, 35.1], ["camera+lidar", "camera", "camera+lidar"]
     times = np.array([0.5, 1.0, 20.2, 20.4, 30.0, 35.2])
     assert _member_at(times, changes, subsets, "lidar").tolist() == [False, True, True, False, False, True]
+
+
+def test_the_live_references_are_placed_by_record_time_as_m2vae_play_replays_them(tmp_path):
+    # Header stamps precede record times by a varying few ms, as in the simulator's bags: by
+    # stamp, a frame recorded with a scan would find the scan before it newest.
+    frame = np.full((4, 4, 3), 7, np.uint8)
+    records = [("/camera/image_raw", image(frame, "rgb8", 98_000_000), 100_000_000)]
+    for i, lag in enumerate((2_000_000, 8_000_000)):
+        ranges = np.full(4, 1.0 + i, np.float32)
+        recorded = (i + 1) * 100_000_000
+        records.append(("/scan", scan(ranges, recorded - lag), recorded))
+    bag = write_bag(tmp_path / "bag", sorted(records, key=lambda r: r[2]), "mcap")
+    stamps, ranges, first_camera, anchor = _truth_scans(bag, LIDAR, frame.tobytes())
+    assert stamps.tolist() == [100_000_000, 200_000_000] and first_camera == anchor == 100_000_000
+    assert [r[0] for r in ranges] == [1.0, 2.0]

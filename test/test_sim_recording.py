@@ -249,6 +249,7 @@ def test_bad_dropouts_are_refused(text: str, error: str) -> None:
 
 def test_lidar_dropout_means_scan_and_points() -> None:
     assert parse_dropout("lidar@1:2.5") == [DropWindow("scan", 1.0, 2.5), DropWindow("points", 1.0, 2.5)]
+    assert parse_dropout("lidar@1:2.5", points=False) == [DropWindow("scan", 1.0, 2.5)]  # --no-points
 
 
 def test_recorded_images_show_the_object_where_the_markers_put_it(tmp_path: Path) -> None:

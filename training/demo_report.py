@@ -3,8 +3,9 @@
 The live figures put the replay's bag time on one axis: the active subset, the latent
 (mean of a few dimensions and the mean posterior std) and the error of the LiDAR the
 node publishes against the bag's scans. While the LiDAR is in the active subset, the
-reference is the newest scan the node can have encoded (stamped at or before the
-reconstruction, whose stamp is its newest input's); while it is not, the scan is imputed
+reference is the newest scan the node can have encoded (recorded at or before the
+reconstruction, whose stamp is its newest input's, mapped from the replay's clock to the
+bag's record times that m2vae-play keeps); while it is not, the scan is imputed
 from the camera alone and the reference is the scan nearest in time. Which case applies
 follows the node's own active subset at the time each reconstruction arrived (both are
 receive times on this host's clock), so the liveness timeout after the last scan counts
@@ -27,7 +28,7 @@ from m2vae_training.demo_live import LiveRecord
 
 from m2vae_ros.artifact import load_model
 from m2vae_ros.atomic import write_atomic
-from m2vae_ros.codec import CodecError, decode_message, stamp_ns
+from m2vae_ros.codec import CodecError, decode_message
 from m2vae_ros.spec import ModalitySpec
 
 CAMERA_TOPIC = "/camera/image_raw"
@@ -42,7 +43,9 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
         raise RuntimeError("the live run recorded no camera frame or no latent: see demo_out/live/")
     replay_stamp, frame = record.anchor
     truth_stamps, truth_ranges, first_camera, anchor_stamp = _truth_scans(live_bag, lidar, frame)
-    # Replay stamps → bag stamps: the replay re-stamps to its wall clock with the bag's spacing.
+    # Replay stamps → bag record times: m2vae-play publishes at the bag's record times and
+    # stamps each message with its publish time. (Header stamps would not do: they precede
+    # record times by a varying few ms, enough to pick the scan before the one encoded.)
     shift = anchor_stamp - replay_stamp
     latent_t = (np.asarray(record.latent_stamp) + shift - first_camera) / 1e9
     lidar_t = (np.asarray(record.lidar_stamp) + shift - first_camera) / 1e9
@@ -102,26 +105,26 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
 def _truth_scans(
     bag_path: Path, lidar: ModalitySpec, frame: bytes
 ) -> tuple[np.ndarray, list[np.ndarray], int, int]:
-    """Stamps and decoded ranges (metres, NaN = no return) of the bag's scans; the first camera
-    stamp; the stamp of the camera frame whose pixels are `frame`."""
+    """Record times and decoded ranges (metres, NaN = no return) of the bag's scans; the first
+    camera record time; the record time of the camera frame whose pixels are `frame`."""
     stamps: list[int] = []
     ranges: list[np.ndarray] = []  # in the bag's order; sorted by stamp on return
     first_camera: int | None = None
     anchor: int | None = None
     scale = lidar.preprocess.range_max
     with Bag(bag_path) as bag:
-        for topic, msgtype, _, raw in bag.messages({CAMERA_TOPIC, SCAN_TOPIC}):
+        for topic, msgtype, record_ns, raw in bag.messages({CAMERA_TOPIC, SCAN_TOPIC}):
             msg = bag.deserialize(raw, msgtype)
             if topic == CAMERA_TOPIC:
-                first_camera = stamp_ns(msg) if first_camera is None else min(first_camera, stamp_ns(msg))
+                first_camera = record_ns if first_camera is None else min(first_camera, record_ns)
                 if anchor is None and bytes(msg.data) == frame:
-                    anchor = stamp_ns(msg)
+                    anchor = record_ns
                 continue
             try:
                 decoded = decode_message(msg, lidar)
             except CodecError:
                 continue
-            stamps.append(decoded.stamp_ns)
+            stamps.append(record_ns)
             ranges.append(np.where(decoded.mask, decoded.tensor * scale, np.nan).reshape(-1))
     if first_camera is None or not stamps:
         raise RuntimeError(f"{bag_path} has no {CAMERA_TOPIC} or no {SCAN_TOPIC} messages")

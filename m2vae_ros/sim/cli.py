@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        drops = [window for text in args.drop for window in parse_dropout(text)]
+        drops = [window for text in args.drop for window in parse_dropout(text, points=not args.no_points)]
         summary = simulate(
             args.out,
             args.duration,

@@ -29,8 +29,9 @@ class SimError(ValueError):
     """A simulation request that cannot be honoured (bad option, existing output …)."""
 
 
-def parse_dropout(text: str) -> list[DropWindow]:
-    """``SENSOR@T0:T1`` → one window per sensor; ``lidar`` stands for both scan and points."""
+def parse_dropout(text: str, points: bool = True) -> list[DropWindow]:
+    """``SENSOR@T0:T1`` → one window per sensor; ``lidar`` stands for the scan and, when the 3-D
+    LiDAR is on (`points`), the point cloud."""
     try:
         window = DropWindow.parse(text, "SENSOR")
     except ValueError as exc:
@@ -39,6 +40,8 @@ def parse_dropout(text: str) -> list[DropWindow]:
         known = ", ".join((*SENSORS, *SENSOR_ALIASES))
         raise SimError(f"unknown sensor {window.key!r} in dropout {text!r}; known: {known}")
     sensors = SENSOR_ALIASES.get(window.key, (window.key,))
+    if window.key in SENSOR_ALIASES and not points:
+        sensors = tuple(sensor for sensor in sensors if sensor != "points")
     return [DropWindow(sensor, window.start, window.end) for sensor in sensors]
 
 
