@@ -114,6 +114,9 @@ def test_a_class_one_recording_never_showed_does_not_conflict_with_its_name_else
     assert common_class_names(["class_0"], ["class_0", "class_1"]) == ["class_0", "class_1"]
     with pytest.raises(ValueError, match="class 2 is 'green_cylinder' in the training data but 'blue_box'"):
         common_class_names(CLASSES, ["red_cylinder", "class_1", "blue_box"])
+    # One object under another id: its test samples would carry an id never trained on.
+    with pytest.raises(ValueError, match="class 'red_box' is id 1 in the training data but 3 in the test"):
+        common_class_names(CLASSES, ["red_cylinder", "class_1", "green_cylinder", "red_box"])
 
 
 def test_a_test_recording_without_complete_samples_is_scored_and_says_why_it_has_no_figures(trained, capsys):
@@ -126,8 +129,29 @@ def test_a_test_recording_without_complete_samples_is_scored_and_says_why_it_has
     assert metrics["subsets"]["camera"]["samples"] > 0 and metrics["subsets"]["lidar"]["samples"] == 0
     assert 0.0 <= metrics["subsets"]["camera"]["nb_accuracy"] <= 1.0
     assert [w for w in metrics["warnings"] if w.startswith("no test sample has every sensor")]
+    silent = "modality lidar: topic /scan gave no usable message"
+    assert [w for w in metrics["warnings"] if w.startswith(silent)]
     assert "no test sample has every sensor" in capsys.readouterr().err
     assert not list(out.glob("*.png"))
+
+
+def test_figures_of_an_earlier_evaluation_into_the_same_out_are_removed(trained):
+    out = trained["root"] / "eval_reused"
+    _evaluate(trained, out)
+    assert (out / "recon_grid.png").is_file()
+    scanless = tiny_bag(trained["root"] / "scanless_bag2", seed=7, seconds=4.0,
+                        drops=[DropWindow("scan", 0.0, 5.0)])
+    model = str(trained["run"] / "model")
+    assert evaluate(["--model", model, "--bag", str(scanless), "--out", str(out)]) == 0
+    assert not list(out.glob("*.png"))  # they showed the other recording
+
+
+def test_topics_that_give_no_sample_are_an_error_naming_them(trained, capsys):
+    out = trained["root"] / "eval_wrong_topics"
+    model, bag = str(trained["run"] / "model"), str(trained["test_bag"])
+    assert evaluate(["--model", model, "--bag", bag, "--out", str(out), "--topic", "lidar=/scann",
+                     "--topic", "camera=/cam"]) == 2
+    assert "the test bags hold no samples on camera=/cam, lidar=/scann" in capsys.readouterr().err
 
 
 def test_a_batch_size_below_one_is_a_usage_error(trained, capsys):

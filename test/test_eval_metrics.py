@@ -69,3 +69,14 @@ def test_a_class_only_the_test_data_holds_counts_as_a_miss():
     test_z, test_labels = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 0.0]]), np.array([0, 1, 2])
     assert np.isclose(probes.accuracy(test_z, test_labels), 2 / 3)
     assert np.isclose(probes.shape_accuracy(test_z, test_labels), 2 / 3)
+
+
+def test_latents_beyond_every_class_likelihood_score_nothing_rather_than_class_zero():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    z = (np.array([[0.0, 0.0], [5.0, 0.0]])[labels] + rng.normal(scale=0.3, size=(100, 2))).astype(np.float32)
+    probes = fit_probes(z, labels, np.zeros((100, 3), np.float32), ("red_cylinder", "red_box"))
+    wild = np.full((4, 2), 1e200)  # an overflowing encoder: every class's log-likelihood is -inf
+    assert np.isnan(probes.accuracy(wild, np.array([0, 0, 0, 1])))
+    assert np.isnan(probes.shape_accuracy(wild, np.array([0, 0, 0, 1])))
+    assert probes.accuracy(z, labels) > 0.95

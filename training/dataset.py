@@ -194,6 +194,11 @@ def common_class_names(train: Sequence[str], test: Sequence[str]) -> list[str]:
         if placeholder not in (a, b) and a != b:
             raise ValueError(f"class {i} is {a!r} in the training data but {b!r} in the test data")
         names.append(b if a == placeholder else a)
+    # One object under two ids: its test samples would carry an id the classifier never saw.
+    for i, name in enumerate(test):
+        if name != placeholder_class_name(i) and name in train and train.index(name) != i:
+            raise ValueError(f"class {name!r} is id {train.index(name)} in the training data but {i} in the "
+                             "test data")
     return names
 
 

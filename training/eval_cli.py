@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -56,6 +57,7 @@ from m2vae_ros.subsets import all_subsets, subset_name
 
 PROG = "m2vae-eval"
 FIGURE_SAMPLES = 4
+FIGURES = ("recon_grid.png", "latent_scatter.png")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,7 +97,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     config = _config_from_artifact(spec, provenance)
     test_config = with_topics(config, parse_topic_overrides(args.topic))
     test = build_dataset(args.bag, test_config, out / "test_dataset")
-    warnings = _overlap_warnings(test.manifest["bags"], provenance.get("bags") or [])
+    if len(test) == 0:
+        raise DatasetError(f"the test bags hold no samples on {_topics(test)}; name the recorded topics with "
+                           "--topic MODALITY=TOPIC (`m2vae-dataset` prints what each topic gave)")
+    warnings = _overlap_warnings(test.manifest["bags"], provenance.get("bags") or []) + _silent_sensors(test)
     for warning in warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     scores = score_subsets(model, test, batch_size=args.batch_size)
@@ -107,6 +112,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         probe_info = {"fitted_on": fitted_on, "train_samples": len(train)}
     figures = _figures(model, test, scores, class_names, out)
     if not figures:
+        for stale in FIGURES:  # an earlier evaluation's, of other recordings
+            (out / stale).unlink(missing_ok=True)
         warnings.append("no test sample has every sensor, so there are no figures (they show each "
                         "sensor beside its reconstruction from every subset)")
         print(f"{PROG}: warning: {warnings[-1]}", file=sys.stderr)
@@ -202,14 +209,32 @@ def _figures(
     rows = np.unique(complete[np.linspace(0, len(complete) - 1, FIGURE_SAMPLES).astype(int)])
     real = {name: np.asarray(test.arrays[name][rows], np.float32) for name in model.names}
     masks = {name: np.asarray(m[rows]) for name, m in test.masks.items()}
-    recon_figure(model.spec, real, reconstruct_from_each_subset(model, real), masks).savefig(
-        out / "recon_grid.png", dpi=80
-    )
+    recon = recon_figure(model.spec, real, reconstruct_from_each_subset(model, real), masks)
     latents = {subset_name(s, model.names): score.means[complete] for s, score in scores.items()}
-    latent_scatter_figure(
+    scatter = latent_scatter_figure(
         latents, np.asarray(test.labels[complete]), class_names, subset_name(joint, model.names)
-    ).savefig(out / "latent_scatter.png", dpi=80)
-    return ["recon_grid.png", "latent_scatter.png"]
+    )
+    for name, figure in zip(FIGURES, (recon, scatter), strict=True):
+        png = io.BytesIO()
+        figure.savefig(png, format="png", dpi=80)
+        write_atomic(out / name, png.getvalue())
+    return list(FIGURES)
+
+
+def _topics(dataset: PreparedDataset) -> str:
+    return ", ".join(f"{m.name}={m.topic}" for m in dataset.spec.modalities)
+
+
+def _silent_sensors(test: PreparedDataset) -> list[str]:
+    """A warning per modality whose topic gave no usable message: its subsets score nothing."""
+    warnings = []
+    for m in test.spec.modalities:
+        stats = test.manifest["topics"].get(m.topic, {})
+        if not stats.get("decoded"):
+            found = f"{stats.get('messages', 0)} messages, failures {stats.get('failures') or {}}"
+            warnings.append(f"modality {m.name}: topic {m.topic} gave no usable message ({found}); "
+                            "every subset with it is left out")
+    return warnings
 
 
 def _summary(metrics: dict[str, Any], out: Path) -> str:

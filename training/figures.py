@@ -56,7 +56,8 @@ def latent_scatter_figure(
     _, _, vt = np.linalg.svd(ref - centre, full_matrices=False)
     basis = vt[:2].T if vt.shape[0] >= 2 else np.pad(vt.T, ((0, 0), (0, 1)))
     fig = Figure(figsize=(3.2 * len(latents), 3.2), layout="constrained")
-    axes = fig.subplots(1, len(latents), squeeze=False)[0]
+    # Shared axes: a subset whose clusters sit away from the joint ones must look it.
+    axes = fig.subplots(1, len(latents), squeeze=False, sharex=True, sharey=True)[0]
     for ax, (subset, z) in zip(axes, latents.items(), strict=True):
         xy = (z - centre) @ basis
         for c, name in enumerate(class_names):

@@ -76,27 +76,41 @@ class Probes:
     class_names: tuple[str, ...]
 
     def accuracy(self, z: np.ndarray, labels: np.ndarray) -> float:
-        """Class accuracy on rows with a label (≥ 0); NaN when none."""
+        """Class accuracy on rows with a label (≥ 0); NaN when none, or when no class is likelier."""
         rows = labels >= 0
-        if self.classifier is None or not rows.any():
-            return float("nan")
-        return float(np.mean(self.classifier.predict(z[rows]) == labels[rows]))
+        predicted = self._classes(z[rows])
+        return float("nan") if predicted is None else float(np.mean(predicted == labels[rows]))
 
     def shape_accuracy(self, z: np.ndarray, labels: np.ndarray) -> float:
         """Accuracy after merging classes of the same shape (see `shape_of`)."""
         rows = labels >= 0
-        if self.classifier is None or not rows.any():
+        predicted = self._classes(z[rows])
+        if predicted is None:
             return float("nan")
         shapes = np.array([shape_of(name) for name in self.class_names])
-        return float(np.mean(shapes[self.classifier.predict(z[rows])] == shapes[labels[rows]]))
+        return float(np.mean(shapes[predicted] == shapes[labels[rows]]))
 
     def position_rmse(self, z: np.ndarray, positions: np.ndarray) -> float:
         """Euclidean RMSE (metres) of the predicted object x, y on rows with a known position."""
         rows = np.isfinite(positions[:, :2]).all(axis=1)
         if self.regressor is None or not rows.any():
             return float("nan")
-        err = self.regressor.predict(z[rows]) - positions[rows, :2]
+        err = self.regressor.predict(np.asarray(z[rows], np.float64)) - positions[rows, :2]
         return float(np.sqrt(np.mean(np.sum(np.square(err), axis=1))))
+
+    def _classes(self, z: np.ndarray) -> np.ndarray | None:
+        """Naive Bayes' class per row; None without a classifier, rows, or a finite likelihood.
+
+        Latents far outside the training ones overflow every class's log-likelihood to -inf
+        (in float32 from |z| ~ 1e19, hence float64 here), and `predict` then names class 0 for
+        all: a score made up of the class shares.
+        """
+        if self.classifier is None or not len(z):
+            return None
+        joint = self.classifier.predict_joint_log_proba(np.asarray(z, np.float64))
+        if not np.isfinite(joint).all():
+            return None
+        return self.classifier.classes_[np.argmax(joint, axis=1)]
 
 
 def fit_probes(
@@ -107,6 +121,7 @@ def fit_probes(
     Either probe is None when the training data has nothing to fit it on (no labels, or
     a single class), and its metrics are then reported as missing rather than invented.
     """
+    z = np.asarray(z, np.float64)  # float32 latents square past float32's range in the likelihoods
     labelled = labels >= 0
     classifier = None
     if labelled.any() and len(np.unique(labels[labelled])) >= 2:
