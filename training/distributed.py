@@ -9,6 +9,7 @@ RUN_DIR on a shared filesystem.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -107,7 +108,14 @@ class _Objective(nn.Module):
         self.model = model
 
     def forward(self, x: dict[str, Tensor], available: Tensor, generator: torch.Generator) -> Loss:
-        return loss(self.model, x, available, generator=generator)
+        result = loss(self.model, x, available, generator=generator)
+        if not result.total.requires_grad:
+            # No sample of this rank's batch has a sensor. One process skips such a batch; a
+            # rank must not, or the others wait in the gradient all-reduce forever. A zero loss
+            # through every weight, built inside forward() where DDP tracks it, adds nothing.
+            zero = sum(p.sum() for p in self.model.parameters()) * 0.0
+            result = dataclasses.replace(result, total=zero)
+        return result
 
 
 class DistributedTrainer(Trainer):
