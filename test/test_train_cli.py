@@ -170,6 +170,20 @@ def test_resume_refuses_changed_settings(inputs, capsys):
     assert main([*_args(inputs, out, "--epochs", "2", "--resume"), "--config",
                  str(inputs["root"] / "resynced.yaml")]) == 2
     assert "dataset, patience differ" in capsys.readouterr().err
+    # A config given on --resume is compared whole: its batch size and seed too, not the run's.
+    config = yaml.safe_load(inputs["config"].read_text())
+    config["training"].update(batch_size=config["training"]["batch_size"] * 2, seed=7)
+    (inputs["root"] / "rebatched.yaml").write_text(yaml.safe_dump(config))
+    assert main([*_args(inputs, out, "--epochs", "2", "--resume"), "--config",
+                 str(inputs["root"] / "rebatched.yaml")]) == 2
+    assert "batch_size, seed differ" in capsys.readouterr().err
+    # Fewer epochs than it has trained, and a damaged run.yaml, are said as such.
+    assert main(_args(inputs, out, "--epochs", "2", "--resume")) == 0
+    assert main(_args(inputs, out, "--epochs", "1", "--resume")) == 2
+    assert "has trained 2 epochs already, more than --epochs 1" in capsys.readouterr().err
+    (out / "run.yaml").write_text("")
+    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 2
+    assert "run.yaml is damaged" in capsys.readouterr().err
 
 
 def test_resume_without_config_continues_with_the_runs_own_settings(inputs, capsys):
@@ -216,8 +230,24 @@ def test_bags_without_the_configured_topics_are_refused_before_training(inputs, 
     args[args.index("--dataset-dir") + 1] = str(inputs["root"] / "empty_dataset")
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "hold no samples on camera=/front/image_raw, lidar=/velodyne/scan" in err
+    assert "no sample of the bags holds camera=/front/image_raw, lidar=/velodyne/scan" in err
     assert not (out / "model").exists()
+    # One topic right and one misspelt: a model that never saw the LiDAR is no model of it.
+    args = _args(inputs, inputs["root"] / "one_topic", "--topic", "lidar=/scna")
+    args[args.index("--dataset-dir") + 1] = str(inputs["root"] / "one_topic_dataset")
+    assert main(args) == 2
+    assert "no sample of the bags holds lidar=/scna" in capsys.readouterr().err
+
+
+def test_inputs_that_would_mislead_training_are_refused(inputs, capsys):
+    root = inputs["root"]
+    twice = _args(inputs, root / "twice")
+    twice[twice.index("--bag") + 1 : twice.index("--bag") + 1] = [str(inputs["bag"])]
+    assert main(twice) == 2  # the copies' time blocks would sit on both sides of the split
+    assert "a bag is given twice" in capsys.readouterr().err
+    (root / "a_file").write_text("")
+    assert main(_args(inputs, root / "a_file")) == 2
+    assert f"--out {root / 'a_file'} is a file" in capsys.readouterr().err
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement():

@@ -61,6 +61,8 @@ RUN_FILE = "run.yaml"
 PREVIEW_SAMPLES = 4
 # What a resumed run must share with its start to continue bit-for-bit (epochs may grow).
 # The last three are recorded since 2026-11-27; an older run.yaml gains them on resume.
+# Settings a flag can set; left out on --resume, the run's value stands (see _check_resume).
+SETTING_FLAGS = ("epochs", "batch_size", "seed", "latent_dim", "objective", "dataset_dir")
 FIXED_ON_RESUME = ("bags", "dataset_dir", "dataset", "spec", "batch_size", "lr", "seed", "block_seconds",
                    "val_fraction", "patience", "bag_fingerprints", "processes", "device_type")
 
@@ -116,6 +118,8 @@ def _train(
     args: argparse.Namespace, command: list[str], job: distributed.Distributed, device: torch.device
 ) -> int:
     out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; it names the run directory")
     config = _load_config(args)
     run = _run_settings(args, config, command, job, device)
     run = _check_resume(out, run, args)
@@ -128,9 +132,10 @@ def _train(
     job.barrier()
     if not job.is_main:
         dataset = load_dataset(dataset_dir)
-    if len(dataset) == 0:
-        topics = ", ".join(f"{m.name}={m.topic}" for m in dataset.spec.modalities)
-        raise DatasetError(f"the bags hold no samples on {topics}; name the recorded topics with "
+    silent = [f"{m.name}={m.topic}" for i, m in enumerate(dataset.spec.modalities)
+              if not dataset.available[:, i].any()]
+    if silent:  # a model that never saw a sensor would still be loaded by the node
+        raise DatasetError(f"no sample of the bags holds {', '.join(silent)}; name the recorded topics with "
                            "--topic MODALITY=TOPIC (`m2vae-dataset` prints what each topic gave)")
     split = time_block_split(
         dataset.stamps, dataset.bag_index,
@@ -201,9 +206,8 @@ def _load_config(args: argparse.Namespace) -> TrainConfig:
     --config, the settings the run started with, from its run.yaml (so a run trained with
     its own config file resumes with `--resume` alone, and an edited default changes nothing)."""
     topics = parse_topic_overrides(args.topic)
-    run_file = args.out / RUN_FILE
-    if args.resume and args.config is None and run_file.is_file():
-        return with_topics(_run_config(yaml.safe_load(run_file.read_text(encoding="utf-8"))), topics)
+    if args.resume and args.config is None and (args.out / RUN_FILE).is_file():
+        return with_topics(_run_config(read_run_file(args.out)), topics)
     return load_train_config(args.config, topics)
 
 
@@ -233,8 +237,12 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         spec = dataclasses.replace(
             spec, latent_dim=args.latent_dim or spec.latent_dim, objective=args.objective or spec.objective
         )
+    bags = [str(Path(b).resolve()) for b in args.bag]
+    if len(set(bags)) < len(bags):  # its copies' time blocks would land in both splits
+        raise ValueError(f"a bag is given twice: {sorted({b for b in bags if bags.count(b) > 1})}")
     run = {
-        "bags": [str(Path(b).resolve()) for b in args.bag],
+        "flags": [key for key in SETTING_FLAGS if getattr(args, key) is not None],  # set on the command line
+        "bags": bags,
         "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
         "dataset": config.dataset_key(),  # synchronisation settings: a resumed run must rebuild nothing
         "bag_fingerprints": [fingerprint(b) for b in args.bag],
@@ -250,10 +258,11 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
 def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Refuse to overwrite a run by accident, and to resume it with different settings.
 
-    --epochs, --batch-size, --seed, --latent-dim, --objective and --dataset-dir left out on
-    --resume mean "as the run had it", not "as the config file says": `--epochs 200`
-    interrupted at epoch 80 and resumed with `--resume` alone trains to 200. A --config or
-    --topic given on --resume must give the run's settings again.
+    --epochs, --batch-size, --seed, --latent-dim, --objective and --dataset-dir given at the
+    start and left out on --resume mean "as the run had it", not "as the config file says":
+    `--epochs 200` interrupted at epoch 80 and resumed with `--resume` alone trains to 200.
+    The other settings, and a --topic, must be given again as the run had them (a --config
+    left out is the run's own).
     """
     checkpoints = out / "checkpoints"
     if not args.resume:
@@ -262,9 +271,12 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
         return run
     if not has_checkpoint(checkpoints):
         raise CheckpointError(f"--resume: {checkpoints} holds no checkpoint to continue from")
-    previous = yaml.safe_load((out / RUN_FILE).read_text(encoding="utf-8"))
-    left_out = [key for key in ("epochs", "batch_size", "seed", "latent_dim", "objective", "dataset_dir")
-                if getattr(args, key) is None]
+    previous = read_run_file(out)
+    previous.setdefault("flags", list(SETTING_FLAGS))  # a run.yaml from before the key: keep them all
+    # A flag left out keeps what the run's flag gave. A setting that came from the config
+    # file is compared with a --config given now (without one, `_load_config` took the run's).
+    kept = [key for key in SETTING_FLAGS if key in previous["flags"] or key in ("epochs", "dataset_dir")]
+    left_out = [key for key in kept if getattr(args, key) is None]
     run = {**run, **{key: previous[key] for key in left_out if key in previous}}
     spec = previous["spec"]
     run["spec"] = {**run["spec"], **{key: spec[key] for key in left_out if key in spec}}
@@ -273,8 +285,26 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
                if k in previous and _comparable(k, previous[k]) != _comparable(k, run[k])]
     if changed:
         raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out / RUN_FILE}")
+    done = load_checkpoint(checkpoints)[0]
+    if run["epochs"] < done:
+        raise ValueError(f"--resume: the run has trained {done} epochs already, more than --epochs "
+                         f"{run['epochs']}; its model is in {out / 'model'}")
     # `run` fills in what an older run.yaml lacks, so later resumes check it too.
     return {**run, **previous, "epochs": run["epochs"], "command": run["command"]}
+
+
+def read_run_file(out: Path) -> dict[str, Any]:
+    """RUN_DIR/run.yaml as a mapping, or CheckpointError naming the damage."""
+    path = out / RUN_FILE
+    try:
+        run = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: the run's settings are unknown") from None
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{path} is damaged: {exc}") from None
+    if not isinstance(run, dict) or not {"spec", "dataset", "epochs"} <= set(run):
+        raise CheckpointError(f"{path} is damaged: not the settings of a run")
+    return run
 
 
 def _comparable(key: str, value: Any) -> Any:
