@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from m2vae_training.callbacks import EarlyStopping
-from m2vae_training.checkpoint import load_checkpoint
+from m2vae_training.checkpoint import has_checkpoint, load_checkpoint
 from m2vae_training.dataset import load_dataset
 from m2vae_training.split import time_block_split
 from m2vae_training.train_cli import main
@@ -23,6 +23,7 @@ from trainutils import TINY_CONFIG, tiny_bag, tiny_config
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model
 from m2vae_ros.drop_window import DropWindow
+from m2vae_ros.trainer import Trainer
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -323,3 +324,56 @@ def test_a_flag_passes_the_same_checks_as_the_config_file(inputs, capsys):
     assert main(_args(inputs, out, "--seed", "-1")) == 2
     assert "training.seed must be ≥ 0, got -1" in capsys.readouterr().err
     assert not out.exists()  # refused before any dataset or run file is written
+
+
+def _interrupt_in_epoch(monkeypatch, epoch: int) -> None:
+    """Ctrl-C arrives inside epoch `epoch` (from 1), at its second step: one step of it is done."""
+    compute_loss, steps = Trainer.compute_loss, []
+
+    def interrupting(self, x, available):
+        if self.epoch == epoch - 1:
+            steps.append(self.step)
+            if len(steps) == 2:
+                raise KeyboardInterrupt
+        return compute_loss(self, x, available)
+
+    monkeypatch.setattr(Trainer, "compute_loss", interrupting)
+
+
+def test_ctrl_c_in_the_first_epoch_saves_nothing_and_says_so(inputs, capsys, monkeypatch):
+    out = inputs["root"] / "cut_first"
+    _interrupt_in_epoch(monkeypatch, 1)
+    assert main(_args(inputs, out, "--epochs", "3")) == 130
+    assert "nothing was saved; start again without --resume" in capsys.readouterr().err
+    assert not (out / "model").exists() and not has_checkpoint(out / "checkpoints")
+
+
+def test_ctrl_c_without_validation_keeps_the_last_whole_epochs_weights(inputs, monkeypatch, tmp_path):
+    config = yaml.safe_load(inputs["config"].read_text())
+    config["training"]["val_fraction"] = 0.0
+    (tmp_path / "no_val.yaml").write_text(yaml.safe_dump(config))
+    out = inputs["root"] / "cut_no_val"
+    args = _args(inputs, out, "--epochs", "4")
+    args[args.index("--config") + 1] = str(tmp_path / "no_val.yaml")
+    args[args.index("--dataset-dir") + 1] = str(tmp_path / "dataset")
+    _interrupt_in_epoch(monkeypatch, 3)
+    assert main(args) == 130
+    epoch, state = load_checkpoint(out / "checkpoints")
+    model = load_model(out / "model")
+    assert epoch == 2 and model.metadata["metrics"]["epoch"] == 2
+    for key, value in model.model.state_dict().items():
+        assert torch.equal(value, state["trainer"]["model"][key]), key
+
+
+def test_a_moved_run_directory_resumes_with_the_dataset_it_carries(inputs):
+    before, after = inputs["root"] / "before_move", inputs["root"] / "after_move"
+    args = _args(inputs, before, "--epochs", "1")
+    at = args.index("--dataset-dir")
+    del args[at : at + 2]  # the default: RUN_DIR/dataset
+    assert main(args) == 0
+    shutil.move(before, after)
+    resumed = _args(inputs, after, "--epochs", "2", "--resume")
+    at = resumed.index("--dataset-dir")
+    del resumed[at : at + 2]
+    assert main(resumed) == 0
+    assert load_checkpoint(after / "checkpoints")[0] == 2 and not before.exists()

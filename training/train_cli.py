@@ -125,7 +125,8 @@ def _train(
     run = _check_resume(out, run, args)
 
     # --- data: rank 0 builds (or reuses) the dataset, the other ranks open it afterwards
-    dataset_dir = Path(run["dataset_dir"])
+    # None: the run directory's own dataset, wherever the run directory is now (it may have moved).
+    dataset_dir = Path(run["dataset_dir"]) if run["dataset_dir"] else out / "dataset"
     if job.is_main:
         dataset = build_dataset(run["bags"], config, dataset_dir, progress=True)
         _write_yaml(out / RUN_FILE, run)
@@ -184,12 +185,17 @@ def _train(
                         callbacks=callbacks, progress=job.is_main)
     except KeyboardInterrupt:
         interrupted = True
-        _say(job, "interrupted: writing the model artifact; --resume continues from the last checkpoint")
+        if not has_checkpoint(out / "checkpoints"):
+            _say(job, "interrupted in the first epoch: nothing was saved; start again without --resume")
+            return 130
+        # The weights of the last whole epoch, not the half-trained ones of the epoch cut short.
+        restore(trainer, early_stopping, load_checkpoint(out / "checkpoints")[1])
+        _say(job, f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
     elapsed = time.perf_counter() - started
     if tensorboard is not None:
         tensorboard.close()
     if job.is_main and (val_set is None or early_stopping.best_epoch == 0):
-        # No validation ELBO ever chose a best model: the artifact is the latest weights.
+        # No validation ELBO ever chose a best model: the artifact is the last epoch's weights.
         write_artifact(trainer, trainer.epoch, {})
     samples_per_s = (trainer.epoch - start_epoch) * len(train_set) / elapsed if elapsed > 0 else 0.0
     best = "n/a"
@@ -243,7 +249,7 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
     run = {
         "flags": [key for key in SETTING_FLAGS if getattr(args, key) is not None],  # set on the command line
         "bags": bags,
-        "dataset_dir": str((args.dataset_dir or args.out / "dataset").resolve()),
+        "dataset_dir": str(args.dataset_dir.resolve()) if args.dataset_dir else None,
         "dataset": config.dataset_key(),  # synchronisation settings: a resumed run must rebuild nothing
         "bag_fingerprints": [fingerprint(b) for b in args.bag],
         "processes": job.world_size,
