@@ -46,3 +46,13 @@ def test_single_block_recording_is_refused_with_a_clear_error():
         time_block_split(stamps, np.zeros(10), block_seconds=5.0, val_fraction=0.2, seed=0)
     whole = time_block_split(stamps, np.zeros(10), block_seconds=5.0, val_fraction=0.0, seed=0)
     assert len(whole.train) == 10 and len(whole.val) == 0
+
+
+def test_a_block_that_would_more_than_double_validation_is_passed_over():
+    # 5.5 s at 10 Hz in 5 s blocks: 50 samples and 5. Taking the big block for validation
+    # would leave training 5 samples, whichever block the shuffle drew first.
+    stamps = np.arange(55, dtype=np.int64) * 100_000_000
+    for seed in range(5):
+        split = time_block_split(stamps, np.zeros(55, np.int64), block_seconds=5.0, val_fraction=0.2,
+                                 seed=seed)
+        assert (len(split.train), len(split.val)) == (50, 5), seed

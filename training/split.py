@@ -65,8 +65,19 @@ def time_block_split(
     sizes = np.bincount(blocks, minlength=n_blocks)
     order = np.random.default_rng(seed).permutation(n_blocks)
     target = val_fraction * len(blocks)
-    taken = np.cumsum(sizes[order])
-    # Smallest prefix of the shuffled blocks reaching the target, leaving ≥ 1 block for training.
-    n_val = min(int(np.searchsorted(taken, target)) + 1, n_blocks - 1)
-    is_val = np.isin(blocks, order[:n_val])
+    # Shuffled blocks until the target is reached, passing over a block that would more than
+    # double the validation set: in a short recording one full block can outweigh the rest
+    # (5 s of 5.5 s), and taking it would leave training a tenth of the data. In a long one
+    # no block is that large, and this is the shortest prefix reaching the target.
+    chosen: list[int] = []
+    total = 0
+    for block in order:
+        if total >= target:
+            break
+        if total + sizes[block] <= 2 * target:
+            chosen.append(int(block))
+            total += sizes[block]
+    if not chosen:  # every block alone is over twice the target: the smallest
+        chosen = [int(np.argmin(sizes))]
+    is_val = np.isin(blocks, chosen[: n_blocks - 1])  # ≥ 1 block left for training
     return Split(train=everything[~is_val], val=everything[is_val])
