@@ -111,8 +111,8 @@ def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
 def _build_model(spec: ModelSpec, path: Path) -> M2VAE:
     """M2VAE(spec), or ArtifactError naming `path`.
 
-    The spec checks types and ranges only where it must; a hand-edited value they let
-    through (a string beam count, a negative hidden width) fails inside torch instead.
+    The spec checks types and sizes; a hand-edited combination it lets through (an image
+    too small for its layers, an absurdly large width) fails inside torch instead.
     """
     try:
         return M2VAE(spec)

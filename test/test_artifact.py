@@ -183,11 +183,16 @@ def test_a_model_with_nan_weights_is_not_saved(saved, tmp_path):
     assert not (tmp_path / "nan_model" / "model.safetensors").exists()
 
 
-def test_files_get_the_umask_permissions_not_owner_only(saved):
+def test_files_get_the_umask_permissions_not_owner_only(saved, tmp_path):
     # mkstemp's 0600 would keep a node running as another user from reading the model.
-    _, directory = saved
+    model, _ = saved
+    previous = os.umask(0o027)
+    try:
+        directory = save_model(model, tmp_path / "shared")
+    finally:
+        os.umask(previous)
     for name in ("model.safetensors", "model.yaml"):
-        assert (directory / name).stat().st_mode & 0o777 == 0o666 & ~_umask(), name
+        assert (directory / name).stat().st_mode & 0o777 == 0o640, name
 
 
 def test_numpy_numbers_in_a_spec_are_saved_as_plain_yaml(tmp_path):
@@ -208,8 +213,3 @@ def test_saving_again_replaces_both_files_without_leftovers(saved):
     assert torch.equal(loaded.model.state_dict()[first], model.state_dict()[first])
     assert sorted(p.name for p in directory.iterdir()) == ["model.safetensors", "model.yaml"]
 
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from bagutils import header, image, marker, scan, write_bag
 from m2vae_training.bag_salvage import MCAP_MAGIC, salvage_mcap, salvage_sqlite
-from m2vae_training.bags import storage_files
+from m2vae_training.bags import Bag, BagError, storage_files
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import DatasetError, build_dataset
 from m2vae_training.dataset_cli import main
@@ -191,3 +191,12 @@ def test_an_unclosed_wal_mode_recording_keeps_the_messages_of_its_write_ahead_lo
     assert "write-ahead log was replayed on a copy" in ds.manifest["damage"][0]
     assert db_file.read_bytes() == before  # the recording itself is not written to
     writer.close()
+
+
+def test_a_write_ahead_log_that_cannot_be_replayed_is_damage_not_a_crash(tmp_path):
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "bag_0.db3").write_bytes(b"not a database" * 100)
+    (bag / "bag_0.db3-wal").write_bytes(b"not a log" * 100)
+    with pytest.raises(BagError, match="cannot open bag"):  # as without the log, not an apsw error
+        Bag(bag).__enter__()

@@ -6,7 +6,14 @@ import pytest
 from bagutils import cloud, compressed, header, image, scan, to_rosbags
 from sensor_msgs.msg import Image, LaserScan, PointCloud2
 
-from m2vae_ros.codec import CodecError, check_message, decode_message, message_type, reconstruction_message
+from m2vae_ros.codec import (
+    CodecError,
+    check_and_keep,
+    check_message,
+    decode_message,
+    message_type,
+    reconstruction_message,
+)
 from m2vae_ros.spec import (
     ImagePreprocess,
     ModalitySpec,
@@ -67,8 +74,8 @@ def bad_examples():
 
 @pytest.mark.parametrize(("msg", "spec"), examples())
 def test_check_message_gives_the_decoded_stamp_and_a_decode_it_had_to_do(msg, spec):
-    stamp, decoded = check_message(msg, spec)
-    assert stamp == decode_message(msg, spec).stamp_ns == 5
+    stamp, decoded = check_and_keep(msg, spec)
+    assert stamp == check_message(msg, spec) == decode_message(msg, spec).stamp_ns == 5
     if message_type(msg) in ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/PointCloud2"):
         np.testing.assert_array_equal(decoded.tensor, decode_message(msg, spec).tensor)
     else:

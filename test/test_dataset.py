@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -290,17 +291,21 @@ def test_a_symlinked_out_keeps_its_link_and_a_killed_builds_leftovers_are_remove
     (tmp_path / "big").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "big" / "ds")
     dead = 2**22 + 1  # above Linux's largest pid: no process has it
-    abandoned = tmp_path / "big" / f".ds.building-{dead}"
+    host = socket.gethostname()
+    abandoned = tmp_path / "big" / f".ds.building@{host}-{dead}"
     abandoned.mkdir()
     (abandoned / ".spill_x_camera").write_bytes(b"half a build")
-    living = tmp_path / "big" / f".ds.building-{os.getppid()}"  # a build still running elsewhere
+    living = tmp_path / "big" / f".ds.building@{host}-{os.getppid()}"  # a build still running
+    other_host = tmp_path / "big" / f".ds.building@another-host-{dead}"  # its process ids mean nothing here
+    other_host.mkdir()
     living.mkdir()
     build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "link", progress=False)
     moved = load_train_config(small_config(tmp_path), {"lidar": "/other"})
     rebuilt = build_dataset([bag], moved, tmp_path / "link", progress=False)
     assert rebuilt.manifest["reused"] is False and (tmp_path / "link").is_symlink()
     assert load_dataset(tmp_path / "big" / "ds").manifest["samples"]["by_subset"] == {"camera": 90}
-    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == [living.name, "ds"]
+    kept = sorted(p.name for p in (tmp_path / "big").iterdir())
+    assert kept == sorted([living.name, other_host.name, "ds"])
 
 
 def test_one_marker_id_with_two_class_names_is_refused(tmp_path):

@@ -117,6 +117,9 @@ def test_a_class_one_recording_never_showed_does_not_conflict_with_its_name_else
     # One object under another id: its test samples would carry an id never trained on.
     with pytest.raises(ValueError, match="class 'red_box' is id 1 in the training data but 3 in the test"):
         common_class_names(CLASSES, ["red_cylinder", "class_1", "green_cylinder", "red_box"])
+    # Ids sharing a name (markers with an empty `ns`) are no conflict on either side.
+    assert common_class_names(["box", "ball", "box"], ["box", "ball", "box"]) == ["box", "ball", "box"]
+    assert common_class_names(["", ""], ["", ""]) == ["", ""]
 
 
 def test_a_test_recording_without_complete_samples_is_scored_and_says_why_it_has_no_figures(trained, capsys):

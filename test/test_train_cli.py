@@ -94,11 +94,13 @@ def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
     del resumed[at:at + 2]  # left out too: the run's own, not RUN_DIR/dataset
     run_file = out / "run.yaml"
     older = yaml.safe_load(run_file.read_text())
-    del older["processes"]  # as a run.yaml written before the key existed
+    for key in ("processes", "dataset", "patience", "flags"):  # as a run.yaml written before they existed
+        del older[key]
     run_file.write_text(yaml.safe_dump(older))
     assert main(resumed) == 0
     run = yaml.safe_load(run_file.read_text())
     assert run["processes"] == 1 and run["dataset_dir"] == str(inputs["dataset"].resolve())
+    assert {"dataset", "patience", "flags"} <= set(run)
     assert (run["epochs"], run["batch_size"], run["seed"], run["spec"]["latent_dim"]) == (3, 16, 3, 5)
     assert capsys.readouterr().out.splitlines()[-1].startswith("done: 3 epochs")
 

@@ -7,7 +7,7 @@ import os
 import signal
 
 import pytest
-from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
+from m2vae_training.interrupts import default_sigterm, deferred_sigint, sigterm_as_sigint
 
 
 def test_sigint_inside_the_block_is_raised_after_it():
@@ -63,3 +63,12 @@ def test_sigterm_still_ends_a_job_that_ignores_sigint(restore_sigterm):
         assert signal.getsignal(signal.SIGTERM) is before  # not routed to an ignored SIGINT
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_sigterm_ends_the_process_at_once_inside_a_blocking_wait(restore_sigterm):
+    # A Python handler would run only after the blocking C call (a torchrun barrier) returns.
+    sigterm_as_sigint()
+    routed = signal.getsignal(signal.SIGTERM)
+    with default_sigterm():
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is routed

@@ -172,29 +172,40 @@ class Bag:
 
         rosbag2's `resilient` storage preset writes in WAL mode; when the recorder dies, the
         newest messages are only in `<file>.db3-wal`, which the read-only (immutable) opens
-        of rosbags and the salvage ignore. Merging needs write access, hence the copy: the
-        recording itself is never written to.
+        of rosbags and the salvage ignore. Merging needs write access, hence the copy of
+        those files (the others are linked): the recording itself is never written to. A
+        log that cannot be replayed is damage; the bag is then read without it.
         """
         logs = [f for f in storage_files(self.path) if f.suffix == ".db3" and _nonempty(_wal(f))]
         if not logs:
             return self.path
         self._replayed = tempfile.TemporaryDirectory(prefix="m2vae-wal-")
         copy = Path(self._replayed.name) / self.path.name
-        if self.path.is_dir():
-            copy.mkdir()
-            for item in self.path.iterdir():
-                if item.is_file() and not item.name.endswith("-shm"):  # SQLite rebuilds the index
-                    shutil.copy2(item, copy / item.name)
-        else:
-            for item in (self.path, _wal(self.path)):
-                shutil.copy2(item, copy.parent / item.name)
+        try:
+            if self.path.is_dir():
+                copy.mkdir()
+                replayed = {name for log in logs for name in (log.name, _wal(log).name)}
+                for item in self.path.iterdir():
+                    if item.name in replayed:
+                        shutil.copyfile(item, copy / item.name)  # not copy2: an archived bag may be 0444
+                    elif not item.name.endswith("-shm"):  # SQLite rebuilds its index
+                        (copy / item.name).symlink_to(item.resolve())
+            else:
+                for item in (self.path, _wal(self.path)):
+                    shutil.copyfile(item, copy.parent / item.name)
+            for log in logs:
+                database = copy / log.name if self.path.is_dir() else copy
+                with contextlib.closing(apsw.Connection(str(database))) as db:
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (apsw.Error, OSError) as exc:
+            self._replayed.cleanup()
+            self._replayed = None
+            self.damage.append(f"{self.path.name}: its write-ahead log could not be replayed ({exc}); "
+                               "reading without it")
+            return self.path
         for log in logs:
-            size = _wal(log).stat().st_size
-            database = copy / log.name if self.path.is_dir() else copy
-            with contextlib.closing(apsw.Connection(str(database))) as db:
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self.damage.append(f"{log.name}: an unclosed recording; its {size}-byte write-ahead log was "
-                               "replayed on a copy")
+            self.damage.append(f"{log.name}: an unclosed recording; its {_wal(log).stat().st_size}-byte "
+                               "write-ahead log was replayed on a copy")
         return copy
 
     def _salvage(self, source: Path, error: Exception) -> None:
@@ -214,7 +225,8 @@ class Bag:
             definitions.update(found.definitions)
         if not self.topics:
             raise BagError(f"cannot open bag {'; '.join(problems)}")
-        self.damage.append(f"{self.path.name}: rosbags cannot read it ({type(error).__name__}: {error}); "
+        said = str(error).replace(str(source), str(self.path))  # not the replayed copy's temporary path
+        self.damage.append(f"{self.path.name}: rosbags cannot read it ({type(error).__name__}: {said}); "
                            "reading the storage files directly, up to any damage")
         self.typestore = build_typestore(self.topics.values(), definitions)
 

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import sys
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
@@ -42,7 +43,7 @@ from m2vae_training.sync import SyncResult, nearest_index, synchronize
 from tqdm import tqdm
 
 from m2vae_ros.atomic import write_atomic
-from m2vae_ros.codec import CodecError, Decoded, check_message, decode_message, require_decodable, stamp_ns
+from m2vae_ros.codec import CodecError, Decoded, check_and_keep, decode_message, require_decodable, stamp_ns
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.spec import ModalitySpec, ModelSpec, SpecError
 from m2vae_ros.subsets import subset_name
@@ -50,7 +51,8 @@ from m2vae_ros.subsets import subset_name
 # 2: a partial scan span's angle_max is its last beam (LaserScan's reading), not past it.
 # 3: a span short of a full turn by less than a bin bins by the nearest centre; a NaN
 #    intensity no longer drops its point's range; a sample straddling a class change is unlabelled.
-# 4: ... and has no position either.
+# 4: ... and has no position either; an empty or all-NaN cloud is "no return", not a failure;
+#    a stamp before 1970 is a failure.
 FORMAT = 4
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
@@ -118,7 +120,7 @@ def build_dataset(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(out_dir)
-    building = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
+    building = _work_directory(out_dir, "building")
     shutil.rmtree(building, ignore_errors=True)  # an earlier process's, with our (reused) pid
     building.mkdir()
     try:
@@ -194,11 +196,11 @@ def common_class_names(train: Sequence[str], test: Sequence[str]) -> list[str]:
         if placeholder not in (a, b) and a != b:
             raise ValueError(f"class {i} is {a!r} in the training data but {b!r} in the test data")
         names.append(b if a == placeholder else a)
-    # One object under two ids: its test samples would carry an id the classifier never saw.
+    # One object under another id: its test samples would carry an id the classifier never saw.
     for i, name in enumerate(test):
-        if name != placeholder_class_name(i) and name in train and train.index(name) != i:
-            raise ValueError(f"class {name!r} is id {train.index(name)} in the training data but {i} in the "
-                             "test data")
+        ids = [j for j, known in enumerate(train) if known == name]
+        if name != placeholder_class_name(i) and ids and i not in ids:
+            raise ValueError(f"class {name!r} is id {ids[0]} in the training data but {i} in the test data")
     return names
 
 
@@ -254,7 +256,7 @@ def _swap_into_place(building: Path, out_dir: Path) -> None:
 
     Ctrl-C waits until both renames are done: between them `out_dir` does not exist.
     """
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    old = _work_directory(out_dir, "old")
     with deferred_sigint():
         if out_dir.exists():
             os.replace(out_dir, old)
@@ -262,16 +264,31 @@ def _swap_into_place(building: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _work_directory(out_dir: Path, kind: str) -> Path:
+    """`.NAME.KIND@HOST-PID` beside `out_dir`: this build's directory, or the dataset it replaces.
+
+    The host and process id tell a later build whether its owner is gone; a process id
+    alone cannot, on a filesystem several machines share.
+    """
+    return out_dir.parent / f"{_work_prefix(out_dir, kind)}{os.getpid()}"
+
+
+def _work_prefix(out_dir: Path, kind: str) -> str:
+    return f".{out_dir.name}.{kind}@{socket.gethostname()}-"
+
+
 def _remove_abandoned_builds(out_dir: Path) -> None:
     """Delete the half-built or replaced directories of builds into `out_dir` whose process is gone.
 
-    A build killed outright (SIGKILL, power loss) cannot clean up after itself; its
-    directory is named after its process id, so a later build can tell it is abandoned.
+    A build killed outright (SIGKILL, power loss) cannot clean up after itself. Only this
+    host's are judged: another machine's process ids mean nothing here.
     """
-    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
-        kind, _, pid = leftover.name.rpartition("-")
-        if kind.endswith((".building", ".old")) and pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
+    for kind in ("building", "old"):
+        prefix = _work_prefix(out_dir, kind)
+        for leftover in out_dir.parent.glob(prefix + "*"):
+            pid = leftover.name.removeprefix(prefix)
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _process_alive(pid: int) -> bool:
@@ -527,7 +544,7 @@ class _Builder:
                 msg = None
                 try:
                     msg = bag.deserialize(raw, msgtype)
-                    checked = [(k, check_message(msg, modalities[k])) for k in self.by_topic[topic]]
+                    checked = [(k, check_and_keep(msg, modalities[k])) for k in self.by_topic[topic]]
                 except CodecError as exc:
                     stats.failed += 1
                     stats.failures[exc.reason] += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from m2vae_training.interrupts import default_sigterm
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -44,7 +45,8 @@ class Distributed:
 
     def barrier(self) -> None:
         if self.enabled:
-            dist.barrier()
+            with default_sigterm():  # `kill` must end a rank waiting here for rank 0's dataset build
+                dist.barrier()
 
     def shard(self, order: np.ndarray) -> np.ndarray:
         """This rank's share of `order`, as DistributedSampler does it.

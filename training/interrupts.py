@@ -27,6 +27,23 @@ def sigterm_as_sigint() -> None:
 
 
 @contextmanager
+def default_sigterm() -> Iterator[None]:
+    """SIGTERM ends the process at once inside the block, as it does without `sigterm_as_sigint`.
+
+    For blocking C calls (a torchrun rank waiting up to 30 min at a barrier while rank 0
+    builds the dataset): a Python handler would only run once the call returns.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def deferred_sigint() -> Iterator[None]:
     """Delay SIGINT until the block ends.
 

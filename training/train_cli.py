@@ -219,11 +219,15 @@ def _load_config(args: argparse.Namespace) -> TrainConfig:
 
 def _run_config(run: dict[str, Any]) -> TrainConfig:
     """The TrainConfig that `_run_settings` recorded `run` from (the inverse of its config parts)."""
+    if "dataset" not in run:
+        raise CheckpointError(f"the run's {RUN_FILE} predates recording its synchronisation settings; "
+                              "resume it with the --config it was trained with")
     spec = ModelSpec.from_dict(run["spec"])
     sync = run["dataset"]
     seconds = [ns / 1e9 for ns in sync["timeouts_ns"]]
     timeout = seconds[0] if len(set(seconds)) == 1 else dict(zip(spec.names, seconds, strict=True))
-    settings = TrainingSettings(**{f.name: run[f.name] for f in dataclasses.fields(TrainingSettings)})
+    settings = TrainingSettings(**{f.name: run[f.name] for f in dataclasses.fields(TrainingSettings)
+                                   if f.name in run})  # an older run.yaml lacks some (patience)
     return TrainConfig(spec, sync["labels_topic"], sync["slop"], timeout, settings)
 
 
@@ -279,8 +283,9 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
         raise CheckpointError(f"--resume: {checkpoints} holds no checkpoint to continue from")
     previous = read_run_file(out)
     previous.setdefault("flags", list(SETTING_FLAGS))  # a run.yaml from before the key: keep them all
-    # A flag left out keeps what the run's flag gave. A setting that came from the config
-    # file is compared with a --config given now (without one, `_load_config` took the run's).
+    # A flag left out keeps what the run's flag gave (epochs and the dataset directory always:
+    # a run may be extended, and no config holds the directory). A setting that came from the
+    # config file is compared with a --config given now (without one, `_load_config` took the run's).
     kept = [key for key in SETTING_FLAGS if key in previous["flags"] or key in ("epochs", "dataset_dir")]
     left_out = [key for key in kept if getattr(args, key) is None]
     run = {**run, **{key: previous[key] for key in left_out if key in previous}}
@@ -308,7 +313,7 @@ def read_run_file(out: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is missing: the run's settings are unknown") from None
     except yaml.YAMLError as exc:
         raise CheckpointError(f"{path} is damaged: {exc}") from None
-    if not isinstance(run, dict) or not {"spec", "dataset", "epochs"} <= set(run):
+    if not isinstance(run, dict) or not {"spec", "epochs"} <= set(run):
         raise CheckpointError(f"{path} is damaged: not the settings of a run")
     return run
 

@@ -22,6 +22,7 @@ from m2vae_ros.spec import ModalitySpec
 __all__ = [
     "CodecError",
     "Decoded",
+    "check_and_keep",
     "check_message",
     "decode_message",
     "message_type",
@@ -77,15 +78,20 @@ def decode_message(msg: Any, spec: ModalitySpec) -> Decoded:
     return decoder(msg, spec)
 
 
-def check_message(msg: Any, spec: ModalitySpec) -> tuple[int, Decoded | None]:
+def check_message(msg: Any, spec: ModalitySpec) -> int:
     """The stamp `decode_message` would give, or the CodecError it would raise, skipping costly work.
 
     A message that passes decodes without error; the dataset builder checks every
     message but decodes only those that end up in a sample (a 30 Hz camera next to a
-    10 Hz LiDAR: one frame in three). Where no cheaper check exists (compressed images,
-    point clouds) the check is the decode itself, returned with the stamp so that it is
-    not done twice; otherwise the second item is None.
+    10 Hz LiDAR: one frame in three).
     """
+    return check_and_keep(msg, spec)[0]
+
+
+def check_and_keep(msg: Any, spec: ModalitySpec) -> tuple[int, Decoded | None]:
+    """`check_message`'s stamp, and the decode it had to make where no cheaper check exists
+    (compressed images, point clouds), so that a caller needing it does not decode twice;
+    None where the check was cheaper than a decode."""
     checker = CHECKERS.get((message_type(msg), spec.kind))
     if checker is not None:
         return checker(msg, spec), None
