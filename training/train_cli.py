@@ -59,10 +59,10 @@ from m2vae_ros.trainer import ArrayDataset, Trainer
 PROG = "m2vae-train"
 RUN_FILE = "run.yaml"
 PREVIEW_SAMPLES = 4
-# What a resumed run must share with its start to continue bit-for-bit (epochs may grow).
-# The last three are recorded since 2026-11-27; an older run.yaml gains them on resume.
 # Settings a flag can set; left out on --resume, the run's value stands (see _check_resume).
 SETTING_FLAGS = ("epochs", "batch_size", "seed", "latent_dim", "objective", "dataset_dir")
+# What a resumed run must share with its start to continue bit-for-bit (epochs may grow).
+# The last three are recorded since 2026-11-27; an older run.yaml gains them on resume.
 FIXED_ON_RESUME = ("bags", "dataset_dir", "dataset", "spec", "batch_size", "lr", "seed", "block_seconds",
                    "val_fraction", "patience", "bag_fingerprints", "processes", "device_type")
 
@@ -185,15 +185,16 @@ def _train(
                         callbacks=callbacks, progress=job.is_main)
     except KeyboardInterrupt:
         interrupted = True
+    elapsed = time.perf_counter() - started
+    if tensorboard is not None:
+        tensorboard.close()
+    if interrupted:
         if not has_checkpoint(out / "checkpoints"):
             _say(job, "interrupted in the first epoch: nothing was saved; start again without --resume")
             return 130
         # The weights of the last whole epoch, not the half-trained ones of the epoch cut short.
         restore(trainer, early_stopping, load_checkpoint(out / "checkpoints")[1])
         _say(job, f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
-    elapsed = time.perf_counter() - started
-    if tensorboard is not None:
-        tensorboard.close()
     if job.is_main and (val_set is None or early_stopping.best_epoch == 0):
         # No validation ELBO ever chose a best model: the artifact is the last epoch's weights.
         write_artifact(trainer, trainer.epoch, {})
