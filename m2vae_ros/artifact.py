@@ -12,6 +12,7 @@ YAML rejects, never a YAML that vouches for the wrong weights.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from m2vae_ros.spec import ModelSpec, SpecError
 FORMAT = "m2vae_ros/model"
 # 2: image decoders halve their widths per upsampling (networks.decoder_widths); 1 mirrored the encoder.
 FORMAT_VERSION = 2
+LAYOUT_KEY = "m2vae_modalities"  # in the weights' safetensors metadata
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.yaml"
 
@@ -62,7 +64,7 @@ def save_model(
     broken = _non_finite(tensors)
     if broken:
         raise ArtifactError(f"{directory}: not saving a model with NaN or infinite weights in {_few(broken)}")
-    weights = save_safetensors(tensors)
+    weights = save_safetensors(tensors, metadata={LAYOUT_KEY: _layout(model.spec)})
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -101,7 +103,10 @@ def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
     except (SpecError, TypeError, ValueError, AttributeError) as exc:  # ValueError: dict() of a non-mapping
         raise ArtifactError(f"{meta_path}: invalid model spec: {exc}") from None
     weights_path = directory / WEIGHTS_FILE
-    tensors = _read_weights(weights_path, _expected_sha256(metadata, meta_path))
+    tensors, stored = _read_weights(weights_path, _expected_sha256(metadata, meta_path))
+    if LAYOUT_KEY in stored and stored[LAYOUT_KEY] != _layout(spec):  # an artifact from before: no key
+        raise ArtifactError(f"{meta_path}: its modalities {_layout(spec)} are not the ones the weights "
+                            f"were trained for, {stored[LAYOUT_KEY]} (renamed or reordered by hand?)")
     model = _build_model(spec, meta_path)
     _check_tensors(model.state_dict(), tensors, weights_path)
     model.load_state_dict(tensors)
@@ -149,7 +154,18 @@ def _expected_sha256(metadata: dict[str, Any], path: Path) -> str:
     return digest
 
 
-def _read_weights(path: Path, sha256: str) -> dict[str, torch.Tensor]:
+def _layout(spec: ModelSpec) -> str:
+    """The modalities' names, kinds and shapes in order: what the weights' module indices mean.
+
+    Stored in the weights' own metadata, which model.yaml's sha256 covers: two same-shaped
+    sensors swapped in a hand-edited model.yaml would otherwise load, each encoded by the
+    other's network. Topics are not part of it; they may be edited.
+    """
+    return json.dumps([[m.name, m.kind, [int(n) for n in m.shape]] for m in spec.modalities])
+
+
+def _read_weights(path: Path, sha256: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the safetensors metadata of a weights file whose sha256 is `sha256`."""
     if not path.is_file():
         raise ArtifactError(f"{path}: missing")
     data = path.read_bytes()
@@ -160,9 +176,11 @@ def _read_weights(path: Path, sha256: str) -> dict[str, torch.Tensor]:
             "(corrupted or partially written)"
         )
     try:
-        return load_safetensors(data)
+        tensors = load_safetensors(data)
     except SafetensorError as exc:
         raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from None
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])  # readable: load parsed it
+    return tensors, header.get("__metadata__") or {}
 
 
 def _check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path) -> None:

@@ -213,3 +213,17 @@ def test_saving_again_replaces_both_files_without_leftovers(saved):
     assert torch.equal(loaded.model.state_dict()[first], model.state_dict()[first])
     assert sorted(p.name for p in directory.iterdir()) == ["model.safetensors", "model.yaml"]
 
+
+
+def test_swapping_two_same_shaped_sensors_in_model_yaml_is_refused_but_a_topic_edit_is_not(tmp_path):
+    # The weights' own metadata records which network belongs to which sensor.
+    spec = ModelSpec((ModalitySpec("left", "vector", VectorPreprocess(3), topic="/left", hidden=(8,)),
+                      ModalitySpec("right", "vector", VectorPreprocess(3), topic="/right", hidden=(8,))),
+                     latent_dim=2, feature_dim=8, head_hidden=8)
+    torch.manual_seed(0)
+    directory = save_model(M2VAE(spec), tmp_path / "model")
+    edit_yaml(directory, lambda meta: meta["spec"]["modalities"][0].update(topic="/front_left"))
+    assert load_model(directory).spec.modalities[0].topic == "/front_left"
+    edit_yaml(directory, lambda meta: meta["spec"]["modalities"].reverse())
+    with pytest.raises(ArtifactError, match="are not the ones the weights were trained for"):
+        load_model(directory)
