@@ -57,11 +57,11 @@ class ModalityLiveness:
         span_ns = self._arrivals[-1] - self._arrivals[0]
         return (len(self._arrivals) - 1) * NS_PER_S / span_ns if span_ns > 0 else 0.0
 
-    def overdue(self, now_ns: int) -> bool:
-        """Silent for more than OVERDUE_PERIODS of its own period (never while its rate is unknown)."""
-        rate = self.rate_hz(now_ns)
-        return rate > 0 and self.last_valid_ns is not None and (
-            (now_ns - self.last_valid_ns) * rate > OVERDUE_PERIODS * NS_PER_S)
+    def overdue(self, now_ns: int, rate_hz: float) -> bool:
+        """Silent for more than OVERDUE_PERIODS of its own period (`rate_hz`, as `rate_hz()` gave it
+        at `now_ns`); never while the rate is unknown."""
+        return rate_hz > 0 and self.last_valid_ns is not None and (
+            (now_ns - self.last_valid_ns) * rate_hz > OVERDUE_PERIODS * NS_PER_S)
 
     def _forget_before(self, cutoff_ns: int) -> None:
         while self._arrivals and self._arrivals[0] < cutoff_ns:
@@ -91,11 +91,14 @@ class Pacer:
 
     def triggers(self, name: str, liveness: Mapping[str, ModalityLiveness], now_ns: int) -> bool:
         """Whether this arrival of `name` (already recorded in `liveness`) triggers inference."""
-        return liveness[name].rate_hz(now_ns) == 0 or self._pacer(liveness, now_ns) == name
+        rates = {sensor: state.rate_hz(now_ns) for sensor, state in liveness.items()}  # once per arrival
+        return rates[name] == 0 or self._pacer(liveness, rates, now_ns) == name
 
-    def _pacer(self, liveness: Mapping[str, ModalityLiveness], now_ns: int) -> str | None:
-        on_time = {name: state.rate_hz(now_ns) for name, state in liveness.items()
-                   if state.alive(now_ns) and not state.overdue(now_ns)}
+    def _pacer(
+        self, liveness: Mapping[str, ModalityLiveness], rates: Mapping[str, float], now_ns: int
+    ) -> str | None:
+        on_time = {name: rates[name] for name, state in liveness.items()
+                   if state.alive(now_ns) and not state.overdue(now_ns, rates[name])}
         if not on_time:
             self.current = None
             return None
