@@ -20,9 +20,7 @@ def sigterm_as_sigint() -> None:
 
     Left as it is where SIGINT is ignored (a background job): `kill` must still end it.
     """
-    if threading.current_thread() is threading.main_thread() and (
-        signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    ):
+    if _sigint_is_ours():
         signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
@@ -51,8 +49,7 @@ def deferred_sigint() -> Iterator[None]:
     ignored (a job started in the background by a shell script): a Ctrl-C meant for the
     foreground must not stop it here either.
     """
-    off_main_thread = threading.current_thread() is not threading.main_thread()
-    if off_main_thread or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    if not _sigint_is_ours():
         yield
         return
     received: list[int] = []
@@ -63,3 +60,11 @@ def deferred_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if received:
         raise KeyboardInterrupt
+
+
+def _sigint_is_ours() -> bool:
+    """Whether this thread may handle SIGINT: the main thread (the only one that can set
+    handlers) of a process that does not ignore it (a background job of a shell script)."""
+    return threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    )
