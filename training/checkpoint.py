@@ -62,14 +62,7 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
 def load_checkpoint(directory: str | os.PathLike) -> tuple[int, dict[str, Any]]:
     """Return (epoch, state) of the last complete checkpoint in `directory`."""
     directory = Path(directory)
-    try:
-        index = json.loads((directory / INDEX).read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint in {directory} (missing {INDEX})") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{directory / INDEX} is not valid JSON: {exc}") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise CheckpointError(f"{directory / INDEX} is not a {FORMAT} checkpoint")
+    index = _read_index(directory)
     try:
         tensor_path = directory / str(index["tensors"])
         blob = tensor_path.read_bytes()
@@ -79,7 +72,32 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[int, dict[str, Any]]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint tensors {tensor_path} are missing") from None
     except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:  # a hand-edited index
-        raise CheckpointError(f"{directory / INDEX} is damaged: {type(exc).__name__} {exc}") from None
+        raise _damaged(directory, exc) from None
+
+
+def checkpoint_epoch(directory: str | os.PathLike) -> int:
+    """The epoch of the last complete checkpoint in `directory`, from its index alone."""
+    directory = Path(directory)
+    try:
+        return int(_read_index(directory)["epoch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _damaged(directory, exc) from None
+
+
+def _read_index(directory: Path) -> dict[str, Any]:
+    try:
+        index = json.loads((directory / INDEX).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint in {directory} (missing {INDEX})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{directory / INDEX} is not valid JSON: {exc}") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise CheckpointError(f"{directory / INDEX} is not a {FORMAT} checkpoint")
+    return index
+
+
+def _damaged(directory: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{directory / INDEX} is damaged: {type(exc).__name__} {exc}")
 
 
 def _flatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:

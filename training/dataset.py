@@ -7,8 +7,8 @@ sample to use are decoded into a spill file on a second thread, which overlaps w
 the reading because OpenCV's resizing releases the GIL. A camera at 30 Hz next to a
 LiDAR at 10 Hz thus costs one image decode per sample instead of three. (Compressed
 images and point clouds have no cheaper check: their check is the decode, and that is
-what gets spilled.) After the
-read, the stamps are synchronised exactly (`sync.synchronize`) and each sample's rows
+what gets spilled.) After the read, the stamps are synchronised exactly
+(`sync.synchronize`) and each sample's rows
 are copied from the spill into one memory-mapped .npy per array; the rare used message
 the prediction missed is fetched by a second pass over just those. Messages that fail
 the check are counted per topic and reason and never become samples.
@@ -63,6 +63,13 @@ MAX_IN_FLIGHT = 16  # messages waiting for the decode thread: bounds the payload
 
 class DatasetError(Exception):
     """A prepared dataset directory that is missing, incomplete or inconsistent."""
+
+
+def no_samples_error(what: str, modalities: Sequence[ModalitySpec]) -> DatasetError:
+    """The error for configured topics the bags give nothing on, with the way to fix it."""
+    topics = ", ".join(f"{m.name}={m.topic}" for m in modalities)
+    return DatasetError(f"{what} {topics}; name the recorded topics with --topic MODALITY=TOPIC "
+                        "(`m2vae-dataset` prints what each topic gave)")
 
 
 @dataclass

@@ -36,6 +36,7 @@ from m2vae_training.dataset import (
     build_dataset,
     common_class_names,
     load_dataset,
+    no_samples_error,
 )
 from m2vae_training.evaluation import (
     SubsetScores,
@@ -98,8 +99,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     test_config = with_topics(config, parse_topic_overrides(args.topic))
     test = build_dataset(args.bag, test_config, out / "test_dataset")
     if len(test) == 0:
-        raise DatasetError(f"the test bags hold no samples on {_topics(test)}; name the recorded topics with "
-                           "--topic MODALITY=TOPIC (`m2vae-dataset` prints what each topic gave)")
+        raise no_samples_error("the test bags hold no samples on", test.spec.modalities)
     warnings = _overlap_warnings(test.manifest["bags"], provenance.get("bags") or []) + _silent_sensors(test)
     for warning in warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
@@ -219,10 +219,6 @@ def _figures(
         figure.savefig(png, format="png", dpi=80)
         write_atomic(out / name, png.getvalue())
     return list(FIGURES)
-
-
-def _topics(dataset: PreparedDataset) -> str:
-    return ", ".join(f"{m.name}={m.topic}" for m in dataset.spec.modalities)
 
 
 def _silent_sensors(test: PreparedDataset) -> list[str]:

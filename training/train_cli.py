@@ -36,7 +36,7 @@ import yaml
 from m2vae_training import distributed
 from m2vae_training.bags import BagError, fingerprint
 from m2vae_training.callbacks import CheckpointWriter, EarlyStopping, TensorBoardLogger, restore
-from m2vae_training.checkpoint import CheckpointError, has_checkpoint, load_checkpoint
+from m2vae_training.checkpoint import CheckpointError, checkpoint_epoch, has_checkpoint, load_checkpoint
 from m2vae_training.cli_args import positive_int
 from m2vae_training.config import (
     ConfigError,
@@ -46,7 +46,14 @@ from m2vae_training.config import (
     parse_topic_overrides,
     with_topics,
 )
-from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset, load_dataset
+from m2vae_training.dataset import (
+    MANIFEST,
+    DatasetError,
+    PreparedDataset,
+    build_dataset,
+    load_dataset,
+    no_samples_error,
+)
 from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 from m2vae_training.split import Split, time_block_split
 
@@ -133,11 +140,9 @@ def _train(
     job.barrier()
     if not job.is_main:
         dataset = load_dataset(dataset_dir)
-    silent = [f"{m.name}={m.topic}" for i, m in enumerate(dataset.spec.modalities)
-              if not dataset.available[:, i].any()]
+    silent = [m for i, m in enumerate(dataset.spec.modalities) if not dataset.available[:, i].any()]
     if silent:  # a model that never saw a sensor would still be loaded by the node
-        raise DatasetError(f"no sample of the bags holds {', '.join(silent)}; name the recorded topics with "
-                           "--topic MODALITY=TOPIC (`m2vae-dataset` prints what each topic gave)")
+        raise no_samples_error("no sample of the bags holds", silent)
     split = time_block_split(
         dataset.stamps, dataset.bag_index,
         block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
@@ -297,7 +302,7 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
                if k in previous and _comparable(k, previous[k]) != _comparable(k, run[k])]
     if changed:
         raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out / RUN_FILE}")
-    done = load_checkpoint(checkpoints)[0]
+    done = checkpoint_epoch(checkpoints)
     if run["epochs"] < done:
         raise ValueError(f"--resume: the run has trained {done} epochs already, more than --epochs "
                          f"{run['epochs']}; its model is in {out / 'model'}")
