@@ -19,6 +19,7 @@ from rosbags.highlevel import AnyReader
 
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.ros_types import message_class
+from m2vae_ros.sim.camera import Camera
 from m2vae_ros.sim.cli import main
 from m2vae_ros.sim.messages import TYPESTORE
 from m2vae_ros.sim.recorder import START_NS, SimSummary, simulate
@@ -26,6 +27,7 @@ from m2vae_ros.sim.timing import LATENCY_MAX, LATENCY_MIN, SimError, parse_dropo
 
 CAMERA, SCAN, POINTS = "/camera/image_raw", "/scan", "/points"
 MARKER, ROBOT_POSE = "/ground_truth/object", "/ground_truth/robot_pose"
+CAMERA_INFO = "/camera/camera_info"
 
 
 def read_bag(path: Path) -> list[tuple[str, str, int, bytes]]:
@@ -63,7 +65,7 @@ def test_same_seed_gives_identical_messages_and_another_seed_different(tmp_path:
 def test_a_dropout_leaves_every_other_message_unchanged(tmp_path: Path) -> None:
     full = read_bag(simulate(tmp_path / "full", 1.0, 3).out)
     dropped = read_bag(simulate(tmp_path / "dropped", 1.0, 3, drops=parse_dropout("camera@0.2:0.6")).out)
-    kept = [m for m in full if not (m[0] == CAMERA and 0.2 <= stamp_seconds(m[1], m[3]) < 0.6)]
+    kept = [m for m in full if not (m[0] in (CAMERA, CAMERA_INFO) and 0.2 <= stamp_seconds(m[1], m[3]) < 0.6)]
     assert len(dropped) < len(full) and dropped == kept
 
 
@@ -98,7 +100,7 @@ def test_stamps_jitter_and_precede_log_times(recording) -> None:
     for topic, msgtype, log_ns, raw in messages:
         stamp = stamp_seconds(msgtype, raw)
         latencies.append(log_ns - START_NS - round(stamp * 1e9))
-        rate = 30.0 if topic == CAMERA else 10.0
+        rate = 30.0 if topic in (CAMERA, CAMERA_INFO) else 10.0
         phase = 0.025 if topic == POINTS else 0.0
         jitter.append(stamp - phase - round((stamp - phase) * rate) / rate)  # off the nominal grid
     assert min(latencies) >= LATENCY_MIN * 1e9 - 1 and max(latencies) <= LATENCY_MAX * 1e9 + 1
@@ -130,6 +132,7 @@ def test_both_storages_read_back_with_rosbags_and_rclpy(tmp_path: Path, storage:
     types = {topic: msgtype for topic, msgtype, _, _ in messages}
     assert types == {
         "/camera/image_raw/compressed": "sensor_msgs/msg/CompressedImage",
+        CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
         SCAN: "sensor_msgs/msg/LaserScan",
         POINTS: "sensor_msgs/msg/PointCloud2",
         MARKER: "visualization_msgs/msg/Marker",
@@ -160,7 +163,7 @@ def test_compressed_image_matches_the_raw_one(tmp_path: Path) -> None:
     )
     decoded = cv2.imdecode(compressed.data, cv2.IMREAD_COLOR)[..., ::-1].astype(float)
     assert np.abs(decoded - pixels).mean() < 6
-    assert {m[0] for m in raw} == {CAMERA, SCAN, MARKER, ROBOT_POSE}
+    assert {m[0] for m in raw} == {CAMERA, CAMERA_INFO, SCAN, MARKER, ROBOT_POSE}
 
 
 def test_existing_output_or_leftover_partial_is_refused(tmp_path: Path) -> None:
@@ -252,29 +255,47 @@ def test_lidar_dropout_means_scan_and_points() -> None:
     assert parse_dropout("lidar@1:2.5", points=False) == [DropWindow("scan", 1.0, 2.5)]  # --no-points
 
 
-def test_recorded_images_show_the_object_where_the_markers_put_it(tmp_path: Path) -> None:
+def test_recorded_images_show_the_object_where_the_markers_and_camera_info_put_it(tmp_path: Path) -> None:
     messages = read_bag(simulate(tmp_path / "bag", 20.0, 1, points=False).out)
     markers = {
         round(stamp_seconds(t, raw), 3): TYPESTORE.deserialize_cdr(raw, t)
         for topic, t, _, raw in messages
         if topic == MARKER
     }
+    infos = [TYPESTORE.deserialize_cdr(raw, t) for topic, t, _, raw in messages if topic == CAMERA_INFO]
+    assert len(infos) == sum(topic == CAMERA for topic, *_ in messages)
+    k = infos[0].k.reshape(3, 3)
+    assert infos[0].header.frame_id == "camera_optical_frame"
+    assert (infos[0].width, infos[0].height) == (64, 64)
     marker_times = np.array(sorted(markers))
-    sides = Counter()
+    sides, projected = Counter(), []
     for topic, msgtype, _, raw in messages:
         if topic != CAMERA:
             continue
         stamp = stamp_seconds(msgtype, raw)
         nearest = marker_times[np.argmin(np.abs(marker_times - stamp))]
         marker = markers[nearest]
-        bearing = math.atan2(marker.pose.position.y, marker.pose.position.x)
+        position = marker.pose.position
+        bearing = math.atan2(position.y, position.x)
         if abs(nearest - stamp) > 0.01 or not 0.1 < abs(bearing) < 0.4:
             continue
         image = TYPESTORE.deserialize_cdr(raw, msgtype)
+        assert image.header.frame_id == "camera_optical_frame"
         pixels = image.data.reshape(image.height, image.width, 3).astype(int)
         r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
         mask = (r > g + 40) & (r > b + 40) if marker.ns.startswith("red") else (g > r + 40) & (g > b + 40)
-        left = np.nonzero(mask)[1].mean() < image.width / 2
+        rows, columns = np.nonzero(mask)
+        left = columns.mean() < image.width / 2
         assert left == (bearing > 0)  # positive bearing (ROS: y left) = left of the image centre
         sides[left] += 1
+        if marker.type == 3 and position.x > 1.0 and columns.min() > 3 and columns.max() < 60:
+            # A whole cylinder's outline is symmetric about its axis: K must project the
+            # marker's centre (base_link → optical: x right = −y, y down = mount − z) onto it.
+            optical = np.array([-position.y, Camera().mount_height - position.z, position.x])
+            u, v, w = k @ optical
+            projected.append((u / w - columns.mean(), v / w - rows.mean()))
     assert sides[True] >= 3 and sides[False] >= 3
+    # Columns: half a pixel off (cx = width/2) gives a median of 0.48; rows carry the
+    # cylinder's depth (its front is nearer than its axis), hence the looser bound.
+    column_offset, row_offset = np.median(projected, axis=0)
+    assert len(projected) >= 20 and abs(column_offset) < 0.2 and abs(row_offset) < 0.5

@@ -6,7 +6,8 @@ inspection (`Scenario`), and records, by default:
 
 | topic | type | frame | rate |
 | --- | --- | --- | --- |
-| /camera/image_raw (or …/compressed) | Image rgb8 (or CompressedImage jpeg) | camera_link | 30 Hz |
+| /camera/image_raw (or …/compressed) | Image rgb8 (or CompressedImage jpeg) | camera_optical_frame | 30 Hz |
+| /camera/camera_info | CameraInfo: pinhole, 60° across, no distortion | camera_optical_frame | 30 Hz |
 | /scan | LaserScan, 360 beams from −π, 0.1–8 m, no return = +inf | laser | 10 Hz |
 | /points | PointCloud2 x y z intensity (f32) ring (u16), 16 rings ±15°, no returns omitted | lidar | 10 Hz |
 | /ground_truth/object | Marker: ns = class name, id = class index, pose | base_link | 10 Hz |

@@ -42,7 +42,7 @@ class Camera:
         self.width, self.height = width, height
         self.mount_height = mount_height
         self.noise_std = noise_std
-        focal = (width / 2) / math.tan(hfov / 2)
+        self.focal = focal = (width / 2) / math.tan(hfov / 2)  # pixels, square pixels
         # Column angles are positive to the left (ROS: y left), rows' slopes positive upward.
         self._column_angles = np.arctan((width / 2 - (np.arange(width) + 0.5)) / focal)
         self._cos = np.cos(self._column_angles)

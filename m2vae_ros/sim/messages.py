@@ -12,13 +12,15 @@ import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
+from m2vae_ros.sim.camera import Camera
 from m2vae_ros.sim.lidar import POINT_DTYPE, PlanarLidar
 from m2vae_ros.sim.world import OBJECT_HALF_WIDTH, OBJECT_HEIGHT, WorldState
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 T = TYPESTORE.types
 
-CAMERA_FRAME, SCAN_FRAME, POINTS_FRAME = "camera_link", "laser", "lidar"
+# REP 103: images live in an optical frame (z forward, x right, y down).
+CAMERA_FRAME, SCAN_FRAME, POINTS_FRAME = "camera_optical_frame", "laser", "lidar"
 ROBOT_FRAME, MAP_FRAME = "base_link", "map"
 JPEG_QUALITY = 90
 MARKER_LIFETIME_NS = 200_000_000  # two ground-truth periods: stale markers vanish in rviz
@@ -61,6 +63,32 @@ def compressed_image(stamp_ns: int, rgb: np.ndarray) -> object:
         raise RuntimeError("OpenCV failed to encode a JPEG image")
     return T["sensor_msgs/msg/CompressedImage"](
         header=header(stamp_ns, CAMERA_FRAME), format="rgb8; jpeg compressed bgr8", data=jpeg.reshape(-1)
+    )
+
+
+def camera_info(stamp_ns: int, camera: Camera) -> object:
+    """The ideal pinhole the renderer casts rays through, for rviz and image_proc.
+
+    ROS puts pixel centres at integer coordinates; the renderer's rays pass through
+    pixel centres around a middle at (width/2, height/2) in edge coordinates, so the
+    principal point is half a pixel less.
+    """
+    f = camera.focal
+    cx, cy = camera.width / 2 - 0.5, camera.height / 2 - 0.5
+    return T["sensor_msgs/msg/CameraInfo"](
+        header=header(stamp_ns, CAMERA_FRAME),
+        height=camera.height,
+        width=camera.width,
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=np.array([f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]),
+        r=np.eye(3).reshape(-1),
+        p=np.array([f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]),
+        binning_x=0,
+        binning_y=0,
+        roi=T["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+        ),
     )
 
 

@@ -41,6 +41,7 @@ CAMERA_STREAM, SCAN_STREAM, POINTS_STREAM = 10, 11, 12
 
 CAMERA_TOPIC = "/camera/image_raw"
 COMPRESSED_CAMERA_TOPIC = "/camera/image_raw/compressed"
+CAMERA_INFO_TOPIC = "/camera/camera_info"
 SCAN_TOPIC, POINTS_TOPIC = "/scan", "/points"
 MARKER_TOPIC, ROBOT_POSE_TOPIC = "/ground_truth/object", "/ground_truth/robot_pose"
 BAR = "{l_bar}{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]"
@@ -116,6 +117,7 @@ class Simulation:
         camera_type = "sensor_msgs/msg/CompressedImage" if self.compressed else "sensor_msgs/msg/Image"
         topics = {
             self.camera_topic: camera_type,
+            CAMERA_INFO_TOPIC: "sensor_msgs/msg/CameraInfo",
             SCAN_TOPIC: "sensor_msgs/msg/LaserScan",
             MARKER_TOPIC: "visualization_msgs/msg/Marker",
             ROBOT_POSE_TOPIC: "geometry_msgs/msg/PoseStamped",
@@ -141,12 +143,15 @@ class Simulation:
         return frames(self.seed, stream, rate, phase, self.duration, START_NS, drops)
 
     def _camera(self) -> Iterator[Record]:
+        """Each image, then its camera_info with the same stamp, as a camera driver publishes them."""
         build = messages.compressed_image if self.compressed else messages.image
         for frame, rng in self._frames(CAMERA_STREAM, CAMERA_RATE, 0.0, "camera"):
             rgb = self.camera.render(self.world.state(frame.t), self.world.arena, rng)
             yield Record(
                 frame.log_ns, self.camera_topic, messages.serialize(build(frame.stamp_ns, rgb)), frame.t
             )
+            info = messages.camera_info(frame.stamp_ns, self.camera)
+            yield Record(frame.log_ns, CAMERA_INFO_TOPIC, messages.serialize(info), frame.t)
 
     def _scan(self) -> Iterator[Record]:
         for frame, rng in self._frames(SCAN_STREAM, LIDAR_RATE, 0.0, "scan"):
