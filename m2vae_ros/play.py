@@ -2,11 +2,18 @@
 
 Messages go out as the CDR bytes stored in the bag (rclpy publishes serialized bytes
 as they are), so nothing is converted field by field. Spacing follows the bag's log
-times divided by `--rate`. Header stamps are re-stamped to the wall clock at publish
-time by default: a live node rejects stamps far from its clock and measures latency
-from them, so replaying hours-old stamps would break both. `--keep-stamps` keeps the
-recorded ones (for nodes running on the bag's time). `--drop TOPIC@T0:T1` suppresses a
-topic between T0 and T1 seconds after the bag's first message, simulating a dead sensor.
+times divided by `--rate`. `--drop TOPIC@T0:T1` suppresses a topic between T0 and T1
+seconds after the bag's first message, simulating a dead sensor.
+
+Header stamps are moved to the wall clock by default: a live node rejects stamps far
+from its clock and measures latency from them, so replaying hours-old stamps would
+break both. Every stamp of a pass moves by the same offset (the pass's wall-clock start
+minus the bag's start; scaled by `--rate`), so stamps recorded equal stay equal (an
+image and its camera_info, a scan and its ground truth) and each sensor keeps its
+capture-to-record latency. A stamp more than `STAMP_SKEW_LIMIT_S` from its record time
+is no capture time on the bag's clock (a driver on its own clock, or none); it gets its
+publish time, and the summary counts it. `--keep-stamps` keeps the recorded stamps (for
+nodes running on the bag's time).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ PUBLISHER_DEPTH = 10
 SUBSCRIBER_WAIT_S = 30.0
 ACK_WAIT_S = 2.0
 MIN_LOOP_NS = 1_000_000  # a shorter recording would loop as fast as the CPU allows
+STAMP_SKEW_LIMIT_S = 1.0
 # CDR encapsulation header (first 4 bytes): 0x0000 = big-endian CDR, 0x0001 = little-endian.
 STAMP_FORMATS = {b"\x00\x00": ">iI", b"\x00\x01": "<iI"}
 
@@ -49,13 +57,23 @@ def has_leading_header(msg_class: type) -> bool:
     return bool(fields) and fields[0] == ("header", "std_msgs/Header")
 
 
-def restamp(raw: bytes, stamp_ns: int) -> bytes:
-    """CDR bytes of a header-first message with header.stamp replaced (sec int32, nanosec uint32)."""
+def _stamp_format(raw: bytes) -> str:
     stamp_format = STAMP_FORMATS.get(bytes(raw[:2]))
     if stamp_format is None or len(raw) < 12:
         raise PlayError(f"not a CDR message (encapsulation {bytes(raw[:4])!r}, {len(raw)} bytes)")
+    return stamp_format
+
+
+def recorded_stamp(raw: bytes) -> int:
+    """header.stamp (ns) of a header-first message's CDR bytes."""
+    sec, nanosec = struct.unpack(_stamp_format(raw), raw[4:12])
+    return sec * 1_000_000_000 + nanosec
+
+
+def restamp(raw: bytes, stamp_ns: int) -> bytes:
+    """CDR bytes of a header-first message with header.stamp replaced (sec int32, nanosec uint32)."""
     sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-    return bytes(raw[:4]) + struct.pack(stamp_format, sec, nanosec) + bytes(raw[12:])
+    return bytes(raw[:4]) + struct.pack(_stamp_format(raw), sec, nanosec) + bytes(raw[12:])
 
 
 @dataclass
@@ -100,6 +118,7 @@ class BagPlayer:
                             "it would repeat as fast as the machine allows")
         self.published: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()
+        self.stamped_at_publish: Counter[str] = Counter()
 
     def wait_for_subscribers(self, timeout_s: float) -> None:
         """Block until every played topic has a subscriber, so no message is sent into the void."""
@@ -116,7 +135,7 @@ class BagPlayer:
         --drop window at the end of the bag would otherwise vanish into the next pass.
         """
         bag_start_ns = self.reader.start_time
-        wall_start = time.monotonic()
+        wall_start, wall_start_ns = time.monotonic(), time.time_ns()
         for connection, log_ns, raw in self.reader.messages(connections=self.connections):
             offset_s = (log_ns - bag_start_ns) / 1e9
             if any(drop.covers(connection.topic, offset_s) for drop in self.drops):
@@ -128,12 +147,25 @@ class BagPlayer:
             topic = self.topics[connection.topic]
             data = bytes(raw)
             if topic.restampable and not self.keep_stamps:
-                data = restamp(data, time.time_ns())
+                origin = (bag_start_ns, wall_start_ns)
+                data = restamp(data, self._replay_stamp(connection.topic, data, log_ns, origin))
             topic.publisher.publish(data)
             self.published[connection.topic] += 1
         remaining = wall_start + (self.reader.end_time - bag_start_ns) / 1e9 / self.rate - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
+
+    def _replay_stamp(self, topic: str, raw: bytes, log_ns: int, origin: tuple[int, int]) -> int:
+        """The recorded stamp moved to this pass's wall clock, or the publish time for a stray one.
+
+        `origin` pairs the bag's start with the pass's wall-clock start (both ns).
+        """
+        stamp = recorded_stamp(raw)
+        if abs(stamp - log_ns) > STAMP_SKEW_LIMIT_S * 1e9:
+            self.stamped_at_publish[topic] += 1
+            return time.time_ns()
+        bag_start_ns, wall_start_ns = origin
+        return wall_start_ns + round((stamp - bag_start_ns) / self.rate)
 
     def flush(self, timeout_s: float) -> None:
         """Let reliable subscribers acknowledge the last messages before the process exits."""
@@ -141,11 +173,16 @@ class BagPlayer:
             topic.publisher.wait_for_all_acked(Duration(seconds=timeout_s))
 
     def summary(self, elapsed_s: float) -> str:
-        return (
+        line = (
             f"m2vae-play: published {sum(self.published.values())} messages on {len(self.topics)} topics "
             f"in {elapsed_s:.1f} s, {sum(self.suppressed.values())} suppressed by --drop "
             f"({', '.join(f'{t}: {n}' for t, n in sorted(self.published.items())) or 'none'})"
         )
+        if self.stamped_at_publish:
+            stray = ", ".join(f"{t}: {n}" for t, n in sorted(self.stamped_at_publish.items()))
+            line += (f"; stamped at publish, their recorded stamps over {STAMP_SKEW_LIMIT_S:g} s from "
+                     f"their record times: {stray}")
+        return line
 
 
 def drop_argument(text: str) -> DropWindow:

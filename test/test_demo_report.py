@@ -48,16 +48,17 @@ def test_the_active_subset_in_force_decides_alive_or_imputed():
     assert _member_at(times, changes, subsets, "lidar").tolist() == [False, True, True, False, False, True]
 
 
-def test_the_live_references_are_placed_by_record_time_as_m2vae_play_replays_them(tmp_path):
-    # Header stamps precede record times by a varying few ms, as in the simulator's bags: by
-    # stamp, a frame recorded with a scan would find the scan before it newest.
+def test_the_live_references_are_placed_by_header_stamp_which_m2vae_play_shifts_by_one_offset(tmp_path):
+    # A camera frame and a scan captured together share a stamp but are recorded 2 and 8 ms
+    # later; the reconstruction carries that stamp, so by stamp its reference is that scan.
     frame = np.full((4, 4, 3), 7, np.uint8)
-    records = [("/camera/image_raw", image(frame, "rgb8", 98_000_000), 100_000_000)]
-    for i, lag in enumerate((2_000_000, 8_000_000)):
-        ranges = np.full(4, 1.0 + i, np.float32)
-        recorded = (i + 1) * 100_000_000
-        records.append(("/scan", scan(ranges, recorded - lag), recorded))
+    records = [("/camera/image_raw", image(frame, "rgb8", 100_000_000), 102_000_000)]
+    for i in range(2):
+        stamp = (i + 1) * 100_000_000
+        records.append(("/scan", scan(np.full(4, 1.0 + i, np.float32), stamp), stamp + 8_000_000))
     bag = write_bag(tmp_path / "bag", sorted(records, key=lambda r: r[2]), "mcap")
     stamps, ranges, first_camera, anchor = _truth_scans(bag, LIDAR, frame.tobytes())
     assert stamps.tolist() == [100_000_000, 200_000_000] and first_camera == anchor == 100_000_000
-    assert [r[0] for r in ranges] == [1.0, 2.0]
+    squared, _ = _squared_errors(np.array([anchor]), [np.full(4, 1.0)], stamps, ranges, LIDAR,
+                                 imputed=np.array([False]))
+    assert squared.tolist() == [0.0]

@@ -22,6 +22,8 @@ BAG_START_NS = 1_000 * 1_000_000_000  # stamps from 1970: obviously not "now"
 SCAN_PERIOD_NS = 100_000_000  # 10 Hz
 SCANS = 20
 IMAGES = 5
+# Drivers stamp at capture and the recorder logs later; each image shares its scan's stamp.
+SCAN_LATENCY_NS, IMAGE_LATENCY_NS = 3_000_000, 7_000_000
 
 
 def _header(stamp_ns: int) -> object:
@@ -55,9 +57,11 @@ def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
         images = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TYPESTORE)
         for i in range(SCANS):
             stamp = BAG_START_NS + i * SCAN_PERIOD_NS
-            writer.write(scans, stamp, TYPESTORE.serialize_cdr(_scan(stamp), "sensor_msgs/msg/LaserScan"))
+            scan = TYPESTORE.serialize_cdr(_scan(stamp), "sensor_msgs/msg/LaserScan")
+            writer.write(scans, stamp + SCAN_LATENCY_NS, scan)
             if i % 4 == 0:
-                writer.write(images, stamp, TYPESTORE.serialize_cdr(_image(stamp), "sensor_msgs/msg/Image"))
+                image = TYPESTORE.serialize_cdr(_image(stamp), "sensor_msgs/msg/Image")
+                writer.write(images, stamp + IMAGE_LATENCY_NS, image)
     return path
 
 
@@ -93,14 +97,44 @@ def test_replay_keeps_count_spacing_and_restamps(
 ) -> None:
     started_ns = time.time_ns()
     scans, images, arrivals, output = _play(bag, domain_id_for(request.node.nodeid), tmp_path, "--rate", "2")
+    finished_ns = time.time_ns()
 
     assert len(scans) == SCANS and len(images) == IMAGES, output
     # Recorded spacing 1.9 s at rate 2 → 0.95 s; a player that dumps the bag takes milliseconds.
     assert arrivals[-1] - arrivals[0] >= 0.8 * (SCANS - 1) * SCAN_PERIOD_NS / 1e9 / 2
-    assert all(_stamp_ns(m) >= started_ns for m in scans + images), "stamps were not rewritten to now"
+    stamps = [_stamp_ns(m) for m in scans + images]
+    assert started_ns < min(stamps) and max(stamps) < finished_ns, "stamps were not moved to now"
+    # One offset for the whole pass: exact spacing (halved by --rate 2), and an image keeps its scan's stamp.
+    assert set(np.diff([_stamp_ns(m) for m in scans])) == {SCAN_PERIOD_NS // 2}
+    assert [_stamp_ns(m) for m in images] == [_stamp_ns(m) for m in scans[::4]]
     assert [m.header.frame_id for m in scans] == ["laser"] * SCANS  # the rest of the message is intact
     assert list(scans[0].ranges) == [2.0] * 8 and list(images[-1].data) == list(range(12))
     assert f"published {SCANS + IMAGES} messages" in output
+
+
+def test_stamps_on_another_clock_get_their_publish_time(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A driver stamping from its boot clock: moving its stamps by the bag's offset would land in 1970."""
+    path = tmp_path / "boot_clock_bag"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
+        for i in range(3):
+            boot_stamp = (5 + i) * SCAN_PERIOD_NS  # 0.5 s after the sensor powered up
+            data = TYPESTORE.serialize_cdr(_scan(boot_stamp), "sensor_msgs/msg/LaserScan")
+            writer.write(scans, BAG_START_NS + i * SCAN_PERIOD_NS, data)
+    domain_id = domain_id_for(request.node.nodeid)
+    command = [str(VENV_BIN / "m2vae-play"), str(path), "--qos", "reliable", "--wait-for-subscribers"]
+    with ros_peer(domain_id) as peer:
+        received = peer.collect(LaserScan, "/scan", sensor_qos("reliable", depth=10))
+        log = tmp_path / "play.log"
+        started_ns = time.time_ns()
+        with running(command, domain_id, log) as player:
+            peer.spin_until(lambda: player.poll() is not None and len(received) == 3, timeout_s=30)
+    output = log.read_text()
+    assert len(received) == 3, output
+    assert all(abs(_stamp_ns(m) - started_ns) < 30e9 for m in received)
+    assert "stamped at publish" in output and "/scan: 3" in output
 
 
 def test_drop_window_suppresses_a_topic(bag: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:

@@ -4,8 +4,8 @@ The live figures put the replay's bag time on one axis: the active subset, the l
 (mean of a few dimensions and the mean posterior std) and the error of the LiDAR the
 node publishes against the bag's scans. While the LiDAR is in the active subset, the
 reference is the newest scan the node can have encoded (recorded at or before the
-reconstruction, whose stamp is its newest input's, mapped from the replay's clock to the
-bag's record times that m2vae-play keeps); while it is not, the scan is imputed
+reconstruction, whose stamp is its newest input's, mapped from the replay's clock back
+to the recorded stamps: m2vae-play moves every stamp by one offset); while it is not, the scan is imputed
 from the camera alone and the reference is the scan nearest in time. Which case applies
 follows the node's own active subset at the time each reconstruction arrived (both are
 receive times on this host's clock), so the liveness timeout after the last scan counts
@@ -43,9 +43,7 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
         raise RuntimeError("the live run recorded no camera frame or no latent: see demo_out/live/")
     replay_stamp, frame = record.anchor
     truth_stamps, truth_ranges, first_camera, anchor_stamp = _truth_scans(live_bag, lidar, frame)
-    # Replay stamps → bag record times: m2vae-play publishes at the bag's record times and
-    # stamps each message with its publish time. (Header stamps would not do: they precede
-    # record times by a varying few ms, enough to pick the scan before the one encoded.)
+    # Replay stamps → recorded stamps: m2vae-play moves all stamps of a pass by one offset.
     shift = anchor_stamp - replay_stamp
     latent_t = (np.asarray(record.latent_stamp) + shift - first_camera) / 1e9
     lidar_t = (np.asarray(record.lidar_stamp) + shift - first_camera) / 1e9
@@ -89,7 +87,8 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
         f"{_number(_pooled_rmse(squared[~imputed], returns[~imputed]), '.3f')} m while the LiDAR is in the "
         f"active subset, imputed from the camera alone "
         f"{_number(_pooled_rmse(squared[imputed], returns[imputed]), '.3f')} m while it is not",
-        f"- end-to-end latency (replay stamp → latent received): p50 {np.percentile(latency, 50):.1f} ms, "
+        f"- end-to-end latency (sensor stamp → latent received; the simulated drivers publish 2–8 ms "
+        f"after their stamps): p50 {np.percentile(latency, 50):.1f} ms, "
         f"p99 {np.percentile(latency, 99):.1f} ms",
         "",
         "![timeline](live/timeline.png)",
@@ -105,26 +104,27 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
 def _truth_scans(
     bag_path: Path, lidar: ModalitySpec, frame: bytes
 ) -> tuple[np.ndarray, list[np.ndarray], int, int]:
-    """Record times and decoded ranges (metres, NaN = no return) of the bag's scans; the first
-    camera record time; the record time of the camera frame whose pixels are `frame`."""
+    """Header stamps and decoded ranges (metres, NaN = no return) of the bag's scans; the first
+    camera stamp; the stamp of the camera frame whose pixels are `frame`."""
     stamps: list[int] = []
     ranges: list[np.ndarray] = []  # in the bag's order; sorted by stamp on return
     first_camera: int | None = None
     anchor: int | None = None
     scale = lidar.preprocess.range_max
     with Bag(bag_path) as bag:
-        for topic, msgtype, record_ns, raw in bag.messages({CAMERA_TOPIC, SCAN_TOPIC}):
+        for topic, msgtype, _, raw in bag.messages({CAMERA_TOPIC, SCAN_TOPIC}):
             msg = bag.deserialize(raw, msgtype)
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             if topic == CAMERA_TOPIC:
-                first_camera = record_ns if first_camera is None else min(first_camera, record_ns)
+                first_camera = stamp if first_camera is None else min(first_camera, stamp)
                 if anchor is None and bytes(msg.data) == frame:
-                    anchor = record_ns
+                    anchor = stamp
                 continue
             try:
                 decoded = decode_message(msg, lidar)
             except CodecError:
                 continue
-            stamps.append(record_ns)
+            stamps.append(stamp)
             ranges.append(np.where(decoded.mask, decoded.tensor * scale, np.nan).reshape(-1))
     if first_camera is None or not stamps:
         raise RuntimeError(f"{bag_path} has no {CAMERA_TOPIC} or no {SCAN_TOPIC} messages")
@@ -205,7 +205,7 @@ def _latency(path: Path, latency_ms: np.ndarray) -> None:
     ax.hist(latency_ms, bins=60)
     ax.axvline(np.percentile(latency_ms, 50), color="k", label="p50")
     ax.axvline(np.percentile(latency_ms, 99), color="r", label="p99")
-    ax.set_xlabel("replay stamp → latent received (ms)")
+    ax.set_xlabel("sensor stamp → latent received (ms)")
     ax.set_ylabel("latents")
     ax.legend()
     fig.tight_layout()
