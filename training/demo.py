@@ -98,6 +98,7 @@ class _Steps:
 def _run(title: str, output: Path, argv: list[str], stamp: Path) -> None:
     _banner(title)
     print("$ " + shlex.join(argv), flush=True)
+    stamp.unlink(missing_ok=True)  # a step that fails or is interrupted now has not completed
     for stale in (output, output.with_name(output.name + ".partial")):
         if stale.exists():
             shutil.rmtree(stale)
