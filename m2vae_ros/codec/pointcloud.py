@@ -19,6 +19,7 @@ from m2vae_ros.spec import ModalitySpec, RangeImagePreprocess, ScanPreprocess
 
 # sensor_msgs/PointField datatype constants → numpy base types.
 DATATYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+MAX_POINT_STEP = np.iinfo(np.int32).max
 FLOAT32 = 7
 
 
@@ -47,7 +48,8 @@ def read_points(
     row_step = int(msg.row_step) or width * point_step
     offsets = [int(fields[n].offset) for n in names]
     ends = [o + np.dtype(f).itemsize for o, f in zip(offsets, formats, strict=True)]
-    if point_step <= 0 or max(ends) > point_step or row_step < width * point_step:
+    # numpy's itemsize is a C int; a larger point_step gets past the buffer check in an empty cloud.
+    if not 0 < point_step <= MAX_POINT_STEP or max(ends) > point_step or row_step < width * point_step:
         raise CodecError("size_mismatch", f"fields end at {max(ends)} > point_step {point_step} or row_step")
     buf = byte_view(msg.data)  # checked before the dtype: a corrupt point_step must not reach numpy
     if buf.size < height * row_step:
