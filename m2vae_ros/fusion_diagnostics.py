@@ -88,7 +88,7 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
         values=_values(
             topic=topic,
             alive=alive,
-            rate_hz=f"{liveness.rate_hz(now_ns):.2f}",
+            rate_hz=f"{liveness.rate_hz(now_ns) if alive else 0.0:.2f}",  # the window outlives a dead sensor
             invalid_count=liveness.invalid_count,
             last_invalid_reason=liveness.last_invalid_reason,
             **{f"invalid.{reason}": n for reason, n in sorted(liveness.invalid_by_reason.items())},

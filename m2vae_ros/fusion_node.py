@@ -26,7 +26,7 @@ from typing import Any
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.exceptions import InvalidTopicNameException
+from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -56,7 +56,10 @@ class FusionNode(Node):
     """The `m2vae_fusion` node; raises StartupError when it cannot run."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+        try:
+            super().__init__(node_name, **kwargs)
+        except ParameterException as exc:  # rclpy's own parameters, e.g. use_sim_time:=1 (an integer)
+            raise StartupError(str(exc)) from None
         self.params = declare_node_params(self)
         torch.set_num_threads(self.params.torch_threads)
         device, device_warning = resolve_device(self.params.device)
@@ -100,6 +103,8 @@ class FusionNode(Node):
                     message_class(NATURAL_TYPES[m.kind]), f"~/reconstruction/{m.name}", output_qos())
                 for m in self.spec.modalities if m.kind in NATURAL_TYPES
             }
+        # Diagnostics name the topic as subscribed: after namespaces and remapping.
+        self._resolved_topics: dict[str, str] = {}
         for modality in self.spec.modalities:
             topic = self.modality_params[modality.name].topic
             try:
@@ -107,7 +112,9 @@ class FusionNode(Node):
                 require_decodable(modality, msg_type)
                 msg_class = message_class(msg_type)
                 callback = partial(self._on_message, modality.name)
-                self.create_subscription(msg_class, topic, callback, sensor_qos(self.params.reliability))
+                subscription = self.create_subscription(
+                    msg_class, topic, callback, sensor_qos(self.params.reliability))
+                self._resolved_topics[modality.name] = subscription.topic_name
             except MessageTypeError as exc:
                 raise StartupError(str(exc)) from None
             except CodecError as exc:
@@ -180,8 +187,8 @@ class FusionNode(Node):
         array.header.stamp = Time(nanoseconds=now_ns).to_msg()
         with self._liveness_lock:
             array.status = [
-                modality_status(node_name, name, params.topic, self.liveness[name], now_ns)
-                for name, params in self.modality_params.items()
+                modality_status(node_name, name, self._resolved_topics[name], self.liveness[name], now_ns)
+                for name in self.modality_params
             ]
             active = self._alive_subset(now_ns)
         array.status.append(inference_status(node_name, self.stats, self._active_name(active), now_ns))
@@ -207,6 +214,8 @@ class FusionNode(Node):
             try:
                 self._infer_once()
             except Exception as exc:  # a model bug must not kill the worker silently
+                if self._stopping.is_set() or not self.context.ok():
+                    return  # Ctrl-C shut the context down under a publish: nothing failed
                 self.get_logger().error(f"inference failed: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
 
     def _read_alive_subset(self) -> tuple[int, int]:
@@ -253,7 +262,11 @@ class FusionNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `m2vae-fusion` / `ros2 run m2vae_ros fusion_node`; returns the exit status."""
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RuntimeError as exc:  # rcl's RCLError, e.g. an unreadable --params-file
+        print(f"m2vae-fusion: error: {exc}", file=sys.stderr)
+        return 2
     try:
         node = FusionNode()
     except StartupError as exc:

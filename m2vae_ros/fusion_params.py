@@ -9,6 +9,7 @@ rather than a silently ignored setting.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,9 @@ def _declare(node: Node, name: str, default: Any, descriptor: ParameterDescripto
 def declare_node_params(node: Node) -> NodeParams:
     """Declare and validate the parameters that do not depend on the model."""
     params = NodeParams(
-        model_path=_declare(node, "model_path", "", _descriptor(
-            "Directory of the trained model artifact (model.yaml + model.safetensors).")),
+        # No shell expands `~` after `model_path:=` or in a params file.
+        model_path=os.path.expanduser(_declare(node, "model_path", "", _descriptor(
+            "Directory of the trained model artifact (model.yaml + model.safetensors); ~ expands."))),
         device=_declare(node, "device", "auto", _descriptor(
             "Torch device: auto | cpu | cuda | cuda:<i>. Unavailable CUDA falls back to cpu.")),
         rate_hz=_declare(node, "rate_hz", 0.0, _descriptor(

@@ -128,8 +128,10 @@ class Sensors:
 
 
 @contextmanager
-def fusion_node(model_dir: Path, tmp_path: Path, domain_id: int, *params: str) -> Iterator[None]:
-    """`m2vae-fusion` with the shipped params file, this test's model and extra `-p` params."""
+def fusion_node(
+    model_dir: Path, tmp_path: Path, domain_id: int, *params: str, remaps: tuple[str, ...] = ()
+) -> Iterator[None]:
+    """`m2vae-fusion` with the shipped params file, this test's model, extra `-p` params and `-r` remaps."""
     timeouts = [f"modalities.{name}.timeout_s:={TIMEOUT_S}" for name in ("camera", "lidar", "points")]
     params = (*timeouts, *params)
     command = [
@@ -137,6 +139,7 @@ def fusion_node(model_dir: Path, tmp_path: Path, domain_id: int, *params: str) -
         "--params-file", str(REPO / "config" / "fusion.yaml"),
         "-p", f"model_path:={model_dir}", "-p", f"frame_id:={FRAME}",
         *(arg for param in params for arg in ("-p", param)),
+        *(arg for remap in remaps for arg in ("-r", remap)),
     ]
     log = tmp_path / "node.log"
     with running(command, domain_id, log) as process:
@@ -293,9 +296,14 @@ def test_bad_messages_are_counted_and_survived(
 def test_triggers_faster_than_inference_are_dropped_not_queued(
     model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """A 1 kHz inference timer outpaces the model: superseded triggers are counted, none wait."""
+    """A 1 kHz inference timer outpaces the model: superseded triggers are counted, none wait.
+
+    The LiDAR's topic is remapped (the camera alone keeps inference going): diagnostics must
+    name the topic the node subscribes to. Ctrl-C lands mid-publish here more often than not.
+    """
     domain_id = domain_id_for(request.node.nodeid)
-    with fusion_node(model_dir, tmp_path, domain_id, "rate_hz:=1000.0"), ros_peer(domain_id) as peer:
+    with fusion_node(model_dir, tmp_path, domain_id, "rate_hz:=1000.0", remaps=("/scan:=/front/scan",)), \
+            ros_peer(domain_id) as peer:
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
         latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
         Sensors(peer)
@@ -310,6 +318,10 @@ def test_triggers_faster_than_inference_are_dropped_not_queued(
 
         assert peer.spin_until(dropped_and_inferred, STARTUP_WAIT_S)
         assert latents
+        assert _diagnostic_values(diagnostics, "lidar")["topic"] == "/front/scan"
+        assert _diagnostic_values(diagnostics, "camera")["topic"] == "/camera/image_raw"
+    log = (tmp_path / "node.log").read_text()
+    assert "inference failed" not in log, log  # the shutdown invalidated the context, nothing failed
 
 
 def _broken_copy(model_dir: Path, tmp_path: Path) -> Path:
@@ -338,12 +350,21 @@ def test_startup_errors_exit_nonzero_with_one_clear_line(
         "'device' is 'tpu'": [fusion, "--ros-args", "-p", f"model_path:={model_dir}", "-p", "device:=tpu"],
         "'rate_hz' is 1e-12": [
             fusion, "--ros-args", "-p", f"model_path:={model_dir}", "-p", "rate_hz:=1e-12"],
+        "'use_sim_time' to '1' of type 'INTEGER'": [
+            fusion, "--ros-args", "-p", f"model_path:={model_dir}", "-p", "use_sim_time:=1"],
+        f"{Path.home() / 'absent_model'}: no such model directory": [  # ~ expanded: no shell after :=
+            fusion, "--ros-args", "-p", "model_path:=~/absent_model"],
     }
     for expected, command in cases.items():
         result = run_to_exit(command, domain_id)
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip().count("\n") == 0, f"more than one line:\n{result.stderr}"
+    # rcl itself logs a line before the one of m2vae-fusion.
+    unreadable = run_to_exit(
+        [fusion, "--ros-args", "--params-file", str(tmp_path / "absent.yaml")], domain_id)
+    assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr, unreadable.stderr
+    assert "m2vae-fusion: error: " in unreadable.stderr and "absent.yaml" in unreadable.stderr
 
 
 # --- the node's building blocks, in-process ------------------------------------------------
@@ -357,6 +378,11 @@ def test_liveness_follows_valid_messages_only() -> None:
         liveness.record_valid(i * second // 10)
     assert liveness.alive(second + second // 4) and not liveness.alive(second + second // 2)
     assert liveness.rate_hz(second) == pytest.approx(10.0)
+    # Dead at 1.6 s with its arrivals still in the 2 s window: diagnostics show no rate.
+    status = modality_status("/n", "lidar", "/scan", liveness, 16 * second // 10)
+    values = {kv.key: kv.value for kv in status.values}
+    assert (values["alive"], values["rate_hz"]) == ("False", "0.00")
+    assert liveness.rate_hz(16 * second // 10) == pytest.approx(10.0)  # the Pacer's estimate stays
     liveness.record_invalid("short_buffer")
     liveness.record_invalid("short_buffer")
     assert not liveness.alive(2 * second), "invalid messages must not refresh liveness"
