@@ -3,7 +3,10 @@
 Messages go out as the CDR bytes stored in the bag (rclpy publishes serialized bytes
 as they are), so nothing is converted field by field. Spacing follows the bag's log
 times divided by `--rate`. `--drop TOPIC@T0:T1` suppresses a topic between T0 and T1
-seconds after the bag's first message, simulating a dead sensor.
+seconds after the bag's first message, simulating a dead sensor. Topics whose message
+package is not installed (tf2_msgs has no PyPI wheel) are left out with a note unless
+`--topics` names them; topics recorded as latched (/tf_static) are published latched,
+so a subscriber that joins late still gets them.
 
 Header stamps are moved to the wall clock by default: a live node rejects stamps far
 from its clock and measures latency from them, so replaying hours-old stamps would
@@ -12,8 +15,9 @@ minus the bag's start; scaled by `--rate`), so stamps recorded equal stay equal 
 image and its camera_info, a scan and its ground truth) and each sensor keeps its
 capture-to-record latency. A stamp more than `STAMP_SKEW_LIMIT_S` from its record time
 is no capture time on the bag's clock (a driver on its own clock, or none); it gets its
-publish time, and the summary counts it. `--keep-stamps` keeps the recorded stamps (for
-nodes running on the bag's time).
+publish time, and the summary counts it. Messages without a leading header (such as
+tf2_msgs/TFMessage) keep their recorded stamps. `--keep-stamps` keeps all recorded
+stamps (for nodes running on the bag's time).
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from rclpy.publisher import Publisher
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.interfaces import Connection, QosDurability
 
 from m2vae_ros.drop_window import DropWindow
-from m2vae_ros.qos import RELIABILITIES, sensor_qos
+from m2vae_ros.qos import RELIABILITIES, latched_qos, sensor_qos
 from m2vae_ros.ros_types import MessageTypeError, message_class
 
 PUBLISHER_DEPTH = 10
@@ -70,6 +75,12 @@ def recorded_stamp(raw: bytes) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
+def _offered_transient_local(connection: Connection) -> bool:
+    """Whether the recorded publisher latched the topic (/tf_static, a map): late subscribers need it."""
+    profiles = getattr(connection.ext, "offered_qos_profiles", ())
+    return any(profile.durability == QosDurability.TRANSIENT_LOCAL for profile in profiles)
+
+
 def restamp(raw: bytes, stamp_ns: int) -> bytes:
     """CDR bytes of a header-first message with header.stamp replaced (sec int32, nanosec uint32)."""
     sec, nanosec = divmod(stamp_ns, 1_000_000_000)
@@ -102,13 +113,21 @@ class BagPlayer:
         if stray:
             raise PlayError(f"--drop topics {stray} are not played; the played topics are {sorted(wanted)}")
         self.topics: dict[str, Topic] = {}
+        self.unplayable: dict[str, str] = {}  # topic → why; only when --topics did not ask for it
+        latched = {c.topic for c in reader.connections if _offered_transient_local(c)}
         for topic in wanted:
             try:
                 msg_class = message_class(recorded[topic])
             except MessageTypeError as exc:
-                raise PlayError(f"{topic}: {exc}; leave it out with --topics") from None
-            publisher = node.create_publisher(msg_class, topic, sensor_qos(args.qos, depth=PUBLISHER_DEPTH))
+                if args.topics:
+                    raise PlayError(f"{topic}: {exc}; leave it out of --topics") from None
+                self.unplayable[topic] = str(exc)
+                continue
+            qos = latched_qos() if topic in latched else sensor_qos(args.qos, depth=PUBLISHER_DEPTH)
+            publisher = node.create_publisher(msg_class, topic, qos)
             self.topics[topic] = Topic(publisher, has_leading_header(msg_class))
+        if not self.topics:
+            raise PlayError(f"no topic of the recording can be played: {self.unplayable}")
         self.connections = [c for c in reader.connections if c.topic in self.topics]
         if args.loop and not sum(c.msgcount for c in self.connections):
             raise PlayError(f"--loop: the played topics {sorted(self.topics)} hold no messages")
@@ -213,9 +232,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loop", action="store_true", help="replay until interrupted")
     parser.add_argument("--drop", type=drop_argument, action="append", default=[], metavar="TOPIC@T0:T1",
                         help="suppress TOPIC from T0 to T1 seconds after the bag's start (repeatable)")
-    parser.add_argument("--topics", nargs="+", metavar="T", help="play only these topics (default: all)")
+    parser.add_argument("--topics", nargs="+", metavar="T",
+                        help="play only these topics (default: all whose message types are installed)")
     parser.add_argument("--qos", choices=sorted(RELIABILITIES), default="best_effort",
-                        help="publisher reliability (default best_effort, as sensor drivers)")
+                        help="publisher reliability (default best_effort, as sensor drivers); topics "
+                        "recorded as latched (/tf_static) are replayed reliable and latched")
     parser.add_argument("--keep-stamps", action="store_true",
                         help="keep the recorded header stamps instead of re-stamping to now")
     parser.add_argument("--wait-for-subscribers", action="store_true",
@@ -238,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             if not reader.is2:
                 raise PlayError(f"{args.bag} is a ROS 1 bag; m2vae-play replays rosbag2 recordings only")
             player = BagPlayer(node, reader, args)
+            for topic, why in sorted(player.unplayable.items()):
+                print(f"m2vae-play: not playing {topic}: {why}", file=sys.stderr)
             if args.wait_for_subscribers:
                 player.wait_for_subscribers(SUBSCRIBER_WAIT_S)
             started = time.monotonic()

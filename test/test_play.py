@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosutils import VENV_BIN, domain_id_for, ros_peer, run_to_exit, running
 from sensor_msgs.msg import Image, LaserScan
+from std_msgs.msg import String
 
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.play import PlayError, drop_argument, restamp
-from m2vae_ros.qos import sensor_qos
+from m2vae_ros.qos import latched_qos, sensor_qos
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 BAG_START_NS = 1_000 * 1_000_000_000  # stamps from 1970: obviously not "now"
@@ -135,6 +137,42 @@ def test_stamps_on_another_clock_get_their_publish_time(
     assert len(received) == 3, output
     assert all(abs(_stamp_ns(m) - started_ns) < 30e9 for m in received)
     assert "stamped at publish" in output and "/scan: 3" in output
+
+
+def test_latched_topics_reach_late_subscribers_and_uninstalled_types_are_left_out(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A simulator-like bag: a latched label at the start (as /tf_static), scans for 4 s, and TF."""
+    never = QosTime(sec=0, nsec=0)
+    latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+                  never, never, QosLiveliness.AUTOMATIC, never, False)
+    path = tmp_path / "latched_bag"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        label = writer.add_connection("/label", "std_msgs/msg/String", typestore=TYPESTORE,
+                                      offered_qos_profiles=[latched])
+        scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
+        tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=TYPESTORE)
+        writer.write(label, BAG_START_NS, TYPESTORE.serialize_cdr(
+            TYPESTORE.types["std_msgs/msg/String"](data="arena"), "std_msgs/msg/String"))
+        writer.write(tf, BAG_START_NS, TYPESTORE.serialize_cdr(
+            TYPESTORE.types["tf2_msgs/msg/TFMessage"](transforms=[]), "tf2_msgs/msg/TFMessage"))
+        for i in range(40):
+            stamp = BAG_START_NS + i * SCAN_PERIOD_NS
+            writer.write(scans, stamp, TYPESTORE.serialize_cdr(_scan(stamp), "sensor_msgs/msg/LaserScan"))
+    domain_id = domain_id_for(request.node.nodeid)
+    with ros_peer(domain_id) as peer:
+        received = peer.collect(LaserScan, "/scan", sensor_qos("best_effort", depth=10))
+        log = tmp_path / "play.log"
+        with running([str(VENV_BIN / "m2vae-play"), str(path)], domain_id, log) as player:
+            assert peer.spin_until(lambda: len(received) >= 3, timeout_s=30), log.read_text()
+            labels = peer.collect(String, "/label", latched_qos())  # joins after /label went out
+            assert peer.spin_until(lambda: len(labels) == 1, timeout_s=10), log.read_text()
+            peer.spin_until(lambda: player.poll() is not None, timeout_s=30)
+    output = log.read_text()
+    assert labels[0].data == "arena"
+    assert "not playing /tf: message type 'tf2_msgs/msg/TFMessage' is not available" in output
+    named = run_to_exit([str(VENV_BIN / "m2vae-play"), str(path), "--topics", "/tf"], domain_id)
+    assert named.returncode == 2 and "/tf: message type" in named.stderr, named.stderr
 
 
 def test_drop_window_suppresses_a_topic(bag: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:

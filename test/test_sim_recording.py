@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,6 @@ from rosbags.highlevel import AnyReader
 
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.ros_types import message_class
-from m2vae_ros.sim.camera import Camera
 from m2vae_ros.sim.cli import main
 from m2vae_ros.sim.messages import TYPESTORE
 from m2vae_ros.sim.recorder import START_NS, SimSummary, simulate
@@ -28,6 +28,7 @@ from m2vae_ros.sim.timing import LATENCY_MAX, LATENCY_MIN, SimError, parse_dropo
 CAMERA, SCAN, POINTS = "/camera/image_raw", "/scan", "/points"
 MARKER, ROBOT_POSE = "/ground_truth/object", "/ground_truth/robot_pose"
 CAMERA_INFO = "/camera/camera_info"
+TF, TF_STATIC = "/tf", "/tf_static"
 
 
 def read_bag(path: Path) -> list[tuple[str, str, int, bytes]]:
@@ -37,8 +38,9 @@ def read_bag(path: Path) -> list[tuple[str, str, int, bytes]]:
 
 
 def stamp_seconds(msgtype: str, raw: bytes) -> float:
-    """Header stamp relative to the recording's start, in seconds."""
-    stamp = TYPESTORE.deserialize_cdr(raw, msgtype).header.stamp
+    """Header stamp (a TF message's first transform's) relative to the recording's start, in seconds."""
+    msg = TYPESTORE.deserialize_cdr(raw, msgtype)
+    stamp = (msg.transforms[0] if msgtype == "tf2_msgs/msg/TFMessage" else msg).header.stamp
     return (stamp.sec * 1_000_000_000 + stamp.nanosec - START_NS) / 1e9
 
 
@@ -89,7 +91,7 @@ def test_rates_and_dropout_windows(recording) -> None:
             15, abs=1
         )
     # The ground truth keeps its 10 Hz through the LiDAR dropout: the camera's samples need labels.
-    for truth in (MARKER, ROBOT_POSE):
+    for truth in (MARKER, ROBOT_POSE, TF):
         assert len(stamps[truth]) == 30 and count(truth, 0.5, 1.5) == pytest.approx(10, abs=1)
     assert summary.counts == Counter(topic for topic, *_ in messages)
 
@@ -98,6 +100,8 @@ def test_stamps_jitter_and_precede_log_times(recording) -> None:
     _, messages = recording
     latencies, jitter = [], []
     for topic, msgtype, log_ns, raw in messages:
+        if topic == TF_STATIC:  # one latched message at the start, not a sensor stream
+            continue
         stamp = stamp_seconds(msgtype, raw)
         latencies.append(log_ns - START_NS - round(stamp * 1e9))
         rate = 30.0 if topic in (CAMERA, CAMERA_INFO) else 10.0
@@ -137,11 +141,16 @@ def test_both_storages_read_back_with_rosbags_and_rclpy(tmp_path: Path, storage:
         POINTS: "sensor_msgs/msg/PointCloud2",
         MARKER: "visualization_msgs/msg/Marker",
         ROBOT_POSE: "geometry_msgs/msg/PoseStamped",
+        TF: "tf2_msgs/msg/TFMessage",
+        TF_STATIC: "tf2_msgs/msg/TFMessage",
     }
     first = {topic: raw for topic, _, _, raw in reversed(messages)}
-    # The CDR is what ROS itself writes: rclpy's own message classes read every topic.
+    # The CDR is what ROS itself writes: rclpy's own message classes read every topic
+    # (but TF's: tf2_msgs has no PyPI wheel).
     ros = {
-        topic: deserialize_message(first[topic], message_class(msgtype)) for topic, msgtype in types.items()
+        topic: deserialize_message(first[topic], message_class(msgtype))
+        for topic, msgtype in types.items()
+        if not msgtype.startswith("tf2_msgs/")
     }
     jpeg = np.frombuffer(bytes(ros["/camera/image_raw/compressed"].data), dtype=np.uint8)
     assert cv2.imdecode(jpeg, cv2.IMREAD_COLOR).shape == (60, 80, 3)
@@ -163,7 +172,7 @@ def test_compressed_image_matches_the_raw_one(tmp_path: Path) -> None:
     )
     decoded = cv2.imdecode(compressed.data, cv2.IMREAD_COLOR)[..., ::-1].astype(float)
     assert np.abs(decoded - pixels).mean() < 6
-    assert {m[0] for m in raw} == {CAMERA, CAMERA_INFO, SCAN, MARKER, ROBOT_POSE}
+    assert {m[0] for m in raw} == {CAMERA, CAMERA_INFO, SCAN, MARKER, ROBOT_POSE, TF, TF_STATIC}
 
 
 def test_existing_output_or_leftover_partial_is_refused(tmp_path: Path) -> None:
@@ -219,7 +228,7 @@ def test_cli_writes_a_bag_and_reports_errors(tmp_path: Path, capsys: pytest.Capt
     argv = ["--out", str(out), "--duration", "0.3", "--seed", "9", "--storage", "sqlite3", "--no-points"]
     assert main([*argv, "--drop", "scan@0:0.15"]) == 0
     line = capsys.readouterr().out
-    assert f"wrote {out} (sqlite3)" in line and "/scan 1 " in line and "/points" not in line
+    assert f"wrote {out} (sqlite3)" in line and "/scan 1," in line and "/points" not in line
     assert main(argv) == 2
     assert "exists already" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--duration", "1", "--drop", "points@0:1", "--no-points"]) == 2
@@ -255,6 +264,43 @@ def test_lidar_dropout_means_scan_and_points() -> None:
     assert parse_dropout("lidar@1:2.5", points=False) == [DropWindow("scan", 1.0, 2.5)]  # --no-points
 
 
+def inverse_transform(transform: object) -> Callable[[np.ndarray], np.ndarray]:
+    """parent-frame point → child-frame point for a geometry_msgs/Transform (child pose in the parent)."""
+    q, t = transform.rotation, transform.translation
+    x, y, z, w = q.x, q.y, q.z, q.w
+    rotation = np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+    return lambda point: rotation.T @ (point - np.array([t.x, t.y, t.z]))
+
+
+def test_tf_places_the_sensors_and_follows_the_robot_pose(recording) -> None:
+    _, messages = recording
+    (static,) = [TYPESTORE.deserialize_cdr(raw, t) for topic, t, _, raw in messages if topic == TF_STATIC]
+    mounts = {tf.child_frame_id: tf for tf in static.transforms}
+    assert set(mounts) == {"laser", "lidar", "camera_optical_frame"}
+    assert {tf.header.frame_id for tf in static.transforms} == {"base_link"}
+    heights = [mounts[f].transform.translation.z for f in ("laser", "camera_optical_frame", "lidar")]
+    assert heights == [0.2, 0.3, 0.4]
+    # REP 103: the optical frame looks along base_link's x, its x is base_link's −y, its y is −z.
+    to_camera = inverse_transform(mounts["camera_optical_frame"].transform)
+    np.testing.assert_allclose(to_camera(np.array([2.0, 0.0, 0.3])), [0.0, 0.0, 2.0], atol=1e-12)
+    np.testing.assert_allclose(to_camera(np.array([0.0, -1.0, 0.3])), [1.0, 0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(to_camera(np.array([0.0, 0.0, -0.7])), [0.0, 1.0, 0.0], atol=1e-12)
+    poses = {round(stamp_seconds(t, raw), 6): TYPESTORE.deserialize_cdr(raw, t).pose
+             for topic, t, _, raw in messages if topic == ROBOT_POSE}
+    transforms = [TYPESTORE.deserialize_cdr(raw, t).transforms
+                  for topic, t, _, raw in messages if topic == TF]
+    assert len(transforms) == len(poses) == 30
+    for (tf,) in transforms:
+        pose = poses[round((tf.header.stamp.sec * 10**9 + tf.header.stamp.nanosec - START_NS) / 1e9, 6)]
+        assert (tf.header.frame_id, tf.child_frame_id) == ("map", "base_link")
+        assert (tf.transform.translation.x, tf.transform.translation.y) == (pose.position.x, pose.position.y)
+        assert tf.transform.rotation == pose.orientation
+
+
 def test_recorded_images_show_the_object_where_the_markers_and_camera_info_put_it(tmp_path: Path) -> None:
     messages = read_bag(simulate(tmp_path / "bag", 20.0, 1, points=False).out)
     markers = {
@@ -263,6 +309,10 @@ def test_recorded_images_show_the_object_where_the_markers_and_camera_info_put_i
         if topic == MARKER
     }
     infos = [TYPESTORE.deserialize_cdr(raw, t) for topic, t, _, raw in messages if topic == CAMERA_INFO]
+    (static,) = [TYPESTORE.deserialize_cdr(raw, t) for topic, t, _, raw in messages if topic == TF_STATIC]
+    (mount,) = [tf for tf in static.transforms if tf.child_frame_id == "camera_optical_frame"]
+    assert mount.header.frame_id == "base_link"
+    to_camera = inverse_transform(mount.transform)
     assert len(infos) == sum(topic == CAMERA for topic, *_ in messages)
     k = infos[0].k.reshape(3, 3)
     assert infos[0].header.frame_id == "camera_optical_frame"
@@ -289,10 +339,9 @@ def test_recorded_images_show_the_object_where_the_markers_and_camera_info_put_i
         assert left == (bearing > 0)  # positive bearing (ROS: y left) = left of the image centre
         sides[left] += 1
         if marker.type == 3 and position.x > 1.0 and columns.min() > 3 and columns.max() < 60:
-            # A whole cylinder's outline is symmetric about its axis: K must project the
-            # marker's centre (base_link → optical: x right = −y, y down = mount − z) onto it.
-            optical = np.array([-position.y, Camera().mount_height - position.z, position.x])
-            u, v, w = k @ optical
+            # A whole cylinder's outline is symmetric about its axis: /tf_static and K must
+            # project the marker's centre onto it.
+            u, v, w = k @ to_camera(np.array([position.x, position.y, position.z]))
             projected.append((u / w - columns.mean(), v / w - rows.mean()))
     assert sides[True] >= 3 and sides[False] >= 3
     # Columns: half a pixel off (cx = width/2) gives a median of 0.48; rows carry the

@@ -12,8 +12,11 @@ inspection (`Scenario`), and records, by default:
 | /points | PointCloud2 x y z intensity (f32) ring (u16), 16 rings ±15°, no returns omitted | lidar | 10 Hz |
 | /ground_truth/object | Marker: ns = class name, id = class index, pose | base_link | 10 Hz |
 | /ground_truth/robot_pose | PoseStamped, map origin = arena corner | map | 10 Hz |
+| /tf | TFMessage map → base_link, the robot pose | map | 10 Hz |
+| /tf_static | base_link → laser 0.2 m up, camera_optical_frame 0.3 m, lidar 0.4 m | base_link | once |
 
-The ground truth shares the scan's stamps and keeps going through LiDAR dropouts.
+The ground truth and /tf share the scan's stamps and keep going through LiDAR dropouts.
+base_link lies on the floor under the robot's centre (REP 105).
 Modules: world (arena, episodes, trajectory), raycast, camera, lidar, timing (stamps,
 jitter, latency, dropouts), messages (rosbags objects), recorder (`simulate`), cli.
 """

@@ -13,7 +13,7 @@ import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
 from m2vae_ros.sim.camera import Camera
-from m2vae_ros.sim.lidar import POINT_DTYPE, PlanarLidar
+from m2vae_ros.sim.lidar import POINT_DTYPE, PlanarLidar, SpinningLidar
 from m2vae_ros.sim.world import OBJECT_HALF_WIDTH, OBJECT_HEIGHT, WorldState
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -154,6 +154,40 @@ def object_marker(stamp_ns: int, state: WorldState) -> object:
     )
 
 
+def sensor_transforms(stamp_ns: int, camera: Camera, scanner: PlanarLidar, lidar: SpinningLidar) -> object:
+    """/tf_static: each sensor above base_link (REP 105: on the floor under the robot's centre).
+
+    The camera's optical frame turns x forward, z up into z forward, y down: rpy (−π/2, 0, −π/2).
+    """
+    mounts = (
+        (SCAN_FRAME, scanner.mount_height, _yaw_quaternion(0.0)),
+        (POINTS_FRAME, lidar.mount_height, _yaw_quaternion(0.0)),
+        (CAMERA_FRAME, camera.mount_height, T["geometry_msgs/msg/Quaternion"](x=-0.5, y=0.5, z=-0.5, w=0.5)),
+    )
+    return T["tf2_msgs/msg/TFMessage"](
+        transforms=[_transform(stamp_ns, ROBOT_FRAME, frame, 0.0, 0.0, height, rotation)
+                    for frame, height, rotation in mounts]
+    )
+
+
+def robot_transform(stamp_ns: int, state: WorldState) -> object:
+    """/tf: map → base_link, the ground-truth pose as a localisation would publish it."""
+    x, y = state.robot_xy
+    transform = _transform(stamp_ns, MAP_FRAME, ROBOT_FRAME, x, y, 0.0, _yaw_quaternion(state.robot_yaw))
+    return T["tf2_msgs/msg/TFMessage"](transforms=[transform])
+
+
+def _transform(
+    stamp_ns: int, parent: str, child: str, x: float, y: float, z: float, rotation: object
+) -> object:
+    translation = T["geometry_msgs/msg/Vector3"](x=x, y=y, z=z)
+    return T["geometry_msgs/msg/TransformStamped"](
+        header=header(stamp_ns, parent),
+        child_frame_id=child,
+        transform=T["geometry_msgs/msg/Transform"](translation=translation, rotation=rotation),
+    )
+
+
 def robot_pose(stamp_ns: int, state: WorldState) -> object:
     """The robot in the map frame, whose origin is the arena's corner (0, 0)."""
     return T["geometry_msgs/msg/PoseStamped"](
@@ -163,6 +197,9 @@ def robot_pose(stamp_ns: int, state: WorldState) -> object:
 
 def _pose(x: float, y: float, z: float, yaw: float) -> object:
     return T["geometry_msgs/msg/Pose"](
-        position=T["geometry_msgs/msg/Point"](x=x, y=y, z=z),
-        orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)),
+        position=T["geometry_msgs/msg/Point"](x=x, y=y, z=z), orientation=_yaw_quaternion(yaw)
     )
+
+
+def _yaw_quaternion(yaw: float) -> object:
+    return T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
@@ -44,6 +45,7 @@ COMPRESSED_CAMERA_TOPIC = "/camera/image_raw/compressed"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 SCAN_TOPIC, POINTS_TOPIC = "/scan", "/points"
 MARKER_TOPIC, ROBOT_POSE_TOPIC = "/ground_truth/object", "/ground_truth/robot_pose"
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 BAR = "{l_bar}{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -121,6 +123,8 @@ class Simulation:
             SCAN_TOPIC: "sensor_msgs/msg/LaserScan",
             MARKER_TOPIC: "visualization_msgs/msg/Marker",
             ROBOT_POSE_TOPIC: "geometry_msgs/msg/PoseStamped",
+            TF_TOPIC: "tf2_msgs/msg/TFMessage",
+            TF_STATIC_TOPIC: "tf2_msgs/msg/TFMessage",
         }
         if self.points:
             topics[POINTS_TOPIC] = "sensor_msgs/msg/PointCloud2"
@@ -131,7 +135,7 @@ class Simulation:
         return COMPRESSED_CAMERA_TOPIC if self.compressed else CAMERA_TOPIC
 
     def records(self) -> Iterator[Record]:
-        streams = [self._camera(), self._scan(), self._ground_truth()]
+        streams = [self._sensor_transforms(), self._camera(), self._scan(), self._ground_truth()]
         if self.points:
             streams.append(self._points())
         return heapq.merge(*streams, key=lambda r: r.log_ns)
@@ -165,6 +169,11 @@ class Simulation:
             msg = messages.point_cloud(frame.stamp_ns, cloud)
             yield Record(frame.log_ns, POINTS_TOPIC, messages.serialize(msg), frame.t)
 
+    def _sensor_transforms(self) -> Iterator[Record]:
+        """/tf_static once, first: where each sensor sits on the robot."""
+        tf = messages.sensor_transforms(START_NS, self.camera, self.scanner, self.lidar)
+        yield Record(START_NS, TF_STATIC_TOPIC, messages.serialize(tf), 0.0)
+
     def _ground_truth(self) -> Iterator[Record]:
         """At the scan's own stamps (same stream seed), whether or not the scan is dropped."""
         for frame, _ in self._frames(SCAN_STREAM, LIDAR_RATE, 0.0, None):
@@ -173,6 +182,17 @@ class Simulation:
             yield Record(frame.log_ns, MARKER_TOPIC, messages.serialize(marker), frame.t)
             pose = messages.robot_pose(frame.stamp_ns, state)
             yield Record(frame.log_ns, ROBOT_POSE_TOPIC, messages.serialize(pose), frame.t)
+            tf = messages.robot_transform(frame.stamp_ns, state)
+            yield Record(frame.log_ns, TF_TOPIC, messages.serialize(tf), frame.t)
+
+
+def _offered_qos(topic: str) -> list[Qos]:
+    """What the recorded publisher offered: players latch /tf_static (transient local), as tf2 does."""
+    if topic != TF_STATIC_TOPIC:
+        return []
+    never = QosTime(sec=0, nsec=0)  # rmw's "infinite"/"default"
+    return [Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, never, never,
+                QosLiveliness.AUTOMATIC, never, False)]
 
 
 def simulate(
@@ -218,7 +238,9 @@ def simulate(
             tqdm(total=duration, file=sys.stderr, disable=not progress, leave=False, bar_format=BAR) as bar,
         ):
             connections = {
-                topic: writer.add_connection(topic, msgtype, typestore=messages.TYPESTORE)
+                topic: writer.add_connection(
+                    topic, msgtype, typestore=messages.TYPESTORE, offered_qos_profiles=_offered_qos(topic)
+                )
                 for topic, msgtype in sim.topics.items()
             }
             shown = 0.0
