@@ -71,11 +71,13 @@ def _values(**values: object) -> list[KeyValue]:
 
 
 def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiveness,
-                    now_ns: int) -> DiagnosticStatus:
-    """OK while the sensor is alive, WARN when stale or never heard from."""
+                    now_ns: int, problem: str = "") -> DiagnosticStatus:
+    """OK while the sensor is alive, WARN when stale or never heard from; `problem` says why, if known."""
     alive = liveness.alive(now_ns)
     if alive:
         message = "alive"
+    elif problem:
+        message = problem
     elif liveness.last_valid_ns is None:
         message = "no valid message yet"
     else:

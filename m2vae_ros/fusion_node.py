@@ -37,13 +37,18 @@ from std_msgs.msg import Header, String
 from m2vae_ros.artifact import ArtifactError, load_model
 from m2vae_ros.codec import CodecError, Decoded, decode_message, reconstruction_message, require_decodable
 from m2vae_ros.fusion_diagnostics import NO_MODALITIES, InferenceStats, inference_status, modality_status
-from m2vae_ros.fusion_params import StartupError, declare_modality_params, declare_node_params
+from m2vae_ros.fusion_params import (
+    MODALITY_PREFIX,
+    StartupError,
+    declare_modality_params,
+    declare_node_params,
+)
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.inference import LatentFusion, resolve_device
 from m2vae_ros.latent_msg import latent_image
 from m2vae_ros.liveness import NS_PER_S, ModalityLiveness, Pacer
 from m2vae_ros.qos import latched_qos, output_qos, sensor_qos
-from m2vae_ros.ros_types import NATURAL_TYPES, MessageTypeError, message_class, modality_message_type
+from m2vae_ros.ros_types import NATURAL_TYPES, MessageTypeError, message_class
 from m2vae_ros.subsets import subset_name
 
 NODE_NAME = "m2vae_fusion"
@@ -70,6 +75,11 @@ class FusionNode(Node):
         except (ArtifactError, OSError, RuntimeError) as exc:  # RuntimeError: CUDA out of memory, driver
             raise StartupError(f"cannot load model from {self.params.model_path!r}: {exc}") from None
         self.spec = loaded.spec
+        for modality in self.spec.modalities:  # a vector modality can never be fed: say so first
+            try:
+                require_decodable(modality)
+            except CodecError as exc:
+                raise StartupError(exc.detail) from None
         self.fusion = LatentFusion(loaded.model, loaded.spec, device)
         # rclpy has no public accessor for the overrides given by params files and -p.
         self.modality_params = declare_modality_params(self, self.spec, set(self._parameter_overrides))
@@ -106,9 +116,9 @@ class FusionNode(Node):
         # Diagnostics name the topic as subscribed: after namespaces and remapping.
         self._resolved_topics: dict[str, str] = {}
         for modality in self.spec.modalities:
-            topic = self.modality_params[modality.name].topic
+            wiring = self.modality_params[modality.name]
+            topic, msg_type = wiring.topic, wiring.msg_type
             try:
-                msg_type = modality_message_type(modality)
                 require_decodable(modality, msg_type)
                 msg_class = message_class(msg_type)
                 callback = partial(self._on_message, modality.name)
@@ -185,14 +195,31 @@ class FusionNode(Node):
         node_name = self.get_fully_qualified_name()
         array = DiagnosticArray()
         array.header.stamp = Time(nanoseconds=now_ns).to_msg()
+        problems = {name: self._type_mismatch(name) for name in self.modality_params}
         with self._liveness_lock:
             array.status = [
-                modality_status(node_name, name, self._resolved_topics[name], self.liveness[name], now_ns)
+                modality_status(node_name, name, self._resolved_topics[name], self.liveness[name], now_ns,
+                                problems[name])
                 for name in self.modality_params
             ]
             active = self._alive_subset(now_ns)
         array.status.append(inference_status(node_name, self.stats, self._active_name(active), now_ns))
         self._diagnostics_pub.publish(array)
+
+    def _type_mismatch(self, name: str) -> str:
+        """Why a sensor stays silent when its topic's publishers all send another type; else ''.
+
+        DDS matches by type, so such a subscription receives nothing and no message fails to
+        decode: without this check the sensor would look merely dead.
+        """
+        topic, expected = self._resolved_topics[name], self.modality_params[name].msg_type
+        offered = {info.topic_type for info in self.get_publishers_info_by_topic(topic)}
+        if not offered or expected in offered:
+            return ""
+        problem = (f"the publishers of {topic} send {', '.join(sorted(offered))}, not {expected}: set "
+                   f"parameter '{MODALITY_PREFIX}.{name}.msg_type'")
+        self._sensor_loggers[name].warning(problem, throttle_duration_sec=WARN_THROTTLE_S)
+        return problem
 
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
         """Apply live changes of the only non-read-only parameters, the sensor timeouts."""
@@ -281,6 +308,9 @@ def main(args: list[str] | None = None) -> int:
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:  # rcl's "context is not valid": Ctrl-C shut it down while the executor waited
+        if rclpy.ok():
+            raise
     finally:
         node.stop()
         node.destroy_node()

@@ -19,6 +19,7 @@ from rclpy.node import Node
 
 from m2vae_ros.inference import DEVICE_PATTERN
 from m2vae_ros.qos import RELIABILITIES
+from m2vae_ros.ros_types import modality_message_type
 from m2vae_ros.spec import ModelSpec
 
 MODALITY_PREFIX = "modalities"
@@ -45,6 +46,7 @@ class NodeParams:
 @dataclass(frozen=True)
 class ModalityParams:
     topic: str
+    msg_type: str
     timeout_s: float
 
 
@@ -114,12 +116,15 @@ def declare_modality_params(node: Node, spec: ModelSpec, overrides: set[str]) ->
         prefix = f"{MODALITY_PREFIX}.{modality.name}"
         topic = _declare(node, f"{prefix}.topic", modality.topic, _descriptor(
             f"Topic of the {modality.name!r} sensor; defaults to the topic stored in the model."))
+        msg_type = _declare(node, f"{prefix}.msg_type", modality_message_type(modality), _descriptor(
+            f"Message type of the {modality.name!r} topic, e.g. sensor_msgs/msg/CompressedImage for a "
+            "camera trained on sensor_msgs/msg/Image; defaults to the type stored in the model."))
         timeout_s = _declare(node, f"{prefix}.timeout_s", DEFAULT_TIMEOUT_S, _descriptor(
             f"The {modality.name!r} sensor counts as dead when its last valid message is older.",
             read_only=False, floating_point_range=_float_range(0.001, 3600.0)))
         if not topic:
             raise StartupError(f"modality {modality.name!r} has no topic: set parameter '{prefix}.topic'")
-        result[modality.name] = ModalityParams(topic=topic, timeout_s=timeout_s)
+        result[modality.name] = ModalityParams(topic=topic, msg_type=msg_type, timeout_s=timeout_s)
     unknown = sorted(
         name for name in overrides
         if name.startswith(f"{MODALITY_PREFIX}.") and not node.has_parameter(name)
@@ -127,6 +132,6 @@ def declare_modality_params(node: Node, spec: ModelSpec, overrides: set[str]) ->
     if unknown:
         raise StartupError(
             f"parameters {unknown} do not match the model's modalities {list(spec.names)} "
-            f"(expected {MODALITY_PREFIX}.<name>.topic / .timeout_s)"
+            f"(expected {MODALITY_PREFIX}.<name>.topic / .msg_type / .timeout_s)"
         )
     return result

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import ReliabilityPolicy
 from rclpy.time import Time
 from rosutils import VENV_BIN, RosPeer, domain_id_for, ros_peer, run_to_exit, running
-from sensor_msgs.msg import Image, LaserScan, PointCloud2, PointField
+from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import String
 
 from m2vae_ros.artifact import load_model, save_model
@@ -30,7 +31,14 @@ from m2vae_ros.liveness import ModalityLiveness, Pacer
 from m2vae_ros.model import M2VAE
 from m2vae_ros.qos import latched_qos, sensor_qos
 from m2vae_ros.ros_types import MessageTypeError, message_class, modality_message_type
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, RangeImagePreprocess, ScanPreprocess
+from m2vae_ros.spec import (
+    ImagePreprocess,
+    ModalitySpec,
+    ModelSpec,
+    RangeImagePreprocess,
+    ScanPreprocess,
+    VectorPreprocess,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LATENT_DIM = 8
@@ -334,6 +342,42 @@ def _broken_copy(model_dir: Path, tmp_path: Path) -> Path:
     return broken
 
 
+def test_a_compressed_camera_through_msg_type_and_a_topic_of_another_type_in_diagnostics(
+    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The model was trained on Image; the robot's camera sends JPEG, and /scan carries Strings."""
+    domain_id = domain_id_for(request.node.nodeid)
+    params = ("modalities.camera.topic:=/camera/image_raw/compressed",
+              "modalities.camera.msg_type:=sensor_msgs/msg/CompressedImage")
+    with fusion_node(model_dir, tmp_path, domain_id, *params), ros_peer(domain_id) as peer:
+        active = peer.collect(String, f"{NODE}/active_modalities", latched_qos())
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        qos = sensor_qos("best_effort")
+        jpegs = peer.node.create_publisher(CompressedImage, "/camera/image_raw/compressed", qos)
+        strings = peer.node.create_publisher(String, "/scan", qos)
+        _, jpeg = cv2.imencode(".jpg", np.full((40, 48, 3), 128, np.uint8))
+
+        def publish() -> None:
+            msg = CompressedImage(format="jpeg", data=jpeg.tobytes())
+            msg.header.stamp = Time(nanoseconds=_now_ns(peer)).to_msg()
+            jpegs.publish(msg)
+            strings.publish(String(data="not a scan"))
+
+        peer.node.create_timer(CAMERA_PERIOD_S, publish)
+
+        def lidar_message() -> str:
+            for array in reversed(diagnostics):
+                for status in array.status:
+                    if status.name == f"{NODE}: lidar":
+                        return status.message
+            return ""
+
+        assert peer.spin_until(lambda: _active(active) == "camera" and "send" in lidar_message(),
+                               STARTUP_WAIT_S)
+    assert lidar_message() == ("the publishers of /scan send std_msgs/msg/String, not "
+                               "sensor_msgs/msg/LaserScan: set parameter 'modalities.lidar.msg_type'")
+
+
 def test_startup_errors_exit_nonzero_with_one_clear_line(
     model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -355,6 +399,10 @@ def test_startup_errors_exit_nonzero_with_one_clear_line(
         f"{Path.home() / 'absent_model'}: no such model directory": [  # ~ expanded: no shell after :=
             fusion, "--ros-args", "-p", "model_path:=~/absent_model"],
     }
+    vector = ModelSpec(modalities=(ModalitySpec("imu", "vector", VectorPreprocess(dim=6)),), latent_dim=4)
+    vector_model = save_model(M2VAE(vector), tmp_path / "vector_model")
+    cases["no ROS message decodes into kind 'vector'"] = [  # not first "has no topic", then "msg_type"
+        fusion, "--ros-args", "-p", f"model_path:={vector_model}"]
     for expected, command in cases.items():
         result = run_to_exit(command, domain_id)
         assert result.returncode == 2, result.stderr
