@@ -287,8 +287,21 @@ class FusionNode(Node):
         self._worker.join(timeout=5.0)
 
 
+USAGE = """usage: m2vae-fusion --ros-args -p model_path:=RUN_DIR/model [-p NAME:=VALUE] [--params-file F]
+
+{summary}
+
+Parameters with their defaults, and the topics, are in the README ("Running on a robot")
+and in config/fusion.yaml; on a ROS installation `ros2 param describe /m2vae_fusion NAME`."""
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of `m2vae-fusion` / `ros2 run m2vae_ros fusion_node`; returns the exit status."""
+    argv = sys.argv if args is None else args
+    own = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]  # parse no params file
+    if {"-h", "--help"} & set(own):
+        print(USAGE.format(summary=__doc__.split("\n\n")[0]))
+        return 0
     try:
         rclpy.init(args=args)
     except RuntimeError as exc:  # rcl's RCLError, e.g. an unreadable --params-file

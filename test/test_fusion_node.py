@@ -408,6 +408,8 @@ def test_startup_errors_exit_nonzero_with_one_clear_line(
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip().count("\n") == 0, f"more than one line:\n{result.stderr}"
+    usage = run_to_exit([fusion, "--help"], domain_id)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: m2vae-fusion --ros-args -p model_path:=")
     # rcl itself logs a line before the one of m2vae-fusion.
     unreadable = run_to_exit(
         [fusion, "--ros-args", "--params-file", str(tmp_path / "absent.yaml")], domain_id)

@@ -70,6 +70,7 @@ PREVIEW_SAMPLES = 4
 SETTING_FLAGS = ("epochs", "batch_size", "seed", "latent_dim", "objective", "dataset_dir")
 # What a resumed run must share with its start to continue bit-for-bit (epochs may grow).
 # The last three are recorded since 2026-11-27; an older run.yaml gains them on resume.
+MAX_DIFFERENCES_SHOWN = 5
 FIXED_ON_RESUME = ("bags", "dataset_dir", "dataset", "spec", "batch_size", "lr", "seed", "block_seconds",
                    "val_fraction", "patience", "bag_fingerprints", "processes", "device_type")
 
@@ -78,7 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description="Train an M²VAE from rosbag2 recordings.")
     parser.add_argument("--bag", nargs="+", required=True, help="rosbag2 recordings (directories or files)")
     parser.add_argument("--out", required=True, type=Path, help="run directory")
-    parser.add_argument("--config", type=Path, default=None, help="default: config/train.yaml")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="default: the packaged config/train.yaml (on --resume: the run's own)")
     parser.add_argument("--topic", action="append", default=[], metavar="MODALITY=TOPIC",
                         help="read a modality from another topic (repeatable)")
     parser.add_argument("--objective", choices=OBJECTIVES, help="override model.objective")
@@ -207,9 +209,13 @@ def _train(
     best = "n/a"
     if early_stopping.best_epoch:
         best = f"{early_stopping.best:.4g} (epoch {early_stopping.best_epoch})"
+    stopped = ""
+    if early_stopping.stopped and not interrupted:
+        stopped = (f" (stopped early: the val ELBO last improved at epoch {early_stopping.best_epoch}, "
+                   f"patience {run['patience']})")
     if job.is_main:
-        print(f"{'interrupted' if interrupted else 'done'}: {trainer.epoch} epochs, best val ELBO {best}, "
-              f"{samples_per_s:.0f} samples/s, artifact {out / 'model'}", flush=True)
+        print(f"{'interrupted' if interrupted else 'done'}: {trainer.epoch} epochs{stopped}, best val ELBO "
+              f"{best}, {samples_per_s:.0f} samples/s, artifact {out / 'model'}", flush=True)
     return 130 if interrupted else 0
 
 
@@ -298,10 +304,12 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
     spec = previous["spec"]
     run["spec"] = {**run["spec"], **{key: spec[key] for key in left_out if key in spec}}
     # The spec's message types are filled in from the bags; compare what the user chose.
-    changed = [k for k in FIXED_ON_RESUME
-               if k in previous and _comparable(k, previous[k]) != _comparable(k, run[k])]
+    changed = [difference for k in FIXED_ON_RESUME if k in previous
+               for difference in _differences(k, _comparable(k, previous[k]), _comparable(k, run[k]))]
     if changed:
-        raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out / RUN_FILE}")
+        more = "; …" if len(changed) > MAX_DIFFERENCES_SHOWN else ""
+        shown = "; ".join(changed[:MAX_DIFFERENCES_SHOWN]) + more
+        raise ValueError(f"--resume: the settings differ from the run in {out / RUN_FILE}: {shown}")
     done = checkpoint_epoch(checkpoints)
     if run["epochs"] < done:
         raise ValueError(f"--resume: the run has trained {done} epochs already, more than --epochs "
@@ -322,6 +330,21 @@ def read_run_file(out: Path) -> dict[str, Any]:
     if not isinstance(run, dict) or not {"spec", "epochs"} <= set(run):
         raise CheckpointError(f"{path} is damaged: not the settings of a run")
     return run
+
+
+def _differences(path: str, before: Any, now: Any) -> list[str]:
+    """Each leaf where a run.yaml value and its value now differ, as `path: before in the run, now now`.
+
+    List items that name a `path` (bag fingerprints) are labelled by it, so a changed
+    recording is named rather than numbered.
+    """
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [line for key in sorted(set(before) | set(now), key=str)
+                for line in _differences(f"{path}.{key}", before.get(key), now.get(key))]
+    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+        return [line for i, (b, n) in enumerate(zip(before, now, strict=True))
+                for line in _differences(f"{path}[{b.get('path', i) if isinstance(b, dict) else i}]", b, n)]
+    return [] if before == now else [f"{path}: {before!r} in the run, {now!r} now"]
 
 
 def _comparable(key: str, value: Any) -> Any:
