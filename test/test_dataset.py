@@ -347,6 +347,10 @@ def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
     assert "/camera/image_raw: 1 header stamps out of order" in captured.err.splitlines()
     assert out["samples"]["complete"] + out["samples"]["partial"] == len(load_dataset(tmp_path / "o"))
     assert load_dataset(tmp_path / "o").manifest["config"]["slop"] == 0.04
+    # A misspelt topic: the note names the recorded ones that could feed the sensor.
+    assert main([*argv[:-2], "--topic", "lidar=/scna", "--out", str(tmp_path / "misspelt")]) == 0
+    assert "/scna is not in the bags; the bags record for lidar: /scan (sensor_msgs/msg/LaserScan)" in (
+        capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("bad", ["text", "missing", "empty_dir"])

@@ -154,7 +154,9 @@ def test_topics_that_give_no_sample_are_an_error_naming_them(trained, capsys):
     model, bag = str(trained["run"] / "model"), str(trained["test_bag"])
     assert evaluate(["--model", model, "--bag", bag, "--out", str(out), "--topic", "lidar=/scann",
                      "--topic", "camera=/cam"]) == 2
-    assert "the test bags hold no samples on camera=/cam, lidar=/scann" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the test bags hold no samples on camera=/cam, lidar=/scann" in err
+    assert "the bags record for camera: /camera/image_raw (sensor_msgs/msg/Image)" in err
 
 
 def test_a_batch_size_below_one_is_a_usage_error(trained, capsys):

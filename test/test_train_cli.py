@@ -249,7 +249,9 @@ def test_bags_without_the_configured_topics_are_refused_before_training(inputs, 
     args = _args(inputs, inputs["root"] / "one_topic", "--topic", "lidar=/scna")
     args[args.index("--dataset-dir") + 1] = str(inputs["root"] / "one_topic_dataset")
     assert main(args) == 2
-    assert "no sample of the bags holds lidar=/scna" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no sample of the bags holds lidar=/scna" in err
+    assert "the bags record for lidar: /scan (sensor_msgs/msg/LaserScan)" in err
 
 
 def test_inputs_that_would_mislead_training_are_refused(inputs, capsys):

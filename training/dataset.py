@@ -28,7 +28,7 @@ import shutil
 import socket
 import sys
 from collections import Counter, defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,15 @@ from m2vae_training.sync import SyncResult, nearest_index, synchronize
 from tqdm import tqdm
 
 from m2vae_ros.atomic import write_atomic
-from m2vae_ros.codec import CodecError, Decoded, check_and_keep, decode_message, require_decodable, stamp_ns
+from m2vae_ros.codec import (
+    CodecError,
+    Decoded,
+    accepted_types,
+    check_and_keep,
+    decode_message,
+    require_decodable,
+    stamp_ns,
+)
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.spec import ModalitySpec, ModelSpec, SpecError
 from m2vae_ros.subsets import subset_name
@@ -65,11 +73,22 @@ class DatasetError(Exception):
     """A prepared dataset directory that is missing, incomplete or inconsistent."""
 
 
-def no_samples_error(what: str, modalities: Sequence[ModalitySpec]) -> DatasetError:
+def no_samples_error(
+    what: str, modalities: Sequence[ModalitySpec], recorded: Mapping[str, str]
+) -> DatasetError:
     """The error for configured topics the bags give nothing on, with the way to fix it."""
     topics = ", ".join(f"{m.name}={m.topic}" for m in modalities)
+    hints = "; ".join(hint for m in modalities if (hint := feeding_topics_hint(m, recorded)))
     return DatasetError(f"{what} {topics}; name the recorded topics with --topic MODALITY=TOPIC "
-                        "(`m2vae-dataset` prints what each topic gave)")
+                        f"({hints or '`m2vae-dataset` prints what each topic gave'})")
+
+
+def feeding_topics_hint(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
+    """'the bags record for camera: /x (sensor_msgs/msg/CompressedImage)', or '' when none could feed it."""
+    accepted = set(accepted_types(modality.kind))
+    candidates = [f"{topic} ({msgtype})" for topic, msgtype in sorted(recorded.items())
+                  if msgtype in accepted]
+    return f"the bags record for {modality.name}: {', '.join(candidates)}" if candidates else ""
 
 
 @dataclass
@@ -434,6 +453,7 @@ class _Builder:
         self.spec = config.spec
         self.directory = directory
         self.stats: dict[str, _TopicStats] = defaultdict(_TopicStats)
+        self.recorded: dict[str, str] = {}  # every topic of the bags → its type, for "did you mean"
         self.problems: list[dict[str, Any]] = []
         self.problem_counts: Counter = Counter()
         self.damage: list[str] = []
@@ -506,6 +526,7 @@ class _Builder:
             "spec": spec.to_dict(),
             "config": self.config.dataset_key(),
             "topics": {topic: s.as_json() for topic, s in self.stats.items()},
+            "recorded_topics": dict(sorted(self.recorded.items())),
             "samples": {"total": total, "complete": complete, "partial": total - complete,
                         "by_subset": dict(sorted(subsets.items(), key=lambda kv: (-kv[1], kv[0])))},
             "class_names": [self.class_names.get(i, placeholder_class_name(i)) for i in range(last_id + 1)],
@@ -537,6 +558,7 @@ class _Builder:
         seen: Counter = Counter()
         markers = _Markers()
         with Bag(path) as bag:
+            self.recorded.update(bag.topics)
             for topic in self.by_topic:
                 self.stats[topic].type = self.stats[topic].type or bag.topics.get(topic, "")
             for topic, msgtype, record_ns, raw in bag.messages({*self.by_topic, self.config.labels_topic}):

@@ -18,7 +18,7 @@ from typing import Any
 
 from m2vae_training.bags import BagError
 from m2vae_training.config import ConfigError, load_train_config, parse_topic_overrides
-from m2vae_training.dataset import DatasetError, PreparedDataset, build_dataset
+from m2vae_training.dataset import DatasetError, PreparedDataset, build_dataset, feeding_topics_hint
 from m2vae_training.interrupts import sigterm_as_sigint
 
 DEFAULT_OUT = "m2vae_dataset"
@@ -55,12 +55,16 @@ def summary(dataset: PreparedDataset) -> dict[str, Any]:
 
 
 def notes(dataset: PreparedDataset) -> list[str]:
-    """What the summary object leaves out: reuse, damage, out-of-order stamps, where examples are."""
+    """What the summary object leaves out: reuse, damage, out-of-order stamps, where examples are,
+    and for a configured topic the bags lack, the recorded topics that could feed its sensor."""
     manifest = dataset.manifest
     lines = [f"dataset {'reused' if manifest.get('reused') else 'written'}: {dataset.directory}"]
     lines += [f"{topic}: {t['out_of_order']} header stamps out of order"
               for topic, t in manifest["topics"].items() if t.get("out_of_order")]
     lines += [f"damage: {line}" for line in manifest.get("damage", [])]
+    recorded = manifest.get("recorded_topics", {})
+    lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
+              if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, recorded))]
     if manifest.get("problems"):
         lines.append(f"{len(manifest['problems'])} problem examples (topic, stamp, reason) in manifest.json")
     return lines

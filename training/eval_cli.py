@@ -99,7 +99,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     test_config = with_topics(config, parse_topic_overrides(args.topic))
     test = build_dataset(args.bag, test_config, out / "test_dataset")
     if len(test) == 0:
-        raise no_samples_error("the test bags hold no samples on", test.spec.modalities)
+        raise no_samples_error("the test bags hold no samples on", test.spec.modalities,
+                               test.manifest.get("recorded_topics", {}))
     warnings = _overlap_warnings(test.manifest["bags"], provenance.get("bags") or []) + _silent_sensors(test)
     for warning in warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)

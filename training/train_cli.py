@@ -144,7 +144,8 @@ def _train(
         dataset = load_dataset(dataset_dir)
     silent = [m for i, m in enumerate(dataset.spec.modalities) if not dataset.available[:, i].any()]
     if silent:  # a model that never saw a sensor would still be loaded by the node
-        raise no_samples_error("no sample of the bags holds", silent)
+        recorded = dataset.manifest.get("recorded_topics", {})
+        raise no_samples_error("no sample of the bags holds", silent, recorded)
     split = time_block_split(
         dataset.stamps, dataset.bag_index,
         block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],

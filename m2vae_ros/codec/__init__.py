@@ -22,6 +22,7 @@ from m2vae_ros.spec import ModalitySpec
 __all__ = [
     "CodecError",
     "Decoded",
+    "accepted_types",
     "check_and_keep",
     "check_message",
     "decode_message",
@@ -53,6 +54,11 @@ ENCODERS: dict[str, Callable[[np.ndarray, ModalitySpec, Any], Any]] = {
 }
 
 
+def accepted_types(kind: str) -> list[str]:
+    """The ROS message types that decode into a modality of `kind`, sorted."""
+    return sorted(t for t, k in DECODERS if k == kind)
+
+
 def require_decodable(spec: ModalitySpec, msg_type: str | None = None) -> None:
     """Raise CodecError unless some ROS message type (`msg_type`, when given) decodes into `spec`.
 
@@ -60,7 +66,7 @@ def require_decodable(spec: ModalitySpec, msg_type: str | None = None) -> None:
     data fails once with a clear line instead of every message failing. Kind `vector` has
     no ROS message: it is for the Python API's in-memory arrays.
     """
-    accepted = sorted(t for t, kind in DECODERS if kind == spec.kind)
+    accepted = accepted_types(spec.kind)
     if not accepted:
         raise CodecError("unsupported_type", f"modality {spec.name!r}: no ROS message decodes into kind "
                          f"{spec.kind!r}; it is for in-memory arrays (m2vae_ros.api)")
