@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from trainutils import TINY_CONFIG, tiny_bag, tiny_config
 
 from m2vae_ros.api import MultimodalVAE
-from m2vae_ros.artifact import load_model
+from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.trainer import Trainer
 
@@ -377,6 +377,27 @@ def test_ctrl_c_without_validation_keeps_the_last_whole_epochs_weights(inputs, m
     assert epoch == 2 and model.metadata["metrics"]["epoch"] == 2
     for key, value in model.model.state_dict().items():
         assert torch.equal(value, state["trainer"]["model"][key]), key
+
+
+def test_ctrl_c_between_an_epochs_model_and_its_checkpoint_keeps_them_alike(inputs, monkeypatch, capsys):
+    """The signal lands right after epoch 2's model is written, before its checkpoint."""
+    saved = []
+
+    def save_then_ctrl_c(model, directory, **kwargs):
+        path = save_model(model, directory, **kwargs)
+        saved.append(kwargs["metrics"]["epoch"])
+        if saved[-1] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return path
+
+    monkeypatch.setattr("m2vae_training.train_cli.save_model", save_then_ctrl_c)
+    out = inputs["root"] / "cut_between"
+    capsys.readouterr()
+    assert main(_args(inputs, out, "--epochs", "4")) == 130
+    epoch, _ = load_checkpoint(out / "checkpoints")
+    model_epoch = load_model(out / "model").metadata["metrics"]["epoch"]
+    assert saved[-1] == 2 and epoch == model_epoch == 2
+    assert capsys.readouterr().out.startswith("interrupted: 2 epochs")
 
 
 def test_a_moved_run_directory_resumes_with_the_dataset_it_carries(inputs):

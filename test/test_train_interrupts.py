@@ -19,6 +19,19 @@ def test_sigint_inside_the_block_is_raised_after_it():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_nested_block_leaves_the_sigint_to_the_outer_one():
+    """Two writes that belong together: the inner one's end must not let the signal through."""
+    finished = []
+    with pytest.raises(KeyboardInterrupt), deferred_sigint():
+        with deferred_sigint():
+            os.kill(os.getpid(), signal.SIGINT)
+        finished.append("between")
+        with deferred_sigint():
+            finished.append("second write")
+    assert finished == ["between", "second write"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_block_without_signal_leaves_nothing_pending():
     with deferred_sigint():
         value = 1

@@ -8,7 +8,7 @@ checkpoint (which records the early-stopping counters), then TensorBoard.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,26 @@ class CheckpointWriter(Callback):
         with deferred_sigint():
             save_checkpoint(self.directory, state, epoch=epoch)
         return False
+
+
+class EpochEndsTogether(Callback):
+    """`callbacks` with Ctrl-C held over each epoch's end, so that an epoch's artifact (written
+    by EarlyStopping) and its checkpoint are both written or neither: a Ctrl-C between them
+    left a model of epoch k + 1 beside a checkpoint and a final line of epoch k."""
+
+    def __init__(self, callbacks: Sequence[Callback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: Loss) -> None:
+        for callback in self.callbacks:
+            callback.on_step_end(trainer, step, loss)
+
+    def on_epoch_end(
+        self, trainer: Trainer, epoch: int, train_metrics: dict[str, float], val_metrics: dict[str, float]
+    ) -> bool:
+        with deferred_sigint():
+            stops = [cb.on_epoch_end(trainer, epoch, train_metrics, val_metrics) for cb in self.callbacks]
+        return any(stops)
 
 
 def restore(trainer: Trainer, early_stopping: EarlyStopping, state: dict[str, Any]) -> None:

@@ -43,23 +43,33 @@ def default_sigterm() -> Iterator[None]:
 
 @contextmanager
 def deferred_sigint() -> Iterator[None]:
-    """Delay SIGINT until the block ends.
+    """Delay SIGINT until the block ends (the outermost block, when they nest).
 
     A no-op outside the main thread, where signals can't be set, and where SIGINT is
     ignored (a job started in the background by a shell script): a Ctrl-C meant for the
     foreground must not stop it here either.
     """
-    if not _sigint_is_ours():
-        yield
+    if not _sigint_is_ours() or isinstance(signal.getsignal(signal.SIGINT), _Deferring):
+        yield  # nested in another deferred block: that one raises when it ends
         return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    deferring = _Deferring()
+    previous = signal.signal(signal.SIGINT, deferring)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if received:
+    if deferring.received:
         raise KeyboardInterrupt
+
+
+class _Deferring:
+    """The SIGINT handler inside `deferred_sigint`: remembers that Ctrl-C came."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received = True
 
 
 def _sigint_is_ours() -> bool:

@@ -35,7 +35,13 @@ import torch
 import yaml
 from m2vae_training import distributed
 from m2vae_training.bags import BagError, fingerprint
-from m2vae_training.callbacks import CheckpointWriter, EarlyStopping, TensorBoardLogger, restore
+from m2vae_training.callbacks import (
+    CheckpointWriter,
+    EarlyStopping,
+    EpochEndsTogether,
+    TensorBoardLogger,
+    restore,
+)
 from m2vae_training.checkpoint import CheckpointError, checkpoint_epoch, has_checkpoint, load_checkpoint
 from m2vae_training.cli_args import positive_int
 from m2vae_training.config import (
@@ -171,11 +177,12 @@ def _train(
                            metrics={"epoch": epoch, "val": _plain(val_metrics)})
 
     early_stopping = EarlyStopping(run["patience"], on_improvement=write_artifact)
-    callbacks: list = [early_stopping]
+    epoch_ends: list = [early_stopping]
     tensorboard = None
     if job.is_main:
         tensorboard = TensorBoardLogger(out / "tb", *_preview(dataset, split))
-        callbacks += [CheckpointWriter(out / "checkpoints", early_stopping), tensorboard]
+        epoch_ends += [CheckpointWriter(out / "checkpoints", early_stopping), tensorboard]
+    callbacks = [EpochEndsTogether(epoch_ends)]
     if args.resume:
         epoch, state = load_checkpoint(out / "checkpoints")
         restore(trainer, early_stopping, state)
