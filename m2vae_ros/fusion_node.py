@@ -212,8 +212,10 @@ class FusionNode(Node):
         DDS matches by type, so such a subscription receives nothing and no message fails to
         decode: without this check the sensor would look merely dead.
         """
-        topic, expected = self._resolved_topics[name], self.modality_params[name].msg_type
-        offered = {info.topic_type for info in self.get_publishers_info_by_topic(topic)}
+        wiring, topic = self.modality_params[name], self._resolved_topics[name]
+        # The graph query remaps the name it is given: the configured name, not the resolved one.
+        offered = {info.topic_type for info in self.get_publishers_info_by_topic(wiring.topic)}
+        expected = wiring.msg_type
         if not offered or expected in offered:
             return ""
         problem = (f"the publishers of {topic} send {', '.join(sorted(offered))}, not {expected}: set "

@@ -1,7 +1,7 @@
 """The fusion node's ROS parameters: declared with descriptors, validated, read once.
 
 Node-wide parameters are declared before the model is loaded; the per-modality ones
-(`modalities.<name>.topic`, `modalities.<name>.timeout_s`) only after, because the
+(`modalities.<name>.topic`, `.msg_type`, `.timeout_s`) only after, because the
 modality names come from the model artifact. A `modalities.*` override that names no
 declared parameter (a modality the model lacks, a misspelt key) is a start-up error
 rather than a silently ignored setting.

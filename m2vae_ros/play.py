@@ -10,14 +10,14 @@ so a subscriber that joins late still gets them.
 
 Header stamps are moved to the wall clock by default: a live node rejects stamps far
 from its clock and measures latency from them, so replaying hours-old stamps would
-break both. Every stamp of a pass moves by the same offset (the pass's wall-clock start
-minus the bag's start; scaled by `--rate`), so stamps recorded equal stay equal (an
-image and its camera_info, a scan and its ground truth) and each sensor keeps its
-capture-to-record latency. A stamp more than `STAMP_SKEW_LIMIT_S` from its record time
-is no capture time on the bag's clock (a driver on its own clock, or none); it gets its
-publish time, and the summary counts it. Messages without a leading header (such as
-tf2_msgs/TFMessage) keep their recorded stamps. `--keep-stamps` keeps all recorded
-stamps (for nodes running on the bag's time).
+break both. Every stamp of a pass is mapped as record times are (the pass's wall-clock
+start + (stamp − bag start) / rate), so stamps recorded equal stay equal (an image and its
+camera_info, a scan and its ground truth) and each sensor keeps its capture-to-record
+latency; a stamp that would lie ahead of its publish time gets that time. A stamp more
+than `STAMP_SKEW_LIMIT_S` from its record time is no capture time on the bag's clock (a
+driver on its own clock, or none); it gets its publish time, and the summary counts it.
+Messages without a leading header (such as tf2_msgs/TFMessage) keep their recorded
+stamps. `--keep-stamps` keeps all recorded stamps (for nodes running on the bag's time).
 """
 
 from __future__ import annotations
@@ -123,7 +123,9 @@ class BagPlayer:
                     raise PlayError(f"{topic}: {exc}; leave it out of --topics") from None
                 self.unplayable[topic] = str(exc)
                 continue
-            qos = latched_qos() if topic in latched else sensor_qos(args.qos, depth=PUBLISHER_DEPTH)
+            qos = sensor_qos(args.qos, depth=PUBLISHER_DEPTH)
+            if topic in latched:  # a late subscriber gets every one (a /tf_static per static broadcaster)
+                qos = latched_qos(max(sum(c.msgcount for c in reader.connections if c.topic == topic), 1))
             publisher = node.create_publisher(msg_class, topic, qos)
             self.topics[topic] = Topic(publisher, has_leading_header(msg_class))
         if not self.topics:
@@ -184,7 +186,9 @@ class BagPlayer:
             self.stamped_at_publish[topic] += 1
             return time.time_ns()
         bag_start_ns, wall_start_ns = origin
-        return wall_start_ns + round((stamp - bag_start_ns) / self.rate)
+        # Never ahead of now: a stamp recorded ahead of its record time (a clock running fast)
+        # would land further ahead the slower the replay, and a node drops future stamps.
+        return min(wall_start_ns + round((stamp - bag_start_ns) / self.rate), time.time_ns())
 
     def flush(self, timeout_s: float) -> None:
         """Let reliable subscribers acknowledge the last messages before the process exits."""

@@ -36,11 +36,11 @@ def output_qos() -> QoSProfile:
     return sensor_qos("reliable")
 
 
-def latched_qos() -> QoSProfile:
-    """A state topic a late subscriber must still see (active_modalities)."""
+def latched_qos(depth: int = 1) -> QoSProfile:
+    """A state topic a late subscriber must still see (active_modalities), its last `depth` messages."""
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
-        depth=1,
+        depth=depth,
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
     )

@@ -14,7 +14,7 @@ import yaml
 from bagutils import cloud, compressed, image, marker, scan, write_bag
 from m2vae_training.bags import Bag, BagError
 from m2vae_training.config import ConfigError, load_train_config
-from m2vae_training.dataset import DatasetError, build_dataset, load_dataset
+from m2vae_training.dataset import DatasetError, build_dataset, load_dataset, no_samples_error
 from m2vae_training.dataset_cli import TOPIC_KEYS, main
 from m2vae_training.prediction import UsePredictor
 from std_msgs.msg import String
@@ -351,6 +351,11 @@ def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
     assert main([*argv[:-2], "--topic", "lidar=/scna", "--out", str(tmp_path / "misspelt")]) == 0
     assert "/scna is not in the bags; the bags record for lidar: /scan (sensor_msgs/msg/LaserScan)" in (
         capsys.readouterr().err)
+    # A recorded topic that gave nothing is not offered as its own replacement.
+    recorded = {"/scan": "sensor_msgs/msg/LaserScan", "/camera/image_raw": "sensor_msgs/msg/Image"}
+    lidar = load_train_config(config).spec.modality("lidar")
+    error = str(no_samples_error("no sample of the bags holds", [lidar], recorded))
+    assert error.endswith("(`m2vae-dataset` prints what each topic gave)")
 
 
 @pytest.mark.parametrize("bad", ["text", "missing", "empty_dir"])

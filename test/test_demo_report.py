@@ -48,17 +48,21 @@ def test_the_active_subset_in_force_decides_alive_or_imputed():
     assert _member_at(times, changes, subsets, "lidar").tolist() == [False, True, True, False, False, True]
 
 
-def test_the_live_references_are_placed_by_header_stamp_which_m2vae_play_shifts_by_one_offset(tmp_path):
-    # A camera frame and a scan captured together share a stamp but are recorded 2 and 8 ms
-    # later; the reconstruction carries that stamp, so by stamp its reference is that scan.
+def test_the_live_reference_is_the_scan_recorded_before_the_input_that_stamped_the_reconstruction(tmp_path):
+    # Scan A stamped 0 and recorded at 8 ms; a camera frame stamped 101, recorded 103; scan B
+    # stamped 99 but recorded 107, after the frame. The node encoding the frame held scan A
+    # only: by stamp, scan B (99 ≤ 101) would be taken for the reference.
     frame = np.full((4, 4, 3), 7, np.uint8)
-    records = [("/camera/image_raw", image(frame, "rgb8", 100_000_000), 102_000_000)]
-    for i in range(2):
-        stamp = (i + 1) * 100_000_000
-        records.append(("/scan", scan(np.full(4, 1.0 + i, np.float32), stamp), stamp + 8_000_000))
-    bag = write_bag(tmp_path / "bag", sorted(records, key=lambda r: r[2]), "mcap")
-    stamps, ranges, first_camera, anchor = _truth_scans(bag, LIDAR, frame.tobytes())
-    assert stamps.tolist() == [100_000_000, 200_000_000] and first_camera == anchor == 100_000_000
-    squared, _ = _squared_errors(np.array([anchor]), [np.full(4, 1.0)], stamps, ranges, LIDAR,
+    ms = 1_000_000
+    records = [("/scan", scan(np.full(4, 1.0, np.float32), 0), 8 * ms),
+               ("/camera/image_raw", image(frame, "rgb8", 101 * ms), 103 * ms),
+               ("/scan", scan(np.full(4, 3.0, np.float32), 99 * ms), 107 * ms)]
+    bag = write_bag(tmp_path / "bag", records, "mcap")
+    truth = _truth_scans(bag, LIDAR, frame.tobytes())
+    assert truth.scan_records.tolist() == [8 * ms, 107 * ms]
+    assert truth.first_camera_stamp == truth.anchor_stamp == 101 * ms
+    recorded = truth.record_times(np.array([truth.anchor_stamp]))
+    assert recorded.tolist() == [103 * ms]
+    squared, _ = _squared_errors(recorded, [np.full(4, 1.0)], truth.scan_records, truth.scan_ranges, LIDAR,
                                  imputed=np.array([False]))
     assert squared.tolist() == [0.0]

@@ -345,16 +345,19 @@ def _broken_copy(model_dir: Path, tmp_path: Path) -> Path:
 def test_a_compressed_camera_through_msg_type_and_a_topic_of_another_type_in_diagnostics(
     model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """The model was trained on Image; the robot's camera sends JPEG, and /scan carries Strings."""
+    """The model was trained on Image; the robot's camera sends JPEG, and the LiDAR's topic carries
+    Strings. The LiDAR and points topics are swapped by remapping: the graph query must not
+    remap the already-remapped name a second time."""
     domain_id = domain_id_for(request.node.nodeid)
     params = ("modalities.camera.topic:=/camera/image_raw/compressed",
               "modalities.camera.msg_type:=sensor_msgs/msg/CompressedImage")
-    with fusion_node(model_dir, tmp_path, domain_id, *params), ros_peer(domain_id) as peer:
+    swapped = ("/scan:=/points", "/points:=/scan")
+    with fusion_node(model_dir, tmp_path, domain_id, *params, remaps=swapped), ros_peer(domain_id) as peer:
         active = peer.collect(String, f"{NODE}/active_modalities", latched_qos())
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
         qos = sensor_qos("best_effort")
         jpegs = peer.node.create_publisher(CompressedImage, "/camera/image_raw/compressed", qos)
-        strings = peer.node.create_publisher(String, "/scan", qos)
+        strings = peer.node.create_publisher(String, "/points", qos)
         _, jpeg = cv2.imencode(".jpg", np.full((40, 48, 3), 128, np.uint8))
 
         def publish() -> None:
@@ -374,7 +377,7 @@ def test_a_compressed_camera_through_msg_type_and_a_topic_of_another_type_in_dia
 
         assert peer.spin_until(lambda: _active(active) == "camera" and "send" in lidar_message(),
                                STARTUP_WAIT_S)
-    assert lidar_message() == ("the publishers of /scan send std_msgs/msg/String, not "
+    assert lidar_message() == ("the publishers of /points send std_msgs/msg/String, not "
                                "sensor_msgs/msg/LaserScan: set parameter 'modalities.lidar.msg_type'")
 
 

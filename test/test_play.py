@@ -117,7 +117,9 @@ def test_replay_keeps_count_spacing_and_restamps(
 def test_stamps_on_another_clock_get_their_publish_time(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """A driver stamping from its boot clock: moving its stamps by the bag's offset would land in 1970."""
+    """A driver stamping from its boot clock: moving its stamps by the bag's offset would land in
+    1970. Then a driver whose clock runs 0.5 s fast: at --rate 0.5 its moved stamps would lie
+    1 s ahead of their publish time, where a node drops them as future stamps."""
     path = tmp_path / "boot_clock_bag"
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
@@ -125,17 +127,25 @@ def test_stamps_on_another_clock_get_their_publish_time(
             boot_stamp = (5 + i) * SCAN_PERIOD_NS  # 0.5 s after the sensor powered up
             data = TYPESTORE.serialize_cdr(_scan(boot_stamp), "sensor_msgs/msg/LaserScan")
             writer.write(scans, BAG_START_NS + i * SCAN_PERIOD_NS, data)
+        for i in range(3, 6):
+            fast = BAG_START_NS + i * SCAN_PERIOD_NS + 500_000_000
+            data = TYPESTORE.serialize_cdr(_scan(fast), "sensor_msgs/msg/LaserScan")
+            writer.write(scans, BAG_START_NS + i * SCAN_PERIOD_NS, data)
     domain_id = domain_id_for(request.node.nodeid)
-    command = [str(VENV_BIN / "m2vae-play"), str(path), "--qos", "reliable", "--wait-for-subscribers"]
+    command = [str(VENV_BIN / "m2vae-play"), str(path), "--qos", "reliable", "--wait-for-subscribers",
+               "--rate", "0.5"]
     with ros_peer(domain_id) as peer:
-        received = peer.collect(LaserScan, "/scan", sensor_qos("reliable", depth=10))
+        received: list[tuple[LaserScan, int]] = []
+        peer.node.create_subscription(LaserScan, "/scan", lambda msg: received.append((msg, time.time_ns())),
+                                      sensor_qos("reliable", depth=10))
         log = tmp_path / "play.log"
         started_ns = time.time_ns()
         with running(command, domain_id, log) as player:
-            peer.spin_until(lambda: player.poll() is not None and len(received) == 3, timeout_s=30)
+            peer.spin_until(lambda: player.poll() is not None and len(received) == 6, timeout_s=30)
     output = log.read_text()
-    assert len(received) == 3, output
-    assert all(abs(_stamp_ns(m) - started_ns) < 30e9 for m in received)
+    assert len(received) == 6, output
+    assert all(abs(_stamp_ns(m) - started_ns) < 30e9 for m, _ in received[:3])
+    assert all(_stamp_ns(m) <= arrived_ns for m, arrived_ns in received[3:])
     assert "stamped at publish" in output and "/scan: 3" in output
 
 
@@ -152,8 +162,9 @@ def test_latched_topics_reach_late_subscribers_and_uninstalled_types_are_left_ou
                                       offered_qos_profiles=[latched])
         scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
         tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=TYPESTORE)
-        writer.write(label, BAG_START_NS, TYPESTORE.serialize_cdr(
-            TYPESTORE.types["std_msgs/msg/String"](data="arena"), "std_msgs/msg/String"))
+        for i, text in enumerate(("arena", "robot")):  # two static broadcasters
+            writer.write(label, BAG_START_NS + i, TYPESTORE.serialize_cdr(
+                TYPESTORE.types["std_msgs/msg/String"](data=text), "std_msgs/msg/String"))
         writer.write(tf, BAG_START_NS, TYPESTORE.serialize_cdr(
             TYPESTORE.types["tf2_msgs/msg/TFMessage"](transforms=[]), "tf2_msgs/msg/TFMessage"))
         for i in range(40):
@@ -165,11 +176,11 @@ def test_latched_topics_reach_late_subscribers_and_uninstalled_types_are_left_ou
         log = tmp_path / "play.log"
         with running([str(VENV_BIN / "m2vae-play"), str(path)], domain_id, log) as player:
             assert peer.spin_until(lambda: len(received) >= 3, timeout_s=30), log.read_text()
-            labels = peer.collect(String, "/label", latched_qos())  # joins after /label went out
-            assert peer.spin_until(lambda: len(labels) == 1, timeout_s=10), log.read_text()
+            labels = peer.collect(String, "/label", latched_qos(depth=2))  # joins after /label went out
+            assert peer.spin_until(lambda: len(labels) == 2, timeout_s=10), log.read_text()
             peer.spin_until(lambda: player.poll() is not None, timeout_s=30)
     output = log.read_text()
-    assert labels[0].data == "arena"
+    assert [m.data for m in labels] == ["arena", "robot"]
     assert "not playing /tf: message type 'tf2_msgs/msg/TFMessage' is not available" in output
     named = run_to_exit([str(VENV_BIN / "m2vae-play"), str(path), "--topics", "/tf"], domain_id)
     assert named.returncode == 2 and "/tf: message type" in named.stderr, named.stderr

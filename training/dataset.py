@@ -78,16 +78,18 @@ def no_samples_error(
 ) -> DatasetError:
     """The error for configured topics the bags give nothing on, with the way to fix it."""
     topics = ", ".join(f"{m.name}={m.topic}" for m in modalities)
-    hints = "; ".join(hint for m in modalities if (hint := feeding_topics_hint(m, recorded)))
+    hints = [hint for m in modalities if (hint := feeding_topics_hint(m, recorded))]
+    hints += ["`m2vae-dataset` prints what each topic gave"]  # why a recorded topic gave nothing
     return DatasetError(f"{what} {topics}; name the recorded topics with --topic MODALITY=TOPIC "
-                        f"({hints or '`m2vae-dataset` prints what each topic gave'})")
+                        f"({'; '.join(hints)})")
 
 
 def feeding_topics_hint(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
-    """'the bags record for camera: /x (sensor_msgs/msg/CompressedImage)', or '' when none could feed it."""
+    """'the bags record for camera: /x (sensor_msgs/msg/CompressedImage)': the other topics that
+    could feed the sensor, or '' when there are none."""
     accepted = set(accepted_types(modality.kind))
     candidates = [f"{topic} ({msgtype})" for topic, msgtype in sorted(recorded.items())
-                  if msgtype in accepted]
+                  if msgtype in accepted and topic != modality.topic]
     return f"the bags record for {modality.name}: {', '.join(candidates)}" if candidates else ""
 
 

@@ -4,8 +4,9 @@ The live figures put the replay's bag time on one axis: the active subset, the l
 (mean of a few dimensions and the mean posterior std) and the error of the LiDAR the
 node publishes against the bag's scans. While the LiDAR is in the active subset, the
 reference is the newest scan the node can have encoded (recorded at or before the
-reconstruction, whose stamp is its newest input's, mapped from the replay's clock back
-to the recorded stamps: m2vae-play moves every stamp by one offset); while it is not, the scan is imputed
+reconstruction by the bag's record times, which m2vae-play publishes in: a reconstruction's
+stamp is its newest input's, mapped back from the replay's clock to that input's recorded
+stamp and so to its record time); while it is not, the scan is imputed
 from the camera alone and the reference is the scan nearest in time. Which case applies
 follows the node's own active subset at the time each reconstruction arrived (both are
 receive times on this host's clock), so the liveness timeout after the last scan counts
@@ -16,6 +17,7 @@ The errors pool every valid return into one RMSE, the definition m2vae-eval uses
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -42,17 +44,21 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
     if record.anchor is None or not record.latent_stamp:
         raise RuntimeError("the live run recorded no camera frame or no latent: see demo_out/live/")
     replay_stamp, frame = record.anchor
-    truth_stamps, truth_ranges, first_camera, anchor_stamp = _truth_scans(live_bag, lidar, frame)
-    # Replay stamps → recorded stamps: m2vae-play moves all stamps of a pass by one offset.
-    shift = anchor_stamp - replay_stamp
+    truth = _truth_scans(live_bag, lidar, frame)
+    # Replay stamps → recorded stamps: m2vae-play (rate 1) moves all stamps of a pass by one offset.
+    shift = truth.anchor_stamp - replay_stamp
+    first_camera = truth.first_camera_stamp
     latent_t = (np.asarray(record.latent_stamp) + shift - first_camera) / 1e9
     lidar_t = (np.asarray(record.lidar_stamp) + shift - first_camera) / 1e9
     # Replay stamps and the probe's receive times share this host's clock.
     active_t = [(t_ns + shift - first_camera) / 1e9 for t_ns, _ in record.active]
     lidar_received_t = (np.asarray(record.lidar_received) + shift - first_camera) / 1e9
     imputed = ~_member_at(lidar_received_t, active_t, [name for _, name in record.active], lidar.name)
-    squared, returns = _squared_errors(np.asarray(record.lidar_stamp) + shift, record.lidar_ranges,
-                                       truth_stamps, truth_ranges, lidar, imputed)
+    # By record time, not stamp: a scan stamped just before a camera frame may be recorded,
+    # and so replayed, after it; the node encoding that frame had the scan before.
+    recorded = truth.record_times(np.asarray(record.lidar_stamp) + shift)
+    squared, returns = _squared_errors(recorded, record.lidar_ranges, truth.scan_records, truth.scan_ranges,
+                                       lidar, imputed)
     errors = np.sqrt(np.divide(squared, returns, out=np.full(len(squared), np.nan), where=returns > 0))
     latency = record.latency_ms()
     changes = ", ".join(f"{t:.1f} s → `{name or 'none'}`" for t, (_, name) in zip(active_t, record.active,
@@ -101,20 +107,38 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
     return report
 
 
-def _truth_scans(
-    bag_path: Path, lidar: ModalitySpec, frame: bytes
-) -> tuple[np.ndarray, list[np.ndarray], int, int]:
-    """Header stamps and decoded ranges (metres, NaN = no return) of the bag's scans; the first
-    camera stamp; the stamp of the camera frame whose pixels are `frame`."""
-    stamps: list[int] = []
-    ranges: list[np.ndarray] = []  # in the bag's order; sorted by stamp on return
+@dataclass
+class _Truth:
+    """The live bag's scans by record time, and how its stamps map to record times."""
+
+    scan_records: np.ndarray  # record times (ns), sorted
+    scan_ranges: list[np.ndarray]  # metres, NaN = no return; in scan_records' order
+    first_camera_stamp: int
+    anchor_stamp: int  # of the camera frame the live run saw first
+    record_of: dict[int, int]  # header stamp → record time, camera frames and scans
+
+    def record_times(self, stamps: np.ndarray) -> np.ndarray:
+        """The record times of the messages stamped `stamps` (each the stamp of some input)."""
+        try:
+            return np.array([self.record_of[int(stamp)] for stamp in stamps], dtype=np.int64)
+        except KeyError as exc:
+            raise RuntimeError(f"no camera frame or scan of the live bag is stamped {exc}") from None
+
+
+def _truth_scans(bag_path: Path, lidar: ModalitySpec, frame: bytes) -> _Truth:
+    """The bag's scans decoded, its first camera stamp, and that of the camera frame whose
+    pixels are `frame`."""
+    records: list[int] = []
+    ranges: list[np.ndarray] = []  # in the bag's order; sorted by record time on return
+    record_of: dict[int, int] = {}
     first_camera: int | None = None
     anchor: int | None = None
     scale = lidar.preprocess.range_max
     with Bag(bag_path) as bag:
-        for topic, msgtype, _, raw in bag.messages({CAMERA_TOPIC, SCAN_TOPIC}):
+        for topic, msgtype, record_ns, raw in bag.messages({CAMERA_TOPIC, SCAN_TOPIC}):
             msg = bag.deserialize(raw, msgtype)
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            record_of[stamp] = record_ns
             if topic == CAMERA_TOPIC:
                 first_camera = stamp if first_camera is None else min(first_camera, stamp)
                 if anchor is None and bytes(msg.data) == frame:
@@ -124,14 +148,14 @@ def _truth_scans(
                 decoded = decode_message(msg, lidar)
             except CodecError:
                 continue
-            stamps.append(stamp)
+            records.append(record_ns)
             ranges.append(np.where(decoded.mask, decoded.tensor * scale, np.nan).reshape(-1))
-    if first_camera is None or not stamps:
+    if first_camera is None or not records:
         raise RuntimeError(f"{bag_path} has no {CAMERA_TOPIC} or no {SCAN_TOPIC} messages")
     if anchor is None:
         raise RuntimeError(f"the camera frame the live run saw first is not in {bag_path}")
-    order = np.argsort(stamps, kind="stable")
-    return np.asarray(stamps)[order], [ranges[i] for i in order], first_camera, anchor
+    order = np.argsort(records, kind="stable")
+    return _Truth(np.asarray(records)[order], [ranges[i] for i in order], first_camera, anchor, record_of)
 
 
 def _member_at(times: np.ndarray, change_t: list[float], subsets: list[str], modality: str) -> np.ndarray:
@@ -140,24 +164,24 @@ def _member_at(times: np.ndarray, change_t: list[float], subsets: list[str], mod
     return np.array([i >= 0 and modality in subsets[i].split("+") for i in latest], dtype=bool)
 
 
-def _squared_errors(stamps: np.ndarray, published: list[np.ndarray], truth_stamps: np.ndarray,
+def _squared_errors(times: np.ndarray, published: list[np.ndarray], truth_times: np.ndarray,
                     truth: list[np.ndarray], lidar: ModalitySpec,
                     imputed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per published scan, the summed squared error (m²) over its reference's valid returns, and
     their number (0 when the beam counts differ).
 
-    The reference of a reconstruction is the newest bag scan stamped at or before it (the
-    one the node encoded); of an `imputed` one, the bag scan nearest in time. `truth_stamps`
-    is sorted. Sums rather than per-scan RMSEs, so an error over several scans weighs every
-    return alike, as m2vae-eval's does.
+    Times are record times. The reference of a reconstruction is the newest bag scan recorded
+    at or before the input it was stamped with (the one the node encoded); of an `imputed`
+    one, the bag scan nearest in time. `truth_times` is sorted. Sums rather than per-scan
+    RMSEs, so an error over several scans weighs every return alike, as m2vae-eval's does.
     """
     range_max = lidar.preprocess.range_max
     squared, returns = np.zeros(len(published)), np.zeros(len(published), dtype=np.int64)
-    for i, (stamp, ranges) in enumerate(zip(stamps, published, strict=True)):
+    for i, (time_ns, ranges) in enumerate(zip(times, published, strict=True)):
         if imputed[i]:
-            reference = int(np.argmin(np.abs(truth_stamps - stamp)))
+            reference = int(np.argmin(np.abs(truth_times - time_ns)))
         else:
-            reference = max(int(np.searchsorted(truth_stamps, stamp, side="right")) - 1, 0)
+            reference = max(int(np.searchsorted(truth_times, time_ns, side="right")) - 1, 0)
         nearest = truth[reference]
         estimate = np.where(np.isfinite(ranges), ranges, range_max)
         valid = np.isfinite(nearest)

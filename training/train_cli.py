@@ -349,10 +349,17 @@ def _differences(path: str, before: Any, now: Any) -> list[str]:
     if isinstance(before, dict) and isinstance(now, dict):
         return [line for key in sorted(set(before) | set(now), key=str)
                 for line in _differences(f"{path}.{key}", before.get(key), now.get(key))]
-    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+    if isinstance(before, list) and isinstance(now, list):
+        if len(before) != len(now):
+            return [f"{path}: {len(before)} items in the run, {len(now)} now"]
         return [line for i, (b, n) in enumerate(zip(before, now, strict=True))
                 for line in _differences(f"{path}[{b.get('path', i) if isinstance(b, dict) else i}]", b, n)]
-    return [] if before == now else [f"{path}: {before!r} in the run, {now!r} now"]
+    return [] if before == now else [f"{path}: {_short(before)} in the run, {_short(now)} now"]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _comparable(key: str, value: Any) -> Any:
