@@ -22,6 +22,7 @@ from rosbags.rosbag2 import Writer
 from m2vae_ros.sim import messages
 from m2vae_ros.sim.cli import parse_image_size
 from m2vae_ros.sim.recorder import (
+    CAMERA_INFO_TOPIC,
     LIDAR_RATE,
     MARKER_TOPIC,
     POINTS_TOPIC,
@@ -29,6 +30,8 @@ from m2vae_ros.sim.recorder import (
     SCAN_TOPIC,
     START_NS,
     STORAGES,
+    TF_STATIC_TOPIC,
+    TF_TOPIC,
     Simulation,
     simulate,
 )
@@ -43,8 +46,11 @@ def prebuilt_messages(sim: Simulation) -> dict[str, object]:
     built = {
         sim.camera_topic: (messages.compressed_image if sim.compressed else messages.image)(START_NS, rgb),
         SCAN_TOPIC: messages.laser_scan(START_NS, sim.scanner, ranges, intensities, LIDAR_RATE),
+        CAMERA_INFO_TOPIC: messages.camera_info(START_NS, sim.camera),
         MARKER_TOPIC: messages.object_marker(START_NS, state),
         ROBOT_POSE_TOPIC: messages.robot_pose(START_NS, state),
+        TF_TOPIC: messages.robot_transform(START_NS, state),
+        TF_STATIC_TOPIC: messages.sensor_transforms(START_NS, sim.camera, sim.scanner, sim.lidar),
     }
     if sim.points:
         built[POINTS_TOPIC] = messages.point_cloud(START_NS, sim.lidar.points(state, sim.world.arena, rng))
