@@ -16,8 +16,9 @@ camera_info, a scan and its ground truth) and each sensor keeps its capture-to-r
 latency; a stamp that would lie ahead of its publish time gets that time. A stamp more
 than `STAMP_SKEW_LIMIT_S` from its record time is no capture time on the bag's clock (a
 driver on its own clock, or none); it gets its publish time, and the summary counts it.
-Messages without a leading header (such as tf2_msgs/TFMessage) keep their recorded
-stamps. `--keep-stamps` keeps all recorded stamps (for nodes running on the bag's time).
+Headers nested deeper (tf2_msgs/TFMessage, MarkerArray) are mapped alike, except zero
+stamps ("the latest transform" to tf2). `--keep-stamps` keeps all recorded stamps (for
+nodes running on the bag's time).
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.publisher import Publisher
+from rclpy.serialization import deserialize_message, serialize_message
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection, QosDurability
 
 from m2vae_ros.drop_window import DropWindow
+from m2vae_ros.nested_stamps import holds_header, map_header_stamps
 from m2vae_ros.qos import RELIABILITIES, latched_qos, sensor_qos
 from m2vae_ros.ros_types import MessageTypeError, message_class
 
@@ -89,10 +92,19 @@ def restamp(raw: bytes, stamp_ns: int) -> bytes:
 
 @dataclass
 class Topic:
-    """A played topic: its publisher and whether its stamps can be rewritten."""
+    """A played topic: its publisher, and where its header stamps are (see `stamps_of`)."""
 
     publisher: Publisher
-    restampable: bool
+    msg_class: type
+    stamps: str
+
+
+def stamps_of(msg_class: type) -> str:
+    """`leading`: a header first, rewritten in the bytes; `nested`: headers deeper in (TFMessage),
+    rewritten by deserialising; `none`."""
+    if has_leading_header(msg_class):
+        return "leading"
+    return "nested" if holds_header(msg_class) else "none"
 
 
 class BagPlayer:
@@ -127,7 +139,7 @@ class BagPlayer:
             if topic in latched:  # a late subscriber gets every one (a /tf_static per static broadcaster)
                 qos = latched_qos(max(sum(c.msgcount for c in reader.connections if c.topic == topic), 1))
             publisher = node.create_publisher(msg_class, topic, qos)
-            self.topics[topic] = Topic(publisher, has_leading_header(msg_class))
+            self.topics[topic] = Topic(publisher, msg_class, stamps_of(msg_class))
         if not self.topics:
             raise PlayError(f"no topic of the recording can be played: {self.unplayable}")
         self.connections = [c for c in reader.connections if c.topic in self.topics]
@@ -167,21 +179,27 @@ class BagPlayer:
                 time.sleep(delay)
             topic = self.topics[connection.topic]
             data = bytes(raw)
-            if topic.restampable and not self.keep_stamps:
-                origin = (bag_start_ns, wall_start_ns)
-                data = restamp(data, self._replay_stamp(connection.topic, data, log_ns, origin))
+            if not self.keep_stamps and topic.stamps != "none":
+                data = self._restamped(connection.topic, data, log_ns, (bag_start_ns, wall_start_ns))
             topic.publisher.publish(data)
             self.published[connection.topic] += 1
         remaining = wall_start + (self.reader.end_time - bag_start_ns) / 1e9 / self.rate - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
 
-    def _replay_stamp(self, topic: str, raw: bytes, log_ns: int, origin: tuple[int, int]) -> int:
-        """The recorded stamp moved to this pass's wall clock, or the publish time for a stray one.
+    def _restamped(self, topic: str, data: bytes, log_ns: int, origin: tuple[int, int]) -> bytes:
+        """The message with its header stamps moved to this pass's wall clock.
 
         `origin` pairs the bag's start with the pass's wall-clock start (both ns).
         """
-        stamp = recorded_stamp(raw)
+        if self.topics[topic].stamps == "leading":
+            return restamp(data, self._replay_stamp(topic, recorded_stamp(data), log_ns, origin))
+        msg = deserialize_message(data, self.topics[topic].msg_class)
+        map_header_stamps(msg, lambda stamp: self._replay_stamp(topic, stamp, log_ns, origin))
+        return serialize_message(msg)
+
+    def _replay_stamp(self, topic: str, stamp: int, log_ns: int, origin: tuple[int, int]) -> int:
+        """A recorded stamp moved to this pass's wall clock, or the publish time for a stray one."""
         if abs(stamp - log_ns) > STAMP_SKEW_LIMIT_S * 1e9:
             self.stamped_at_publish[topic] += 1
             return time.time_ns()

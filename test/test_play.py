@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rclpy.serialization import serialize_message
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosutils import VENV_BIN, domain_id_for, ros_peer, run_to_exit, running
 from sensor_msgs.msg import Image, LaserScan
 from std_msgs.msg import String
+from visualization_msgs.msg import Marker, MarkerArray
 
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.play import PlayError, drop_argument, restamp
@@ -184,6 +186,41 @@ def test_latched_topics_reach_late_subscribers_and_uninstalled_types_are_left_ou
     assert "not playing /tf: message type 'tf2_msgs/msg/TFMessage' is not available" in output
     named = run_to_exit([str(VENV_BIN / "m2vae-play"), str(path), "--topics", "/tf"], domain_id)
     assert named.returncode == 2 and "/tf: message type" in named.stderr, named.stderr
+
+
+def test_headers_nested_in_a_marker_array_move_with_the_scans(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A MarkerArray (laid out like /tf's TFMessage) stamped as the scan it annotates, plus one
+    marker stamped 0 ("use the latest transform"), which must stay 0."""
+    def _marker(stamp_ns: int) -> Marker:  # rclpy's, whose CDR is what a bag stores
+        marker = Marker()
+        marker.header.stamp.sec, marker.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        return marker
+
+    path = tmp_path / "marker_bag"
+    array_type = "visualization_msgs/msg/MarkerArray"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
+        markers = writer.add_connection("/markers", array_type, typestore=TYPESTORE)
+        for i in range(5):
+            stamp = BAG_START_NS + i * SCAN_PERIOD_NS
+            scan = TYPESTORE.serialize_cdr(_scan(stamp), "sensor_msgs/msg/LaserScan")
+            writer.write(scans, stamp + SCAN_LATENCY_NS, scan)
+            msg = MarkerArray(markers=[_marker(stamp), _marker(0)])
+            writer.write(markers, stamp + IMAGE_LATENCY_NS, serialize_message(msg))
+    domain_id = domain_id_for(request.node.nodeid)
+    command = [str(VENV_BIN / "m2vae-play"), str(path), "--qos", "reliable", "--wait-for-subscribers"]
+    with ros_peer(domain_id) as peer:
+        received_scans = peer.collect(LaserScan, "/scan", sensor_qos("reliable", depth=10))
+        arrays = peer.collect(MarkerArray, "/markers", sensor_qos("reliable", depth=10))
+        log = tmp_path / "play.log"
+        with running(command, domain_id, log) as player:
+            peer.spin_until(lambda: player.poll() is not None and len(arrays) == 5, timeout_s=30)
+    assert len(received_scans) == len(arrays) == 5, log.read_text()
+    assert [_stamp_ns(a.markers[0]) for a in arrays] == [_stamp_ns(m) for m in received_scans]
+    assert _stamp_ns(arrays[0].markers[0]) > BAG_START_NS * 1000  # moved to now, not 1970
+    assert {_stamp_ns(a.markers[1]) for a in arrays} == {0}
 
 
 def test_drop_window_suppresses_a_topic(bag: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
