@@ -15,10 +15,10 @@ start + (stamp − bag start) / rate), so stamps recorded equal stay equal (an i
 camera_info, a scan and its ground truth) and each sensor keeps its capture-to-record
 latency; a stamp that would lie ahead of its publish time gets that time. A stamp more
 than `STAMP_SKEW_LIMIT_S` from its record time is no capture time on the bag's clock (a
-driver on its own clock, or none); it gets its publish time, and the summary counts it.
-Headers nested deeper (tf2_msgs/TFMessage, MarkerArray) are mapped alike, except zero
-stamps ("the latest transform" to tf2). `--keep-stamps` keeps all recorded stamps (for
-nodes running on the bag's time).
+driver on its own clock); it gets its publish time, and the summary counts the message.
+Headers nested deeper (tf2_msgs/TFMessage, MarkerArray, nav_msgs/Path) are mapped alike.
+A zero stamp stays zero ("no time", or "the latest transform" to tf2). `--keep-stamps`
+keeps all recorded stamps (for nodes running on the bag's time).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection, QosDurability
 
 from m2vae_ros.drop_window import DropWindow
-from m2vae_ros.nested_stamps import holds_header, map_header_stamps
+from m2vae_ros.nested_stamps import field_holds_header, holds_header, map_header_stamps
 from m2vae_ros.qos import RELIABILITIES, latched_qos, sensor_qos
 from m2vae_ros.ros_types import MessageTypeError, message_class
 
@@ -100,11 +100,20 @@ class Topic:
 
 
 def stamps_of(msg_class: type) -> str:
-    """`leading`: a header first, rewritten in the bytes; `nested`: headers deeper in (TFMessage),
-    rewritten by deserialising; `none`."""
-    if has_leading_header(msg_class):
+    """`leading`: the only header is the first field, rewritten in the bytes; `nested`: headers
+    elsewhere too (TFMessage, nav_msgs/Path), rewritten by deserialising; `none`."""
+    later = list(msg_class.get_fields_and_field_types().values())[1:]
+    if has_leading_header(msg_class) and not any(field_holds_header(t) for t in later):
         return "leading"
     return "nested" if holds_header(msg_class) else "none"
+
+
+def latched_depth(connections: list[Connection]) -> int:
+    """How many messages a latched topic keeps for late subscribers: one per recorded latching
+    publisher (a /tf_static per static broadcaster), not every copy a publisher re-sent."""
+    depth = sum(profile.depth for c in connections for profile in getattr(c.ext, "offered_qos_profiles", ())
+                if profile.durability == QosDurability.TRANSIENT_LOCAL)
+    return max(1, min(depth, sum(c.msgcount for c in connections)))
 
 
 class BagPlayer:
@@ -136,8 +145,8 @@ class BagPlayer:
                 self.unplayable[topic] = str(exc)
                 continue
             qos = sensor_qos(args.qos, depth=PUBLISHER_DEPTH)
-            if topic in latched:  # a late subscriber gets every one (a /tf_static per static broadcaster)
-                qos = latched_qos(max(sum(c.msgcount for c in reader.connections if c.topic == topic), 1))
+            if topic in latched:
+                qos = latched_qos(latched_depth([c for c in reader.connections if c.topic == topic]))
             publisher = node.create_publisher(msg_class, topic, qos)
             self.topics[topic] = Topic(publisher, msg_class, stamps_of(msg_class))
         if not self.topics:
@@ -192,21 +201,28 @@ class BagPlayer:
 
         `origin` pairs the bag's start with the pass's wall-clock start (both ns).
         """
-        if self.topics[topic].stamps == "leading":
-            return restamp(data, self._replay_stamp(topic, recorded_stamp(data), log_ns, origin))
-        msg = deserialize_message(data, self.topics[topic].msg_class)
-        map_header_stamps(msg, lambda stamp: self._replay_stamp(topic, stamp, log_ns, origin))
-        return serialize_message(msg)
+        now_ns, strays = time.time_ns(), []  # one publish time per message: equal stamps stay equal
 
-    def _replay_stamp(self, topic: str, stamp: int, log_ns: int, origin: tuple[int, int]) -> int:
-        """A recorded stamp moved to this pass's wall clock, or the publish time for a stray one."""
-        if abs(stamp - log_ns) > STAMP_SKEW_LIMIT_S * 1e9:
+        def moved(stamp: int) -> int:
+            if stamp == 0:  # "no time" / "the latest transform" to tf2 and rviz
+                return 0
+            if abs(stamp - log_ns) > STAMP_SKEW_LIMIT_S * 1e9:
+                strays.append(stamp)
+                return now_ns
+            bag_start_ns, wall_start_ns = origin
+            # Never ahead of now: a stamp recorded ahead of its record time (a clock running fast)
+            # would land further ahead the slower the replay, and a node drops future stamps.
+            return min(wall_start_ns + round((stamp - bag_start_ns) / self.rate), now_ns)
+
+        if self.topics[topic].stamps == "leading":
+            data = restamp(data, moved(recorded_stamp(data)))
+        else:
+            msg = deserialize_message(data, self.topics[topic].msg_class)
+            map_header_stamps(msg, moved)
+            data = serialize_message(msg)
+        if strays:
             self.stamped_at_publish[topic] += 1
-            return time.time_ns()
-        bag_start_ns, wall_start_ns = origin
-        # Never ahead of now: a stamp recorded ahead of its record time (a clock running fast)
-        # would land further ahead the slower the replay, and a node drops future stamps.
-        return min(wall_start_ns + round((stamp - bag_start_ns) / self.rate), time.time_ns())
+        return data
 
     def flush(self, timeout_s: float) -> None:
         """Let reliable subscribers acknowledge the last messages before the process exits."""

@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rclpy.serialization import serialize_message
+from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosutils import VENV_BIN, domain_id_for, ros_peer, run_to_exit, running
 from sensor_msgs.msg import Image, LaserScan
 from std_msgs.msg import String
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import InteractiveMarker, Marker, MarkerArray
 
 from m2vae_ros.drop_window import DropWindow
-from m2vae_ros.play import PlayError, drop_argument, restamp
+from m2vae_ros.play import PlayError, drop_argument, latched_depth, restamp, stamps_of
 from m2vae_ros.qos import latched_qos, sensor_qos
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -161,7 +162,7 @@ def test_latched_topics_reach_late_subscribers_and_uninstalled_types_are_left_ou
     path = tmp_path / "latched_bag"
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         label = writer.add_connection("/label", "std_msgs/msg/String", typestore=TYPESTORE,
-                                      offered_qos_profiles=[latched])
+                                      offered_qos_profiles=[latched, latched])  # two broadcasters
         scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
         tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=TYPESTORE)
         for i, text in enumerate(("arena", "robot")):  # two static broadcasters
@@ -186,13 +187,26 @@ def test_latched_topics_reach_late_subscribers_and_uninstalled_types_are_left_ou
     assert "not playing /tf: message type 'tf2_msgs/msg/TFMessage' is not available" in output
     named = run_to_exit([str(VENV_BIN / "m2vae-play"), str(path), "--topics", "/tf"], domain_id)
     assert named.returncode == 2 and "/tf: message type" in named.stderr, named.stderr
+    # One latching publisher that re-sent its message 5 times: a late subscriber needs the last only.
+    resent = tmp_path / "resent_bag"
+    with Writer(resent, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        label = writer.add_connection("/label", "std_msgs/msg/String", typestore=TYPESTORE,
+                                      offered_qos_profiles=[latched])
+        for i in range(5):
+            writer.write(label, BAG_START_NS + i, TYPESTORE.serialize_cdr(
+                TYPESTORE.types["std_msgs/msg/String"](data=str(i)), "std_msgs/msg/String"))
+    for bag_path, depth in ((path, 2), (resent, 1)):
+        with AnyReader([bag_path]) as reader:
+            assert latched_depth([c for c in reader.connections if c.topic == "/label"]) == depth
 
 
 def test_headers_nested_in_a_marker_array_move_with_the_scans(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """A MarkerArray (laid out like /tf's TFMessage) stamped as the scan it annotates, plus one
-    marker stamped 0 ("use the latest transform"), which must stay 0."""
+    """A MarkerArray (laid out like /tf's TFMessage) stamped as the scan it annotates, a marker
+    stamped 0 ("use the latest transform"), which must stay 0, and two markers stamped on a
+    driver's boot clock, which get one publish time per message. A lone Marker stamped 0
+    keeps it too."""
     def _marker(stamp_ns: int) -> Marker:  # rclpy's, whose CDR is what a bag stores
         marker = Marker()
         marker.header.stamp.sec, marker.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
@@ -203,24 +217,32 @@ def test_headers_nested_in_a_marker_array_move_with_the_scans(
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
         markers = writer.add_connection("/markers", array_type, typestore=TYPESTORE)
+        lone = writer.add_connection("/marker", "visualization_msgs/msg/Marker", typestore=TYPESTORE)
         for i in range(5):
             stamp = BAG_START_NS + i * SCAN_PERIOD_NS
             scan = TYPESTORE.serialize_cdr(_scan(stamp), "sensor_msgs/msg/LaserScan")
             writer.write(scans, stamp + SCAN_LATENCY_NS, scan)
-            msg = MarkerArray(markers=[_marker(stamp), _marker(0)])
+            boot = 5_000_000_000 + i
+            msg = MarkerArray(markers=[_marker(stamp), _marker(0), _marker(boot), _marker(boot)])
             writer.write(markers, stamp + IMAGE_LATENCY_NS, serialize_message(msg))
+            writer.write(lone, stamp + IMAGE_LATENCY_NS, serialize_message(_marker(0)))
     domain_id = domain_id_for(request.node.nodeid)
     command = [str(VENV_BIN / "m2vae-play"), str(path), "--qos", "reliable", "--wait-for-subscribers"]
     with ros_peer(domain_id) as peer:
         received_scans = peer.collect(LaserScan, "/scan", sensor_qos("reliable", depth=10))
         arrays = peer.collect(MarkerArray, "/markers", sensor_qos("reliable", depth=10))
+        lones = peer.collect(Marker, "/marker", sensor_qos("reliable", depth=10))
         log = tmp_path / "play.log"
         with running(command, domain_id, log) as player:
-            peer.spin_until(lambda: player.poll() is not None and len(arrays) == 5, timeout_s=30)
-    assert len(received_scans) == len(arrays) == 5, log.read_text()
+            peer.spin_until(lambda: player.poll() is not None and len(arrays) == len(lones) == 5,
+                            timeout_s=30)
+    assert len(received_scans) == len(arrays) == len(lones) == 5, log.read_text()
     assert [_stamp_ns(a.markers[0]) for a in arrays] == [_stamp_ns(m) for m in received_scans]
     assert _stamp_ns(arrays[0].markers[0]) > BAG_START_NS * 1000  # moved to now, not 1970
-    assert {_stamp_ns(a.markers[1]) for a in arrays} == {0}
+    assert {_stamp_ns(a.markers[1]) for a in arrays} == {_stamp_ns(m) for m in lones} == {0}
+    assert all(_stamp_ns(a.markers[2]) == _stamp_ns(a.markers[3]) > BAG_START_NS * 1000 for a in arrays)
+    assert "stamped at publish, their recorded stamps over 1 s from their record times: /markers: 5" in (
+        log.read_text())
 
 
 def test_drop_window_suppresses_a_topic(bag: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -292,6 +314,13 @@ def test_drop_argument_parsing() -> None:
             drop_argument(bad)
     with pytest.raises(argparse.ArgumentTypeError, match="must be absolute"):
         drop_argument("scan@0:1")
+
+
+def test_where_each_type_keeps_its_stamps() -> None:
+    """Header first and nowhere else: the bytes; a header deeper (a marker's texture): the objects."""
+    assert stamps_of(LaserScan) == "leading" and stamps_of(Image) == "leading"
+    assert stamps_of(Marker) == stamps_of(MarkerArray) == stamps_of(InteractiveMarker) == "nested"
+    assert stamps_of(String) == "none"
 
 
 def test_restamp_rewrites_only_the_stamp() -> None:
