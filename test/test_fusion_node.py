@@ -31,14 +31,7 @@ from m2vae_ros.liveness import ModalityLiveness, Pacer
 from m2vae_ros.model import M2VAE
 from m2vae_ros.qos import latched_qos, sensor_qos
 from m2vae_ros.ros_types import MessageTypeError, message_class, modality_message_type
-from m2vae_ros.spec import (
-    ImagePreprocess,
-    ModalitySpec,
-    ModelSpec,
-    RangeImagePreprocess,
-    ScanPreprocess,
-    VectorPreprocess,
-)
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, RangeImagePreprocess, ScanPreprocess
 
 REPO = Path(__file__).resolve().parents[1]
 LATENT_DIM = 8
@@ -402,7 +395,8 @@ def test_startup_errors_exit_nonzero_with_one_clear_line(
         f"{Path.home() / 'absent_model'}: no such model directory": [  # ~ expanded: no shell after :=
             fusion, "--ros-args", "-p", "model_path:=~/absent_model"],
     }
-    vector = ModelSpec(modalities=(ModalitySpec("imu", "vector", VectorPreprocess(dim=6)),), latent_dim=4)
+    vector = ModelSpec.from_dict(
+        {"modalities": [{"name": "imu", "kind": "vector", "preprocess": {"dim": 6}}], "latent_dim": 4})
     vector_model = save_model(M2VAE(vector), tmp_path / "vector_model")
     cases["no ROS message decodes into kind 'vector'"] = [  # not first "has no topic", then "msg_type"
         fusion, "--ros-args", "-p", f"model_path:={vector_model}"]
