@@ -78,12 +78,6 @@ def recorded_stamp(raw: bytes) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
-def _offered_transient_local(connection: Connection) -> bool:
-    """Whether the recorded publisher latched the topic (/tf_static, a map): late subscribers need it."""
-    profiles = getattr(connection.ext, "offered_qos_profiles", ())
-    return any(profile.durability == QosDurability.TRANSIENT_LOCAL for profile in profiles)
-
-
 def restamp(raw: bytes, stamp_ns: int) -> bytes:
     """CDR bytes of a header-first message with header.stamp replaced (sec int32, nanosec uint32)."""
     sec, nanosec = divmod(stamp_ns, 1_000_000_000)
@@ -109,11 +103,14 @@ def stamps_of(msg_class: type) -> str:
 
 
 def latched_depth(connections: list[Connection]) -> int:
-    """How many messages a latched topic keeps for late subscribers: one per recorded latching
-    publisher (a /tf_static per static broadcaster), not every copy a publisher re-sent."""
-    depth = sum(profile.depth for c in connections for profile in getattr(c.ext, "offered_qos_profiles", ())
-                if profile.durability == QosDurability.TRANSIENT_LOCAL)
-    return max(1, min(depth, sum(c.msgcount for c in connections)))
+    """How many messages a topic keeps for late subscribers: one per recorded latching publisher
+    (a /tf_static per static broadcaster), not every copy a publisher re-sent; 0 when no
+    recorded publisher latched it."""
+    latching = [profile for c in connections for profile in getattr(c.ext, "offered_qos_profiles", ())
+                if profile.durability == QosDurability.TRANSIENT_LOCAL]
+    if not latching:
+        return 0
+    return max(1, min(sum(profile.depth for profile in latching), sum(c.msgcount for c in connections)))
 
 
 class BagPlayer:
@@ -135,7 +132,6 @@ class BagPlayer:
             raise PlayError(f"--drop topics {stray} are not played; the played topics are {sorted(wanted)}")
         self.topics: dict[str, Topic] = {}
         self.unplayable: dict[str, str] = {}  # topic → why; only when --topics did not ask for it
-        latched = {c.topic for c in reader.connections if _offered_transient_local(c)}
         for topic in wanted:
             try:
                 msg_class = message_class(recorded[topic])
@@ -144,9 +140,8 @@ class BagPlayer:
                     raise PlayError(f"{topic}: {exc}; leave it out of --topics") from None
                 self.unplayable[topic] = str(exc)
                 continue
-            qos = sensor_qos(args.qos, depth=PUBLISHER_DEPTH)
-            if topic in latched:
-                qos = latched_qos(latched_depth([c for c in reader.connections if c.topic == topic]))
+            latched = latched_depth([c for c in reader.connections if c.topic == topic])
+            qos = latched_qos(latched) if latched else sensor_qos(args.qos, depth=PUBLISHER_DEPTH)
             publisher = node.create_publisher(msg_class, topic, qos)
             self.topics[topic] = Topic(publisher, msg_class, stamps_of(msg_class))
         if not self.topics:
