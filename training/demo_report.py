@@ -30,7 +30,7 @@ from m2vae_training.demo_live import LiveRecord
 
 from m2vae_ros.artifact import load_model
 from m2vae_ros.atomic import write_atomic
-from m2vae_ros.codec import CodecError, decode_message
+from m2vae_ros.codec import CodecError, decode_message, stamp_ns
 from m2vae_ros.spec import ModalitySpec
 
 CAMERA_TOPIC = "/camera/image_raw"
@@ -137,7 +137,7 @@ def _truth_scans(bag_path: Path, lidar: ModalitySpec, frame: bytes) -> _Truth:
     with Bag(bag_path) as bag:
         for topic, msgtype, record_ns, raw in bag.messages({CAMERA_TOPIC, SCAN_TOPIC}):
             msg = bag.deserialize(raw, msgtype)
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            stamp = stamp_ns(msg)
             record_of[stamp] = record_ns
             if topic == CAMERA_TOPIC:
                 first_camera = stamp if first_camera is None else min(first_camera, stamp)

@@ -74,9 +74,9 @@ RUN_FILE = "run.yaml"
 PREVIEW_SAMPLES = 4
 # Settings a flag can set; left out on --resume, the run's value stands (see _check_resume).
 SETTING_FLAGS = ("epochs", "batch_size", "seed", "latent_dim", "objective", "dataset_dir")
+MAX_DIFFERENCES_SHOWN = 5  # of a refused --resume
 # What a resumed run must share with its start to continue bit-for-bit (epochs may grow).
 # The last three are recorded since 2026-11-27; an older run.yaml gains them on resume.
-MAX_DIFFERENCES_SHOWN = 5
 FIXED_ON_RESUME = ("bags", "dataset_dir", "dataset", "spec", "batch_size", "lr", "seed", "block_seconds",
                    "val_fraction", "patience", "bag_fingerprints", "processes", "device_type")
 
