@@ -14,6 +14,7 @@ the training loop (trainer.py) and the artifact (artifact.py).
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Integral
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from m2vae_ros.artifact import load_model, save_model
+from m2vae_ros.inference import resolve_device
 from m2vae_ros.likelihoods import BOUNDED_KINDS
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import (
@@ -106,8 +108,8 @@ class MultimodalVAE:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> MultimodalVAE:
-        """Load an artifact written by `save` or by `m2vae-train`."""
-        loaded = load_model(directory, device=device)
+        """Load an artifact written by `save` or by `m2vae-train`; `device` as in `fit`."""
+        loaded = load_model(directory, device=_usable_device(device))
         return cls(loaded.spec, model=loaded.model)
 
     def save(
@@ -135,22 +137,28 @@ class MultimodalVAE:
 
         A later call continues the first one's training (optimiser state, noise generator,
         epoch count), so ``fit(epochs=3)`` twice is ``fit(epochs=6)``; `lr`, `seed` and
-        `device` must then be the first call's.
+        `device` must then be the first call's. `device` is ``auto``, ``cpu``, ``cuda`` or
+        ``cuda:<i>``, as for the ROS node: CUDA that is not there falls back to the CPU with a
+        warning. Should the loss become NaN or infinite, `TrainingDiverged` is raised and the
+        model is left as it was after the last whole epoch.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
             raise ValueError(f"epochs counts the epochs to add and must be an integer ≥ 0, got {epochs!r}")
         train_set = ArrayDataset(self._arrays(data, available, require_all=True), available)
         if len(train_set) == 0:
             raise ValueError("no training samples: the arrays are empty")
+        if available is not None and not train_set.available.any():
+            raise ValueError("`available` marks every modality of every sample missing: nothing to train on")
         val_set = None
         if val is not None:
             val_set = ArrayDataset(self._arrays(val, val_available, require_all=True), val_available)
+        usable = torch.device(_usable_device(device))
         if self._trainer is None:
-            self._trainer = Trainer(self.model, lr=lr, device=device, seed=seed)
+            self._trainer = Trainer(self.model, lr=lr, device=usable, seed=seed)
         trainer = self._trainer
         lr_running = trainer.optimizer.param_groups[0]["lr"]
         running = {"lr": lr_running, "seed": trainer.seed, "device": trainer.device}
-        asked = {"lr": lr, "seed": seed, "device": torch.device(device)}
+        asked = {"lr": lr, "seed": seed, "device": usable}
         if changed := [key for key in running if asked[key] != running[key]]:
             raise ValueError(f"fit continues the first call's training; {', '.join(changed)} differ from it "
                              f"({running}): build a new MultimodalVAE to start over")
@@ -163,20 +171,25 @@ class MultimodalVAE:
     def encode(
         self, data: Mapping[str, np.ndarray], subset: str | Sequence[str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and std [N, latent_dim] of q(z | subset); None = every modality in `data`."""
-        arrays = self._arrays(data, None, require_all=False)
-        if not arrays:
+        """Posterior mean and std [N, latent_dim] of q(z | subset); None = every modality in `data`.
+
+        Arrays of modalities outside `subset` are not read, so they are not checked either.
+        """
+        if unknown := sorted(set(data) - set(self.spec.names)):
+            raise ValueError(f"unknown modalities {unknown}; the model has {list(self.spec.names)}")
+        if not data:
             raise ValueError(f"no modality arrays given; the model has {list(self.spec.names)}")
         if subset is None:
-            bits = from_indices(self.spec.names.index(name) for name in arrays)
+            bits = from_indices(self.spec.names.index(name) for name in data)
         elif isinstance(subset, str):
             bits = parse_subset(subset, self.spec.names)
         else:
             bits = parse_subset("+".join(subset), self.spec.names)
         needed = subset_name(bits, self.spec.names).split("+")
-        absent = [name for name in needed if name not in arrays]
+        absent = [name for name in needed if name not in data]
         if absent:
-            raise ValueError(f"subset {subset!r} needs arrays for {absent}; given: {list(arrays)}")
+            raise ValueError(f"subset {subset!r} needs arrays for {absent}; given: {list(data)}")
+        arrays = self._arrays({name: data[name] for name in needed}, None, require_all=False)
         self.model.eval()
         device = next(self.model.parameters()).device
         n = len(arrays[needed[0]])
@@ -236,7 +249,7 @@ class MultimodalVAE:
                     arrays[name][~mask[:, column]] = 0.0
         for m in self.spec.modalities:
             if m.name in arrays:
-                _check_values(arrays[m.name], m)
+                _check_values(arrays[m.name], m, masked=available is not None)
         return arrays
 
 
@@ -250,10 +263,14 @@ def _as_batch(values: np.ndarray, m: ModalitySpec) -> np.ndarray:
     return array
 
 
-def _check_values(array: np.ndarray, m: ModalitySpec) -> None:
-    """Finite values, in [0, 1] where the decoder's mean is squashed into it (or the target is bernoulli)."""
+def _check_values(array: np.ndarray, m: ModalitySpec, *, masked: bool) -> None:
+    """Finite values, in [0, 1] where the decoder's mean is squashed into it (or the target is bernoulli).
+
+    `masked`: rows an availability mask marks missing are zeroed already.
+    """
     if not np.isfinite(array).all():
-        raise ValueError(f"modality {m.name!r}: NaN or infinite values in rows marked available")
+        where = " in rows marked available" if masked else " (mark placeholder rows missing in `available`)"
+        raise ValueError(f"modality {m.name!r}: NaN or infinite values{where}, or beyond float32's range")
     if (m.kind in BOUNDED_KINDS or m.likelihood == "bernoulli") and array.size and (
         array.min() < 0.0 or array.max() > 1.0
     ):
@@ -267,8 +284,10 @@ def _preprocess(name: str, kind: str, shape: Shape):
     """The preprocess record that makes the codec produce `shape` for `kind`."""
     if kind not in KINDS:
         raise ValueError(f"modality {name!r}: unknown kind {kind!r}; known: {KINDS}")
-    dims = (shape,) if isinstance(shape, Integral) else tuple(shape)
-    dims = tuple(operator.index(d) for d in dims)
+    try:
+        dims = tuple(operator.index(d) for d in ((shape,) if isinstance(shape, Integral) else shape))
+    except TypeError:
+        raise ValueError(f"modality {name!r}: shape {shape!r} must be an integer or integers") from None
     if kind == "vector" and len(dims) == 1:
         return VectorPreprocess(dim=dims[0])
     if kind == "image" and len(dims) == 3:
@@ -281,3 +300,11 @@ def _preprocess(name: str, kind: str, shape: Shape):
         f"modality {name!r}: shape {shape} does not fit kind {kind!r} "
         "(vector: dim, image: (C, H, W), scan: beams, range_image: (1 or 2, rings, bins))"
     )
+
+
+def _usable_device(device: str | torch.device) -> str:
+    """`device` where it exists; the CPU, with a warning, where CUDA is asked for and absent."""
+    usable, warning = resolve_device(str(device))
+    if warning:
+        warnings.warn(warning, RuntimeWarning, stacklevel=3)
+    return usable

@@ -4,9 +4,12 @@ Training writes it, the live node and the in-memory API read it. Weights are sto
 safetensors (no pickle, so loading a file from someone else cannot run code); the YAML
 holds the full ModelSpec, so the node rebuilds the exact preprocessing and networks,
 plus the sha256 of the weights so a corrupted or half-written weights file is refused
-instead of silently producing garbage latents. Both files are replaced atomically,
-weights first: a crash leaves either the old artifact or weights whose hash the old
-YAML rejects, never a YAML that vouches for the wrong weights.
+instead of silently producing garbage latents. The weights' own metadata keeps the spec
+they were trained with (less the topics and message types, which a user may edit), so
+a hand edit that changes what they compute (a likelihood, a range limit) is refused
+too. Both files are replaced atomically, weights first: a crash leaves either the old
+artifact or weights whose hash the old YAML rejects, never a YAML that vouches for the
+wrong weights.
 """
 
 from __future__ import annotations
@@ -26,13 +29,18 @@ from safetensors.torch import save as save_safetensors
 
 import m2vae_ros
 from m2vae_ros.atomic import write_atomic
+from m2vae_ros.differences import differences
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ModelSpec, SpecError
 
 FORMAT = "m2vae_ros/model"
 # 2: image decoders halve their widths per upsampling (networks.decoder_widths); 1 mirrored the encoder.
 FORMAT_VERSION = 2
-LAYOUT_KEY = "m2vae_modalities"  # in the weights' safetensors metadata
+# In the weights' safetensors metadata. Artifacts saved before SPEC_KEY existed have only
+# LAYOUT_KEY, and the oldest neither: they are checked as far as their keys go.
+SPEC_KEY = "m2vae_spec"
+LAYOUT_KEY = "m2vae_modalities"
+EDITABLE = ("topic", "msg_type")  # a modality's fields a model.yaml may change: where its data comes from
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.yaml"
 
@@ -64,7 +72,8 @@ def save_model(
     broken = _non_finite(tensors)
     if broken:
         raise ArtifactError(f"{directory}: not saving a model with NaN or infinite weights in {_few(broken)}")
-    weights = save_safetensors(tensors, metadata={LAYOUT_KEY: _layout(model.spec)})
+    weights = save_safetensors(tensors, metadata={SPEC_KEY: json.dumps(_fixed_spec(model.spec)),
+                                                  LAYOUT_KEY: _layout(model.spec)})
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -96,6 +105,10 @@ def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
     directory = Path(directory)
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: no such model directory")
+    inner = directory / "model"
+    if not (directory / METADATA_FILE).exists() and (inner / METADATA_FILE).is_file():
+        raise ArtifactError(f"{directory}: no {METADATA_FILE} here, but in {inner}: a training run keeps its "
+                            "model in RUN_DIR/model")
     metadata = _read_metadata(directory / METADATA_FILE)
     meta_path = directory / METADATA_FILE
     try:
@@ -104,7 +117,9 @@ def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
         raise ArtifactError(f"{meta_path}: invalid model spec: {exc}") from None
     weights_path = directory / WEIGHTS_FILE
     tensors, stored = _read_weights(weights_path, _expected_sha256(metadata, meta_path))
-    if LAYOUT_KEY in stored and stored[LAYOUT_KEY] != _layout(spec):  # an artifact from before: no key
+    if SPEC_KEY in stored:
+        _check_fixed_spec(stored[SPEC_KEY], spec, meta_path)
+    elif LAYOUT_KEY in stored and stored[LAYOUT_KEY] != _layout(spec):
         raise ArtifactError(f"{meta_path}: its modalities {_layout(spec)} are not the ones the weights "
                             f"were trained for, {stored[LAYOUT_KEY]} (renamed or reordered by hand?)")
     model = _build_model(spec, meta_path)
@@ -152,6 +167,27 @@ def _expected_sha256(metadata: dict[str, Any], path: Path) -> str:
     if not isinstance(digest, str):
         raise ArtifactError(f"{path}: no weights.sha256")
     return digest
+
+
+def _fixed_spec(spec: ModelSpec) -> dict[str, Any]:
+    """The spec as plain JSON data, less each modality's `EDITABLE` fields."""
+    fixed = _yaml_safe(spec.to_dict())
+    fixed["modalities"] = [{k: v for k, v in m.items() if k not in EDITABLE} for m in fixed["modalities"]]
+    return json.loads(json.dumps(fixed))  # tuples → lists, as the stored copy reads back
+
+
+def _check_fixed_spec(stored: str, spec: ModelSpec, path: Path) -> None:
+    """Refuse a model.yaml whose spec differs from the weights' own copy beyond `EDITABLE` fields."""
+    try:
+        saved = json.loads(stored)
+    except json.JSONDecodeError:
+        raise ArtifactError(f"{path}: the weights' copy of the spec is not readable JSON") from None
+    changed = differences("spec", saved, _fixed_spec(spec), labels=("in the weights", "in model.yaml"))
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise ArtifactError(f"{path}: the spec is not the one the weights were trained with: "
+                            f"{'; '.join(changed[:3])}{more} (only a modality's {' and '.join(EDITABLE)} "
+                            "may be edited)")
 
 
 def _layout(spec: ModelSpec) -> str:

@@ -150,6 +150,7 @@ class ImageDecoder(nn.Module):
         self.shape = shape
         steps = len(hidden)
         self.grid = (math.ceil(shape[1] / 2**steps), math.ceil(shape[2] / 2**steps))
+        self.channels = hidden[0]
         self.inp = nn.Linear(latent_dim, hidden[0] * self.grid[0] * self.grid[1])
         layers: list[nn.Module] = []
         for a, b in zip(hidden, [*hidden[1:], shape[0]], strict=True):
@@ -157,7 +158,7 @@ class ImageDecoder(nn.Module):
         self.conv = nn.Sequential(*layers[:-1])  # no ReLU on the raw output
 
     def forward(self, z: Tensor) -> Tensor:
-        h = F.relu(self.inp(z)).view(z.shape[0], -1, *self.grid)
+        h = F.relu(self.inp(z)).view(z.shape[0], self.channels, *self.grid)  # -1 fails on an empty batch
         out = self.conv(h)
         if out.shape[-2:] != self.shape[1:]:
             out = F.interpolate(out, size=self.shape[1:], mode="bilinear", align_corners=False)
@@ -215,6 +216,7 @@ class CircularDecoder(nn.Module):
         super().__init__()
         self.shape = shape
         self.length = math.ceil(shape[-1] / 2 ** len(hidden))
+        self.channels = hidden[0]
         self.inp = nn.Linear(latent_dim, hidden[0] * self.length)
         layers: list[nn.Module] = []
         for a, b in zip(hidden, [*hidden[1:], math.prod(shape[:-1])], strict=True):
@@ -222,7 +224,7 @@ class CircularDecoder(nn.Module):
         self.conv = nn.Sequential(*layers[:-1])  # no ReLU on the raw output
 
     def forward(self, z: Tensor) -> Tensor:
-        h = F.relu(self.inp(z)).view(z.shape[0], -1, self.length)
+        h = F.relu(self.inp(z)).view(z.shape[0], self.channels, self.length)  # -1 fails on an empty batch
         out = self.conv(h)
         if out.shape[-1] != self.shape[-1]:
             out = F.interpolate(out, size=self.shape[-1], mode="linear", align_corners=False)

@@ -7,10 +7,13 @@ to and from the nested dicts found in `config/train.yaml` and `model.yaml`.
 Tensor conventions (what the codec produces and the networks consume, per sample):
 
 - ``image``: float32 ``(channels, height, width)`` in [0, 1].
-- ``scan``: float32 ``(1, beams)``, range / range_max in [0, 1]; "no return" is 1.0
-  and is flagged in a separate validity mask.
+- ``scan``: float32 ``(1, beams)``, range / range_max in [0, 1]; "no return" is 1.0.
 - ``range_image``: float32 ``(channels, rings, bins)``; channel 0 is range / range_max
-  ("no return" = 1.0, masked), channel 1 (optional) intensity / intensity_max.
+  ("no return" = 1.0), channel 1 (optional) intensity / intensity_max.
+
+The objective models a "no return" like any other range (so a decoder learns where
+returns go missing); the dataset keeps a validity mask beside LiDAR tensors for the
+evaluation, whose range errors count real returns only.
 - ``vector``: float32 ``(dim,)``, used as given.
 """
 
@@ -126,17 +129,19 @@ class ModalitySpec:
             raise SpecError(f"modality {self.name!r}: preprocess does not match kind {self.kind!r}")
         if self.likelihood not in LIKELIHOODS:
             raise SpecError(f"modality {self.name!r}: likelihood {self.likelihood!r} not in {LIKELIHOODS}")
-        if not (self.scale > 0 and self.weight > 0):
-            raise SpecError(f"modality {self.name!r}: scale and weight must be positive")
+        if not (0 < self.scale < math.inf and 0 < self.weight < math.inf):
+            raise SpecError(f"modality {self.name!r}: scale and weight must be positive and finite, got "
+                            f"{self.scale} and {self.weight}")
+        if not all(isinstance(width, int) and not isinstance(width, bool) for width in self.hidden):
+            raise SpecError(f"modality {self.name!r}: hidden widths must be integers, got {self.hidden}")
         if not isinstance(self.msg_type, str):
             raise SpecError(f"modality {self.name!r}: msg_type must be a ROS type name such as "
                             f"sensor_msgs/msg/Image, got {self.msg_type!r}")
         if min(self.shape) < 1 or any(width < 1 for width in self.hidden):
             raise SpecError(f"modality {self.name!r}: sizes must be ≥ 1, got tensor shape {self.shape} and "
                             f"hidden widths {self.hidden}")
-        scan = self.preprocess
-        if isinstance(scan, ScanPreprocess) and not scan.angle_max > scan.angle_min:
-            raise SpecError(f"modality {self.name!r}: preprocess angle_max must be above angle_min")
+        if problem := preprocess_problem(self.preprocess):
+            raise SpecError(f"modality {self.name!r}: preprocess {problem}")
         # ROS accepts `package/Name` for `package/msg/Name`; one spelling keeps the codec's
         # type checks and the dataset's cache key from telling the two apart.
         if self.msg_type.count("/") == 1:
@@ -172,8 +177,37 @@ class ModalitySpec:
         if kind not in PREPROCESS_BY_KIND:
             raise SpecError(f"modality {d.get('name')!r}: kind {kind!r} not in {KINDS}")
         d["preprocess"] = _build(PREPROCESS_BY_KIND[kind], d.get("preprocess") or {}, d.get("name"))
-        d["hidden"] = tuple(d.get("hidden") or ())
+        hidden = d.get("hidden") or ()
+        if not isinstance(hidden, list | tuple):
+            raise SpecError(f"modality {d.get('name')!r}: hidden must be a list of widths, got {hidden!r}")
+        where = f"modality {d.get('name')!r}: hidden"
+        d["hidden"] = tuple(parse_number(width, "int", where) for width in hidden)
         return _build(cls, d, d.get("name"))
+
+
+def preprocess_problem(p: Preprocess) -> str | None:
+    """What makes a preprocess record unusable, or None.
+
+    Limits that admit no value (range_min above range_max, a vertical field of view of
+    zero degrees) would not fail in the codec: every return would simply read "no
+    return", and a model would train on blank LiDAR without a word.
+    """
+    numbers = {f.name: getattr(p, f.name) for f in fields(p) if isinstance(getattr(p, f.name), float)}
+    if infinite := [name for name, value in numbers.items() if not math.isfinite(value)]:
+        return f"{', '.join(infinite)} must be finite"
+    if isinstance(p, ImagePreprocess) and p.value_max is not None and not p.value_max > 0:
+        return f"value_max must be positive (or null for the encoding's full scale), got {p.value_max}"
+    if isinstance(p, ScanPreprocess | RangeImagePreprocess) and not 0 <= p.range_min < p.range_max:
+        return f"needs 0 ≤ range_min < range_max, got {p.range_min} and {p.range_max}"
+    if isinstance(p, ScanPreprocess) and not p.angle_max > p.angle_min:
+        return "angle_max must be above angle_min"
+    if isinstance(p, ScanPreprocess) and not p.z_max >= p.z_min:  # equal: a planar cloud at z = 0
+        return f"z_max must not be below z_min, got {p.z_min} and {p.z_max}"
+    if isinstance(p, RangeImagePreprocess) and not p.fov_up_deg > p.fov_down_deg:
+        return f"fov_up_deg must be above fov_down_deg, got {p.fov_up_deg} and {p.fov_down_deg}"
+    if isinstance(p, RangeImagePreprocess) and not p.intensity_max > 0:
+        return f"intensity_max must be positive, got {p.intensity_max}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -204,8 +238,9 @@ class ModelSpec:
         if min(self.latent_dim, self.feature_dim, self.head_hidden) < 1:
             raise SpecError(f"latent_dim, feature_dim and head_hidden must be ≥ 1, got {self.latent_dim}, "
                             f"{self.feature_dim}, {self.head_hidden}")
-        if not (self.alpha >= 0 and self.beta >= 0):
-            raise SpecError(f"alpha and beta weigh KL terms: both must be ≥ 0, got {self.alpha}, {self.beta}")
+        if not (0 <= self.alpha < math.inf and 0 <= self.beta < math.inf):
+            raise SpecError(f"alpha and beta weigh KL terms: both must be finite and ≥ 0, got {self.alpha}, "
+                            f"{self.beta}")
 
     @property
     def names(self) -> tuple[str, ...]:

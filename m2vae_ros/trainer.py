@@ -154,6 +154,7 @@ class Trainer:
             self._check(val)
         history = History()
         while self.epoch < epochs:
+            before = self.state_dict()  # what a diverged epoch falls back to
             self.model.train()
             self.begin_epoch(self.epoch)
             order = self.epoch_order(train, self.epoch)
@@ -184,10 +185,11 @@ class Trainer:
             self.epoch += 1
             train_metrics = self.pooled(totals).means()
             if not math.isfinite(train_metrics.get("loss", 0.0)):
+                self.load_state_dict(before)
                 raise TrainingDiverged(
-                    f"epoch {self.epoch}: the training loss is {train_metrics['loss']}, so the weights are "
-                    "no longer usable and training stops before this epoch is validated or saved. Look for "
-                    "extreme values in the data (one 1e20 is enough), or lower the learning rate."
+                    f"epoch {self.epoch + 1}: the training loss is {train_metrics['loss']}, so training "
+                    f"stops and the model stays as it was after epoch {self.epoch}. Look for extreme "
+                    "values in the data (one 1e20 is enough), or lower the learning rate."
                 )
             val_metrics = self.evaluate(val, batch_size=batch_size) if val is not None else {}
             history.train.append(train_metrics)

@@ -117,8 +117,14 @@ def test_bad_input_is_refused_with_clear_errors():
     with pytest.raises(ValueError, match=r"missing \['b'\]"):
         vae.fit({"a": data["a"]}, epochs=1)
     data["a"][3, 2] = np.inf
-    with pytest.raises(ValueError, match="'a': NaN or infinite values in rows marked available"):
+    with pytest.raises(ValueError, match=r"'a': NaN or infinite values \(mark placeholder rows missing"):
         vae.fit(data, epochs=1)
+    with pytest.raises(ValueError, match="'a': NaN or infinite values in rows marked available"):
+        vae.fit(data, np.ones((8, 2), bool), epochs=1)
+    with pytest.raises(ValueError, match="marks every modality of every sample missing"):  # trained nothing
+        vae.fit(data, np.zeros((8, 2), bool), epochs=1)
+    with pytest.raises(ValueError, match=r"shape 5\.0 must be an integer"):
+        MultimodalVAE.from_modalities({"a": ("vector", 5.0)})
     with pytest.raises(ValueError, match=r"z must be \[N, 2\]"):
         vae.decode(np.zeros((3, 5)), "a")
     with pytest.raises(ValueError, match="does not fit kind 'image'"):
@@ -217,3 +223,36 @@ def test_inputs_too_small_for_the_extractor_are_refused_when_the_model_is_built(
         return
     with pytest.raises(SpecError, match=r"'x'.*too small for 3 stride-2 layers"):
         MultimodalVAE.from_modalities({"x": (kind, shape)})
+
+
+def test_encode_reads_only_the_subsets_arrays_so_a_nan_placeholder_elsewhere_is_fine():
+    vae = small_vae()
+    data = two_views(8)
+    expected = vae.encode({"a": data["a"]}, "a")
+    data["b"][:] = np.nan  # the whole dict passed, a placeholder where b is missing
+    np.testing.assert_array_equal(vae.encode(data, "a")[0], expected[0])
+    with pytest.raises(ValueError, match="'b': NaN or infinite values"):
+        vae.encode(data, "a+b")
+
+
+def test_decoding_an_empty_batch_gives_an_empty_array_of_every_kind():
+    vae = MultimodalVAE.from_modalities({"img": ("image", (1, 8, 8)), "scan": ("scan", 16),
+                                         "cloud": ("range_image", (2, 4, 16))}, latent_dim=3)
+    empty, _ = vae.encode({"img": np.zeros((0, 1, 8, 8), "f4")}, "img")
+    for name, shape in (("img", (1, 8, 8)), ("scan", (1, 16)), ("cloud", (2, 4, 16))):
+        assert vae.decode(empty, name).shape == (0, *shape)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where CUDA is absent")
+def test_devices_are_named_as_for_the_node_and_absent_cuda_falls_back_with_a_warning(tmp_path):
+    data = two_views(8)
+    vae = small_vae()
+    vae.fit(data, epochs=1, device="auto")
+    assert next(vae.model.parameters()).device.type == "cpu"
+    with pytest.warns(RuntimeWarning, match="CUDA is unavailable; running on cpu"):
+        vae.fit(data, epochs=1, device="cuda")  # the same device as the first call: cpu
+    vae.save(tmp_path / "model")
+    with pytest.warns(RuntimeWarning, match="CUDA is unavailable"):
+        MultimodalVAE.load(tmp_path / "model", device="cuda:0")
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:<index>, got 'gpu'"):
+        MultimodalVAE.load(tmp_path / "model", device="gpu")

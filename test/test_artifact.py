@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file as load_safetensors_file
 from safetensors.torch import save_file
 
 import m2vae_ros
-from m2vae_ros.artifact import ArtifactError, load_model, save_model
+from m2vae_ros.artifact import LAYOUT_KEY, ArtifactError, load_model, save_model
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess, VectorPreprocess
 
@@ -215,15 +216,52 @@ def test_saving_again_replaces_both_files_without_leftovers(saved):
 
 
 
-def test_swapping_two_same_shaped_sensors_in_model_yaml_is_refused_but_a_topic_edit_is_not(tmp_path):
-    # The weights' own metadata records which network belongs to which sensor.
+def two_vector_sensors(tmp_path):
     spec = ModelSpec((ModalitySpec("left", "vector", VectorPreprocess(3), topic="/left", hidden=(8,)),
                       ModalitySpec("right", "vector", VectorPreprocess(3), topic="/right", hidden=(8,))),
                      latent_dim=2, feature_dim=8, head_hidden=8)
     torch.manual_seed(0)
-    directory = save_model(M2VAE(spec), tmp_path / "model")
+    return save_model(M2VAE(spec), tmp_path / "model")
+
+
+def test_swapping_two_same_shaped_sensors_in_model_yaml_is_refused_but_a_topic_edit_is_not(tmp_path):
+    # The weights' own metadata records which network belongs to which sensor.
+    directory = two_vector_sensors(tmp_path)
     edit_yaml(directory, lambda meta: meta["spec"]["modalities"][0].update(topic="/front_left"))
-    assert load_model(directory).spec.modalities[0].topic == "/front_left"
+    edit_yaml(directory, lambda meta: meta["spec"]["modalities"][1].update(msg_type="sensor_msgs/msg/Imu"))
+    left, right = load_model(directory).spec.modalities
+    assert (left.topic, right.msg_type) == ("/front_left", "sensor_msgs/msg/Imu")
+    edit_yaml(directory, lambda meta: meta["spec"]["modalities"].reverse())
+    with pytest.raises(ArtifactError, match=r"not the one the weights were trained with: "
+                                            r"spec\.modalities\[0\]\.name: 'left' in the weights"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda spec: spec["modalities"][1].update(likelihood="bernoulli"), "spec.modalities[1].likelihood"),
+    (lambda spec: spec["modalities"][0].update(weight=0.3), "spec.modalities[0].weight"),
+    (lambda spec: spec["modalities"][1]["preprocess"].update(range_max=30.0),
+     "spec.modalities[1].preprocess.range_max: 8.0 in the weights, 30.0 in model.yaml"),
+    (lambda spec: spec.update(objective="jmvae"), "spec.objective"),
+])
+def test_a_hand_edit_that_changes_what_the_weights_compute_is_refused(saved, change, named):
+    # Shapes stay the same, so the tensors alone would load: the node would scale its
+    # sensors or read its decoders other than training did.
+    _, directory = saved
+    edit_yaml(directory, lambda meta: change(meta["spec"]))
+    with pytest.raises(ArtifactError, match="not the one the weights were trained with") as err:
+        load_model(directory)
+    assert named in str(err.value)
+
+
+def test_an_artifact_saved_before_the_spec_copy_still_refuses_a_swap(tmp_path):
+    directory = two_vector_sensors(tmp_path)
+    tensors = load_safetensors_file(directory / "model.safetensors")
+    save_file(tensors, directory / "model.safetensors", metadata={LAYOUT_KEY: '[["left", "vector", [3]], '
+                                                                               '["right", "vector", [3]]]'})
+    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    edit_yaml(directory, lambda meta: meta["weights"].update(sha256=digest))
+    assert load_model(directory).spec.names == ("left", "right")
     edit_yaml(directory, lambda meta: meta["spec"]["modalities"].reverse())
     with pytest.raises(ArtifactError, match="are not the ones the weights were trained for"):
         load_model(directory)

@@ -1,5 +1,6 @@
 """Model and modality specs: what a spec refuses, so a bad config fails when it is read."""
 
+import math
 import re
 
 import pytest
@@ -9,6 +10,7 @@ from m2vae_ros.spec import (
     ImagePreprocess,
     ModalitySpec,
     ModelSpec,
+    RangeImagePreprocess,
     ScanPreprocess,
     SpecError,
     VectorPreprocess,
@@ -56,6 +58,51 @@ def test_a_msg_type_that_is_no_name_is_a_spec_error(fields, message):
 def test_a_scan_span_must_be_positive():
     with pytest.raises(SpecError, match="angle_max must be above angle_min"):
         ModalitySpec("lidar", "scan", ScanPreprocess(angle_min=0.5, angle_max=0.5))
+
+
+@pytest.mark.parametrize(("kind", "preprocess", "message"), [
+    # Each of these decoded every return as "no return": blank LiDAR, without an error.
+    ("scan", ScanPreprocess(range_min=5.0, range_max=2.0), "0 ≤ range_min < range_max, got 5.0 and 2.0"),
+    ("scan", ScanPreprocess(range_max=-1.0), "0 ≤ range_min < range_max"),
+    ("scan", ScanPreprocess(z_min=0.2, z_max=0.1), "z_max must not be below z_min"),
+    ("range_image", RangeImagePreprocess(fov_up_deg=10.0, fov_down_deg=10.0), "fov_up_deg must be above"),
+    ("range_image", RangeImagePreprocess(intensity_max=0.0), "intensity_max must be positive"),
+    ("range_image", RangeImagePreprocess(range_max=math.inf), "range_max must be finite"),
+    ("image", ImagePreprocess(value_max=0.0), "value_max must be positive"),
+])
+def test_preprocessing_limits_that_admit_no_value_are_refused(kind, preprocess, message):
+    with pytest.raises(SpecError, match=f"modality 'lidar': preprocess .*{re.escape(message)}"):
+        ModalitySpec("lidar", kind, preprocess)
+
+
+def test_a_planar_cloud_slice_may_be_one_height():
+    assert ModalitySpec("lidar", "scan", ScanPreprocess(z_min=0.0, z_max=0.0)).preprocess.z_max == 0.0
+
+
+IMU = ModalitySpec("imu", "vector", VectorPreprocess(3))
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    # Built in Python (the library), not read from YAML: the same refusals as a config gets,
+    # so a model is never saved that loading would refuse.
+    (lambda: ModelSpec((IMU,), beta=math.inf), "finite and ≥ 0"),
+    (lambda: ModelSpec((IMU,), alpha=math.nan), "finite and ≥ 0"),
+    (lambda: ModalitySpec("a", "vector", VectorPreprocess(3), scale=math.inf), "positive and finite"),
+    (lambda: ModalitySpec("a", "vector", VectorPreprocess(3), weight=math.inf), "positive and finite"),
+    (lambda: ModalitySpec("a", "vector", VectorPreprocess(3), hidden=(32.5, 64)), "widths must be integers"),
+])
+def test_values_that_would_only_fail_later_are_refused_where_the_spec_is_built(build, message):
+    with pytest.raises(SpecError, match=message):
+        build()
+
+
+@pytest.mark.parametrize(("hidden", "message"), [
+    (5, "hidden must be a list of widths, got 5"),
+    ([32.5, 64], "hidden must be an integer, got 32.5"),
+])
+def test_hidden_widths_in_a_config_are_checked_like_other_numbers(hidden, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        ModalitySpec.from_dict({"name": "imu", "kind": "vector", "preprocess": {"dim": 3}, "hidden": hidden})
 
 
 def _lidar_dict(**preprocess):

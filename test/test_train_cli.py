@@ -16,12 +16,13 @@ from m2vae_training.callbacks import EarlyStopping
 from m2vae_training.checkpoint import has_checkpoint, load_checkpoint
 from m2vae_training.dataset import load_dataset
 from m2vae_training.split import time_block_split
-from m2vae_training.train_cli import _differences, main
+from m2vae_training.train_cli import main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from trainutils import TINY_CONFIG, tiny_bag, tiny_config
 
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model, save_model
+from m2vae_ros.differences import differences
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.trainer import Trainer
 
@@ -198,12 +199,12 @@ def test_resume_refuses_changed_settings(inputs, capsys):
     assert "run.yaml is damaged" in capsys.readouterr().err
 
 
-def test_a_refused_resume_lists_short_differences():
+def test_a_refused_resume_lists_shortdifferences():
     bag = {"path": "/bags/a", "bytes": 10, "mtime_ns": 1}
-    assert _differences("bag_fingerprints", [bag], [{**bag, "bytes": 11}]) == [
+    assert differences("bag_fingerprints", [bag], [{**bag, "bytes": 11}]) == [
         "bag_fingerprints[/bags/a].bytes: 10 in the run, 11 now"]
-    assert _differences("bags", ["/bags/a"], ["/bags/a", "/bags/b"]) == ["bags: 1 items in the run, 2 now"]
-    (line,) = _differences("spec.x", "a" * 500, "b")
+    assert differences("bags", ["/bags/a"], ["/bags/a", "/bags/b"]) == ["bags: 1 items in the run, 2 now"]
+    (line,) = differences("spec.x", "a" * 500, "b")
     assert len(line) < 200 and line.endswith("in the run, 'b' now")
 
 

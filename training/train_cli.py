@@ -66,6 +66,7 @@ from m2vae_training.split import Split, time_block_split
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import save_model
 from m2vae_ros.atomic import write_atomic
+from m2vae_ros.differences import differences
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
 from m2vae_ros.trainer import ArrayDataset, Trainer
 
@@ -313,7 +314,7 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
     run["spec"] = {**run["spec"], **{key: spec[key] for key in left_out if key in spec}}
     # The spec's message types are filled in from the bags; compare what the user chose.
     changed = [difference for k in FIXED_ON_RESUME if k in previous
-               for difference in _differences(k, _comparable(k, previous[k]), _comparable(k, run[k]))]
+               for difference in differences(k, _comparable(k, previous[k]), _comparable(k, run[k]))]
     if changed:
         more = "; …" if len(changed) > MAX_DIFFERENCES_SHOWN else ""
         shown = "; ".join(changed[:MAX_DIFFERENCES_SHOWN]) + more
@@ -338,28 +339,6 @@ def read_run_file(out: Path) -> dict[str, Any]:
     if not isinstance(run, dict) or not {"spec", "epochs"} <= set(run):
         raise CheckpointError(f"{path} is damaged: not the settings of a run")
     return run
-
-
-def _differences(path: str, before: Any, now: Any) -> list[str]:
-    """Each leaf where a run.yaml value and its value now differ, as `path: before in the run, now now`.
-
-    List items that name a `path` (bag fingerprints) are labelled by it, so a changed
-    recording is named rather than numbered.
-    """
-    if isinstance(before, dict) and isinstance(now, dict):
-        return [line for key in sorted(set(before) | set(now), key=str)
-                for line in _differences(f"{path}.{key}", before.get(key), now.get(key))]
-    if isinstance(before, list) and isinstance(now, list):
-        if len(before) != len(now):
-            return [f"{path}: {len(before)} items in the run, {len(now)} now"]
-        return [line for i, (b, n) in enumerate(zip(before, now, strict=True))
-                for line in _differences(f"{path}[{b.get('path', i) if isinstance(b, dict) else i}]", b, n)]
-    return [] if before == now else [f"{path}: {_short(before)} in the run, {_short(now)} now"]
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _comparable(key: str, value: Any) -> Any:
