@@ -1,5 +1,6 @@
 """m2vae-eval on a held-out simulated bag: metrics.json per subset, report, figures, probe data."""
 
+import dataclasses
 import json
 import math
 import os
@@ -13,6 +14,8 @@ from m2vae_training.eval_cli import main as evaluate
 from m2vae_training.train_cli import main as train
 from trainutils import tiny_bag, tiny_config
 
+from m2vae_ros.api import MultimodalVAE
+from m2vae_ros.artifact import load_model
 from m2vae_ros.drop_window import DropWindow
 
 SUBSETS = ("camera", "lidar", "camera+lidar")
@@ -164,3 +167,54 @@ def test_a_batch_size_below_one_is_a_usage_error(trained, capsys):
         evaluate(["--model", str(trained["run"] / "model"), "--bag", str(trained["test_bag"]),
                   "--out", str(trained["root"] / "eval_batch"), "--batch-size", "0"])
     assert exit_info.value.code == 2 and "--batch-size: must be ≥ 1" in capsys.readouterr().err
+
+
+def test_a_failed_rerun_leaves_no_outputs_of_the_earlier_one(trained):
+    out = trained["root"] / "eval_failed_rerun"
+    _evaluate(trained, out)
+    assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(trained["test_bag"]),
+                     "--out", str(out), "--train-bag", str(trained["root"] / "no_such_bag")]) == 2
+    assert [p.name for p in out.iterdir() if p.is_file()] == []  # they described the first run
+
+
+def test_probes_the_training_data_cannot_fit_and_probes_trained_on_the_test_bag_are_warned_about(trained):
+    scanless = tiny_bag(trained["root"] / "scanless_train_bag", seed=3, seconds=4.0,
+                        drops=[DropWindow("scan", 0.0, 5.0)])
+    unfit = _evaluate(trained, trained["root"] / "eval_unfit", "--train-bag", str(scanless))
+    assert unfit["probes"]["classifier_samples"] == unfit["probes"]["regressor_samples"] == 0
+    assert unfit["probes"]["train_samples"] > 0
+    assert unfit["warnings"] == [
+        "no class probe: the training samples with every sensor hold 0 labels of 0 classes, and naive Bayes "
+        "needs two classes",
+        "no position probe: 0 training samples with every sensor have an object position, and the regressor "
+        "needs two"]
+    assert all(entry["nb_accuracy"] is None for entry in unfit["subsets"].values())
+
+    seen = _evaluate(trained, trained["root"] / "eval_seen", "--train-bag", str(trained["test_bag"]))
+    (warning,) = seen["warnings"]
+    assert warning.endswith("are the probes' training recordings (same size and mtime): these scores are "
+                            "not held-out")
+    # A sample captured while the object changed has no label.
+    assert 50 < seen["probes"]["classifier_samples"] <= seen["samples"] == 60
+
+
+def test_a_model_saved_from_python_is_scored_with_train_bag_and_topics_for_both(trained, capsys):
+    loaded = load_model(trained["run"] / "model")
+    blank = dataclasses.replace(loaded.spec, modalities=tuple(
+        dataclasses.replace(m, topic="") for m in loaded.spec.modalities))
+    model_dir = MultimodalVAE(blank, model=loaded.model).save(trained["root"] / "api_model")
+    topics = ["--topic", "camera=/camera/image_raw", "--topic", "lidar=/scan"]
+    base = ["--model", str(model_dir), "--bag", str(trained["test_bag"]), *topics]
+    assert evaluate([*base, "--out", str(trained["root"] / "eval_api_none")]) == 2
+    assert "the artifact names no training data (a model saved from Python" in capsys.readouterr().err
+    out = trained["root"] / "eval_api"
+    assert evaluate([*base, "--out", str(out), "--train-bag", str(trained["train_bag"])]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["probes"]["classifier_samples"] > 0
+    assert all(0.0 <= entry["nb_accuracy"] <= 1.0 for entry in metrics["subsets"].values())
+
+
+def test_a_run_directory_given_as_the_model_says_where_its_model_is(trained, capsys):
+    assert evaluate(["--model", str(trained["run"]), "--bag", str(trained["test_bag"]),
+                     "--out", str(trained["root"] / "eval_run_dir")]) == 2
+    assert "a training run keeps its model in RUN_DIR/model" in capsys.readouterr().err

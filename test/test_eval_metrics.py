@@ -80,3 +80,14 @@ def test_latents_beyond_every_class_likelihood_score_nothing_rather_than_class_z
     assert np.isnan(probes.accuracy(wild, np.array([0, 0, 0, 1])))
     assert np.isnan(probes.shape_accuracy(wild, np.array([0, 0, 0, 1])))
     assert probes.accuracy(z, labels) > 0.95
+
+
+def test_shape_accuracy_is_missing_where_the_class_names_hold_one_shape():
+    # Markers with an empty `ns` (or names without a shape part) merge into one "shape":
+    # every guess would count as right.
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    z = np.array([[0.0, 0.0], [5.0, 0.0]])[labels] + rng.normal(scale=0.3, size=(100, 2))
+    for names in (("", ""), ("red_box", "green_box")):
+        probes = fit_probes(z, labels, np.zeros((100, 3), np.float32), names)
+        assert probes.accuracy(z, labels) > 0.95 and np.isnan(probes.shape_accuracy(z, labels))

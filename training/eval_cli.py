@@ -4,15 +4,18 @@
                [--train-bag BAG ...] [--device auto|cpu|cuda[:i]] [--batch-size B]
 
 The test bags are prepared with the model's own spec (topics, preprocessing and sync
-settings from the artifact; --topic overrides topics) into DIR/test_dataset. The seed's
+settings from the artifact; --topic overrides topics in the bags named on the command
+line, --bag and --train-bag) into DIR/test_dataset. The seed's
 probes (one naive-Bayes classifier, one linear position regressor) are fitted on the
 joint latents of the TRAINING data: the dataset named in the artifact's provenance when
 it is still there and unchanged (sha256 of its manifest), else rebuilt from the
 provenance's bags when they still have their recorded size and mtime, else from
 --train-bag (which, when given, always wins). Writes DIR/metrics.json, DIR/report.md,
 and DIR/recon_grid.png and DIR/latent_scatter.png when some test sample has every
-sensor. Test bags the model was trained on are scored, with a warning on stderr and
-under ``warnings`` in metrics.json and report.md.
+sensor. Test bags the model or the probes were trained on are scored, with a warning on
+stderr and under ``warnings`` in metrics.json and report.md, as is a probe that the
+training data cannot fit. The outputs of an earlier evaluation in DIR are removed first,
+so a failed run leaves none that describe other recordings.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from m2vae_training.evaluation import (
     subset_metrics,
 )
 from m2vae_training.figures import latent_scatter_figure, recon_figure
+from m2vae_training.metrics import Probes
 from m2vae_training.report import report_markdown
 
 from m2vae_ros.artifact import ArtifactError, load_model
@@ -59,6 +63,7 @@ from m2vae_ros.subsets import all_subsets, subset_name
 PROG = "m2vae-eval"
 FIGURE_SAMPLES = 4
 FIGURES = ("recon_grid.png", "latent_scatter.png")
+OUTPUTS = ("metrics.json", "report.md", *FIGURES)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,7 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bag", nargs="+", required=True, help="test recordings")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--topic", action="append", default=[], metavar="MODALITY=TOPIC",
-                        help="read a modality from another topic in the test bags (repeatable)")
+                        help="read a modality from another topic in the --bag and --train-bag recordings "
+                             "(repeatable)")
     parser.add_argument("--train-bag", nargs="+", default=None,
                         help="training recordings for the probes (default: the artifact's provenance)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:<index> (default: cpu)")
@@ -79,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         evaluate(args)
-    except (ArtifactError, ConfigError, DatasetError, BagError, ValueError, OSError) as exc:
+    # RuntimeError: torch's, such as running out of memory on the device.
+    except (ArtifactError, ConfigError, DatasetError, BagError, ValueError, OSError, RuntimeError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -93,11 +100,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     model, spec = loaded.model, loaded.spec
     provenance = loaded.metadata.get("provenance") or {}
     out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory")
     out.mkdir(parents=True, exist_ok=True)
+    for stale in OUTPUTS:
+        (out / stale).unlink(missing_ok=True)
 
     config = _config_from_artifact(spec, provenance)
-    test_config = with_topics(config, parse_topic_overrides(args.topic))
-    test = build_dataset(args.bag, test_config, out / "test_dataset")
+    given_config = with_topics(config, parse_topic_overrides(args.topic))
+    test = build_dataset(args.bag, given_config, out / "test_dataset")
     if len(test) == 0:
         raise no_samples_error("the test bags hold no samples on", test.spec.modalities,
                                test.manifest.get("recorded_topics", {}))
@@ -107,14 +118,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     scores = score_subsets(model, test, batch_size=args.batch_size)
     probes, probe_info, class_names = None, {"fitted_on": None}, list(test.class_names)
     if has_ground_truth(test):
-        train, fitted_on = _training_data(args.train_bag, config, provenance, out)
+        train, fitted_on = _training_data(args.train_bag, config, given_config, provenance, out)
         class_names = common_class_names(train.class_names, test.class_names)
         probes = joint_probes(model, train, class_names, batch_size=args.batch_size)
-        probe_info = {"fitted_on": fitted_on, "train_samples": len(train)}
+        probe_info = {"fitted_on": fitted_on, "train_samples": len(train),
+                      "classifier_samples": probes.labelled, "regressor_samples": probes.located}
+        later = _probe_warnings(test, train, probes, provenance)
+        for warning in later:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        warnings += later
     figures = _figures(model, test, scores, class_names, out)
     if not figures:
-        for stale in FIGURES:  # an earlier evaluation's, of other recordings
-            (out / stale).unlink(missing_ok=True)
         warnings.append("no test sample has every sensor, so there are no figures (they show each "
                         "sensor beside its reconstruction from every subset)")
         print(f"{PROG}: warning: {warnings[-1]}", file=sys.stderr)
@@ -145,11 +159,23 @@ def _config_from_artifact(spec: ModelSpec, provenance: dict[str, Any]) -> TrainC
 
 
 def _training_data(
-    train_bags: list[str] | None, config: TrainConfig, provenance: dict[str, Any], out: Path
+    train_bags: list[str] | None,
+    config: TrainConfig,
+    given_config: TrainConfig,
+    provenance: dict[str, Any],
+    out: Path,
 ) -> tuple[PreparedDataset, str]:
-    """The training recordings' dataset for the probes, and a line saying where it came from."""
+    """The training recordings' dataset for the probes, and a line saying where it came from.
+
+    `--train-bag` recordings are read like the test bags (`given_config`: with --topic); the
+    recorded training bags like training read them (`config`: the artifact's topics).
+    """
     if train_bags:
-        return build_dataset(train_bags, config, out / "train_dataset"), "--train-bag " + " ".join(train_bags)
+        dataset = build_dataset(train_bags, given_config, out / "train_dataset")
+        return dataset, "--train-bag " + " ".join(train_bags)
+    if not provenance.get("dataset") and not provenance.get("bags"):
+        raise ValueError("the artifact names no training data (a model saved from Python has none); pass "
+                         "the training recordings with --train-bag")
     recorded = provenance.get("dataset") or {}
     directory = Path(recorded.get("directory", ""))
     manifest = directory / MANIFEST
@@ -167,6 +193,18 @@ def _training_data(
     )
 
 
+def _probe_warnings(
+    test: PreparedDataset, train: PreparedDataset, probes: Probes, provenance: dict[str, Any]
+) -> list[str]:
+    """Probes the test data could score but the training data could not fit; test bags the probes saw."""
+    test_has = {"nb_accuracy": bool((test.labels >= 0).any()),
+                "position_rmse": bool(np.isfinite(test.positions[:, :2]).all(axis=1).any())}
+    warnings = [reason for metric, reason in probes.unfitted().items() if test_has[metric]]
+    model_bags = {_contents(b) for b in provenance.get("bags") or []}
+    probe_bags = [b for b in train.manifest["bags"] if _contents(b) not in model_bags]
+    return warnings + _overlap_warnings(test.manifest["bags"], probe_bags, "the probes' training recordings")
+
+
 def _unchanged(recorded: dict[str, Any]) -> bool:
     """Whether a training bag still is what the model was trained on: same size and newest mtime.
 
@@ -182,7 +220,11 @@ def _contents(bag: dict[str, Any]) -> tuple[Any, Any]:
     return bag.get("bytes"), bag.get("mtime_ns")
 
 
-def _overlap_warnings(test_bags: list[dict[str, Any]], training_bags: list[dict[str, Any]]) -> list[str]:
+def _overlap_warnings(
+    test_bags: list[dict[str, Any]],
+    training_bags: list[dict[str, Any]],
+    what: str = "training recordings of this model",
+) -> list[str]:
     """One warning when test recordings are ones the model was trained on, else none.
 
     Scores on training data overstate what the model does on new data. Recordings match
@@ -195,8 +237,7 @@ def _overlap_warnings(test_bags: list[dict[str, Any]], training_bags: list[dict[
     if not same:
         return []
     pairs = ", ".join(test if test == train else f"{test} (= {train})" for test, train in same)
-    return [f"test recordings {pairs} are training recordings of this model (same size and mtime): "
-            "these scores are not held-out"]
+    return [f"test recordings {pairs} are {what} (same size and mtime): these scores are not held-out"]
 
 
 def _figures(

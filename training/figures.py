@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -58,11 +59,16 @@ def latent_scatter_figure(
     fig = Figure(figsize=(3.2 * len(latents), 3.2), layout="constrained")
     # Shared axes: a subset whose clusters sit away from the joint ones must look it.
     axes = fig.subplots(1, len(latents), squeeze=False, sharex=True, sharey=True)[0]
+    # Only the classes present, one colour each: ids need not be dense (a marker id of 50
+    # lists 49 placeholder names before it), and the default cycle repeats after ten.
+    present = [int(c) for c in np.unique(labels) if c >= 0]
+    colours = (matplotlib.colormaps["tab10"].colors if len(present) <= 10
+               else matplotlib.colormaps["turbo"](np.linspace(0.0, 1.0, len(present))))
     for ax, (subset, z) in zip(axes, latents.items(), strict=True):
         xy = (z - centre) @ basis
-        for c, name in enumerate(class_names):
+        for i, c in enumerate(present):
             rows = labels == c
-            ax.scatter(xy[rows, 0], xy[rows, 1], s=4, label=name)
+            ax.scatter(xy[rows, 0], xy[rows, 1], s=4, color=colours[i], label=class_names[c])
         unlabelled = labels < 0
         if unlabelled.any():
             ax.scatter(xy[unlabelled, 0], xy[unlabelled, 1], s=4, c="lightgrey", label="no label")

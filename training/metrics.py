@@ -69,11 +69,30 @@ def shape_of(class_name: str) -> str:
 
 @dataclass
 class Probes:
-    """The classifier and position regressor fitted once on training joint latents."""
+    """The classifier and position regressor fitted once on training joint latents.
+
+    `labelled`, `classes` and `located` count what the training latents offered: the
+    labelled rows and their distinct classes, the rows with an object position.
+    """
 
     classifier: GaussianNB | None
     regressor: Ridge | None
     class_names: tuple[str, ...]
+    labelled: int = 0
+    classes: int = 0
+    located: int = 0
+
+    def unfitted(self) -> dict[str, str]:
+        """Why a probe is missing, by the metric it would have given (empty when both are fitted)."""
+        reasons = {}
+        if self.classifier is None:
+            reasons["nb_accuracy"] = (f"no class probe: the training samples with every sensor hold "
+                                      f"{self.labelled} labels of {self.classes} classes, and naive Bayes "
+                                      "needs two classes")
+        if self.regressor is None:
+            reasons["position_rmse"] = (f"no position probe: {self.located} training samples with every "
+                                        "sensor have an object position, and the regressor needs two")
+        return reasons
 
     def accuracy(self, z: np.ndarray, labels: np.ndarray) -> float:
         """Class accuracy on rows with a label (≥ 0); NaN when none, or when no class is likelier."""
@@ -82,12 +101,15 @@ class Probes:
         return float("nan") if predicted is None else float(np.mean(predicted == labels[rows]))
 
     def shape_accuracy(self, z: np.ndarray, labels: np.ndarray) -> float:
-        """Accuracy after merging classes of the same shape (see `shape_of`)."""
+        """Accuracy after merging classes of the same shape (see `shape_of`).
+
+        NaN when the class names hold fewer than two shapes: every guess would be right.
+        """
         rows = labels >= 0
         predicted = self._classes(z[rows])
-        if predicted is None:
-            return float("nan")
         shapes = np.array([shape_of(name) for name in self.class_names])
+        if predicted is None or len(set(shapes)) < 2:
+            return float("nan")
         return float(np.mean(shapes[predicted] == shapes[labels[rows]]))
 
     def position_rmse(self, z: np.ndarray, positions: np.ndarray) -> float:
@@ -123,9 +145,9 @@ def fit_probes(
     """
     z = np.asarray(z, np.float64)  # float32 latents square past float32's range in the likelihoods
     labelled = labels >= 0
-    classifier = None
-    if labelled.any() and len(np.unique(labels[labelled])) >= 2:
-        classifier = GaussianNB().fit(z[labelled], labels[labelled])
+    classes = len(np.unique(labels[labelled]))
+    classifier = GaussianNB().fit(z[labelled], labels[labelled]) if classes >= 2 else None
     located = np.isfinite(positions[:, :2]).all(axis=1)
     regressor = Ridge(alpha=1e-3).fit(z[located], positions[located, :2]) if located.sum() >= 2 else None
-    return Probes(classifier=classifier, regressor=regressor, class_names=tuple(class_names))
+    return Probes(classifier=classifier, regressor=regressor, class_names=tuple(class_names),
+                  labelled=int(labelled.sum()), classes=classes, located=int(located.sum()))

@@ -29,7 +29,7 @@ def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
         f"- test recordings: {bags}",
         *(f"- **warning**: {warning}" for warning in metrics.get("warnings", [])),
         f"- samples: {metrics['samples']}; classes: {', '.join(metrics['classes']) or 'none'}",
-        f"- probes fitted on: {metrics['probes']['fitted_on'] or 'none (no ground truth in the test data)'}",
+        f"- probes fitted on: {_probe_data(metrics['probes'])}",
         "",
         "Errors are decoded from each subset's latent mean, in sensor units (images: mean absolute",
         "pixel error 0–255; LiDAR: RMSE in metres over valid returns). A modality outside the subset",
@@ -57,3 +57,12 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _probe_data(probes: dict[str, Any]) -> str:
+    """Where the probes' training latents came from, and how many each probe was fitted on."""
+    if not probes["fitted_on"]:
+        return "none (no ground truth in the test data)"
+    return (f"{probes['fitted_on']} ({probes['train_samples']} samples; classifier on "
+            f"{probes['classifier_samples']} labelled, position probe on {probes['regressor_samples']} "
+            "located samples with every sensor)")
