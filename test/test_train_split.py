@@ -56,3 +56,9 @@ def test_a_block_that_would_more_than_double_validation_is_passed_over():
         split = time_block_split(stamps, np.zeros(55, np.int64), block_seconds=5.0, val_fraction=0.2,
                                  seed=seed)
         assert (len(split.train), len(split.val)) == (50, 5), seed
+
+
+def test_blocks_shorter_than_a_nanosecond_are_refused_not_divided_by():
+    stamps = np.arange(10, dtype=np.int64) * 100_000_000
+    with pytest.raises(ValueError, match="at least a nanosecond, got 1e-10"):
+        time_blocks(stamps, np.zeros(10, np.int64), block_seconds=1e-10)

@@ -32,6 +32,8 @@ def time_blocks(stamps: np.ndarray, bag_index: np.ndarray, block_seconds: float)
     if stamps.shape != bag_index.shape or stamps.ndim != 1:
         raise ValueError(f"stamps {stamps.shape} and bag_index {bag_index.shape} must be equal 1-D arrays")
     block_ns = round(block_seconds * NS_PER_SECOND)
+    if block_ns < 1:  # below half a nanosecond: the integer division below would be by zero
+        raise ValueError(f"block_seconds must be at least a nanosecond, got {block_seconds}")
     local = np.empty_like(stamps)
     for bag in np.unique(bag_index):
         rows = bag_index == bag
@@ -46,9 +48,11 @@ def time_block_split(
 ) -> Split:
     """Send whole time blocks to validation until at least `val_fraction` of the samples are there.
 
-    Raises ValueError when a non-zero validation fraction cannot be met with at least one
-    block on each side (a recording shorter than two blocks), instead of validating on
-    training frames.
+    A block that would take validation past twice `val_fraction` is passed over, so where
+    only such blocks remain the validation set stays smaller than asked (a recording with
+    one long and one short block validates on the short one). Raises ValueError when a
+    non-zero validation fraction cannot be met with at least one block on each side (a
+    recording shorter than two blocks), instead of validating on training frames.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
