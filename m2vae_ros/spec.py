@@ -56,7 +56,8 @@ class ScanPreprocess:
     """Planar LiDAR (LaserScan, or a z-slice of a PointCloud2) → `beams` range bins.
 
     The angles read as a LaserScan's do: `angle_max` is the last bin's angle, so a
-    driver's limits can be copied here; a full turn (−π…π) has `beams` equal steps.
+    counter-clockwise driver's limits can be copied here (a clockwise one's swapped: its
+    scans decode alike); a full turn (−π…π) has `beams` equal steps.
     """
 
     beams: int = 360

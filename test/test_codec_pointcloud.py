@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from bagutils import cloud, to_rosbags
+from sensor_msgs.msg import PointCloud2
 
 from m2vae_ros.codec import CodecError, decode_message
 from m2vae_ros.codec.scan import NO_RETURN
@@ -94,9 +95,32 @@ def test_a_cloud_without_points_is_no_return_everywhere_not_a_dead_sensor(flavou
     all_nan = cloud({"x": np.full(3, np.nan), "y": np.zeros(3), "z": np.zeros(3)})
     no_points = cloud({"x": np.zeros(1), "y": np.zeros(1), "z": np.zeros(1)})
     no_points.width, no_points.row_step, no_points.data = 0, 0, b""
-    for msg in (all_nan, no_points):
+    bare = PointCloud2(header=no_points.header)  # no fields, no point_step: a filter's empty output
+    absurd_step = cloud({"x": np.zeros(1), "y": np.zeros(1), "z": np.zeros(1)})
+    absurd_step.point_step, absurd_step.width, absurd_step.row_step, absurd_step.data = 2**31, 0, 0, b""
+    for msg in (all_nan, no_points, bare, absurd_step):
         out = decode_message(flavour(msg), lidar3d(False))
         assert (out.tensor == NO_RETURN).all() and not out.mask.any()
+
+
+def test_a_planar_slice_skips_the_zero_points_that_mark_missing_beams(flavour):
+    # Organised clouds (Ouster, Hesai) put a beam without a return at (0, 0, 0): with
+    # range_min 0 it read as an obstacle touching the robot (signed zeros put -0.0 in bin 0).
+    angles = np.radians(np.arange(-180, 180, 10.0))
+    x, y = 3.0 * np.cos(angles), 3.0 * np.sin(angles)
+    x[::3], y[::3] = 0.0, -0.0
+    spec = ModalitySpec(name="lidar", kind="scan", preprocess=ScanPreprocess(beams=36, range_min=0.0))
+    out = decode_message(flavour(cloud({"x": x, "y": y, "z": np.zeros(36)})), spec)
+    assert not out.mask[0, ::3].any() and (out.tensor[0, ::3] == NO_RETURN).all()
+    np.testing.assert_allclose(out.tensor[0][out.mask[0]], 3.0 / 8.0, rtol=1e-6)
+
+
+def test_a_field_listed_twice_is_an_error_not_the_last_one_silently(flavour):
+    msg = cloud({"x": np.ones(3), "y": np.zeros(3), "z": np.zeros(3), "w": np.full(3, 5.0)})
+    msg.fields[3].name = "x"
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(msg), lidar3d(False))
+    assert err.value.reason == "duplicate_field" and "['x']" in str(err.value)
 
 
 def test_short_buffer(flavour):
@@ -123,8 +147,13 @@ def test_a_corrupt_point_step_is_a_codec_error(flavour):
     with pytest.raises(CodecError) as err:
         decode_message(flavour(msg), lidar3d(False))
     assert err.value.reason == "short_buffer"
-    # Without points there is no buffer to check, and numpy's itemsize is a C int.
-    msg.point_step, msg.width, msg.data = 2**31, 0, b""
+    # numpy's itemsize is a C int: a point_step beyond it must not reach the dtype.
+    msg.point_step = 2**31
     with pytest.raises(CodecError) as err:
+        decode_message(flavour(msg), lidar3d(False))
+    assert err.value.reason == "size_mismatch"
+    # Data without points is no empty cloud.
+    msg.point_step, msg.width = 16, 0
+    with pytest.raises(CodecError, match="bytes of data in a 0×1 cloud") as err:
         decode_message(flavour(msg), lidar3d(False))
     assert err.value.reason == "size_mismatch"

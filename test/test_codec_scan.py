@@ -33,11 +33,13 @@ def test_matching_scan_is_ranges_over_range_max(flavour):
 
 def test_invalid_returns_are_no_return_never_zero(flavour):
     ranges = np.full(360, 4.0, np.float32)
-    bad = {0: np.inf, 1: np.nan, 2: 0.05, 3: 12.0, 4: 9.5, 5: -np.inf}  # 9.5: beyond the spec's 8 m only
+    bad = {0: np.inf, 1: np.nan, 2: 0.05, 3: 12.0, 4: 9.5}  # 9.5: beyond the spec's 8 m only
     for i, value in bad.items():
         ranges[i] = value
-    out = decode_message(flavour(scan(ranges, range_min=0.1, range_max=10.0)), lidar())
-    assert (out.tensor[0, :6] == 1.0).all() and not out.mask[0, :6].any()
+    ranges[5] = -np.inf  # REP 117: too close to measure, an obstacle at the sensor's near limit
+    out = decode_message(flavour(scan(ranges, range_min=0.2, range_max=10.0)), lidar())
+    assert (out.tensor[0, :5] == 1.0).all() and not out.mask[0, :5].any()
+    assert out.tensor[0, 5] == np.float32(0.2 / 8.0) and out.mask[0, 5]
     np.testing.assert_allclose(out.tensor[0, 6:], 0.5)
     assert out.mask[0, 6:].all()
 

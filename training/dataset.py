@@ -61,7 +61,10 @@ from m2vae_ros.subsets import subset_name
 #    intensity no longer drops its point's range; a sample straddling a class change is unlabelled.
 # 4: ... and has no position either; an empty or all-NaN cloud is "no return", not a failure;
 #    a stamp before 1970 is a failure.
-FORMAT = 4
+# 5: REP 117/118 readings: a scan's −inf is a return at range_min, a 32FC1 image's NaN/±inf
+#    decode (far/near) instead of failing; a (0, 0, 0) point is no return in a planar slice;
+#    a cloud without points needs no fields; a field listed twice is a failure.
+FORMAT = 5
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
 MAX_PROBLEMS_PER_KIND = 20  # examples per (topic, reason) kept in the manifest; counts are always complete

@@ -60,16 +60,21 @@ def image_pixels(msg: Any, spec: ModalitySpec) -> tuple[np.ndarray, str, float]:
     if step % dtype.itemsize:  # rows padded by a non-whole number of pixels: OpenCV needs aligned rows
         pixels = np.ascontiguousarray(pixels)
     if base == "f4" and not np.isfinite(pixels).all():
-        raise CodecError("non_finite", f"{encoding} image holds NaN or inf")
+        # REP 118 depth: NaN = no estimate and +inf = too far read as the far end of the
+        # scale (as a LiDAR's "no return" reads 1.0), −inf = too close as 0.
+        far = pre.value_max if pre.value_max is not None else full_scale
+        pixels = np.nan_to_num(pixels, nan=far, posinf=far, neginf=0.0)
     return pixels, order, full_scale
 
 
 def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
-    """sensor_msgs/CompressedImage (jpeg or png, as its `format` says) → tensor."""
-    fmt = str(msg.format).lower()
-    # compressedDepth prefixes its PNG with a depth-quantisation header that imdecode cannot read.
-    if "compresseddepth" in fmt or not any(name in fmt for name in ("jpeg", "jpg", "png")):
-        raise CodecError("unsupported_encoding", f"compressed format {msg.format!r}; supported: jpeg, png")
+    """sensor_msgs/CompressedImage (jpeg, png, or another 8/16-bit format OpenCV reads) → tensor."""
+    # compressedDepth prefixes its PNG with a depth-quantisation header that imdecode cannot
+    # read. Other formats are left to imdecode, which reads the bytes, not `format` (drivers
+    # leave it empty or write "rgb8; jpeg compressed bgr8"; webp decodes too).
+    if "compresseddepth" in str(msg.format).lower():
+        raise CodecError("unsupported_encoding", f"compressed format {msg.format!r}: compressedDepth is not "
+                         "supported; subscribe to the raw depth image")
     pixels = imdecode(byte_view(msg.data))
     if pixels is None:
         raise CodecError("corrupt_compressed", f"cv2.imdecode could not decode {msg.format!r} data")
@@ -78,7 +83,7 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
     # imdecode trusts the bytes, not `format`: a TIFF or HDR labelled png decodes to floats.
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.shape[2] not in (1, 3, 4):
         raise CodecError("corrupt_compressed", f"{msg.format!r} data decoded to {pixels.dtype} with "
-                         f"{pixels.shape[2]} channels, not an 8/16-bit jpeg or png image")
+                         f"{pixels.shape[2]} channels, not an 8/16-bit image")
     order = "mono" if pixels.shape[2] == 1 else "bgr"
     full_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
     return Decoded(to_tensor(pixels, order, full_scale, spec), None, stamp_ns(msg))

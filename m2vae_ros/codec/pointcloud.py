@@ -33,6 +33,15 @@ def read_points(
     with no (finite) point is a LiDAR that saw nothing in range, like an all-inf
     LaserScan: empty arrays, so it decodes as "no return" everywhere, not as a dead sensor.
     """
+    buf = byte_view(msg.data)
+    height, width = int(msg.height), int(msg.width)
+    if height * width == 0:  # a filter's bare empty cloud: no layout to check, nothing seen
+        if buf.size:
+            raise CodecError("size_mismatch", f"{buf.size} bytes of data in a {width}×{height} cloud")
+        return {n: np.zeros(0) for n in names}
+    listed = [str(f.name) for f in msg.fields]
+    if twice := sorted({n for n in names if listed.count(n) > 1}):
+        raise CodecError("duplicate_field", f"PointCloud2 lists fields {twice} more than once")
     fields = {str(f.name): f for f in msg.fields}
     missing = [n for n in names if n not in fields]
     if missing:
@@ -44,14 +53,13 @@ def read_points(
         if datatype not in DATATYPES:
             raise CodecError("unsupported_encoding", f"PointCloud2 field {name!r} has datatype {datatype}")
         formats.append(order + DATATYPES[datatype])
-    height, width, point_step = int(msg.height), int(msg.width), int(msg.point_step)
+    point_step = int(msg.point_step)
     row_step = int(msg.row_step) or width * point_step
     offsets = [int(fields[n].offset) for n in names]
     ends = [o + np.dtype(f).itemsize for o, f in zip(offsets, formats, strict=True)]
-    # numpy's itemsize is a C int; a larger point_step gets past the buffer check in an empty cloud.
+    # numpy's itemsize is a C int: a larger point_step must not reach the dtype below.
     if not 0 < point_step <= MAX_POINT_STEP or max(ends) > point_step or row_step < width * point_step:
         raise CodecError("size_mismatch", f"fields end at {max(ends)} > point_step {point_step} or row_step")
-    buf = byte_view(msg.data)  # checked before the dtype: a corrupt point_step must not reach numpy
     if buf.size < height * row_step:
         raise CodecError("short_buffer", f"{buf.size} bytes < height×row_step = {height * row_step}")
     dtype = np.dtype({"names": list(names), "formats": formats, "offsets": offsets, "itemsize": point_step})
@@ -72,7 +80,8 @@ def decode_pointcloud(msg: Any, spec: ModalitySpec) -> Decoded:
         pts = read_points(msg, ("x", "y", "z"))
         planar = np.hypot(pts["x"], pts["y"])
         keep = (pts["z"] >= pre.z_min) & (pts["z"] <= pre.z_max)
-        keep &= (planar >= pre.range_min) & (planar <= pre.range_max)
+        # (0, 0, 0) is how organised clouds (Ouster, Hesai) mark a beam without a return.
+        keep &= (planar > 0) & (planar >= pre.range_min) & (planar <= pre.range_max)
         angles = np.arctan2(pts["y"][keep], pts["x"][keep])
         tensor, mask = bin_ranges(angles, planar[keep], pre)
         return Decoded(tensor, mask, stamp_ns(msg))

@@ -1,7 +1,8 @@
 """Planar LiDAR (sensor_msgs/LaserScan) ⇄ ``(1, beams)`` range tensors with a validity mask.
 
-"No return" (inf, NaN, or a range outside the message's or the spec's limits) is encoded
+"No return" (+inf, NaN, or a range outside the message's or the spec's limits) is encoded
 as 1.0 with mask False, never as 0, which would read as an obstacle touching the robot.
+A −inf is REP 117's "too close to measure": a return at the near limit, never free space.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def decode_laserscan(msg: Any, spec: ModalitySpec) -> Decoded:
     ranges, angle_min, increment, range_min, range_max = scan_fields(msg)
     angles = angle_min + increment * np.arange(ranges.size, dtype=np.float64)
     low, high = max(range_min, pre.range_min), min(range_max, pre.range_max)
+    ranges = np.where(np.isneginf(ranges), np.float32(low), ranges)
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(ranges) & (ranges >= low) & (ranges <= high)
     tensor, mask = bin_ranges(angles[valid], ranges[valid], pre)
