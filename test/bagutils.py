@@ -97,12 +97,16 @@ def to_rosbags(msg: Any) -> Any:
 
 
 def write_bag(path: str | Path, records: Iterable[tuple[str, Any, int]], storage: str = "sqlite3") -> Path:
-    """Write (topic, rclpy message, record time ns) records into a rosbag2 directory at `path`."""
+    """Write (topic, rclpy message, record time ns) records into a rosbag2 directory at `path`.
+
+    One connection per topic and type, as rosbag2 records a topic whose publishers changed type.
+    """
     path = Path(path)
-    connections: dict[str, Any] = {}
+    connections: dict[tuple[str, str], Any] = {}
     with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
         for topic, msg, record_ns in records:
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, message_type(msg), typestore=TYPESTORE)
-            writer.write(connections[topic], record_ns, serialize_message(msg))
+            key = (topic, message_type(msg))
+            if key not in connections:
+                connections[key] = writer.add_connection(topic, key[1], typestore=TYPESTORE)
+            writer.write(connections[key], record_ns, serialize_message(msg))
     return path

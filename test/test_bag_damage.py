@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from bagutils import header, image, marker, scan, write_bag
 from m2vae_training.bag_salvage import MCAP_MAGIC, salvage_mcap, salvage_sqlite
-from m2vae_training.bags import Bag, BagError, storage_files
+from m2vae_training.bags import Bag, BagError, fingerprint, storage_files
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import DatasetError, build_dataset
 from m2vae_training.dataset_cli import main
@@ -200,3 +200,31 @@ def test_a_write_ahead_log_that_cannot_be_replayed_is_damage_not_a_crash(tmp_pat
     (bag / "bag_0.db3-wal").write_bytes(b"not a log" * 100)
     with pytest.raises(BagError, match="cannot open bag"):  # as without the log, not an apsw error
         Bag(bag).__enter__()
+
+
+def test_every_file_of_a_bag_counts_in_its_fingerprint_but_sqlites_index(tmp_path):
+    # rosbags reads file-compressed bags (.mcap.zstd): a replaced one must not reuse the dataset.
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    (bag / "bag_0.mcap.zstd").write_bytes(b"x" * 100)
+    (bag / "bag_0.db3-shm").write_bytes(b"s" * 10)
+    before = fingerprint(bag)
+    (bag / "bag_0.db3-shm").write_bytes(b"s" * 20)  # any reader rewrites it
+    assert fingerprint(bag) == before
+    (bag / "bag_0.mcap.zstd").write_bytes(b"y" * 101)
+    assert fingerprint(bag)["bytes"] == before["bytes"] + 1
+
+
+def test_a_split_recording_names_a_storage_file_it_lost_whole(tmp_path):
+    # The other file still gives its messages; the damage says which file gave none.
+    bag = tmp_path / "split"
+    bag.mkdir()
+    part = write_bag(tmp_path / "part", SCANS)
+    for i in range(2):
+        (bag / f"run_{i}.db3").write_bytes(next(part.glob("*.db3")).read_bytes())
+    (bag / "run_0.db3").write_bytes(b"\xab" * 8192)  # not even a header left
+    with Bag(bag) as opened:
+        messages = list(opened.messages({"/scan"}))
+    assert len(messages) == len(SCANS)
+    assert any(line.startswith("run_0.db3: nothing in it is readable") for line in opened.damage)

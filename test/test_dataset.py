@@ -453,3 +453,69 @@ def test_a_modality_no_ros_message_decodes_into_is_refused_before_reading(tmp_pa
     with pytest.raises(DatasetError, match="'imu': no ROS message decodes into kind 'vector'"):
         build_dataset([bag], load_train_config(tmp_path / "vector.yaml"), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_one_recording_given_twice_is_refused(tmp_path):
+    # Its frames would train twice and the split would validate on copies of training frames.
+    bag = recording(tmp_path / "bag", "mcap", bad=False)
+    config = load_train_config(small_config(tmp_path))
+    for bags in ([bag, bag], [bag, next(bag.glob("*.mcap"))]):
+        with pytest.raises(DatasetError, match=r"are one recording \(.*\.mcap\); give it once"):
+            build_dataset(bags, config, tmp_path / "o", progress=False)
+
+
+def test_sensors_recorded_into_separate_bags_at_the_same_time_are_named_in_the_notes(tmp_path, capsys):
+    # One recorder per sensor: each bag is synchronised alone, so no sample has both.
+    cameras = [("/camera/image_raw", image(colour(i), "rgb8", i * 100 * MS), i * 100 * MS) for i in range(20)]
+    scans = [("/scan", scan(np.full(90, 2.0, np.float32), i * 100 * MS + MS), i * 100 * MS + MS)
+             for i in range(20)]
+    camera_bag, scan_bag = write_bag(tmp_path / "cam", cameras), write_bag(tmp_path / "lidar", scans)
+    assert main([str(camera_bag), str(scan_bag), "--config", str(small_config(tmp_path)),
+                 "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert (f"{camera_bag.resolve()} (camera) and {scan_bag.resolve()} (lidar) overlap for 1.9 s but are "
+            "synchronised separately") in out
+    # Recordings of the same sensors may share clock times (simulations all start at zero).
+    same = write_bag(tmp_path / "cam2", cameras[:10])
+    ds = build_dataset([camera_bag, same], load_train_config(small_config(tmp_path)), tmp_path / "o2",
+                       progress=False)
+    assert ds.manifest["separately_synchronised"] == []
+
+
+@pytest.mark.parametrize("configured", ["", "sensor_msgs/msg/PointCloud2"])
+def test_a_sensor_reads_one_message_type_the_first_or_the_configured_one(tmp_path, configured):
+    # The node subscribes with one type: training on a second would learn data it never sees.
+    angles = np.radians(np.arange(-180, 180, 4.0))
+    columns = {"x": 3 * np.cos(angles), "y": 3 * np.sin(angles), "z": np.zeros(90)}
+    records = []
+    for i in range(10):
+        stamp = (i + 1) * 100 * MS
+        lidar = scan(np.full(90, 2.0, np.float32), stamp) if i < 4 else cloud(columns, stamp)
+        records += [("/scan", lidar, stamp), ("/camera/image_raw", image(colour(i), "rgb8", stamp), stamp)]
+    bag = write_bag(tmp_path / "bag", records, "mcap")
+    config_path = small_config(tmp_path)
+    data = yaml.safe_load(config_path.read_text())
+    data["modalities"][1]["msg_type"] = configured
+    config_path.write_text(yaml.safe_dump(data))
+    ds = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)
+    stats = ds.manifest["topics"]["/scan"]
+    kept, dropped = (4, 6) if not configured else (6, 4)
+    assert (stats["decoded"], stats["failures"]) == (kept, {"wrong_type": dropped})
+    assert ds.spec.modality("lidar").msg_type == (configured or "sensor_msgs/msg/LaserScan")
+    np.testing.assert_allclose(ds.arrays["lidar"][ds.available[:, 1]], (2.0 if not configured else 3.0) / 8)
+
+
+def test_one_topic_feeding_two_sensors_keeps_the_message_for_the_one_that_can_read_it(tmp_path):
+    angles = np.radians(np.arange(-180, 180, 4.0))
+    columns = {"x": 3 * np.cos(angles), "y": 3 * np.sin(angles), "z": np.zeros(90)}  # no intensity
+    records = [("/points", cloud(columns, (i + 1) * 100 * MS), (i + 1) * 100 * MS) for i in range(5)]
+    bag = write_bag(tmp_path / "bag", records)
+    config_path = small_config(tmp_path, camera="/points", lidar="/points")
+    data = yaml.safe_load(config_path.read_text())
+    data["modalities"][0] = {"name": "cloud", "kind": "range_image", "topic": "/points",
+                             "preprocess": {"rings": 4, "bins": 90, "intensity": True}}
+    config_path.write_text(yaml.safe_dump(data))
+    ds = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)
+    assert ds.manifest["samples"]["by_subset"] == {"lidar": 5}  # the range image needs an intensity
+    assert ds.manifest["topics"]["/points"]["decoded"] == 5
+    assert {p["reason"] for p in ds.manifest["problems"]} == {"missing_field"}

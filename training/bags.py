@@ -55,10 +55,16 @@ def _split_order(path: Path) -> tuple[str, int, str]:
 
 
 def fingerprint(path: str | Path) -> dict[str, Any]:
-    """Path, total size and newest mtime of a recording's files: a changed bag changes this."""
+    """Path, total size and newest mtime of a recording's files: a changed bag changes this.
+
+    Every file of a bag directory counts, not only .mcap/.db3: rosbags also reads file-
+    compressed bags (.mcap.zstd), and the write-ahead log holds an unclosed recording's
+    newest messages. SQLite's -shm index is rebuilt by any reader, so it does not count.
+    """
     path = Path(path).resolve()
-    files = storage_files(path) + ([path / "metadata.yaml"] if (path / "metadata.yaml").is_file() else [])
-    files += [_wal(f) for f in files if f.suffix == ".db3"]  # an unclosed recording's newest messages
+    files = [path, _wal(path)]
+    if path.is_dir():
+        files = [f for f in path.iterdir() if not f.name.endswith("-shm")]
     stats = [f.stat() for f in files if f.is_file()]
     return {
         "path": str(path),
@@ -212,12 +218,14 @@ class Bag:
         """Fall back to reading each storage file from the front; BagError if none gives anything."""
         definitions: dict[str, MessageDefinition] = {}
         problems = [f"{self.path}: {error}"]
+        lost = []
         for file in storage_files(source):
             salvage = salvage_mcap if file.suffix == ".mcap" else salvage_sqlite
             try:
                 found, messages = salvage(file)
             except (ReaderError, OSError) as exc:
                 problems.append(str(exc))
+                lost.append(f"{file.name}: nothing in it is readable ({exc}); left out")
                 continue
             self._salvages.append(found)
             self._salvaged.append(messages)
@@ -228,6 +236,7 @@ class Bag:
         said = str(error).replace(str(source), str(self.path))  # not the replayed copy's temporary path
         self.damage.append(f"{self.path.name}: rosbags cannot read it ({type(error).__name__}: {said}); "
                            "reading the storage files directly, up to any damage")
+        self.damage.extend(lost)  # a split recording's other files still gave messages
         self.typestore = build_typestore(self.topics.values(), definitions)
 
     def __exit__(

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from m2vae_training.bags import Bag, fingerprint
+from m2vae_training.bags import Bag, fingerprint, storage_files
 from m2vae_training.config import TrainConfig
 from m2vae_training.interrupts import deferred_sigint
 from m2vae_training.prediction import UsePredictor
@@ -136,6 +136,7 @@ def build_dataset(
     """
     if not bags:
         raise DatasetError("no bags given")
+    _refuse_a_recording_twice(bags)
     out_dir = Path(out_dir).resolve()  # a symlinked --out: build beside, and replace, its target
     key = dataset_key(bags, config)
     if _is_prepared_dataset(out_dir):
@@ -165,6 +166,43 @@ def build_dataset(
     dataset = load_dataset(out_dir)
     dataset.manifest["reused"] = False
     return dataset
+
+
+def _refuse_a_recording_twice(bags: Sequence[str | Path]) -> None:
+    """DatasetError when two arguments name one recording (twice, or a bag and one of its files).
+
+    Its samples would train twice, and the time-block split would validate on copies of
+    training frames.
+    """
+    owners: dict[Path, int] = {}
+    for i, bag in enumerate(bags):
+        path = Path(bag).resolve()
+        for file in storage_files(path) if path.exists() else []:
+            if (other := owners.setdefault(file.resolve(), i)) != i:
+                raise DatasetError(f"{bag} and {bags[other]} are one recording ({file.name}); give it once")
+
+
+def _separately_synchronised(indexes: Sequence[_BagIndex], names: Sequence[str]) -> list[str]:
+    """A line per pair of bags that cover the same time with different sensors.
+
+    Each bag is synchronised on its own, so sensors recorded into separate bags at the same
+    time (one recorder per sensor) never share a sample. Recordings of the same sensors
+    may overlap in time without harm (simulations all start at the same clock).
+    """
+    def sensors(index: _BagIndex) -> str:
+        return "+".join(n for k, n in enumerate(names) if (index.sync.indices[:, k] >= 0).any())
+
+    lines = []
+    for i, a in enumerate(indexes):
+        for b in indexes[i + 1 :]:
+            if not (len(a.sync.stamps) and len(b.sync.stamps)) or sensors(a) == sensors(b):
+                continue
+            overlap = min(a.sync.stamps[-1], b.sync.stamps[-1]) - max(a.sync.stamps[0], b.sync.stamps[0])
+            if overlap > 0:
+                lines.append(f"{a.path} ({sensors(a)}) and {b.path} ({sensors(b)}) overlap for "
+                             f"{overlap / 1e9:.1f} s but are synchronised separately: merge them into one "
+                             "bag (ros2 bag convert) for samples with both")
+    return lines
 
 
 def _is_prepared_dataset(directory: Path) -> bool:
@@ -539,6 +577,7 @@ class _Builder:
                        "labelled_samples": int((per_sample["labels"] >= 0).sum()),
                        "failures": dict(self.label_failures)},
             "damage": self.damage,
+            "separately_synchronised": _separately_synchronised(indexes, names),
             "problems": self.problems,
             "decodes": {"while_reading": sum(spill.rows for spill in self.spills),
                         "reread": self.reread},
@@ -576,18 +615,26 @@ class _Builder:
                 stats = self.stats[topic]
                 stats.messages += 1
                 msg = None
+                checked, failures = [], []
                 try:
                     msg = bag.deserialize(raw, msgtype)
-                    checked = [(k, check_and_keep(msg, modalities[k])) for k in self.by_topic[topic]]
                 except CodecError as exc:
-                    stats.failed += 1
-                    stats.failures[exc.reason] += 1
-                    where = {"record_ns": record_ns, "stamp_ns": header_stamp(msg)}
+                    failures.append(exc)
+                else:
+                    for k in self.by_topic[topic]:  # a cloud may feed a scan and a range image
+                        try:
+                            checked.append((k, self._check(k, msg, msgtype)))
+                        except CodecError as exc:
+                            failures.append(exc)
+                where = {"record_ns": record_ns, "stamp_ns": header_stamp(msg)}
+                for exc in failures:  # examples also where another sensor took the message
                     self._problem(path, topic, exc.reason, exc.detail, **where)
+                if not checked:
+                    stats.failed += 1
+                    stats.failures[failures[0].reason] += 1
                     continue
                 stats.decoded += 1
                 for k, (stamp, decoded) in checked:
-                    self.msg_types[k] = self.msg_types[k] or msgtype
                     stamps[k].append(stamp)
                     ordinals[k].append(ordinal)
                     self._decode_expected(predictor.push(k, stamp, (ordinal, decoded or msg)), spilled)
@@ -605,6 +652,17 @@ class _Builder:
         labels, positions = self._labels(sync, stamp_arrays, markers)
         ordinal_arrays = [np.array(o, dtype=np.int64) for o in ordinals]
         return _BagIndex(path, sync, ordinal_arrays, spilled, labels, positions)
+
+    def _check(self, k: int, msg: Any, msgtype: str) -> tuple[int, Decoded | None]:
+        """`check_and_keep` for modality k, which reads one message type: the first it accepts, or the
+        configured one. The node subscribes with that one type; a second would train on data it never sees."""
+        expected = self.msg_types[k]
+        if expected and msgtype != expected:
+            raise CodecError("wrong_type", f"{msgtype} where modality {self.spec.modalities[k].name!r} reads "
+                             f"{expected} (one type per sensor; set its msg_type to choose)")
+        checked = check_and_keep(msg, self.spec.modalities[k])
+        self.msg_types[k] = msgtype
+        return checked
 
     def _decode_expected(self, decisions: list[tuple[int, tuple[int, Any], bool]],
                          spilled: list[dict[int, int]]) -> None:

@@ -62,6 +62,7 @@ def notes(dataset: PreparedDataset) -> list[str]:
     lines += [f"{topic}: {t['out_of_order']} header stamps out of order"
               for topic, t in manifest["topics"].items() if t.get("out_of_order")]
     lines += [f"damage: {line}" for line in manifest.get("damage", [])]
+    lines += manifest.get("separately_synchronised", [])
     recorded = manifest.get("recorded_topics", {})
     lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
               if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, recorded))]
