@@ -26,6 +26,7 @@ from m2vae_ros.codec import message_type
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 POINT_DATATYPES = {"i1": 1, "u1": 2, "i2": 3, "u2": 4, "i4": 5, "u4": 6, "f4": 7, "f8": 8}
+STAMP_NS = 1_000_000_000  # a set stamp: 0 is a driver that never set one, which the codec refuses
 
 
 def header(stamp_ns: int, frame_id: str = "base_link") -> Header:
@@ -34,7 +35,7 @@ def header(stamp_ns: int, frame_id: str = "base_link") -> Header:
 
 
 def image(
-    pixels: np.ndarray, encoding: str, stamp_ns: int = 0, *, pad: int = 0, bigendian: bool = False
+    pixels: np.ndarray, encoding: str, stamp_ns: int = STAMP_NS, *, pad: int = 0, bigendian: bool = False
 ) -> Image:
     """HxW or HxWxC `pixels` (already of the encoding's dtype) → Image with `pad` bytes after each row."""
     height, width = pixels.shape[:2]
@@ -46,11 +47,11 @@ def image(
                  is_bigendian=int(bigendian), step=padded.shape[1], data=padded.tobytes())
 
 
-def compressed(data: bytes, fmt: str, stamp_ns: int = 0) -> CompressedImage:
+def compressed(data: bytes, fmt: str, stamp_ns: int = STAMP_NS) -> CompressedImage:
     return CompressedImage(header=header(stamp_ns), format=fmt, data=data)
 
 
-def scan(ranges: Sequence[float], stamp_ns: int = 0, *, angle_min: float = -math.pi,
+def scan(ranges: Sequence[float], stamp_ns: int = STAMP_NS, *, angle_min: float = -math.pi,
          angle_increment: float | None = None, range_min: float = 0.1, range_max: float = 8.0) -> LaserScan:
     """LaserScan whose beams cover a full turn from `angle_min` unless `angle_increment` is given."""
     values = np.asarray(ranges, dtype=np.float32)
@@ -60,7 +61,7 @@ def scan(ranges: Sequence[float], stamp_ns: int = 0, *, angle_min: float = -math
                      range_min=range_min, range_max=range_max, ranges=values)
 
 
-def cloud(columns: dict[str, np.ndarray], stamp_ns: int = 0, *, types: dict[str, str] | None = None,
+def cloud(columns: dict[str, np.ndarray], stamp_ns: int = STAMP_NS, *, types: dict[str, str] | None = None,
           point_step: int | None = None, bigendian: bool = False, height: int = 1) -> PointCloud2:
     """Columns of equal length → PointCloud2 with fields packed in order (float32 unless `types` says).
 

@@ -16,13 +16,13 @@ from std_msgs.msg import String
 from test_dataset import small_config
 from visualization_msgs.msg import Marker
 
-SCANS = [("/scan", scan(np.full(90, 2.0, np.float32), i * 10**8), i * 10**8) for i in range(10)]
+SCANS = [("/scan", scan(np.full(90, 2.0, np.float32), (i + 1) * 10**8), (i + 1) * 10**8) for i in range(10)]
 
 
 def camera_bag(path: Path) -> Path:
     rng = np.random.default_rng(0)
     frames = [rng.integers(1, 255, (20, 20, 3), dtype=np.uint8) for _ in range(60)]
-    return write_bag(path, [("/camera/image_raw", image(f, "rgb8", i * 10**8), i * 10**8)
+    return write_bag(path, [("/camera/image_raw", image(f, "rgb8", (i + 1) * 10**8), (i + 1) * 10**8)
                             for i, f in enumerate(frames)], "sqlite3")
 
 
@@ -63,8 +63,8 @@ def test_an_empty_definition_of_an_unrelated_type_does_not_stop_the_build(tmp_pa
 
 
 def test_a_non_utf8_byte_in_an_mcap_schema_keeps_its_topics(tmp_path):
-    labelled = [*SCANS, *(("/ground_truth/object", marker(i * 10**8, 0, "red_box", (1, 0, 0)), i * 10**8)
-                          for i in range(10))]
+    markers = [("/ground_truth/object", marker(t, 0, "red_box", (1, 0, 0)), t) for _, _, t in SCANS]
+    labelled = [*SCANS, *markers]
     bag = write_bag(tmp_path / "bag", sorted(labelled, key=lambda r: r[2]), "mcap")
     storage = next(bag.glob("*.mcap"))
     raw = storage.read_bytes()
@@ -75,9 +75,8 @@ def test_a_non_utf8_byte_in_an_mcap_schema_keeps_its_topics(tmp_path):
 
 
 def test_delete_markers_are_ignored_not_taken_for_labels(tmp_path):
-    records = [*SCANS, ("/ground_truth/object", Marker(header=header(0), action=Marker.DELETEALL), 0)]
-    records += [("/ground_truth/object", marker(i * 10**8, 0, "red_cylinder", (1, 0, 0)), i * 10**8)
-                for i in range(5, 10)]
+    records = [*SCANS, ("/ground_truth/object", Marker(header=header(10**8), action=Marker.DELETEALL), 10**8)]
+    records += [("/ground_truth/object", marker(t, 0, "red_cylinder", (1, 0, 0)), t) for _, _, t in SCANS[5:]]
     bag = write_bag(tmp_path / "bag", sorted(records, key=lambda r: r[2]), "mcap")
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
     assert ds.class_names == ["red_cylinder"] and ds.manifest["labels"]["markers"] == 5
@@ -117,7 +116,7 @@ def test_a_sample_whose_members_straddle_an_object_change_is_unlabelled(tmp_path
     frame 2 ms after the 0.4 s scan may already show the new object."""
     records = []
     for i in range(10):
-        t = i * 10**8
+        t = (i + 1) * 10**8
         records.append(("/scan", scan(np.full(90, 2.0, np.float32), t), t))
         records.append(("/ground_truth/object", marker(t, int(i >= 5), "cls", (1, 0, 0)), t))
         records.append(("/camera/image_raw", image(np.zeros((16, 16, 3), np.uint8), "rgb8", t + 2 * 10**6),

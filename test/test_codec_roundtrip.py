@@ -129,3 +129,11 @@ def test_vector_and_wrong_shapes_have_no_reconstruction_message():
         with pytest.raises(CodecError) as err:
             reconstruction_message(tensor, spec, header(0))
         assert err.value.reason == reason
+
+
+def test_a_stamp_never_set_is_refused_with_its_own_reason():
+    msg = scan([1.0] * 8, 5)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 0, 0
+    with pytest.raises(CodecError) as err:
+        check_message(msg, LIDAR)
+    assert err.value.reason == "zero_stamp"

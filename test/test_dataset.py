@@ -47,7 +47,7 @@ def recording(path: Path, storage: str, bad: bool = True) -> Path:
     """3 s: camera 30 Hz and LiDAR 10 Hz with ±3 ms jitter, a LiDAR dropout, markers and bad messages."""
     records = []
     for i in range(90):
-        stamp = max(0, i * 33_333_333 + int(RNG.integers(-3, 4)) * MS)  # a bag's times are unsigned
+        stamp = max(MS, i * 33_333_333 + int(RNG.integers(-3, 4)) * MS)  # unsigned, and 0 is "never set"
         msg = image(colour(i), "rgb8", stamp)
         if bad and i == 10:
             msg.data = msg.data[:100]  # short buffer
@@ -163,7 +163,7 @@ def test_every_image_encoding_and_compressed_images_become_samples(tmp_path, sto
     pixels = np.repeat(np.repeat(RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8), 2, 0), 2, 1)
     records = []
     for i, msg in enumerate(encoded_camera(pixels)):
-        stamp = i * 200 * MS
+        stamp = (i + 1) * 200 * MS
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
         png = compressed(cv2.imencode(".png", pixels[:, :, ::-1])[1].tobytes(), "png", stamp)
         records += [("/camera/image_raw", msg, stamp), ("/camera/compressed", png, stamp),
@@ -191,7 +191,7 @@ def test_pointcloud_with_padded_big_endian_fields(tmp_path):
     columns = {"x": 3 * np.cos(angles), "y": 3 * np.sin(angles), "z": np.zeros(90), "intensity": np.ones(90)}
     records = []
     for i in range(5):
-        stamp = i * 100 * MS
+        stamp = (i + 1) * 100 * MS
         pts = cloud(columns, stamp, types={"x": "f8", "y": "f8", "z": "f8"}, point_step=40, bigendian=True)
         camera = image(colour(i), "rgb8", stamp + MS)
         records += [("/points", pts, stamp), ("/camera/image_raw", camera, stamp)]
@@ -209,8 +209,9 @@ def test_pointcloud_with_padded_big_endian_fields(tmp_path):
 
 
 def test_unsupported_message_type_is_counted_not_fatal(tmp_path):
-    records = [("/scan", String(data="not a scan"), i * 100 * MS) for i in range(3)]
-    records += [("/camera/image_raw", image(colour(i), "rgb8", i * 100 * MS), i * 100 * MS) for i in range(3)]
+    stamps = [(i + 1) * 100 * MS for i in range(3)]
+    records = [("/scan", String(data="not a scan"), t) for t in stamps]
+    records += [("/camera/image_raw", image(colour(i), "rgb8", t), t) for i, t in enumerate(stamps)]
     bag = write_bag(tmp_path / "bag", records)
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
     assert ds.manifest["topics"]["/scan"]["failures"] == {"unsupported_type": 3}
@@ -219,7 +220,7 @@ def test_unsupported_message_type_is_counted_not_fatal(tmp_path):
 
 
 def test_bag_without_configured_topics_gives_an_empty_dataset(tmp_path):
-    bag = write_bag(tmp_path / "bag", [("/ground_truth/object", marker(0, 1, "red_box", (0, 0, 0)), 0)])
+    bag = write_bag(tmp_path / "bag", [("/ground_truth/object", marker(MS, 1, "red_box", (0, 0, 0)), MS)])
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
     assert len(ds) == 0 and ds.arrays["camera"].shape == (0, 3, 16, 16) and ds.available.shape == (0, 2)
     assert ds.manifest["topics"]["/scan"]["messages"] == 0 and ds.manifest["topics"]["/scan"]["type"] == ""
@@ -466,9 +467,9 @@ def test_one_recording_given_twice_is_refused(tmp_path):
 
 def test_sensors_recorded_into_separate_bags_at_the_same_time_are_named_in_the_notes(tmp_path, capsys):
     # One recorder per sensor: each bag is synchronised alone, so no sample has both.
-    cameras = [("/camera/image_raw", image(colour(i), "rgb8", i * 100 * MS), i * 100 * MS) for i in range(20)]
-    scans = [("/scan", scan(np.full(90, 2.0, np.float32), i * 100 * MS + MS), i * 100 * MS + MS)
-             for i in range(20)]
+    stamps = [(i + 1) * 100 * MS for i in range(20)]
+    cameras = [("/camera/image_raw", image(colour(i), "rgb8", t), t) for i, t in enumerate(stamps)]
+    scans = [("/scan", scan(np.full(90, 2.0, np.float32), t + MS), t + MS) for t in stamps]
     camera_bag, scan_bag = write_bag(tmp_path / "cam", cameras), write_bag(tmp_path / "lidar", scans)
     assert main([str(camera_bag), str(scan_bag), "--config", str(small_config(tmp_path)),
                  "--out", str(tmp_path / "o")]) == 0
@@ -519,3 +520,19 @@ def test_one_topic_feeding_two_sensors_keeps_the_message_for_the_one_that_can_re
     assert ds.manifest["samples"]["by_subset"] == {"lidar": 5}  # the range image needs an intensity
     assert ds.manifest["topics"]["/points"]["decoded"] == 5
     assert {p["reason"] for p in ds.manifest["problems"]} == {"missing_field"}
+
+
+def test_a_stamp_a_driver_never_set_is_a_failure_not_a_sample_dated_1970(tmp_path):
+    # Two unset camera stamps among good ones became camera-only samples at t = 0, each
+    # wasting a scan; an unset marker stamp labelled nothing without a word.
+    records = []
+    for i in range(10):
+        t = (i + 1) * 100 * MS
+        camera = image(colour(i), "rgb8", 0 if i in (3, 6) else t)
+        records += [("/camera/image_raw", camera, t), ("/scan", scan(np.full(90, 2.0, np.float32), t), t),
+                    ("/ground_truth/object", marker(0 if i == 9 else t, 0, "red_box", (1, 0, 0)), t)]
+    bag = write_bag(tmp_path / "bag", records)
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.manifest["topics"]["/camera/image_raw"]["failures"] == {"zero_stamp": 2}
+    assert ds.stamps.min() > 0 and ds.manifest["samples"]["by_subset"] == {"camera+lidar": 8}
+    assert ds.manifest["labels"]["failures"] == {"zero_stamp": 1}

@@ -49,12 +49,12 @@ def test_the_active_subset_in_force_decides_alive_or_imputed():
 
 
 def test_the_live_reference_is_the_scan_recorded_before_the_input_that_stamped_the_reconstruction(tmp_path):
-    # Scan A stamped 0 and recorded at 8 ms; a camera frame stamped 101, recorded 103; scan B
+    # Scan A stamped 1 ms and recorded at 8 ms; a camera frame stamped 101, recorded 103; scan B
     # stamped 99 but recorded 107, after the frame. The node encoding the frame held scan A
     # only: by stamp, scan B (99 ≤ 101) would be taken for the reference.
     frame = np.full((4, 4, 3), 7, np.uint8)
     ms = 1_000_000
-    records = [("/scan", scan(np.full(4, 1.0, np.float32), 0), 8 * ms),
+    records = [("/scan", scan(np.full(4, 1.0, np.float32), ms), 8 * ms),
                ("/camera/image_raw", image(frame, "rgb8", 101 * ms), 103 * ms),
                ("/scan", scan(np.full(4, 3.0, np.float32), 99 * ms), 107 * ms)]
     bag = write_bag(tmp_path / "bag", records, "mcap")

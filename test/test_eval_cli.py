@@ -107,7 +107,7 @@ def test_training_recordings_as_test_data_are_scored_with_a_warning(trained, cap
 
 
 def test_a_class_one_recording_never_showed_does_not_conflict_with_its_name_elsewhere(tmp_path):
-    markers = [("/ground_truth/object", marker(t, c, CLASSES[c], (1, 0, 0)), t) for t, c in ((0, 0), (9, 2))]
+    markers = [("/ground_truth/object", marker(t, c, CLASSES[c], (1, 0, 0)), t) for t, c in ((1, 0), (9, 2))]
     bag = write_bag(tmp_path / "bag", markers)
     test = build_dataset([bag], load_train_config(tiny_config(tmp_path / "t.yaml")), tmp_path / "o",
                          progress=False)

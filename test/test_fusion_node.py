@@ -240,7 +240,7 @@ def test_bad_messages_are_counted_and_survived(
     domain_id = domain_id_for(request.node.nodeid)
     expected = {
         "camera": {"unsupported_encoding", "short_buffer", "size_mismatch"},
-        "lidar": {"future_stamp", "negative_stamp", "non_finite"},
+        "lidar": {"future_stamp", "negative_stamp", "non_finite", "zero_stamp"},
         "points": {"missing_field"},
     }
     with fusion_node(model_dir, tmp_path, domain_id, "rate_hz:=15.0", "qos.reliability:=reliable"), \
@@ -281,6 +281,7 @@ def test_bad_messages_are_counted_and_survived(
             before_1970 = _scan(0)
             before_1970.header.stamp.sec = -5  # a driver without a clock; rclpy's Time refuses to build it
             sensors.lidar_pub.publish(before_1970)
+            sensors.lidar_pub.publish(_scan(0))  # a driver that never set the stamp
             sensors.points_pub.publish(_cloud_without_z(now))
             peer.spin_for(0.2)
         assert counted(), f"diagnostics never counted all bad inputs: {diagnostics[-1:] }"

@@ -63,7 +63,8 @@ from m2vae_ros.subsets import subset_name
 #    a stamp before 1970 is a failure.
 # 5: REP 117/118 readings: a scan's −inf is a return at range_min, a 32FC1 image's NaN/±inf
 #    decode (far/near) instead of failing; a (0, 0, 0) point is no return in a planar slice;
-#    a cloud without points needs no fields; a field listed twice is a failure.
+#    a cloud without points needs no fields; a field listed twice, a stamp of 0 and a second
+#    message type on a sensor's topic are failures.
 FORMAT = 5
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it

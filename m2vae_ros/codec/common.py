@@ -52,7 +52,8 @@ def stamp_ns(msg: Any) -> int:
 
     ``sec`` is signed, but a stamp before 1970 comes from a driver without a clock: it
     would sort before every real message in a recording and make the node's latency
-    meaningless, so both refuse it here.
+    meaningless, so both refuse it here. A stamp of exactly 0 is one never set (a
+    default-constructed header), refused for the same reason.
     """
     try:
         stamp = msg.header.stamp
@@ -61,6 +62,8 @@ def stamp_ns(msg: Any) -> int:
         raise CodecError("missing_field", f"{message_type(msg)} has no header.stamp") from exc
     if ns < 0:
         raise CodecError("negative_stamp", "header stamp before 1970 (a driver without a clock?)")
+    if ns == 0:
+        raise CodecError("zero_stamp", "header stamp 0: the driver never set it")
     return ns
 
 
