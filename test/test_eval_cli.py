@@ -17,6 +17,7 @@ from trainutils import tiny_bag, tiny_config
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model
 from m2vae_ros.drop_window import DropWindow
+from m2vae_ros.sim.recorder import simulate
 
 SUBSETS = ("camera", "lidar", "camera+lidar")
 CLASSES = ["red_cylinder", "red_box", "green_cylinder"]
@@ -218,3 +219,15 @@ def test_a_run_directory_given_as_the_model_says_where_its_model_is(trained, cap
     assert evaluate(["--model", str(trained["run"]), "--bag", str(trained["test_bag"]),
                      "--out", str(trained["root"] / "eval_run_dir")]) == 2
     assert "a training run keeps its model in RUN_DIR/model" in capsys.readouterr().err
+
+
+def test_a_model_trained_on_raw_images_is_scored_on_a_compressed_recording(trained):
+    # The node reads either type (its msg_type parameter); so does the evaluation.
+    bag = trained["root"] / "compressed_bag"
+    simulate(bag, 4.0, 7, image_size=(32, 32), points=False, episode_seconds=2.5, compressed=True)
+    out = trained["root"] / "eval_compressed"
+    assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(bag), "--out", str(out),
+                     "--topic", "camera=/camera/image_raw/compressed"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["subsets"]["camera"]["samples"] > 30
+    assert 0.0 <= metrics["subsets"]["camera"]["recon_error"]["camera"] <= 255.0

@@ -21,6 +21,7 @@ so a failed run leaves none that describe other recordings.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import json
@@ -148,10 +149,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _config_from_artifact(spec: ModelSpec, provenance: dict[str, Any]) -> TrainConfig:
-    """The dataset settings training used: the artifact's spec plus its recorded labels/sync settings."""
+    """The dataset settings training used: the artifact's spec plus its recorded labels/sync settings.
+
+    The message types are left to the recordings, as the node's `msg_type` parameter leaves
+    them: a camera trained on Image is scored on a recording of CompressedImage too.
+    """
     sync = provenance.get("sync") or {}
+    untyped = tuple(dataclasses.replace(m, msg_type="") for m in spec.modalities)
     return TrainConfig(
-        spec=spec,
+        spec=dataclasses.replace(spec, modalities=untyped),
         labels_topic=provenance.get("labels_topic", TrainConfig.labels_topic),
         slop=float(sync.get("slop", TrainConfig.slop)),
         timeout=parse_timeout(sync.get("timeout", TrainConfig.timeout), spec.names, "model provenance"),
