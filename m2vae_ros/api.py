@@ -303,8 +303,18 @@ def _preprocess(name: str, kind: str, shape: Shape):
 
 
 def _usable_device(device: str | torch.device) -> str:
-    """`device` where it exists; the CPU, with a warning, where CUDA is asked for and absent."""
-    usable, warning = resolve_device(str(device))
+    """`device` where it exists; the CPU, with a warning, where CUDA is asked for and absent.
+
+    Beyond the node's names (auto, cpu, cuda[:i]) any device torch names (mps, xpu) is taken as is.
+    """
+    try:
+        usable, warning = resolve_device(str(device))
+    except ValueError:
+        try:
+            return str(torch.device(device))
+        except RuntimeError:
+            raise ValueError(f"device must be auto, cpu, cuda[:<index>] or another torch device, got "
+                             f"{device!r}") from None
     if warning:
         warnings.warn(warning, RuntimeWarning, stacklevel=3)
     return usable

@@ -40,7 +40,9 @@ FORMAT_VERSION = 2
 # LAYOUT_KEY, and the oldest neither: they are checked as far as their keys go.
 SPEC_KEY = "m2vae_spec"
 LAYOUT_KEY = "m2vae_modalities"
-EDITABLE = ("topic", "msg_type")  # a modality's fields a model.yaml may change: where its data comes from
+# A modality's fields a model.yaml may change: where its data comes from. The spec's `extra`
+# (free-form notes) is not compared either.
+EDITABLE = ("topic", "msg_type")
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.yaml"
 
@@ -170,18 +172,22 @@ def _expected_sha256(metadata: dict[str, Any], path: Path) -> str:
 
 
 def _fixed_spec(spec: ModelSpec) -> dict[str, Any]:
-    """The spec as plain JSON data, less each modality's `EDITABLE` fields."""
-    fixed = _yaml_safe(spec.to_dict())
+    """The spec as plain JSON data, less `extra` and each modality's `EDITABLE` fields."""
+    fixed = {k: v for k, v in _yaml_safe(spec.to_dict()).items() if k != "extra"}
     fixed["modalities"] = [{k: v for k, v in m.items() if k not in EDITABLE} for m in fixed["modalities"]]
     return json.loads(json.dumps(fixed))  # tuples → lists, as the stored copy reads back
 
 
 def _check_fixed_spec(stored: str, spec: ModelSpec, path: Path) -> None:
-    """Refuse a model.yaml whose spec differs from the weights' own copy beyond `EDITABLE` fields."""
+    """Refuse a model.yaml whose spec differs from the weights' own copy beyond `EDITABLE` fields.
+
+    The copy is read back as a spec first, so a field a later release adds with a default
+    compares equal to an artifact saved without it.
+    """
     try:
-        saved = json.loads(stored)
-    except json.JSONDecodeError:
-        raise ArtifactError(f"{path}: the weights' copy of the spec is not readable JSON") from None
+        saved = _fixed_spec(ModelSpec.from_dict(json.loads(stored)))
+    except (json.JSONDecodeError, SpecError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: the weights' copy of the spec is unreadable ({exc})") from None
     changed = differences("spec", saved, _fixed_spec(spec), labels=("in the weights", "in model.yaml"))
     if changed:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""

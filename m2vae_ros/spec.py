@@ -20,6 +20,7 @@ evaluation, whose range errors count real returns only.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -133,8 +134,11 @@ class ModalitySpec:
         if not (0 < self.scale < math.inf and 0 < self.weight < math.inf):
             raise SpecError(f"modality {self.name!r}: scale and weight must be positive and finite, got "
                             f"{self.scale} and {self.weight}")
-        if not all(isinstance(width, int) and not isinstance(width, bool) for width in self.hidden):
-            raise SpecError(f"modality {self.name!r}: hidden widths must be integers, got {self.hidden}")
+        try:  # numpy integers from a sweep are integers too; stored as plain ints for model.yaml
+            object.__setattr__(self, "hidden", tuple(_integer(width) for width in self.hidden))
+        except TypeError:
+            message = f"modality {self.name!r}: hidden widths must be integers, got {self.hidden}"
+            raise SpecError(message) from None
         if not isinstance(self.msg_type, str):
             raise SpecError(f"modality {self.name!r}: msg_type must be a ROS type name such as "
                             f"sensor_msgs/msg/Image, got {self.msg_type!r}")
@@ -193,8 +197,9 @@ def preprocess_problem(p: Preprocess) -> str | None:
     zero degrees) would not fail in the codec: every return would simply read "no
     return", and a model would train on blank LiDAR without a word.
     """
-    numbers = {f.name: getattr(p, f.name) for f in fields(p) if isinstance(getattr(p, f.name), float)}
-    if infinite := [name for name, value in numbers.items() if not math.isfinite(value)]:
+    values = {f.name: getattr(p, f.name) for f in fields(p)}
+    if infinite := [name for name, value in values.items()
+                    if isinstance(value, numbers.Real) and not math.isfinite(value)]:
         return f"{', '.join(infinite)} must be finite"
     if isinstance(p, ImagePreprocess) and p.value_max is not None and not p.value_max > 0:
         return f"value_max must be positive (or null for the encoding's full scale), got {p.value_max}"
@@ -279,6 +284,13 @@ def _build(cls: type, d: dict[str, Any], where: Any) -> Any:
         return cls(**values)
     except TypeError as exc:
         raise SpecError(f"{where}: {exc}") from None
+
+
+def _integer(value: Any) -> int:
+    """`value` as a plain int where it is an integer (numpy's too, not bool); TypeError otherwise."""
+    if isinstance(value, bool):
+        raise TypeError(f"{value!r} is a bool")
+    return operator.index(value)
 
 
 def parse_number(value: Any, type_name: str, where: str) -> Any:

@@ -1,17 +1,19 @@
 """Artifact round trip and every refusal: missing, malformed, corrupted, mismatched."""
 
 import hashlib
+import json
 import os
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors_file
 from safetensors.torch import save_file
 
 import m2vae_ros
-from m2vae_ros.artifact import LAYOUT_KEY, ArtifactError, load_model, save_model
+from m2vae_ros.artifact import LAYOUT_KEY, SPEC_KEY, ArtifactError, load_model, save_model
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess, VectorPreprocess
 
@@ -265,3 +267,23 @@ def test_an_artifact_saved_before_the_spec_copy_still_refuses_a_swap(tmp_path):
     edit_yaml(directory, lambda meta: meta["spec"]["modalities"].reverse())
     with pytest.raises(ArtifactError, match="are not the ones the weights were trained for"):
         load_model(directory)
+
+
+def test_the_weights_spec_copy_is_read_as_a_spec_so_new_defaults_and_notes_do_not_refuse(tmp_path):
+    # A field a later release adds with its default must not refuse every artifact saved before;
+    # `extra` holds notes (a NaN among them compared unequal to itself).
+    spec = ModelSpec((ModalitySpec("imu", "vector", VectorPreprocess(3), hidden=(np.int64(8),)),),
+                     latent_dim=2, feature_dim=8, head_hidden=8, extra={"note": float("nan")})
+    torch.manual_seed(0)
+    directory = save_model(M2VAE(spec), tmp_path / "model")
+    assert load_model(directory).spec.modalities[0].hidden == (8,)
+    tensors = load_safetensors_file(directory / "model.safetensors")
+    with safe_open(directory / "model.safetensors", "pt") as weights:
+        metadata = weights.metadata()
+    copy = json.loads(metadata[SPEC_KEY])
+    del copy["objective"], copy["modalities"][0]["likelihood"]  # both at their defaults
+    save_file(tensors, directory / "model.safetensors", metadata={**metadata, SPEC_KEY: json.dumps(copy)})
+    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    edit_yaml(directory, lambda meta: meta["weights"].update(sha256=digest))
+    edit_yaml(directory, lambda meta: meta["spec"]["extra"].update(note="retrained on Tuesday"))
+    assert load_model(directory).spec.extra == {"note": "retrained on Tuesday"}

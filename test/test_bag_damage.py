@@ -75,11 +75,13 @@ def test_a_non_utf8_byte_in_an_mcap_schema_keeps_its_topics(tmp_path):
 
 
 def test_delete_markers_are_ignored_not_taken_for_labels(tmp_path):
-    records = [*SCANS, ("/ground_truth/object", Marker(header=header(10**8), action=Marker.DELETEALL), 10**8)]
+    # RViz users send "clear all" with a default header: stamp 0 is no failure on an ignored marker.
+    records = [*SCANS, ("/ground_truth/object", Marker(header=header(0), action=Marker.DELETEALL), 10**8)]
     records += [("/ground_truth/object", marker(t, 0, "red_cylinder", (1, 0, 0)), t) for _, _, t in SCANS[5:]]
     bag = write_bag(tmp_path / "bag", sorted(records, key=lambda r: r[2]), "mcap")
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
     assert ds.class_names == ["red_cylinder"] and ds.manifest["labels"]["markers"] == 5
+    assert ds.manifest["labels"]["failures"] == {}
     assert (ds.labels[:2] == -1).all() and np.isnan(ds.positions[:2]).all()
 
 
@@ -201,7 +203,7 @@ def test_a_write_ahead_log_that_cannot_be_replayed_is_damage_not_a_crash(tmp_pat
         Bag(bag).__enter__()
 
 
-def test_every_file_of_a_bag_counts_in_its_fingerprint_but_sqlites_index(tmp_path):
+def test_every_file_a_reader_reads_counts_in_a_bags_fingerprint_and_no_other(tmp_path):
     # rosbags reads file-compressed bags (.mcap.zstd): a replaced one must not reuse the dataset.
     bag = tmp_path / "bag"
     bag.mkdir()
@@ -210,6 +212,7 @@ def test_every_file_of_a_bag_counts_in_its_fingerprint_but_sqlites_index(tmp_pat
     (bag / "bag_0.db3-shm").write_bytes(b"s" * 10)
     before = fingerprint(bag)
     (bag / "bag_0.db3-shm").write_bytes(b"s" * 20)  # any reader rewrites it
+    (bag / "notes.txt").write_text("calibrated on Tuesday")  # a rebuild or a refused --resume for this?
     assert fingerprint(bag) == before
     (bag / "bag_0.mcap.zstd").write_bytes(b"y" * 101)
     assert fingerprint(bag)["bytes"] == before["bytes"] + 1

@@ -460,7 +460,9 @@ def test_one_recording_given_twice_is_refused(tmp_path):
     # Its frames would train twice and the split would validate on copies of training frames.
     bag = recording(tmp_path / "bag", "mcap", bad=False)
     config = load_train_config(small_config(tmp_path))
-    for bags in ([bag, bag], [bag, next(bag.glob("*.mcap"))]):
+    hard_link = tmp_path / "elsewhere.mcap"
+    os.link(next(bag.glob("*.mcap")), hard_link)
+    for bags in ([bag, bag], [bag, next(bag.glob("*.mcap"))], [hard_link, bag]):
         with pytest.raises(DatasetError, match=r"are one recording \(.*\.mcap\); give it once"):
             build_dataset(bags, config, tmp_path / "o", progress=False)
 
@@ -474,11 +476,12 @@ def test_sensors_recorded_into_separate_bags_at_the_same_time_are_named_in_the_n
     assert main([str(camera_bag), str(scan_bag), "--config", str(small_config(tmp_path)),
                  "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert (f"{camera_bag.resolve()} (camera) and {scan_bag.resolve()} (lidar) overlap for 1.9 s but are "
+    assert (f"{camera_bag.resolve()} (camera) and {scan_bag.resolve()} (lidar) overlap for 1.9 s and are "
             "synchronised separately") in out
-    # Recordings of the same sensors may share clock times (simulations all start at zero).
-    same = write_bag(tmp_path / "cam2", cameras[:10])
-    ds = build_dataset([camera_bag, same], load_train_config(small_config(tmp_path)), tmp_path / "o2",
+    # Runs sharing a sensor are separate runs whose clocks may overlap (simulations all start at
+    # the same time), a LiDAR dropout or not.
+    both = write_bag(tmp_path / "both", sorted(cameras + scans, key=lambda r: r[2]))
+    ds = build_dataset([camera_bag, both], load_train_config(small_config(tmp_path)), tmp_path / "o2",
                        progress=False)
     assert ds.manifest["separately_synchronised"] == []
 
@@ -519,6 +522,7 @@ def test_one_topic_feeding_two_sensors_keeps_the_message_for_the_one_that_can_re
     ds = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)
     assert ds.manifest["samples"]["by_subset"] == {"lidar": 5}  # the range image needs an intensity
     assert ds.manifest["topics"]["/points"]["decoded"] == 5
+    assert ds.manifest["shared_topic_failures"] == {"cloud": {"missing_field": 5}}  # the topic counts hide it
     assert {p["reason"] for p in ds.manifest["problems"]} == {"missing_field"}
 
 

@@ -176,6 +176,10 @@ def test_a_failed_rerun_leaves_no_outputs_of_the_earlier_one(trained):
     assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(trained["test_bag"]),
                      "--out", str(out), "--train-bag", str(trained["root"] / "no_such_bag")]) == 2
     assert [p.name for p in out.iterdir() if p.is_file()] == []  # they described the first run
+    _evaluate(trained, out)
+    assert evaluate(["--model", str(trained["root"] / "no_model"), "--bag", str(trained["test_bag"]),
+                     "--out", str(out)]) == 2
+    assert [p.name for p in out.iterdir() if p.is_file()] == []
 
 
 def test_probes_the_training_data_cannot_fit_and_probes_trained_on_the_test_bag_are_warned_about(trained):

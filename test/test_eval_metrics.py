@@ -91,3 +91,6 @@ def test_shape_accuracy_is_missing_where_the_class_names_hold_one_shape():
     for names in (("", ""), ("red_box", "green_box")):
         probes = fit_probes(z, labels, np.zeros((100, 3), np.float32), names)
         assert probes.accuracy(z, labels) > 0.95 and np.isnan(probes.shape_accuracy(z, labels))
+    # Ids 0 and 2 trained, 1 never seen: its placeholder name is no shape of its own.
+    probes = fit_probes(z, labels * 2, np.zeros((100, 3), np.float32), ("red_box", "class_1", "green_box"))
+    assert np.isnan(probes.shape_accuracy(z, labels * 2))

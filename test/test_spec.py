@@ -3,6 +3,7 @@
 import math
 import re
 
+import numpy as np
 import pytest
 
 from m2vae_ros.codec import CodecError, require_decodable
@@ -68,6 +69,7 @@ def test_a_scan_span_must_be_positive():
     ("range_image", RangeImagePreprocess(fov_up_deg=10.0, fov_down_deg=10.0), "fov_up_deg must be above"),
     ("range_image", RangeImagePreprocess(intensity_max=0.0), "intensity_max must be positive"),
     ("range_image", RangeImagePreprocess(range_max=math.inf), "range_max must be finite"),
+    ("scan", ScanPreprocess(range_max=np.float32("inf")), "range_max must be finite"),  # not a float
     ("image", ImagePreprocess(value_max=0.0), "value_max must be positive"),
 ])
 def test_preprocessing_limits_that_admit_no_value_are_refused(kind, preprocess, message):

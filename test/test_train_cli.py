@@ -199,7 +199,7 @@ def test_resume_refuses_changed_settings(inputs, capsys):
     assert "run.yaml is damaged" in capsys.readouterr().err
 
 
-def test_a_refused_resume_lists_shortdifferences():
+def test_a_refused_resume_lists_short_differences():
     bag = {"path": "/bags/a", "bytes": 10, "mtime_ns": 1}
     assert differences("bag_fingerprints", [bag], [{**bag, "bytes": 11}]) == [
         "bag_fingerprints[/bags/a].bytes: 10 in the run, 11 now"]

@@ -29,6 +29,10 @@ from rosbags.typesys.store import Typestore
 from m2vae_ros.codec import CodecError
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
+# What a reader of a bag directory reads: storage files (rosbag2's file compression adds
+# .zstd), the metadata, and an unclosed recording's write-ahead log. Notes or a .DS_Store
+# beside them change nothing; SQLite's -shm index is rebuilt by every reader.
+RECORDING_FILE = re.compile(r".*\.(mcap|db3)(\.zstd|-wal)?|metadata\.yaml")
 IDL_SEPARATOR = "=" * 80 + "\n"
 # What a damaged storage file raises while being read. KeyError: rosbags 0.11 on the empty
 # definition rosbag2 (Iron and later) stores for a type the recording machine did not know.
@@ -54,18 +58,17 @@ def _split_order(path: Path) -> tuple[str, int, str]:
     return (match[1], int(match[2]), path.suffix) if match else (path.stem, -1, path.suffix)
 
 
-def fingerprint(path: str | Path) -> dict[str, Any]:
-    """Path, total size and newest mtime of a recording's files: a changed bag changes this.
+def recording_files(path: Path) -> list[Path]:
+    """The files a reader of the recording at `path` reads (see RECORDING_FILE); those that exist."""
+    if not path.is_dir():
+        return [f for f in (path, _wal(path)) if f.is_file()]
+    return [f for f in path.iterdir() if RECORDING_FILE.fullmatch(f.name) and f.is_file()]
 
-    Every file of a bag directory counts, not only .mcap/.db3: rosbags also reads file-
-    compressed bags (.mcap.zstd), and the write-ahead log holds an unclosed recording's
-    newest messages. SQLite's -shm index is rebuilt by any reader, so it does not count.
-    """
+
+def fingerprint(path: str | Path) -> dict[str, Any]:
+    """Path, total size and newest mtime of a recording's files: a changed bag changes this."""
     path = Path(path).resolve()
-    files = [path, _wal(path)]
-    if path.is_dir():
-        files = [f for f in path.iterdir() if not f.name.endswith("-shm")]
-    stats = [f.stat() for f in files if f.is_file()]
+    stats = [f.stat() for f in recording_files(path)]
     return {
         "path": str(path),
         "bytes": sum(s.st_size for s in stats),

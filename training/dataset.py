@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from m2vae_training.bags import Bag, fingerprint, storage_files
+from m2vae_training.bags import Bag, fingerprint, recording_files
 from m2vae_training.config import TrainConfig
 from m2vae_training.interrupts import deferred_sigint
 from m2vae_training.prediction import UsePredictor
@@ -175,34 +175,37 @@ def _refuse_a_recording_twice(bags: Sequence[str | Path]) -> None:
     Its samples would train twice, and the time-block split would validate on copies of
     training frames.
     """
-    owners: dict[Path, int] = {}
+    owners: dict[tuple[int, int], int] = {}
     for i, bag in enumerate(bags):
         path = Path(bag).resolve()
-        for file in storage_files(path) if path.exists() else []:
-            if (other := owners.setdefault(file.resolve(), i)) != i:
+        for file in recording_files(path) if path.exists() else []:
+            identity = (file.stat().st_dev, file.stat().st_ino)  # a hard link is the same file
+            if (other := owners.setdefault(identity, i)) != i:
                 raise DatasetError(f"{bag} and {bags[other]} are one recording ({file.name}); give it once")
 
 
 def _separately_synchronised(indexes: Sequence[_BagIndex], names: Sequence[str]) -> list[str]:
-    """A line per pair of bags that cover the same time with different sensors.
+    """A line per pair of bags that cover the same time with sensors the other lacks entirely.
 
     Each bag is synchronised on its own, so sensors recorded into separate bags at the same
-    time (one recorder per sensor) never share a sample. Recordings of the same sensors
-    may overlap in time without harm (simulations all start at the same clock).
+    time (one recorder per sensor) never share a sample. Bags sharing a sensor are separate
+    runs: their clocks may overlap without harm (simulations all start at the same time).
     """
-    def sensors(index: _BagIndex) -> str:
-        return "+".join(n for k, n in enumerate(names) if (index.sync.indices[:, k] >= 0).any())
+    def sensors(index: _BagIndex) -> set[str]:
+        return {n for k, n in enumerate(names) if (index.sync.indices[:, k] >= 0).any()}
 
     lines = []
     for i, a in enumerate(indexes):
         for b in indexes[i + 1 :]:
-            if not (len(a.sync.stamps) and len(b.sync.stamps)) or sensors(a) == sensors(b):
+            if not (sensors(a) and sensors(b)) or sensors(a) & sensors(b):
                 continue
             overlap = min(a.sync.stamps[-1], b.sync.stamps[-1]) - max(a.sync.stamps[0], b.sync.stamps[0])
             if overlap > 0:
-                lines.append(f"{a.path} ({sensors(a)}) and {b.path} ({sensors(b)}) overlap for "
-                             f"{overlap / 1e9:.1f} s but are synchronised separately: merge them into one "
-                             "bag (ros2 bag convert) for samples with both")
+                shown = ["+".join(n for n in names if n in sensors(x)) for x in (a, b)]
+                lines.append(f"{a.path} ({shown[0]}) and {b.path} ({shown[1]}) overlap for "
+                             f"{overlap / 1e9:.1f} s and are synchronised separately: if one recorder "
+                             "per sensor made them, merge them into one bag (ros2 bag convert) for samples "
+                             "with both")
     return lines
 
 
@@ -504,6 +507,8 @@ class _Builder:
         self.class_names: dict[int, str] = {}
         self.markers = 0
         self.label_failures: Counter = Counter()
+        # Per sensor sharing its topic with another: the topic's counts cannot tell them apart.
+        self.shared_topic_failures: dict[str, Counter] = defaultdict(Counter)
         self.by_topic: dict[str, list[int]] = defaultdict(list)
         for k, modality in enumerate(self.spec.modalities):
             if not modality.topic:
@@ -579,6 +584,7 @@ class _Builder:
                        "failures": dict(self.label_failures)},
             "damage": self.damage,
             "separately_synchronised": _separately_synchronised(indexes, names),
+            "shared_topic_failures": {k: dict(n) for k, n in sorted(self.shared_topic_failures.items())},
             "problems": self.problems,
             "decodes": {"while_reading": sum(spill.rows for spill in self.spills),
                         "reread": self.reread},
@@ -627,9 +633,11 @@ class _Builder:
                             checked.append((k, self._check(k, msg, msgtype)))
                         except CodecError as exc:
                             failures.append(exc)
-                where = {"record_ns": record_ns, "stamp_ns": header_stamp(msg)}
+                            if len(self.by_topic[topic]) > 1:
+                                self.shared_topic_failures[modalities[k].name][exc.reason] += 1
                 for exc in failures:  # examples also where another sensor took the message
-                    self._problem(path, topic, exc.reason, exc.detail, **where)
+                    self._problem(path, topic, exc.reason, exc.detail, record_ns=record_ns,
+                                  stamp_ns=header_stamp(msg))
                 if not checked:
                     stats.failed += 1
                     stats.failures[failures[0].reason] += 1
@@ -724,13 +732,13 @@ class _Builder:
     def _read_marker(self, bag: Bag, raw: bytes, msgtype: str, markers: _Markers) -> None:
         try:
             marker = bag.deserialize(raw, msgtype)
-            stamp, class_id, name = stamp_ns(marker), int(marker.id), str(marker.ns)
-            position = marker.pose.position
+            class_id, name = int(marker.id), str(marker.ns)
+            if class_id < 0 or int(getattr(marker, "action", 0)) != 0:
+                return  # not an object: DELETE/DELETEALL markers (action 2, 3) are ignored, stamped or not
+            stamp, position = stamp_ns(marker), marker.pose.position
         except (CodecError, AttributeError) as exc:
             self.label_failures[getattr(exc, "reason", "missing_field")] += 1
             return
-        if class_id < 0 or int(getattr(marker, "action", 0)) != 0:
-            return  # not an object: DELETE/DELETEALL markers (action 2, 3) are ignored
         known = self.class_names.setdefault(class_id, name)
         if known != name:  # the evaluation would score two objects as one class
             raise DatasetError(f"{bag.path}: ground-truth marker id {class_id} is {name!r} here but "

@@ -63,6 +63,9 @@ def notes(dataset: PreparedDataset) -> list[str]:
               for topic, t in manifest["topics"].items() if t.get("out_of_order")]
     lines += [f"damage: {line}" for line in manifest.get("damage", [])]
     lines += manifest.get("separately_synchronised", [])
+    lines += [f"{name} (on a topic it shares with another sensor) failed on "
+              + ", ".join(f"{reason} {n}" for reason, n in failures.items())
+              for name, failures in manifest.get("shared_topic_failures", {}).items()]
     recorded = manifest.get("recorded_topics", {})
     lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
               if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, recorded))]

@@ -94,18 +94,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in OUTPUTS:  # first: whatever fails below must not leave them beside a new attempt
+        (out / stale).unlink(missing_ok=True)
     device, warning = resolve_device(args.device)
     if warning:
         print(f"{PROG}: {warning}", file=sys.stderr)
     loaded = load_model(args.model, device=device)
     model, spec = loaded.model, loaded.spec
     provenance = loaded.metadata.get("provenance") or {}
-    out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in OUTPUTS:
-        (out / stale).unlink(missing_ok=True)
 
     config = _config_from_artifact(spec, provenance)
     given_config = with_topics(config, parse_topic_overrides(args.topic))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from m2vae_training.dataset import placeholder_class_name
 from sklearn.linear_model import Ridge
 from sklearn.naive_bayes import GaussianNB
 
@@ -103,12 +104,15 @@ class Probes:
     def shape_accuracy(self, z: np.ndarray, labels: np.ndarray) -> float:
         """Accuracy after merging classes of the same shape (see `shape_of`).
 
-        NaN when the class names hold fewer than two shapes: every guess would be right.
+        NaN when the classes at stake (those fitted and those scored) hold fewer than two
+        shapes, since every guess would be right; a placeholder name (`class_3`, for an id
+        no marker named) is no shape.
         """
         rows = labels >= 0
         predicted = self._classes(z[rows])
         shapes = np.array([shape_of(name) for name in self.class_names])
-        if predicted is None or len(set(shapes)) < 2:
+        at_stake = {*self.classifier.classes_, *labels[rows]} if predicted is not None else set()
+        if len({shapes[c] for c in at_stake if self.class_names[c] != placeholder_class_name(c)}) < 2:
             return float("nan")
         return float(np.mean(shapes[predicted] == shapes[labels[rows]]))
 
