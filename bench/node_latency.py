@@ -2,8 +2,9 @@
 
 Four processes on a private ROS domain: a sensor publisher (640×480 rgb8 camera at 30 Hz,
 360-beam LaserScan at 10 Hz, stamped at publish time), `m2vae-fusion` (the shipped params
-file; the model resizes the camera itself), a relay that republishes each camera and scan
-message unchanged (the cost of rclpy + DDS alone), and this process, which subscribes to
+file; the model resizes the camera itself), a relay that answers each camera and scan
+message with a latent-sized message carrying its header (the cost of rclpy + DDS alone for
+what the node receives and sends), and this process, which subscribes to
 the inputs and both outputs and records receive time − header stamp. A latent carries
 its newest input's stamp, so each latent is matched to the sensor message that triggered
 it and compared with the relay of the same sensor: on two shared cores the camera may
@@ -45,6 +46,7 @@ from sensor_msgs.msg import Image, LaserScan
 
 from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.inference import LatentFusion
+from m2vae_ros.latent_msg import latent_image
 from m2vae_ros.model import M2VAE
 from m2vae_ros.qos import output_qos, sensor_qos
 from m2vae_ros.subsets import all_subsets
@@ -86,14 +88,26 @@ def run_sensors() -> None:
     _spin_until_interrupted(node)
 
 
-def run_relay() -> None:
-    """Republish every camera and scan message as received: the latency floor of a Python rclpy node."""
+def run_relay(latent_dim: int) -> None:
+    """Answer every camera and scan message with a latent of zeros carrying its header: the latency
+    floor of a Python rclpy node that receives what the fusion node receives and sends what it sends.
+
+    Republishing the 921 KB frame itself would charge the baseline a second large transfer
+    the node never makes (about 1 ms), and flatter the node.
+    """
     rclpy.init()
     node = Node("bench_relay")
+    zeros = np.zeros(latent_dim, np.float32)
     streams = ((Image, CAMERA_TOPIC, RELAY_CAMERA_TOPIC), (LaserScan, SCAN_TOPIC, RELAY_SCAN_TOPIC))
     for msg_type, source, target in streams:
-        publisher = node.create_publisher(msg_type, target, output_qos())
-        node.create_subscription(msg_type, source, publisher.publish, sensor_qos("best_effort"))
+        publisher = node.create_publisher(Image, target, output_qos())
+
+        def answer(msg: Image | LaserScan, publisher=publisher) -> None:
+            latent = latent_image(zeros, zeros, 0, msg.header.frame_id)
+            latent.header.stamp = msg.header.stamp
+            publisher.publish(latent)
+
+        node.create_subscription(msg_type, source, answer, sensor_qos("best_effort"))
     _spin_until_interrupted(node)
 
 
@@ -151,7 +165,7 @@ class LatencyProbe(Node):
         self.node_values: dict[str, str] = {}
         self.node_forward_ms: list[float] = []  # the node's one-second means while recording
         topics = (("camera", Image, CAMERA_TOPIC), ("scan", LaserScan, SCAN_TOPIC),
-                  ("relay camera", Image, RELAY_CAMERA_TOPIC), ("relay scan", LaserScan, RELAY_SCAN_TOPIC),
+                  ("relay camera", Image, RELAY_CAMERA_TOPIC), ("relay scan", Image, RELAY_SCAN_TOPIC),
                   ("fusion", Image, LATENT_TOPIC))
         for name, msg_type, topic in topics:
             self.create_subscription(msg_type, topic, lambda raw, name=name: self._record(name, raw),
@@ -200,15 +214,17 @@ def measure(model_dir: Path, duration: float, node_params: list[str]) -> None:
            "OMP_NUM_THREADS": "1"}
     os.environ.update(env)
     tight_forward = tight_loop_forward_ms(model_dir)
+    latent = str(load_model(model_dir).spec.latent_dim)
 
     script = [sys.executable, str(Path(__file__).resolve()), "--role"]
     params_file = REPO / "config" / "fusion.yaml"
     fusion_cmd = [str(VENV_BIN / "m2vae-fusion"), "--ros-args", "--params-file", str(params_file),
                   "-p", f"model_path:={model_dir}", "-p", "device:=cpu",
                   *(arg for param in node_params for arg in ("-p", param))]
+    commands = {"fusion": fusion_cmd, "relay": [*script, "relay", "--latent-dim", latent],
+                "sensors": [*script, "sensors"]}
     processes = {name: subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for name, cmd in (("fusion", fusion_cmd), ("relay", [*script, "relay"]),
-                                   ("sensors", [*script, "sensors"]))}
+                 for name, cmd in commands.items()}
     rclpy.init()
     probe = LatencyProbe()
     executor = SingleThreadedExecutor()
@@ -244,8 +260,8 @@ def report(probe: LatencyProbe, tight_forward: float, cpu: dict[str, float], dur
     rows = (
         ("camera, received directly (transport only)", "camera", "sensors"),
         ("scan, received directly (transport only)", "scan", "sensors"),
-        ("relay: camera → republished", "relay camera", "relay"),
-        ("relay: scan → republished", "relay scan", "relay"),
+        ("relay: camera → latent-sized answer", "relay camera", "relay"),
+        ("relay: scan → latent-sized answer", "relay scan", "relay"),
         ("fusion: camera-triggered → ~/latent", "fusion camera", "fusion"),
         ("fusion: scan-triggered → ~/latent", "fusion scan", "fusion"),
     )
@@ -285,11 +301,12 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra fusion node parameter, e.g. publish_reconstructions:=false (repeatable)")
     parser.add_argument("--role", choices=("sensors", "relay"), help=argparse.SUPPRESS)
+    parser.add_argument("--latent-dim", type=int, help=argparse.SUPPRESS)  # the relay's answer size
     args = parser.parse_args()
     if args.role == "sensors":
         run_sensors()
     elif args.role == "relay":
-        run_relay()
+        run_relay(args.latent_dim)
     elif args.model:
         measure(args.model, args.duration, args.param)
     else:

@@ -37,7 +37,7 @@ FORMAT = "m2vae_ros/model"
 # 2: image decoders halve their widths per upsampling (networks.decoder_widths); 1 mirrored the encoder.
 FORMAT_VERSION = 2
 # In the weights' safetensors metadata. Artifacts saved before SPEC_KEY existed have only
-# LAYOUT_KEY, and the oldest neither: they are checked as far as their keys go.
+# LAYOUT_KEY (now only read), and the oldest neither: they are checked as far as their keys go.
 SPEC_KEY = "m2vae_spec"
 LAYOUT_KEY = "m2vae_modalities"
 # A modality's fields a model.yaml may change: where its data comes from. The spec's `extra`
@@ -74,8 +74,9 @@ def save_model(
     broken = _non_finite(tensors)
     if broken:
         raise ArtifactError(f"{directory}: not saving a model with NaN or infinite weights in {_few(broken)}")
-    weights = save_safetensors(tensors, metadata={SPEC_KEY: json.dumps(_fixed_spec(model.spec)),
-                                                  LAYOUT_KEY: _layout(model.spec)})
+    # One key: safetensors writes several in a per-process random order, and the same weights
+    # would hash differently from run to run. The spec holds the layout.
+    weights = save_safetensors(tensors, metadata={SPEC_KEY: json.dumps(_fixed_spec(model.spec))})
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -199,9 +200,9 @@ def _check_fixed_spec(stored: str, spec: ModelSpec, path: Path) -> None:
 def _layout(spec: ModelSpec) -> str:
     """The modalities' names, kinds and shapes in order: what the weights' module indices mean.
 
-    Stored in the weights' own metadata, which model.yaml's sha256 covers: two same-shaped
-    sensors swapped in a hand-edited model.yaml would otherwise load, each encoded by the
-    other's network. Topics are not part of it; they may be edited.
+    Artifacts saved before the spec copy (SPEC_KEY) keep it in the weights' own metadata,
+    which model.yaml's sha256 covers: two same-shaped sensors swapped in their hand-edited
+    model.yaml would otherwise load, each encoded by the other's network.
     """
     return json.dumps([[m.name, m.kind, [int(n) for n in m.shape]] for m in spec.modalities])
 

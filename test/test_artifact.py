@@ -70,6 +70,8 @@ def test_round_trip_gives_identical_outputs_and_full_metadata(saved):
     assert meta["spec"]["alpha"] == 0.5
     weights = (directory / "model.safetensors").read_bytes()
     assert meta["weights"]["sha256"] == hashlib.sha256(weights).hexdigest()
+    with safe_open(directory / "model.safetensors", "pt") as stored:  # several keys: a random order,
+        assert list(stored.metadata()) == [SPEC_KEY]                   # so a random sha256, per process
     assert sorted(p.name for p in directory.iterdir()) == ["model.safetensors", "model.yaml"]
 
 

@@ -1,7 +1,9 @@
 """m2vae-train end to end on real simulated bags: artifact, TensorBoard, resume, Ctrl-C, torchrun."""
 
+import dataclasses
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -422,3 +424,25 @@ def test_a_moved_run_directory_resumes_with_the_dataset_it_carries(inputs):
     del resumed[at : at + 2]
     assert main(resumed) == 0
     assert load_checkpoint(after / "checkpoints")[0] == 2 and not before.exists()
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 0.25])
+def test_a_run_that_diverges_keeps_a_model_of_its_last_good_epoch(inputs, monkeypatch, capsys, val_fraction):
+    # Without validation the model used to be written only after a normal end: a diverged run
+    # left none, while the error promised one.
+    compute_loss = Trainer.compute_loss
+
+    def nan_in_epoch_3(trainer, x, available):
+        result = compute_loss(trainer, x, available)
+        return dataclasses.replace(result, total=result.total * math.nan) if trainer.epoch == 2 else result
+
+    monkeypatch.setattr(Trainer, "compute_loss", nan_in_epoch_3)
+    config = tiny_config(inputs["root"] / f"diverge{val_fraction}.yaml", val_fraction=val_fraction, epochs=4)
+    out = inputs["root"] / f"diverged{val_fraction}"
+    assert main(["--bag", str(inputs["bag"]), "--out", str(out), "--config", str(config), "--device", "cpu",
+                 "--dataset-dir", str(inputs["dataset"])]) == 2
+    err = capsys.readouterr().err
+    assert "epoch 3: the training loss is nan" in err
+    kept = "2" if val_fraction == 0 else "[12]"  # with validation: the better of the two epochs
+    assert re.search(rf"{re.escape(str(out / 'model'))} holds the model of epoch {kept}\.", err)
+    assert load_model(out / "model").spec.latent_dim > 0

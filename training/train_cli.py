@@ -68,7 +68,7 @@ from m2vae_ros.artifact import save_model
 from m2vae_ros.atomic import write_atomic
 from m2vae_ros.differences import differences
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
-from m2vae_ros.trainer import ArrayDataset, Trainer
+from m2vae_ros.trainer import ArrayDataset, Trainer, TrainingDiverged
 
 PROG = "m2vae-train"
 RUN_FILE = "run.yaml"
@@ -194,13 +194,15 @@ def _train(
 
     # --- train; Ctrl-C keeps the last checkpoint and still writes a usable artifact
     start_epoch, started = trainer.epoch, time.perf_counter()
-    interrupted = False
+    interrupted, diverged = False, None
     try:
         if not early_stopping.stopped:  # a run early stopping ended is finished, like one that ran all epochs
             trainer.fit(train_set, val_set, epochs=run["epochs"], batch_size=run["batch_size"],
                         callbacks=callbacks, progress=job.is_main)
     except KeyboardInterrupt:
         interrupted = True
+    except TrainingDiverged as exc:  # the trainer is back at its last whole epoch
+        diverged = exc
     elapsed = time.perf_counter() - started
     if tensorboard is not None:
         tensorboard.close()
@@ -211,9 +213,15 @@ def _train(
         # The weights of the last whole epoch, not the half-trained ones of the epoch cut short.
         restore(trainer, early_stopping, load_checkpoint(out / "checkpoints")[1])
         _say(job, f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
-    if job.is_main and (val_set is None or early_stopping.best_epoch == 0):
+    unchosen = val_set is None or early_stopping.best_epoch == 0
+    if job.is_main and unchosen and (trainer.epoch or diverged is None):
         # No validation ELBO ever chose a best model: the artifact is the last epoch's weights.
         write_artifact(trainer, trainer.epoch, {})
+    if diverged is not None and trainer.epoch:
+        kept = trainer.epoch if unchosen else early_stopping.best_epoch
+        raise TrainingDiverged(f"{diverged} {out / 'model'} holds the model of epoch {kept}.")
+    if diverged is not None:
+        raise diverged
     samples_per_s = (trainer.epoch - start_epoch) * len(train_set) / elapsed if elapsed > 0 else 0.0
     best = "n/a"
     if early_stopping.best_epoch:
