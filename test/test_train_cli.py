@@ -348,7 +348,7 @@ def test_torchrun_with_two_cpu_processes_trains_a_loadable_model_and_resumes_bit
 def test_a_flag_passes_the_same_checks_as_the_config_file(inputs, capsys):
     out = inputs["root"] / "negative_seed"
     assert main(_args(inputs, out, "--seed", "-1")) == 2
-    assert "training.seed must be ≥ 0, got -1" in capsys.readouterr().err
+    assert "training.seed must be ≥ 0 and below 2**63, got -1" in capsys.readouterr().err
     assert not out.exists()  # refused before any dataset or run file is written
 
 
@@ -446,3 +446,14 @@ def test_a_run_that_diverges_keeps_a_model_of_its_last_good_epoch(inputs, monkey
     kept = "2" if val_fraction == 0 else "[12]"  # with validation: the better of the two epochs
     assert re.search(rf"{re.escape(str(out / 'model'))} holds the model of epoch {kept}\.", err)
     assert load_model(out / "model").spec.latent_dim > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_gpu_asked_for_and_absent_or_a_seed_beyond_64_bits_is_one_error_line(inputs, capsys):
+    # Training on the CPU instead would take hours without anyone having asked for it.
+    out = inputs["root"] / "no_gpu"
+    assert main(_args(inputs, out, "--device", "cuda")) == 2
+    assert "device 'cuda' requested but CUDA is unavailable: pass --device cpu" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(_args(inputs, inputs["root"] / "big_seed", "--seed", str(2**64))) == 2
+    assert "training.seed must be ≥ 0 and below 2**63, got 18446744073709551616" in capsys.readouterr().err

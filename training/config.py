@@ -52,8 +52,8 @@ class TrainingSettings:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training.{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.seed < 0:
-            raise ConfigError(f"training.seed must be ≥ 0, got {self.seed}")
+        if not 0 <= self.seed < 2**63:  # torch's generators take a signed 64-bit seed
+            raise ConfigError(f"training.seed must be ≥ 0 and below 2**63, got {self.seed}")
         for name in ("lr", "block_seconds"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ConfigError(f"training.{name} must be positive and finite, got {getattr(self, name)}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,10 +74,15 @@ def from_environment() -> Distributed:
 
 
 def training_device(request: str, job: Distributed) -> torch.device:
-    """`--device` → a torch device; under torchrun each rank on a GPU gets cuda:LOCAL_RANK."""
+    """`--device` → a torch device; under torchrun each rank on a GPU gets cuda:LOCAL_RANK.
+
+    Unlike the node, which must run on whatever the robot has, training refuses a GPU it
+    was asked for and cannot have: hours on the CPU instead are no fallback (`auto` is).
+    """
     device, warning = resolve_device(request)
-    if warning and job.is_main:
-        print(f"m2vae-train: {warning}", file=sys.stderr)
+    if warning:
+        raise ValueError(f"{warning.partition(';')[0]}: pass --device cpu, or auto for a GPU where there "
+                         "is one")
     if job.enabled and device.startswith("cuda"):
         return torch.device("cuda", job.local_rank)
     return torch.device(device)

@@ -95,7 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override training.epochs (total, counting resumed)")
     parser.add_argument("--batch-size", type=positive_int, help="override training.batch_size")
     parser.add_argument("--latent-dim", type=positive_int, help="override model.latent_dim")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index> (default: auto)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (a GPU where there is one), cpu, cuda or cuda:<index>; a GPU asked for "
+                             "and absent is an error (default: auto)")
     parser.add_argument("--seed", type=int, help="override training.seed")
     parser.add_argument("--resume", action="store_true",
                         help="continue RUN_DIR from its last checkpoint (left-out flags: the run's values)")
