@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from m2vae_training.callbacks import EarlyStopping
+from m2vae_training.callbacks import EarlyStopping, TensorBoardLogger
 from m2vae_training.checkpoint import has_checkpoint, load_checkpoint
 from m2vae_training.dataset import load_dataset
 from m2vae_training.split import time_block_split
@@ -457,3 +457,19 @@ def test_a_gpu_asked_for_and_absent_or_a_seed_beyond_64_bits_is_one_error_line(i
     assert not out.exists()
     assert main(_args(inputs, inputs["root"] / "big_seed", "--seed", str(2**64))) == 2
     assert "training.seed must be ≥ 0 and below 2**63, got 18446744073709551616" in capsys.readouterr().err
+
+
+def test_a_resumed_run_drops_the_steps_its_interrupted_epoch_logged(inputs, monkeypatch):
+    # Without purging, TensorBoard showed the interrupted epoch's first step twice.
+    monkeypatch.setattr(TensorBoardLogger, "on_step_end", lambda self, trainer, step, loss: (
+        self.writer.add_scalar("step/loss", float(loss.total), step)))
+    out = inputs["root"] / "tb_resumed"
+    with monkeypatch.context() as interrupted:
+        _interrupt_in_epoch(interrupted, 3)
+        assert main(_args(inputs, out, "--epochs", "4")) == 130
+    assert main(_args(inputs, out, "--epochs", "4", "--resume")) == 0
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("step/loss")]
+    assert len(steps) == len(set(steps)) and steps == sorted(steps)
+    assert steps[-1] == load_checkpoint(out / "checkpoints")[1]["trainer"]["step"]

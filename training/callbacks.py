@@ -138,8 +138,9 @@ class TensorBoardLogger(Callback):
         preview: dict[str, np.ndarray] | None = None,
         preview_masks: dict[str, np.ndarray] | None = None,
         step_every: int = 20,
+        purge_step: int | None = None,
     ) -> None:
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.preview = preview
         self.preview_masks = preview_masks
         self.step_every = step_every

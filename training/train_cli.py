@@ -180,12 +180,6 @@ def _train(
                            metrics={"epoch": epoch, "val": _plain(val_metrics)})
 
     early_stopping = EarlyStopping(run["patience"], on_improvement=write_artifact)
-    epoch_ends: list = [early_stopping]
-    tensorboard = None
-    if job.is_main:
-        tensorboard = TensorBoardLogger(out / "tb", *_preview(dataset, split))
-        epoch_ends += [CheckpointWriter(out / "checkpoints", early_stopping), tensorboard]
-    callbacks = [EpochEndsTogether(epoch_ends)]
     if args.resume:
         epoch, state = load_checkpoint(out / "checkpoints")
         restore(trainer, early_stopping, state)
@@ -193,6 +187,14 @@ def _train(
             _say(job, f"the run already finished: early stopping ended it after epoch {epoch}")
         else:
             _say(job, f"resuming after epoch {epoch}")
+    epoch_ends: list = [early_stopping]
+    tensorboard = None
+    if job.is_main:
+        # On resume, the steps an interrupted epoch logged past the checkpoint are dropped.
+        purge_step = trainer.step + 1 if args.resume else None
+        tensorboard = TensorBoardLogger(out / "tb", *_preview(dataset, split), purge_step=purge_step)
+        epoch_ends += [CheckpointWriter(out / "checkpoints", early_stopping), tensorboard]
+    callbacks = [EpochEndsTogether(epoch_ends)]
 
     # --- train; Ctrl-C keeps the last checkpoint and still writes a usable artifact
     start_epoch, started = trainer.epoch, time.perf_counter()
