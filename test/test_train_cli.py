@@ -473,3 +473,17 @@ def test_a_resumed_run_drops_the_steps_its_interrupted_epoch_logged(inputs, monk
     steps = [event.step for event in events.Scalars("step/loss")]
     assert len(steps) == len(set(steps)) and steps == sorted(steps)
     assert steps[-1] == load_checkpoint(out / "checkpoints")[1]["trainer"]["step"]
+
+
+def test_a_config_given_on_resume_says_its_epochs_count_only_with_the_flag(inputs, capsys):
+    # Every other changed setting is refused; the epochs are kept, and that used to go unsaid.
+    out = inputs["root"] / "config_epochs"
+    assert main(_args(inputs, out, "--epochs", "1")) == 0
+    longer = tiny_config(inputs["root"] / "four_epochs.yaml", epochs=4)
+    args = _args(inputs, out, "--resume")
+    args[args.index("--config") + 1] = str(longer)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert ("--resume keeps the run's 1 epochs; the --config's training.epochs 4 counts only with --epochs 4"
+            in capsys.readouterr().err)
+    assert load_checkpoint(out / "checkpoints")[0] == 1

@@ -321,6 +321,9 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
     # config file is compared with a --config given now (without one, `_load_config` took the run's).
     kept = [key for key in SETTING_FLAGS if key in previous["flags"] or key in ("epochs", "dataset_dir")]
     left_out = [key for key in kept if getattr(args, key) is None]
+    if args.config is not None and "epochs" in left_out and run["epochs"] != previous.get("epochs"):
+        print(f"{PROG}: --resume keeps the run's {previous.get('epochs')} epochs; the --config's "
+              f"training.epochs {run['epochs']} counts only with --epochs {run['epochs']}", file=sys.stderr)
     run = {**run, **{key: previous[key] for key in left_out if key in previous}}
     spec = previous["spec"]
     run["spec"] = {**run["spec"], **{key: spec[key] for key in left_out if key in spec}}
