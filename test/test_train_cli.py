@@ -49,7 +49,11 @@ def _args(inputs, out: Path, *extra: str) -> list[str]:
 
 def test_training_writes_a_loadable_artifact_tensorboard_and_checkpoint(inputs, capsys):
     out = inputs["root"] / "run"
+    stale = out / "tb" / "events.out.tfevents.1.an-attempt-that-died-in-epoch-1"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
     assert main(_args(inputs, out, "--latent-dim", "6")) == 0
+    assert not stale.exists()  # its curves would have mixed with this run's
     loaded = load_model(out / "model")
     assert loaded.spec.latent_dim == 6
     msg_types = [m.msg_type for m in loaded.spec.modalities]
@@ -57,6 +61,7 @@ def test_training_writes_a_loadable_artifact_tensorboard_and_checkpoint(inputs, 
     provenance = loaded.metadata["provenance"]
     assert provenance["bags"][0]["path"] == str(inputs["bag"].resolve())
     assert provenance["dataset"]["train_samples"] + provenance["dataset"]["val_samples"] == 80
+    assert (provenance["processes"], provenance["device_type"]) == (1, "cpu")
     assert math.isfinite(loaded.metadata["metrics"]["val"]["elbo/camera+lidar"])
     events = EventAccumulator(str(out / "tb"))
     events.Reload()

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import hashlib
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -190,8 +191,11 @@ def _train(
     epoch_ends: list = [early_stopping]
     tensorboard = None
     if job.is_main:
-        # On resume, the steps an interrupted epoch logged past the checkpoint are dropped.
+        # On resume, the steps an interrupted epoch logged past the checkpoint are dropped; a
+        # fresh run replaces the events of an earlier attempt that died before its first checkpoint.
         purge_step = trainer.step + 1 if args.resume else None
+        if not args.resume:
+            shutil.rmtree(out / "tb", ignore_errors=True)
         tensorboard = TensorBoardLogger(out / "tb", *_preview(dataset, split), purge_step=purge_step)
         epoch_ends += [CheckpointWriter(out / "checkpoints", early_stopping), tensorboard]
     callbacks = [EpochEndsTogether(epoch_ends)]
@@ -379,7 +383,9 @@ def _provenance(run: dict[str, Any], dataset: PreparedDataset, split: Split, con
         "sync": {"slop": config.slop, "timeout": config.timeout},
         "command": run["command"],
         "seed": run["seed"],
-        "epochs": run["epochs"],
+        "epochs": run["epochs"],  # the run's limit; the model's own epoch is in its metrics
+        "processes": run["processes"],  # torchrun ranks: the effective batch is batch_size × processes
+        "device_type": run["device_type"],
         "batch_size": run["batch_size"],
         "lr": run["lr"],
         "split": {"block_seconds": run["block_seconds"], "val_fraction": run["val_fraction"]},
