@@ -492,3 +492,16 @@ def test_a_config_given_on_resume_says_its_epochs_count_only_with_the_flag(input
     assert ("--resume keeps the run's 1 epochs; the --config's training.epochs 4 counts only with --epochs 4"
             in capsys.readouterr().err)
     assert load_checkpoint(out / "checkpoints")[0] == 1
+
+
+def test_resume_without_device_continues_on_the_runs_device_type(inputs, monkeypatch):
+    # On a GPU machine, a run started with --device cpu was refused on --resume alone
+    # (auto chose cuda: "device_type: 'cpu' in the run, 'cuda' now").
+    out = inputs["root"] / "cpu_run_on_a_gpu_machine"
+    assert main(_args(inputs, out, "--epochs", "1")) == 0  # _args passes --device cpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    args = _args(inputs, out, "--epochs", "2", "--resume")
+    at = args.index("--device")
+    del args[at : at + 2]
+    assert main(args) == 0
+    assert load_checkpoint(out / "checkpoints")[0] == 2

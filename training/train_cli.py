@@ -96,9 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override training.epochs (total, counting resumed)")
     parser.add_argument("--batch-size", type=positive_int, help="override training.batch_size")
     parser.add_argument("--latent-dim", type=positive_int, help="override model.latent_dim")
-    parser.add_argument("--device", default="auto",
+    parser.add_argument("--device",
                         help="auto (a GPU where there is one), cpu, cuda or cuda:<index>; a GPU asked for "
-                             "and absent is an error (default: auto)")
+                             "and absent is an error (default: auto; on --resume the run's device type)")
     parser.add_argument("--seed", type=int, help="override training.seed")
     parser.add_argument("--resume", action="store_true",
                         help="continue RUN_DIR from its last checkpoint (left-out flags: the run's values)")
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace, command: list[str]) -> int:
     job = distributed.from_environment()
-    device = distributed.training_device(args.device, job)
+    device = distributed.training_device(_device_request(args), job)
     distributed.start(job, device)
     try:
         return _train(args, command, job, device)
@@ -344,6 +344,16 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
                          f"{run['epochs']}; its model is in {out / 'model'}")
     # `run` fills in what an older run.yaml lacks, so later resumes check it too.
     return {**run, **previous, "epochs": run["epochs"], "command": run["command"]}
+
+
+def _device_request(args: argparse.Namespace) -> str:
+    """--device; left out, the run's device type on --resume (a CPU run on a GPU machine resumes
+    on the CPU instead of being refused as another device type), else auto."""
+    if args.device is not None:
+        return args.device
+    if args.resume and (args.out / RUN_FILE).is_file():
+        return str(read_run_file(args.out).get("device_type", "auto"))
+    return "auto"
 
 
 def read_run_file(out: Path) -> dict[str, Any]:
