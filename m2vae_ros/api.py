@@ -138,9 +138,10 @@ class MultimodalVAE:
         A later call continues the first one's training (optimiser state, noise generator,
         epoch count), so ``fit(epochs=3)`` twice is ``fit(epochs=6)``; `lr`, `seed` and
         `device` must then be the first call's. `device` is ``auto``, ``cpu``, ``cuda`` or
-        ``cuda:<i>``, as for the ROS node: CUDA that is not there falls back to the CPU with a
-        warning. Should the loss become NaN or infinite, `TrainingDiverged` is raised and the
-        model is left as it was after the last whole epoch.
+        ``cuda:<i>``, as for the ROS node (CUDA that is not there falls back to the CPU with a
+        warning), or another device torch names, such as ``mps``. Should the loss become NaN
+        or infinite, `TrainingDiverged` is raised and the model is left as it was after the
+        last whole epoch.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
             raise ValueError(f"epochs counts the epochs to add and must be an integer ≥ 0, got {epochs!r}")
