@@ -505,3 +505,22 @@ def test_resume_without_device_continues_on_the_runs_device_type(inputs, monkeyp
     del args[at : at + 2]
     assert main(args) == 0
     assert load_checkpoint(out / "checkpoints")[0] == 2
+
+
+def test_ctrl_c_during_the_last_epochs_writes_ends_a_finished_run_as_done(inputs, monkeypatch, capsys):
+    # The signal waits for the writes and lands after the last epoch: nothing is left to resume.
+    signalled = []
+
+    def save_then_ctrl_c(model, directory, **kwargs):
+        path = save_model(model, directory, **kwargs)
+        if kwargs["metrics"]["epoch"] == 2:
+            signalled.append(2)
+            os.kill(os.getpid(), signal.SIGINT)
+        return path
+
+    monkeypatch.setattr("m2vae_training.train_cli.save_model", save_then_ctrl_c)
+    out = inputs["root"] / "cut_at_the_end"
+    capsys.readouterr()
+    assert main(_args(inputs, out, "--epochs", "2")) == 0
+    assert signalled == [2] and load_checkpoint(out / "checkpoints")[0] == 2
+    assert capsys.readouterr().out.startswith("done: 2 epochs")

@@ -220,7 +220,10 @@ def _train(
             return 130
         # The weights of the last whole epoch, not the half-trained ones of the epoch cut short.
         restore(trainer, early_stopping, load_checkpoint(out / "checkpoints")[1])
-        _say(job, f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
+        # A signal deferred over the last epoch's writes lands after the run is complete.
+        interrupted = not (trainer.epoch >= run["epochs"] or early_stopping.stopped)
+        if interrupted:
+            _say(job, f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
     unchosen = val_set is None or early_stopping.best_epoch == 0
     if job.is_main and unchosen and (trainer.epoch or diverged is None):
         # No validation ELBO ever chose a best model: the artifact is the last epoch's weights.
