@@ -398,16 +398,7 @@ def test_ctrl_c_without_validation_keeps_the_last_whole_epochs_weights(inputs, m
 
 def test_ctrl_c_between_an_epochs_model_and_its_checkpoint_keeps_them_alike(inputs, monkeypatch, capsys):
     """The signal lands right after epoch 2's model is written, before its checkpoint."""
-    saved = []
-
-    def save_then_ctrl_c(model, directory, **kwargs):
-        path = save_model(model, directory, **kwargs)
-        saved.append(kwargs["metrics"]["epoch"])
-        if saved[-1] == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return path
-
-    monkeypatch.setattr("m2vae_training.train_cli.save_model", save_then_ctrl_c)
+    saved = _ctrl_c_after_saving_the_model_of_epoch(monkeypatch, 2)
     out = inputs["root"] / "cut_between"
     capsys.readouterr()
     assert main(_args(inputs, out, "--epochs", "4")) == 130
@@ -415,6 +406,21 @@ def test_ctrl_c_between_an_epochs_model_and_its_checkpoint_keeps_them_alike(inpu
     model_epoch = load_model(out / "model").metadata["metrics"]["epoch"]
     assert saved[-1] == 2 and epoch == model_epoch == 2
     assert capsys.readouterr().out.startswith("interrupted: 2 epochs")
+
+
+def _ctrl_c_after_saving_the_model_of_epoch(monkeypatch, epoch: int) -> list[int]:
+    """A SIGINT right after the model of `epoch` is written; returns the epochs whose model was saved."""
+    saved = []
+
+    def save_then_ctrl_c(model, directory, **kwargs):
+        path = save_model(model, directory, **kwargs)
+        saved.append(kwargs["metrics"]["epoch"])
+        if saved[-1] == epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+        return path
+
+    monkeypatch.setattr("m2vae_training.train_cli.save_model", save_then_ctrl_c)
+    return saved
 
 
 def test_a_moved_run_directory_resumes_with_the_dataset_it_carries(inputs):
@@ -509,18 +515,9 @@ def test_resume_without_device_continues_on_the_runs_device_type(inputs, monkeyp
 
 def test_ctrl_c_during_the_last_epochs_writes_ends_a_finished_run_as_done(inputs, monkeypatch, capsys):
     # The signal waits for the writes and lands after the last epoch: nothing is left to resume.
-    signalled = []
-
-    def save_then_ctrl_c(model, directory, **kwargs):
-        path = save_model(model, directory, **kwargs)
-        if kwargs["metrics"]["epoch"] == 2:
-            signalled.append(2)
-            os.kill(os.getpid(), signal.SIGINT)
-        return path
-
-    monkeypatch.setattr("m2vae_training.train_cli.save_model", save_then_ctrl_c)
+    saved = _ctrl_c_after_saving_the_model_of_epoch(monkeypatch, 2)
     out = inputs["root"] / "cut_at_the_end"
     capsys.readouterr()
     assert main(_args(inputs, out, "--epochs", "2")) == 0
-    assert signalled == [2] and load_checkpoint(out / "checkpoints")[0] == 2
+    assert saved[-1] == 2 and load_checkpoint(out / "checkpoints")[0] == 2
     assert capsys.readouterr().out.startswith("done: 2 epochs")
