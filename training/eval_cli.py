@@ -47,6 +47,7 @@ from m2vae_training.evaluation import (
     has_ground_truth,
     joint_probes,
     reconstruct_from_each_subset,
+    scorable,
     score_subsets,
     subset_metrics,
 )
@@ -203,8 +204,7 @@ def _probe_warnings(
     test: PreparedDataset, train: PreparedDataset, probes: Probes, provenance: dict[str, Any]
 ) -> list[str]:
     """Probes the test data could score but the training data could not fit; test bags the probes saw."""
-    test_has = {"nb_accuracy": bool((test.labels >= 0).any()),
-                "position_rmse": bool(np.isfinite(test.positions[:, :2]).all(axis=1).any())}
+    test_has = scorable(test)
     warnings = [reason for metric, reason in probes.unfitted().items() if test_has[metric]]
     model_bags = {_contents(b) for b in provenance.get("bags") or []}
     probe_bags = [b for b in train.manifest["bags"] if _contents(b) not in model_bags]

@@ -148,9 +148,16 @@ def joint_probes(
     return fit_probes(means[present], labels, positions, tuple(class_names))
 
 
+def scorable(data: PreparedDataset) -> dict[str, bool]:
+    """Which probe metrics `data` can score: `nb_accuracy` (some sample has a class label) and
+    `position_rmse` (some sample has an object position)."""
+    return {"nb_accuracy": bool((data.labels >= 0).any()),
+            "position_rmse": bool(np.isfinite(data.positions[:, :2]).all(axis=1).any())}
+
+
 def has_ground_truth(data: PreparedDataset) -> bool:
     """Whether any sample carries a class label or an object position (what the probes score)."""
-    return bool((data.labels >= 0).any() or np.isfinite(data.positions[:, :2]).all(axis=1).any())
+    return any(scorable(data).values())
 
 
 def subset_metrics(
@@ -163,8 +170,9 @@ def subset_metrics(
     """
     names = model.spec.names
     joint = (1 << len(names)) - 1
-    has_labels = probes is not None and bool((test.labels >= 0).any())
-    has_positions = probes is not None and bool(np.isfinite(test.positions[:, :2]).all(axis=1).any())
+    truth = scorable(test)
+    has_labels = probes is not None and truth["nb_accuracy"]
+    has_positions = probes is not None and truth["position_rmse"]
     out: dict[str, dict[str, Any]] = {}
     for s, score in scores.items():
         rows = score.present
