@@ -225,13 +225,13 @@ def _train(
         if interrupted:
             _say(job, f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
     unchosen = val_set is None or early_stopping.best_epoch == 0
-    if job.is_main and unchosen and (trainer.epoch or diverged is None):
+    if job.is_main and unchosen and trainer.epoch:  # epoch 0 here: the loss diverged in the first
         # No validation ELBO ever chose a best model: the artifact is the last epoch's weights.
         write_artifact(trainer, trainer.epoch, {})
-    if diverged is not None and trainer.epoch:
-        kept = trainer.epoch if unchosen else early_stopping.best_epoch
-        raise TrainingDiverged(f"{diverged} {out / 'model'} holds the model of epoch {kept}.")
     if diverged is not None:
+        kept = trainer.epoch if unchosen else early_stopping.best_epoch
+        if kept:
+            diverged = TrainingDiverged(f"{diverged} {out / 'model'} holds the model of epoch {kept}.")
         raise diverged
     samples_per_s = (trainer.epoch - start_epoch) * len(train_set) / elapsed if elapsed > 0 else 0.0
     best = "n/a"
