@@ -63,8 +63,7 @@ def notes(dataset: PreparedDataset) -> list[str]:
               for topic, t in manifest["topics"].items() if t.get("out_of_order")]
     lines += [f"damage: {line}" for line in manifest.get("damage", [])]
     lines += manifest.get("separately_synchronised", [])
-    lines += [f"{name} (on a topic it shares with another sensor) failed on "
-              + ", ".join(f"{reason} {n}" for reason, n in failures.items())
+    lines += [f"{name} (on a topic it shares with another sensor) failed on {_counts(failures)}"
               for name, failures in manifest.get("shared_topic_failures", {}).items()]
     recorded = manifest.get("recorded_topics", {})
     lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
@@ -74,11 +73,16 @@ def notes(dataset: PreparedDataset) -> list[str]:
     return lines
 
 
+def _counts(failures: dict[str, int]) -> str:
+    """`reason n, reason n` for a failure count table."""
+    return ", ".join(f"{reason} {n}" for reason, n in failures.items())
+
+
 def print_human(info: dict[str, Any], notes: list[str]) -> None:
     print(notes[0])
     for topic, t in info["topics"].items():
         line = f"  {topic} [{t['type'] or 'absent'}]: {t['messages']} messages, {t['decoded']} decoded"
-        failures = ", ".join(f"{reason} {n}" for reason, n in t["failures"].items())
+        failures = _counts(t["failures"])
         print(line + f", {t['failed']} failed" + (f" ({failures})" if failures else ""))
     samples = info["samples"]
     print(f"  samples: {samples['complete']} complete, {samples['partial']} partial")
