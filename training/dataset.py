@@ -191,17 +191,15 @@ def _separately_synchronised(indexes: Sequence[_BagIndex], names: Sequence[str])
     time (one recorder per sensor) never share a sample. Bags sharing a sensor are separate
     runs: their clocks may overlap without harm (simulations all start at the same time).
     """
-    def sensors(index: _BagIndex) -> set[str]:
-        return {n for k, n in enumerate(names) if (index.sync.indices[:, k] >= 0).any()}
-
+    sensors = [[n for k, n in enumerate(names) if (index.sync.indices[:, k] >= 0).any()] for index in indexes]
     lines = []
     for i, a in enumerate(indexes):
-        for b in indexes[i + 1 :]:
-            if not (sensors(a) and sensors(b)) or sensors(a) & sensors(b):
+        for j, b in enumerate(indexes[i + 1 :], start=i + 1):
+            if not (sensors[i] and sensors[j]) or set(sensors[i]) & set(sensors[j]):
                 continue
             overlap = min(a.sync.stamps[-1], b.sync.stamps[-1]) - max(a.sync.stamps[0], b.sync.stamps[0])
             if overlap > 0:
-                shown = ["+".join(n for n in names if n in sensors(x)) for x in (a, b)]
+                shown = ["+".join(sensors[i]), "+".join(sensors[j])]
                 lines.append(f"{a.path} ({shown[0]}) and {b.path} ({shown[1]}) overlap for "
                              f"{overlap / 1e9:.1f} s and are synchronised separately: if one recorder "
                              "per sensor made them, merge them into one bag (ros2 bag convert) for samples "
