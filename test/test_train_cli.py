@@ -113,6 +113,22 @@ def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
     assert capsys.readouterr().out.splitlines()[-1].startswith("done: 3 epochs")
 
 
+def test_provenance_keeps_the_starting_command_and_lists_each_resume(inputs, monkeypatch, tmp_path):
+    """Relative paths are read against the directory each command ran in; a resume does not
+    replace the command that made the run."""
+    out = inputs["root"] / "provenance"
+    started = _args(inputs, out, "--epochs", "1")
+    started_in = os.getcwd()
+    assert main(started) == 0
+    monkeypatch.chdir(tmp_path)
+    resumed = _args(inputs, out, "--epochs", "2", "--resume")
+    assert main(resumed) == 0
+    provenance = load_model(out / "model").metadata["provenance"]
+    assert provenance["command"] == ["m2vae-train", *started]
+    assert provenance["cwd"] == started_in != str(tmp_path)
+    assert provenance["resumes"] == [{"command": ["m2vae-train", *resumed], "cwd": str(tmp_path)}]
+
+
 def test_a_run_early_stopping_ended_is_finished_on_resume(inputs, capsys):
     out = inputs["root"] / "stopped"
     diverging = tiny_config(inputs["root"] / "diverging.yaml", lr=0.5, patience=1)  # val ELBO soon worsens

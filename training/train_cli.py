@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import hashlib
 import math
+import os
 import shutil
 import sys
 import time
@@ -141,7 +142,7 @@ def _train(
         raise ValueError(f"--out {out} is a file; it names the run directory")
     config = _load_config(args)
     run = _run_settings(args, config, command, job, device)
-    run = _check_resume(out, run, args)
+    run = _check_resume(out, run, args, job)
 
     # --- data: rank 0 builds (or reuses) the dataset, the other ranks open it afterwards
     # None: the run directory's own dataset, wherever the run directory is now (it may have moved).
@@ -301,11 +302,14 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         "spec": spec.to_dict(),
         **dataclasses.asdict(t),  # epochs, batch_size, lr, seed, val_fraction, block_seconds, patience
         "command": command,
+        "cwd": os.getcwd(),  # where the command's relative paths point
     }
     return run
 
 
-def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def _check_resume(
+    out: Path, run: dict[str, Any], args: argparse.Namespace, job: distributed.Distributed
+) -> dict[str, Any]:
     """Refuse to overwrite a run by accident, and to resume it with different settings.
 
     --epochs, --batch-size, --seed, --latent-dim, --objective and --dataset-dir given at the
@@ -329,8 +333,8 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
     kept = [key for key in SETTING_FLAGS if key in previous["flags"] or key in ("epochs", "dataset_dir")]
     left_out = [key for key in kept if getattr(args, key) is None]
     if args.config is not None and "epochs" in left_out and run["epochs"] != previous.get("epochs"):
-        print(f"{PROG}: --resume keeps the run's {previous.get('epochs')} epochs; the --config's "
-              f"training.epochs {run['epochs']} counts only with --epochs {run['epochs']}", file=sys.stderr)
+        _say(job, f"--resume keeps the run's {previous.get('epochs')} epochs; the --config's "
+             f"training.epochs {run['epochs']} counts only with --epochs {run['epochs']}")
     run = {**run, **{key: previous[key] for key in left_out if key in previous}}
     spec = previous["spec"]
     run["spec"] = {**run["spec"], **{key: spec[key] for key in left_out if key in spec}}
@@ -345,8 +349,11 @@ def _check_resume(out: Path, run: dict[str, Any], args: argparse.Namespace) -> d
     if run["epochs"] < done:
         raise ValueError(f"--resume: the run has trained {done} epochs already, more than --epochs "
                          f"{run['epochs']}; its model is in {out / 'model'}")
-    # `run` fills in what an older run.yaml lacks, so later resumes check it too.
-    return {**run, **previous, "epochs": run["epochs"], "command": run["command"]}
+    # `run` fills in what an older run.yaml lacks, so later resumes check it too. The command
+    # that started the run stays (with its directory, unknown for an older run.yaml); each
+    # resume's own command is added after it.
+    resumes = [*previous.get("resumes", []), {"command": run["command"], "cwd": run["cwd"]}]
+    return {**run, **previous, "cwd": previous.get("cwd"), "epochs": run["epochs"], "resumes": resumes}
 
 
 def _device_request(args: argparse.Namespace) -> str:
@@ -394,7 +401,9 @@ def _provenance(run: dict[str, Any], dataset: PreparedDataset, split: Split, con
         "topics": {m.name: {"topic": m.topic, "msg_type": m.msg_type} for m in dataset.spec.modalities},
         "labels_topic": config.labels_topic,
         "sync": {"slop": config.slop, "timeout": config.timeout},
-        "command": run["command"],
+        "command": run["command"],  # the one that started the run
+        "cwd": run["cwd"],
+        "resumes": run.get("resumes", []),  # each --resume's command and directory, in order
         "seed": run["seed"],
         "epochs": run["epochs"],  # the run's limit; the model's own epoch is in its metrics
         "processes": run["processes"],  # torchrun ranks: the effective batch is batch_size × processes
