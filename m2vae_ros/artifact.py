@@ -29,7 +29,7 @@ from safetensors.torch import save as save_safetensors
 
 import m2vae_ros
 from m2vae_ros.atomic import write_atomic
-from m2vae_ros.differences import differences
+from m2vae_ros.differences import differences, first
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ModelSpec, SpecError
 
@@ -191,10 +191,8 @@ def _check_fixed_spec(stored: str, spec: ModelSpec, path: Path) -> None:
         raise ArtifactError(f"{path}: the weights' copy of the spec is unreadable ({exc})") from None
     changed = differences("spec", saved, _fixed_spec(spec), labels=("in the weights", "in model.yaml"))
     if changed:
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise ArtifactError(f"{path}: the spec is not the one the weights were trained with: "
-                            f"{'; '.join(changed[:3])}{more} (only a modality's {' and '.join(EDITABLE)} "
-                            "may be edited)")
+                            f"{first(changed, 3)} (only a modality's {' and '.join(EDITABLE)} may be edited)")
 
 
 def _layout(spec: ModelSpec) -> str:
@@ -256,5 +254,4 @@ def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
 
 
 def _few(names: list[str]) -> str:
-    shown = ", ".join(names[:3])
-    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return first(names, 3, ", ")

@@ -30,6 +30,12 @@ def differences(
     return [] if before == now else [f"{path}: {short(before)} {labels[0]}, {short(now)} {labels[1]}"]
 
 
+def first(lines: list[str], shown: int, separator: str = "; ") -> str:
+    """The first `shown` lines joined, then how many are left out: a refusal stays one line."""
+    text = separator.join(lines[:shown])
+    return text + (f" and {len(lines) - shown} more" if len(lines) > shown else "")
+
+
 def short(value: Any, limit: int = 80) -> str:
     """repr(value), cut to `limit` characters."""
     text = repr(value)

@@ -24,7 +24,7 @@ from trainutils import TINY_CONFIG, tiny_bag, tiny_config
 
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model, save_model
-from m2vae_ros.differences import differences
+from m2vae_ros.differences import differences, first
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.trainer import Trainer
 
@@ -229,6 +229,9 @@ def test_a_refused_resume_lists_short_differences():
     assert differences("bags", ["/bags/a"], ["/bags/a", "/bags/b"]) == ["bags: 1 items in the run, 2 now"]
     (line,) = differences("spec.x", "a" * 500, "b")
     assert len(line) < 200 and line.endswith("in the run, 'b' now")
+    lines = differences("spec", {f"k{i}": i for i in range(7)}, {f"k{i}": -i for i in range(7)})
+    assert first(lines, 5) == "; ".join(lines[:5]) + " and 1 more"  # k0 is equal: 6 differ
+    assert first(lines[:2], 5) == "; ".join(lines[:2])
 
 
 def test_resume_without_config_continues_with_the_runs_own_settings(inputs, capsys):

@@ -68,7 +68,7 @@ from m2vae_training.split import Split, time_block_split
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import save_model
 from m2vae_ros.atomic import write_atomic
-from m2vae_ros.differences import differences
+from m2vae_ros.differences import differences, first
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
 from m2vae_ros.trainer import ArrayDataset, Trainer, TrainingDiverged
 
@@ -342,9 +342,8 @@ def _check_resume(
     changed = [difference for k in FIXED_ON_RESUME if k in previous
                for difference in differences(k, _comparable(k, previous[k]), _comparable(k, run[k]))]
     if changed:
-        more = "; …" if len(changed) > MAX_DIFFERENCES_SHOWN else ""
-        shown = "; ".join(changed[:MAX_DIFFERENCES_SHOWN]) + more
-        raise ValueError(f"--resume: the settings differ from the run in {out / RUN_FILE}: {shown}")
+        raise ValueError(f"--resume: the settings differ from the run in {out / RUN_FILE}: "
+                         f"{first(changed, MAX_DIFFERENCES_SHOWN)}")
     done = checkpoint_epoch(checkpoints)
     if run["epochs"] < done:
         raise ValueError(f"--resume: the run has trained {done} epochs already, more than --epochs "
