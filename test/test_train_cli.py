@@ -60,7 +60,9 @@ def test_training_writes_a_loadable_artifact_tensorboard_and_checkpoint(inputs, 
     assert msg_types == ["sensor_msgs/msg/Image", "sensor_msgs/msg/LaserScan"]
     provenance = loaded.metadata["provenance"]
     assert provenance["bags"][0]["path"] == str(inputs["bag"].resolve())
-    assert provenance["dataset"]["train_samples"] + provenance["dataset"]["val_samples"] == 80
+    counts = provenance["dataset"]
+    assert counts["train_samples"] + counts["val_samples"] + counts["guarded_samples"] == 80
+    assert counts["guarded_samples"] > 0 and provenance["split"]["guard_seconds"] == 0.5
     assert (provenance["processes"], provenance["device_type"]) == (1, "cpu")
     assert math.isfinite(loaded.metadata["metrics"]["val"]["elbo/camera+lidar"])
     events = EventAccumulator(str(out / "tb"))
@@ -102,13 +104,14 @@ def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
     del resumed[at:at + 2]  # left out too: the run's own, not RUN_DIR/dataset
     run_file = out / "run.yaml"
     older = yaml.safe_load(run_file.read_text())
-    for key in ("processes", "dataset", "patience", "flags"):  # as a run.yaml written before they existed
+    for key in ("processes", "dataset", "patience", "flags", "guard_seconds"):  # as before they existed
         del older[key]
     run_file.write_text(yaml.safe_dump(older))
     assert main(resumed) == 0
     run = yaml.safe_load(run_file.read_text())
     assert run["processes"] == 1 and run["dataset_dir"] == str(inputs["dataset"].resolve())
     assert {"dataset", "patience", "flags"} <= set(run)
+    assert run["guard_seconds"] == 0.0  # the split such a run was started with
     assert (run["epochs"], run["batch_size"], run["seed"], run["spec"]["latent_dim"]) == (3, 16, 3, 5)
     assert capsys.readouterr().out.splitlines()[-1].startswith("done: 3 epochs")
 
@@ -157,7 +160,8 @@ def test_cli_and_api_train_the_same_model_on_the_same_data_and_seed(inputs):
     dataset = load_dataset(inputs["dataset"])
     training = TINY_CONFIG["training"]
     split = time_block_split(dataset.stamps, dataset.bag_index, block_seconds=training["block_seconds"],
-                             val_fraction=training["val_fraction"], seed=training["seed"])
+                             val_fraction=training["val_fraction"], seed=training["seed"],
+                             guard_seconds=training["guard_seconds"])
 
     def rows(indices):
         return {name: array[indices] for name, array in dataset.arrays.items()}, dataset.available[indices]

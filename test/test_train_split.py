@@ -62,3 +62,35 @@ def test_blocks_shorter_than_a_nanosecond_are_refused_not_divided_by():
     stamps = np.arange(10, dtype=np.int64) * 100_000_000
     with pytest.raises(ValueError, match="at least a nanosecond, got 1e-10"):
         time_blocks(stamps, np.zeros(10, np.int64), block_seconds=1e-10)
+
+
+def test_the_guard_leaves_out_validation_frames_next_to_training_frames():
+    stamps, bag_index = _two_bags()
+    plain = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.2, seed=3)
+    guarded = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.2, seed=3,
+                               guard_seconds=0.25)
+    assert np.array_equal(guarded.train, plain.train)  # training keeps every frame it had
+    assert np.array_equal(np.union1d(guarded.val, guarded.guarded), plain.val)
+    assert np.intersect1d(guarded.val, guarded.guarded).size == 0
+    assert len(guarded.guarded) > 0
+    # Validation frames are ≥ 0.25 s from every training frame of their bag; the guarded ones
+    # (at 10 Hz: 0.1 and 0.2 s from the cut) are closer.
+    assert _gap_to_training(stamps, bag_index, guarded, guarded.val).min() >= NS_PER_SECOND // 4
+    assert _gap_to_training(stamps, bag_index, guarded, guarded.guarded).max() < NS_PER_SECOND // 4
+
+
+def test_a_guard_that_leaves_no_validation_frame_is_refused():
+    stamps = np.arange(40, dtype=np.int64) * (NS_PER_SECOND // 10)  # 4 s at 10 Hz, 2 s blocks
+    with pytest.raises(ValueError, match=r"no validation frame is 2\.5 s from every training frame"):
+        time_block_split(stamps, np.zeros(40, np.int64), block_seconds=2.0, val_fraction=0.2, seed=0,
+                         guard_seconds=2.5)
+    with pytest.raises(ValueError, match="guard_seconds must be"):
+        time_block_split(stamps, np.zeros(40, np.int64), block_seconds=2.0, val_fraction=0.2, seed=0,
+                         guard_seconds=float("nan"))
+
+
+def _gap_to_training(stamps, bag_index, split, rows) -> np.ndarray:
+    """Per row: ns to the nearest training frame of the same bag (all pairs: small arrays)."""
+    same_bag = bag_index[rows][:, None] == bag_index[split.train][None, :]
+    gaps = np.abs(stamps[rows][:, None] - stamps[split.train][None, :])
+    return np.where(same_bag, gaps, np.iinfo(np.int64).max).min(axis=1)

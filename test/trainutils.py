@@ -26,7 +26,7 @@ TINY_CONFIG: dict[str, Any] = {
     "labels": {"topic": "/ground_truth/object"},
     "dataset": {"slop": 0.05, "timeout": 0.5},
     "training": {"epochs": 2, "batch_size": 16, "lr": 0.001, "seed": 0,
-                 "val_fraction": 0.25, "block_seconds": 2.0, "patience": 3},
+                 "val_fraction": 0.25, "block_seconds": 2.0, "guard_seconds": 0.5, "patience": 3},
 }
 
 

@@ -37,7 +37,9 @@ class TrainingSettings:
 
     `epochs` is a ceiling: early stopping ends a run after `patience` epochs without a
     better validation ELBO. The split holds out `val_fraction` of the recording in
-    `block_seconds`-long time blocks, since neighbouring frames are near-duplicates.
+    `block_seconds`-long time blocks, since neighbouring frames are near-duplicates, and
+    leaves out the validation frames within `guard_seconds` of a training frame (at a
+    block's edges).
     """
 
     epochs: int = 60
@@ -46,6 +48,7 @@ class TrainingSettings:
     seed: int = 0
     val_fraction: float = 0.2
     block_seconds: float = 5.0
+    guard_seconds: float = 0.5
     patience: int = 5
 
     def __post_init__(self) -> None:
@@ -57,6 +60,8 @@ class TrainingSettings:
         for name in ("lr", "block_seconds"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ConfigError(f"training.{name} must be positive and finite, got {getattr(self, name)}")
+        if not 0 <= self.guard_seconds < math.inf:
+            raise ConfigError(f"training.guard_seconds must be ≥ 0 and finite, got {self.guard_seconds}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"training.val_fraction must be in [0, 1), got {self.val_fraction}")
 

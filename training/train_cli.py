@@ -79,9 +79,11 @@ PREVIEW_SAMPLES = 4
 SETTING_FLAGS = ("epochs", "batch_size", "seed", "latent_dim", "objective", "dataset_dir")
 MAX_DIFFERENCES_SHOWN = 5  # of a refused --resume
 # What a resumed run must share with its start to continue bit-for-bit (epochs may grow).
-# The last three are recorded since 2026-11-27; an older run.yaml gains them on resume.
+# The last three are recorded since 2026-11-27, guard_seconds since 2026-11-28; an older run.yaml
+# gains them on resume (guard_seconds as 0, the split it was started with).
 FIXED_ON_RESUME = ("bags", "dataset_dir", "dataset", "spec", "batch_size", "lr", "seed", "block_seconds",
-                   "val_fraction", "patience", "bag_fingerprints", "processes", "device_type")
+                   "guard_seconds", "val_fraction", "patience", "bag_fingerprints", "processes",
+                   "device_type")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -160,6 +162,7 @@ def _train(
     split = time_block_split(
         dataset.stamps, dataset.bag_index,
         block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
+        guard_seconds=run["guard_seconds"],
     )
     train_set = ArrayDataset(dataset.arrays, dataset.available, split.train)
     val_set = ArrayDataset(dataset.arrays, dataset.available, split.val) if len(split.val) else None
@@ -300,7 +303,7 @@ def _run_settings(args: argparse.Namespace, config: TrainConfig, command: list[s
         "processes": job.world_size,
         "device_type": device.type,
         "spec": spec.to_dict(),
-        **dataclasses.asdict(t),  # epochs, batch_size, lr, seed, val_fraction, block_seconds, patience
+        **dataclasses.asdict(t),  # epochs, batch_size, lr, seed, the split's settings, patience
         "command": command,
         "cwd": os.getcwd(),  # where the command's relative paths point
     }
@@ -344,6 +347,7 @@ def _check_resume(
     if changed:
         raise ValueError(f"--resume: the settings differ from the run in {out / RUN_FILE}: "
                          f"{first(changed, MAX_DIFFERENCES_SHOWN)}")
+    previous.setdefault("guard_seconds", 0.0)
     done = checkpoint_epoch(checkpoints)
     if run["epochs"] < done:
         raise ValueError(f"--resume: the run has trained {done} epochs already, more than --epochs "
@@ -396,6 +400,7 @@ def _provenance(run: dict[str, Any], dataset: PreparedDataset, split: Split, con
             "samples": len(dataset),
             "train_samples": len(split.train),
             "val_samples": len(split.val),
+            "guarded_samples": len(split.guarded),  # in neither set: too close to the other
         },
         "topics": {m.name: {"topic": m.topic, "msg_type": m.msg_type} for m in dataset.spec.modalities},
         "labels_topic": config.labels_topic,
@@ -409,7 +414,8 @@ def _provenance(run: dict[str, Any], dataset: PreparedDataset, split: Split, con
         "device_type": run["device_type"],
         "batch_size": run["batch_size"],
         "lr": run["lr"],
-        "split": {"block_seconds": run["block_seconds"], "val_fraction": run["val_fraction"]},
+        "split": {"block_seconds": run["block_seconds"], "val_fraction": run["val_fraction"],
+                  "guard_seconds": run["guard_seconds"]},
     }
 
 
