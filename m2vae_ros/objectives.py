@@ -26,6 +26,17 @@ from torch import Tensor
 from m2vae_ros.model import M2VAE
 from m2vae_ros.subsets import all_subsets, children, members, subset_name
 
+# Evaluations draw their noise from a generator seeded with this on every call.
+EVALUATION_SEED = 0
+
+
+def evaluation_generator(device: torch.device | str) -> torch.Generator:
+    """The noise of one evaluation (validation, m2vae-eval): its reparameterised samples make the
+    reported ELBO an estimate of the ELBO. Scoring at the posterior mean would overstate it, since
+    that ignores q's spread. Seeded the same every time, so one model scores the same twice and
+    epochs compare on the same draws; the training generator's state is left alone (resume)."""
+    return torch.Generator(device=device).manual_seed(EVALUATION_SEED)
+
 
 @dataclass
 class Loss:
@@ -63,9 +74,9 @@ def loss(
 ) -> Loss:
     """The objective of `model.spec.objective` for a batch; see the module docstring.
 
-    `available` is a bool tensor [B, N] in `model.spec` order. With `sample=False` z is
-    the posterior mean (deterministic evaluation); otherwise one reparameterised sample
-    per subset, drawn from `generator` (the global RNG when None).
+    `available` is a bool tensor [B, N] in `model.spec` order. One reparameterised sample
+    of z per subset, drawn from `generator` (the global RNG when None); with `sample=False`
+    z is the posterior mean, which the tests use to check values exactly.
     """
     batch = _Batch(model, x, available, sample, generator)
     objective = _OBJECTIVES[model.spec.objective](batch, model.spec.alpha)
@@ -78,12 +89,15 @@ def loss(
     return Loss(total=total, per_sample=per_sample, terms=batch.terms, term_rows=batch.term_rows)
 
 
-def subset_loss(model: M2VAE, x: dict[str, Tensor], subset: int, *, sample: bool = False) -> Loss:
+def subset_loss(
+    model: M2VAE, x: dict[str, Tensor], subset: int, *, sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> Loss:
     """`loss` as if every sample had recorded exactly `subset`: `per_sample` is L(subset) → [B]."""
     reference = x[model.names[members(subset)[0]]]
     n = len(model.names)
     columns = torch.tensor([bool(subset >> i & 1) for i in range(n)], device=reference.device)
-    return loss(model, x, columns.expand(reference.shape[0], n), sample=sample)
+    return loss(model, x, columns.expand(reference.shape[0], n), sample=sample, generator=generator)
 
 
 def _zero_missing(

@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from m2vae_ros.model import M2VAE
-from m2vae_ros.objectives import Loss, loss
+from m2vae_ros.objectives import Loss, evaluation_generator, loss
 
 
 def checked_availability(available: np.ndarray | None, n: int, names: Sequence[str]) -> np.ndarray:
@@ -201,12 +201,14 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, data: ArrayDataset, *, batch_size: int = 256) -> dict[str, float]:
-        """Mean loss, ELBO and terms with z = posterior mean (deterministic)."""
+        """Mean loss, ELBO and terms over `data`, on `evaluation_generator`'s noise (the same draws
+        at every epoch)."""
         self._check(data)
         self.model.eval()
         totals = LossMeans()
+        noise = evaluation_generator(self.device)
         for x, available in self._batches(data, np.arange(len(data)), batch_size):
-            totals.add(loss(self.model, x, available, sample=False), available)
+            totals.add(loss(self.model, x, available, generator=noise), available)
         return totals.means()
 
     def begin_epoch(self, epoch: int) -> None:

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from m2vae_ros.model import M2VAE
+from m2vae_ros.objectives import loss
 from m2vae_ros.spec import ModalitySpec, ModelSpec, ScanPreprocess, VectorPreprocess
-from m2vae_ros.trainer import ArrayDataset, Callback, Trainer, TrainingDiverged
+from m2vae_ros.trainer import ArrayDataset, Callback, LossMeans, Trainer, TrainingDiverged
 
 torch.set_num_threads(1)
 N = 48
@@ -56,6 +57,19 @@ def test_memmap_dataset_trains_and_reports_metrics(tmp_path):
     assert {"elbo/lidar", "elbo/imu", "elbo/lidar+imu", "kl/lidar+imu|imu"} <= set(history.train[-1])
 
 
+def test_validation_scores_sampled_z_on_the_same_draws_each_time_and_leaves_training_noise_alone():
+    data, available = arrays()
+    run = trainer()
+    val = ArrayDataset(data, available)
+    before = run.generator.get_state()
+    first, second = run.evaluate(val), run.evaluate(val)
+    assert first == second  # the same draws: epochs compare like with like
+    assert torch.equal(run.generator.get_state(), before)  # a resumed run draws what it would have
+    x = {name: torch.from_numpy(values) for name, values in data.items()}
+    at_mean = loss(run.model, x, torch.from_numpy(available), sample=False).terms["elbo/lidar+imu"]
+    assert first["elbo/lidar+imu"] != pytest.approx(float(at_mean), abs=1e-6)  # z is sampled
+
+
 def test_resumed_run_continues_bit_for_bit():
     data, available = arrays()
     train = ArrayDataset(data, available)
@@ -87,9 +101,13 @@ def test_availability_columns_follow_the_dataset_arrays_order():
 def test_subset_terms_average_over_the_rows_holding_the_subset():
     """Batch by batch, each term weighs as many rows as hold its subset: one whole batch agrees."""
     data, available = arrays()
-    model = trainer()
-    by_batch = model.evaluate(ArrayDataset(data, available), batch_size=8)
-    whole = model.evaluate(ArrayDataset(data, available), batch_size=N)
+    model = trainer().model
+    x, mask = {name: torch.from_numpy(values) for name, values in data.items()}, torch.from_numpy(available)
+    batches, one = LossMeans(), LossMeans()
+    for rows in (slice(start, start + 8) for start in range(0, N, 8)):
+        batches.add(loss(model, {k: v[rows] for k, v in x.items()}, mask[rows], sample=False), mask[rows])
+    one.add(loss(model, x, mask, sample=False), mask)
+    by_batch, whole = batches.means(), one.means()
     assert by_batch.keys() == whole.keys()
     for key in ("elbo", "elbo/lidar+imu", "kl/lidar+imu|imu", "rec/lidar/lidar"):
         assert by_batch[key] == pytest.approx(whole[key], rel=1e-5), key

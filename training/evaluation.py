@@ -17,7 +17,7 @@ import torch
 from m2vae_training.metrics import Probes, ReconstructionError, fit_probes
 
 from m2vae_ros.model import M2VAE
-from m2vae_ros.objectives import kl_normal, subset_loss
+from m2vae_ros.objectives import evaluation_generator, kl_normal, subset_loss
 from m2vae_ros.subsets import all_subsets, members, subset_name
 from m2vae_ros.trainer import ArrayDataset
 
@@ -33,7 +33,7 @@ class SubsetScores:
     means: np.ndarray  # float32 [N, latent_dim]; rows outside `present` are meaningless
     kl_to_joint: np.ndarray  # float64 [N]; meaningful where the joint subset is present
     errors: dict[str, ReconstructionError]
-    elbo_sum: float = 0.0  # Σ over present rows of the plain ELBO of q(z|subset) at z = mean
+    elbo_sum: float = 0.0  # Σ over present rows of the plain ELBO of q(z|subset)
 
 
 def subset_present(available: np.ndarray, subset: int) -> np.ndarray:
@@ -68,6 +68,7 @@ def score_subsets(
         for s in subsets
     }
     data = ArrayDataset(dataset.arrays, dataset.available)
+    noise = evaluation_generator(device)
     for start in range(0, n, batch_size):
         rows = slice(start, min(start + batch_size, n))
         x = _batch(data, rows, device)
@@ -78,7 +79,7 @@ def score_subsets(
             score.means[rows] = mean.float().cpu().numpy()
             score.kl_to_joint[rows] = kl_normal(joint_mean, joint_logvar, mean, logvar).double().cpu().numpy()
             present = score.present[rows]
-            score.elbo_sum += _elbo_sum(model, x, s, present)
+            score.elbo_sum += _elbo_sum(model, x, s, present, noise)
             for i, m in enumerate(spec.modalities):
                 target = present & dataset.available[rows, i]
                 if not target.any():
@@ -109,11 +110,14 @@ def reconstruct_from_each_subset(
     return out
 
 
-def _elbo_sum(model: M2VAE, x: dict[str, torch.Tensor], subset: int, present: np.ndarray) -> float:
+def _elbo_sum(
+    model: M2VAE, x: dict[str, torch.Tensor], subset: int, present: np.ndarray, noise: torch.Generator
+) -> float:
     """Σ over the `present` rows of the plain ELBO of q(z|subset), the objectives' `elbo/<S>` term.
 
     The plain ELBO (not the training objective, which differs between m2vae, jmvae and
-    mvae) is what makes subsets and objectives comparable; z is the posterior mean. Its
+    mvae) is what makes subsets and objectives comparable; one sample of z per row, drawn
+    from `noise` (`evaluation_generator`), makes it an estimate of the ELBO. Its
     log-likelihoods carry the spec's modality weights and its KL the spec's β, as in
     training: it compares models that share those settings, not models that differ in them.
     """
@@ -121,7 +125,8 @@ def _elbo_sum(model: M2VAE, x: dict[str, torch.Tensor], subset: int, present: np
     if count == 0:
         return 0.0
     rows = torch.from_numpy(np.flatnonzero(present)).to(next(iter(x.values())).device)
-    terms = subset_loss(model, {name: values[rows] for name, values in x.items()}, subset).terms
+    terms = subset_loss(model, {name: values[rows] for name, values in x.items()}, subset, sample=True,
+                        generator=noise).terms
     return float(terms[f"elbo/{subset_name(subset, model.names)}"]) * count
 
 
