@@ -116,6 +116,6 @@ class M2VAE(nn.Module):
         precisions = [torch.exp(-logvar) for _, logvar in experts]
         precision = 1 + sum(precisions)
         mean = sum(p * mu for p, (mu, _) in zip(precisions, experts, strict=True)) / precision
-        # Several confident experts could push the product's variance below the heads' bound;
-        # it can never exceed the prior's (log-variance 0).
-        return mean, (-torch.log(precision)).clamp(min=LOGVAR_MIN)
+        # Exact, not clamped: each expert is above LOGVAR_MIN, so the product stays above
+        # LOGVAR_MIN − log(1 + N) (finite), and a clamp would stop the experts' gradients.
+        return mean, -torch.log(precision)

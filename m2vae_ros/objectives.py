@@ -5,6 +5,8 @@ M²VAE (Korthals, eq. 83) scores a set of modalities M recursively:
     L(M)    = 1/|M| · ( L_VI(M) + Σ_{M' ⊂ M, |M'| = |M|−1} L(M') ),   L({m}) = ELBO(m)
     L_VI(M) = Σ_{m∈M} E_q(z|M) log p(m|z) − β·KL(q(z|M) ‖ p(z)) − α·Σ_{m∈M} KL(q(z|M) ‖ q(z|M∖m))
 
+ELBO(m) carries the same β as L_VI, so it is the plain VAE ELBO at β = 1 (the default).
+
 Each sample i is scored over exactly the modalities it has (its available set A_i), so a
 sample without modality b contributes the single-modality ELBO of a, and a missing
 modality's rows never reach a decoder or a KL term. Every subset's posterior, sample,
@@ -236,7 +238,12 @@ def _m2vae(batch: _Batch, alpha: float):
 
 
 def _jmvae(batch: _Batch, alpha: float):
-    """JMVAE-kl: the joint ELBO minus α·KL from the joint to every proper sub-encoder."""
+    """JMVAE-kl: the joint ELBO minus α·KL from the joint to every proper sub-encoder.
+
+    Suzuki et al. penalise the single-sensor encoders only; with more than two sensors
+    this also pulls the joint towards the pairs, triples, … whose encoders the node runs
+    too. For two sensors the two are the same.
+    """
     everything = all_subsets(len(batch.model.names))
 
     def objective(subset: int) -> Tensor:
@@ -250,7 +257,12 @@ def _jmvae(batch: _Batch, alpha: float):
 
 
 def _mvae(batch: _Batch, alpha: float):
-    """MVAE sub-sampling: the joint (product-of-experts) ELBO plus each modality's own ELBO."""
+    """MVAE sub-sampling: the joint (product-of-experts) ELBO plus each modality's own ELBO.
+
+    Wu & Goodman add, for three or more sensors, the ELBOs of k random subsets per step;
+    these are left out here, so the mid-sized subsets get no term of their own. For two
+    sensors the two are the same.
+    """
     del alpha  # MVAE has no cross-encoder KL term
 
     def objective(subset: int) -> Tensor:

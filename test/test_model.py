@@ -109,11 +109,16 @@ def test_extreme_inputs_stay_finite(fill, objective):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_product_of_confident_experts_keeps_the_log_variance_bound():
-    experts = [(torch.full((2, 3), float(i)), torch.full((2, 3), LOGVAR_MIN)) for i in range(4)]
+def test_a_product_of_confident_experts_is_exact_and_passes_gradients():
+    """Experts at the heads' bound: the product goes below it, as the Gaussian product does."""
+    logvars = torch.full((2, 4), LOGVAR_MIN, requires_grad=True)
+    experts = [(torch.full((2, 1), float(i)), logvars[:, i : i + 1]) for i in range(4)]
     mean, logvar = M2VAE._product_of_experts(experts)
-    assert torch.all(logvar == LOGVAR_MIN)
-    assert torch.allclose(mean, torch.full((2, 3), 1.5), atol=1e-3)  # equal precisions: the average
+    expected = -math.log(1 + 4 * math.exp(-LOGVAR_MIN))
+    torch.testing.assert_close(logvar, torch.full((2, 1), expected))
+    assert torch.allclose(mean, torch.full((2, 1), 1.5), atol=1e-3)  # equal precisions: ≈ the average
+    logvar.sum().backward()
+    assert (logvars.grad != 0).all()
 
 
 def test_same_seed_same_model_and_loss():
