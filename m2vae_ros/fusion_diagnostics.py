@@ -26,14 +26,23 @@ class LatencySummary:
     count: int
 
 
+@dataclass(frozen=True)
+class FailureSummary:
+    count: int  # failed inferences in the window
+    last_error: str  # the latest failure's error, also when it left the window
+
+
 class InferenceStats:
-    """Inference latencies over the last second and trigger counts; shared by two threads."""
+    """Inference latencies and failures over the last second, and counts; shared by two threads."""
 
     def __init__(self, window_ns: int = NS_PER_S) -> None:
         self._window_ns = window_ns
         self._samples: deque[tuple[int, float]] = deque()
+        self._failures: deque[tuple[int, str]] = deque()  # (stamp, error)
         self._lock = threading.Lock()
         self.inferences = 0
+        self.failures = 0
+        self.last_error = ""
         self.dropped_triggers = 0
 
     def record(self, now_ns: int, latency_s: float) -> None:
@@ -42,28 +51,50 @@ class InferenceStats:
             self._samples.append((now_ns, latency_s))
             self.inferences += 1
 
+    def record_failure(self, now_ns: int, error: str) -> None:
+        with self._lock:
+            self._forget_after_clock_jump(now_ns)
+            self._failures.append((now_ns, error))
+            self.failures += 1
+            self.last_error = error
+
     def record_dropped(self) -> None:
         with self._lock:
             self.dropped_triggers += 1
 
     def summary(self, now_ns: int) -> LatencySummary:
+        """Latencies of the inferences in the window ending at `now_ns`."""
         with self._lock:
-            self._forget_after_clock_jump(now_ns)
-            while self._samples and self._samples[0][0] < now_ns - self._window_ns:
-                self._samples.popleft()
+            self._prune(now_ns)
             latencies = [latency for _, latency in self._samples]
         if not latencies:
             return LatencySummary(0.0, 0.0, 0)
         return LatencySummary(1e3 * sum(latencies) / len(latencies), 1e3 * max(latencies), len(latencies))
 
-    def _forget_after_clock_jump(self, now_ns: int) -> None:
-        """Drop samples stamped after `now` (the clock jumped back, e.g. a looping bag).
+    def recent_failures(self, now_ns: int) -> FailureSummary:
+        with self._lock:
+            self._prune(now_ns)
+            return FailureSummary(len(self._failures), self.last_error)
 
-        Pruning walks from the oldest sample and stops at the first recent one, so a
-        sample from before the jump would otherwise keep every later one in the window.
+    def _prune(self, now_ns: int) -> None:
+        self._forget_after_clock_jump(now_ns)
+        for entries in (self._samples, self._failures):
+            while entries and entries[0][0] < now_ns - self._window_ns:
+                entries.popleft()
+
+    def _forget_after_clock_jump(self, now_ns: int) -> None:
+        """Drop everything when the newest entry is more than a window after `now` (the clock
+        jumped back, e.g. a looping bag).
+
+        Pruning walks from the oldest entry and stops at the first recent one, so an entry
+        from before the jump would otherwise keep every later one in the window. An entry
+        just after `now` is no jump: the worker may stamp one while the diagnostics timer,
+        having read `now` earlier, is still building its message.
         """
-        if self._samples and self._samples[-1][0] > now_ns:
+        if any(entries and entries[-1][0] > now_ns + self._window_ns
+               for entries in (self._samples, self._failures)):
             self._samples.clear()
+            self._failures.clear()
 
 
 def _values(**values: object) -> list[KeyValue]:
@@ -98,13 +129,25 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
     )
 
 
-def inference_status(node_name: str, stats: InferenceStats, active: str, now_ns: int) -> DiagnosticStatus:
-    """WARN when no sensor is alive (nothing to fuse), OK otherwise."""
+def inference_status(node_name: str, stats: InferenceStats, active: str, now_ns: int,
+                     waiting: str = "") -> DiagnosticStatus:
+    """ERROR when every inference of the last second failed, WARN when some did, when no sensor
+    is alive (nothing to fuse) or when `waiting` says what the node waits for; OK otherwise."""
     latency = stats.summary(now_ns)
+    failed = stats.recent_failures(now_ns)
+    if failed.count and not latency.count:
+        level, message = DiagnosticStatus.ERROR, f"inference failing: {failed.last_error}"
+    elif failed.count:
+        level, message = DiagnosticStatus.WARN, f"active: {active}; some inferences fail: {failed.last_error}"
+    elif waiting:
+        level, message = DiagnosticStatus.WARN, waiting
+    else:
+        level = DiagnosticStatus.WARN if active == NO_MODALITIES else DiagnosticStatus.OK
+        message = f"active: {active}"
     return DiagnosticStatus(
-        level=DiagnosticStatus.WARN if active == NO_MODALITIES else DiagnosticStatus.OK,
+        level=level,
         name=f"{node_name}: inference",
-        message=f"active: {active}",
+        message=message,
         hardware_id=node_name,
         values=_values(
             active_modalities=active,
@@ -112,6 +155,9 @@ def inference_status(node_name: str, stats: InferenceStats, active: str, now_ns:
             latency_max_ms=f"{latency.max_ms:.3f}",
             inferences_last_second=latency.count,
             inferences=stats.inferences,
+            failures_last_second=failed.count,
+            failures=stats.failures,
+            last_error=failed.last_error,
             dropped_triggers=stats.dropped_triggers,
         ),
     )

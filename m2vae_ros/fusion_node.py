@@ -23,9 +23,11 @@ import time
 from functools import partial
 from typing import Any
 
+import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -42,6 +44,7 @@ from m2vae_ros.fusion_params import (
     StartupError,
     declare_modality_params,
     declare_node_params,
+    unknown_parameters,
 )
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.inference import LatentFusion, resolve_device
@@ -82,7 +85,10 @@ class FusionNode(Node):
                 raise StartupError(exc.detail) from None
         self.fusion = LatentFusion(loaded.model, loaded.spec, device)
         # rclpy has no public accessor for the overrides given by params files and -p.
-        self.modality_params = declare_modality_params(self, self.spec, set(self._parameter_overrides))
+        overrides = set(self._parameter_overrides)
+        self.modality_params = declare_modality_params(self, self.spec, overrides)
+        if unknown := unknown_parameters(self, overrides):
+            self.get_logger().warning(unknown)
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
         self.liveness = {
@@ -96,6 +102,7 @@ class FusionNode(Node):
         self._latest: dict[str, Decoded] = {}
         self._frame_ids: dict[str, str] = {}  # last valid input's frame, to stamp its reconstruction
         self._active = -1  # no subset published yet
+        self._last_inputs: tuple[int, tuple[Decoded, ...]] | None = None  # the worker's; see _infer_once
         self._trigger_lock = threading.Lock()
         # Held for every use of self.liveness: the worker reads it too, and reads forget
         # arrivals after a clock jump, so they write as well (see also _read_alive_subset).
@@ -133,7 +140,10 @@ class FusionNode(Node):
                 raise StartupError(f"modality {modality.name!r}: invalid topic name {topic!r}") from None
 
         self.create_timer(LIVENESS_CHECK_PERIOD_S, self._publish_active_if_changed)
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        # On a steady clock: with use_sim_time and no /clock yet, the node's timers stand still,
+        # and the diagnostics are where an operator learns why.
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         if self.params.rate_hz > 0:
             self.create_timer(1.0 / self.params.rate_hz, self._request_inference)
         self._publish_active_if_changed()
@@ -152,7 +162,8 @@ class FusionNode(Node):
         now_ns = self._now_ns()
         try:
             decoded = decode_message(msg, self.spec.modality(name))
-            if decoded.stamp_ns > now_ns + int(self.params.max_future_stamp_s * NS_PER_S):
+            # now 0: use_sim_time before the first /clock, when every stamp would look ahead.
+            if now_ns and decoded.stamp_ns > now_ns + int(self.params.max_future_stamp_s * NS_PER_S):
                 ahead_s = (decoded.stamp_ns - now_ns) / NS_PER_S
                 raise CodecError("future_stamp", f"header stamp {ahead_s:.3f} s ahead of the node clock")
         except CodecError as exc:
@@ -203,7 +214,9 @@ class FusionNode(Node):
                 for name in self.modality_params
             ]
             active = self._alive_subset(now_ns)
-        array.status.append(inference_status(node_name, self.stats, self._active_name(active), now_ns))
+        waiting = "use_sim_time is true and no /clock has arrived yet" if now_ns == 0 else ""
+        active_name = self._active_name(active)
+        array.status.append(inference_status(node_name, self.stats, active_name, now_ns, waiting))
         self._diagnostics_pub.publish(array)
 
     def _type_mismatch(self, name: str) -> str:
@@ -245,6 +258,7 @@ class FusionNode(Node):
             except Exception as exc:  # a model bug must not kill the worker silently
                 if self._stopping.is_set() or not self.context.ok():
                     return  # Ctrl-C shut the context down under a publish: nothing failed
+                self.stats.record_failure(self._now_ns(), repr(exc))  # diagnostics turn ERROR
                 self.get_logger().error(f"inference failed: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
 
     def _read_alive_subset(self) -> tuple[int, int]:
@@ -262,8 +276,18 @@ class FusionNode(Node):
         if not subset:
             return
         samples = {name: self._latest[name] for i, name in enumerate(self.spec.names) if subset >> i & 1}
+        # A rate_hz tick with no new message since the last inference would publish the same
+        # latent under the same stamp again. The samples themselves are kept, not their ids,
+        # which a freed sample's successor could reuse.
+        inputs = (subset, tuple(samples.values()))
+        last = self._last_inputs
+        if last and last[0] == subset and all(a is b for a, b in zip(last[1], inputs[1], strict=True)):
+            return
+        self._last_inputs = inputs
         started = time.perf_counter()
         posterior = self.fusion.encode({name: sample.tensor for name, sample in samples.items()}, subset)
+        if not (np.isfinite(posterior.mean).all() and np.isfinite(posterior.std).all()):
+            raise FloatingPointError("the encoder gave a non-finite latent; it is not published")
         self.stats.record(now_ns, time.perf_counter() - started)
         stamp_ns = max(sample.stamp_ns for sample in samples.values())
         # The latent goes out before the (slower) decoders run: it is what downstream consumers wait for.

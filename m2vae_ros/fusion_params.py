@@ -4,11 +4,13 @@ Node-wide parameters are declared before the model is loaded; the per-modality o
 (`modalities.<name>.topic`, `.msg_type`, `.timeout_s`) only after, because the
 modality names come from the model artifact. A `modalities.*` override that names no
 declared parameter (a modality the model lacks, a misspelt key) is a start-up error
-rather than a silently ignored setting.
+rather than a silently ignored setting. Any other unknown override is a warning that
+suggests the nearest name: a params file's `/**` section may hold other nodes' settings.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -135,3 +137,14 @@ def declare_modality_params(node: Node, spec: ModelSpec, overrides: set[str]) ->
             f"(expected {MODALITY_PREFIX}.<name>.topic / .msg_type / .timeout_s)"
         )
     return result
+
+
+def unknown_parameters(node: Node, overrides: set[str]) -> str:
+    """A warning naming the overrides `node` has not declared (with the nearest declared names), or ''."""
+    unknown = sorted(name for name in overrides if not node.has_parameter(name))
+    if not unknown:
+        return ""
+    known = node.list_parameters([], 0).names  # depth 0: every declared name
+    hints = [f"{name!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, known, 1))
+             else repr(name) for name in unknown]
+    return f"ignoring parameters this node does not have: {', '.join(hints)}"

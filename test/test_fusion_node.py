@@ -15,8 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 from rclpy.time import Time
 from rosutils import VENV_BIN, RosPeer, domain_id_for, ros_peer, run_to_exit, running
@@ -24,8 +26,10 @@ from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, Poin
 from std_msgs.msg import String
 
 from m2vae_ros.artifact import load_model, save_model
-from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, modality_status
-from m2vae_ros.inference import LatentFusion, resolve_device
+from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, inference_status, modality_status
+from m2vae_ros.fusion_node import FusionNode
+from m2vae_ros.fusion_params import unknown_parameters
+from m2vae_ros.inference import LatentFusion, Posterior, resolve_device
 from m2vae_ros.latent_msg import latent_image, read_latent
 from m2vae_ros.liveness import ModalityLiveness, Pacer
 from m2vae_ros.model import M2VAE
@@ -433,9 +437,11 @@ def test_liveness_follows_valid_messages_only() -> None:
     values = {kv.key: kv.value for kv in status.values}
     assert (values["alive"], values["rate_hz"]) == ("False", "0.00")
     assert liveness.rate_hz(16 * second // 10) == pytest.approx(10.0)  # the Pacer's estimate stays
+    liveness.record_valid(2 * second)
     liveness.record_invalid("short_buffer")
     liveness.record_invalid("short_buffer")
-    assert not liveness.alive(2 * second), "invalid messages must not refresh liveness"
+    assert liveness.alive(2 * second + second // 4)
+    assert not liveness.alive(2 * second + second // 2 + 1), "invalid messages must not refresh liveness"
     assert (liveness.invalid_count, liveness.invalid_by_reason["short_buffer"]) == (2, 2)
     assert liveness.rate_hz(10 * second) == 0.0  # old arrivals leave the window
 
@@ -559,3 +565,130 @@ def test_only_the_named_reconstructions_are_decoded(model_dir: Path) -> None:
     everything = fusion.reconstruct(posterior, loaded.spec.names)
     np.testing.assert_array_equal(everything["camera"], only_camera["camera"])
     assert set(everything) == set(loaded.spec.names)
+
+
+def test_failed_inferences_turn_the_inference_status_to_error_and_keep_their_count() -> None:
+    second = 1_000_000_000
+    stats = InferenceStats()
+    stats.record(10 * second, 0.002)
+    stats.record_failure(10 * second + second // 2, "RuntimeError('CUDA error')")
+    mixed = inference_status("/n", stats, "camera", 10 * second + second // 2)
+    assert mixed.level == DiagnosticStatus.WARN and "CUDA error" in mixed.message
+    stats.record_failure(11 * second + second // 4, "RuntimeError('CUDA error')")
+    failing = inference_status("/n", stats, "camera", 11 * second + second // 4)
+    values = {kv.key: kv.value for kv in failing.values}
+    assert failing.level == DiagnosticStatus.ERROR
+    assert failing.message == "inference failing: RuntimeError('CUDA error')"
+    assert (values["failures"], values["failures_last_second"], values["inferences"]) == ("2", "2", "1")
+    recovered = inference_status("/n", stats, "camera", 13 * second)
+    assert recovered.level == DiagnosticStatus.OK and recovered.message == "active: camera"
+
+
+def test_an_inference_stamped_just_after_the_diagnostics_clock_read_is_no_clock_jump() -> None:
+    """The worker may record while the diagnostics timer, which read `now` first, builds its message."""
+    second = 1_000_000_000
+    stats = InferenceStats()
+    stats.record(10 * second, 0.004)
+    stats.record(10 * second + second // 3, 0.006)
+    assert stats.summary(10 * second + second // 4) == LatencySummary(5.0, 6.0, 2)
+
+
+def test_misspelt_parameters_are_named_with_the_nearest_declared_one(request: pytest.FixtureRequest) -> None:
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer:
+        overrides = _parameters({"qos.reliabilty": "reliable", "rate": 5.0, "zzz": 1})
+        node = rclpy.create_node("plain", context=peer.context, parameter_overrides=overrides)
+        node.declare_parameter("qos.reliability", "best_effort")
+        node.declare_parameter("rate_hz", 0.0)
+        warning = unknown_parameters(node, {"qos.reliabilty", "rate", "zzz", "use_sim_time"})
+        node.destroy_node()
+    assert warning == ("ignoring parameters this node does not have: 'qos.reliabilty' (did you mean "
+                       "'qos.reliability'?), 'rate' (did you mean 'rate_hz'?), 'zzz'")
+
+
+def _parameters(values: dict[str, object]) -> list[Parameter]:
+    return [Parameter(name, value=value) for name, value in values.items()]
+
+
+@contextmanager
+def node_in_process(peer: RosPeer, model_dir: Path, **params: object) -> Iterator[FusionNode]:
+    """The fusion node in the test's process and executor, for tests that reach inside it."""
+    overrides = {"model_path": str(model_dir), "frame_id": FRAME, **params}
+    node = FusionNode(context=peer.context, parameter_overrides=_parameters(overrides))
+    peer.executor.add_node(node)
+    try:
+        yield node
+    finally:
+        node.stop()
+        peer.executor.remove_node(node)
+        node.destroy_node()
+
+
+def _inference_status(arrays: list[DiagnosticArray]) -> DiagnosticStatus | None:
+    for array in reversed(arrays):
+        for status in array.status:
+            if status.name.endswith(": inference"):
+                return status
+    return None
+
+
+@pytest.mark.parametrize("broken", ["raises", "non_finite"])
+def test_failing_inference_is_an_error_in_diagnostics_and_publishes_nothing(
+    model_dir: Path, request: pytest.FixtureRequest, broken: str
+) -> None:
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, model_dir) as node:
+        latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        if broken == "raises":
+            def encode(arrays, subset):
+                raise RuntimeError("CUDA error: an illegal memory access")
+        else:
+            def encode(arrays, subset):
+                nan = np.full(LATENT_DIM, np.nan, np.float32)
+                return Posterior(nan, np.ones(LATENT_DIM, np.float32), torch.from_numpy(nan))
+        node.fusion.encode = encode
+        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
+        peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(_now_ns(peer))))
+
+        def failing() -> bool:
+            status = _inference_status(diagnostics)
+            return status is not None and status.level == DiagnosticStatus.ERROR
+
+        assert peer.spin_until(failing, STARTUP_WAIT_S), diagnostics[-1:]
+        status = _inference_status(diagnostics)
+        expected = "illegal memory access" if broken == "raises" else "non-finite latent"
+        assert expected in status.message
+        assert int({kv.key: kv.value for kv in status.values}["failures"]) > 0
+        assert latents == []
+
+
+def test_with_sim_time_and_no_clock_yet_diagnostics_say_so_and_stamps_are_not_from_the_future(
+    model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
+            node_in_process(peer, model_dir, use_sim_time=True):
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
+        peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(5_000_000_000)))
+        assert peer.spin_until(lambda: len(diagnostics) >= 2, STARTUP_WAIT_S), "no diagnostics without /clock"
+        status = _inference_status(diagnostics)
+        assert status.level == DiagnosticStatus.WARN
+        assert status.message == "use_sim_time is true and no /clock has arrived yet"
+        assert _diagnostic_values(diagnostics, "camera")["invalid_count"] == "0"
+
+
+def test_a_rate_timer_without_new_messages_publishes_no_repeated_latent(
+    model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
+            node_in_process(peer, model_dir, rate_hz=50.0) as node:
+        latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
+        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("reliable"))
+        assert peer.spin_until(lambda: camera.get_subscription_count() > 0, STARTUP_WAIT_S)
+        stamp = _now_ns(peer)
+        camera.publish(_camera(stamp))
+        assert peer.spin_until(lambda: len(latents) == 1, STARTUP_WAIT_S)
+        peer.spin_for(0.3)  # 15 ticks while the camera stays alive (timeout 0.5 s)
+        assert node.liveness["camera"].alive(_now_ns(peer))
+        assert [_stamp_ns(latent) for latent in latents] == [stamp]
+        camera.publish(_camera(stamp + 1))
+        assert peer.spin_until(lambda: len(latents) == 2, STARTUP_WAIT_S)
