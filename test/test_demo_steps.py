@@ -1,5 +1,9 @@
-"""`make demo` reuses a finished step unless an earlier step ran or its output is unusable."""
+"""`make demo` reuses a finished step unless a step it reads from ran or its output is unusable."""
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,20 +17,27 @@ def make_file(path: Path) -> list[object]:
 
 
 def run_demo(out: Path, capsys, usable_b: bool = True) -> str:
+    """Three steps: `second` reads what `first` wrote, `third` reads neither."""
     steps = _Steps(out)
     steps("first", out / "a", "done", make_file(out / "a" / "done"))
-    steps("second", out / "b", "done", make_file(out / "b" / "done"), usable=lambda _: usable_b)
+    steps("third", out / "c", "done", make_file(out / "c" / "done"))
+    steps("second", out / "b", "done", make_file(out / "b" / "done"), after=["first"],
+          usable=lambda _: usable_b)
     return capsys.readouterr().out
 
 
-def test_finished_steps_are_reused_and_a_rerun_step_reruns_every_later_one(tmp_path, capsys):
+def test_finished_steps_are_reused_and_a_rerun_step_reruns_the_ones_reading_it(tmp_path, capsys):
     out = tmp_path / "demo"
     assert ": reused" not in run_demo(out, capsys)
-    assert run_demo(out, capsys).count(": reused") == 2
+    assert run_demo(out, capsys).count(": reused") == 3
     assert "=== second: reused" not in run_demo(out, capsys, usable_b=False)
+    (out / ".steps" / "third.json").write_text('["an older command"]')
+    printed = run_demo(out, capsys)  # third reruns; second does not read it
+    assert "=== third\n" in printed and "=== second: reused" in printed
     (out / ".steps" / "first.json").write_text('["an older command"]')
     printed = run_demo(out, capsys)
-    assert ": reused" not in printed and "=== second\n" in printed and (out / "b" / "done").exists()
+    assert "=== first\n" in printed and "=== second\n" in printed and "=== third: reused" in printed
+    assert (out / "b" / "done").exists()
 
 
 def test_a_step_that_fails_on_a_rerun_is_not_reused_next_time(tmp_path, capsys):
@@ -41,3 +52,33 @@ def test_a_step_that_fails_on_a_rerun_is_not_reused_next_time(tmp_path, capsys):
     capsys.readouterr()
     printed = run_demo(out, capsys)
     assert "=== first: reused" in printed and "=== second\n" in printed
+
+
+def test_a_sigterm_to_the_demo_leaves_no_child_running(tmp_path):
+    """`kill <demo>` ends a running step's tool too, as Ctrl-C does (the default SIGTERM would orphan it)."""
+    command = [sys.executable, "-m", "m2vae_training.demo", "--out", str(tmp_path / "demo"),
+               "--train-seconds", "3000"]
+    demo = subprocess.Popen(  # SIGINT as in a terminal, not as in a background job
+        command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    child = None
+    deadline = time.monotonic() + 60
+    while child is None and time.monotonic() < deadline:  # the first step: m2vae-sim recording
+        found = subprocess.run(["pgrep", "-P", str(demo.pid)], capture_output=True, text=True).stdout.split()
+        child = int(found[0]) if found else time.sleep(0.1)
+    assert child is not None, "the demo started no step"
+    demo.send_signal(signal.SIGTERM)
+    assert demo.wait(timeout=30) != 0
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(child), "the step's tool outlived the demo"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent has not collected it

@@ -8,9 +8,10 @@
 5. write `demo_out/report.md` with its figures.
 
 Each step prints the command a user would type. A step whose command is unchanged and
-whose output exists is reused, so a second `make demo` only repeats the live run; once
-one step runs, every later step runs too, since each depends on the ones before. A
-trained model this release cannot load (another artifact format) is trained again.
+whose output exists is reused, so a second `make demo` only repeats the live run; a step
+runs again when a step it reads from ran (training after a new training bag, not after a
+new live bag). A trained model this release cannot load (another artifact format) is
+trained again. A SIGTERM ends the demo like Ctrl-C, so no child process outlives it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from m2vae_training.demo_live import run_live
 from m2vae_training.demo_report import write_report
+from m2vae_training.interrupts import sigterm_as_sigint
 
 from m2vae_ros.artifact import ArtifactError, load_model
 
@@ -46,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.live_seconds < LIVE_DROP[1] + 5:
         parser.error(f"--live-seconds must be at least {LIVE_DROP[1] + 5:g}: the LiDAR is dead from "
                      f"{LIVE_DROP[0]:g} s to {LIVE_DROP[1]:g} s of the live replay, and comes back after")
+    sigterm_as_sigint()  # `kill` runs the clean-up that stops the node and the player
     out: Path = args.out
     started = time.monotonic()
     bags = out / "bags"
@@ -60,9 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "m2vae-sim", "--out", bags / "live", "--duration", args.live_seconds, "--seed", 7, "--no-points"])
     step("train", out / "run", "model/model.yaml", [
         "m2vae-train", "--bag", bags / "train", "--out", out / "run", "--epochs", args.epochs, "--seed", 0],
-        usable=_loadable_model)
+        after=["record training bag"], usable=_loadable_model)
     step("evaluate on the unseen bag", out / "eval", "metrics.json", [
-        "m2vae-eval", "--model", out / "run" / "model", "--bag", bags / "live", "--out", out / "eval"])
+        "m2vae-eval", "--model", out / "run" / "model", "--bag", bags / "live", "--out", out / "eval"],
+        after=["record unseen live bag", "train"])
 
     _banner(f"live: fusion node + replay, LiDAR dead from {drop_t0:g} s to {drop_t1:g} s")
     record = run_live(out / "run" / "model", bags / "live", f"/scan@{drop_t0:g}:{drop_t1:g}", out / "live")
@@ -72,15 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class _Steps:
-    """The demo's steps, in order; a step is reused only while no step before it has run."""
+    """The demo's steps, in order; a step is reused only while none of the steps it reads from ran."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.ran = False
+        self.ran: set[str] = set()
 
     def __call__(self, title: str, output: Path, done_file: str, command: list[object],
-                 usable: Callable[[Path], bool] = lambda output: True) -> None:
-        """Run `command` unless the same command already completed `output` (it wrote `done_file`).
+                 after: Sequence[str] = (), usable: Callable[[Path], bool] = lambda output: True) -> None:
+        """Run `command` unless the same command already completed `output` (it wrote `done_file`)
+        and no step named in `after` (the steps whose outputs it reads) ran in this demo.
 
         Reuse also needs `usable(output)`. Otherwise the old output goes first: the tools
         refuse to overwrite a bag or a run.
@@ -88,10 +93,10 @@ class _Steps:
         argv = [str(part) for part in command]
         stamp = self.out / ".steps" / (title.replace(" ", "_") + ".json")
         done = (output / done_file).exists() and stamp.is_file() and json.loads(stamp.read_text()) == argv
-        if done and not self.ran and usable(output):
+        if done and not self.ran.intersection(after) and usable(output):
             _banner(f"{title}: reused {output}")
             return
-        self.ran = True
+        self.ran.add(title)
         _run(title, output, argv, stamp)
 
 
