@@ -36,6 +36,7 @@ import numpy as np
 CLASS_STREAM = 0
 EPISODE_STREAM = 1
 KEYFRAME_SECONDS = 2.5
+MAX_EPISODE_SECONDS = 86_400.0  # an episode's keyframes are drawn up front: bounded, and never inf
 OBJECT_HEIGHT = 0.5
 # Cylinder radius, half the box side: a 0.5 m bin or barrel spans 16 beams of a 1° scan at
 # 1.8 m, enough for its outline (arc vs. straight faces) to stand out of 1 cm range noise.
@@ -148,8 +149,9 @@ class World:
     ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be ≥ 0, got {seed}")
-        if not episode_seconds >= KEYFRAME_SECONDS:
-            raise ValueError(f"episode_seconds must be ≥ {KEYFRAME_SECONDS}, got {episode_seconds}")
+        if not KEYFRAME_SECONDS <= episode_seconds <= MAX_EPISODE_SECONDS:
+            raise ValueError(f"episode_seconds must be between {KEYFRAME_SECONDS} and {MAX_EPISODE_SECONDS} "
+                             f"(a day), got {episode_seconds}")
         self.seed = seed
         self.episode_seconds = episode_seconds
         self.scenario = scenario or Scenario()
