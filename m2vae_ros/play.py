@@ -6,7 +6,10 @@ times divided by `--rate`. `--drop TOPIC@T0:T1` suppresses a topic between T0 an
 seconds after the bag's first message, simulating a dead sensor. Topics whose message
 package is not installed (tf2_msgs has no PyPI wheel) are left out with a note unless
 `--topics` names them; topics recorded as latched (/tf_static) are published latched,
-so a subscriber that joins late still gets them.
+so a subscriber that joins late still gets them. Other topics keep the reliability their
+recorded publishers offered; a bag without offered profiles gets best effort for sensor
+streams (as drivers publish them) and reliable for the rest, which tf2 and rviz subscribe
+to reliable. `--qos` sets one reliability for every topic that is not latched.
 
 Header stamps are moved to the wall clock by default: a live node rejects stamps far
 from its clock and measures latency from them, so replaying hours-old stamps would
@@ -35,11 +38,12 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.publisher import Publisher
+from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message, serialize_message
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader, AnyReaderError
-from rosbags.interfaces import Connection, QosDurability
+from rosbags.interfaces import Connection, QosDurability, QosReliability
 
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.nested_stamps import field_holds_header, holds_header, map_header_stamps
@@ -51,6 +55,11 @@ SUBSCRIBER_WAIT_S = 30.0
 ACK_WAIT_S = 2.0
 MIN_LOOP_NS = 1_000_000  # a shorter recording would loop as fast as the CPU allows
 STAMP_SKEW_LIMIT_S = 1.0
+# Published best effort when the bag does not say how (sensor drivers do, for the newest data).
+SENSOR_STREAM_TYPES = frozenset({
+    "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
+    "sensor_msgs/msg/LaserScan", "sensor_msgs/msg/PointCloud2",
+})
 # CDR encapsulation header (first 4 bytes): 0x0000 = big-endian CDR, 0x0001 = little-endian.
 STAMP_FORMATS = {b"\x00\x00": ">iI", b"\x00\x01": "<iI"}
 
@@ -113,6 +122,23 @@ def latched_depth(connections: list[Connection]) -> int:
     return max(1, min(sum(profile.depth for profile in latching), sum(c.msgcount for c in connections)))
 
 
+def publisher_qos(connections: list[Connection], requested: str | None) -> QoSProfile:
+    """A topic's publisher profile: latched as recorded, else `requested`, else the recorded
+    publishers' reliability (reliable when any offered it: that reaches subscribers of both
+    kinds), else by message type (see the module docstring)."""
+    latched = latched_depth(connections)
+    if latched:
+        return latched_qos(latched)
+    offered = [p.reliability for c in connections for p in getattr(c.ext, "offered_qos_profiles", ())]
+    if requested:
+        reliability = requested
+    elif offered:
+        reliability = "reliable" if QosReliability.RELIABLE in offered else "best_effort"
+    else:
+        reliability = "best_effort" if {c.msgtype for c in connections} <= SENSOR_STREAM_TYPES else "reliable"
+    return sensor_qos(reliability, depth=PUBLISHER_DEPTH)
+
+
 class BagPlayer:
     """Publishes one recording's messages with their recorded spacing."""
 
@@ -140,9 +166,8 @@ class BagPlayer:
                     raise PlayError(f"{topic}: {exc}; leave it out of --topics") from None
                 self.unplayable[topic] = str(exc)
                 continue
-            latched = latched_depth([c for c in reader.connections if c.topic == topic])
-            qos = latched_qos(latched) if latched else sensor_qos(args.qos, depth=PUBLISHER_DEPTH)
-            publisher = node.create_publisher(msg_class, topic, qos)
+            connections = [c for c in reader.connections if c.topic == topic]
+            publisher = node.create_publisher(msg_class, topic, publisher_qos(connections, args.qos))
             self.topics[topic] = Topic(publisher, msg_class, stamps_of(msg_class))
         if not self.topics:
             raise PlayError(f"no topic of the recording can be played: {self.unplayable}")
@@ -267,8 +292,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="suppress TOPIC from T0 to T1 seconds after the bag's start (repeatable)")
     parser.add_argument("--topics", nargs="+", metavar="T",
                         help="play only these topics (default: all whose message types are installed)")
-    parser.add_argument("--qos", choices=sorted(RELIABILITIES), default="best_effort",
-                        help="publisher reliability (default best_effort, as sensor drivers); topics "
+    parser.add_argument("--qos", choices=sorted(RELIABILITIES),
+                        help="one publisher reliability for every topic (default: as recorded; without "
+                        "recorded profiles best_effort for sensor streams, reliable for the rest); topics "
                         "recorded as latched (/tf_static) are replayed reliable and latched")
     parser.add_argument("--keep-stamps", action="store_true",
                         help="keep the recorded header stamps instead of re-stamping to now")

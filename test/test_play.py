@@ -19,8 +19,9 @@ from std_msgs.msg import String
 from visualization_msgs.msg import InteractiveMarker, Marker, MarkerArray
 
 from m2vae_ros.drop_window import DropWindow
-from m2vae_ros.play import PlayError, drop_argument, latched_depth, restamp, stamps_of
+from m2vae_ros.play import PlayError, drop_argument, latched_depth, publisher_qos, restamp, stamps_of
 from m2vae_ros.qos import latched_qos, sensor_qos
+from m2vae_ros.sim.recorder import simulate
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 BAG_START_NS = 1_000 * 1_000_000_000  # stamps from 1970: obviously not "now"
@@ -332,3 +333,31 @@ def test_restamp_rewrites_only_the_stamp() -> None:
     assert new[12:] == raw[12:]
     with pytest.raises(PlayError, match="not a CDR message"):
         restamp(b"\x07\x07" + raw[2:], 0)
+
+
+def test_publishers_keep_the_recorded_reliability_or_choose_by_message_type(tmp_path: Path) -> None:
+    """tf2 and rviz subscribe reliable: a best-effort /tf or ground truth would reach none of them."""
+    simulated = simulate(tmp_path / "sim", 1.0, 3, points=False).out
+    bare = tmp_path / "bare"  # written by a tool that records no offered profiles
+    with Writer(bare, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        scans = writer.add_connection("/scan", "sensor_msgs/msg/LaserScan", typestore=TYPESTORE)
+        scan = TYPESTORE.serialize_cdr(_scan(BAG_START_NS), "sensor_msgs/msg/LaserScan")
+        writer.write(scans, BAG_START_NS, scan)
+        labels = writer.add_connection("/label", "std_msgs/msg/String", typestore=TYPESTORE)
+        writer.write(labels, BAG_START_NS, TYPESTORE.serialize_cdr(
+            TYPESTORE.types["std_msgs/msg/String"](data="box"), "std_msgs/msg/String"))
+    profiles = {}
+    for path, requested in ((simulated, None), (simulated, "reliable"), (bare, None)):
+        with AnyReader([path]) as reader:
+            for topic in {c.topic for c in reader.connections}:
+                qos = publisher_qos([c for c in reader.connections if c.topic == topic], requested)
+                profiles[path.name, requested, topic] = (qos.reliability.name, qos.durability.name)
+    assert profiles["sim", None, "/scan"] == profiles["sim", None, "/camera/image_raw"] == (
+        "BEST_EFFORT", "VOLATILE")
+    for topic in ("/tf", "/ground_truth/object", "/ground_truth/robot_pose"):
+        assert profiles["sim", None, topic] == ("RELIABLE", "VOLATILE"), topic
+    assert profiles["sim", None, "/tf_static"] == profiles["sim", "reliable", "/tf_static"] == (
+        "RELIABLE", "TRANSIENT_LOCAL")
+    assert profiles["sim", "reliable", "/scan"] == ("RELIABLE", "VOLATILE")
+    assert profiles["bare", None, "/scan"] == ("BEST_EFFORT", "VOLATILE")
+    assert profiles["bare", None, "/label"] == ("RELIABLE", "VOLATILE")

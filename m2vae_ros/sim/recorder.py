@@ -46,6 +46,8 @@ CAMERA_INFO_TOPIC = "/camera/camera_info"
 SCAN_TOPIC, POINTS_TOPIC = "/scan", "/points"
 MARKER_TOPIC, ROBOT_POSE_TOPIC = "/ground_truth/object", "/ground_truth/robot_pose"
 TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+SENSOR_TOPICS = frozenset(
+    {CAMERA_TOPIC, COMPRESSED_CAMERA_TOPIC, CAMERA_INFO_TOPIC, SCAN_TOPIC, POINTS_TOPIC})
 BAR = "{l_bar}{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -187,11 +189,17 @@ class Simulation:
 
 
 def _offered_qos(topic: str) -> list[Qos]:
-    """What the recorded publisher offered: players latch /tf_static (transient local), as tf2 does."""
-    if topic != TF_STATIC_TOPIC:
-        return []
+    """What the recorded publisher offered, as a ROS system would: sensors best effort (drivers'
+    sensor-data QoS), /tf_static latched (transient local, as tf2 broadcasts it), the rest
+    reliable. Players follow it (tf2 and rviz subscribe reliable)."""
     never = QosTime(sec=0, nsec=0)  # rmw's "infinite"/"default"
-    return [Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, never, never,
+    if topic == TF_STATIC_TOPIC:
+        reliability, durability, depth = QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1
+    elif topic in SENSOR_TOPICS:
+        reliability, durability, depth = QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 5
+    else:
+        reliability, durability, depth = QosReliability.RELIABLE, QosDurability.VOLATILE, 10
+    return [Qos(QosHistory.KEEP_LAST, depth, reliability, durability, never, never,
                 QosLiveliness.AUTOMATIC, never, False)]
 
 
