@@ -73,7 +73,10 @@ def test_training_writes_a_loadable_artifact_tensorboard_and_checkpoint(inputs, 
                 f"{split}/kl/camera+lidar|camera", f"{split}/kl/camera+lidar|lidar"} <= scalars
     assert "reconstruction" in events.Tags()["images"]
     assert load_checkpoint(out / "checkpoints")[0] == 2
-    assert "done: 2 epochs, best val ELBO" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "done: 2 epochs, best val ELBO" in printed.out
+    assert (f"{counts['train_samples']} training and {counts['val_samples']} validation samples; "
+            f"{counts['guarded_samples']} left out") in printed.err
     # The run directory is not overwritten by accident.
     assert main(_args(inputs, out)) == 2
     assert "--resume" in capsys.readouterr().err
@@ -496,7 +499,7 @@ def test_a_gpu_asked_for_and_absent_or_a_seed_beyond_64_bits_is_one_error_line(i
 def test_a_resumed_run_drops_the_steps_its_interrupted_epoch_logged(inputs, monkeypatch):
     # Without purging, TensorBoard showed the interrupted epoch's first step twice.
     monkeypatch.setattr(TensorBoardLogger, "on_step_end", lambda self, trainer, step, loss: (
-        self.writer.add_scalar("step/loss", float(loss.total), step)))
+        self.writer.add_scalar("step/loss", loss.total.item(), step)))
     out = inputs["root"] / "tb_resumed"
     with monkeypatch.context() as interrupted:
         _interrupt_in_epoch(interrupted, 3)

@@ -66,27 +66,60 @@ def test_blocks_shorter_than_a_nanosecond_are_refused_not_divided_by():
 
 def test_the_guard_leaves_out_validation_frames_next_to_training_frames():
     stamps, bag_index = _two_bags()
+    split = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.2, seed=3,
+                             guard_seconds=0.25)
+    parts = [split.train, split.val, split.guarded]
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(400))  # each frame in one part
+    blocks = time_blocks(stamps, bag_index, block_seconds=2.0)
+    assert set(blocks[split.train]).isdisjoint(blocks[np.union1d(split.val, split.guarded)])
+    # At 10 Hz the frames 0.1 and 0.2 s from a cut are guarded; the rest of each block is kept.
+    assert _gap_to_training(stamps, bag_index, split, split.val).min() >= NS_PER_SECOND // 4
+    assert _gap_to_training(stamps, bag_index, split, split.guarded).max() < NS_PER_SECOND // 4
+    assert len(split.guarded) > 0
+
+
+def test_the_guarded_frames_are_made_up_for_with_more_blocks():
+    """Validation holds the asked fraction after the guard, not before it."""
+    stamps, bag_index = _two_bags()
     plain = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.2, seed=3)
-    guarded = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.2, seed=3,
-                               guard_seconds=0.25)
-    assert np.array_equal(guarded.train, plain.train)  # training keeps every frame it had
-    assert np.array_equal(np.union1d(guarded.val, guarded.guarded), plain.val)
-    assert np.intersect1d(guarded.val, guarded.guarded).size == 0
-    assert len(guarded.guarded) > 0
-    # Validation frames are ≥ 0.25 s from every training frame of their bag; the guarded ones
-    # (at 10 Hz: 0.1 and 0.2 s from the cut) are closer.
-    assert _gap_to_training(stamps, bag_index, guarded, guarded.val).min() >= NS_PER_SECOND // 4
-    assert _gap_to_training(stamps, bag_index, guarded, guarded.guarded).max() < NS_PER_SECOND // 4
+    for seed in range(5):
+        guarded = time_block_split(stamps, bag_index, block_seconds=2.0, val_fraction=0.2, seed=seed,
+                                   guard_seconds=0.25)
+        assert len(guarded.val) >= len(plain.val) == 80, seed
+
+
+def test_a_short_recording_validates_on_the_block_the_guard_leaves_most_of():
+    # 10.3 s at 10 Hz in 5 s blocks: 50, 50 and 3 frames. The 3-frame block lies within 0.5 s
+    # of the training frames before it, so the guard would empty it: it is never chosen.
+    stamps = np.arange(103, dtype=np.int64) * (NS_PER_SECOND // 10)
+    for seed in range(5):
+        split = time_block_split(stamps, np.zeros(103, np.int64), block_seconds=5.0, val_fraction=0.2,
+                                 seed=seed, guard_seconds=0.5)
+        assert len(split.val) > 0 and len(split.train) >= 50, seed
+        assert _gap_to_training(stamps, np.zeros(103, np.int64), split, split.val).min() >= NS_PER_SECOND // 2
 
 
 def test_a_guard_that_leaves_no_validation_frame_is_refused():
     stamps = np.arange(40, dtype=np.int64) * (NS_PER_SECOND // 10)  # 4 s at 10 Hz, 2 s blocks
-    with pytest.raises(ValueError, match=r"no validation frame is 2\.5 s from every training frame"):
+    with pytest.raises(ValueError, match=r"frames 2\.5 s from every training frame .* recording is 3\.9 s"):
         time_block_split(stamps, np.zeros(40, np.int64), block_seconds=2.0, val_fraction=0.2, seed=0,
                          guard_seconds=2.5)
     with pytest.raises(ValueError, match="guard_seconds must be"):
         time_block_split(stamps, np.zeros(40, np.int64), block_seconds=2.0, val_fraction=0.2, seed=0,
                          guard_seconds=float("nan"))
+
+
+def test_a_validation_block_larger_than_what_training_keeps_is_refused():
+    # 5.3 s in 5 s blocks: the guard empties the 0.3 s block, and validating on the 5 s one
+    # would leave training three frames.
+    stamps = np.arange(53, dtype=np.int64) * (NS_PER_SECOND // 10)
+    with pytest.raises(ValueError, match=r"lower training\.block_seconds"):
+        time_block_split(stamps, np.zeros(53, np.int64), block_seconds=5.0, val_fraction=0.2, seed=0,
+                         guard_seconds=0.5)
+    for seed in range(4):  # the advice works: shorter blocks and a shorter guard
+        lower = time_block_split(stamps, np.zeros(53, np.int64), block_seconds=2.0, val_fraction=0.2,
+                                 seed=seed, guard_seconds=0.2)
+        assert 0 < len(lower.val) < len(lower.train), seed
 
 
 def _gap_to_training(stamps, bag_index, split, rows) -> np.ndarray:

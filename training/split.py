@@ -53,15 +53,17 @@ def time_block_split(
     stamps: np.ndarray, bag_index: np.ndarray, *, block_seconds: float, val_fraction: float, seed: int,
     guard_seconds: float = 0.0,
 ) -> Split:
-    """Send whole time blocks to validation until at least `val_fraction` of the samples are there,
-    then leave out the validation frames within `guard_seconds` of a training frame.
+    """Send whole time blocks to validation until at least `val_fraction` of the samples are there
+    after the guard, then leave out the validation frames within `guard_seconds` of a training frame.
 
-    A block that would take validation past twice `val_fraction` is passed over, so where
-    only such blocks remain the validation set stays smaller than asked (a recording with
-    one long and one short block validates on the short one). Raises ValueError when a
-    non-zero validation fraction cannot be met with at least one block on each side (a
-    recording shorter than two blocks), instead of validating on training frames, and when
-    the guard leaves no validation frame.
+    Blocks are counted by what validation keeps of them (the frames at least the guard from
+    every other block), so the guard does not shrink the validation set below the fraction,
+    and a block the guard would empty is never chosen. A block that would take validation
+    past twice `val_fraction` is passed over, so where only such blocks remain the
+    validation set stays smaller than asked (a recording with one long and one short block
+    validates on the short one). Raises ValueError, instead of validating on frames that
+    training has seen, when a non-zero validation fraction cannot be met with at least one
+    block on each side and a validation set no larger than the training set.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -78,7 +80,7 @@ def time_block_split(
             f"the recording spans a single {block_seconds} s block, so no block is left for validation; "
             "record longer, lower training.block_seconds, or set training.val_fraction to 0"
         )
-    sizes = np.bincount(blocks, minlength=n_blocks)
+    kept = _kept_alone(stamps, bag_index, blocks, guard_seconds)
     order = np.random.default_rng(seed).permutation(n_blocks)
     target = val_fraction * len(blocks)
     # Shuffled blocks until the target is reached, passing over a block that would more than
@@ -87,22 +89,62 @@ def time_block_split(
     # no block is that large, and this is the shortest prefix reaching the target.
     chosen: list[int] = []
     total = 0
-    for block in order:
-        if total >= target:
+    for block in order[kept[order] > 0]:
+        if total >= target or len(chosen) == n_blocks - 1:  # ≥ 1 block left for training
             break
-        if total + sizes[block] <= 2 * target:
+        if total + kept[block] <= 2 * target:
             chosen.append(int(block))
-            total += sizes[block]
-    if not chosen:  # every block alone is over twice the target: the smallest
-        chosen = [int(np.argmin(sizes))]
-    is_val = np.isin(blocks, chosen[: n_blocks - 1])  # ≥ 1 block left for training
+            total += kept[block]
+    if not chosen and (kept > 0).any():  # every usable block alone is over twice the target
+        chosen = [int(np.argmin(np.where(kept > 0, kept, np.iinfo(np.int64).max)))]
+    is_val = np.isin(blocks, chosen)
     near = is_val & _near_training(stamps, bag_index, ~is_val, guard_seconds)
-    if near.sum() == is_val.sum():
+    if not chosen or near.sum() == is_val.sum() or is_val.sum() > (~is_val).sum():
+        span = _longest_bag_seconds(stamps, bag_index)
         raise ValueError(
-            f"no validation frame is {guard_seconds} s from every training frame; lower "
-            "training.guard_seconds or raise training.block_seconds"
+            f"no {block_seconds} s block can go to validation with frames {guard_seconds} s from "
+            f"every training frame and as much left for training (the longest recording is {span:.1f} s); "
+            "lower training.block_seconds or training.guard_seconds, record longer, or set "
+            "training.val_fraction to 0"
         )
     return Split(train=everything[~is_val], val=everything[is_val & ~near], guarded=everything[near])
+
+
+def _kept_alone(
+    stamps: np.ndarray, bag_index: np.ndarray, blocks: np.ndarray, guard_seconds: float
+) -> np.ndarray:
+    """Per block: how many of its frames validation keeps if the block goes there alone.
+
+    Those are the frames at least `guard_seconds` from every frame of the other blocks of
+    its bag. Block ids run in time order within a bag, so the nearest such frames are the
+    previous block's last and the next block's first.
+    """
+    stamps = np.asarray(stamps, dtype=np.int64)
+    n_blocks = int(blocks.max()) + 1
+    unbounded = np.iinfo(np.int64).max
+    first = np.full(n_blocks, unbounded)
+    last = np.full(n_blocks, -unbounded)
+    np.minimum.at(first, blocks, stamps)  # every block id has a frame: no bound is left over
+    np.maximum.at(last, blocks, stamps)
+    bag_of = np.zeros(n_blocks, dtype=np.int64)
+    bag_of[blocks] = np.asarray(bag_index, dtype=np.int64)
+    has_previous = np.r_[False, bag_of[1:] == bag_of[:-1]]
+    has_next = np.r_[bag_of[:-1] == bag_of[1:], False]
+    previous_last = np.r_[0, last[:-1]]
+    next_first = np.r_[first[1:], 0]
+    gap = np.minimum(
+        np.where(has_previous[blocks], stamps - previous_last[blocks], unbounded),
+        np.where(has_next[blocks], next_first[blocks] - stamps, unbounded),
+    )
+    far = gap >= round(guard_seconds * NS_PER_SECOND)
+    return np.bincount(blocks[far], minlength=n_blocks)
+
+
+def _longest_bag_seconds(stamps: np.ndarray, bag_index: np.ndarray) -> float:
+    """The longest recording's span, for the refusal's advice."""
+    stamps = np.asarray(stamps, dtype=np.int64)
+    bag_index = np.asarray(bag_index, dtype=np.int64)
+    return max(int(np.ptp(stamps[bag_index == bag])) for bag in np.unique(bag_index)) / NS_PER_SECOND
 
 
 def _near_training(

@@ -164,6 +164,8 @@ def _train(
         block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
         guard_seconds=run["guard_seconds"],
     )
+    _say(job, f"{len(split.train)} training and {len(split.val)} validation samples; {len(split.guarded)} "
+              f"left out for lying within {run['guard_seconds']} s of the other set")
     train_set = ArrayDataset(dataset.arrays, dataset.available, split.train)
     val_set = ArrayDataset(dataset.arrays, dataset.available, split.val) if len(split.val) else None
 
