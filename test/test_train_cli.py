@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from m2vae_training.callbacks import EarlyStopping, TensorBoardLogger
-from m2vae_training.checkpoint import has_checkpoint, load_checkpoint
+from m2vae_training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from m2vae_training.dataset import load_dataset
 from m2vae_training.split import time_block_split
 from m2vae_training.train_cli import main
@@ -93,6 +93,26 @@ def test_resume_continues_bit_for_bit(inputs):
     for key, value in a["trainer"]["model"].items():
         assert torch.equal(value, b["trainer"]["model"][key]), key
     assert a["early_stopping"] == b["early_stopping"]
+
+
+def test_resuming_a_run_scored_at_the_posterior_mean_rescores_its_best(inputs, capsys):
+    """A checkpoint from before validation sampled holds a best ELBO that sampled epochs can't fairly
+    beat; the resume rescores the best model, which gives the sampled run's own value back."""
+    straight, old = inputs["root"] / "straight3", inputs["root"] / "mean_scored"
+    assert main(_args(inputs, straight, "--epochs", "3")) == 0
+    assert main(_args(inputs, old, "--epochs", "2")) == 0
+    epoch, state = load_checkpoint(old / "checkpoints")
+    del state["early_stopping"]["estimator"]  # as such a checkpoint has it
+    state["early_stopping"]["best"] = 1e9  # the mean's overstatement, exaggerated
+    save_checkpoint(old / "checkpoints", state, epoch=epoch)
+    capsys.readouterr()
+    assert main(_args(inputs, old, "--epochs", "3", "--resume")) == 0
+    err = capsys.readouterr().err
+    assert "was scored at the posterior mean; rescored with one reparameterised sample" in err
+    a, b = load_checkpoint(straight / "checkpoints")[1], load_checkpoint(old / "checkpoints")[1]
+    assert a["early_stopping"] == b["early_stopping"]
+    for key, value in a["trainer"]["model"].items():
+        assert torch.equal(value, b["trainer"]["model"][key]), key
 
 
 def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):

@@ -66,9 +66,10 @@ from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 from m2vae_training.split import Split, time_block_split
 
 from m2vae_ros.api import MultimodalVAE
-from m2vae_ros.artifact import save_model
+from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.atomic import write_atomic
 from m2vae_ros.differences import differences, first
+from m2vae_ros.objectives import EVALUATION_ESTIMATOR
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
 from m2vae_ros.trainer import ArrayDataset, Trainer, TrainingDiverged
 
@@ -194,6 +195,11 @@ def _train(
             _say(job, f"the run already finished: early stopping ended it after epoch {epoch}")
         else:
             _say(job, f"resuming after epoch {epoch}")
+            scored_otherwise = early_stopping.estimator != EVALUATION_ESTIMATOR and early_stopping.best_epoch
+            if scored_otherwise and val_set is not None:
+                _rescore_best(trainer, early_stopping, val_set, out / "model", batch_size=run["batch_size"])
+                _say(job, f"the best val ELBO (epoch {early_stopping.best_epoch}) was scored at the "
+                          f"posterior mean; rescored with {EVALUATION_ESTIMATOR}: {early_stopping.best:.4g}")
     epoch_ends: list = [early_stopping]
     tensorboard = None
     if job.is_main:
@@ -359,6 +365,17 @@ def _check_resume(
     # resume's own command is added after it.
     resumes = [*previous.get("resumes", []), {"command": run["command"], "cwd": run["cwd"]}]
     return {**run, **previous, "cwd": previous.get("cwd"), "epochs": run["epochs"], "resumes": resumes}
+
+
+def _rescore_best(
+    trainer: Trainer, early_stopping: EarlyStopping, val_set: ArrayDataset, artifact: Path, *, batch_size: int
+) -> None:
+    """Score the artifact (the best epoch's model) as validation scores now, leaving the trainer's
+    state as the checkpoint had it. Every process does the same, so their stopping agrees."""
+    resumed = trainer.state_dict()
+    trainer.model.load_state_dict(load_model(artifact).model.state_dict())
+    early_stopping.rescore(trainer.evaluate(val_set, batch_size=batch_size))
+    trainer.load_state_dict(resumed)
 
 
 def _device_request(args: argparse.Namespace) -> str:
