@@ -129,7 +129,9 @@ def publisher_qos(connections: list[Connection], requested: str | None) -> QoSPr
     latched = latched_depth(connections)
     if latched:
         return latched_qos(latched)
-    offered = [p.reliability for c in connections for p in getattr(c.ext, "offered_qos_profiles", ())]
+    # SYSTEM_DEFAULT, BEST_AVAILABLE and UNKNOWN say nothing about what subscribers expect.
+    offered = [p.reliability for c in connections for p in getattr(c.ext, "offered_qos_profiles", ())
+               if p.reliability in (QosReliability.RELIABLE, QosReliability.BEST_EFFORT)]
     if requested:
         reliability = requested
     elif offered:

@@ -346,8 +346,20 @@ def test_publishers_keep_the_recorded_reliability_or_choose_by_message_type(tmp_
         labels = writer.add_connection("/label", "std_msgs/msg/String", typestore=TYPESTORE)
         writer.write(labels, BAG_START_NS, TYPESTORE.serialize_cdr(
             TYPESTORE.types["std_msgs/msg/String"](data="box"), "std_msgs/msg/String"))
+    against_type = tmp_path / "against_type"  # recorded reliabilities the type rule would not pick
+    with Writer(against_type, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        for topic, msgtype, reliability in (
+            ("/scan", "sensor_msgs/msg/LaserScan", QosReliability.RELIABLE),
+            ("/label", "std_msgs/msg/String", QosReliability.BEST_EFFORT),
+            ("/unsaid", "std_msgs/msg/String", QosReliability.SYSTEM_DEFAULT),
+            ("/unsaid_scan", "sensor_msgs/msg/LaserScan", QosReliability.BEST_AVAILABLE),
+        ):
+            never = QosTime(sec=0, nsec=0)
+            offered = [Qos(QosHistory.KEEP_LAST, 5, reliability, QosDurability.VOLATILE, never, never,
+                           QosLiveliness.AUTOMATIC, never, False)]
+            writer.add_connection(topic, msgtype, typestore=TYPESTORE, offered_qos_profiles=offered)
     profiles = {}
-    for path, requested in ((simulated, None), (simulated, "reliable"), (bare, None)):
+    for path, requested in ((simulated, None), (simulated, "reliable"), (bare, None), (against_type, None)):
         with AnyReader([path]) as reader:
             for topic in {c.topic for c in reader.connections}:
                 qos = publisher_qos([c for c in reader.connections if c.topic == topic], requested)
@@ -361,3 +373,7 @@ def test_publishers_keep_the_recorded_reliability_or_choose_by_message_type(tmp_
     assert profiles["sim", "reliable", "/scan"] == ("RELIABLE", "VOLATILE")
     assert profiles["bare", None, "/scan"] == ("BEST_EFFORT", "VOLATILE")
     assert profiles["bare", None, "/label"] == ("RELIABLE", "VOLATILE")
+    assert profiles["against_type", None, "/scan"] == ("RELIABLE", "VOLATILE")
+    assert profiles["against_type", None, "/label"] == ("BEST_EFFORT", "VOLATILE")
+    assert profiles["against_type", None, "/unsaid"] == ("RELIABLE", "VOLATILE")  # the type rule
+    assert profiles["against_type", None, "/unsaid_scan"] == ("BEST_EFFORT", "VOLATILE")
