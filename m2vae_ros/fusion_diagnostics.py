@@ -30,6 +30,7 @@ class LatencySummary:
 class FailureSummary:
     count: int  # failed inferences in the window
     last_error: str  # the latest failure's error, also when it left the window
+    latest_failed: bool  # whether the latest inference failed, however long ago it ran
 
 
 class InferenceStats:
@@ -43,6 +44,7 @@ class InferenceStats:
         self.inferences = 0
         self.failures = 0
         self.last_error = ""
+        self._latest_failed = False  # an inference slower than the window must not look recovered
         self.dropped_triggers = 0
 
     def record(self, now_ns: int, latency_s: float) -> None:
@@ -50,6 +52,7 @@ class InferenceStats:
             self._forget_after_clock_jump(now_ns)
             self._samples.append((now_ns, latency_s))
             self.inferences += 1
+            self._latest_failed = False
 
     def record_failure(self, now_ns: int, error: str) -> None:
         with self._lock:
@@ -57,6 +60,7 @@ class InferenceStats:
             self._failures.append((now_ns, error))
             self.failures += 1
             self.last_error = error
+            self._latest_failed = True
 
     def record_dropped(self) -> None:
         with self._lock:
@@ -74,7 +78,7 @@ class InferenceStats:
     def recent_failures(self, now_ns: int) -> FailureSummary:
         with self._lock:
             self._prune(now_ns)
-            return FailureSummary(len(self._failures), self.last_error)
+            return FailureSummary(len(self._failures), self.last_error, self._latest_failed)
 
     def _prune(self, now_ns: int) -> None:
         self._forget_after_clock_jump(now_ns)
@@ -131,13 +135,14 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
 
 def inference_status(node_name: str, stats: InferenceStats, active: str, now_ns: int,
                      waiting: str = "") -> DiagnosticStatus:
-    """ERROR when every inference of the last second failed, WARN when some did, when no sensor
-    is alive (nothing to fuse) or when `waiting` says what the node waits for; OK otherwise."""
+    """ERROR while the latest inference failed and none of the last second succeeded (at any
+    inference rate, until one succeeds), WARN when some failed, when no sensor is alive
+    (nothing to fuse) or when `waiting` says what the node waits for; OK otherwise."""
     latency = stats.summary(now_ns)
     failed = stats.recent_failures(now_ns)
-    if failed.count and not latency.count:
+    if failed.latest_failed and not latency.count:
         level, message = DiagnosticStatus.ERROR, f"inference failing: {failed.last_error}"
-    elif failed.count:
+    elif failed.count or failed.latest_failed:
         level, message = DiagnosticStatus.WARN, f"active: {active}; some inferences fail: {failed.last_error}"
     elif waiting:
         level, message = DiagnosticStatus.WARN, waiting

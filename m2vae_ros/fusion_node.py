@@ -32,7 +32,9 @@ from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMessage
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
@@ -144,6 +146,12 @@ class FusionNode(Node):
         # and the diagnostics are where an operator learns why.
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # Whether /clock has spoken, which the time can't tell: a paused simulator publishes 0.
+        # Best effort, as rclpy's own time source listens; dropped after the first message.
+        self._clock_heard = False
+        listening = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self._clock_listener = self.create_subscription(
+            ClockMessage, "/clock", self._on_first_clock, listening)
         if self.params.rate_hz > 0:
             self.create_timer(1.0 / self.params.rate_hz, self._request_inference)
         self._publish_active_if_changed()
@@ -181,6 +189,10 @@ class FusionNode(Node):
         if triggers:
             self._request_inference()
 
+    def _on_first_clock(self, _msg: ClockMessage) -> None:
+        self._clock_heard = True
+        self.destroy_subscription(self._clock_listener)
+
     def _alive_subset(self, now_ns: int) -> int:
         return sum(1 << i for i, name in enumerate(self.spec.names) if self.liveness[name].alive(now_ns))
 
@@ -214,7 +226,8 @@ class FusionNode(Node):
                 for name in self.modality_params
             ]
             active = self._alive_subset(now_ns)
-        waiting = "use_sim_time is true and no /clock has arrived yet" if now_ns == 0 else ""
+        no_clock = self.get_clock().ros_time_is_active and not self._clock_heard
+        waiting = "use_sim_time is true and no /clock has arrived yet" if no_clock else ""
         active_name = self._active_name(active)
         array.status.append(inference_status(node_name, self.stats, active_name, now_ns, waiting))
         self._diagnostics_pub.publish(array)
@@ -283,7 +296,6 @@ class FusionNode(Node):
         last = self._last_inputs
         if last and last[0] == subset and all(a is b for a, b in zip(last[1], inputs[1], strict=True)):
             return
-        self._last_inputs = inputs
         started = time.perf_counter()
         posterior = self.fusion.encode({name: sample.tensor for name, sample in samples.items()}, subset)
         if not (np.isfinite(posterior.mean).all() and np.isfinite(posterior.std).all()):
@@ -292,6 +304,7 @@ class FusionNode(Node):
         stamp_ns = max(sample.stamp_ns for sample in samples.values())
         # The latent goes out before the (slower) decoders run: it is what downstream consumers wait for.
         self._latent_pub.publish(latent_image(posterior.mean, posterior.std, stamp_ns, self.params.frame_id))
+        self._last_inputs = inputs  # after a failure, the next tick tries the same inputs again
         listened = [name for name, pub in self._reconstruction_pubs.items() if pub.get_subscription_count()]
         stamp = Time(nanoseconds=stamp_ns).to_msg()
         for name, tensor in self.fusion.reconstruct(posterior, listened).items():

@@ -21,6 +21,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMessage
 from rosutils import VENV_BIN, RosPeer, domain_id_for, ros_peer, run_to_exit, running
 from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import String
@@ -580,7 +581,11 @@ def test_failed_inferences_turn_the_inference_status_to_error_and_keep_their_cou
     assert failing.level == DiagnosticStatus.ERROR
     assert failing.message == "inference failing: RuntimeError('CUDA error')"
     assert (values["failures"], values["failures_last_second"], values["inferences"]) == ("2", "2", "1")
-    recovered = inference_status("/n", stats, "camera", 13 * second)
+    # Below 1 Hz the window empties between inferences: still failing until one succeeds.
+    still = inference_status("/n", stats, "camera", 13 * second)
+    assert still.level == DiagnosticStatus.ERROR and still.message == failing.message
+    stats.record(14 * second, 0.002)
+    recovered = inference_status("/n", stats, "camera", 15 * second + second // 2)
     assert recovered.level == DiagnosticStatus.OK and recovered.message == "active: camera"
 
 
@@ -674,21 +679,51 @@ def test_with_sim_time_and_no_clock_yet_diagnostics_say_so_and_stamps_are_not_fr
         assert status.level == DiagnosticStatus.WARN
         assert status.message == "use_sim_time is true and no /clock has arrived yet"
         assert _diagnostic_values(diagnostics, "camera")["invalid_count"] == "0"
+        # A paused simulator's /clock says 0: the time is no sign of whether it has spoken.
+        clock = peer.node.create_publisher(ClockMessage, "/clock", 1)
+        peer.node.create_timer(0.1, lambda: clock.publish(ClockMessage()))
+        heard = len(diagnostics)
+        assert peer.spin_until(lambda: len(diagnostics) >= heard + 2, STARTUP_WAIT_S)
+        assert _inference_status(diagnostics).message != "use_sim_time is true and no /clock has arrived yet"
 
 
 def test_a_rate_timer_without_new_messages_publishes_no_repeated_latent(
     model_dir: Path, request: pytest.FixtureRequest
 ) -> None:
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
-            node_in_process(peer, model_dir, rate_hz=50.0) as node:
+            node_in_process(peer, model_dir, rate_hz=50.0, **{"modalities.camera.timeout_s": 2.0}) as node:
         latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
         camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("reliable"))
         assert peer.spin_until(lambda: camera.get_subscription_count() > 0, STARTUP_WAIT_S)
         stamp = _now_ns(peer)
         camera.publish(_camera(stamp))
         assert peer.spin_until(lambda: len(latents) == 1, STARTUP_WAIT_S)
-        peer.spin_for(0.3)  # 15 ticks while the camera stays alive (timeout 0.5 s)
+        peer.spin_for(0.3)  # 15 ticks while the camera stays alive (timeout 2 s)
         assert node.liveness["camera"].alive(_now_ns(peer))
         assert [_stamp_ns(latent) for latent in latents] == [stamp]
         camera.publish(_camera(stamp + 1))
         assert peer.spin_until(lambda: len(latents) == 2, STARTUP_WAIT_S)
+
+
+def test_a_rate_timer_retries_the_inputs_of_a_failed_inference(
+    model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
+            node_in_process(peer, model_dir, rate_hz=50.0, **{"modalities.camera.timeout_s": 2.0}) as node:
+        latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
+        working, calls = node.fusion.encode, []
+
+        def fails_once(arrays, subset):
+            calls.append(subset)
+            if len(calls) == 1:
+                raise RuntimeError("CUDA error: out of memory")
+            return working(arrays, subset)
+
+        node.fusion.encode = fails_once
+        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("reliable"))
+        assert peer.spin_until(lambda: camera.get_subscription_count() > 0, STARTUP_WAIT_S)
+        stamp = _now_ns(peer)
+        camera.publish(_camera(stamp))  # the only message: only a retry can publish its latent
+        assert peer.spin_until(lambda: len(latents) == 1, STARTUP_WAIT_S), calls
+        assert [_stamp_ns(latent) for latent in latents] == [stamp]
+        assert node.stats.failures == 1
