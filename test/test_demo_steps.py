@@ -54,8 +54,17 @@ def test_a_step_that_fails_on_a_rerun_is_not_reused_next_time(tmp_path, capsys):
     assert "=== first: reused" in printed and "=== second\n" in printed
 
 
-def test_a_sigterm_to_the_demo_leaves_no_child_running(tmp_path):
-    """`kill <demo>` ends a running step's tool too, as Ctrl-C does (the default SIGTERM would orphan it)."""
+def test_a_step_may_read_only_from_earlier_steps(tmp_path):
+    steps = _Steps(tmp_path)
+    steps("first", tmp_path / "a", "done", make_file(tmp_path / "a" / "done"))
+    with pytest.raises(ValueError, match=r"step 'second' reads from \['frist'\], which are no earlier step"):
+        steps("second", tmp_path / "b", "done", make_file(tmp_path / "b" / "done"), after=["frist"])
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_sigterm_to_the_demo_lets_the_running_step_clean_up_and_end(tmp_path):
+    """`kill <demo>` ends a running step's tool too, as Ctrl-C does (the default SIGTERM would orphan
+    it), through the tool's own interrupt handling: the recorder removes its unfinished bag."""
     command = [sys.executable, "-m", "m2vae_training.demo", "--out", str(tmp_path / "demo"),
                "--train-seconds", "3000"]
     demo = subprocess.Popen(  # SIGINT as in a terminal, not as in a background job
@@ -68,12 +77,14 @@ def test_a_sigterm_to_the_demo_leaves_no_child_running(tmp_path):
         found = subprocess.run(["pgrep", "-P", str(demo.pid)], capture_output=True, text=True).stdout.split()
         child = int(found[0]) if found else time.sleep(0.1)
     assert child is not None, "the demo started no step"
+    unfinished = tmp_path / "demo" / "bags" / "train.partial"
+    while not unfinished.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert unfinished.exists(), "the recorder started no bag"
     demo.send_signal(signal.SIGTERM)
     assert demo.wait(timeout=30) != 0
-    deadline = time.monotonic() + 10
-    while _running(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
     assert not _running(child), "the step's tool outlived the demo"
+    assert not unfinished.exists(), "the tool was killed before it could clean up"
 
 
 def _running(pid: int) -> bool:

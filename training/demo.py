@@ -20,6 +20,7 @@ import argparse
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -80,6 +81,7 @@ class _Steps:
 
     def __init__(self, out: Path) -> None:
         self.out = out
+        self.declared: set[str] = set()
         self.ran: set[str] = set()
 
     def __call__(self, title: str, output: Path, done_file: str, command: list[object],
@@ -90,6 +92,10 @@ class _Steps:
         Reuse also needs `usable(output)`. Otherwise the old output goes first: the tools
         refuse to overwrite a bag or a run.
         """
+        unknown = sorted(set(after) - self.declared)
+        if unknown:  # a misspelt name would make the step reused after its input was redone
+            raise ValueError(f"step {title!r} reads from {unknown}, which are no earlier step")
+        self.declared.add(title)
         argv = [str(part) for part in command]
         stamp = self.out / ".steps" / (title.replace(" ", "_") + ".json")
         done = (output / done_file).exists() and stamp.is_file() and json.loads(stamp.read_text()) == argv
@@ -108,11 +114,32 @@ def _run(title: str, output: Path, argv: list[str], stamp: Path) -> None:
         if stale.exists():
             shutil.rmtree(stale)
     executable = Path(sys.executable).parent / argv[0]
-    result = subprocess.run([str(executable), *argv[1:]], check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"demo: step '{title}' failed with exit code {result.returncode}")
+    returncode = _run_interruptibly([str(executable), *argv[1:]])
+    if returncode != 0:
+        raise SystemExit(f"demo: step '{title}' failed with exit code {returncode}")
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(argv))
+
+
+def _run_interruptibly(argv: list[str]) -> int:
+    """Run a step's tool; an interrupt of the demo (Ctrl-C, or SIGTERM turned into one) reaches it
+    as one SIGINT, and the demo waits while it cleans up (a training run saves its checkpoint).
+
+    The tool runs in its own process group, so a terminal's Ctrl-C reaches it only through
+    here: once, as the tools expect. `subprocess.run` would kill it after a quarter second.
+    A second interrupt during the wait kills it.
+    """
+    process = subprocess.Popen(argv, process_group=0)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            process.kill()
+            process.wait()
+        raise
 
 
 def _loadable_model(run: Path) -> bool:
