@@ -237,11 +237,11 @@ def _check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Ten
     if extra:
         problems.append(f"unexpected tensors {_few(extra)}")
     if wrong:
-        shapes = ", ".join(f"{k} {list(found[k].shape)} != {list(expected[k].shape)}" for k in wrong[:3])
-        problems.append(f"mis-shaped tensors {shapes}")
+        shapes = [f"{k} {list(found[k].shape)} != {list(expected[k].shape)}" for k in wrong]
+        problems.append(f"mis-shaped tensors {_few(shapes)}")
     if retyped:
-        types = ", ".join(f"{k} {found[k].dtype} != {expected[k].dtype}" for k in retyped[:3])
-        problems.append(f"tensors of the wrong type {types}")
+        types = [f"{k} {found[k].dtype} != {expected[k].dtype}" for k in retyped]
+        problems.append(f"tensors of the wrong type {_few(types)}")
     if broken:
         problems.append(f"NaN or infinite values in {_few(broken)}")
     if problems:

@@ -162,7 +162,7 @@ def test_missing_extra_and_misshaped_tensors_are_refused(saved):
     # weights of a latent_dim=6 model do not fit a spec that says 4
     other = {k: v.clone() for k, v in M2VAE(tiny_spec(latent_dim=6)).state_dict().items()}
     rewrite_weights(directory, other)
-    with pytest.raises(ArtifactError, match=r"mis-shaped tensors"):
+    with pytest.raises(ArtifactError, match=r"mis-shaped tensors [^;]* and \d+ more"):  # many: the first 3
         load_model(directory)
 
 
