@@ -93,7 +93,9 @@ def ros_peer(domain_id: int, name: str = "test_peer") -> Iterator[RosPeer]:
 def running(command: list[str], domain_id: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run a ROS process for the duration of the block, then stop it with SIGINT (kill if stuck).
 
-    Its output goes to `log_path` so an assertion message can quote it.
+    Its output goes to `log_path` so an assertion message can quote it. When the block
+    succeeds, the process must also have ended well: exit status 0 (it ended by itself,
+    or handled the SIGINT as a clean shutdown). A traceback on shutdown fails the test.
     """
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=ros_env(domain_id), stdout=log, stderr=subprocess.STDOUT)
@@ -107,6 +109,8 @@ def running(command: list[str], domain_id: int, log_path: Path) -> Iterator[subp
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+    tool, output = Path(command[0]).name, log_path.read_text()[-3000:]
+    assert process.returncode == 0, f"{tool} ended with exit status {process.returncode}:\n{output}"
 
 
 def run_to_exit(

@@ -1,6 +1,7 @@
 """Metric helpers: sensor units, masked returns and the train-once probes."""
 
 import numpy as np
+import pytest
 from m2vae_training.metrics import ReconstructionError, fit_probes, shape_of
 
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec, RangeImagePreprocess, ScanPreprocess
@@ -71,6 +72,7 @@ def test_a_class_only_the_test_data_holds_counts_as_a_miss():
     assert np.isclose(probes.shape_accuracy(test_z, test_labels), 2 / 3)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in square:RuntimeWarning")  # the point of the test
 def test_latents_beyond_every_class_likelihood_score_nothing_rather_than_class_zero():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 50)
