@@ -19,6 +19,7 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
 from rclpy.qos import ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMessage
@@ -687,18 +688,27 @@ def test_with_sim_time_and_no_clock_yet_diagnostics_say_so_and_stamps_are_not_fr
         assert _inference_status(diagnostics).message != "use_sim_time is true and no /clock has arrived yet"
 
 
-def test_a_rate_timer_without_new_messages_publishes_no_repeated_latent(
+@contextmanager
+def rate_timed_camera(
     model_dir: Path, request: pytest.FixtureRequest
-) -> None:
+) -> Iterator[tuple[RosPeer, FusionNode, list[Image], Publisher]]:
+    """The node at rate_hz 50 with a camera that stays alive 2 s, its latents, and a camera publisher."""
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
             node_in_process(peer, model_dir, rate_hz=50.0, **{"modalities.camera.timeout_s": 2.0}) as node:
         latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
         camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("reliable"))
         assert peer.spin_until(lambda: camera.get_subscription_count() > 0, STARTUP_WAIT_S)
+        yield peer, node, latents, camera
+
+
+def test_a_rate_timer_without_new_messages_publishes_no_repeated_latent(
+    model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    with rate_timed_camera(model_dir, request) as (peer, node, latents, camera):
         stamp = _now_ns(peer)
         camera.publish(_camera(stamp))
         assert peer.spin_until(lambda: len(latents) == 1, STARTUP_WAIT_S)
-        peer.spin_for(0.3)  # 15 ticks while the camera stays alive (timeout 2 s)
+        peer.spin_for(0.3)  # 15 ticks while the camera stays alive
         assert node.liveness["camera"].alive(_now_ns(peer))
         assert [_stamp_ns(latent) for latent in latents] == [stamp]
         camera.publish(_camera(stamp + 1))
@@ -708,9 +718,7 @@ def test_a_rate_timer_without_new_messages_publishes_no_repeated_latent(
 def test_a_rate_timer_retries_the_inputs_of_a_failed_inference(
     model_dir: Path, request: pytest.FixtureRequest
 ) -> None:
-    with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
-            node_in_process(peer, model_dir, rate_hz=50.0, **{"modalities.camera.timeout_s": 2.0}) as node:
-        latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
+    with rate_timed_camera(model_dir, request) as (peer, node, latents, camera):
         working, calls = node.fusion.encode, []
 
         def fails_once(arrays, subset):
@@ -720,8 +728,6 @@ def test_a_rate_timer_retries_the_inputs_of_a_failed_inference(
             return working(arrays, subset)
 
         node.fusion.encode = fails_once
-        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("reliable"))
-        assert peer.spin_until(lambda: camera.get_subscription_count() > 0, STARTUP_WAIT_S)
         stamp = _now_ns(peer)
         camera.publish(_camera(stamp))  # the only message: only a retry can publish its latent
         assert peer.spin_until(lambda: len(latents) == 1, STARTUP_WAIT_S), calls
