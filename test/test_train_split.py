@@ -88,6 +88,22 @@ def test_the_guarded_frames_are_made_up_for_with_more_blocks():
         assert len(guarded.val) >= len(plain.val) == 80, seed
 
 
+@pytest.mark.parametrize(("block_seconds", "guard_seconds", "val_fraction"),
+                         [(2.0, 0.5, 0.2), (5.0, 0.5, 0.44), (5.0, 0.0, 0.6)])
+def test_validation_meets_its_fraction_without_overshooting(block_seconds, guard_seconds, val_fraction):
+    """Neighbouring validation blocks guard nothing between them: counted as they join, they
+    take no more blocks than the fraction needs (10 min at 10 Hz)."""
+    stamps = np.arange(6000, dtype=np.int64) * (NS_PER_SECOND // 10)
+    bags = np.zeros(6000, np.int64)
+    for seed in range(3):
+        split = time_block_split(stamps, bags, block_seconds=block_seconds, val_fraction=val_fraction,
+                                 seed=seed, guard_seconds=guard_seconds)
+        block_frames = round(block_seconds * 10)
+        assert val_fraction * 6000 <= len(split.val) < val_fraction * 6000 + block_frames, seed
+        assert len(split.train) + len(split.val) + len(split.guarded) == 6000
+        assert _gap_to_training(stamps, bags, split, split.val).min() >= guard_seconds * NS_PER_SECOND
+
+
 def test_a_short_recording_validates_on_the_block_the_guard_leaves_most_of():
     # 10.3 s at 10 Hz in 5 s blocks: 50, 50 and 3 frames. The 3-frame block lies within 0.5 s
     # of the training frames before it, so the guard would empty it: it is never chosen.

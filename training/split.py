@@ -54,16 +54,16 @@ def time_block_split(
     guard_seconds: float = 0.0,
 ) -> Split:
     """Send whole time blocks to validation until at least `val_fraction` of the samples are there
-    after the guard, then leave out the validation frames within `guard_seconds` of a training frame.
+    after the guard, which leaves out the validation frames within `guard_seconds` of a training frame.
 
-    Blocks are counted by what validation keeps of them (the frames at least the guard from
-    every other block), so the guard does not shrink the validation set below the fraction,
-    and a block the guard would empty is never chosen. A block that would take validation
-    past twice `val_fraction` is passed over, so where only such blocks remain the
-    validation set stays smaller than asked (a recording with one long and one short block
-    validates on the short one). Raises ValueError, instead of validating on frames that
-    training has seen, when a non-zero validation fraction cannot be met with at least one
-    block on each side and a validation set no larger than the training set.
+    Blocks are counted by what validation keeps of them, recounted as blocks join (two
+    neighbouring validation blocks guard nothing between them), so the guard neither shrinks
+    validation below the fraction nor makes it overshoot, and a block the guard would empty
+    is never chosen. A block that would take validation past twice `val_fraction` is passed
+    over, so where only such blocks remain the smallest one is taken (a recording with one
+    long and one short block validates on the short one). Raises ValueError, instead of
+    validating on frames that training has seen, when no block can go to validation, or
+    when the only one that can is larger than what training keeps.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -80,26 +80,25 @@ def time_block_split(
             f"the recording spans a single {block_seconds} s block, so no block is left for validation; "
             "record longer, lower training.block_seconds, or set training.val_fraction to 0"
         )
-    kept = _kept_alone(stamps, bag_index, blocks, guard_seconds)
-    order = np.random.default_rng(seed).permutation(n_blocks)
+    selection = _Selection(stamps, bag_index, blocks, guard_seconds)
+    alone = np.array([selection.kept_if_chosen(block) for block in range(n_blocks)])
     target = val_fraction * len(blocks)
     # Shuffled blocks until the target is reached, passing over a block that would more than
     # double the validation set: in a short recording one full block can outweigh the rest
     # (5 s of 5.5 s), and taking it would leave training a tenth of the data. In a long one
     # no block is that large, and this is the shortest prefix reaching the target.
-    chosen: list[int] = []
-    total = 0
-    for block in order[kept[order] > 0]:
-        if total >= target or len(chosen) == n_blocks - 1:  # ≥ 1 block left for training
+    for block in np.random.default_rng(seed).permutation(n_blocks):
+        if selection.total >= target or selection.count == n_blocks - 1:  # ≥ 1 block left for training
             break
-        if total + kept[block] <= 2 * target:
-            chosen.append(int(block))
-            total += kept[block]
-    if not chosen and (kept > 0).any():  # every usable block alone is over twice the target
-        chosen = [int(np.argmin(np.where(kept > 0, kept, np.iinfo(np.int64).max)))]
-    is_val = np.isin(blocks, chosen)
-    near = is_val & _near_training(stamps, bag_index, ~is_val, guard_seconds)
-    if not chosen or near.sum() == is_val.sum() or is_val.sum() > (~is_val).sum():
+        if alone[block] > 0:
+            selection.choose(block)
+            if selection.total > 2 * target:
+                selection.unchoose(block)
+    fallback = selection.count == 0 and alone.any()
+    if fallback:  # every usable block alone is over twice the target
+        selection.choose(int(np.argmin(np.where(alone > 0, alone, np.iinfo(np.int64).max))))
+    is_val = selection.chosen[blocks]
+    if selection.count == 0 or (fallback and is_val.sum() > (~is_val).sum()):
         span = _longest_bag_seconds(stamps, bag_index)
         raise ValueError(
             f"no {block_seconds} s block can go to validation with frames {guard_seconds} s from "
@@ -107,37 +106,88 @@ def time_block_split(
             "lower training.block_seconds or training.guard_seconds, record longer, or set "
             "training.val_fraction to 0"
         )
-    return Split(train=everything[~is_val], val=everything[is_val & ~near], guarded=everything[near])
+    guarded = np.sort(selection.guarded_rows())
+    val = np.setdiff1d(everything[is_val], guarded, assume_unique=True)
+    return Split(train=everything[~is_val], val=val, guarded=guarded)
 
 
-def _kept_alone(
-    stamps: np.ndarray, bag_index: np.ndarray, blocks: np.ndarray, guard_seconds: float
-) -> np.ndarray:
-    """Per block: how many of its frames validation keeps if the block goes there alone.
+class _Selection:
+    """The validation blocks chosen so far, and how many frames of each the guard leaves them.
 
-    Those are the frames at least `guard_seconds` from every frame of the other blocks of
-    its bag. Block ids run in time order within a bag, so the nearest such frames are the
-    previous block's last and the next block's first.
+    A validation frame is guarded when a training frame of its bag is closer than the guard.
+    Block ids run in time order within a bag, so the nearest training frames of a block are
+    the last frame of the nearest training block before it and the first of the nearest one
+    after it: choosing a block changes only the counts of its run of adjacent validation blocks.
     """
-    stamps = np.asarray(stamps, dtype=np.int64)
-    n_blocks = int(blocks.max()) + 1
-    unbounded = np.iinfo(np.int64).max
-    first = np.full(n_blocks, unbounded)
-    last = np.full(n_blocks, -unbounded)
-    np.minimum.at(first, blocks, stamps)  # every block id has a frame: no bound is left over
-    np.maximum.at(last, blocks, stamps)
-    bag_of = np.zeros(n_blocks, dtype=np.int64)
-    bag_of[blocks] = np.asarray(bag_index, dtype=np.int64)
-    has_previous = np.r_[False, bag_of[1:] == bag_of[:-1]]
-    has_next = np.r_[bag_of[:-1] == bag_of[1:], False]
-    previous_last = np.r_[0, last[:-1]]
-    next_first = np.r_[first[1:], 0]
-    gap = np.minimum(
-        np.where(has_previous[blocks], stamps - previous_last[blocks], unbounded),
-        np.where(has_next[blocks], next_first[blocks] - stamps, unbounded),
-    )
-    far = gap >= round(guard_seconds * NS_PER_SECOND)
-    return np.bincount(blocks[far], minlength=n_blocks)
+
+    def __init__(self, stamps: np.ndarray, bag_index: np.ndarray, blocks: np.ndarray, guard_seconds: float):
+        order = np.argsort(blocks, kind="stable")
+        n_blocks = int(blocks.max()) + 1
+        bounds = np.searchsorted(blocks[order], np.arange(n_blocks + 1))
+        self.rows = [order[bounds[b]:bounds[b + 1]] for b in range(n_blocks)]
+        stamps = np.asarray(stamps, dtype=np.int64)
+        self.frames = [stamps[rows] for rows in self.rows]  # every block id has a frame
+        self.first = np.array([frames.min() for frames in self.frames])
+        self.last = np.array([frames.max() for frames in self.frames])
+        self.bag_of = np.asarray(bag_index, dtype=np.int64)[order[bounds[:-1]]]
+        self.guard_ns = round(guard_seconds * NS_PER_SECOND)
+        self.chosen = np.zeros(n_blocks, dtype=bool)
+        self.kept = np.zeros(n_blocks, dtype=np.int64)  # per chosen block, what the guard leaves
+
+    @property
+    def total(self) -> int:
+        return int(self.kept.sum())
+
+    @property
+    def count(self) -> int:
+        return int(self.chosen.sum())
+
+    def choose(self, block: int) -> None:
+        self.chosen[block] = True
+        self._recount_around(block)
+
+    def unchoose(self, block: int) -> None:
+        self.chosen[block] = False
+        self._recount_around(block)
+
+    def kept_if_chosen(self, block: int) -> int:
+        """What validation keeps of `block` were it chosen now."""
+        return int((self._gaps(block) >= self.guard_ns).sum())
+
+    def guarded_rows(self) -> np.ndarray:
+        """Sample indices of the chosen blocks' frames closer than the guard to a training frame."""
+        near = [self.rows[b][self._gaps(b) < self.guard_ns] for b in np.flatnonzero(self.chosen)]
+        return np.concatenate([np.empty(0, dtype=np.int64), *near])
+
+    def _recount_around(self, block: int) -> None:
+        same_bag = self.bag_of == self.bag_of[block]
+        low = block
+        while low > 0 and same_bag[low - 1] and self.chosen[low - 1]:
+            low -= 1
+        high = block
+        while high + 1 < len(self.chosen) and same_bag[high + 1] and self.chosen[high + 1]:
+            high += 1
+        for b in range(low, high + 1):
+            self.kept[b] = self.kept_if_chosen(b) if self.chosen[b] else 0
+
+    def _gaps(self, block: int) -> np.ndarray:
+        """Per frame of `block`: ns to the nearest training frame of its bag (int64 max: none)."""
+        gaps = np.full(len(self.frames[block]), np.iinfo(np.int64).max)
+        before = self._nearest_training(block, -1)
+        if before is not None:
+            gaps = np.minimum(gaps, self.frames[block] - self.last[before])
+        after = self._nearest_training(block, +1)
+        if after is not None:
+            gaps = np.minimum(gaps, self.first[after] - self.frames[block])
+        return gaps
+
+    def _nearest_training(self, block: int, step: int) -> int | None:
+        other = block + step
+        while 0 <= other < len(self.chosen) and self.bag_of[other] == self.bag_of[block]:
+            if not self.chosen[other]:
+                return other
+            other += step
+        return None
 
 
 def _longest_bag_seconds(stamps: np.ndarray, bag_index: np.ndarray) -> float:
@@ -145,26 +195,3 @@ def _longest_bag_seconds(stamps: np.ndarray, bag_index: np.ndarray) -> float:
     stamps = np.asarray(stamps, dtype=np.int64)
     bag_index = np.asarray(bag_index, dtype=np.int64)
     return max(int(np.ptp(stamps[bag_index == bag])) for bag in np.unique(bag_index)) / NS_PER_SECOND
-
-
-def _near_training(
-    stamps: np.ndarray, bag_index: np.ndarray, is_train: np.ndarray, guard_seconds: float
-) -> np.ndarray:
-    """Per sample: is a training frame of the same bag closer than `guard_seconds`?"""
-    stamps = np.asarray(stamps, dtype=np.int64)
-    bag_index = np.asarray(bag_index, dtype=np.int64)
-    near = np.zeros(len(stamps), dtype=bool)
-    guard_ns = round(guard_seconds * NS_PER_SECOND)
-    if guard_ns == 0:
-        return near
-    for bag in np.unique(bag_index):
-        rows = np.flatnonzero(bag_index == bag)
-        train_stamps = np.sort(stamps[rows[is_train[rows]]])
-        if len(train_stamps) == 0:
-            continue
-        at = np.searchsorted(train_stamps, stamps[rows])
-        after = train_stamps[np.minimum(at, len(train_stamps) - 1)]
-        before = train_stamps[np.maximum(at - 1, 0)]
-        gap = np.minimum(np.abs(after - stamps[rows]), np.abs(stamps[rows] - before))
-        near[rows] = gap < guard_ns
-    return near
