@@ -26,6 +26,7 @@ from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.differences import differences, first
 from m2vae_ros.drop_window import DropWindow
+from m2vae_ros.objectives import EVALUATION_ESTIMATOR
 from m2vae_ros.trainer import Trainer
 
 VENV_BIN = Path(sys.executable).parent
@@ -97,22 +98,37 @@ def test_resume_continues_bit_for_bit(inputs):
 
 def test_resuming_a_run_scored_at_the_posterior_mean_rescores_its_best(inputs, capsys):
     """A checkpoint from before validation sampled holds a best ELBO that sampled epochs can't fairly
-    beat; the resume rescores the best model, which gives the sampled run's own value back."""
-    straight, old = inputs["root"] / "straight3", inputs["root"] / "mean_scored"
-    assert main(_args(inputs, straight, "--epochs", "3")) == 0
-    assert main(_args(inputs, old, "--epochs", "2")) == 0
-    epoch, state = load_checkpoint(old / "checkpoints")
-    del state["early_stopping"]["estimator"]  # as such a checkpoint has it
-    state["early_stopping"]["best"] = 1e9  # the mean's overstatement, exaggerated
-    save_checkpoint(old / "checkpoints", state, epoch=epoch)
+    beat. The resume rescores the best epoch's model (the artifact, not the latest weights),
+    which gives back the value the sampled run itself had for that epoch."""
+    out = inputs["root"] / "mean_scored"
+    assert main(_args(inputs, out, "--epochs", "1")) == 0
+    epoch_1_elbo = load_checkpoint(out / "checkpoints")[1]["early_stopping"]["best"]
+    shutil.copytree(out / "model", inputs["root"] / "model_of_epoch_1")
+    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
+    epoch, state = load_checkpoint(out / "checkpoints")
+
+    def as_an_old_checkpoint(best_epoch: int) -> None:
+        shutil.rmtree(out / "model")
+        shutil.copytree(inputs["root"] / "model_of_epoch_1", out / "model")
+        stopping = {k: v for k, v in state["early_stopping"].items() if k != "estimator"}
+        stopping.update(best=1e9, best_epoch=best_epoch, bad_epochs=1)  # 1e9: the mean's overstatement
+        save_checkpoint(out / "checkpoints", {**state, "early_stopping": stopping}, epoch=epoch)
+
+    as_an_old_checkpoint(best_epoch=1)
     capsys.readouterr()
-    assert main(_args(inputs, old, "--epochs", "3", "--resume")) == 0
-    err = capsys.readouterr().err
-    assert "was scored at the posterior mean; rescored with one reparameterised sample" in err
-    a, b = load_checkpoint(straight / "checkpoints")[1], load_checkpoint(old / "checkpoints")[1]
-    assert a["early_stopping"] == b["early_stopping"]
-    for key, value in a["trainer"]["model"].items():
-        assert torch.equal(value, b["trainer"]["model"][key]), key
+    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0  # nothing left to train
+    assert "was scored with the posterior mean; rescored with one reparameterised" in capsys.readouterr().err
+    rescored = load_checkpoint(out / "checkpoints")[1]
+    assert rescored["early_stopping"]["best"] == epoch_1_elbo
+    assert rescored["early_stopping"]["estimator"] == EVALUATION_ESTIMATOR
+    assert load_model(out / "model").metadata["metrics"]["val"]["elbo"] == epoch_1_elbo
+    for key, value in state["trainer"]["model"].items():  # the checkpoint's weights are left as they were
+        assert torch.equal(value, rescored["trainer"]["model"][key]), key
+
+    as_an_old_checkpoint(best_epoch=2)  # as if killed after epoch 2's model, before its checkpoint
+    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
+    assert "holds another epoch's model; the next epoch sets the best" in capsys.readouterr().err
+    assert load_checkpoint(out / "checkpoints")[1]["early_stopping"]["best"] == -math.inf
 
 
 def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):

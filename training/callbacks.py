@@ -37,7 +37,7 @@ class EarlyStopping(Callback):
     scored validation at the posterior mean (`POSTERIOR_MEAN`), which a resume rescores.
     """
 
-    POSTERIOR_MEAN = "posterior mean"
+    POSTERIOR_MEAN = "the posterior mean"
 
     def __init__(
         self, patience: int, on_improvement: Callable[[Trainer, int, dict[str, float]], None] | None = None
@@ -87,10 +87,12 @@ class EarlyStopping(Callback):
         self.bad_epochs, self.best_metrics = int(state["bad_epochs"]), dict(state["best_metrics"])
         self.estimator = str(state.get("estimator", self.POSTERIOR_MEAN))
 
-    def rescore(self, val_metrics: dict[str, float]) -> None:
+    def rescore(self, val_metrics: dict[str, float] | None) -> None:
         """Replace the best epoch's metrics with its model's score under today's estimator, so the
-        epochs still to come are compared with it on equal terms."""
-        self.best, self.best_metrics = float(val_metrics[VAL_KEY]), dict(val_metrics)
+        epochs still to come are compared with it on equal terms; None (the model is gone) makes
+        the next epoch the best."""
+        self.best = float(val_metrics[VAL_KEY]) if val_metrics else -math.inf
+        self.best_metrics = dict(val_metrics or {})
         self.estimator = EVALUATION_ESTIMATOR
 
 
@@ -104,10 +106,13 @@ class CheckpointWriter(Callback):
     def on_epoch_end(
         self, trainer: Trainer, epoch: int, train_metrics: dict[str, float], val_metrics: dict[str, float]
     ) -> bool:
+        self.save(trainer, epoch)
+        return False
+
+    def save(self, trainer: Trainer, epoch: int) -> None:
         state = {"trainer": trainer.state_dict(), "early_stopping": self.early_stopping.state_dict()}
         with deferred_sigint():
             save_checkpoint(self.directory, state, epoch=epoch)
-        return False
 
 
 class EpochEndsTogether(Callback):

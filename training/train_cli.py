@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,7 @@ def _train(
                            metrics={"epoch": epoch, "val": _plain(val_metrics)})
 
     early_stopping = EarlyStopping(run["patience"], on_improvement=write_artifact)
+    checkpoints = CheckpointWriter(out / "checkpoints", early_stopping) if job.is_main else None
     if args.resume:
         epoch, state = load_checkpoint(out / "checkpoints")
         restore(trainer, early_stopping, state)
@@ -195,11 +197,11 @@ def _train(
             _say(job, f"the run already finished: early stopping ended it after epoch {epoch}")
         else:
             _say(job, f"resuming after epoch {epoch}")
-            scored_otherwise = early_stopping.estimator != EVALUATION_ESTIMATOR and early_stopping.best_epoch
-            if scored_otherwise and val_set is not None:
-                _rescore_best(trainer, early_stopping, val_set, out / "model", batch_size=run["batch_size"])
-                _say(job, f"the best val ELBO (epoch {early_stopping.best_epoch}) was scored at the "
-                          f"posterior mean; rescored with {EVALUATION_ESTIMATOR}: {early_stopping.best:.4g}")
+            if early_stopping.estimator != EVALUATION_ESTIMATOR:
+                _say(job, _rescore_best(trainer, early_stopping, val_set, out / "model", run["batch_size"],
+                                        write_artifact))
+                if checkpoints is not None:  # the rescore holds even if this attempt ends in its first epoch
+                    checkpoints.save(trainer, epoch)
     epoch_ends: list = [early_stopping]
     tensorboard = None
     if job.is_main:
@@ -209,7 +211,7 @@ def _train(
         if not args.resume:
             shutil.rmtree(out / "tb", ignore_errors=True)
         tensorboard = TensorBoardLogger(out / "tb", *_preview(dataset, split), purge_step=purge_step)
-        epoch_ends += [CheckpointWriter(out / "checkpoints", early_stopping), tensorboard]
+        epoch_ends += [checkpoints, tensorboard]
     callbacks = [EpochEndsTogether(epoch_ends)]
 
     # --- train; Ctrl-C keeps the last checkpoint and still writes a usable artifact
@@ -368,14 +370,31 @@ def _check_resume(
 
 
 def _rescore_best(
-    trainer: Trainer, early_stopping: EarlyStopping, val_set: ArrayDataset, artifact: Path, *, batch_size: int
-) -> None:
-    """Score the artifact (the best epoch's model) as validation scores now, leaving the trainer's
-    state as the checkpoint had it. Every process does the same, so their stopping agrees."""
+    trainer: Trainer, early_stopping: EarlyStopping, val_set: ArrayDataset | None, artifact: Path,
+    batch_size: int, write_artifact: Callable[[Trainer, int, dict[str, float]], None],
+) -> str:
+    """Score the best epoch's model (the artifact) as validation scores now, so that the epochs to
+    come compare with it on equal terms; returns what happened, for the user.
+
+    The artifact's metrics are rewritten to match, and the trainer's state is left as the
+    checkpoint had it. Every process does the same, so their stopping agrees.
+    """
+    old, best_epoch = early_stopping.estimator, early_stopping.best_epoch
+    if not best_epoch or val_set is None:
+        early_stopping.rescore(None)
+        return f"no val ELBO to rescore: validation is now scored with {EVALUATION_ESTIMATOR}"
+    best = load_model(artifact)
+    if best.metadata["metrics"].get("epoch") != best_epoch:  # killed between the artifact and the checkpoint
+        early_stopping.rescore(None)
+        return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}, and {artifact} holds "
+                f"another epoch's model; the next epoch sets the best")
     resumed = trainer.state_dict()
-    trainer.model.load_state_dict(load_model(artifact).model.state_dict())
+    trainer.model.load_state_dict(best.model.state_dict())
     early_stopping.rescore(trainer.evaluate(val_set, batch_size=batch_size))
+    write_artifact(trainer, best_epoch, early_stopping.best_metrics)
     trainer.load_state_dict(resumed)
+    return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}; rescored with "
+            f"{EVALUATION_ESTIMATOR}: {early_stopping.best:.4g}")
 
 
 def _device_request(args: argparse.Namespace) -> str:
