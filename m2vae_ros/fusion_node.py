@@ -300,7 +300,7 @@ class FusionNode(Node):
         posterior = self.fusion.encode({name: sample.tensor for name, sample in samples.items()}, subset)
         if not (np.isfinite(posterior.mean).all() and np.isfinite(posterior.std).all()):
             raise FloatingPointError("the encoder gave a non-finite latent; it is not published")
-        self.stats.record(now_ns, time.perf_counter() - started)
+        encoder_s = time.perf_counter() - started
         stamp_ns = max(sample.stamp_ns for sample in samples.values())
         # The latent goes out before the (slower) decoders run: it is what downstream consumers wait for.
         self._latent_pub.publish(latent_image(posterior.mean, posterior.std, stamp_ns, self.params.frame_id))
@@ -311,6 +311,8 @@ class FusionNode(Node):
             header = Header(stamp=stamp, frame_id=self._reconstruction_frame(name))
             message = reconstruction_message(tensor, self.spec.modality(name), header)
             self._reconstruction_pubs[name].publish(message)
+        # Counted once everything went out: a decoder that fails makes the inference a failure.
+        self.stats.record(now_ns, encoder_s)
 
     def _reconstruction_frame(self, name: str) -> str:
         """The sensor's own frame as its last valid message named it, else the `frame_id` parameter.

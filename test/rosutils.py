@@ -95,7 +95,8 @@ def running(command: list[str], domain_id: int, log_path: Path) -> Iterator[subp
 
     Its output goes to `log_path` so an assertion message can quote it. When the block
     succeeds, the process must also have ended well: exit status 0 (it ended by itself,
-    or handled the SIGINT as a clean shutdown). A traceback on shutdown fails the test.
+    or handled the SIGINT as a clean shutdown), which an uncaught exception on shutdown
+    does not give.
     """
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=ros_env(domain_id), stdout=log, stderr=subprocess.STDOUT)
@@ -109,7 +110,7 @@ def running(command: list[str], domain_id: int, log_path: Path) -> Iterator[subp
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-    tool, output = Path(command[0]).name, log_path.read_text()[-3000:]
+    tool, output = Path(command[0]).name, log_path.read_text(errors="replace")[-3000:]
     assert process.returncode == 0, f"{tool} ended with exit status {process.returncode}:\n{output}"
 
 

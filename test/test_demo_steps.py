@@ -62,13 +62,16 @@ def test_a_step_may_read_only_from_earlier_steps(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_a_sigterm_to_the_demo_lets_the_running_step_clean_up_and_end(tmp_path):
-    """`kill <demo>` ends a running step's tool too, as Ctrl-C does (the default SIGTERM would orphan
-    it), through the tool's own interrupt handling: the recorder removes its unfinished bag."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["kill", "closed_terminal"])
+def test_a_sigterm_to_the_demo_lets_the_running_step_clean_up_and_end(tmp_path, stop):
+    """`kill <demo>` or a closed terminal ends a running step's tool too, as Ctrl-C does (the default
+    SIGTERM would orphan it, and the hangup does not reach the step's own session), through the
+    tool's own interrupt handling: the recorder removes its unfinished bag."""
     command = [sys.executable, "-m", "m2vae_training.demo", "--out", str(tmp_path / "demo"),
                "--train-seconds", "3000"]
-    demo = subprocess.Popen(  # SIGINT as in a terminal, not as in a background job
-        command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    as_in_a_terminal = (signal.SIGINT, signal.SIGHUP)  # not ignored, as in a background or nohup job
+    demo = subprocess.Popen(
+        command, preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in as_in_a_terminal],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     child = None
@@ -81,7 +84,7 @@ def test_a_sigterm_to_the_demo_lets_the_running_step_clean_up_and_end(tmp_path):
     while not unfinished.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert unfinished.exists(), "the recorder started no bag"
-    demo.send_signal(signal.SIGTERM)
+    demo.send_signal(stop)
     assert demo.wait(timeout=30) != 0
     assert not _running(child), "the step's tool outlived the demo"
     assert not unfinished.exists(), "the tool was killed before it could clean up"

@@ -733,3 +733,23 @@ def test_a_rate_timer_retries_the_inputs_of_a_failed_inference(
         assert peer.spin_until(lambda: len(latents) == 1, STARTUP_WAIT_S), calls
         assert [_stamp_ns(latent) for latent in latents] == [stamp]
         assert node.stats.failures == 1
+
+
+def test_a_failing_decoder_fails_the_inference_after_its_latent_went_out(
+    model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    with rate_timed_camera(model_dir, request) as (peer, node, latents, camera):
+        peer.collect(Image, f"{NODE}/reconstruction/camera", sensor_qos("reliable"))  # the decoder runs
+
+        def broken_decoder(posterior, names):
+            raise RuntimeError("CUDA error: out of memory")
+
+        node.fusion.reconstruct = broken_decoder
+        assert peer.spin_until(lambda: node._reconstruction_pubs["camera"].get_subscription_count() > 0,
+                               STARTUP_WAIT_S)
+        camera.publish(_camera(_now_ns(peer)))
+        assert peer.spin_until(lambda: node.stats.failures == 1, STARTUP_WAIT_S)
+        peer.spin_for(0.2)  # ticks on the same inputs: their latent went out, so no retry
+        assert (len(latents), node.stats.failures, node.stats.inferences) == (1, 1, 0)
+        status = inference_status("/n", node.stats, "camera", _now_ns(peer))
+        assert status.level == DiagnosticStatus.ERROR and "out of memory" in status.message

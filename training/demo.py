@@ -11,13 +11,15 @@ Each step prints the command a user would type. A step whose command is unchange
 whose output exists is reused, so a second `make demo` only repeats the live run; a step
 runs again when a step it reads from ran (training after a new training bag, not after a
 new live bag). A trained model this release cannot load (another artifact format) is
-trained again. A SIGTERM ends the demo like Ctrl-C, so no child process outlives it.
+trained again. A SIGTERM or a closed terminal (SIGHUP) ends the demo like Ctrl-C, so no
+child process outlives it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -49,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.live_seconds < LIVE_DROP[1] + 5:
         parser.error(f"--live-seconds must be at least {LIVE_DROP[1] + 5:g}: the LiDAR is dead from "
                      f"{LIVE_DROP[0]:g} s to {LIVE_DROP[1]:g} s of the live replay, and comes back after")
-    sigterm_as_sigint()  # `kill` runs the clean-up that stops the node and the player
+    sigterm_as_sigint(hangup=True)  # `kill` runs the clean-up that stops the node, the player, a step
     out: Path = args.out
     started = time.monotonic()
     bags = out / "bags"
@@ -122,14 +124,15 @@ def _run(title: str, output: Path, argv: list[str], stamp: Path) -> None:
 
 
 def _run_interruptibly(argv: list[str]) -> int:
-    """Run a step's tool; an interrupt of the demo (Ctrl-C, or SIGTERM turned into one) reaches it
-    as one SIGINT, and the demo waits while it cleans up (a training run saves its checkpoint).
+    """Run a step's tool; an interrupt of the demo (Ctrl-C, or a SIGTERM or SIGHUP turned into
+    one) reaches it as one SIGINT, and the demo waits while it exits cleanly (the recorder
+    removes its unfinished bag; the next `make demo` reruns the step).
 
-    The tool runs in its own process group, so a terminal's Ctrl-C reaches it only through
-    here: once, as the tools expect. `subprocess.run` would kill it after a quarter second.
-    A second interrupt during the wait kills it.
+    The tool runs in its own session, so a terminal's Ctrl-C or hangup reaches it only
+    through here: once, as the tools expect. `subprocess.run` would kill it after a quarter
+    second. A second interrupt during the wait kills the tool and whatever it started.
     """
-    process = subprocess.Popen(argv, process_group=0)
+    process = subprocess.Popen(argv, start_new_session=True)
     try:
         return process.wait()
     except KeyboardInterrupt:
@@ -137,7 +140,7 @@ def _run_interruptibly(argv: list[str]) -> int:
         try:
             process.wait()
         except KeyboardInterrupt:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: its process group has its pid
             process.wait()
         raise
 

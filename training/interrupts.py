@@ -15,13 +15,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
-def sigterm_as_sigint() -> None:
+def sigterm_as_sigint(*, hangup: bool = False) -> None:
     """From now on a SIGTERM acts as a SIGINT: KeyboardInterrupt, or deferred inside `deferred_sigint`.
 
-    Left as it is where SIGINT is ignored (a background job): `kill` must still end it.
+    With `hangup`, so does a SIGHUP (a closed terminal) unless it is ignored (`nohup`): for a
+    process whose children the terminal's hangup does not reach. Left as it is where SIGINT
+    is ignored (a background job): `kill` must still end it.
     """
-    if _sigint_is_ours():
-        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    if not _sigint_is_ours():
+        return
+    signal.signal(signal.SIGTERM, _raise_sigint)
+    if hangup and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _raise_sigint)
+
+
+def _raise_sigint(signum: int, frame: object) -> None:
+    signal.raise_signal(signal.SIGINT)
 
 
 @contextmanager
