@@ -128,7 +128,17 @@ def test_resuming_a_run_scored_at_the_posterior_mean_rescores_its_best(inputs, c
     as_an_old_checkpoint(best_epoch=2)  # as if killed after epoch 2's model, before its checkpoint
     assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
     assert "holds another epoch's model; the next epoch sets the best" in capsys.readouterr().err
-    assert load_checkpoint(out / "checkpoints")[1]["early_stopping"]["best"] == -math.inf
+    forgotten = load_checkpoint(out / "checkpoints")[1]["early_stopping"]
+    assert (forgotten["best"], forgotten["best_epoch"]) == (-math.inf, 0)
+
+    as_an_old_checkpoint(best_epoch=1)
+    (out / "model" / "model.safetensors").write_bytes(b"damaged")
+    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
+    printed = capsys.readouterr()
+    assert "model does not load (" in printed.err and "the next epoch sets the best" in printed.err
+    assert "best val ELBO n/a" in printed.out
+    # With no best left, the run ends as one without validation would: the last epoch's model.
+    assert load_model(out / "model").metadata["metrics"]["epoch"] == 3
 
 
 def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
@@ -143,7 +153,7 @@ def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
     del resumed[at:at + 2]  # left out too: the run's own, not RUN_DIR/dataset
     run_file = out / "run.yaml"
     older = yaml.safe_load(run_file.read_text())
-    for key in ("processes", "dataset", "patience", "flags", "guard_seconds"):  # as before they existed
+    for key in ("processes", "dataset", "patience", "flags", "guard_seconds", "split_sha256"):  # before them
         del older[key]
     run_file.write_text(yaml.safe_dump(older))
     assert main(resumed) == 0
@@ -153,6 +163,40 @@ def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
     assert run["guard_seconds"] == 0.0  # the split such a run was started with
     assert (run["epochs"], run["batch_size"], run["seed"], run["spec"]["latent_dim"]) == (3, 16, 3, 5)
     assert capsys.readouterr().out.splitlines()[-1].startswith("done: 3 epochs")
+
+
+def test_resume_refuses_a_run_that_would_now_split_differently(inputs, capsys):
+    """Another version of the split would send to validation frames the run has trained on."""
+    out = inputs["root"] / "split_changed"
+    assert main(_args(inputs, out, "--epochs", "1")) == 0
+    run_file, model_file = out / "run.yaml", out / "model" / "model.yaml"
+    run = yaml.safe_load(run_file.read_text())
+    dataset = load_dataset(inputs["dataset"])
+    training = TINY_CONFIG["training"]
+    split = time_block_split(dataset.stamps, dataset.bag_index, block_seconds=training["block_seconds"],
+                             val_fraction=training["val_fraction"], seed=training["seed"],
+                             guard_seconds=training["guard_seconds"])
+    assert run["split_sha256"] == split.digest()
+    resume = _args(inputs, out, "--epochs", "2", "--resume")
+
+    run_file.write_text(yaml.safe_dump({**run, "split_sha256": "0" * 64}))  # as another version split it
+    capsys.readouterr()
+    assert main(resume) == 2
+    assert (f"splits the recordings differently from the one that started {out} (now {len(split.train)} "
+            f"training and {len(split.val)} validation samples)") in capsys.readouterr().err
+
+    # A run.yaml from before the digest: the artifact's sample counts stand in for it.
+    del run["split_sha256"]
+    run_file.write_text(yaml.safe_dump(run))
+    artifact = yaml.safe_load(model_file.read_text())
+    artifact["provenance"]["dataset"]["val_samples"] += 1
+    model_file.write_text(yaml.safe_dump(artifact))
+    assert main(resume) == 2
+    assert "splits the recordings differently" in capsys.readouterr().err
+    artifact["provenance"]["dataset"]["val_samples"] -= 1
+    model_file.write_text(yaml.safe_dump(artifact))
+    assert main(resume) == 0
+    assert yaml.safe_load(run_file.read_text())["split_sha256"] == split.digest()  # recorded from now on
 
 
 def test_provenance_keeps_the_starting_command_and_lists_each_resume(inputs, monkeypatch, tmp_path):
@@ -356,6 +400,10 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
     restored.load_state_dict(stopper.state_dict())
     assert restored.stopped is True
     assert restored.on_epoch_end(None, 5, {}, {"elbo": float("nan")}) is True
+    restored.rescore({"elbo": -4.0})  # the best epoch's model scored anew
+    assert (restored.best, restored.best_epoch, restored.best_metrics) == (-4.0, 2, {"elbo": -4.0})
+    restored.rescore({"elbo": float("nan")})  # a rescore that is not finite forgets the best
+    assert (restored.best, restored.best_epoch, restored.best_metrics) == (-math.inf, 0, {})
 
 
 def test_ctrl_c_leaves_a_loadable_checkpoint_and_artifact(inputs):

@@ -89,10 +89,13 @@ class EarlyStopping(Callback):
 
     def rescore(self, val_metrics: dict[str, float] | None) -> None:
         """Replace the best epoch's metrics with its model's score under today's estimator, so the
-        epochs still to come are compared with it on equal terms; None (the model is gone) makes
-        the next epoch the best."""
-        self.best = float(val_metrics[VAL_KEY]) if val_metrics else -math.inf
-        self.best_metrics = dict(val_metrics or {})
+        epochs still to come are compared with it on equal terms. None (the model is gone) or a
+        score that is not finite forgets the best: the next epoch sets it."""
+        value = float(val_metrics[VAL_KEY]) if val_metrics else math.nan
+        if math.isfinite(value):
+            self.best, self.best_metrics = value, dict(val_metrics)
+        else:
+            self.best, self.best_epoch, self.best_metrics = -math.inf, 0, {}
         self.estimator = EVALUATION_ESTIMATOR
 
 

@@ -18,6 +18,7 @@ child process outlives it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from m2vae_training.demo_live import run_live
 from m2vae_training.demo_report import write_report
-from m2vae_training.interrupts import sigterm_as_sigint
+from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 
 from m2vae_ros.artifact import ArtifactError, load_model
 
@@ -132,15 +133,20 @@ def _run_interruptibly(argv: list[str]) -> int:
     through here: once, as the tools expect. `subprocess.run` would kill it after a quarter
     second. A second interrupt during the wait kills the tool and whatever it started.
     """
-    process = subprocess.Popen(argv, start_new_session=True)
+    process = None
     try:
+        with deferred_sigint():  # an interrupt as it starts must not leave it running, unreachable
+            process = subprocess.Popen(argv, start_new_session=True)
         return process.wait()
     except KeyboardInterrupt:
+        if process is None:
+            raise
         process.send_signal(signal.SIGINT)
         try:
             process.wait()
         except KeyboardInterrupt:
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: its process group has its pid
+            with contextlib.suppress(ProcessLookupError):  # the group may have gone meanwhile
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: its process group has its pid
             process.wait()
         raise
 

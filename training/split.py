@@ -11,6 +11,7 @@ left out of both sets.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -27,6 +28,14 @@ class Split:
     train: np.ndarray
     val: np.ndarray
     guarded: np.ndarray
+
+    def digest(self) -> str:
+        """sha256 of the three index sets: a resumed run checks that it splits as it started."""
+        sha = hashlib.sha256()
+        for rows in (self.train, self.val, self.guarded):
+            sha.update(len(rows).to_bytes(8, "little"))
+            sha.update(np.ascontiguousarray(rows, dtype="<i8").tobytes())
+        return sha.hexdigest()
 
 
 def time_blocks(stamps: np.ndarray, bag_index: np.ndarray, block_seconds: float) -> np.ndarray:

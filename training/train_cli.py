@@ -67,7 +67,7 @@ from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 from m2vae_training.split import Split, time_block_split
 
 from m2vae_ros.api import MultimodalVAE
-from m2vae_ros.artifact import load_model, save_model
+from m2vae_ros.artifact import ArtifactError, load_model, save_model
 from m2vae_ros.atomic import write_atomic
 from m2vae_ros.differences import differences, first
 from m2vae_ros.objectives import EVALUATION_ESTIMATOR
@@ -153,7 +153,6 @@ def _train(
     dataset_dir = Path(run["dataset_dir"]) if run["dataset_dir"] else out / "dataset"
     if job.is_main:
         dataset = build_dataset(run["bags"], config, dataset_dir, progress=True)
-        _write_yaml(out / RUN_FILE, run)
     job.barrier()
     if not job.is_main:
         dataset = load_dataset(dataset_dir)
@@ -166,6 +165,11 @@ def _train(
         block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
         guard_seconds=run["guard_seconds"],
     )
+    if args.resume:
+        _check_same_split(out, run, split)
+    run["split_sha256"] = split.digest()
+    if job.is_main:
+        _write_yaml(out / RUN_FILE, run)
     _say(job, f"{len(split.train)} training and {len(split.val)} validation samples; {len(split.guarded)} "
               f"left out for lying within {run['guard_seconds']} s of the other set")
     train_set = ArrayDataset(dataset.arrays, dataset.available, split.train)
@@ -198,8 +202,9 @@ def _train(
         else:
             _say(job, f"resuming after epoch {epoch}")
             if early_stopping.estimator != EVALUATION_ESTIMATOR:
-                _say(job, _rescore_best(trainer, early_stopping, val_set, out / "model", run["batch_size"],
-                                        write_artifact))
+                if said := _rescore_best(trainer, early_stopping, val_set, out / "model", run["batch_size"],
+                                         write_artifact, job):
+                    _say(job, said)
                 if checkpoints is not None:  # the rescore holds even if this attempt ends in its first epoch
                     checkpoints.save(trainer, epoch)
     epoch_ends: list = [early_stopping]
@@ -369,28 +374,70 @@ def _check_resume(
     return {**run, **previous, "cwd": previous.get("cwd"), "epochs": run["epochs"], "resumes": resumes}
 
 
+def _check_same_split(out: Path, run: dict[str, Any], split: Split) -> None:
+    """Refuse a resume whose split differs from the one the run trained with: a new version of
+    the split would send to validation frames the run has trained on.
+
+    A run.yaml from before the digest was recorded is checked by the artifact's sample counts
+    where its guard was on (guard 0 splits as it always has).
+    """
+    counts = (len(split.train), len(split.val), len(split.guarded))
+    recorded = run.get("split_sha256")
+    if recorded == split.digest() or (recorded is None and run["guard_seconds"] == 0):
+        return
+    if recorded is None:
+        try:
+            dataset = load_model(out / "model").metadata["provenance"]["dataset"]
+            started = (dataset["train_samples"], dataset["val_samples"], dataset["guarded_samples"])
+        except (ArtifactError, KeyError, TypeError):
+            return  # nothing to compare with
+        if started == counts:
+            return
+    raise CheckpointError(
+        f"--resume: this version of m2vae-train splits the recordings differently from the one that "
+        f"started {out} (now {counts[0]} training and {counts[1]} validation samples), so validation "
+        "would score frames the run has trained on; start a new run with another --out, or resume "
+        "with the version that started this one"
+    )
+
+
 def _rescore_best(
     trainer: Trainer, early_stopping: EarlyStopping, val_set: ArrayDataset | None, artifact: Path,
     batch_size: int, write_artifact: Callable[[Trainer, int, dict[str, float]], None],
-) -> str:
+    job: distributed.Distributed,
+) -> str | None:
     """Score the best epoch's model (the artifact) as validation scores now, so that the epochs to
-    come compare with it on equal terms; returns what happened, for the user.
+    come compare with it on equal terms; returns what happened, for the user (None: the run
+    has no validation, so nothing changes for it).
 
     The artifact's metrics are rewritten to match, and the trainer's state is left as the
     checkpoint had it. Every process does the same, so their stopping agrees.
     """
     old, best_epoch = early_stopping.estimator, early_stopping.best_epoch
-    if not best_epoch or val_set is None:
+    if val_set is None:
         early_stopping.rescore(None)
-        return f"no val ELBO to rescore: validation is now scored with {EVALUATION_ESTIMATOR}"
-    best = load_model(artifact)
-    if best.metadata["metrics"].get("epoch") != best_epoch:  # killed between the artifact and the checkpoint
+        return None
+    if not best_epoch:
         early_stopping.rescore(None)
-        return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}, and {artifact} holds "
-                f"another epoch's model; the next epoch sets the best")
+        return f"no best val ELBO yet: validation is now scored with {EVALUATION_ESTIMATOR}"
+    try:
+        best = load_model(artifact)
+        same = best.metadata["metrics"].get("epoch") == best_epoch
+        problem = None if same else "holds another epoch's model"
+    except ArtifactError as exc:
+        problem = f"does not load ({exc})"
+    job.barrier()  # every process has read the artifact before the main one rewrites it
+    if problem is not None:  # killed between the artifact and the checkpoint, or damaged since
+        early_stopping.rescore(None)
+        return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}, and {artifact} "
+                f"{problem}; the next epoch sets the best")
     resumed = trainer.state_dict()
     trainer.model.load_state_dict(best.model.state_dict())
     early_stopping.rescore(trainer.evaluate(val_set, batch_size=batch_size))
+    if not early_stopping.best_epoch:
+        trainer.load_state_dict(resumed)
+        return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}; rescored with "
+                f"{EVALUATION_ESTIMATOR} it is not finite, so the next epoch sets the best")
     write_artifact(trainer, best_epoch, early_stopping.best_metrics)
     trainer.load_state_dict(resumed)
     return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}; rescored with "
