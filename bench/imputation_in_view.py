@@ -1,0 +1,101 @@
+"""Where the LiDAR imputed from the camera is wrong: the beams the camera sees, or the rest.
+
+#5's imputation target compares the whole 360° scan imputed from the camera with the scan
+reconstructed from camera and LiDAR. The simulated camera (`m2vae-sim`) looks along the
+scan's angle 0 with a 60° horizontal field of view, so 300° of the scan are out of its
+sight: there the camera can only guess the walls from what it tells of the robot's pose.
+This splits each subset's LiDAR RMSE (metres, valid returns only, as `m2vae-eval` scores
+it) into the beams inside the camera's view and the others, on a prepared test dataset
+(`m2vae-eval` leaves one in `OUT/test_dataset`), and prints the imputation ratio of each.
+
+    .venv/bin/python bench/imputation_in_view.py --model RUN/model --dataset EVAL_OUT/test_dataset
+                                                  [--camera camera] [--lidar lidar] [--hfov-deg 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from m2vae_training.dataset import PreparedDataset, load_dataset
+from m2vae_training.evaluation import subset_present
+from m2vae_training.metrics import ReconstructionError
+
+from m2vae_ros.artifact import load_model
+from m2vae_ros.codec.binning import bin_width
+from m2vae_ros.model import M2VAE
+from m2vae_ros.subsets import all_subsets, subset_name
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--dataset", type=Path, required=True, help="a prepared test dataset")
+    parser.add_argument("--camera", default="camera", help="the camera modality's name")
+    parser.add_argument("--lidar", default="lidar", help="the scan modality's name")
+    parser.add_argument("--hfov-deg", type=float, default=60.0, help="the camera's horizontal field of view")
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args()
+
+    loaded = load_model(args.model)
+    model, spec = loaded.model, loaded.spec
+    test = load_dataset(args.dataset)
+    lidar = spec.modalities[spec.names.index(args.lidar)]
+    if lidar.kind != "scan":
+        print(f"imputation_in_view: {args.lidar} is a {lidar.kind}, not a scan", file=sys.stderr)
+        return 2
+    in_view = beams_in_view(lidar.preprocess.angle_min, lidar.preprocess.angle_max, lidar.preprocess.beams,
+                            math.radians(args.hfov_deg))
+    errors = scan_errors(model, test, args.lidar, in_view, args.batch_size)
+    joint = subset_name(all_subsets(len(spec.names))[-1], spec.names)
+    complete = int(subset_present(test.available, all_subsets(len(spec.names))[-1]).sum())
+    print(f"{int(in_view.sum())} of {len(in_view)} beams within ±{args.hfov_deg / 2:g}° of the camera's "
+          f"axis; {complete} test samples with every sensor\n")
+    print("| LiDAR RMSE from (m) | in the camera's view | out of it | whole scan |")
+    print("|---|---:|---:|---:|")
+    for name, parts in errors.items():
+        print(f"| {name} | " + " | ".join(f"{parts[p].value():.3f}" for p in ("in", "out", "all")) + " |")
+    ratios = [errors[args.camera][p].value() / errors[joint][p].value() for p in ("in", "out", "all")]
+    print(f"| imputed from {args.camera} / from {joint} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+    return 0
+
+
+def beams_in_view(angle_min: float, angle_max: float, beams: int, hfov: float) -> np.ndarray:
+    """Per scan beam, whether its centre lies within ±hfov/2 of angle 0 (where the camera looks)."""
+    centres = angle_min + np.arange(beams) * bin_width(angle_min, angle_max, beams)
+    relative = np.angle(np.exp(1j * centres))  # wrapped to (−π, π]
+    return np.abs(relative) <= hfov / 2 + 1e-9
+
+
+@torch.no_grad()
+def scan_errors(model: M2VAE, test: PreparedDataset, lidar: str, in_view: np.ndarray, batch_size: int
+                ) -> dict[str, dict[str, ReconstructionError]]:
+    """{subset: {"in", "out", "all": the scan's error}} over samples that have every sensor."""
+    model.eval()
+    spec = model.spec
+    subsets = all_subsets(len(spec.names))
+    modality = spec.modalities[spec.names.index(lidar)]
+    complete = subset_present(test.available, subsets[-1])
+    rows_all = np.flatnonzero(complete)
+    errors = {subset_name(s, spec.names): {p: ReconstructionError(modality) for p in ("in", "out", "all")}
+              for s in subsets}
+    for start in range(0, len(rows_all), batch_size):
+        rows = rows_all[start:start + batch_size]
+        x = {name: torch.from_numpy(np.asarray(test.arrays[name][rows], np.float32)) for name in spec.names}
+        real = x[lidar].numpy()
+        valid = np.asarray(test.masks[lidar][rows], bool)
+        for s, (mean, _) in model.encode_subsets(x, subsets).items():
+            pred = model.decode(mean, lidar).float().numpy()
+            parts = errors[subset_name(s, spec.names)]
+            parts["in"].add(pred, real, valid & in_view)
+            parts["out"].add(pred, real, valid & ~in_view)
+            parts["all"].add(pred, real, valid)
+    return errors
+
+
+if __name__ == "__main__":
+    sys.exit(main())
