@@ -30,6 +30,8 @@ from m2vae_ros.codec.binning import bin_width
 from m2vae_ros.model import M2VAE
 from m2vae_ros.subsets import all_subsets, subset_name
 
+PARTS = ("in", "out", "all")  # the beams in the camera's view, the others, the whole scan
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,27 +43,35 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
 
-    loaded = load_model(args.model)
-    model, spec = loaded.model, loaded.spec
-    test = load_dataset(args.dataset)
-    lidar = spec.modalities[spec.names.index(args.lidar)]
-    if lidar.kind != "scan":
-        print(f"imputation_in_view: {args.lidar} is a {lidar.kind}, not a scan", file=sys.stderr)
-        return 2
-    in_view = beams_in_view(lidar.preprocess.angle_min, lidar.preprocess.angle_max, lidar.preprocess.beams,
-                            math.radians(args.hfov_deg))
-    errors = scan_errors(model, test, args.lidar, in_view, args.batch_size)
-    joint = subset_name(all_subsets(len(spec.names))[-1], spec.names)
-    complete = int(subset_present(test.available, all_subsets(len(spec.names))[-1]).sum())
-    print(f"{int(in_view.sum())} of {len(in_view)} beams within ±{args.hfov_deg / 2:g}° of the camera's "
-          f"axis; {complete} test samples with every sensor\n")
+    rmse = lidar_rmse_by_view(args.model, args.dataset, lidar=args.lidar, hfov=math.radians(args.hfov_deg),
+                              batch_size=args.batch_size)
+    joint = max(rmse, key=lambda name: name.count("+"))
+    print(f"beams within ±{args.hfov_deg / 2:g}° of the camera's axis against the rest; test samples with "
+          "every sensor\n")
     print("| LiDAR RMSE from (m) | in the camera's view | out of it | whole scan |")
     print("|---|---:|---:|---:|")
-    for name, parts in errors.items():
-        print(f"| {name} | " + " | ".join(f"{parts[p].value():.3f}" for p in ("in", "out", "all")) + " |")
-    ratios = [errors[args.camera][p].value() / errors[joint][p].value() for p in ("in", "out", "all")]
+    for name, parts in rmse.items():
+        print(f"| {name} | " + " | ".join(f"{parts[p]:.3f}" for p in PARTS) + " |")
+    ratios = [rmse[args.camera][p] / rmse[joint][p] for p in PARTS]
     print(f"| imputed from {args.camera} / from {joint} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
     return 0
+
+
+def lidar_rmse_by_view(
+    model_dir: Path, dataset_dir: Path, *, lidar: str = "lidar", hfov: float = math.radians(60.0),
+    batch_size: int = 256,
+) -> dict[str, dict[str, float]]:
+    """{subset: {"in", "out", "all": LiDAR RMSE (m)}}: the scan decoded from each subset's mean,
+    over the beams within ±hfov/2 of the camera's axis, the others, and all of them."""
+    loaded = load_model(model_dir)
+    spec = loaded.spec
+    modality = spec.modalities[spec.names.index(lidar)]
+    if modality.kind != "scan":
+        raise ValueError(f"{lidar} is a {modality.kind}, not a scan")
+    p = modality.preprocess
+    in_view = beams_in_view(p.angle_min, p.angle_max, p.beams, hfov)
+    errors = scan_errors(loaded.model, load_dataset(dataset_dir), lidar, in_view, batch_size)
+    return {name: {part: err.value() for part, err in parts.items()} for name, parts in errors.items()}
 
 
 def beams_in_view(angle_min: float, angle_max: float, beams: int, hfov: float) -> np.ndarray:
@@ -81,7 +91,7 @@ def scan_errors(model: M2VAE, test: PreparedDataset, lidar: str, in_view: np.nda
     modality = spec.modalities[spec.names.index(lidar)]
     complete = subset_present(test.available, subsets[-1])
     rows_all = np.flatnonzero(complete)
-    errors = {subset_name(s, spec.names): {p: ReconstructionError(modality) for p in ("in", "out", "all")}
+    errors = {subset_name(s, spec.names): {p: ReconstructionError(modality) for p in PARTS}
               for s in subsets}
     for start in range(0, len(rows_all), batch_size):
         rows = rows_all[start:start + batch_size]

@@ -10,7 +10,9 @@ do, so one seed cannot rank them. The table puts side by side, per objective:
 - nb_accuracy per subset (the seed's protocol: one naive Bayes on training joint latents);
   targets camera ≥ 0.95 and camera+lidar ≥ 0.95, and LiDAR-only shape accuracy ≥ 0.9;
 - the LiDAR RMSE imputed from the camera alone over the LiDAR RMSE reconstructed from
-  camera+LiDAR (target ≤ 1.5: the camera must carry the geometry into the latent);
+  camera+LiDAR (target ≤ 1.5: the camera must carry the geometry into the latent), and
+  the same over the 61 beams in the camera's 60° view (`imputation_in_view.py`): the
+  other 300° the camera never sees;
 - training throughput with the data loader (Trainer.fit over the memory-mapped dataset)
   against the model alone (the same steps on one batch already on the device): a ratio
   near 1 means the loader does not starve the model;
@@ -62,6 +64,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from imputation_in_view import lidar_rmse_by_view  # bench/, the script's own folder
 from m2vae_training import eval_cli, train_cli
 from m2vae_training.checkpoint import has_checkpoint
 from m2vae_training.config import default_config_path, load_train_config
@@ -199,6 +202,9 @@ def train_and_score(run: Path, train_args: list[str], test_bag: Path, device: st
                           "--out", str(run / "eval"), "--device", device]) != 0:
             return None
         done["metrics"] = json.loads((run / "eval" / "metrics.json").read_text())
+        _save_json(record_path, done)
+    if "lidar_by_view" not in done:
+        done["lidar_by_view"] = lidar_rmse_by_view(run / "model", run / "eval" / "test_dataset")
         _save_json(record_path, done)
     return done
 
@@ -439,6 +445,13 @@ def table(results: dict, ceiling: dict[str, dict[str, float]], chance: dict[str,
         ("camera error from lidar (0–255)", lambda m: m["subsets"]["lidar"]["recon_error"]["camera"]),
         ("position RMSE camera+lidar (m)", lambda m: m["subsets"]["camera+lidar"].get("position_rmse")),
     ]
+    # The same LiDAR errors over the 61 beams the camera sees (`imputation_in_view.py`).
+    in_view = [
+        ("… in the camera's 60°: LiDAR RMSE from camera (m)", lambda v: v["camera"]["in"]),
+        ("… in the camera's 60°: LiDAR RMSE from camera+lidar (m)", lambda v: v["camera+lidar"]["in"]),
+        ("… in the camera's 60°: imputed / reconstructed", lambda v: _ratio(v["camera"]["in"],
+                                                                            v["camera+lidar"]["in"])),
+    ]
     speed = [
         ("samples/s with loader (fit)", "with_loader"),
         ("samples/s model only", "model_only"),
@@ -459,6 +472,9 @@ def table(results: dict, ceiling: dict[str, dict[str, float]], chance: dict[str,
     ]
     for title, get in rows:
         lines.append(_spread_row(title, [[get(run["metrics"]) for run in results[o]["runs"]]
+                                         for o in objectives]))
+    for title, get in in_view:
+        lines.append(_spread_row(title, [[get(run["lidar_by_view"]) for run in results[o]["runs"]]
                                          for o in objectives]))
     for title, key in speed:
         lines.append(_row(title, [results[o]["throughput"][key] for o in objectives]))

@@ -1,10 +1,12 @@
 """m2vae-eval on a held-out simulated bag: metrics.json per subset, report, figures, probe data."""
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from bagutils import marker, write_bag
@@ -235,3 +237,28 @@ def test_a_model_trained_on_raw_images_is_scored_on_a_compressed_recording(train
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["subsets"]["camera"]["samples"] > 30
     assert 0.0 <= metrics["subsets"]["camera"]["recon_error"]["camera"] <= 255.0
+
+
+def _bench_module(name: str):
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_the_in_view_bench_splits_the_lidar_error_that_m2vae_eval_reports(trained):
+    """bench/imputation_in_view.py: its whole-scan column is m2vae-eval's LiDAR recon_error, and
+    the camera's 60° of a 360° scan are the 61 beams around angle 0."""
+    in_view = _bench_module("imputation_in_view")
+    beams = in_view.beams_in_view(-math.pi, math.pi, 360, math.radians(60.0))
+    assert beams.sum() == 61 and beams[180] and beams[150] and beams[210] and not beams[149]
+    partial = in_view.beams_in_view(-math.radians(135), math.radians(135), 1081, math.radians(60.0))
+    assert partial.sum() == 241 and partial[540]  # a 270° scan at 0.25°: beam 540 looks ahead
+    out = trained["root"] / "eval_in_view"
+    metrics = _evaluate(trained, out)
+    rmse = in_view.lidar_rmse_by_view(trained["run"] / "model", out / "test_dataset")
+    assert tuple(rmse) == SUBSETS
+    for subset, parts in rmse.items():
+        assert parts["all"] == pytest.approx(metrics["subsets"][subset]["recon_error"]["lidar"], rel=1e-6)
+        assert min(parts["in"], parts["out"]) <= parts["all"] <= max(parts["in"], parts["out"])
