@@ -1,6 +1,6 @@
 """Where the LiDAR imputed from the camera is wrong: the beams the camera sees, or the rest.
 
-#5's imputation target compares the whole 360° scan imputed from the camera with the scan
+The imputation target (BENCHMARKS.md) compares the whole 360° scan imputed from the camera with the scan
 reconstructed from camera and LiDAR. The simulated camera (`m2vae-sim`) looks along the
 scan's angle 0 with a 60° horizontal field of view, so 300° of the scan are out of its
 sight: there the camera can only guess the walls from what it tells of the robot's pose.
@@ -46,21 +46,34 @@ def main() -> int:
     rmse = lidar_rmse_by_view(args.model, args.dataset, lidar=args.lidar, hfov=math.radians(args.hfov_deg),
                               batch_size=args.batch_size)
     joint = max(rmse, key=lambda name: name.count("+"))
-    print(f"beams within ±{args.hfov_deg / 2:g}° of the camera's axis against the rest; test samples with "
-          "every sensor\n")
+    print(f"beams within ±{args.hfov_deg / 2:g}° of the camera's axis against the rest; each subset on "
+          "the test samples that hold it and a scan\n")
     print("| LiDAR RMSE from (m) | in the camera's view | out of it | whole scan |")
     print("|---|---:|---:|---:|")
     for name, parts in rmse.items():
-        print(f"| {name} | " + " | ".join(f"{parts[p]:.3f}" for p in PARTS) + " |")
-    ratios = [rmse[args.camera][p] / rmse[joint][p] for p in PARTS]
-    print(f"| imputed from {args.camera} / from {joint} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+        print(f"| {name} | " + " | ".join(_fmt(parts[p]) for p in PARTS) + " |")
+    ratios = [_ratio(rmse[args.camera][p], rmse[joint][p]) for p in PARTS]
+    print(f"| imputed from {args.camera} / from {joint} | " + " | ".join(_fmt(r, 2) for r in ratios) + " |")
     return 0
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _finite_or_none(value: float) -> float | None:
+    """None where a part had no valid return: JSON has no NaN."""
+    return value if math.isfinite(value) else None
 
 
 def lidar_rmse_by_view(
     model_dir: Path, dataset_dir: Path, *, lidar: str = "lidar", hfov: float = math.radians(60.0),
     batch_size: int = 256,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """{subset: {"in", "out", "all": LiDAR RMSE (m)}}: the scan decoded from each subset's mean,
     over the beams within ±hfov/2 of the camera's axis, the others, and all of them."""
     loaded = load_model(model_dir)
@@ -71,7 +84,8 @@ def lidar_rmse_by_view(
     p = modality.preprocess
     in_view = beams_in_view(p.angle_min, p.angle_max, p.beams, hfov)
     errors = scan_errors(loaded.model, load_dataset(dataset_dir), lidar, in_view, batch_size)
-    return {name: {part: err.value() for part, err in parts.items()} for name, parts in errors.items()}
+    return {name: {part: _finite_or_none(err.value()) for part, err in parts.items()}
+            for name, parts in errors.items()}
 
 
 def beams_in_view(angle_min: float, angle_max: float, beams: int, hfov: float) -> np.ndarray:
@@ -84,26 +98,27 @@ def beams_in_view(angle_min: float, angle_max: float, beams: int, hfov: float) -
 @torch.no_grad()
 def scan_errors(model: M2VAE, test: PreparedDataset, lidar: str, in_view: np.ndarray, batch_size: int
                 ) -> dict[str, dict[str, ReconstructionError]]:
-    """{subset: {"in", "out", "all": the scan's error}} over samples that have every sensor."""
+    """{subset: {"in", "out", "all": the scan's error}}, each subset over the samples that hold
+    it and a scan, as `m2vae-eval` scores its recon_error."""
     model.eval()
     spec = model.spec
     subsets = all_subsets(len(spec.names))
     modality = spec.modalities[spec.names.index(lidar)]
-    complete = subset_present(test.available, subsets[-1])
-    rows_all = np.flatnonzero(complete)
+    with_scan = np.flatnonzero(test.available[:, spec.names.index(lidar)])
     errors = {subset_name(s, spec.names): {p: ReconstructionError(modality) for p in PARTS}
               for s in subsets}
-    for start in range(0, len(rows_all), batch_size):
-        rows = rows_all[start:start + batch_size]
+    for start in range(0, len(with_scan), batch_size):
+        rows = with_scan[start:start + batch_size]
         x = {name: torch.from_numpy(np.asarray(test.arrays[name][rows], np.float32)) for name in spec.names}
         real = x[lidar].numpy()
         valid = np.asarray(test.masks[lidar][rows], bool)
         for s, (mean, _) in model.encode_subsets(x, subsets).items():
-            pred = model.decode(mean, lidar).float().numpy()
+            present = subset_present(test.available[rows], s)
+            pred = model.decode(mean, lidar).float().numpy()[present]
             parts = errors[subset_name(s, spec.names)]
-            parts["in"].add(pred, real, valid & in_view)
-            parts["out"].add(pred, real, valid & ~in_view)
-            parts["all"].add(pred, real, valid)
+            parts["in"].add(pred, real[present], valid[present] & in_view)
+            parts["out"].add(pred, real[present], valid[present] & ~in_view)
+            parts["all"].add(pred, real[present], valid[present])
     return errors
 
 

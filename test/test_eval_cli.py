@@ -248,15 +248,21 @@ def _bench_module(name: str):
 
 
 def test_the_in_view_bench_splits_the_lidar_error_that_m2vae_eval_reports(trained):
-    """bench/imputation_in_view.py: its whole-scan column is m2vae-eval's LiDAR recon_error, and
-    the camera's 60° of a 360° scan are the 61 beams around angle 0."""
+    """bench/imputation_in_view.py: its whole-scan column is m2vae-eval's LiDAR recon_error (each
+    subset on the samples that hold it), and the camera's 60° of a 360° scan are the 61 beams
+    around angle 0."""
     in_view = _bench_module("imputation_in_view")
     beams = in_view.beams_in_view(-math.pi, math.pi, 360, math.radians(60.0))
     assert beams.sum() == 61 and beams[180] and beams[150] and beams[210] and not beams[149]
     partial = in_view.beams_in_view(-math.radians(135), math.radians(135), 1081, math.radians(60.0))
     assert partial.sum() == 241 and partial[540]  # a 270° scan at 0.25°: beam 540 looks ahead
+    # The camera off for 2 s: the lidar subset is scored on more samples than the others.
+    gap = tiny_bag(trained["root"] / "camera_gap_bag", seed=7, seconds=6.0,
+                   drops=[DropWindow("camera", 2.0, 4.0)])
     out = trained["root"] / "eval_in_view"
-    metrics = _evaluate(trained, out)
+    assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(gap), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["subsets"]["lidar"]["samples"] > metrics["subsets"]["camera+lidar"]["samples"] > 0
     rmse = in_view.lidar_rmse_by_view(trained["run"] / "model", out / "test_dataset")
     assert tuple(rmse) == SUBSETS
     for subset, parts in rmse.items():

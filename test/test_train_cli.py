@@ -127,7 +127,8 @@ def test_resuming_a_run_scored_at_the_posterior_mean_rescores_its_best(inputs, c
 
     as_an_old_checkpoint(best_epoch=2)  # as if killed after epoch 2's model, before its checkpoint
     assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
-    assert "holds another epoch's model; the next epoch sets the best" in capsys.readouterr().err
+    assert ("holds another epoch's model; no epoch is left to train, so the artifact becomes the last "
+            "epoch's model") in capsys.readouterr().err
     forgotten = load_checkpoint(out / "checkpoints")[1]["early_stopping"]
     assert (forgotten["best"], forgotten["best_epoch"]) == (-math.inf, 0)
 
@@ -135,7 +136,7 @@ def test_resuming_a_run_scored_at_the_posterior_mean_rescores_its_best(inputs, c
     (out / "model" / "model.safetensors").write_bytes(b"damaged")
     assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
     printed = capsys.readouterr()
-    assert "model does not load (" in printed.err and "the next epoch sets the best" in printed.err
+    assert "model does not load (" in printed.err and "the artifact becomes the last epoch's" in printed.err
     assert "best val ELBO n/a" in printed.out
     # With no best left, the run ends as one without validation would: the last epoch's model.
     assert load_model(out / "model").metadata["metrics"]["epoch"] == 3
@@ -182,8 +183,9 @@ def test_resume_refuses_a_run_that_would_now_split_differently(inputs, capsys):
     run_file.write_text(yaml.safe_dump({**run, "split_sha256": "0" * 64}))  # as another version split it
     capsys.readouterr()
     assert main(resume) == 2
-    assert (f"splits the recordings differently from the one that started {out} (now {len(split.train)} "
-            f"training and {len(split.val)} validation samples)") in capsys.readouterr().err
+    assert (f"the split now differs from the one recorded for {out} (a newer m2vae-train or NumPy; "
+            f"training and validation samples: {len(split.train)} and {len(split.val)} now)"
+            ) in capsys.readouterr().err
 
     # A run.yaml from before the digest: the artifact's sample counts stand in for it.
     del run["split_sha256"]
@@ -192,11 +194,20 @@ def test_resume_refuses_a_run_that_would_now_split_differently(inputs, capsys):
     artifact["provenance"]["dataset"]["val_samples"] += 1
     model_file.write_text(yaml.safe_dump(artifact))
     assert main(resume) == 2
-    assert "splits the recordings differently" in capsys.readouterr().err
+    train, val = len(split.train), len(split.val)
+    started = f"{train} and {val + 1} at the start, {train} and {val} now"
+    assert started in capsys.readouterr().err
+    model_file.write_text("")  # no counts to compare with: a warning, and the split is recorded
+    assert main(resume) == 0
+    assert "the split could not be checked against the run's" in capsys.readouterr().err
+    assert yaml.safe_load(run_file.read_text())["split_sha256"] == split.digest()  # recorded from now on
+    run = yaml.safe_load(run_file.read_text())
+    del run["split_sha256"]
+    run_file.write_text(yaml.safe_dump(run))
     artifact["provenance"]["dataset"]["val_samples"] -= 1
     model_file.write_text(yaml.safe_dump(artifact))
-    assert main(resume) == 0
-    assert yaml.safe_load(run_file.read_text())["split_sha256"] == split.digest()  # recorded from now on
+    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0  # the counts agree
+    assert yaml.safe_load(run_file.read_text())["split_sha256"] == split.digest()
 
 
 def test_provenance_keeps_the_starting_command_and_lists_each_resume(inputs, monkeypatch, tmp_path):

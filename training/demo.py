@@ -141,8 +141,8 @@ def _run_interruptibly(argv: list[str]) -> int:
     except KeyboardInterrupt:
         if process is None:
             raise
-        process.send_signal(signal.SIGINT)
-        try:
+        try:  # a second interrupt from here on, even during the signal, kills the step's group
+            process.send_signal(signal.SIGINT)
             process.wait()
         except KeyboardInterrupt:
             with contextlib.suppress(ProcessLookupError):  # the group may have gone meanwhile

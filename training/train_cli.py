@@ -67,7 +67,7 @@ from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 from m2vae_training.split import Split, time_block_split
 
 from m2vae_ros.api import MultimodalVAE
-from m2vae_ros.artifact import ArtifactError, load_model, save_model
+from m2vae_ros.artifact import METADATA_FILE, ArtifactError, load_model, save_model
 from m2vae_ros.atomic import write_atomic
 from m2vae_ros.differences import differences, first
 from m2vae_ros.objectives import EVALUATION_ESTIMATOR
@@ -165,8 +165,8 @@ def _train(
         block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
         guard_seconds=run["guard_seconds"],
     )
-    if args.resume:
-        _check_same_split(out, run, split)
+    if args.resume and (unchecked := _check_same_split(out, run, split)):
+        _say(job, unchecked)
     run["split_sha256"] = split.digest()
     if job.is_main:
         _write_yaml(out / RUN_FILE, run)
@@ -203,8 +203,9 @@ def _train(
             _say(job, f"resuming after epoch {epoch}")
             if early_stopping.estimator != EVALUATION_ESTIMATOR:
                 if said := _rescore_best(trainer, early_stopping, val_set, out / "model", run["batch_size"],
-                                         write_artifact, job):
+                                         write_artifact, job, epochs_left=epoch < run["epochs"]):
                     _say(job, said)
+                job.barrier()  # every process has read the checkpoint before the main one rewrites it
                 if checkpoints is not None:  # the rescore holds even if this attempt ends in its first epoch
                     checkpoints.save(trainer, epoch)
     epoch_ends: list = [early_stopping]
@@ -374,37 +375,42 @@ def _check_resume(
     return {**run, **previous, "cwd": previous.get("cwd"), "epochs": run["epochs"], "resumes": resumes}
 
 
-def _check_same_split(out: Path, run: dict[str, Any], split: Split) -> None:
-    """Refuse a resume whose split differs from the one the run trained with: a new version of
-    the split would send to validation frames the run has trained on.
+def _check_same_split(out: Path, run: dict[str, Any], split: Split) -> str | None:
+    """Refuse a resume whose split differs from the one recorded for the run: a newer version of
+    the split (or of NumPy's shuffle) may send to validation frames the run has trained on.
 
-    A run.yaml from before the digest was recorded is checked by the artifact's sample counts
-    where its guard was on (guard 0 splits as it always has).
+    A run.yaml from before the digest was recorded, where its guard was on, is checked by the
+    training, validation and guarded sample counts in the artifact's provenance (guard 0
+    splits as it always has); returns a warning where that artifact cannot tell them.
     """
     counts = (len(split.train), len(split.val), len(split.guarded))
     recorded = run.get("split_sha256")
     if recorded == split.digest() or (recorded is None and run["guard_seconds"] == 0):
-        return
+        return None
+    started = None
     if recorded is None:
         try:
-            dataset = load_model(out / "model").metadata["provenance"]["dataset"]
+            dataset = yaml.safe_load((out / "model" / METADATA_FILE).read_text(encoding="utf-8"))
+            dataset = dataset["provenance"]["dataset"]
             started = (dataset["train_samples"], dataset["val_samples"], dataset["guarded_samples"])
-        except (ArtifactError, KeyError, TypeError):
-            return  # nothing to compare with
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+            return (f"the split could not be checked against the run's ({out / 'model'} holds no sample "
+                    f"counts: {exc!r}); it is recorded as this version draws it")
         if started == counts:
-            return
+            return None
+    before = f"{started[0]} and {started[1]} at the start, " if started else ""
     raise CheckpointError(
-        f"--resume: this version of m2vae-train splits the recordings differently from the one that "
-        f"started {out} (now {counts[0]} training and {counts[1]} validation samples), so validation "
-        "would score frames the run has trained on; start a new run with another --out, or resume "
-        "with the version that started this one"
+        f"--resume: the split now differs from the one recorded for {out} (a newer m2vae-train or NumPy; "
+        f"training and validation samples: {before}{counts[0]} and {counts[1]} now), so validation may score "
+        "frames the run has trained on; start a new run with another --out, or resume with the versions "
+        "that started this one"
     )
 
 
 def _rescore_best(
     trainer: Trainer, early_stopping: EarlyStopping, val_set: ArrayDataset | None, artifact: Path,
     batch_size: int, write_artifact: Callable[[Trainer, int, dict[str, float]], None],
-    job: distributed.Distributed,
+    job: distributed.Distributed, *, epochs_left: bool,
 ) -> str | None:
     """Score the best epoch's model (the artifact) as validation scores now, so that the epochs to
     come compare with it on equal terms; returns what happened, for the user (None: the run
@@ -414,6 +420,8 @@ def _rescore_best(
     checkpoint had it. Every process does the same, so their stopping agrees.
     """
     old, best_epoch = early_stopping.estimator, early_stopping.best_epoch
+    then = ("the next epoch sets the best" if epochs_left
+            else "no epoch is left to train, so the artifact becomes the last epoch's model")
     if val_set is None:
         early_stopping.rescore(None)
         return None
@@ -430,14 +438,14 @@ def _rescore_best(
     if problem is not None:  # killed between the artifact and the checkpoint, or damaged since
         early_stopping.rescore(None)
         return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}, and {artifact} "
-                f"{problem}; the next epoch sets the best")
+                f"{problem}; {then}")
     resumed = trainer.state_dict()
     trainer.model.load_state_dict(best.model.state_dict())
     early_stopping.rescore(trainer.evaluate(val_set, batch_size=batch_size))
     if not early_stopping.best_epoch:
         trainer.load_state_dict(resumed)
         return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}; rescored with "
-                f"{EVALUATION_ESTIMATOR} it is not finite, so the next epoch sets the best")
+                f"{EVALUATION_ESTIMATOR}, it is not finite: {then}")
     write_artifact(trainer, best_epoch, early_stopping.best_metrics)
     trainer.load_state_dict(resumed)
     return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}; rescored with "
