@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from m2vae_training.dataset import PreparedDataset, load_dataset
-from m2vae_training.evaluation import subset_present
+from m2vae_training.evaluation import finite_or_none, subset_present
 from m2vae_training.metrics import ReconstructionError
 
 from m2vae_ros.artifact import load_model
@@ -52,22 +52,18 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     for name, parts in rmse.items():
         print(f"| {name} | " + " | ".join(_fmt(parts[p]) for p in PARTS) + " |")
-    ratios = [_ratio(rmse[args.camera][p], rmse[joint][p]) for p in PARTS]
+    ratios = [ratio(rmse[args.camera][p], rmse[joint][p]) for p in PARTS]
     print(f"| imputed from {args.camera} / from {joint} | " + " | ".join(_fmt(r, 2) for r in ratios) + " |")
     return 0
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, None where either is unknown (or b is 0)."""
     return a / b if a is not None and b else None
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _finite_or_none(value: float) -> float | None:
-    """None where a part had no valid return: JSON has no NaN."""
-    return value if math.isfinite(value) else None
 
 
 def lidar_rmse_by_view(
@@ -84,7 +80,8 @@ def lidar_rmse_by_view(
     p = modality.preprocess
     in_view = beams_in_view(p.angle_min, p.angle_max, p.beams, hfov)
     errors = scan_errors(loaded.model, load_dataset(dataset_dir), lidar, in_view, batch_size)
-    return {name: {part: _finite_or_none(err.value()) for part, err in parts.items()}
+    # A part without a valid return is None: JSON has no NaN.
+    return {name: {part: finite_or_none(err.value()) for part, err in parts.items()}
             for name, parts in errors.items()}
 
 

@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from imputation_in_view import lidar_rmse_by_view  # bench/, the script's own folder
+from imputation_in_view import lidar_rmse_by_view, ratio  # bench/, the script's own folder
 from m2vae_training import eval_cli, train_cli
 from m2vae_training.checkpoint import has_checkpoint
 from m2vae_training.config import default_config_path, load_train_config
@@ -441,7 +441,7 @@ def table(results: dict, ceiling: dict[str, dict[str, float]], chance: dict[str,
         ("LiDAR RMSE from camera (m)", lidar_error("camera")),
         ("LiDAR RMSE from camera+lidar (m)", lidar_error("camera+lidar")),
         ("imputed / reconstructed LiDAR RMSE (≤ 1.5)",
-         lambda m: _ratio(lidar_error("camera")(m), lidar_error("camera+lidar")(m))),
+         lambda m: ratio(lidar_error("camera")(m), lidar_error("camera+lidar")(m))),
         ("camera error from lidar (0–255)", lambda m: m["subsets"]["lidar"]["recon_error"]["camera"]),
         ("position RMSE camera+lidar (m)", lambda m: m["subsets"]["camera+lidar"].get("position_rmse")),
     ]
@@ -449,7 +449,7 @@ def table(results: dict, ceiling: dict[str, dict[str, float]], chance: dict[str,
     in_view = [
         ("… in the camera's 60°: LiDAR RMSE from camera (m)", lambda v: v["camera"]["in"]),
         ("… in the camera's 60°: LiDAR RMSE from camera+lidar (m)", lambda v: v["camera+lidar"]["in"]),
-        ("… in the camera's 60°: imputed / reconstructed", lambda v: _ratio(v["camera"]["in"],
+        ("… in the camera's 60°: imputed / reconstructed", lambda v: ratio(v["camera"]["in"],
                                                                             v["camera+lidar"]["in"])),
     ]
     speed = [
@@ -507,10 +507,6 @@ def _spread(values: list[float | None]) -> str:
         return "–"
     mean = _fmt(float(np.mean(known)))
     return mean if len(known) == 1 else f"{mean} ({_fmt(min(known))}–{_fmt(max(known))})"
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
 
 
 def _fmt(value: float | None) -> str:

@@ -184,24 +184,24 @@ def subset_metrics(
         both = rows & scores[joint].present
         entry: dict[str, Any] = {
             "samples": int(rows.sum()),
-            "elbo": _finite_or_none(score.elbo_sum / rows.sum()) if rows.any() else None,
-            "recon_error": {name: _finite_or_none(err.value()) for name, err in score.errors.items()},
+            "elbo": finite_or_none(score.elbo_sum / rows.sum()) if rows.any() else None,
+            "recon_error": {name: finite_or_none(err.value()) for name, err in score.errors.items()},
             "kl_to_joint": _mean(score.kl_to_joint[both]),
         }
         z, labels, positions = score.means[rows], test.labels[rows], test.positions[rows]
         if has_labels:
-            entry["nb_accuracy"] = _finite_or_none(probes.accuracy(z, labels))
-            entry["shape_accuracy"] = _finite_or_none(probes.shape_accuracy(z, labels))
+            entry["nb_accuracy"] = finite_or_none(probes.accuracy(z, labels))
+            entry["shape_accuracy"] = finite_or_none(probes.shape_accuracy(z, labels))
         if has_positions:
-            entry["position_rmse"] = _finite_or_none(probes.position_rmse(z, positions))
+            entry["position_rmse"] = finite_or_none(probes.position_rmse(z, positions))
         out[subset_name(s, names)] = entry
     return out
 
 
 def _mean(values: np.ndarray) -> float | None:
-    return _finite_or_none(float(values.mean())) if len(values) else None
+    return finite_or_none(float(values.mean())) if len(values) else None
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     """JSON has no NaN: a metric that could not be computed is null, never a made-up number."""
     return value if np.isfinite(value) else None

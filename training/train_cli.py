@@ -441,13 +441,15 @@ def _rescore_best(
                 f"{problem}; {then}")
     resumed = trainer.state_dict()
     trainer.model.load_state_dict(best.model.state_dict())
-    early_stopping.rescore(trainer.evaluate(val_set, batch_size=batch_size))
-    if not early_stopping.best_epoch:
+    try:
+        early_stopping.rescore(trainer.evaluate(val_set, batch_size=batch_size))
+        if early_stopping.best_epoch:
+            write_artifact(trainer, best_epoch, early_stopping.best_metrics)
+    finally:
         trainer.load_state_dict(resumed)
+    if not early_stopping.best_epoch:
         return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}; rescored with "
                 f"{EVALUATION_ESTIMATOR}, it is not finite: {then}")
-    write_artifact(trainer, best_epoch, early_stopping.best_metrics)
-    trainer.load_state_dict(resumed)
     return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}; rescored with "
             f"{EVALUATION_ESTIMATOR}: {early_stopping.best:.4g}")
 
