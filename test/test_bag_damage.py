@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bagutils import header, image, marker, scan, write_bag
+from bagutils import STORAGES, TYPESTORE, header, image, marker, scan, write_bag
 from m2vae_training.bag_salvage import MCAP_MAGIC, salvage_mcap, salvage_sqlite
 from m2vae_training.bags import Bag, BagError, fingerprint, storage_files
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import DatasetError, build_dataset
 from m2vae_training.dataset_cli import main
+from rclpy.serialization import serialize_message
+from rosbags.rosbag2 import Writer
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from std_msgs.msg import String
 from test_dataset import small_config
 from visualization_msgs.msg import Marker
@@ -174,11 +177,11 @@ def test_a_record_length_claiming_petabytes_is_damage_not_a_memory_error(tmp_pat
     assert list(messages) == [] and "ends inside a record" in found.damage[0]
 
 
-def test_an_unclosed_wal_mode_recording_keeps_the_messages_of_its_write_ahead_log(tmp_path):
-    """rosbag2's `resilient` preset writes in WAL mode: after a crash the newest messages are in -wal."""
+def unclosed_wal_recording(tmp_path: Path) -> tuple[Path, sqlite3.Connection]:
+    """A recording whose recorder died in WAL mode (rosbag2's `resilient` preset): 10 scans in the
+    .db3, 10 more only in its -wal, no metadata.yaml. The connection stays open; close it after."""
     bag = write_bag(tmp_path / "bag", SCANS, "sqlite3")
-    db_file = next(bag.glob("*.db3"))
-    writer = sqlite3.connect(db_file)  # still open when the bag is read: the recorder has died
+    writer = sqlite3.connect(next(bag.glob("*.db3")))
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("PRAGMA wal_autocheckpoint=0")
     for topic_id, stamp, data in writer.execute("SELECT topic_id, timestamp, data FROM messages").fetchall():
@@ -186,11 +189,28 @@ def test_an_unclosed_wal_mode_recording_keeps_the_messages_of_its_write_ahead_lo
                        (topic_id, stamp + 10**9, data))
         writer.commit()
     (bag / "metadata.yaml").unlink()  # written only when a recording closes
+    return bag, writer
+
+
+def test_an_unclosed_wal_mode_recording_keeps_the_messages_of_its_write_ahead_log(tmp_path):
+    bag, writer = unclosed_wal_recording(tmp_path)
+    db_file = next(bag.glob("*.db3"))
     before = db_file.read_bytes()
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
     assert ds.manifest["topics"]["/scan"]["decoded"] == 20 and len(ds) == 20
     assert "write-ahead log was replayed on a copy" in ds.manifest["damage"][0]
     assert db_file.read_bytes() == before  # the recording itself is not written to
+    writer.close()
+
+
+@pytest.mark.parametrize("relative", [".", "../bag"])
+def test_a_recording_named_by_a_relative_path_keeps_its_write_ahead_log(tmp_path, monkeypatch, relative):
+    """"." has no file name; the replayed copy must still be a directory of its own."""
+    bag, writer = unclosed_wal_recording(tmp_path)
+    monkeypatch.chdir(bag)
+    with Bag(relative) as opened:
+        assert sum(1 for _ in opened.messages({"/scan"})) == 20
+        assert "write-ahead log was replayed on a copy" in opened.damage[0]
     writer.close()
 
 
@@ -230,3 +250,61 @@ def test_a_split_recording_names_a_storage_file_it_lost_whole(tmp_path):
         messages = list(opened.messages({"/scan"}))
     assert len(messages) == len(SCANS)
     assert any(line.startswith("run_0.db3: nothing in it is readable") for line in opened.damage)
+
+
+def mcap_chunks(data: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of every chunk record of an MCAP file, in file order."""
+    chunks, offset = [], len(MCAP_MAGIC)
+    while offset + 9 <= len(data):
+        op, length = struct.unpack_from("<BQ", data, offset)
+        if op == 0x02:  # data end
+            break
+        if op == 0x06:
+            chunks.append((offset, length))
+        offset += 9 + length
+    return chunks
+
+
+@pytest.mark.parametrize("footer", [True, False])
+def test_a_damaged_zstd_chunk_ends_the_read_as_damage(tmp_path, footer):
+    """rosbag2's zstd presets compress MCAP chunks; zstd's error is no ValueError and must not escape."""
+    rng = np.random.default_rng(0)
+    writer = Writer(tmp_path / "bag", version=9, storage_plugin=STORAGES["mcap"])
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        connection = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TYPESTORE)
+        for i in range(24):  # 120 kB each: three of the writer's 1 MB chunks
+            stamp = (i + 1) * 10**8
+            frame = image(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8), "rgb8", stamp)
+            writer.write(connection, stamp, serialize_message(frame))
+    path = next((tmp_path / "bag").glob("*.mcap"))
+    data = bytearray(path.read_bytes())
+    chunks = mcap_chunks(data)
+    assert len(chunks) == 3
+    start = chunks[1][0] + 9 + 28 + 4 + len("zstd") + 8  # past the chunk header: the zstd frame
+    data[start:start + 4] = bytes(4)
+    path.write_bytes(bytes(data if footer else data[: chunks[2][0] + 20]))
+    with Bag(tmp_path / "bag") as bag:
+        stamps = [record_ns for _, _, record_ns, _ in bag.messages({"/camera/image_raw"})]
+    assert stamps == [(i + 1) * 10**8 for i in range(9)]  # the first chunk's nine, in order
+    assert "Zstandard" in bag.damage[-1]
+
+
+def test_a_cut_sqlite3_bag_whose_name_reads_as_a_uri_is_salvaged(tmp_path):
+    """The salvage opens SQLite by URI, where '#', '%' and '?' mean something."""
+    # rosbags itself cannot write there (its writer has the same bug): renamed afterwards
+    bag = write_bag(tmp_path / "bag", SCANS, "sqlite3").rename(tmp_path / "run#1?%41")
+    db = next(bag.glob("*.db3"))
+    db.write_bytes(db.read_bytes()[:-300])
+    with Bag(bag) as opened:
+        assert 0 < sum(1 for _ in opened.messages({"/scan"})) < len(SCANS)
+    assert "reading the storage files directly" in opened.damage[0]
+
+
+def test_a_data_cell_that_is_no_blob_in_an_intact_bag_is_a_corrupt_message(tmp_path):
+    bag = write_bag(tmp_path / "bag", SCANS, "sqlite3")
+    with sqlite3.connect(next(bag.glob("*.db3"))) as db:
+        db.execute("UPDATE messages SET data = 7 WHERE id = 4")
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    scans = ds.manifest["topics"]["/scan"]
+    assert (scans["decoded"], scans["failed"], scans["failures"]) == (9, 1, {"corrupt_message": 1})

@@ -540,3 +540,15 @@ def test_a_stamp_a_driver_never_set_is_a_failure_not_a_sample_dated_1970(tmp_pat
     assert ds.manifest["topics"]["/camera/image_raw"]["failures"] == {"zero_stamp": 2}
     assert ds.stamps.min() > 0 and ds.manifest["samples"]["by_subset"] == {"camera+lidar": 8}
     assert ds.manifest["labels"]["failures"] == {"zero_stamp": 1}
+
+
+def test_a_killed_build_into_an_out_named_like_a_glob_pattern_is_removed(tmp_path):
+    """`run[1]` is a file name, not a character class: its leftovers go, `run1`'s stay."""
+    bag = recording(tmp_path / "bag", "sqlite3", bad=False)
+    dead, host = 2**22 + 1, socket.gethostname()
+    mine = tmp_path / f".run[1].building@{host}-{dead}"
+    another_outs = tmp_path / f".run1.building@{host}-{dead}"  # what the pattern run[1] would match
+    mine.mkdir()
+    another_outs.mkdir()
+    build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "run[1]", progress=False)
+    assert not mine.exists() and another_outs.exists()

@@ -18,11 +18,21 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote
 
 import apsw
 from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
 from rosbags.rosbag2.errors import ReaderError
 from rosbags.rosbag2.storage_mcap import decompress
+
+try:  # the zstd module rosbags decompresses with
+    from compression.zstd import ZstdError  # Python ≥ 3.14
+except ImportError:
+    from backports.zstd import ZstdError
+
+# What a damaged compressed chunk raises: rosbags' own checks, lz4 (RuntimeError) and zstd
+# (ZstdError, which derives from Exception only).
+DECOMPRESSION_ERRORS = (ReaderError, ValueError, RuntimeError, ZstdError)
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 DEFINITION_FORMATS = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
@@ -130,7 +140,8 @@ def _padded_database(path: Path) -> Iterator[apsw.Connection]:
     vfs = _PaddedVFS(vfs_name, sqlite_declared_size(path))
     try:
         flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
-        db = apsw.Connection(f"file:{path}?immutable=1", flags=flags, vfs=vfs_name)
+        # A URI: '#', '%' and '?' in a file name must be quoted or SQLite opens another path.
+        db = apsw.Connection(f"file:{quote(str(path))}?immutable=1", flags=flags, vfs=vfs_name)
         try:
             yield db
         finally:
@@ -247,7 +258,7 @@ def _chunk_records(content: bytes, complete: bool) -> bytes:
         return rec.read()
     try:
         return decompress(rec.read(compressed_size), compression, size, crc)
-    except (ReaderError, ValueError, RuntimeError) as exc:
+    except DECOMPRESSION_ERRORS as exc:
         raise Truncated(f"damaged chunk ({exc})") from None
 
 

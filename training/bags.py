@@ -9,6 +9,7 @@ that yields nothing at all raises `BagError`.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import tempfile
@@ -18,7 +19,13 @@ from types import TracebackType
 from typing import Any
 
 import apsw
-from m2vae_training.bag_salvage import Salvage, salvage_mcap, salvage_sqlite, sqlite_declared_size
+from m2vae_training.bag_salvage import (
+    DECOMPRESSION_ERRORS,
+    Salvage,
+    salvage_mcap,
+    salvage_sqlite,
+    sqlite_declared_size,
+)
 from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat, Nodetype
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
@@ -37,8 +44,9 @@ IDL_SEPARATOR = "=" * 80 + "\n"
 # What a damaged storage file raises while being read. KeyError: rosbags 0.11 on the empty
 # definition rosbag2 (Iron and later) stores for a type the recording machine did not know.
 # What rosbags raises on damaged storage: a flipped length asks for petabytes (MemoryError),
-# a damaged sqlite schema compares None with ints (TypeError).
-READ_ERRORS = (ReaderError, apsw.Error, OSError, EOFError, ValueError, KeyError, MemoryError, TypeError)
+# a damaged sqlite schema compares None with ints (TypeError); a damaged compressed chunk
+# raises its decompressor's error.
+READ_ERRORS = (apsw.Error, OSError, EOFError, KeyError, MemoryError, TypeError, *DECOMPRESSION_ERRORS)
 
 
 class BagError(Exception):
@@ -150,7 +158,8 @@ class Bag:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        # Absolute and normalised: "." and ".." have no name, and the replayed copy is named after it.
+        self.path = Path(os.path.abspath(path))
         self.topics: dict[str, str] = {}
         self.damage: list[str] = []
         self.typestore: Typestore = get_typestore(Stores.EMPTY)
@@ -283,5 +292,6 @@ class Bag:
         except KeyError as exc:  # a nested type neither the bag nor ROS 2 Kilted defines
             raise CodecError("unknown_type", f"{msgtype} contains {exc}, defined neither in the bag nor in "
                              "ROS 2 Kilted") from None
-        except (SerdeError, ValueError, IndexError, UnicodeDecodeError, AssertionError) as exc:
+        # TypeError: a damaged .db3 whose data cell holds an int or text instead of a blob.
+        except (SerdeError, ValueError, IndexError, UnicodeDecodeError, AssertionError, TypeError) as exc:
             raise CodecError("corrupt_message", f"{msgtype} does not deserialize: {exc}") from None

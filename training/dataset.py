@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -356,7 +357,7 @@ def _remove_abandoned_builds(out_dir: Path) -> None:
     """
     for kind in ("building", "old"):
         prefix = _work_prefix(out_dir, kind)
-        for leftover in out_dir.parent.glob(prefix + "*"):
+        for leftover in out_dir.parent.glob(glob.escape(prefix) + "*"):
             pid = leftover.name.removeprefix(prefix)
             if pid.isdigit() and not _process_alive(int(pid)):
                 shutil.rmtree(leftover, ignore_errors=True)
