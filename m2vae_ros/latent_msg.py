@@ -30,10 +30,10 @@ def latent_image(mean: np.ndarray, std: np.ndarray, stamp_ns: int, frame_id: str
 
 def read_latent(msg: Image) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of `latent_image`: (mean, std), each float32 of length msg.width."""
-    if msg.encoding != ENCODING or msg.height != 2 or msg.step != 4 * msg.width:
-        raise ValueError(
-            f"not a latent image: encoding {msg.encoding!r}, {msg.height}×{msg.width}, step {msg.step}"
-        )
+    if (msg.encoding != ENCODING or msg.height != 2 or msg.step != 4 * msg.width
+            or len(msg.data) != msg.height * msg.step):
+        raise ValueError(f"not a latent image: encoding {msg.encoding!r}, {msg.height}×{msg.width}, "
+                         f"step {msg.step}, {len(msg.data)} data bytes")
     dtype = ">f4" if msg.is_bigendian else "<f4"
     values = np.frombuffer(bytes(msg.data), dtype=dtype).reshape(2, msg.width)
     return values[0].astype(np.float32), values[1].astype(np.float32)

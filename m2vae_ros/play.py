@@ -145,6 +145,7 @@ class BagPlayer:
     """Publishes one recording's messages with their recorded spacing."""
 
     def __init__(self, node: Node, reader: AnyReader, args: argparse.Namespace) -> None:
+        self.node = node
         self.reader = reader
         self.rate: float = args.rate
         self.keep_stamps: bool = args.keep_stamps
@@ -189,8 +190,20 @@ class BagPlayer:
         deadline = time.monotonic() + timeout_s
         while lonely := [n for n, t in self.topics.items() if t.publisher.get_subscription_count() == 0]:
             if time.monotonic() > deadline:
-                raise PlayError(f"no subscriber appeared within {timeout_s:.0f} s on {lonely}")
+                raise PlayError(self._no_subscriber_reason(lonely, timeout_s))
             time.sleep(0.05)
+
+    def _no_subscriber_reason(self, lonely: list[str], timeout_s: float) -> str:
+        """Why the wait failed. A subscriber that DDS never matched asked for a QoS the player does
+        not offer (a reliable one against a best-effort player), which `--qos` fixes."""
+        unmatched = [name for name in lonely if self.node.get_subscriptions_info_by_topic(name)]
+        absent = [name for name in lonely if name not in unmatched]
+        reasons = [f"no subscriber appeared within {timeout_s:.0f} s on {absent}"] if absent else []
+        if unmatched:
+            reasons.append(f"{unmatched} have subscribers that asked for a QoS the player does not "
+                           "offer (a reliable subscriber gets nothing from a best-effort publisher: "
+                           "try --qos reliable)")
+        return "; ".join(reasons)
 
     def play_once(self) -> None:
         """One pass through the recording, as long as the recording; sleeps to keep the recorded spacing.

@@ -535,6 +535,14 @@ def test_latent_image_round_trip() -> None:
     np.testing.assert_array_equal(decoded_std, std)
 
 
+@pytest.mark.parametrize("data_bytes", [0, 8 * LATENT_DIM - 4, 8 * LATENT_DIM + 4])
+def test_a_latent_image_whose_buffer_does_not_fit_its_shape_is_refused(data_bytes: int) -> None:
+    msg = latent_image(np.zeros(LATENT_DIM, np.float32), np.ones(LATENT_DIM, np.float32), 0, "f")
+    msg.data = bytes(data_bytes)
+    with pytest.raises(ValueError, match=f"not a latent image.*{data_bytes} data bytes"):
+        read_latent(msg)
+
+
 def test_modality_message_type_falls_back_to_the_kinds_type() -> None:
     scan = ModalitySpec("lidar", "scan", ScanPreprocess())
     cloud_scan = ModalitySpec("lidar", "scan", ScanPreprocess(), msg_type="sensor_msgs/msg/PointCloud2")

@@ -19,7 +19,15 @@ from std_msgs.msg import String
 from visualization_msgs.msg import InteractiveMarker, Marker, MarkerArray
 
 from m2vae_ros.drop_window import DropWindow
-from m2vae_ros.play import PlayError, drop_argument, latched_depth, publisher_qos, restamp, stamps_of
+from m2vae_ros.play import (
+    BagPlayer,
+    PlayError,
+    drop_argument,
+    latched_depth,
+    publisher_qos,
+    restamp,
+    stamps_of,
+)
 from m2vae_ros.qos import latched_qos, sensor_qos
 from m2vae_ros.sim.recorder import simulate
 
@@ -303,6 +311,21 @@ def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.F
     assert single_loop.returncode == 2 and "under 1 ms" in single_loop.stderr, single_loop.stderr
     runs = (bad_drop, missing_topic, missing_bag, unplayed_drop, empty_loop, single_loop)
     assert not any("Traceback" in run.stderr for run in runs)
+
+
+def test_waiting_for_subscribers_names_a_qos_mismatch(bag: Path, request: pytest.FixtureRequest) -> None:
+    """A reliable subscriber never matches a best-effort player; "no subscriber appeared" would send
+    the user looking for a node that is running."""
+    args = argparse.Namespace(rate=1.0, keep_stamps=False, drop=[], loop=False, qos="best_effort",
+                              topics=["/scan", "/camera/image_raw"])
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, AnyReader([bag]) as reader:
+        peer.node.create_subscription(LaserScan, "/scan", lambda _: None, sensor_qos("reliable", depth=5))
+        player = BagPlayer(peer.node, reader, args)
+        with pytest.raises(PlayError) as raised:
+            player.wait_for_subscribers(timeout_s=1.0)
+    message = str(raised.value)
+    assert "no subscriber appeared within 1 s on ['/camera/image_raw']" in message, message
+    assert "['/scan'] have subscribers" in message and "--qos reliable" in message, message
 
 
 def test_drop_argument_parsing() -> None:
