@@ -8,13 +8,15 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
-from bagutils import marker, write_bag
+from bagutils import image, marker, scan, write_bag
 from m2vae_training.config import load_train_config
 from m2vae_training.dataset import build_dataset, common_class_names
 from m2vae_training.eval_cli import main as evaluate
 from m2vae_training.train_cli import main as train
 from trainutils import tiny_bag, tiny_config
+from visualization_msgs.msg import MarkerArray
 
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model
@@ -138,10 +140,37 @@ def test_a_test_recording_without_complete_samples_is_scored_and_says_why_it_has
     assert metrics["subsets"]["camera"]["samples"] > 0 and metrics["subsets"]["lidar"]["samples"] == 0
     assert 0.0 <= metrics["subsets"]["camera"]["nb_accuracy"] <= 1.0
     assert [w for w in metrics["warnings"] if w.startswith("no test sample has every sensor")]
-    silent = "modality lidar: topic /scan gave no usable message"
+    silent = "modality lidar: topic /scan gave it no usable message"
     assert [w for w in metrics["warnings"] if w.startswith(silent)]
     assert "no test sample has every sensor" in capsys.readouterr().err
     assert not list(out.glob("*.png"))
+
+
+def test_a_sensor_that_gets_nothing_from_a_topic_another_sensor_reads_is_warned_about(trained, capsys):
+    """The topic decodes fine (for the scan), so a per-topic count would see nothing wrong."""
+    out = trained["root"] / "eval_shared_topic"
+    metrics = _evaluate(trained, out, "--topic", "camera=/scan")
+    assert metrics["subsets"]["camera"]["samples"] == 0 and metrics["subsets"]["lidar"]["samples"] == 60
+    silent = [w for w in metrics["warnings"] if w.startswith("modality camera: topic /scan gave it no")]
+    assert silent and "unsupported_type" in silent[0], metrics["warnings"]
+    assert "camera: no samples;" in capsys.readouterr().out
+
+
+def test_a_labels_topic_no_message_of_which_reads_as_a_marker_is_warned_about(trained, tmp_path):
+    """Else the report says "no ground truth", as if the recording had none."""
+    records = []
+    for i in range(10):
+        stamp = 1_000_000_000 + i * 100_000_000
+        label = MarkerArray(markers=[marker(stamp, 0, CLASSES[0], (1, 0, 0))])
+        records += [("/camera/image_raw", image(np.full((8, 8, 3), 90, np.uint8), "rgb8", stamp), stamp),
+                    ("/scan", scan([2.0] * 36, stamp), stamp), ("/ground_truth/object", label, stamp)]
+    bag = write_bag(tmp_path / "bag", records)
+    out = tmp_path / "eval"
+    assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(bag), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    unread = [w for w in metrics["warnings"] if w.startswith("labels topic /ground_truth/object: no message")]
+    assert unread and "'missing_field': 10" in unread[0], metrics["warnings"]
+    assert "nb_accuracy" not in metrics["subsets"]["camera"]
 
 
 def test_figures_of_an_earlier_evaluation_into_the_same_out_are_removed(trained):

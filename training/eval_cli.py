@@ -114,7 +114,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if len(test) == 0:
         raise no_samples_error("the test bags hold no samples on", test.spec.modalities,
                                test.manifest.get("recorded_topics", {}))
-    warnings = _overlap_warnings(test.manifest["bags"], provenance.get("bags") or []) + _silent_sensors(test)
+    warnings = (_overlap_warnings(test.manifest["bags"], provenance.get("bags") or [])
+                + _silent_sensors(test) + _unreadable_labels(test))
     for warning in warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     scores = score_subsets(model, test, batch_size=args.batch_size)
@@ -270,22 +271,41 @@ def _figures(
 
 
 def _silent_sensors(test: PreparedDataset) -> list[str]:
-    """A warning per modality whose topic gave no usable message: its subsets score nothing."""
+    """A warning per modality that no test sample has: its subsets have nothing to score.
+
+    Decided per sensor, not per topic: a sensor that shares its topic with another (one point
+    cloud read as a scan and as a range image, or a --topic naming another sensor's topic)
+    gets nothing while the topic itself decodes fine for the other.
+    """
     warnings = []
-    for m in test.spec.modalities:
+    for k, m in enumerate(test.spec.modalities):
+        if test.available[:, k].any():
+            continue
         stats = test.manifest["topics"].get(m.topic, {})
-        if not stats.get("decoded"):
-            found = f"{stats.get('messages', 0)} messages, failures {stats.get('failures') or {}}"
-            warnings.append(f"modality {m.name}: topic {m.topic} gave no usable message ({found}); "
-                            "every subset with it is left out")
+        failures = test.manifest.get("shared_topic_failures", {}).get(m.name) or stats.get("failures") or {}
+        warnings.append(f"modality {m.name}: topic {m.topic} gave it no usable message "
+                        f"({stats.get('messages', 0)} messages, failures {failures}); every subset "
+                        "with it has 0 samples and no metrics")
     return warnings
+
+
+def _unreadable_labels(test: PreparedDataset) -> list[str]:
+    """A warning when the labels topic holds messages but none could be read as a ground-truth
+    Marker: the report would otherwise say "no ground truth" as if the topic were absent."""
+    labels = test.manifest.get("labels", {})
+    if has_ground_truth(test) or not labels.get("failures"):
+        return []
+    return [f"labels topic {labels['topic']}: no message could be read as a ground-truth "
+            f"visualization_msgs/msg/Marker (failures {labels['failures']}), so there are no class "
+            "or position probes"]
 
 
 def _summary(metrics: dict[str, Any], out: Path) -> str:
     parts = []
     for name, entry in metrics["subsets"].items():
         shown = {"ELBO": entry["elbo"], "NB": entry.get("nb_accuracy")}
-        parts.append(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if v is not None))
+        scores = ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if v is not None)
+        parts.append(f"{name}: {scores if entry['samples'] else 'no samples'}")
     return f"{metrics['samples']} samples; " + "; ".join(parts) + f"; report {out / 'report.md'}"
 
 
