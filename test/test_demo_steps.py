@@ -62,16 +62,20 @@ def test_a_step_may_read_only_from_earlier_steps(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["kill", "closed_terminal"])
-def test_a_sigterm_to_the_demo_lets_the_running_step_clean_up_and_end(tmp_path, stop):
+@pytest.mark.parametrize("stop, background", [(signal.SIGTERM, False), (signal.SIGHUP, False),
+                                              (signal.SIGTERM, True)],
+                         ids=["kill", "closed_terminal", "kill_of_a_background_job"])
+def test_a_sigterm_to_the_demo_lets_the_running_step_clean_up_and_end(tmp_path, stop, background):
     """`kill <demo>` or a closed terminal ends a running step's tool too, as Ctrl-C does (the default
     SIGTERM would orphan it, and the hangup does not reach the step's own session), through the
-    tool's own interrupt handling: the recorder removes its unfinished bag."""
+    tool's own interrupt handling: the recorder removes its unfinished bag. Also for a demo a
+    script started with `&`, which ignores SIGINT and would pass that on to its steps."""
     command = [sys.executable, "-m", "m2vae_training.demo", "--out", str(tmp_path / "demo"),
                "--train-seconds", "3000"]
-    as_in_a_terminal = (signal.SIGINT, signal.SIGHUP)  # not ignored, as in a background or nohup job
+    dispositions = {signal.SIGINT: signal.SIG_IGN if background else signal.SIG_DFL,
+                    signal.SIGHUP: signal.SIG_DFL}  # as in a terminal, not as in this test's runner
     demo = subprocess.Popen(
-        command, preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in as_in_a_terminal],
+        command, preexec_fn=lambda: [signal.signal(s, d) for s, d in dispositions.items()],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     child = None

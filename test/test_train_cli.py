@@ -1,6 +1,7 @@
 """m2vae-train end to end on real simulated bags: artifact, TensorBoard, resume, Ctrl-C, torchrun."""
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -388,6 +389,40 @@ def test_bags_without_the_configured_topics_are_refused_before_training(inputs, 
     assert "the bags record for lidar: /scan (sensor_msgs/msg/LaserScan)" in err
 
 
+def test_a_sensor_seen_only_in_validation_is_refused_before_training(inputs, capsys):
+    """Its networks would get no gradient and ship at their initial weights in a model that loads."""
+    root = inputs["root"]
+    bag = tiny_bag(root / "scan_in_val_bag", seed=1, seconds=12.0,
+                   drops=[DropWindow("scan", 0.0, 4.6), DropWindow("scan", 7.4, 12.0)])
+    out, dataset_dir = root / "scan_in_val", root / "scan_in_val_dataset"
+    args = ["--bag", str(bag), "--out", str(out), "--config", str(inputs["config"]), "--device", "cpu",
+            "--dataset-dir", str(dataset_dir)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no training sample holds lidar: every sample with it lies in the validation blocks" in err, err
+    assert not (out / "model").exists()
+    # The premise: the tiny config's split (seed 0) sends every scan of the bag to validation or the guard.
+    dataset, training = load_dataset(dataset_dir), yaml.safe_load(inputs["config"].read_text())["training"]
+    split = time_block_split(dataset.stamps, dataset.bag_index, block_seconds=training["block_seconds"],
+                             val_fraction=training["val_fraction"], seed=training["seed"],
+                             guard_seconds=training["guard_seconds"])
+    assert dataset.available[:, 1].any() and not dataset.available[split.train, 1].any()
+
+
+def test_resume_from_a_checkpoint_whose_state_does_not_fit_is_one_error_line(inputs, capsys):
+    out = inputs["root"] / "edited_checkpoint"
+    assert main(_args(inputs, out, "--epochs", "1")) == 0
+    index_path = out / "checkpoints" / "checkpoint.json"
+    index = json.loads(index_path.read_text())
+    # The tensors' hash still matches: only the state's shape is off.
+    index["state"]["__dict__"] = [item for item in index["state"]["__dict__"] if item[0] != "early_stopping"]
+    index_path.write_text(json.dumps(index))
+    capsys.readouterr()
+    assert main(_args(inputs, out, "--epochs", "2", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint does not fit this run (damaged, or another model's): KeyError" in err, err
+
+
 def test_inputs_that_would_mislead_training_are_refused(inputs, capsys):
     root = inputs["root"]
     twice = _args(inputs, root / "twice")
@@ -417,18 +452,25 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
     assert (restored.best, restored.best_epoch, restored.best_metrics) == (-math.inf, 0, {})
 
 
-def test_ctrl_c_leaves_a_loadable_checkpoint_and_artifact(inputs):
-    out = inputs["root"] / "interrupted"
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell script's `&` does to its job
+
+
+@pytest.mark.parametrize("stop, background", [(signal.SIGINT, False), (signal.SIGTERM, True)],
+                         ids=["ctrl_c", "kill_of_a_background_job"])
+def test_ctrl_c_leaves_a_loadable_checkpoint_and_artifact(inputs, stop, background):
+    out = inputs["root"] / f"interrupted_{stop.name}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [str(VENV_BIN / "m2vae-train"), *_args(inputs, out, "--epochs", "200")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ignore_sigint if background else None,
     )
     try:
         while not (out / "checkpoints" / "checkpoint.json").exists():
             assert process.poll() is None, process.communicate()[1]
             time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()

@@ -68,12 +68,22 @@ def test_sigterm_interrupts_like_ctrl_c_and_waits_for_a_guarded_write(restore_si
     assert finished == [True]
 
 
-def test_sigterm_still_ends_a_job_that_ignores_sigint(restore_sigterm):
+def test_a_background_job_ignores_ctrl_c_but_sigterm_interrupts_it_after_a_guarded_write(restore_sigterm):
+    """A job a script started with `&` ignores SIGINT; `kill` must still reach its clean-up."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        before = signal.getsignal(signal.SIGTERM)
         sigterm_as_sigint()
-        assert signal.getsignal(signal.SIGTERM) is before  # not routed to an ignored SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pause()
+        finished = []
+        with pytest.raises(KeyboardInterrupt), deferred_sigint():
+            os.kill(os.getpid(), signal.SIGINT)  # meant for the foreground: still ignored
+            with deferred_sigint():
+                os.kill(os.getpid(), signal.SIGTERM)
+            finished.append("between")
+        assert finished == ["between"]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from m2vae_training.checkpoint import save_checkpoint
+from m2vae_training.checkpoint import CheckpointError, save_checkpoint
 from m2vae_training.evaluation import reconstruct_from_each_subset
 from m2vae_training.figures import recon_figure
 from m2vae_training.interrupts import deferred_sigint
@@ -139,9 +139,17 @@ class EpochEndsTogether(Callback):
 
 
 def restore(trainer: Trainer, early_stopping: EarlyStopping, state: dict[str, Any]) -> None:
-    """Inverse of `CheckpointWriter`: put a loaded checkpoint back into the run's objects."""
-    trainer.load_state_dict(state["trainer"])
-    early_stopping.load_state_dict(state["early_stopping"])
+    """Inverse of `CheckpointWriter`: put a loaded checkpoint back into the run's objects.
+
+    The loader checks the tensors' hash, not the state's shape: a hand-edited checkpoint.json,
+    or one copied from a run of another model, fails here as a CheckpointError, not a traceback.
+    """
+    try:
+        trainer.load_state_dict(state["trainer"])
+        early_stopping.load_state_dict(state["early_stopping"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"the checkpoint does not fit this run (damaged, or another model's): "
+                              f"{type(exc).__name__}: {exc}") from None
 
 
 class TensorBoardLogger(Callback):

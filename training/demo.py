@@ -134,9 +134,13 @@ def _run_interruptibly(argv: list[str]) -> int:
     second. A second interrupt during the wait kills the tool and whatever it started.
     """
     process = None
+    # A demo a script started in the background ignores SIGINT, and its steps would inherit that
+    # and never hear the one forwarded here; in their own session no other SIGINT reaches them.
+    inherited_ignore = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     try:
         with deferred_sigint():  # an interrupt as it starts must not leave it running, unreachable
-            process = subprocess.Popen(argv, start_new_session=True)
+            process = subprocess.Popen(argv, start_new_session=True,
+                                       preexec_fn=_default_sigint if inherited_ignore else None)
         return process.wait()
     except KeyboardInterrupt:
         if process is None:
@@ -149,6 +153,10 @@ def _run_interruptibly(argv: list[str]) -> int:
                 os.killpg(process.pid, signal.SIGKILL)  # its own session: its process group has its pid
             process.wait()
         raise
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _loadable_model(run: Path) -> bool:

@@ -4,7 +4,8 @@ The artifact writes its weights, then its YAML: a KeyboardInterrupt between the 
 would leave a model directory whose YAML rejects its weights. Inside `deferred_sigint()`
 a SIGINT is only recorded, and raised as KeyboardInterrupt once the block is done.
 `timeout`, `kill` and launch shutdowns send SIGTERM, which by default ends Python with
-no cleanup at all; `sigterm_as_sigint()` routes it through the same path as Ctrl-C.
+no cleanup at all; `sigterm_as_sigint()` routes it through the same path as Ctrl-C, also in
+a background job that ignores Ctrl-C.
 """
 
 from __future__ import annotations
@@ -19,18 +20,24 @@ def sigterm_as_sigint(*, hangup: bool = False) -> None:
     """From now on a SIGTERM acts as a SIGINT: KeyboardInterrupt, or deferred inside `deferred_sigint`.
 
     With `hangup`, so does a SIGHUP (a closed terminal) unless it is ignored (`nohup`): for a
-    process whose children the terminal's hangup does not reach. Left as it is where SIGINT
-    is ignored (a background job): `kill` must still end it.
+    process whose children the terminal's hangup does not reach. Where SIGINT is ignored (a
+    job a shell script started in the background) Ctrl-C stays ignored, but SIGTERM still
+    interrupts: `kill` must end the job, and through the same clean-up.
     """
-    if not _sigint_is_ours():
+    if threading.current_thread() is not threading.main_thread():
         return
-    signal.signal(signal.SIGTERM, _raise_sigint)
+    handler = _raise_sigint if _sigint_is_ours() else _interrupt
+    signal.signal(signal.SIGTERM, handler)
     if hangup and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-        signal.signal(signal.SIGHUP, _raise_sigint)
+        signal.signal(signal.SIGHUP, handler)
 
 
 def _raise_sigint(signum: int, frame: object) -> None:
     signal.raise_signal(signal.SIGINT)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @contextmanager
@@ -52,21 +59,24 @@ def default_sigterm() -> Iterator[None]:
 
 @contextmanager
 def deferred_sigint() -> Iterator[None]:
-    """Delay SIGINT until the block ends (the outermost block, when they nest).
+    """Delay SIGINT, and SIGTERM acting as it, until the block ends (the outermost block, when they nest).
 
-    A no-op outside the main thread, where signals can't be set, and where SIGINT is
-    ignored (a job started in the background by a shell script): a Ctrl-C meant for the
-    foreground must not stop it here either.
+    A no-op outside the main thread, where signals can't be set. Where SIGINT is ignored (a
+    job started in the background by a shell script), a Ctrl-C meant for the foreground
+    must not stop it here either; only the SIGTERM that `sigterm_as_sigint` made interrupt
+    is held then.
     """
-    if not _sigint_is_ours() or isinstance(signal.getsignal(signal.SIGINT), _Deferring):
+    signals = _interrupting_signals()
+    if not signals or any(isinstance(signal.getsignal(s), _Deferring) for s in signals):
         yield  # nested in another deferred block: that one raises when it ends
         return
     deferring = _Deferring()
-    previous = signal.signal(signal.SIGINT, deferring)
+    previous = {s: signal.signal(s, deferring) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if deferring.received:
         raise KeyboardInterrupt
 
@@ -87,3 +97,13 @@ def _sigint_is_ours() -> bool:
     return threading.current_thread() is threading.main_thread() and (
         signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
     )
+
+
+def _interrupting_signals() -> list[signal.Signals]:
+    """The signals that raise KeyboardInterrupt here: SIGINT (SIGTERM and SIGHUP pass through it)
+    unless it is ignored; then those that `sigterm_as_sigint` made raise it themselves."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    if _sigint_is_ours():
+        return [signal.SIGINT]
+    return [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is _interrupt]

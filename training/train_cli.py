@@ -165,6 +165,13 @@ def _train(
         block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
         guard_seconds=run["guard_seconds"],
     )
+    # A sensor whose every sample fell into validation (or the guard) would ship untrained networks.
+    trained = dataset.available[split.train].any(axis=0)
+    untrained = [m.name for m, seen in zip(dataset.spec.modalities, trained, strict=True) if not seen]
+    if untrained:
+        raise DatasetError(f"no training sample holds {', '.join(untrained)}: every sample with it lies in "
+                           "the validation blocks or their guard; record it for longer, or lower "
+                           "training.block_seconds or training.val_fraction")
     if args.resume and (unchecked := _check_same_split(out, run, split)):
         _say(job, unchecked)
     run["split_sha256"] = split.digest()
