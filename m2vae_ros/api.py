@@ -75,6 +75,7 @@ class MultimodalVAE:
         scale: float = 0.1,
         feature_dim: int = 256,
         head_hidden: int = 256,
+        prior_components: int = 0,
         seed: int = 0,
     ) -> MultimodalVAE:
         """Build from `{name: (kind, shape)}`; a full ModalitySpec value overrides the defaults.
@@ -103,6 +104,7 @@ class MultimodalVAE:
             beta=float(beta),
             feature_dim=operator.index(feature_dim),
             head_hidden=operator.index(head_hidden),
+            prior_components=operator.index(prior_components),
         )
         return cls(spec, seed=seed)
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from m2vae_ros.likelihoods import Likelihood
 from m2vae_ros.networks import build_decoder, build_extractor, mlp
+from m2vae_ros.priors import MixturePrior
 from m2vae_ros.spec import ModelSpec
 from m2vae_ros.subsets import all_subsets, members
 
@@ -54,6 +55,8 @@ class M2VAE(nn.Module):
             {str(i): build_decoder(m, spec.latent_dim) for i, m in enumerate(spec.modalities)}
         )
         self.likelihoods = nn.ModuleDict({str(i): Likelihood(m) for i, m in enumerate(spec.modalities)})
+        # Built last, so that a model without it draws the same initial weights as before.
+        self.prior = MixturePrior(spec.prior_components, spec.latent_dim) if spec.prior_components else None
 
     def index(self, name: str) -> int:
         """Position (= subset bit) of a modality."""

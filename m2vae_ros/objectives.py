@@ -6,6 +6,7 @@ M²VAE (Korthals, eq. 83) scores a set of modalities M recursively:
     L_VI(M) = Σ_{m∈M} E_q(z|M) log p(m|z) − β·KL(q(z|M) ‖ p(z)) − α·Σ_{m∈M} KL(q(z|M) ‖ q(z|M∖m))
 
 ELBO(m) carries the same β as L_VI, so it is the plain VAE ELBO at β = 1 (the default).
+p(z) is N(0, I), or the learned mixture of priors.py when `prior_components` asks for one.
 
 Each sample i is scored over exactly the modalities it has (its available set A_i), so a
 sample without modality b contributes the single-modality ELBO of a, and a missing
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from m2vae_ros.model import M2VAE
+from m2vae_ros.priors import log_normal
 from m2vae_ros.subsets import all_subsets, children, members, subset_name
 
 # Evaluations draw their noise from a generator seeded with this on every call.
@@ -66,6 +68,14 @@ def kl_normal(mean_q: Tensor, logvar_q: Tensor, mean_p: Tensor, logvar_p: Tensor
 def kl_standard_normal(mean: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mean, e^logvar) ‖ N(0, I)) → [B]."""
     return 0.5 * (torch.exp(logvar) + mean.square() - 1 - logvar).sum(1)
+
+
+def kl_to_prior(model: M2VAE, z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """KL(q(z|x) ‖ p(z)) → [B]: exact against N(0, I); against a learned mixture, which has no
+    closed form, the one-sample estimate log q(z|x) − log p(z) at `z` (the mean when not sampling)."""
+    if model.prior is None:
+        return kl_standard_normal(mean, logvar)
+    return log_normal(z, mean, logvar) - model.prior.log_prob(z)
 
 
 def loss(
@@ -184,7 +194,7 @@ class _Batch:
                     mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype
                 )
                 z = mean + torch.exp(0.5 * logvar) * noise
-            kl_prior = kl_standard_normal(mean, logvar)
+            kl_prior = kl_to_prior(self.model, z, mean, logvar)
             value = -self.model.spec.beta * kl_prior
             name = self.name(subset)
             self._log(f"kl_prior/{name}", kl_prior)

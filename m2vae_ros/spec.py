@@ -231,6 +231,7 @@ class ModelSpec:
     beta: float = 1.0
     feature_dim: int = 256
     head_hidden: int = 256
+    prior_components: int = 0  # 0: p(z) = N(0, I); K: a learned mixture of K Gaussians (priors.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -244,6 +245,9 @@ class ModelSpec:
         if min(self.latent_dim, self.feature_dim, self.head_hidden) < 1:
             raise SpecError(f"latent_dim, feature_dim and head_hidden must be ≥ 1, got {self.latent_dim}, "
                             f"{self.feature_dim}, {self.head_hidden}")
+        if self.prior_components < 0:
+            raise SpecError(f"prior_components is a number of mixture components (0: N(0, I)), got "
+                            f"{self.prior_components}")
         if not (0 <= self.alpha < math.inf and 0 <= self.beta < math.inf):
             raise SpecError(f"alpha and beta weigh KL terms: both must be finite and ≥ 0, got {self.alpha}, "
                             f"{self.beta}")
