@@ -287,6 +287,7 @@ def test_bad_messages_are_counted_and_survived(
             before_1970 = _scan(0)
             before_1970.header.stamp.sec = -5  # a driver without a clock; rclpy's Time refuses to build it
             sensors.lidar_pub.publish(before_1970)
+            peer.spin_for(0.03)  # back to back, the depth-1 reader would keep only the second
             sensors.lidar_pub.publish(_scan(0))  # a driver that never set the stamp
             sensors.points_pub.publish(_cloud_without_z(now))
             peer.spin_for(0.2)
