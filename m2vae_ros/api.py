@@ -88,6 +88,11 @@ class MultimodalVAE:
                    if isinstance(value, ModalitySpec) and value.name != key]
         if renamed:
             raise ValueError(f"a ModalitySpec's name must be its key: {', '.join(renamed)}")
+        malformed = [name for name, value in modalities.items() if not isinstance(value, ModalitySpec)
+                     and (not isinstance(value, tuple) or len(value) != 2)]
+        if malformed:
+            raise ValueError(f"modalities {malformed}: give (kind, shape) pairs such as "
+                             "('image', (3, 64, 64)) or ('vector', 8), or a ModalitySpec")
         specs = tuple(
             value
             if isinstance(value, ModalitySpec)
@@ -138,20 +143,28 @@ class MultimodalVAE:
         """Train `epochs` more epochs; `History.train`/`.val` hold their mean loss, elbo and terms.
 
         A later call continues the first one's training (optimiser state, noise generator,
-        epoch count), so ``fit(epochs=3)`` twice is ``fit(epochs=6)``; `lr`, `seed` and
-        `device` must then be the first call's. `device` is ``auto``, ``cpu``, ``cuda`` or
-        ``cuda:<i>``, as for the ROS node (CUDA that is not there falls back to the CPU with a
-        warning), or another device torch names, such as ``mps``. Should the loss become NaN
-        or infinite, `TrainingDiverged` is raised and the model is left as it was after the
-        last whole epoch.
+        epoch count), so ``fit(epochs=3)`` twice is ``fit(epochs=6)``; `seed` and `device`
+        must then be the first call's, and `lr` applies from that call on. `device` is
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:<i>``, as for the ROS node (CUDA that is not
+        there falls back to the CPU with a warning), or another device torch names, such as
+        ``mps``. Should the loss become NaN or infinite, `TrainingDiverged` is raised, the
+        model is left as it was after the last whole epoch and the exception's `history`
+        holds this call's finished epochs: a call with a lower `lr` continues from there.
+
+        A modality that `available` marks missing in every sample is refused (its networks
+        would stay at their initial weights); a subset encoder that no sample trains (no
+        row has all its modalities, as with unpaired data) is warned about.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
             raise ValueError(f"epochs counts the epochs to add and must be an integer ≥ 0, got {epochs!r}")
+        if batch_size < 1:  # before the first call's Trainer fixes seed and device
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         train_set = ArrayDataset(self._arrays(data, available, require_all=True), available)
         if len(train_set) == 0:
             raise ValueError("no training samples: the arrays are empty")
         if available is not None and not train_set.available.any():
             raise ValueError("`available` marks every modality of every sample missing: nothing to train on")
+        self._check_coverage(train_set.available)
         val_set = None
         if val is not None:
             val_set = ArrayDataset(self._arrays(val, val_available, require_all=True), val_available)
@@ -159,16 +172,34 @@ class MultimodalVAE:
         if self._trainer is None:
             self._trainer = Trainer(self.model, lr=lr, device=usable, seed=seed)
         trainer = self._trainer
-        lr_running = trainer.optimizer.param_groups[0]["lr"]
-        running = {"lr": lr_running, "seed": trainer.seed, "device": trainer.device}
-        asked = {"lr": lr, "seed": seed, "device": usable}
+        running = {"seed": trainer.seed, "device": trainer.device}
+        asked = {"seed": seed, "device": usable}
         if changed := [key for key in running if asked[key] != running[key]]:
             raise ValueError(f"fit continues the first call's training; {', '.join(changed)} differ from it "
                              f"({running}): build a new MultimodalVAE to start over")
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr
         history = trainer.fit(train_set, val_set, epochs=trainer.epoch + epochs, batch_size=batch_size,
                               progress=progress)
         self.model.eval()
         return history
+
+    def _check_coverage(self, available: np.ndarray) -> None:
+        """Refuse a modality no sample has; warn of subset encoders no sample trains.
+
+        A subset's encoder learns from the rows that hold all its modalities; without any,
+        `encode` would answer with its initial weights.
+        """
+        names = self.spec.names
+        if never := [name for column, name in enumerate(names) if not available[:, column].any()]:
+            raise ValueError(f"`available` marks {never} missing in every sample: its networks would stay at "
+                             "their initial weights; leave it out of the model or give samples that have it")
+        patterns = set((available.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))).tolist())
+        subsets = (int(key) for key in self.model.heads)
+        if untrained := [subset_name(s, names) for s in subsets if not any(p & s == s for p in patterns)]:
+            warnings.warn(f"no sample holds all modalities of {untrained}: these subsets' encoders stay at "
+                          "their initial weights, and encode() with them answers from those", RuntimeWarning,
+                          stacklevel=3)
 
     @torch.no_grad()
     def encode(
@@ -186,8 +217,10 @@ class MultimodalVAE:
             bits = from_indices(self.spec.names.index(name) for name in data)
         elif isinstance(subset, str):
             bits = parse_subset(subset, self.spec.names)
-        else:
+        elif isinstance(subset, Sequence) and all(isinstance(name, str) for name in subset):
             bits = parse_subset("+".join(subset), self.spec.names)
+        else:
+            raise ValueError(f"subset must be modality names, as 'a+b' or ['a', 'b'], got {subset!r}")
         needed = subset_name(bits, self.spec.names).split("+")
         absent = [name for name in needed if name not in data]
         if absent:
@@ -208,7 +241,12 @@ class MultimodalVAE:
             mean, logvar = self.model.encode(x, bits)
             means.append(mean.cpu().numpy())
             stds.append(torch.exp(0.5 * logvar).cpu().numpy())
-        return np.concatenate(means), np.concatenate(stds)
+        mean, std = np.concatenate(means), np.concatenate(stds)
+        if not np.isfinite(mean).all():  # finite inputs beyond ~1e19 overflow the features' LayerNorm
+            rows = np.flatnonzero(~np.isfinite(mean).all(axis=1))
+            raise ValueError(f"the posterior of rows {rows[:5].tolist()} is not finite: their values are too "
+                             "large for float32 arithmetic (scale them, as the codecs do)")
+        return mean, std
 
     @torch.no_grad()
     def decode(self, z: np.ndarray, modality: str) -> np.ndarray:
@@ -219,6 +257,8 @@ class MultimodalVAE:
             raise ValueError(f"z must be [N, {self.spec.latent_dim}], got {list(z.shape)}")
         if not np.isfinite(z).all():
             raise ValueError("z holds NaN or infinite values")
+        if modality not in self.spec.names:
+            raise ValueError(f"unknown modality {modality!r}; the model has {list(self.spec.names)}")
         device = next(self.model.parameters()).device
         return self.model.decode(torch.from_numpy(z).to(device), modality).cpu().numpy()
 
@@ -250,9 +290,15 @@ class MultimodalVAE:
                     if np.may_share_memory(arrays[name], data[name]):  # never write into the caller's data
                         arrays[name] = arrays[name].copy()
                     arrays[name][~mask[:, column]] = 0.0
+        if available is not None:
+            where = " in rows marked available"
+        elif require_all:
+            where = " (mark placeholder rows missing in `available`)"
+        else:
+            where = " (encode the rows without this modality with a subset that leaves it out)"
         for m in self.spec.modalities:
             if m.name in arrays:
-                _check_values(arrays[m.name], m, masked=available is not None)
+                _check_values(arrays[m.name], m, where)
         return arrays
 
 
@@ -266,13 +312,12 @@ def _as_batch(values: np.ndarray, m: ModalitySpec) -> np.ndarray:
     return array
 
 
-def _check_values(array: np.ndarray, m: ModalitySpec, *, masked: bool) -> None:
+def _check_values(array: np.ndarray, m: ModalitySpec, where: str) -> None:
     """Finite values, in [0, 1] where the decoder's mean is squashed into it (or the target is bernoulli).
 
-    `masked`: rows an availability mask marks missing are zeroed already.
+    `where` ends the message about non-finite values: where they are, or what to do instead.
     """
     if not np.isfinite(array).all():
-        where = " in rows marked available" if masked else " (mark placeholder rows missing in `available`)"
         raise ValueError(f"modality {m.name!r}: NaN or infinite values{where}, or beyond float32's range")
     if (m.kind in BOUNDED_KINDS or m.likelihood == "bernoulli") and array.size and (
         array.min() < 0.0 or array.max() > 1.0

@@ -138,7 +138,8 @@ def _build_model(spec: ModelSpec, path: Path) -> M2VAE:
     too small for its layers, an absurdly large width) fails inside torch instead.
     """
     try:
-        return M2VAE(spec)
+        with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's RNG alone
+            return M2VAE(spec)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{path}: the model spec does not build a model: {exc}") from None
 

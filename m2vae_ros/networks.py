@@ -2,7 +2,8 @@
 
 Every extractor maps a batch ``[B, *shape]`` to ``[B, feature_dim]`` and ends in a
 LayerNorm, so the fusion heads see features of a fixed scale however extreme the input
-(a saturated camera, a 1e6 reading): the posteriors stay finite. Every decoder maps
+(a saturated camera, a 1e6 reading): the posteriors stay finite up to values of about
+1e18, beyond which the normalisation's own float32 arithmetic overflows. Every decoder maps
 ``[B, latent_dim]`` to the raw (pre-likelihood) output ``[B, *shape]``.
 
 Scans and range images wrap around in azimuth, so their 1-D convolutions run along the

@@ -99,6 +99,9 @@ class History:
 
     Index 0 is the call's first epoch: epoch k + 1 when it continues a trainer resumed
     after epoch k, so a resumed call's history does not repeat the earlier epochs.
+    ``"elbo"`` is −``"loss"``: the bound the model's objective maximises. For M²VAE that is
+    L(M); JMVAE-kl's is lower than the joint ELBO by its α terms, and MVAE's sums the ELBOs
+    of several subsets. To compare objectives, compare one subset's ``"elbo/<subset>"``.
     """
 
     train: list[dict[str, float]] = field(default_factory=list)
@@ -119,7 +122,14 @@ class Callback:
 
 
 class TrainingDiverged(ValueError):
-    """The training loss became NaN or infinite: every later step would only spread it."""
+    """The training loss became NaN or infinite: every later step would only spread it.
+
+    `history` holds the epochs of the same `fit` call that finished before it.
+    """
+
+    def __init__(self, message: str, history: History) -> None:
+        super().__init__(message)
+        self.history = history
 
 
 class Trainer:
@@ -189,7 +199,8 @@ class Trainer:
                 raise TrainingDiverged(
                     f"epoch {self.epoch + 1}: the training loss is {train_metrics['loss']}, so training "
                     f"stops and the model stays as it was after epoch {self.epoch}. Look for extreme "
-                    "values in the data (one 1e20 is enough), or lower the learning rate."
+                    "values in the data (one 1e20 is enough), or lower the learning rate.",
+                    history,
                 )
             val_metrics = self.evaluate(val, batch_size=batch_size) if val is not None else {}
             history.train.append(train_metrics)

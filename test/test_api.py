@@ -7,6 +7,7 @@ import torch
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model
 from m2vae_ros.spec import ModalitySpec, SpecError, VectorPreprocess
+from m2vae_ros.trainer import TrainingDiverged
 
 torch.set_num_threads(1)
 
@@ -103,6 +104,15 @@ def test_same_seed_same_model_and_the_callers_rng_is_untouched():
     assert not np.array_equal(first.encode(data)[0], small_vae(seed=5).encode(data)[0])
 
 
+def test_loading_leaves_the_callers_rng_alone(tmp_path):
+    small_vae().save(tmp_path / "model")
+    torch.manual_seed(11)
+    before = torch.rand(1)
+    torch.manual_seed(11)
+    MultimodalVAE.load(tmp_path / "model")
+    assert torch.rand(1).item() == before.item()
+
+
 def test_bad_input_is_refused_with_clear_errors():
     vae = small_vae()
     data = two_views(8)
@@ -141,6 +151,16 @@ def test_bad_input_is_refused_with_clear_errors():
         vae.decode(np.full((1, 2), np.nan), "a")
     with pytest.raises(ValueError, match="'a': complex values"):  # float32 dropped the imaginary part
         vae.encode({"a": data["a"] + 1j})
+    with pytest.raises(ValueError, match=r"modalities \['img'\]: give \(kind, shape\) pairs"):
+        MultimodalVAE.from_modalities({"img": ("image", 1, 28, 28)})  # used to be _preprocess's TypeError
+    with pytest.raises(ValueError, match="unknown modality 'c'"):  # was a KeyError, unlike encode's
+        vae.decode(np.zeros((1, 2)), "c")
+    with pytest.raises(ValueError, match="subset must be modality names"):  # a bitmask: a join TypeError
+        vae.encode(data, 3)
+    with pytest.raises(ValueError, match="with a subset that leaves it out"):  # encode has no `available`
+        vae.encode({"a": np.full((2, 6), np.nan)})
+    with pytest.raises(ValueError, match=r"posterior of rows \[0\] is not finite"):  # was NaN, silently
+        vae.encode({"a": np.full((1, 6), 1e30)})
 
 
 def image_and_vector(**options) -> MultimodalVAE:
@@ -200,8 +220,41 @@ def test_a_second_fit_continues_the_first():
     second = twice.fit(data, epochs=2, batch_size=16, lr=3e-3)
     losses = [h["loss"] for h in first.train + second.train]
     assert losses == pytest.approx([h["loss"] for h in straight.train])
-    with pytest.raises(ValueError, match="lr differ"):
-        twice.fit(data, epochs=1, lr=1e-2)
+    with pytest.raises(ValueError, match="seed differ"):
+        twice.fit(data, epochs=1, lr=3e-3, seed=1)
+    twice.fit(data, epochs=1, lr=1e-4)  # a new learning rate applies from this call on
+    assert [group["lr"] for group in twice._trainer.optimizer.param_groups] == [1e-4]
+
+
+def test_a_diverged_fit_can_go_on_with_a_lower_learning_rate():
+    vae = small_vae()
+    data = two_views(32)
+    poisoned = {name: array.copy() for name, array in data.items()}
+    poisoned["a"][0] = 1e20  # finite, so it passes the checks; its square is not
+    with pytest.raises(TrainingDiverged) as diverged:
+        vae.fit(poisoned, epochs=2, batch_size=16)
+    assert diverged.value.history.train == []  # the first epoch already diverged
+    history = vae.fit(data, epochs=1, batch_size=16, lr=1e-4)
+    assert np.isfinite(history.train[0]["loss"])
+
+
+def test_a_refused_first_fit_leaves_seed_and_device_open():
+    vae, data = small_vae(), two_views(8)
+    with pytest.raises(ValueError, match="batch_size must be ≥ 1"):
+        vae.fit(data, epochs=1, batch_size=0, seed=1)
+    vae.fit(data, epochs=1, seed=2)  # used to be refused: "seed differ"
+
+
+def test_a_modality_no_sample_has_is_refused_and_an_untrained_subset_warned():
+    vae, data = small_vae(), two_views(8)
+    only_a = np.zeros((8, 2), bool)
+    only_a[:, 0] = True
+    with pytest.raises(ValueError, match=r"marks \['b'\] missing in every sample"):
+        vae.fit(data, only_a, epochs=1)
+    unpaired = np.zeros((8, 2), bool)
+    unpaired[:4, 0] = unpaired[4:, 1] = True
+    with pytest.warns(RuntimeWarning, match=r"all modalities of \['a\+b'\]"):
+        vae.fit(data, unpaired, epochs=1)
 
 
 def test_spec_and_kind_mistakes_name_the_modality():

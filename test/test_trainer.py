@@ -165,11 +165,26 @@ def test_a_loss_that_turns_nan_stops_training_before_the_epoch_is_kept():
 
     diverging = trainer()
     initial = {k: v.clone() for k, v in diverging.model.state_dict().items()}
-    with pytest.raises(TrainingDiverged, match=r"epoch 1: the training loss is (nan|inf).*after epoch 0"):
+    expected = r"epoch 1: the training loss is (nan|inf).*after epoch 0"
+    with pytest.raises(TrainingDiverged, match=expected) as diverged:
         diverging.fit(ArrayDataset(data, available), epochs=2, batch_size=8, callbacks=[Record()],
                       progress=False)
     assert seen == []  # no callback (checkpoint, artifact) saw the broken epoch
+    assert diverged.value.history.train == []
     # The object is usable again: the weights and counters of before the broken epoch.
     assert diverging.epoch == 0 and diverging.step == 0
     after = diverging.model.state_dict()
     assert all(torch.equal(initial[k], after[k]) for k in initial)
+
+
+def test_a_divergence_in_a_later_epoch_keeps_the_finished_epochs_history():
+    data, available = arrays()
+    dataset = ArrayDataset(data, available)
+
+    class PoisonAfterFirst(Callback):
+        def on_epoch_end(self, trainer, epoch, train_metrics, val_metrics):
+            dataset.arrays["imu"][np.flatnonzero(available[:, 1])[0]] = 1e20
+
+    with pytest.raises(TrainingDiverged, match="epoch 2") as diverged:
+        trainer().fit(dataset, epochs=3, batch_size=8, callbacks=[PoisonAfterFirst()], progress=False)
+    assert len(diverged.value.history.train) == 1 and np.isfinite(diverged.value.history.train[0]["loss"])

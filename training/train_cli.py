@@ -258,7 +258,8 @@ def _train(
     if diverged is not None:
         kept = trainer.epoch if unchosen else early_stopping.best_epoch
         if kept:
-            diverged = TrainingDiverged(f"{diverged} {out / 'model'} holds the model of epoch {kept}.")
+            diverged = TrainingDiverged(f"{diverged} {out / 'model'} holds the model of epoch {kept}.",
+                                        diverged.history)
         raise diverged
     samples_per_s = (trainer.epoch - start_epoch) * len(train_set) / elapsed if elapsed > 0 else 0.0
     best = "n/a"
