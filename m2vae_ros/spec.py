@@ -207,6 +207,8 @@ def preprocess_problem(p: Preprocess) -> str | None:
         return f"needs 0 ≤ range_min < range_max, got {p.range_min} and {p.range_max}"
     if isinstance(p, ScanPreprocess) and not p.angle_max > p.angle_min:
         return "angle_max must be above angle_min"
+    if isinstance(p, ScanPreprocess) and p.beams < 2 and p.angle_max - p.angle_min < 2 * math.pi - 1e-6:
+        return "a span short of a full turn needs 2 beams or more (angle_min, angle_max: the first and last)"
     if isinstance(p, ScanPreprocess) and not p.z_max >= p.z_min:  # equal: a planar cloud at z = 0
         return f"z_max must not be below z_min, got {p.z_min} and {p.z_max}"
     if isinstance(p, RangeImagePreprocess) and not p.fov_up_deg > p.fov_down_deg:

@@ -8,6 +8,7 @@ from bagutils import cloud, to_rosbags
 from sensor_msgs.msg import PointCloud2
 
 from m2vae_ros.codec import CodecError, decode_message
+from m2vae_ros.codec.pointcloud import ring_elevations
 from m2vae_ros.codec.scan import NO_RETURN
 from m2vae_ros.spec import ModalitySpec, RangeImagePreprocess, ScanPreprocess
 
@@ -48,6 +49,18 @@ def test_spherical_projection_puts_each_point_in_its_cell(flavour):
     assert out.tensor.shape == (2, RINGS, BINS) and out.mask.all() and out.stamp_ns == 7
     np.testing.assert_allclose(out.tensor[0], ranges / 8.0, rtol=1e-5)
     np.testing.assert_allclose(out.tensor[1], intensity / 100.0, rtol=1e-5)
+
+
+def test_a_single_ring_sits_in_the_middle_of_the_fov_and_takes_all_of_it(flavour):
+    pre = RangeImagePreprocess(rings=1, bins=4, fov_up_deg=2.0, fov_down_deg=-2.0, range_max=8.0)
+    # One point per azimuth bin (−π, −π/2, 0, π/2), 2 m away; only the middle two are within ±2°.
+    elevation, azimuth = np.radians([3.0, -3.9, -1.5, -0.5]), np.array([-1.0, -0.5, 0.0, 0.5]) * math.pi
+    columns = {"x": 2.0 * np.cos(elevation) * np.cos(azimuth), "y": 2.0 * np.cos(elevation) * np.sin(azimuth),
+               "z": 2.0 * np.sin(elevation)}
+    out = decode_message(flavour(cloud(columns)), ModalitySpec("lidar", "range_image", pre))
+    assert out.mask[0, 0].tolist() == [False, False, True, True]  # it was [True, False, False, False]
+    np.testing.assert_allclose(out.tensor[0, 0], [1.0, 1.0, 0.25, 0.25], rtol=1e-5)
+    assert ring_elevations(pre) == pytest.approx([0.0])  # it was +2°, the top of the FOV
 
 
 @pytest.mark.parametrize("layout", [

@@ -51,12 +51,22 @@ def test_denser_scan_keeps_nearest_return_per_bin(flavour):
     np.testing.assert_allclose(out.tensor[0], expected, rtol=1e-6)
 
 
-def test_sparser_scan_leaves_empty_bins_masked(flavour):
+def test_a_sparser_scan_fills_each_bin_from_the_beams_covering_it(flavour):
     ranges = RNG.uniform(0.5, 7.5, 180).astype(np.float32)
+    ranges[10] = np.inf  # no return: the bins it alone covers stay empty
     out = decode_message(flavour(scan(ranges)), lidar())
-    np.testing.assert_allclose(out.tensor[0, ::2], ranges / 8.0, rtol=1e-6)
-    assert out.mask[0, ::2].all() and not out.mask[0, 1::2].any()
-    assert (out.tensor[0, 1::2] == 1.0).all()
+    expected = np.minimum(ranges, np.roll(ranges, -1))  # a bin between two beams: the nearer return
+    np.testing.assert_allclose(out.tensor[0, ::2], np.minimum(ranges / 8.0, 1.0), rtol=1e-6)
+    np.testing.assert_allclose(out.tensor[0, 1::2], np.minimum(expected / 8.0, 1.0), rtol=1e-6)
+    assert out.mask[0].sum() == 359 and not out.mask[0, 20]  # bin 19 and 21 take beams 9 and 11
+
+
+def test_a_sparser_scan_looks_to_the_encoder_like_the_dense_one():
+    angles = np.linspace(-math.pi, math.pi, 360, endpoint=False)
+    wall = (3.0 + np.cos(2 * angles)).astype(np.float32)  # a smooth room, no gaps
+    dense = decode_message(scan(wall), lidar()).tensor
+    sparse = decode_message(scan(wall[::4], angle_increment=4 * math.pi / 180), lidar()).tensor
+    assert np.abs(sparse - dense).max() < 0.05  # within 0.4 m; it was 1.0 (8 m) in 3 of every 4 bins
 
 
 def test_front_half_scan_fills_front_bins_only(flavour):

@@ -71,6 +71,8 @@ def test_a_scan_span_must_be_positive():
     ("range_image", RangeImagePreprocess(range_max=math.inf), "range_max must be finite"),
     ("scan", ScanPreprocess(range_max=np.float32("inf")), "range_max must be finite"),  # not a float
     ("image", ImagePreprocess(value_max=0.0), "value_max must be positive"),
+    # One bin centred on angle_min: half the span was dropped, angles beyond it kept.
+    ("scan", ScanPreprocess(beams=1, angle_min=-0.2, angle_max=0.2), "needs 2 beams or more"),
 ])
 def test_preprocessing_limits_that_admit_no_value_are_refused(kind, preprocess, message):
     with pytest.raises(SpecError, match=f"modality 'lidar': preprocess .*{re.escape(message)}"):

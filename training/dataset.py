@@ -66,7 +66,9 @@ from m2vae_ros.subsets import subset_name
 #    decode (far/near) instead of failing; a (0, 0, 0) point is no return in a planar slice;
 #    a cloud without points needs no fields; a field listed twice, a stamp of 0 and a second
 #    message type on a sensor's topic are failures.
-FORMAT = 5
+# 6: a scan sparser than the spec fills the bins between its beams from the beams covering
+#    them (they read "no return" before); a one-ring range image sits in the FOV's middle.
+FORMAT = 6
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
 MAX_PROBLEMS_PER_KIND = 20  # examples per (topic, reason) kept in the manifest; counts are always complete

@@ -97,7 +97,10 @@ def ring_elevations(pre: RangeImagePreprocess) -> np.ndarray:
 
     Centring rings on the FOV's ends matches scanners whose fov_up/fov_down are their
     outermost beams (e.g. ±15° for a 16-beam LiDAR), so each beam fills exactly one ring.
+    A single ring has no ends to sit on: it sits in the middle and takes the whole FOV.
     """
+    if pre.rings == 1:
+        return np.radians([(pre.fov_up_deg + pre.fov_down_deg) / 2])
     return np.radians(np.linspace(pre.fov_up_deg, pre.fov_down_deg, pre.rings))
 
 
@@ -109,7 +112,7 @@ def project(pts: dict[str, np.ndarray], pre: RangeImagePreprocess) -> tuple[np.n
     x, y, z, ranges = x[keep], y[keep], z[keep], ranges[keep]
     elevation = np.arcsin(np.clip(z / ranges, -1.0, 1.0))
     ring_step = math.radians(pre.fov_up_deg - pre.fov_down_deg) / max(pre.rings - 1, 1)
-    ring = np.rint((math.radians(pre.fov_up_deg) - elevation) / ring_step).astype(np.int64)
+    ring = np.rint((ring_elevations(pre)[0] - elevation) / ring_step).astype(np.int64)
     column = angle_bins(np.arctan2(y, x), -math.pi, math.pi, pre.bins)
     inside = (ring >= 0) & (ring < pre.rings)
     cells, nearest = nearest_per_cell(ring[inside] * pre.bins + column[inside], ranges[inside])

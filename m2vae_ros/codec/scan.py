@@ -3,10 +3,17 @@
 "No return" (+inf, NaN, or a range outside the message's or the spec's limits) is encoded
 as 1.0 with mask False, never as 0, which would read as an obstacle touching the robot.
 A −inf is REP 117's "too close to measure": a return at the near limit, never free space.
+
+A scan of another beam count or span than the spec's is resampled to the spec's bins:
+each bin keeps the nearest return among the beams that land in it, and a bin none lands
+in (a scan sparser than the spec) takes the nearest return among the beams whose angular
+footprint, half an increment either side, holds the bin's centre. Bins outside the scan's
+span stay "no return": nothing was measured there.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -32,6 +39,7 @@ def decode_laserscan(msg: Any, spec: ModalitySpec) -> Decoded:
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(ranges) & (ranges >= low) & (ranges <= high)
     tensor, mask = bin_ranges(angles[valid], ranges[valid], pre)
+    _fill_from_covering_beams(tensor, mask, np.where(valid, ranges, np.inf), angle_min, increment, pre)
     return Decoded(tensor, mask, stamp_ns(msg))
 
 
@@ -80,6 +88,33 @@ def bin_ranges(angles: np.ndarray, ranges: np.ndarray, pre: ScanPreprocess) -> t
     tensor[0, cells] = np.minimum(ranges[inside][nearest] / pre.range_max, 1.0)
     mask[0, cells] = True
     return tensor, mask
+
+
+def _fill_from_covering_beams(tensor: np.ndarray, mask: np.ndarray, returns: np.ndarray, angle_min: float,
+                              increment: float, pre: ScanPreprocess) -> None:
+    """Bins no return landed in take the nearest return of the beams whose footprint holds their centre.
+
+    `returns`: the scan's ranges with inf for no return. Without this, 180 beams into 360
+    bins would show the encoder free space in every second bin, which it learnt as "no
+    return". Bins already holding a return are left alone, so a scan as dense as the spec,
+    or denser, decodes as before.
+    """
+    empty = np.flatnonzero(~mask[0])
+    if not empty.size:
+        return
+    centres = pre.angle_min + empty * bin_width(pre.angle_min, pre.angle_max, pre.beams)
+    step = abs(increment)
+    beams_from_first = np.mod((centres - angle_min) * math.copysign(1.0, increment), 2 * math.pi) / step
+    nearest = np.full(empty.size, np.inf, dtype=np.float32)
+    # The second position: a centre just before beam 0, reached by going round.
+    for position in (beams_from_first, beams_from_first - 2 * math.pi / step):
+        for beam in (np.floor(position), np.ceil(position)):
+            # A centre half-way between two beams (within float32 rounding) takes the nearer return.
+            covers = (np.abs(position - beam) <= 0.5 + 1e-3) & (beam >= 0) & (beam < returns.size)
+            nearest[covers] = np.minimum(nearest[covers], returns[beam[covers].astype(np.int64)])
+    filled = np.isfinite(nearest)
+    tensor[0, empty[filled]] = np.minimum(nearest[filled] / pre.range_max, 1.0)
+    mask[0, empty[filled]] = True
 
 
 def scan_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
