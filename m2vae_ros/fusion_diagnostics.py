@@ -17,6 +17,7 @@ from m2vae_ros.liveness import NS_PER_S, ModalityLiveness
 # What ~/active_modalities says when no sensor is alive; an empty string would be easy
 # to miss in `ros2 topic echo` and ambiguous with "not published yet".
 NO_MODALITIES = "none"
+MIN_COVERAGE = 0.95  # of a scan's bins: below it a live LiDAR is reported WARN
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,18 @@ def _values(**values: object) -> list[KeyValue]:
 
 
 def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiveness,
-                    now_ns: int, problem: str = "") -> DiagnosticStatus:
-    """OK while the sensor is alive, WARN when stale or never heard from; `problem` says why, if known."""
+                    now_ns: int, problem: str = "", coverage: float | None = None) -> DiagnosticStatus:
+    """OK while the sensor is alive, WARN when stale or never heard from; `problem` says why, if known.
+
+    `coverage`: the fraction of the model's scan bins the latest scan reached. Below
+    MIN_COVERAGE the sensor is alive but WARN: the bins it misses read "no return", which
+    the model learnt as free space.
+    """
     alive = liveness.alive(now_ns)
-    if alive:
+    narrow = alive and coverage is not None and coverage < MIN_COVERAGE
+    if narrow:
+        message = f"alive, but its scans reach {coverage:.0%} of the model's bins; the rest read no return"
+    elif alive:
         message = "alive"
     elif problem:
         message = problem
@@ -118,7 +127,7 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
     else:
         message = f"stale for {(now_ns - liveness.last_valid_ns) / NS_PER_S:.1f} s"
     return DiagnosticStatus(
-        level=DiagnosticStatus.OK if alive else DiagnosticStatus.WARN,
+        level=DiagnosticStatus.OK if alive and not narrow else DiagnosticStatus.WARN,
         name=f"{node_name}: {name}",
         message=message,
         hardware_id=topic,
@@ -129,6 +138,7 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
             invalid_count=liveness.invalid_count,
             last_invalid_reason=liveness.last_invalid_reason,
             **{f"invalid.{reason}": n for reason, n in sorted(liveness.invalid_by_reason.items())},
+            **({} if coverage is None else {"coverage": f"{coverage:.3f}"}),
         ),
     )
 

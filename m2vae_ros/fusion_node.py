@@ -222,7 +222,7 @@ class FusionNode(Node):
         with self._liveness_lock:
             array.status = [
                 modality_status(node_name, name, self._resolved_topics[name], self.liveness[name], now_ns,
-                                problems[name])
+                                problems[name], getattr(self._latest.get(name), "coverage", None))
                 for name in self.modality_params
             ]
             active = self._alive_subset(now_ns)

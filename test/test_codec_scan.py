@@ -69,6 +69,13 @@ def test_a_sparser_scan_looks_to_the_encoder_like_the_dense_one():
     assert np.abs(sparse - dense).max() < 0.05  # within 0.4 m; it was 1.0 (8 m) in 3 of every 4 bins
 
 
+def test_coverage_counts_the_bins_a_scans_beams_reach(flavour):
+    full, sparse = scan(np.full(360, 2.0, np.float32)), scan(np.full(90, 2.0, np.float32))
+    turn_270 = scan(np.full(1081, 2.0, np.float32), angle_min=-0.75 * math.pi, angle_increment=math.pi / 720)
+    coverages = [decode_message(flavour(msg), lidar()).coverage for msg in (full, sparse, turn_270)]
+    assert coverages == [1.0, 1.0, pytest.approx(271 / 360)]  # −135° … 135°: 271 of the 1° bins
+
+
 def test_front_half_scan_fills_front_bins_only(flavour):
     ranges = np.full(181, 2.0, np.float32)  # −90° … +90° in 1° steps
     msg = scan(ranges, angle_min=-math.pi / 2, angle_increment=math.pi / 180)

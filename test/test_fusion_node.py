@@ -697,6 +697,34 @@ def test_with_sim_time_and_no_clock_yet_diagnostics_say_so_and_stamps_are_not_fr
         assert _inference_status(diagnostics).message != "use_sim_time is true and no /clock has arrived yet"
 
 
+def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(
+    model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """A 180° scanner on a 360° model: the other half reads "no return" whatever the scene."""
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, model_dir):
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        lidar = peer.node.create_publisher(LaserScan, "/scan", sensor_qos("best_effort"))
+
+        def front_half() -> None:
+            msg = _scan(_now_ns(peer))
+            msg.angle_min, msg.angle_max = np.radians(-88.0), np.radians(88.0)
+            msg.ranges = msg.ranges[: BEAMS // 2]  # on the model's bins, 4° apart: 45 of its 90
+            lidar.publish(msg)
+
+        peer.node.create_timer(0.1, front_half)
+
+        def lidar_status() -> DiagnosticStatus | None:
+            statuses = [s for array in diagnostics[-1:] for s in array.status if s.name == f"{NODE}: lidar"]
+            return statuses[0] if statuses else None
+
+        assert peer.spin_until(lambda: (status := lidar_status()) is not None and "coverage" in
+                               {kv.key for kv in status.values}, STARTUP_WAIT_S)
+        status = lidar_status()
+        values = {kv.key: kv.value for kv in status.values}
+        assert (values["alive"], values["coverage"]) == ("True", "0.500")
+        assert status.level == DiagnosticStatus.WARN and "reach 50% of the model's bins" in status.message
+
+
 @contextmanager
 def rate_timed_camera(
     model_dir: Path, request: pytest.FixtureRequest

@@ -27,12 +27,15 @@ class Decoded:
     """One message as a tensor of exactly `spec.shape`, plus its validity mask and header stamp.
 
     `mask` is True where a LiDAR element holds a real return (scan/range_image kinds)
-    and None for kinds that have no notion of "no return".
+    and None for kinds that have no notion of "no return". `coverage` is the fraction of a
+    scan's bins the message's beams reach at all (the others read "no return" whatever the
+    scene); None for kinds whose every element is measured or whose points fall anywhere.
     """
 
     tensor: np.ndarray
     mask: np.ndarray | None
     stamp_ns: int
+    coverage: float | None = None
 
 
 def message_type(msg: Any) -> str:

@@ -13,6 +13,7 @@ span stay "no return": nothing was measured there.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -40,7 +41,8 @@ def decode_laserscan(msg: Any, spec: ModalitySpec) -> Decoded:
         valid = np.isfinite(ranges) & (ranges >= low) & (ranges <= high)
     tensor, mask = bin_ranges(angles[valid], ranges[valid], pre)
     _fill_from_covering_beams(tensor, mask, np.where(valid, ranges, np.inf), angle_min, increment, pre)
-    return Decoded(tensor, mask, stamp_ns(msg))
+    coverage = scan_coverage(angle_min, increment, ranges.size, pre)
+    return Decoded(tensor, mask, stamp_ns(msg), coverage=coverage)
 
 
 def check_laserscan(msg: Any, spec: ModalitySpec) -> int:
@@ -102,19 +104,44 @@ def _fill_from_covering_beams(tensor: np.ndarray, mask: np.ndarray, returns: np.
     empty = np.flatnonzero(~mask[0])
     if not empty.size:
         return
-    centres = pre.angle_min + empty * bin_width(pre.angle_min, pre.angle_max, pre.beams)
-    step = abs(increment)
-    beams_from_first = np.mod((centres - angle_min) * math.copysign(1.0, increment), 2 * math.pi) / step
     nearest = np.full(empty.size, np.inf, dtype=np.float32)
-    # The second position: a centre just before beam 0, reached by going round.
-    for position in (beams_from_first, beams_from_first - 2 * math.pi / step):
-        for beam in (np.floor(position), np.ceil(position)):
-            # A centre half-way between two beams (within float32 rounding) takes the nearer return.
-            covers = (np.abs(position - beam) <= 0.5 + 1e-3) & (beam >= 0) & (beam < returns.size)
-            nearest[covers] = np.minimum(nearest[covers], returns[beam[covers].astype(np.int64)])
+    for position, beam in _neighbour_beams(_bin_centres(pre)[empty], angle_min, increment):
+        # A centre half-way between two beams (within float32 rounding) takes the nearer return.
+        covers = (np.abs(position - beam) <= 0.5 + 1e-3) & (beam >= 0) & (beam < returns.size)
+        nearest[covers] = np.minimum(nearest[covers], returns[beam[covers].astype(np.int64)])
     filled = np.isfinite(nearest)
     tensor[0, empty[filled]] = np.minimum(nearest[filled] / pre.range_max, 1.0)
     mask[0, empty[filled]] = True
+
+
+@functools.lru_cache(maxsize=64)
+def scan_coverage(angle_min: float, increment: float, beams: int, pre: ScanPreprocess) -> float:
+    """The fraction of the spec's bins a scan of this geometry reaches (a sensor's geometry is fixed: cached).
+
+    A bin is reached when a beam lands in it or its centre lies in a beam's footprint. The
+    others read "no return" whatever the scene: a 270° scanner feeding a 360° model.
+    """
+    width = bin_width(pre.angle_min, pre.angle_max, pre.beams)
+    reach = max(0.5, width / (2 * abs(increment))) + 1e-3  # in beams
+    reached = np.zeros(pre.beams, dtype=bool)
+    for position, beam in _neighbour_beams(_bin_centres(pre), angle_min, increment):
+        reached |= (np.abs(position - beam) <= reach) & (beam >= 0) & (beam < beams)
+    return float(reached.mean())
+
+
+def _bin_centres(pre: ScanPreprocess) -> np.ndarray:
+    return pre.angle_min + np.arange(pre.beams) * bin_width(pre.angle_min, pre.angle_max, pre.beams)
+
+
+def _neighbour_beams(
+    angles: np.ndarray, angle_min: float, increment: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(position, beam) pairs of the two beams either side of each angle, positions counted in beams
+    from beam 0 in the scan's direction; the second two reach beam 0 going round from the last."""
+    step = abs(increment)
+    forward = np.mod((angles - angle_min) * math.copysign(1.0, increment), 2 * math.pi) / step
+    return [(position, beam) for position in (forward, forward - 2 * math.pi / step)
+            for beam in (np.floor(position), np.ceil(position))]
 
 
 def scan_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
