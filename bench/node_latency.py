@@ -10,7 +10,7 @@ its newest input's stamp, so each latent is matched to the sensor message that t
 it and compared with the relay of the same sensor: on two shared cores the camera may
 fall below the scan's 10 Hz, and then the node infers on scans. "forward" is the encoder's
 time in this process, called every 50 ms as the node calls it (median of 60 calls):
-called that rarely, the pass takes 3–4× longer than in a tight loop (caches gone cold
+called that rarely, the pass takes about 2–4× longer than in a tight loop (caches gone cold
 between calls), so the tight-loop time, also printed, would charge the node for the
 machine. The node's own report on /diagnostics (median of its one-second means) is
 printed beside it but not used: it includes the node's waits for the GIL, so a slowdown
