@@ -318,6 +318,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _check_bag_path(path: Path) -> None:
+    """Refuse what AnyReader would refuse less clearly: a missing path, a directory without metadata."""
+    if not path.exists():
+        raise PlayError("no such file or directory")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise PlayError("no metadata.yaml in it, so no rosbag2 recording to replay (a recording cut short "
+                        "has none: m2vae-dataset reads its storage files directly)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `m2vae-play` / `ros2 run m2vae_ros play`; returns the exit status."""
     ros_argv = sys.argv if argv is None else ["m2vae-play", *argv]
@@ -329,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     player = None
     try:
+        _check_bag_path(args.bag)
         with AnyReader([args.bag]) as reader:
             if not reader.is2:
                 raise PlayError(f"{args.bag} is a ROS 1 bag; m2vae-play replays rosbag2 recordings only")
@@ -343,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                 player.play_once()
             player.flush(ACK_WAIT_S)
     except (PlayError, AnyReaderError, FileNotFoundError) as exc:
-        print(f"m2vae-play: error: {exc}", file=sys.stderr)
+        said = str(exc) if str(args.bag) in str(exc) else f"{args.bag}: {exc}"  # rosbags' may name no file
+        print(f"m2vae-play: error: {said}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

@@ -389,6 +389,10 @@ def test_config_defaults_overrides_and_strictness(tmp_path):
         load_train_config(None, {"radar": "/radar"})
     with pytest.raises(ConfigError):
         load_train_config(tmp_path / "absent.yaml")
+    (tmp_path / "typo.yaml").write_text("model:\n  latent_dim: 8\n   beta: 1\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML: mapping values are not allowed here at line 3, "
+                                          r"column 8$"):  # one line, not PyYAML's six
+        load_train_config(tmp_path / "typo.yaml")
 
 
 @pytest.mark.parametrize(("section", "key"), [("dataset", "slope"), ("training", "patiense"),
@@ -441,8 +445,11 @@ def test_dataset_timeout_is_one_number_or_one_per_modality(tmp_path, timeout, ex
 
 
 def test_bag_error_is_raised_by_the_library(tmp_path):
-    with pytest.raises(BagError):
+    with pytest.raises(BagError, match="nope: no such file or directory"):
         build_dataset([tmp_path / "nope"], load_train_config(), tmp_path / "o", progress=False)
+    (tmp_path / "empty").mkdir()  # rosbags named the directory itself as the missing metadata file
+    with pytest.raises(BagError, match=r"empty: not a rosbag2 recording: no metadata\.yaml and no \.db3"):
+        build_dataset([tmp_path / "empty"], load_train_config(), tmp_path / "o", progress=False)
     assert math.isfinite(load_train_config().slop)
 
 

@@ -153,6 +153,8 @@ def test_a_sensor_that_gets_nothing_from_a_topic_another_sensor_reads_is_warned_
     assert metrics["subsets"]["camera"]["samples"] == 0 and metrics["subsets"]["lidar"]["samples"] == 60
     silent = [w for w in metrics["warnings"] if w.startswith("modality camera: topic /scan gave it no")]
     assert silent and "unsupported_type" in silent[0], metrics["warnings"]
+    # The topics that could have fed it, as m2vae-dataset and m2vae-train name them.
+    assert "the bags record for camera: /camera/image_raw (sensor_msgs/msg/Image)" in silent[0], silent
     assert "camera: no samples;" in capsys.readouterr().out
 
 

@@ -288,6 +288,10 @@ def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.F
     bad_drop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--drop", "/scan@2:1"], domain_id)
     missing_topic = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--topics", "/nope"], domain_id)
     missing_bag = run_to_exit([str(VENV_BIN / "m2vae-play"), str(tmp_path / "absent")], domain_id)
+    (tmp_path / "no_bag").mkdir()
+    not_a_bag = run_to_exit([str(VENV_BIN / "m2vae-play"), str(tmp_path / "no_bag")], domain_id)
+    (tmp_path / "text.mcap").write_text("not a recording")
+    not_mcap = run_to_exit([str(VENV_BIN / "m2vae-play"), str(tmp_path / "text.mcap")], domain_id)
     unplayed_drop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(bag), "--topics", "/scan",
                                  "--drop", "/camera/image_raw@0:1"], domain_id)
     empty = tmp_path / "empty_bag"
@@ -298,7 +302,11 @@ def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.F
 
     assert bad_drop.returncode == 2 and "TOPIC@T0:T1" in bad_drop.stderr
     assert missing_topic.returncode == 2 and "'/nope'" in missing_topic.stderr
-    assert missing_bag.returncode == 2 and "absent" in missing_bag.stderr
+    # As m2vae-dataset says it, not rosbags' "The following paths are missing: [PosixPath(...)]".
+    assert missing_bag.returncode == 2 and "absent: no such file or directory" in missing_bag.stderr
+    # Not rosbags' "Expected metadata file '<the directory>' does not exist".
+    assert not_a_bag.returncode == 2 and "no_bag: no metadata.yaml in it" in not_a_bag.stderr
+    assert not_mcap.returncode == 2 and "text.mcap: " in not_mcap.stderr, not_mcap.stderr  # the file is named
     assert unplayed_drop.returncode == 2, unplayed_drop.stderr
     assert "['/camera/image_raw']" in unplayed_drop.stderr and "['/scan']" in unplayed_drop.stderr
     assert empty_loop.returncode == 2 and "hold no messages" in empty_loop.stderr, empty_loop.stderr
@@ -309,7 +317,7 @@ def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.F
         writer.write(scans, BAG_START_NS, data)
     single_loop = run_to_exit([str(VENV_BIN / "m2vae-play"), str(single), "--loop"], domain_id, timeout_s=30)
     assert single_loop.returncode == 2 and "under 1 ms" in single_loop.stderr, single_loop.stderr
-    runs = (bad_drop, missing_topic, missing_bag, unplayed_drop, empty_loop, single_loop)
+    runs = (bad_drop, missing_topic, missing_bag, not_a_bag, not_mcap, unplayed_drop, empty_loop, single_loop)
     assert not any("Traceback" in run.stderr for run in runs)
 
 

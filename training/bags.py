@@ -231,7 +231,11 @@ class Bag:
         definitions: dict[str, MessageDefinition] = {}
         problems = [f"{self.path}: {error}"]
         lost = []
-        for file in storage_files(source):
+        files = storage_files(source)
+        if not files:  # rosbags would name the directory itself as the missing metadata file
+            raise BagError(f"{self.path}: not a rosbag2 recording: no metadata.yaml and no .db3 or .mcap "
+                           "file in it")
+        for file in files:
             salvage = salvage_mcap if file.suffix == ".mcap" else salvage_sqlite
             try:
                 found, messages = salvage(file)

@@ -144,7 +144,7 @@ def load_train_config(
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config {path} is not valid YAML: {_one_line(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping with sections {SECTIONS}")
     unknown = sorted(set(data) - set(SECTIONS))
@@ -166,6 +166,16 @@ def load_train_config(
     except ConfigError as exc:
         raise ConfigError(f"config {path}: dataset.{exc}") from None
     return with_topics(config, topic_overrides or {})
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's several-line report as one line: the problem and where it was found."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem is None or mark is None:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return f"{where} ({context})" if context else where
 
 
 def _section(data: dict[str, Any], name: str, known: Sequence[str], path: Path) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from m2vae_training.dataset import (
     PreparedDataset,
     build_dataset,
     common_class_names,
+    feeding_topics_hint,
     load_dataset,
     no_samples_error,
 )
@@ -283,9 +284,11 @@ def _silent_sensors(test: PreparedDataset) -> list[str]:
             continue
         stats = test.manifest["topics"].get(m.topic, {})
         failures = test.manifest.get("shared_topic_failures", {}).get(m.name) or stats.get("failures") or {}
+        hint = feeding_topics_hint(m, test.manifest.get("recorded_topics", {}))
         warnings.append(f"modality {m.name}: topic {m.topic} gave it no usable message "
                         f"({stats.get('messages', 0)} messages, failures {failures}); every subset "
-                        "with it has 0 samples and no metrics")
+                        "with it has 0 samples and no metrics" + (f"; {hint} (--topic {m.name}=TOPIC)"
+                                                                 if hint else ""))
     return warnings
 
 
