@@ -3,7 +3,7 @@
 `build_dataset` reads each bag once. Every message of a configured topic is checked
 with the codec the live node uses (`check_message`: everything but the costly
 resizing) and its header stamp kept; the messages `prediction.UsePredictor` expects a
-sample to use are decoded into a spill file on a second thread, which overlaps with
+sample to use are decoded into a spill file on a second thread (spill.py), which overlaps with
 the reading because OpenCV's resizing releases the GIL. A camera at 30 Hz next to a
 LiDAR at 10 Hz thus costs one image decode per sample instead of three. (Compressed
 images and point clouds have no cheaper check: their check is the decode, and that is
@@ -14,32 +14,28 @@ the prediction missed is fetched by a second pass over just those. Messages that
 the check are counted per topic and reason and never become samples.
 
 `manifest.json` describes the result; it is written last and the whole directory is
-renamed into place, so a crash never leaves a half dataset. A build whose inputs (bag
+renamed into place (build_directories.py), so a crash never leaves a half dataset. A build whose inputs (bag
 sizes and mtimes, dataset-relevant config) are unchanged is reused instead of rebuilt.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import glob
 import json
-import os
 import shutil
-import socket
 import sys
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from m2vae_training.bags import Bag, fingerprint, recording_files
+from m2vae_training.build_directories import remove_abandoned_builds, swap_into_place, work_directory
 from m2vae_training.config import TrainConfig
-from m2vae_training.interrupts import deferred_sigint
 from m2vae_training.prediction import UsePredictor
+from m2vae_training.spill import DecodeThread, Spill
 from m2vae_training.sync import SyncResult, nearest_index, synchronize
 from tqdm import tqdm
 
@@ -73,7 +69,6 @@ MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
 MAX_PROBLEMS_PER_KIND = 20  # examples per (topic, reason) kept in the manifest; counts are always complete
 COPY_ROWS = 512  # spill rows copied into the dataset at a time (bounded memory for long recordings)
-MAX_IN_FLIGHT = 16  # messages waiting for the decode thread: bounds the payload memory they hold
 
 
 class DatasetError(Exception):
@@ -155,15 +150,15 @@ def build_dataset(
         raise DatasetError(f"{out_dir} exists and is not a prepared dataset; choose another --out")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_builds(out_dir)
-    building = _work_directory(out_dir, "building")
+    remove_abandoned_builds(out_dir)
+    building = work_directory(out_dir, "building")
     shutil.rmtree(building, ignore_errors=True)  # an earlier process's, with our (reused) pid
     building.mkdir()
     try:
         manifest = _Builder(config, building, progress).run(bags)
         manifest["key"] = key
         write_atomic(building / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-        _swap_into_place(building, out_dir)
+        swap_into_place(building, out_dir)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
@@ -325,56 +320,6 @@ def header_stamp(msg: Any) -> int | None:
         return None
 
 
-def _swap_into_place(building: Path, out_dir: Path) -> None:
-    """Rename the finished build to `out_dir`, replacing an older dataset there.
-
-    Ctrl-C waits until both renames are done: between them `out_dir` does not exist.
-    """
-    old = _work_directory(out_dir, "old")
-    with deferred_sigint():
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(building, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _work_directory(out_dir: Path, kind: str) -> Path:
-    """`.NAME.KIND@HOST-PID` beside `out_dir`: this build's directory, or the dataset it replaces.
-
-    The host and process id tell a later build whether its owner is gone; a process id
-    alone cannot, on a filesystem several machines share.
-    """
-    return out_dir.parent / f"{_work_prefix(out_dir, kind)}{os.getpid()}"
-
-
-def _work_prefix(out_dir: Path, kind: str) -> str:
-    return f".{out_dir.name}.{kind}@{socket.gethostname()}-"
-
-
-def _remove_abandoned_builds(out_dir: Path) -> None:
-    """Delete the half-built or replaced directories of builds into `out_dir` whose process is gone.
-
-    A build killed outright (SIGKILL, power loss) cannot clean up after itself. Only this
-    host's are judged: another machine's process ids mean nothing here.
-    """
-    for kind in ("building", "old"):
-        prefix = _work_prefix(out_dir, kind)
-        for leftover in out_dir.parent.glob(glob.escape(prefix) + "*"):
-            pid = leftover.name.removeprefix(prefix)
-            if pid.isdigit() and not _process_alive(int(pid)):
-                shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 @dataclass
 class _TopicStats:
     type: str = ""
@@ -415,82 +360,9 @@ class _BagIndex:
     positions: np.ndarray
 
 
-class _Spill:
-    """One modality's decoded tensors (and masks), appended to flat files in the build directory."""
-
-    def __init__(self, directory: Path, modality: ModalitySpec) -> None:
-        self.shape = modality.shape
-        self.paths = [directory / f".spill_x_{modality.name}"]
-        if modality.has_mask:
-            self.paths.append(directory / f".spill_mask_{modality.name}")
-        self.files = [path.open("wb") for path in self.paths]
-        self.rows = 0
-
-    def append(self, decoded: Decoded) -> int:
-        """Store one decode; returns its row."""
-        self.files[0].write(np.ascontiguousarray(decoded.tensor, dtype=np.float32).tobytes())
-        if len(self.files) > 1:
-            self.files[1].write(np.ascontiguousarray(decoded.mask, dtype=np.bool_).tobytes())
-        self.rows += 1
-        return self.rows - 1
-
-    def close(self) -> None:
-        """Stop writing (the rows written so far stay readable)."""
-        for file in self.files:
-            file.close()
-
-    def read(self) -> list[np.ndarray]:
-        """The stored rows as memory maps: [tensors] or [tensors, masks]."""
-        self.close()
-        if self.rows == 0:
-            return [np.zeros((0, *self.shape), dtype) for dtype in (np.float32, np.bool_)[: len(self.paths)]]
-        return [np.memmap(path, dtype=dtype, mode="r", shape=(self.rows, *self.shape))
-                for path, dtype in zip(self.paths, (np.float32, np.bool_), strict=False)]
-
-    def remove(self) -> None:
-        for path in self.paths:
-            path.unlink(missing_ok=True)
-
-
 def _targets(arrays: dict[str, np.ndarray], modality: ModalitySpec) -> list[np.ndarray]:
     """A modality's dataset arrays: [tensors] or, for LiDAR kinds, [tensors, masks]."""
     return [arrays[f"x_{modality.name}"]] + ([arrays[f"mask_{modality.name}"]] if modality.has_mask else [])
-
-
-class _DecodeThread:
-    """Decodes messages into their modality's spill on one worker thread, in submission order.
-
-    OpenCV's resizing, the costly part of a decode, releases the GIL, so on two cores it
-    overlaps with reading and deserialising the next messages. A decode cannot fail
-    after its message's check; should one fail, the message is simply not spilled and
-    the fill step rereads it and reports the error.
-    """
-
-    def __init__(self, spec: ModelSpec, spills: list[_Spill]) -> None:
-        self.spec = spec
-        self.spills = spills
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="m2vae-decode")
-        self.in_flight: deque[Future[None]] = deque()
-
-    def submit(self, k: int, ordinal: int, msg: Any, spilled: dict[int, int]) -> None:
-        """Queue one decode (or, for a `Decoded` the check already made, its spilling); waits first
-        when MAX_IN_FLIGHT are queued (and re-raises their errors)."""
-        if len(self.in_flight) >= MAX_IN_FLIGHT:
-            self.in_flight.popleft().result()
-        self.in_flight.append(self.executor.submit(self._decode, k, ordinal, msg, spilled))
-
-    def drain(self) -> None:
-        """Wait until every queued decode is in its spill."""
-        while self.in_flight:
-            self.in_flight.popleft().result()
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
-
-    def _decode(self, k: int, ordinal: int, msg: Any, spilled: dict[int, int]) -> None:
-        with contextlib.suppress(CodecError):
-            decoded = msg if isinstance(msg, Decoded) else decode_message(msg, self.spec.modalities[k])
-            spilled[ordinal] = self.spills[k].append(decoded)
 
 
 class _Builder:
@@ -520,8 +392,8 @@ class _Builder:
                 raise DatasetError(exc.detail) from None
             self.by_topic[modality.topic].append(k)
         self.msg_types = [m.msg_type for m in self.spec.modalities]
-        self.spills = [_Spill(directory, m) for m in self.spec.modalities]
-        self.decoder = _DecodeThread(self.spec, self.spills)
+        self.spills = [Spill(directory, m) for m in self.spec.modalities]
+        self.decoder = DecodeThread(self.spec, self.spills)
         self.reread = 0
         self.bar = tqdm(desc="reading bags", unit="msg", disable=not progress, file=sys.stderr)
 
