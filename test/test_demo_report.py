@@ -6,7 +6,7 @@ import numpy as np
 from bagutils import image, scan, write_bag
 from m2vae_training.demo_report import _member_at, _metrics_table, _pooled_rmse, _squared_errors, _truth_scans
 
-from m2vae_ros.spec import ModalitySpec, ScanPreprocess
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess
 
 LIDAR = ModalitySpec("lidar", "scan", ScanPreprocess(beams=4, range_max=8.0))
 
@@ -16,7 +16,9 @@ def test_null_metrics_are_shown_as_missing():
         "camera": {"elbo": -512.25, "nb_accuracy": 0.75, "recon_error": {"camera": 12.5, "lidar": 1.25}},
         "lidar": {"elbo": None, "nb_accuracy": None, "recon_error": {"camera": None, "lidar": 0.5}},
     }}
-    rows = _metrics_table(metrics, ("camera", "lidar")).splitlines()
+    spec = ModelSpec((ModalitySpec("camera", "image", ImagePreprocess(width=8, height=8)), LIDAR))
+    rows = _metrics_table(metrics, spec).splitlines()
+    assert rows[0] == "| subset | ELBO | NB accuracy | camera error (0–255) | lidar error (m) |"  # with units
     assert rows[2] == "| camera | -512.2 | 0.750 | 12.500 | 1.250 |"
     assert rows[3] == "| lidar | – | – | – | 0.500 |"
 

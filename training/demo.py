@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "m2vae-eval", "--model", out / "run" / "model", "--bag", bags / "live", "--out", out / "eval"],
         after=["record unseen live bag", "train"])
 
-    _banner(f"live: fusion node + replay, LiDAR dead from {drop_t0:g} s to {drop_t1:g} s")
+    _banner(f"live: fusion node + replay, LiDAR dead from {drop_t0:g} s to {drop_t1:g} s "
+            "(run every time: it measures this machine now)")
     record = run_live(out / "run" / "model", bags / "live", f"/scan@{drop_t0:g}:{drop_t1:g}", out / "live")
     report = write_report(out, record, bags / "live", (drop_t0, drop_t1))
     print(f"\ndemo done in {time.monotonic() - started:.0f} s: report at {report}")

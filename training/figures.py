@@ -36,7 +36,8 @@ def recon_figure(
     for r, (k, modality) in enumerate(rows):
         mask = masks[modality.name][k] if masks and modality.name in masks else None
         _draw(axes[r][0], modality, real[modality.name][k], mask)
-        axes[r][0].set_ylabel(f"#{k} {modality.name}", fontsize=8)
+        unit = "\nrange (m)" if modality.kind == "scan" else ""
+        axes[r][0].set_ylabel(f"#{k} {modality.name}{unit}", fontsize=8)
         for c, subset in enumerate(subsets, start=1):
             _draw(axes[r][c], modality, recons[subset][modality.name][k], None)
     for c, title in enumerate(["real", *subsets]):
@@ -73,9 +74,9 @@ def latent_scatter_figure(
         if unlabelled.any():
             ax.scatter(xy[unlabelled, 0], xy[unlabelled, 1], s=4, c="lightgrey", label="no label")
         ax.set_title(subset, fontsize=9)
-        ax.set_xlabel("PC1")
-        ax.set_ylabel("PC2")
-    axes[0].legend(fontsize=7, markerscale=2)
+        ax.set_xlabel(f"PC1 of the {joint} latent means", fontsize=8)
+    axes[0].set_ylabel("PC2", fontsize=8)
+    axes[-1].legend(fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig
 
 
@@ -95,7 +96,8 @@ def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None
         bearings = np.degrees(p.angle_min + step * np.arange(len(ranges)))
         ax.plot(bearings, ranges, lw=0.8)
         ax.set_ylim(0.0, p.range_max)
-        ax.tick_params(labelsize=6)
+        ax.set_xlabel("bearing (°)", fontsize=7)
+        ax.tick_params(labelsize=7)
     elif modality.kind == "range_image":
         ax.imshow(value[0], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks([])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from m2vae_ros.sim.recorder import STORAGES, simulate
 from m2vae_ros.sim.timing import SimError, parse_dropout
-from m2vae_ros.sim.world import Scenario
+from m2vae_ros.sim.world import EPISODE_SECONDS, Scenario
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         "--image-size", type=parse_image_size, default=(64, 64), metavar="WxH", help="default 64x64"
     )
     parser.add_argument(
-        "--episode-seconds", type=float, default=15.0, help="seconds per object (class and pose), default 15"
+        "--episode-seconds", type=float, default=EPISODE_SECONDS,
+        help=f"seconds per object (class and pose), default {EPISODE_SECONDS:g}"
     )
     parser.add_argument(
         "--max-distance",

@@ -33,7 +33,7 @@ from m2vae_ros.sim import messages
 from m2vae_ros.sim.camera import Camera
 from m2vae_ros.sim.lidar import PlanarLidar, SpinningLidar
 from m2vae_ros.sim.timing import SENSORS, Frame, SimError, frames
-from m2vae_ros.sim.world import Scenario, World
+from m2vae_ros.sim.world import EPISODE_SECONDS, Scenario, World
 
 CAMERA_RATE, LIDAR_RATE = 30.0, 10.0
 POINTS_PHASE = 0.025
@@ -96,7 +96,7 @@ class Simulation:
         compressed: bool = False,
         points: bool = True,
         image_size: tuple[int, int] = (64, 64),
-        episode_seconds: float = 15.0,
+        episode_seconds: float = EPISODE_SECONDS,
         scenario: Scenario | None = None,
     ) -> None:
         if not (duration > 0 and math.isfinite(duration)):
@@ -213,7 +213,7 @@ def simulate(
     compressed: bool = False,
     points: bool = True,
     image_size: tuple[int, int] = (64, 64),
-    episode_seconds: float = 15.0,
+    episode_seconds: float = EPISODE_SECONDS,
     scenario: Scenario | None = None,
     progress: bool = False,
 ) -> SimSummary:

@@ -36,6 +36,7 @@ import numpy as np
 CLASS_STREAM = 0
 EPISODE_STREAM = 1
 KEYFRAME_SECONDS = 2.5
+EPISODE_SECONDS = 15.0  # the default: one object, its pose and lighting, for this long
 MAX_EPISODE_SECONDS = 86_400.0  # an episode's keyframes are drawn up front: bounded, and never inf
 OBJECT_HEIGHT = 0.5
 # Cylinder radius, half the box side: a 0.5 m bin or barrel spans 16 beams of a 1° scan at
@@ -143,7 +144,7 @@ class World:
         self,
         seed: int,
         *,
-        episode_seconds: float = 15.0,
+        episode_seconds: float = EPISODE_SECONDS,
         scenario: Scenario | None = None,
         arena: Arena | None = None,
     ) -> None:
