@@ -275,8 +275,8 @@ def _metrics_legend(metrics: dict, out: Path) -> str:
         "NB accuracy: one Gaussian naive Bayes fitted on the camera+LiDAR latents of the training "
         f"recording, scored on each subset's latents of this one; {chance}. The LiDAR cannot see "
         f"colour. The demo trains {epochs} epochs on one patrol recording to show the pipeline in "
-        "minutes, so its accuracy is low; `bench/train_eval.py` trains 60 epochs on inspection "
-        "recordings (camera 0.82, BENCHMARKS.md)."
+        "minutes, so its accuracy is low; trained 60 epochs on inspection recordings, the camera "
+        "reaches 0.82 (BENCHMARKS.md, `bench/train_eval.py`)."
     )
 
 
