@@ -77,6 +77,11 @@ def test_training_writes_a_loadable_artifact_tensorboard_and_checkpoint(inputs, 
     assert load_checkpoint(out / "checkpoints")[0] == 2
     printed = capsys.readouterr()
     assert "done: 2 epochs, best val ELBO" in printed.out
+    # One line per epoch stays on screen after its cleared bar, the best epoch marked.
+    best = loaded.metadata["metrics"]["epoch"]
+    epoch_lines = [line for line in printed.err.splitlines() if line.startswith("m2vae-train: epoch ")]
+    assert [line.split(":")[1].strip() for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"]
+    assert "(best: the artifact)" in epoch_lines[best - 1] and "val ELBO" in epoch_lines[0]
     assert (f"{counts['train_samples']} training and {counts['val_samples']} validation samples; "
             f"{counts['guarded_samples']} left out") in printed.err
     # The run directory is not overwritten by accident.

@@ -138,6 +138,29 @@ class EpochEndsTogether(Callback):
         return any(stops)
 
 
+class EpochLog(Callback):
+    """One line per finished epoch: each epoch's progress bar is cleared, so this is what stays.
+
+    The bar shows the training loss (−ELBO: it falls); the line adds the validation ELBO
+    (it rises) and marks the epoch whose model the artifact holds.
+    """
+
+    def __init__(self, epochs: int, early_stopping: EarlyStopping, say: Callable[[str], None]) -> None:
+        self.epochs = epochs
+        self.early_stopping = early_stopping
+        self.say = say
+
+    def on_epoch_end(
+        self, trainer: Trainer, epoch: int, train_metrics: dict[str, float], val_metrics: dict[str, float]
+    ) -> bool:
+        line = f"epoch {epoch}/{self.epochs}: train loss {train_metrics.get('loss', math.nan):.4g}"
+        if VAL_KEY in val_metrics:
+            best = " (best: the artifact)" if self.early_stopping.best_epoch == epoch else ""
+            line += f", val ELBO {val_metrics[VAL_KEY]:.4g}{best}"
+        self.say(line)
+        return False
+
+
 def restore(trainer: Trainer, early_stopping: EarlyStopping, state: dict[str, Any]) -> None:
     """Inverse of `CheckpointWriter`: put a loaded checkpoint back into the run's objects.
 

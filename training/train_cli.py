@@ -41,6 +41,7 @@ from m2vae_training.callbacks import (
     CheckpointWriter,
     EarlyStopping,
     EpochEndsTogether,
+    EpochLog,
     TensorBoardLogger,
     restore,
 )
@@ -213,7 +214,8 @@ def _train(
         if not args.resume:
             shutil.rmtree(out / "tb", ignore_errors=True)
         tensorboard = TensorBoardLogger(out / "tb", *_preview(dataset, split), purge_step=purge_step)
-        epoch_ends += [checkpoints, tensorboard]
+        epoch_log = EpochLog(run["epochs"], early_stopping, lambda text: _say(job, text))
+        epoch_ends += [checkpoints, tensorboard, epoch_log]
     callbacks = [EpochEndsTogether(epoch_ends)]
 
     # --- train; Ctrl-C keeps the last checkpoint and still writes a usable artifact
