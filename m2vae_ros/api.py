@@ -35,7 +35,7 @@ from m2vae_ros.spec import (
     ScanPreprocess,
     VectorPreprocess,
 )
-from m2vae_ros.subsets import from_indices, parse_subset, subset_name
+from m2vae_ros.subsets import from_indices, parse_subset, row_subsets, subset_name
 from m2vae_ros.trainer import ArrayDataset, History, Trainer, checked_availability
 
 Shape = int | tuple[int, ...]
@@ -194,7 +194,7 @@ class MultimodalVAE:
         if never := [name for column, name in enumerate(names) if not available[:, column].any()]:
             raise ValueError(f"`available` marks {never} missing in every sample: its networks would stay at "
                              "their initial weights; leave it out of the model or give samples that have it")
-        patterns = set((available.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))).tolist())
+        patterns = set(row_subsets(available).tolist())
         subsets = (int(key) for key in self.model.heads)
         if untrained := [subset_name(s, names) for s in subsets if not any(p & s == s for p in patterns)]:
             warnings.warn(f"no sample holds all modalities of {untrained}: these subsets' encoders stay at "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 
 def all_subsets(n: int) -> list[int]:
     """Every non-empty subset of n modalities, ordered by size then by bits."""
@@ -40,6 +42,11 @@ def from_indices(indices: Iterable[int]) -> int:
     for i in indices:
         subset |= 1 << i
     return subset
+
+
+def row_subsets(available: np.ndarray) -> np.ndarray:
+    """The subset each row of an availability mask [N, n_modalities] (bool) holds → int64 [N]."""
+    return available.astype(np.int64) @ (1 << np.arange(available.shape[1], dtype=np.int64))
 
 
 def children(subset: int) -> list[int]:

@@ -51,7 +51,7 @@ from m2vae_ros.codec import (
 )
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.spec import ModalitySpec, ModelSpec, SpecError
-from m2vae_ros.subsets import subset_name
+from m2vae_ros.subsets import row_subsets, subset_name
 
 # 2: a partial scan span's angle_max is its last beam (LaserScan's reading), not past it.
 # 3: a span short of a full turn by less than a bin bins by the nearest centre; a NaN
@@ -434,8 +434,7 @@ class _Builder:
         }
         for name, values in per_sample.items():
             np.save(self.directory / f"{name}.npy", values)
-        bits = available.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
-        subsets = Counter(subset_name(int(b), names) for b in bits)
+        subsets = Counter(subset_name(int(b), names) for b in row_subsets(available))
         typed = zip(self.spec.modalities, self.msg_types, strict=True)
         spec = dataclasses.replace(
             self.spec, modalities=tuple(dataclasses.replace(m, msg_type=t) for m, t in typed)

@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from m2vae_training.bags import Bag
 from m2vae_training.demo_live import LiveRecord
+from m2vae_training.report import ERRORS_EXPLAINED
 
 from m2vae_ros.artifact import load_model
 from m2vae_ros.atomic import write_atomic
@@ -40,7 +41,8 @@ SCAN_TOPIC = "/scan"
 
 def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[float, float]) -> Path:
     """Figures + report.md under `out`; returns the report's path."""
-    spec = load_model(out / "run" / "model").spec
+    model = load_model(out / "run" / "model")
+    spec = model.spec
     lidar = spec.modality("lidar")
     if record.anchor is None or not record.latent_stamp:
         raise RuntimeError("the live run recorded no camera frame or no latent: see demo_out/live/")
@@ -84,7 +86,7 @@ def write_report(out: Path, record: LiveRecord, live_bag: Path, drop: tuple[floa
         "",
         _metrics_table(metrics, spec),
         "",
-        _metrics_legend(metrics, out),
+        _metrics_legend(metrics, model.metadata.get("provenance", {}).get("epochs", "a few")),
         "",
         "![reconstructions per subset](eval/recon_grid.png)",
         "",
@@ -263,20 +265,17 @@ def _metrics_table(metrics: dict, spec: ModelSpec) -> str:
     return "\n".join(rows)
 
 
-def _metrics_legend(metrics: dict, out: Path) -> str:
-    """What the table's numbers are, and why the demo's accuracy is low."""
+def _metrics_legend(metrics: dict, epochs: object) -> str:
+    """What the table's numbers are, and why the demo's model (trained `epochs`) scores low."""
     classes = metrics.get("classes") or []
     chance = (f"{len(classes)} classes ({', '.join(classes)}): chance ≈ {1 / len(classes):.2f}" if classes
               else "this recording has no ground truth")
-    epochs = load_model(out / "run" / "model").metadata.get("provenance", {}).get("epochs", "a few")
     return (
-        "Errors are decoded from each subset's latent, so a sensor outside the subset is imputed: images "
-        "as the mean absolute pixel error (0–255), scans as the RMSE over valid returns (metres). "
-        "NB accuracy: one Gaussian naive Bayes fitted on the camera+LiDAR latents of the training "
-        f"recording, scored on each subset's latents of this one; {chance}. The LiDAR cannot see "
-        f"colour. The demo trains {epochs} epochs on one patrol recording to show the pipeline in "
-        "minutes, so its accuracy is low; trained 60 epochs on inspection recordings, the camera "
-        "reaches 0.82 (BENCHMARKS.md, `bench/train_eval.py`)."
+        f"{ERRORS_EXPLAINED} NB accuracy: one Gaussian naive Bayes fitted on the camera+LiDAR "
+        f"latents of the training recording, scored on each subset's latents of this one; {chance}. "
+        f"The LiDAR cannot see colour. The demo trains {epochs} epochs on one patrol recording to "
+        "show the pipeline in minutes, so its accuracy is low; trained 60 epochs on inspection "
+        "recordings, the camera reaches 0.82 (BENCHMARKS.md, `bench/train_eval.py`)."
     )
 
 

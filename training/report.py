@@ -13,6 +13,10 @@ COLUMNS = (
     ("shape_accuracy", "shape accuracy"),
     ("position_rmse", "position RMSE (m)"),
 )
+ERRORS_EXPLAINED = (
+    "Errors are decoded from each subset's latent mean, in sensor units (images: mean absolute pixel "
+    "error 0–255; LiDAR: RMSE in metres over valid returns). A modality outside the subset is imputed."
+)
 
 
 def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
@@ -31,9 +35,8 @@ def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
         f"- samples: {metrics['samples']}; classes: {', '.join(metrics['classes']) or 'none'}",
         f"- probes fitted on: {_probe_data(metrics['probes'])}",
         "",
-        "Errors are decoded from each subset's latent mean, in sensor units (images: mean absolute",
-        "pixel error 0–255; LiDAR: RMSE in metres over valid returns). A modality outside the subset",
-        "is imputed. The naive-Bayes classifier and the position probe are fitted once, on the joint",
+        ERRORS_EXPLAINED,
+        "The naive-Bayes classifier and the position probe are fitted once, on the joint",
         "latents of the training data, and applied to every subset's latents. The ELBO is the",
         "subset's plain ELBO per sample, estimated with one sample of z per sample (a fixed seed),",
         "with the model's modality weights and β: it compares models trained with the same weights.",

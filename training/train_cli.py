@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import math
 import shutil
@@ -136,7 +137,8 @@ def _train(
         raise ValueError(f"--out {out} is a file; it names the run directory")
     config = load_config(args)
     run = run_settings(args, config, command, job, device)
-    run = check_resume(out, run, args, lambda text: _say(job, text))
+    say = functools.partial(_say, job)
+    run = check_resume(out, run, args, say)
 
     # --- data: rank 0 builds (or reuses) the dataset, the other ranks open it afterwards
     # None: the run directory's own dataset, wherever the run directory is now (it may have moved).
@@ -214,8 +216,7 @@ def _train(
         if not args.resume:
             shutil.rmtree(out / "tb", ignore_errors=True)
         tensorboard = TensorBoardLogger(out / "tb", *_preview(dataset, split), purge_step=purge_step)
-        epoch_log = EpochLog(run["epochs"], early_stopping, lambda text: _say(job, text))
-        epoch_ends += [checkpoints, tensorboard, epoch_log]
+        epoch_ends += [checkpoints, tensorboard, EpochLog(run["epochs"], early_stopping, say)]
     callbacks = [EpochEndsTogether(epoch_ends)]
 
     # --- train; Ctrl-C keeps the last checkpoint and still writes a usable artifact
