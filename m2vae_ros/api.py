@@ -242,7 +242,7 @@ class MultimodalVAE:
             means.append(mean.cpu().numpy())
             stds.append(torch.exp(0.5 * logvar).cpu().numpy())
         mean, std = np.concatenate(means), np.concatenate(stds)
-        if not np.isfinite(mean).all():  # finite inputs beyond ~1e19 overflow the features' LayerNorm
+        if not np.isfinite(mean).all():  # finite inputs beyond ~1e18 overflow the features' LayerNorm
             rows = np.flatnonzero(~np.isfinite(mean).all(axis=1))
             raise ValueError(f"the posterior of rows {rows[:5].tolist()} is not finite: their values are too "
                              "large for float32 arithmetic (scale them, as the codecs do)")

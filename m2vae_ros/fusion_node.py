@@ -180,6 +180,8 @@ class FusionNode(Node):
             logger = self._sensor_loggers[name]
             logger.warning(f"ignoring message ({exc})", throttle_duration_sec=WARN_THROTTLE_S)
             return
+        # Stored before the sensor can count as alive, so the worker's `_latest[name]` of every
+        # alive sensor exists; one dict store needs no lock under the GIL.
         self._latest[name] = decoded
         self._frame_ids[name] = str(msg.header.frame_id)
         with self._liveness_lock:
@@ -254,7 +256,7 @@ class FusionNode(Node):
         for parameter in parameters:
             prefix, _, rest = parameter.name.partition(".")
             name, _, key = rest.rpartition(".")
-            if prefix == "modalities" and key == "timeout_s" and name in self.liveness:
+            if prefix == MODALITY_PREFIX and key == "timeout_s" and name in self.liveness:
                 with self._liveness_lock:
                     self.liveness[name].timeout_ns = int(parameter.value * NS_PER_S)
 
@@ -304,7 +306,8 @@ class FusionNode(Node):
         stamp_ns = max(sample.stamp_ns for sample in samples.values())
         # The latent goes out before the (slower) decoders run: it is what downstream consumers wait for.
         self._latent_pub.publish(latent_image(posterior.mean, posterior.std, stamp_ns, self.params.frame_id))
-        self._last_inputs = inputs  # after a failure, the next tick tries the same inputs again
+        # Set once the latent is out: an encoder failure is retried on the next tick, a decoder one is not.
+        self._last_inputs = inputs
         listened = [name for name, pub in self._reconstruction_pubs.items() if pub.get_subscription_count()]
         stamp = Time(nanoseconds=stamp_ns).to_msg()
         for name, tensor in self.fusion.reconstruct(posterior, listened).items():

@@ -68,7 +68,8 @@ def _check_resolution(spec: ModalitySpec, layers: int) -> None:
 
 
 def build_decoder(spec: ModalitySpec, latent_dim: int) -> nn.Module:
-    """The decoder for one modality: the extractor's depth, its widths as `decoder_widths` gives them."""
+    """The decoder for one modality, as deep as its extractor: conv decoders take `decoder_widths(hidden)`,
+    the MLP decoder mirrors `hidden`."""
     hidden = spec.hidden or DEFAULT_HIDDEN[spec.kind]
     if spec.kind == "image":
         return ImageDecoder(spec.shape, decoder_widths(hidden), latent_dim)
@@ -119,7 +120,8 @@ class MLPDecoder(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Stride-2 convolutions, then adaptive pooling to 4×4 (any input size works)."""
+    """Stride-2 convolutions, then adaptive pooling to 4×4 (any side of at least 2^len(hidden) pixels;
+    see `_check_resolution`)."""
 
     def __init__(self, shape: tuple[int, ...], hidden: Sequence[int], feature_dim: int) -> None:
         super().__init__()

@@ -59,7 +59,7 @@ class Loss:
 
 
 def kl_normal(mean_q: Tensor, logvar_q: Tensor, mean_p: Tensor, logvar_p: Tensor) -> Tensor:
-    """KL(N(mean_q, e^logvar_q) ‖ N(mean_p, e^logvar_p)) of diagonal Gaussians → [B] (seed eq. 92)."""
+    """KL(N(mean_q, e^logvar_q) ‖ N(mean_p, e^logvar_p)) of diagonal Gaussians → [B] (Korthals, eq. 92)."""
     ratio = torch.exp(logvar_q - logvar_p)
     gap = (mean_q - mean_p).square() * torch.exp(-logvar_p)
     return 0.5 * (ratio + gap - 1 - (logvar_q - logvar_p)).sum(1)
@@ -104,7 +104,7 @@ def loss(
 
 
 def subset_loss(
-    model: M2VAE, x: dict[str, Tensor], subset: int, *, sample: bool = False,
+    model: M2VAE, x: dict[str, Tensor], subset: int, *, sample: bool = True,
     generator: torch.Generator | None = None,
 ) -> Loss:
     """`loss` as if every sample had recorded exactly `subset`: `per_sample` is L(subset) → [B]."""

@@ -4,7 +4,7 @@ Read `Trainer.fit` top to bottom: for each epoch, visit the training samples in 
 permutation seeded by (seed, epoch), compute the objective of `model.spec.objective`,
 step Adam, then evaluate on the validation set and ask the callbacks whether to stop.
 Everything the CLI adds (TensorBoard, checkpoints, early stopping, Ctrl-C, torchrun)
-is a `Callback` or a small override of `begin_epoch`/`epoch_order`/`compute_loss`.
+is a `Callback` or a small override of `begin_epoch`/`epoch_order`/`compute_loss`/`pooled`.
 
 Determinism: the shuffle depends only on (seed, epoch) and the reparameterisation noise
 comes from the trainer's own generator, whose state is part of `state_dict()`, so a run
@@ -192,7 +192,6 @@ class Trainer:
                 for callback in callbacks:
                     callback.on_step_end(self, self.step, result)
             bar.close()
-            self.epoch += 1
             train_metrics = self.pooled(totals).means()
             if not math.isfinite(train_metrics.get("loss", 0.0)):
                 self.load_state_dict(before)
@@ -202,6 +201,7 @@ class Trainer:
                     "values in the data (one 1e20 is enough), or lower the learning rate.",
                     history,
                 )
+            self.epoch += 1
             val_metrics = self.evaluate(val, batch_size=batch_size) if val is not None else {}
             history.train.append(train_metrics)
             history.val.append(val_metrics)

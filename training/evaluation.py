@@ -31,7 +31,9 @@ class SubsetScores:
 
     present: np.ndarray  # bool [N]: every member of the subset was recorded
     means: np.ndarray  # float32 [N, latent_dim]; rows outside `present` are meaningless
-    kl_to_joint: np.ndarray  # float64 [N]; meaningful where the joint subset is present
+    # KL(q(z|joint) ‖ q(z|S)), the direction of M²VAE's α terms; float64 [N], meaningful where
+    # the joint subset is present
+    kl_to_joint: np.ndarray
     errors: dict[str, ReconstructionError]
     elbo_sum: float = 0.0  # Σ over present rows of the plain ELBO of q(z|subset)
 
@@ -49,10 +51,10 @@ def _batch(data: ArrayDataset, rows: slice, device: torch.device) -> dict[str, t
 
 @torch.inference_mode()
 def score_subsets(
-    model: M2VAE, dataset: PreparedDataset, *, batch_size: int = 128, device: torch.device | None = None
+    model: M2VAE, dataset: PreparedDataset, *, batch_size: int = 128
 ) -> dict[int, SubsetScores]:
-    """Latent means, ELBO, KL to the joint posterior and reconstruction errors of every subset."""
-    device = device or next(model.parameters()).device
+    """Latent means, ELBO, KL(q(z|joint) ‖ q(z|subset)) and reconstruction errors of every subset."""
+    device = next(model.parameters()).device
     model.eval()
     spec = model.spec
     subsets = all_subsets(len(spec.names))
@@ -120,12 +122,15 @@ def _elbo_sum(
     from `noise` (`evaluation_generator`), makes it an estimate of the ELBO. Its
     log-likelihoods carry the spec's modality weights and its KL the spec's β, as in
     training: it compares models that share those settings, not models that differ in them.
+    `subset_loss` computes the whole objective of `subset` (and of its sub-subsets for m2vae)
+    and only this one term is kept: evaluation runs once, and one code path for the ELBO
+    keeps it identical to what training logs. The term draws first from `noise`.
     """
     count = int(present.sum())
     if count == 0:
         return 0.0
     rows = torch.from_numpy(np.flatnonzero(present)).to(next(iter(x.values())).device)
-    terms = subset_loss(model, {name: values[rows] for name, values in x.items()}, subset, sample=True,
+    terms = subset_loss(model, {name: values[rows] for name, values in x.items()}, subset,
                         generator=noise).terms
     return float(terms[f"elbo/{subset_name(subset, model.names)}"]) * count
 

@@ -200,9 +200,10 @@ def _train(
             _say(job, f"the run already finished: early stopping ended it after epoch {epoch}")
         else:
             _say(job, f"resuming after epoch {epoch}")
+            # Only checkpoints from before the estimator was recorded (scored at the posterior mean) get here.
             if early_stopping.estimator != EVALUATION_ESTIMATOR:
                 if said := _rescore_best(trainer, early_stopping, val_set, out / "model", run["batch_size"],
-                                         write_artifact, job, epochs_left=epoch < run["epochs"]):
+                                         write_artifact, job, has_epochs_left=epoch < run["epochs"]):
                     _say(job, said)
                 job.barrier()  # every process has read the checkpoint before the main one rewrites it
                 if checkpoints is not None:  # the rescore holds even if this attempt ends in its first epoch
@@ -270,7 +271,7 @@ def _train(
 def _rescore_best(
     trainer: Trainer, early_stopping: EarlyStopping, val_set: ArrayDataset | None, artifact: Path,
     batch_size: int, write_artifact: Callable[[Trainer, int, dict[str, float]], None],
-    job: distributed.Distributed, *, epochs_left: bool,
+    job: distributed.Distributed, *, has_epochs_left: bool,
 ) -> str | None:
     """Score the best epoch's model (the artifact) as validation scores now, so that the epochs to
     come compare with it on equal terms; returns what happened, for the user (None: the run
@@ -280,7 +281,7 @@ def _rescore_best(
     checkpoint had it. Every process does the same, so their stopping agrees.
     """
     old, best_epoch = early_stopping.estimator, early_stopping.best_epoch
-    then = ("the next epoch sets the best" if epochs_left
+    then = ("the next epoch sets the best" if has_epochs_left
             else "no epoch is left to train, so the artifact becomes the last epoch's model")
     if val_set is None:
         early_stopping.rescore(None)
