@@ -234,6 +234,7 @@ def _train(
     elapsed = time.perf_counter() - started
     if tensorboard is not None:
         tensorboard.close()
+    cut_short = interrupted  # the run ends unfinished (exit 130) unless its checkpoint is of the last epoch
     if interrupted:
         if not has_checkpoint(out / "checkpoints"):
             _say(job, "interrupted in the first epoch: nothing was saved; start again without --resume")
@@ -241,8 +242,8 @@ def _train(
         # The weights of the last whole epoch, not the half-trained ones of the epoch cut short.
         restore(trainer, early_stopping, load_checkpoint(out / "checkpoints")[1])
         # A signal deferred over the last epoch's writes lands after the run is complete.
-        interrupted = not (trainer.epoch >= run["epochs"] or early_stopping.stopped)
-        if interrupted:
+        cut_short = not (trainer.epoch >= run["epochs"] or early_stopping.stopped)
+        if cut_short:
             _say(job, f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
     unchosen = val_set is None or early_stopping.best_epoch == 0
     if job.is_main and unchosen and trainer.epoch:  # epoch 0 here: the loss diverged in the first
@@ -259,13 +260,13 @@ def _train(
     if early_stopping.best_epoch:
         best = f"{early_stopping.best:.4g} (epoch {early_stopping.best_epoch})"
     stopped = ""
-    if early_stopping.stopped and not interrupted:
+    if early_stopping.stopped and not cut_short:
         stopped = (f" (stopped early: the val ELBO last improved at epoch {early_stopping.best_epoch}, "
                    f"patience {run['patience']})")
     if job.is_main:
-        print(f"{'interrupted' if interrupted else 'done'}: {trainer.epoch} epochs{stopped}, best val ELBO "
+        print(f"{'interrupted' if cut_short else 'done'}: {trainer.epoch} epochs{stopped}, best val ELBO "
               f"{best}, {samples_per_s:.0f} samples/s, artifact {out / 'model'}", flush=True)
-    return 130 if interrupted else 0
+    return 130 if cut_short else 0
 
 
 def _rescore_best(
