@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from m2vae_training.bags import Bag
 from m2vae_training.demo_live import LiveRecord
+from m2vae_training.metrics import ERROR_UNITS
 from m2vae_training.report import ERRORS_EXPLAINED
 
 from m2vae_ros.artifact import load_model
@@ -255,8 +256,8 @@ def _latency(path: Path, latency_ms: np.ndarray) -> None:
 
 def _metrics_table(metrics: dict, spec: ModelSpec) -> str:
     """metrics.json's subsets as a table; a missing value (null there: no samples, not finite) is "–"."""
-    units = {m.name: "0–255" if m.kind == "image" else "m" for m in spec.modalities}
-    header = ["subset", "ELBO", "NB accuracy", *(f"{n} error ({units[n]})" for n in spec.names)]
+    errors = [f"{m.name} error ({ERROR_UNITS[m.kind]})" for m in spec.modalities]
+    header = ["subset", "ELBO", "NB accuracy", *errors]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for subset, m in metrics["subsets"].items():
         cells = [subset, _number(m.get("elbo"), ".1f"), _number(m.get("nb_accuracy"), ".3f"),

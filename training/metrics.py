@@ -18,6 +18,9 @@ from sklearn.naive_bayes import GaussianNB
 
 from m2vae_ros.spec import ModalitySpec
 
+# The unit of `ReconstructionError.value()` per modality kind, for report tables.
+ERROR_UNITS = {"image": "0–255", "scan": "m", "range_image": "m", "vector": "sensor units"}
+
 
 class ReconstructionError:
     """Running reconstruction error of one modality in sensor units, fed batch by batch.

@@ -165,11 +165,11 @@ def _train(
                            "the validation blocks or their guard; record it for longer, or lower "
                            "training.block_seconds or training.val_fraction")
     if args.resume and (unchecked := check_same_split(out, run, split)):
-        _say(job, unchecked)
+        say(unchecked)
     run["split_sha256"] = split.digest()
     if job.is_main:
         _write_yaml(out / RUN_FILE, run)
-    _say(job, f"{len(split.train)} training and {len(split.val)} validation samples; {len(split.guarded)} "
+    say(f"{len(split.train)} training and {len(split.val)} validation samples; {len(split.guarded)} "
               f"left out for lying within {run['guard_seconds']} s of the other set")
     train_set = ArrayDataset(dataset.arrays, dataset.available, split.train)
     val_set = ArrayDataset(dataset.arrays, dataset.available, split.val) if len(split.val) else None
@@ -197,14 +197,14 @@ def _train(
         epoch, state = load_checkpoint(out / "checkpoints")
         restore(trainer, early_stopping, state)
         if early_stopping.stopped:
-            _say(job, f"the run already finished: early stopping ended it after epoch {epoch}")
+            say(f"the run already finished: early stopping ended it after epoch {epoch}")
         else:
-            _say(job, f"resuming after epoch {epoch}")
+            say(f"resuming after epoch {epoch}")
             # Only checkpoints from before the estimator was recorded (scored at the posterior mean) get here.
             if early_stopping.estimator != EVALUATION_ESTIMATOR:
                 if said := _rescore_best(trainer, early_stopping, val_set, out / "model", run["batch_size"],
                                          write_artifact, job, has_epochs_left=epoch < run["epochs"]):
-                    _say(job, said)
+                    say(said)
                 job.barrier()  # every process has read the checkpoint before the main one rewrites it
                 if checkpoints is not None:  # the rescore holds even if this attempt ends in its first epoch
                     checkpoints.save(trainer, epoch)
@@ -237,14 +237,14 @@ def _train(
     cut_short = interrupted  # the run ends unfinished (exit 130) unless its checkpoint is of the last epoch
     if interrupted:
         if not has_checkpoint(out / "checkpoints"):
-            _say(job, "interrupted in the first epoch: nothing was saved; start again without --resume")
+            say("interrupted in the first epoch: nothing was saved; start again without --resume")
             return 130
         # The weights of the last whole epoch, not the half-trained ones of the epoch cut short.
         restore(trainer, early_stopping, load_checkpoint(out / "checkpoints")[1])
         # A signal deferred over the last epoch's writes lands after the run is complete.
         cut_short = not (trainer.epoch >= run["epochs"] or early_stopping.stopped)
         if cut_short:
-            _say(job, f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
+            say(f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
     unchosen = val_set is None or early_stopping.best_epoch == 0
     if job.is_main and unchosen and trainer.epoch:  # epoch 0 here: the loss diverged in the first
         # No validation ELBO ever chose a best model: the artifact is the last epoch's weights.
