@@ -6,6 +6,7 @@
     mean, std = vae.encode({"left": a})          # posterior of the subset you have
     img_from_left = vae.decode(mean, "img")     # cross-modal reconstruction
     vae.save("model/")                          # the artifact format m2vae-train writes
+    vae.evaluate({"left": a, "img": b})         # mean ELBO and its terms per subset
 
 It is a thin shell over the library: the model (model.py), the objective (objectives.py),
 the training loop (trainer.py) and the artifact (artifact.py).
@@ -13,10 +14,11 @@ the training loop (trainer.py) and the artifact (artifact.py).
 
 from __future__ import annotations
 
+import math
 import operator
 import warnings
 from collections.abc import Mapping, Sequence
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +38,16 @@ from m2vae_ros.spec import (
     VectorPreprocess,
 )
 from m2vae_ros.subsets import from_indices, parse_subset, row_subsets, subset_name
-from m2vae_ros.trainer import ArrayDataset, History, Trainer, checked_availability
+from m2vae_ros.trainer import ArrayDataset, History, Trainer, TrainingDiverged, checked_availability
+
+__all__ = ["History", "MultimodalVAE", "TrainingDiverged"]  # what `fit` returns and raises, importable here
 
 Shape = int | tuple[int, ...]
 _ENCODE_BATCH = 1024
 
 
 class MultimodalVAE:
-    """A trained or trainable M²VAE (or JMVAE-kl/MVAE baseline) over in-memory arrays.
+    """A trained or trainable M²VAE over in-memory arrays (or the baselines JMVAE-kl and MVAE).
 
     Arrays are [N, *shape] per modality in the tensor conventions of spec.py: images,
     scans and range images hold values in [0, 1] (an rgb8 image divided by 255; ranges
@@ -82,7 +86,11 @@ class MultimodalVAE:
 
         Shapes: vector dim or (dim,); image (C, H, W); scan beams or (1, beams);
         range_image (C, rings, bins) with C = 1 (range) or 2 (range + intensity).
-        `likelihood` and `scale` apply to every modality given as (kind, shape).
+        `objective` is "m2vae", "jmvae" (JMVAE-kl) or "mvae". `likelihood` ("gaussian",
+        "gaussian_learned", "laplace" or "bernoulli") and `scale` apply to every modality
+        given as (kind, shape). A ModalitySpec (m2vae_ros.spec) also sets a modality's
+        `weight` and its convolution widths `hidden`: each width is a stride-2 layer, so
+        with the default three an image side needs ≥ 8 pixels and a scan ≥ 5 beams.
         """
         renamed = [f"{key!r} → {value.name!r}" for key, value in modalities.items()
                    if isinstance(value, ModalitySpec) and value.name != key]
@@ -115,7 +123,12 @@ class MultimodalVAE:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> MultimodalVAE:
-        """Load an artifact written by `save` or by `m2vae-train`; `device` as in `fit`."""
+        """Load an artifact written by `save` or by `m2vae-train`; `device` as in `fit`.
+
+        The artifact holds the weights, not the training state, so `fit` on a loaded model
+        fine-tunes it with a fresh optimiser from epoch 0 (`m2vae-train --resume` continues
+        a run bit for bit from its checkpoints instead).
+        """
         loaded = load_model(directory, device=_usable_device(device))
         return cls(loaded.spec, model=loaded.model)
 
@@ -159,6 +172,10 @@ class MultimodalVAE:
             raise ValueError(f"epochs counts the epochs to add and must be an integer ≥ 0, got {epochs!r}")
         if batch_size < 1:  # before the first call's Trainer fixes seed and device
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        if val_available is not None and val is None:
+            raise ValueError("val_available was given without val: it marks the missing entries of val")
         train_set = ArrayDataset(self._arrays(data, available, require_all=True), available)
         if len(train_set) == 0:
             raise ValueError("no training samples: the arrays are empty")
@@ -175,14 +192,28 @@ class MultimodalVAE:
         running = {"seed": trainer.seed, "device": trainer.device}
         asked = {"seed": seed, "device": usable}
         if changed := [key for key in running if asked[key] != running[key]]:
-            raise ValueError(f"fit continues the first call's training; {', '.join(changed)} differ from it "
-                             f"({running}): build a new MultimodalVAE to start over")
+            raise ValueError(f"fit continues the first call's training, so {' and '.join(changed)} must stay "
+                             f"as there ({running}): build a new MultimodalVAE to start over")
         for group in trainer.optimizer.param_groups:
             group["lr"] = lr
         history = trainer.fit(train_set, val_set, epochs=trainer.epoch + epochs, batch_size=batch_size,
                               progress=progress)
         self.model.eval()
         return history
+
+    def evaluate(
+        self, data: Mapping[str, np.ndarray], available: np.ndarray | None = None, *, batch_size: int = 256
+    ) -> dict[str, float]:
+        """Mean loss, ELBO and its terms per subset over `data`: the keys of `fit`'s `History.val`.
+
+        Scored as `fit` scores its validation data, on one fixed draw of the noise per
+        batch: with `fit`'s `batch_size`, a loaded model gives its last validation's numbers.
+        """
+        dataset = ArrayDataset(self._arrays(data, available, require_all=True), available)
+        if len(dataset) == 0:
+            raise ValueError("no samples to evaluate: the arrays are empty")
+        trainer = self._trainer or Trainer(self.model, device=next(self.model.parameters()).device)
+        return trainer.evaluate(dataset, batch_size=batch_size)
 
     def _check_coverage(self, available: np.ndarray) -> None:
         """Refuse a modality no sample has; warn of subset encoders no sample trains.
@@ -322,10 +353,17 @@ def _check_values(array: np.ndarray, m: ModalitySpec, where: str) -> None:
     if (m.kind in BOUNDED_KINDS or m.likelihood == "bernoulli") and array.size and (
         array.min() < 0.0 or array.max() > 1.0
     ):
-        raise ValueError(
-            f"modality {m.name!r}: values span [{array.min():g}, {array.max():g}], outside [0, 1]; "
-            "give images as float in [0, 1] (uint8: divide by 255) and ranges divided by range_max"
-        )
+        span = f"[{array.min():.7g}, {array.max():.7g}]"  # float32's digits: 1.000001 must not print as 1
+        raise ValueError(f"modality {m.name!r}: values span {span}, outside [0, 1]; {_BOUNDED_HINTS[m.kind]}")
+
+
+# What a value outside [0, 1] most likely means, per kind.
+_BOUNDED_HINTS = {
+    "image": "give images as float in [0, 1] (uint8: divide by 255)",
+    "scan": "give ranges divided by range_max, 1.0 for no return",
+    "range_image": "give ranges divided by range_max, 1.0 for no return, and intensities in [0, 1]",
+    "vector": "a bernoulli likelihood models probabilities or 0/1 values",
+}
 
 
 def _preprocess(name: str, kind: str, shape: Shape):

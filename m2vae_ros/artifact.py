@@ -69,6 +69,9 @@ def save_model(
 ) -> Path:
     """Write `model.safetensors` and `model.yaml` into `directory`; returns the directory."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ArtifactError(f"{directory}: is a file; an artifact is a directory of {WEIGHTS_FILE} and "
+                            f"{METADATA_FILE}")
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     broken = _non_finite(tensors)
@@ -106,6 +109,9 @@ def _yaml_safe(value: Any) -> Any:
 def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
     """Read and validate an artifact; raises ArtifactError naming the file and the problem."""
     directory = Path(directory)
+    if directory.is_file():
+        raise ArtifactError(f"{directory}: is a file; give the model directory that holds it, "
+                            f"{directory.parent}")
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: no such model directory")
     inner = directory / "model"
@@ -170,6 +176,9 @@ def _expected_sha256(metadata: dict[str, Any], path: Path) -> str:
     digest = weights.get("sha256") if isinstance(weights, dict) else None
     if not isinstance(digest, str):
         raise ArtifactError(f"{path}: no weights.sha256")
+    if weights.get("file") != WEIGHTS_FILE:  # the weights always live in WEIGHTS_FILE: say so, not ignore it
+        raise ArtifactError(f"{path}: weights.file is {weights.get('file')!r}; an artifact's weights are "
+                            f"{WEIGHTS_FILE!r}, beside it")
     return digest
 
 

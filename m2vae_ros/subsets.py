@@ -29,6 +29,8 @@ def subset_name(subset: int, names: Sequence[str]) -> str:
 
 def parse_subset(text: str, names: Sequence[str]) -> int:
     """Inverse of `subset_name`; accepts members in any order."""
+    if not text:
+        raise ValueError(f"empty subset: name at least one of {list(names)}")
     subset = 0
     for part in text.split("+"):
         if part not in names:

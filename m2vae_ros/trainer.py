@@ -29,13 +29,19 @@ from m2vae_ros.objectives import Loss, evaluation_generator, loss
 
 
 def checked_availability(available: np.ndarray | None, n: int, names: Sequence[str]) -> np.ndarray:
-    """The availability mask as a bool [n, len(names)] array (all True when None); ValueError otherwise."""
+    """The availability mask as a bool [n, len(names)] array (all True when None); ValueError otherwise.
+
+    A numeric mask of only 0s and 1s is taken as bool; any other value is refused rather
+    than read as "present".
+    """
     if available is None:
         return np.ones((n, len(names)), dtype=bool)
     available = np.asarray(available)
+    if available.dtype.kind in "iuf" and np.isin(available, (0, 1)).all():
+        available = available.astype(bool)
     if available.dtype != np.bool_ or available.shape != (n, len(names)):
         raise ValueError(
-            f"available must be bool [{n}, {len(names)}] (columns {list(names)}), "
+            f"available must be bool (or 0/1) [{n}, {len(names)}] (columns {list(names)}), "
             f"got {available.dtype} {list(available.shape)}"
         )
     return available

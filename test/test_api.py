@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from m2vae_ros.api import MultimodalVAE
+from m2vae_ros.api import MultimodalVAE, TrainingDiverged
 from m2vae_ros.artifact import load_model
 from m2vae_ros.spec import ModalitySpec, SpecError, VectorPreprocess
-from m2vae_ros.trainer import TrainingDiverged
 
 torch.set_num_threads(1)
 
@@ -72,6 +71,23 @@ def test_save_and_load_round_trip_with_identical_outputs(tmp_path):
     np.testing.assert_array_equal(vae.decode(z, "a"), again.decode(z, "a"))
     metadata = load_model(directory).metadata
     assert metadata["provenance"]["source"] == "m2vae_ros.api" and metadata["metrics"] == {"note": 1.0}
+
+
+def test_evaluate_scores_per_subset_as_fit_validates_and_a_loaded_model_alike(tmp_path):
+    data, val = two_views(64), two_views(32, seed=1)
+    vae = small_vae()
+    history = vae.fit(data, epochs=2, batch_size=16, val=val)
+    scores = vae.evaluate(val, batch_size=16)  # the noise is drawn per batch: fit's batch size
+    assert scores == pytest.approx(history.val[-1])
+    assert {"elbo/a", "elbo/b", "elbo/a+b"} <= scores.keys()
+    loaded = MultimodalVAE.load(vae.save(tmp_path / "model"))  # no training state: its own scorer
+    assert loaded.evaluate(val, batch_size=16) == pytest.approx(scores)
+    missing_b = np.ones((32, 2), bool)
+    missing_b[:, 1] = False
+    only_a = loaded.evaluate(val, missing_b)
+    assert "elbo/a" in only_a and "elbo/a+b" not in only_a
+    with pytest.raises(ValueError, match="no samples to evaluate"):
+        loaded.evaluate({name: array[:0] for name, array in val.items()})
 
 
 def test_from_modalities_builds_every_kind_and_accepts_a_full_spec():
@@ -157,6 +173,11 @@ def test_bad_input_is_refused_with_clear_errors():
         vae.decode(np.zeros((1, 2)), "c")
     with pytest.raises(ValueError, match="subset must be modality names"):  # a bitmask: a join TypeError
         vae.encode(data, 3)
+    for empty in ("", []):  # were "unknown modality ''"
+        with pytest.raises(ValueError, match=r"empty subset: name at least one of \['a', 'b'\]"):
+            vae.encode(data, empty)
+    with pytest.raises(ValueError, match="val_available was given without val"):  # was ignored
+        vae.fit(data, epochs=1, val_available=np.ones((8, 2), bool))
     with pytest.raises(ValueError, match="with a subset that leaves it out"):  # encode has no `available`
         vae.encode({"a": np.full((2, 6), np.nan)})
     with pytest.raises(ValueError, match=r"posterior of rows \[0\] is not finite"):  # was NaN, silently
@@ -171,10 +192,13 @@ def image_and_vector(**options) -> MultimodalVAE:
 def test_bounded_kinds_refuse_values_outside_unit_range_with_the_convention():
     vae = image_and_vector()
     rgb8 = np.random.default_rng(0).integers(0, 256, (6, 3, 8, 8)).astype(np.uint8)
-    with pytest.raises(ValueError, match=r"'img': values span \[0, 255\], outside \[0, 1\].*divide by 255"):
+    with pytest.raises(ValueError, match=r"'img': values span \[0, 255\], outside \[0, 1\].*by 255"):
         vae.encode({"img": rgb8})
+    scans = MultimodalVAE.from_modalities({"s": ("scan", 8)}, feature_dim=8, head_hidden=8)
+    with pytest.raises(ValueError, match=r"values span \[0.5, 1.000001\].*ranges divided by range_max"):
+        scans.encode({"s": np.full((2, 1, 8), 0.5) + np.eye(1, 8) * 0.500001})  # :g printed "[0.5, 1]"
     bernoulli = MultimodalVAE.from_modalities({"v": ("vector", 3)}, likelihood="bernoulli")
-    with pytest.raises(ValueError, match="'v': values span"):
+    with pytest.raises(ValueError, match=r"'v': values span .* bernoulli likelihood models probabilities"):
         bernoulli.fit({"v": np.full((4, 3), 3.0, np.float32)}, epochs=1)
     assert vae.encode({"img": rgb8 / 255.0})[0].shape == (6, 2)
 
@@ -191,8 +215,10 @@ def test_arrays_as_researchers_hold_them_are_taken():
     assert mean.shape == std.shape == (0, 2)
     with pytest.raises(ValueError, match="differ in length"):
         vae.encode({"img": rgb, "v": np.zeros((4, 4))})
-    with pytest.raises(ValueError, match=r"available must be bool \[5, 2\]"):
+    with pytest.raises(ValueError, match=r"available must be bool \(or 0/1\) \[5, 2\]"):
         vae.fit({"img": rgb, "v": np.zeros((5, 4))}, np.ones((5, 1), bool), epochs=1)
+    with pytest.raises(ValueError, match=r"available must be bool \(or 0/1\) \[5, 2\].*got int64"):
+        vae.fit({"img": rgb, "v": np.zeros((5, 4))}, np.full((5, 2), 2), epochs=1)  # not read as "present"
     # Rows marked missing are never read, so NaN is a fine placeholder, and the caller's array is untouched.
     vectors = rng.random((5, 4)).astype(np.float32)
     vectors[1] = np.nan
@@ -200,6 +226,7 @@ def test_arrays_as_researchers_hold_them_are_taken():
     available[1, 1] = False
     vae.fit({"img": rgb, "v": vectors}, available, epochs=1, batch_size=5)
     assert np.isnan(vectors[1]).all()
+    vae.fit({"img": rgb, "v": vectors}, available.astype(int), epochs=1, batch_size=5)  # a 0/1 mask is bool
 
 
 def test_numpy_scalars_from_a_sweep_build_a_model_that_saves(tmp_path):
@@ -220,8 +247,13 @@ def test_a_second_fit_continues_the_first():
     second = twice.fit(data, epochs=2, batch_size=16, lr=3e-3)
     losses = [h["loss"] for h in first.train + second.train]
     assert losses == pytest.approx([h["loss"] for h in straight.train])
-    with pytest.raises(ValueError, match="seed differ"):
+    with pytest.raises(ValueError, match="so seed must stay as there"):
         twice.fit(data, epochs=1, lr=3e-3, seed=1)
+    weights = {name: value.clone() for name, value in twice.model.state_dict().items()}
+    for lr in (-1, float("nan"), "1e-3", True):  # -1 used to train: gradient ascent to 1e24
+        with pytest.raises(ValueError, match=f"lr must be a positive finite number, got {lr!r}"):
+            twice.fit(data, epochs=1, lr=lr)
+    assert all(torch.equal(weights[name], value) for name, value in twice.model.state_dict().items())
     twice.fit(data, epochs=1, lr=1e-4)  # a new learning rate applies from this call on
     assert [group["lr"] for group in twice._trainer.optimizer.param_groups] == [1e-4]
 
@@ -242,7 +274,7 @@ def test_a_refused_first_fit_leaves_seed_and_device_open():
     vae, data = small_vae(), two_views(8)
     with pytest.raises(ValueError, match="batch_size must be ≥ 1"):
         vae.fit(data, epochs=1, batch_size=0, seed=1)
-    vae.fit(data, epochs=1, seed=2)  # used to be refused: "seed differ"
+    vae.fit(data, epochs=1, seed=2)  # used to be refused: "seed must stay"
 
 
 def test_a_modality_no_sample_has_is_refused_and_an_untrained_subset_warned():

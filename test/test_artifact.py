@@ -93,6 +93,8 @@ def test_missing_directory_and_files_are_refused(saved, tmp_path):
     _, directory = saved
     with pytest.raises(ArtifactError, match="no such model directory"):
         load_model(tmp_path / "nowhere")
+    with pytest.raises(ArtifactError, match="is a file; give the model directory that holds it"):  # was
+        load_model(directory / "model.safetensors")  # "no such model directory" for a file that exists
     (directory / "model.safetensors").unlink()
     with pytest.raises(ArtifactError, match=r"model\.safetensors: missing"):
         load_model(directory)
@@ -186,6 +188,17 @@ def test_a_model_with_nan_weights_is_not_saved(saved, tmp_path):
     with pytest.raises(ArtifactError, match="not saving a model with NaN or infinite weights"):
         save_model(model, tmp_path / "nan_model")
     assert not (tmp_path / "nan_model" / "model.safetensors").exists()
+
+
+def test_saving_onto_a_file_and_a_renamed_weights_file_are_refused(saved, tmp_path):
+    model, directory = saved
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(ArtifactError, match="a_file: is a file; an artifact is a directory"):  # was Errno 17
+        save_model(model, tmp_path / "a_file")
+    assert (tmp_path / "a_file").read_text() == "mine"
+    edit_yaml(directory, lambda meta: meta["weights"].update(file="other.safetensors"))  # was never read
+    with pytest.raises(ArtifactError, match=r"weights\.file is 'other\.safetensors'; an artifact's"):
+        load_model(directory)
 
 
 def test_files_get_the_umask_permissions_not_owner_only(saved, tmp_path):

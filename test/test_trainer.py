@@ -140,8 +140,9 @@ def test_bad_datasets_are_refused_with_clear_errors():
     data, available = arrays()
     with pytest.raises(ValueError, match="differ in length"):
         ArrayDataset({"lidar": data["lidar"], "imu": data["imu"][:5]})
-    with pytest.raises(ValueError, match=r"available must be bool \[48, 2\]"):
-        ArrayDataset(data, available.astype(np.float32))
+    with pytest.raises(ValueError, match=r"available must be bool \(or 0/1\) \[48, 2\]"):
+        ArrayDataset(data, available.astype(np.float32) * 0.5)  # not 0/1: not read as "present"
+    np.testing.assert_array_equal(ArrayDataset(data, available.astype(np.float32)).available, available)
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 48\)"):
         ArrayDataset(data, available, indices=np.array([0, 48]))
     with pytest.raises(ValueError, match="differ from the model's"):
