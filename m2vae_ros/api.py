@@ -234,11 +234,17 @@ class MultimodalVAE:
 
     @torch.no_grad()
     def encode(
-        self, data: Mapping[str, np.ndarray], subset: str | Sequence[str] | None = None
+        self,
+        data: Mapping[str, np.ndarray],
+        subset: str | Sequence[str] | None = None,
+        available: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and std [N, latent_dim] of q(z | subset); None = every modality in `data`.
 
-        Arrays of modalities outside `subset` are not read, so they are not checked either.
+        With `available` (as in `fit`), each row is encoded from the modalities of `subset`
+        that it has, as the ROS node does with the sensors alive: data with missing entries
+        in one call. Arrays of modalities outside `subset` are not read, so they are not
+        checked either.
         """
         if unknown := sorted(set(data) - set(self.spec.names)):
             raise ValueError(f"unknown modalities {unknown}; the model has {list(self.spec.names)}")
@@ -256,28 +262,39 @@ class MultimodalVAE:
         absent = [name for name in needed if name not in data]
         if absent:
             raise ValueError(f"subset {subset!r} needs arrays for {absent}; given: {list(data)}")
-        arrays = self._arrays({name: data[name] for name in needed}, None, require_all=False)
-        self.model.eval()
-        device = next(self.model.parameters()).device
+        arrays = self._arrays({name: data[name] for name in needed}, available, require_all=False)
         n = len(arrays[needed[0]])
-        if n == 0:
-            empty = np.zeros((0, self.spec.latent_dim), np.float32)
-            return empty, empty.copy()
-        means, stds = [], []
-        for start in range(0, n, _ENCODE_BATCH):
-            x = {
-                name: torch.from_numpy(arrays[name][start : start + _ENCODE_BATCH]).to(device)
-                for name in needed
-            }
-            mean, logvar = self.model.encode(x, bits)
-            means.append(mean.cpu().numpy())
-            stds.append(torch.exp(0.5 * logvar).cpu().numpy())
-        mean, std = np.concatenate(means), np.concatenate(stds)
+        mean = np.zeros((n, self.spec.latent_dim), np.float32)
+        std = np.zeros_like(mean)
+        patterns = np.full(n, bits, np.int64)
+        if available is not None:
+            patterns &= row_subsets(checked_availability(available, n, self.spec.names))
+            if (empty := np.flatnonzero(patterns == 0)).size:
+                raise ValueError(f"rows {empty[:5].tolist()} have none of {needed} available: no posterior "
+                                 "to give them")
+        for pattern in np.unique(patterns).tolist():
+            rows = np.flatnonzero(patterns == pattern)
+            names = subset_name(pattern, self.spec.names).split("+")
+            mean[rows], std[rows] = self._posterior({name: arrays[name][rows] for name in names}, pattern)
         if not np.isfinite(mean).all():  # finite inputs beyond ~1e18 overflow the features' LayerNorm
             rows = np.flatnonzero(~np.isfinite(mean).all(axis=1))
             raise ValueError(f"the posterior of rows {rows[:5].tolist()} is not finite: their values are too "
                              "large for float32 arithmetic (scale them, as the codecs do)")
         return mean, std
+
+    def _posterior(self, arrays: dict[str, np.ndarray], bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """q(z | bits)'s mean and std for rows that all hold `arrays`' modalities, in batches."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        n = len(next(iter(arrays.values())))
+        means, stds = [], []
+        for start in range(0, n, _ENCODE_BATCH):
+            x = {name: torch.from_numpy(array[start : start + _ENCODE_BATCH]).to(device)
+                 for name, array in arrays.items()}
+            mean, logvar = self.model.encode(x, bits)
+            means.append(mean.cpu().numpy())
+            stds.append(torch.exp(0.5 * logvar).cpu().numpy())
+        return np.concatenate(means), np.concatenate(stds)
 
     @torch.no_grad()
     def decode(self, z: np.ndarray, modality: str) -> np.ndarray:
@@ -321,12 +338,8 @@ class MultimodalVAE:
                     if np.may_share_memory(arrays[name], data[name]):  # never write into the caller's data
                         arrays[name] = arrays[name].copy()
                     arrays[name][~mask[:, column]] = 0.0
-        if available is not None:
-            where = " in rows marked available"
-        elif require_all:
-            where = " (mark placeholder rows missing in `available`)"
-        else:
-            where = " (encode the rows without this modality with a subset that leaves it out)"
+        where = (" in rows marked available" if available is not None
+                 else " (mark such rows missing in `available`)")
         for m in self.spec.modalities:
             if m.name in arrays:
                 _check_values(arrays[m.name], m, where)

@@ -143,7 +143,7 @@ def test_bad_input_is_refused_with_clear_errors():
     with pytest.raises(ValueError, match=r"missing \['b'\]"):
         vae.fit({"a": data["a"]}, epochs=1)
     data["a"][3, 2] = np.inf
-    with pytest.raises(ValueError, match=r"'a': NaN or infinite values \(mark placeholder rows missing"):
+    with pytest.raises(ValueError, match=r"'a': NaN or infinite values \(mark such rows missing"):
         vae.fit(data, epochs=1)
     with pytest.raises(ValueError, match="'a': NaN or infinite values in rows marked available"):
         vae.fit(data, np.ones((8, 2), bool), epochs=1)
@@ -178,7 +178,7 @@ def test_bad_input_is_refused_with_clear_errors():
             vae.encode(data, empty)
     with pytest.raises(ValueError, match="val_available was given without val"):  # was ignored
         vae.fit(data, epochs=1, val_available=np.ones((8, 2), bool))
-    with pytest.raises(ValueError, match="with a subset that leaves it out"):  # encode has no `available`
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(mark such rows missing in `available`\)"):
         vae.encode({"a": np.full((2, 6), np.nan)})
     with pytest.raises(ValueError, match=r"posterior of rows \[0\] is not finite"):  # was NaN, silently
         vae.encode({"a": np.full((1, 6), 1e30)})
@@ -318,6 +318,25 @@ def test_encode_reads_only_the_subsets_arrays_so_a_nan_placeholder_elsewhere_is_
     np.testing.assert_array_equal(vae.encode(data, "a")[0], expected[0])
     with pytest.raises(ValueError, match="'b': NaN or infinite values"):
         vae.encode(data, "a+b")
+
+
+def test_encode_with_an_availability_mask_gives_each_row_the_posterior_of_what_it_has():
+    vae, data = small_vae(), two_views(12)
+    vae.fit(data, epochs=1, batch_size=4)
+    available = np.ones((12, 2), bool)
+    available[::3, 1] = False  # b missing: NaN placeholders, as fit allows
+    available[1::3, 0] = False
+    data["b"][::3] = np.nan
+    mean, std = vae.encode(data, available=available)
+    for subset, rows in (("a", np.s_[::3]), ("b", np.s_[1::3]), ("a+b", np.s_[2::3])):
+        alone = vae.encode({name: array[rows] for name, array in data.items()}, subset)
+        np.testing.assert_allclose(mean[rows], alone[0], rtol=1e-6)
+        np.testing.assert_allclose(std[rows], alone[1], rtol=1e-6)
+    has_a = available[:, 0]  # the subset bounds what a row may use: a+b rows give q(z|a) here
+    only_a = vae.encode({name: array[has_a] for name, array in data.items()}, "a", available=available[has_a])
+    np.testing.assert_allclose(only_a[0], vae.encode({"a": data["a"][has_a]}, "a")[0], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"rows \[0, 3, 6, 9\] have none of \['b'\] available"):
+        vae.encode(data, "b", available=available)
 
 
 def test_decoding_an_empty_batch_gives_an_empty_array_of_every_kind():
