@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import socket
 import sqlite3
 from pathlib import Path
@@ -472,6 +473,9 @@ def test_one_recording_given_twice_is_refused(tmp_path):
     for bags in ([bag, bag], [bag, next(bag.glob("*.mcap"))], [hard_link, bag]):
         with pytest.raises(DatasetError, match=r"are one recording \(.*\.mcap\); give it once"):
             build_dataset(bags, config, tmp_path / "o", progress=False)
+    copy = shutil.copytree(bag, tmp_path / "copy")  # with its mtimes, as cp -a: used to train twice
+    with pytest.raises(DatasetError, match=r"copy and .*bag hold the same messages \(same size"):
+        build_dataset([bag, copy], config, tmp_path / "o", progress=False)
 
 
 def test_sensors_recorded_into_separate_bags_at_the_same_time_are_named_in_the_notes(tmp_path, capsys):

@@ -84,6 +84,20 @@ def fingerprint(path: str | Path) -> dict[str, Any]:
     }
 
 
+def storage_identity(path: str | Path) -> tuple[int, int] | None:
+    """Total size and newest mtime of the files that hold the messages; None without any.
+
+    metadata.yaml is left out, so a bag directory and the .mcap inside it are one
+    recording, and so is a copy made with its timestamps (cp -a): whatever path names
+    the messages, this is the same.
+    """
+    files = [f for f in recording_files(Path(path).resolve()) if f.name != "metadata.yaml"]
+    if not files:
+        return None
+    stats = [f.stat() for f in files]
+    return sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)
+
+
 def build_typestore(msgtypes: Collection[str], definitions: Mapping[str, MessageDefinition]) -> Typestore:
     """Types as the bag defines them, plus ROS 2 Kilted's for every type it does not define.
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from m2vae_training.bags import Bag, fingerprint, recording_files
+from m2vae_training.bags import Bag, fingerprint, recording_files, storage_identity
 from m2vae_training.build_directories import remove_abandoned_builds, swap_into_place, work_directory
 from m2vae_training.config import TrainConfig
 from m2vae_training.prediction import UsePredictor
@@ -168,18 +168,23 @@ def build_dataset(
 
 
 def _refuse_a_recording_twice(bags: Sequence[str | Path]) -> None:
-    """DatasetError when two arguments name one recording (twice, or a bag and one of its files).
+    """DatasetError when two arguments name one recording (twice, a bag and one of its files, a copy).
 
     Its samples would train twice, and the time-block split would validate on copies of
     training frames.
     """
     owners: dict[tuple[int, int], int] = {}
+    copies: dict[tuple[int, int], int] = {}
     for i, bag in enumerate(bags):
         path = Path(bag).resolve()
         for file in recording_files(path) if path.exists() else []:
             identity = (file.stat().st_dev, file.stat().st_ino)  # a hard link is the same file
             if (other := owners.setdefault(identity, i)) != i:
                 raise DatasetError(f"{bag} and {bags[other]} are one recording ({file.name}); give it once")
+        contents = storage_identity(path) if path.exists() else None
+        if contents is not None and (other := copies.setdefault(contents, i)) != i:
+            raise DatasetError(f"{bag} and {bags[other]} hold the same messages (same size and newest mtime, "
+                               "as a copy made with cp -a): give the recording once")
 
 
 def _separately_synchronised(indexes: Sequence[_BagIndex], names: Sequence[str]) -> list[str]:

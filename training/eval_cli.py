@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from m2vae_training.bags import BagError, fingerprint
+from m2vae_training.bags import BagError, fingerprint, storage_identity
 from m2vae_training.cli_args import positive_int
 from m2vae_training.config import ConfigError, TrainConfig, parse_timeout, parse_topic_overrides, with_topics
 from m2vae_training.dataset import (
@@ -228,6 +228,16 @@ def _contents(bag: dict[str, Any]) -> tuple[Any, Any]:
     return bag.get("bytes"), bag.get("mtime_ns")
 
 
+def _identities(bag: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """What identifies a recording: its fingerprint's contents and, while it exists, its messages' files.
+
+    The second makes a bag directory and the .mcap inside it one recording (their
+    fingerprints differ by metadata.yaml), whichever of the two training or test named.
+    """
+    found = storage_identity(bag["path"]) if bag.get("path") and Path(bag["path"]).exists() else None
+    return [_contents(bag)] + ([found] if found else [])
+
+
 def _overlap_warnings(
     test_bags: list[dict[str, Any]],
     training_bags: list[dict[str, Any]],
@@ -240,8 +250,9 @@ def _overlap_warnings(
     its timestamps (cp -a, rsync -a) is recognised too. Only a warning: scoring on the
     training data can be deliberate.
     """
-    trained = {_contents(b): b.get("path") for b in training_bags}
-    same = [(b["path"], trained[_contents(b)]) for b in test_bags if _contents(b) in trained]
+    trained = {identity: b.get("path") for b in training_bags for identity in _identities(b)}
+    same = [(b["path"], trained[known[0]]) for b in test_bags
+            if (known := [identity for identity in _identities(b) if identity in trained])]
     if not same:
         return []
     pairs = ", ".join(test if test == train else f"{test} (= {train})" for test, train in same)
