@@ -180,6 +180,26 @@ def test_a_labels_topic_no_message_of_which_reads_as_a_marker_is_warned_about(tr
     assert "nb_accuracy" not in metrics["subsets"]["camera"]
 
 
+def test_ground_truth_on_another_topic_is_named_and_read_with_labels_topic(trained, tmp_path, capsys):
+    """It used to be "no ground truth in the test data", with no warning and no way to name it."""
+    records = []
+    for i in range(10):
+        stamp = 1_000_000_000 + i * 100_000_000
+        records += [("/camera/image_raw", image(np.full((32, 32, 3), 90, np.uint8), "rgb8", stamp), stamp),
+                    ("/scan", scan([2.0] * 36, stamp), stamp),
+                    ("/gt/object", marker(stamp, i % 3, CLASSES[i % 3], (1, 0, 0)), stamp)]
+    bag, model = str(write_bag(tmp_path / "bag", records)), str(trained["run"] / "model")
+    assert evaluate(["--model", model, "--bag", bag, "--out", str(tmp_path / "eval")]) == 0
+    expected = ("labels topic /ground_truth/object is not in the test recordings, so there are no class or "
+                "position probes; the recordings have Marker topics /gt/object (--labels-topic TOPIC)")
+    assert f"m2vae-eval: warning: {expected}\n" in capsys.readouterr().err
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["warnings"] == [expected]
+    assert evaluate(["--model", model, "--bag", bag, "--out", str(tmp_path / "named"),
+                     "--labels-topic", "/gt/object"]) == 0
+    metrics = json.loads((tmp_path / "named" / "metrics.json").read_text())
+    assert metrics["warnings"] == [] and metrics["subsets"]["camera"]["nb_accuracy"] is not None
+
+
 def test_figures_of_an_earlier_evaluation_into_the_same_out_are_removed(trained):
     out = trained["root"] / "eval_reused"
     _evaluate(trained, out)

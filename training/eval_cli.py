@@ -64,6 +64,7 @@ from m2vae_ros.spec import ModelSpec
 from m2vae_ros.subsets import all_subsets, subset_name
 
 PROG = "m2vae-eval"
+MARKER_TYPE = "visualization_msgs/msg/Marker"  # the ground truth's message type
 FIGURE_SAMPLES = 4
 FIGURES = ("recon_grid.png", "latent_scatter.png")
 OUTPUTS = ("metrics.json", "report.md", *FIGURES)
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--topic", action="append", default=[], metavar="MODALITY=TOPIC",
                         help="read a modality from another topic in the --bag and --train-bag recordings "
                              "(repeatable)")
+    parser.add_argument("--labels-topic", default=None, metavar="TOPIC",
+                        help="ground-truth visualization_msgs/Marker topic in the --bag and --train-bag "
+                             "recordings (default: the one training read)")
     parser.add_argument("--train-bag", nargs="+", default=None,
                         help="training recordings for the probes (default: the artifact's provenance)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:<index> (default: cpu)")
@@ -111,6 +115,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     config = _config_from_artifact(spec, provenance)
     given_config = with_topics(config, parse_topic_overrides(args.topic))
+    if args.labels_topic:
+        given_config = dataclasses.replace(given_config, labels_topic=args.labels_topic)
     test = build_dataset(args.bag, given_config, out / "test_dataset")
     if len(test) == 0:
         raise no_samples_error("the test bags hold no samples on", test.spec.modalities,
@@ -304,14 +310,22 @@ def _silent_sensors(test: PreparedDataset) -> list[str]:
 
 
 def _unreadable_labels(test: PreparedDataset) -> list[str]:
-    """A warning when the labels topic holds messages but none could be read as a ground-truth
-    Marker: the report would otherwise say "no ground truth" as if the topic were absent."""
-    labels = test.manifest.get("labels", {})
-    if has_ground_truth(test) or not labels.get("failures"):
+    """A warning when the test data has no ground truth: the labels topic is absent, or none of
+    its messages could be read as a ground-truth Marker. Without it there are no class or
+    position probes, which on a recording that has markers elsewhere is a wrong topic."""
+    if has_ground_truth(test):
         return []
-    return [f"labels topic {labels['topic']}: no message could be read as a ground-truth "
-            f"visualization_msgs/msg/Marker (failures {labels['failures']}), so there are no class "
-            "or position probes"]
+    labels = test.manifest.get("labels", {})
+    if labels.get("failures"):
+        return [f"labels topic {labels['topic']}: no message could be read as a ground-truth "
+                f"{MARKER_TYPE} (failures {labels['failures']}), so there are no class "
+                "or position probes"]
+    markers = sorted(topic for topic, msgtype in test.manifest.get("recorded_topics", {}).items()
+                     if msgtype == MARKER_TYPE)
+    elsewhere = (f"; the recordings have Marker topics {', '.join(markers)} (--labels-topic TOPIC)"
+                 if markers else "")
+    return [f"labels topic {labels.get('topic')} is not in the test recordings, so there are no class or "
+            f"position probes{elsewhere}"]
 
 
 def _summary(metrics: dict[str, Any], out: Path) -> str:
