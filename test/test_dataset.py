@@ -353,6 +353,10 @@ def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
     assert main([*argv[:-2], "--topic", "lidar=/scna", "--out", str(tmp_path / "misspelt")]) == 0
     assert "/scna is not in the bags; the bags record for lidar: /scan (sensor_msgs/msg/LaserScan)" in (
         capsys.readouterr().err)
+    # A recorded topic of another kind's type: said in the notes, not only in manifest.json's problems.
+    assert main([*argv[:-2], "--topic", "lidar=/camera/image_raw", "--out", str(tmp_path / "kind")]) == 0
+    assert ("/camera/image_raw is sensor_msgs/msg/Image, which lidar (a scan) cannot read: it takes "
+            "sensor_msgs/msg/LaserScan, sensor_msgs/msg/PointCloud2") in capsys.readouterr().err
     # A recorded topic that gave nothing is not offered as its own replacement.
     recorded = {"/scan": "sensor_msgs/msg/LaserScan", "/camera/image_raw": "sensor_msgs/msg/Image"}
     lidar = load_train_config(config).spec.modality("lidar")

@@ -392,6 +392,14 @@ def test_bags_without_the_configured_topics_are_refused_before_training(inputs, 
     err = capsys.readouterr().err
     assert "no sample of the bags holds lidar=/scna" in err
     assert "the bags record for lidar: /scan (sensor_msgs/msg/LaserScan)" in err
+    # A recorded topic of a type the kind cannot read used to be blamed on its name only.
+    args = _args(inputs, inputs["root"] / "wrong_type", "--topic", "lidar=/ground_truth/object")
+    args[args.index("--dataset-dir") + 1] = str(inputs["root"] / "wrong_type_dataset")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert ("/ground_truth/object is visualization_msgs/msg/Marker, which lidar (a scan) cannot read: it "
+            "takes sensor_msgs/msg/LaserScan, sensor_msgs/msg/PointCloud2; the bags record for lidar: "
+            "/scan") in err
 
 
 def test_a_sensor_seen_only_in_validation_is_refused_before_training(inputs, capsys):

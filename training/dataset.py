@@ -80,10 +80,26 @@ def no_samples_error(
 ) -> DatasetError:
     """The error for configured topics the bags give nothing on, with the way to fix it."""
     topics = ", ".join(f"{m.name}={m.topic}" for m in modalities)
-    hints = [hint for m in modalities if (hint := feeding_topics_hint(m, recorded))]
+    hints = [hint for m in modalities if (hint := topic_hints(m, recorded))]
     hints += ["`m2vae-dataset` prints what each topic gave"]  # why a recorded topic gave nothing
     return DatasetError(f"{what} {topics}; name the recorded topics with --topic MODALITY=TOPIC "
                         f"({'; '.join(hints)})")
+
+
+def topic_hints(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
+    """Why the sensor's topic can give it nothing, if its type says so, and what could feed it instead."""
+    hints = (unreadable_type(modality, recorded), feeding_topics_hint(modality, recorded))
+    return "; ".join(hint for hint in hints if hint)
+
+
+def unreadable_type(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
+    """'/gt/object is visualization_msgs/msg/Marker, which lidar (a scan) cannot read: ...' when the
+    sensor's topic is recorded with a type its kind does not decode, else ''."""
+    msgtype, accepted = recorded.get(modality.topic), accepted_types(modality.kind)
+    if not msgtype or msgtype in accepted:
+        return ""
+    return (f"{modality.topic} is {msgtype}, which {modality.name} (a {modality.kind}) cannot read: it takes "
+            f"{', '.join(accepted)}")
 
 
 def feeding_topics_hint(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:

@@ -18,7 +18,13 @@ from typing import Any
 
 from m2vae_training.bags import BagError
 from m2vae_training.config import ConfigError, load_train_config, parse_topic_overrides
-from m2vae_training.dataset import DatasetError, PreparedDataset, build_dataset, feeding_topics_hint
+from m2vae_training.dataset import (
+    DatasetError,
+    PreparedDataset,
+    build_dataset,
+    feeding_topics_hint,
+    unreadable_type,
+)
 from m2vae_training.interrupts import sigterm_as_sigint
 
 DEFAULT_OUT = "m2vae_dataset"
@@ -68,6 +74,7 @@ def notes(dataset: PreparedDataset) -> list[str]:
     recorded = manifest.get("recorded_topics", {})
     lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
               if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, recorded))]
+    lines += [hint for m in dataset.spec.modalities if (hint := unreadable_type(m, recorded))]
     if manifest.get("problems"):
         lines.append(f"{len(manifest['problems'])} problem examples (topic, stamp, reason) in manifest.json")
     return lines

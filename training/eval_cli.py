@@ -39,9 +39,9 @@ from m2vae_training.dataset import (
     PreparedDataset,
     build_dataset,
     common_class_names,
-    feeding_topics_hint,
     load_dataset,
     no_samples_error,
+    topic_hints,
 )
 from m2vae_training.evaluation import (
     SubsetScores,
@@ -301,7 +301,7 @@ def _silent_sensors(test: PreparedDataset) -> list[str]:
             continue
         stats = test.manifest["topics"].get(m.topic, {})
         failures = test.manifest.get("shared_topic_failures", {}).get(m.name) or stats.get("failures") or {}
-        hint = feeding_topics_hint(m, test.manifest.get("recorded_topics", {}))
+        hint = topic_hints(m, test.manifest.get("recorded_topics", {}))
         warnings.append(f"modality {m.name}: topic {m.topic} gave it no usable message "
                         f"({stats.get('messages', 0)} messages, failures {failures}); every subset "
                         "with it has 0 samples and no metrics" + (f"; {hint} (--topic {m.name}=TOPIC)"
