@@ -338,14 +338,15 @@ def test_a_refused_resume_lists_short_differences():
     assert first(lines[:2], 5) == "; ".join(lines[:2])
 
 
-def test_resume_without_config_continues_with_the_runs_own_settings(inputs, capsys):
+def test_resume_without_config_or_bags_continues_with_the_runs_own_settings(inputs, capsys):
     # The tiny config differs from config/train.yaml in every section: a resume that read
-    # the default file would be refused as changed settings.
+    # the default file would be refused as changed settings. --bag used to be required.
     out = inputs["root"] / "own_config"
     assert main(_args(inputs, out, "--epochs", "1")) == 0
     without_config = _args(inputs, out, "--epochs", "2", "--resume")
-    at = without_config.index("--config")
-    del without_config[at : at + 2]
+    for flag in ("--config", "--bag"):
+        at = without_config.index(flag)
+        del without_config[at : at + 2]
     capsys.readouterr()
     assert main(without_config) == 0
     assert "resuming after epoch 1" in capsys.readouterr().err
@@ -359,6 +360,9 @@ def test_resume_without_config_continues_with_the_runs_own_settings(inputs, caps
     assert main([*without_config, "--topic", "lidar=/other_scan"]) == 2
     err = capsys.readouterr().err
     assert ".topic: " in err and "'/other_scan' now" in err
+    with pytest.raises(SystemExit):  # a new run still needs its recordings
+        main(["--out", str(inputs["root"] / "no_bags")])
+    assert "the following arguments are required: --bag" in capsys.readouterr().err
 
 
 def test_resume_refuses_a_bag_rerecorded_at_the_same_path(inputs, capsys):

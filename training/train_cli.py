@@ -64,6 +64,7 @@ from m2vae_training.run_file import (
     check_same_split,
     device_request,
     load_config,
+    read_run_file,
     run_settings,
 )
 from m2vae_training.split import Split, time_block_split
@@ -81,7 +82,9 @@ PREVIEW_SAMPLES = 4
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description="Train an M²VAE from rosbag2 recordings.")
-    parser.add_argument("--bag", nargs="+", required=True, help="rosbag2 recordings (directories or files)")
+    parser.add_argument("--bag", nargs="+",
+                        help="rosbag2 recordings (directories or files); required unless --resume, which "
+                             "takes the run's")
     parser.add_argument("--out", required=True, type=Path, help="run directory")
     parser.add_argument("--config", type=Path, default=None,
                         help="default: the packaged config/train.yaml (on --resume: the run's own)")
@@ -100,7 +103,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="continue RUN_DIR from its last checkpoint (left-out flags: the run's values)")
     parser.add_argument("--dataset-dir", type=Path,
                         help="prepared dataset, e.g. a cache shared by runs (default: RUN_DIR/dataset)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.bag is None and not args.resume:
+        parser.error("the following arguments are required: --bag")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +141,8 @@ def _train(
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; it names the run directory")
+    if args.bag is None:  # --resume without --bag: the run's recordings, which the checks below compare
+        args.bag = read_run_file(out)["bags"]
     config = load_config(args)
     run = run_settings(args, config, command, job, device)
     say = functools.partial(_say, job)
