@@ -264,7 +264,7 @@ def test_bare_mcap_file_and_several_bags(tmp_path):
     assert set(ds.bag_index.tolist()) == {0, 1} and (ds.bag_index == 1).sum() == len(single)
 
 
-def test_reuse_when_unchanged_rebuild_when_bag_or_config_changes(tmp_path):
+def test_reuse_when_unchanged_rebuild_when_bag_or_config_changes(tmp_path, capsys):
     bag = recording(tmp_path / "bag", "sqlite3", bad=False)
     config_path = small_config(tmp_path)
     first = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)
@@ -279,8 +279,12 @@ def test_reuse_when_unchanged_rebuild_when_bag_or_config_changes(tmp_path):
                             progress=False)
     assert retuned.manifest["reused"] is True, "model settings do not change the arrays"
     moved = load_train_config(config_path, {"lidar": "/other"})
-    wider = build_dataset([bag], moved, tmp_path / "o", progress=False)
+    capsys.readouterr()
+    wider = build_dataset([bag], moved, tmp_path / "o", progress=True)
     assert wider.manifest["reused"] is False and wider.manifest["samples"]["by_subset"] == {"camera": 90}
+    # A build the user made by hand (m2vae-dataset, then --dataset-dir) used to be replaced silently.
+    assert (f"rebuilding {(tmp_path / 'o').resolve()}, built from other inputs: dataset.config.modalities[1]"
+            ".topic: '/scan' in it, '/other' now") in capsys.readouterr().err
     data = next(bag.glob("*.db3"))
     os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 10**9))
     touched = build_dataset([bag], load_train_config(config_path), tmp_path / "o", progress=False)

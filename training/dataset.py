@@ -49,6 +49,7 @@ from m2vae_ros.codec import (
     require_decodable,
     stamp_ns,
 )
+from m2vae_ros.differences import differences, first
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.spec import ModalitySpec, ModelSpec, SpecError
 from m2vae_ros.subsets import row_subsets, subset_name
@@ -162,6 +163,9 @@ def build_dataset(
         if existing is not None and existing.manifest.get("key") == key:
             existing.manifest["reused"] = True
             return existing
+        if existing is not None and progress:  # a dataset the user built by hand is about to be replaced
+            changed = differences("dataset", existing.manifest.get("key"), key, labels=("in it", "now"))
+            print(f"rebuilding {out_dir}, built from other inputs: {first(changed, 3)}", file=sys.stderr)
     elif out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DatasetError(f"{out_dir} exists and is not a prepared dataset; choose another --out")
 
