@@ -37,7 +37,7 @@ from m2vae_ros.spec import (
     ScanPreprocess,
     VectorPreprocess,
 )
-from m2vae_ros.subsets import from_indices, parse_subset, row_subsets, subset_name
+from m2vae_ros.subsets import from_indices, parse_subset, row_subsets, subset_name, unheld
 from m2vae_ros.trainer import ArrayDataset, History, Trainer, TrainingDiverged, checked_availability
 
 __all__ = ["History", "MultimodalVAE", "TrainingDiverged"]  # what `fit` returns and raises, importable here
@@ -225,9 +225,8 @@ class MultimodalVAE:
         if never := [name for column, name in enumerate(names) if not available[:, column].any()]:
             raise ValueError(f"`available` marks {never} missing in every sample: its networks would stay at "
                              "their initial weights; leave it out of the model or give samples that have it")
-        patterns = set(row_subsets(available).tolist())
-        subsets = (int(key) for key in self.model.heads)
-        if untrained := [subset_name(s, names) for s in subsets if not any(p & s == s for p in patterns)]:
+        heads = [int(key) for key in self.model.heads]  # MVAE has none: its product of experts needs no pairs
+        if untrained := [subset_name(s, names) for s in unheld(available, heads)]:
             warnings.warn(f"no sample holds all modalities of {untrained}: these subsets' encoders stay at "
                           "their initial weights, and encode() with them answers from those", RuntimeWarning,
                           stacklevel=3)

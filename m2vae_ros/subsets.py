@@ -51,6 +51,12 @@ def row_subsets(available: np.ndarray) -> np.ndarray:
     return available.astype(np.int64) @ (1 << np.arange(available.shape[1], dtype=np.int64))
 
 
+def unheld(available: np.ndarray, subsets: Iterable[int]) -> list[int]:
+    """The subsets no row of an availability mask holds whole: their encoders learn from no sample."""
+    patterns = set(row_subsets(available).tolist())
+    return [s for s in subsets if not any(p & s == s for p in patterns)]
+
+
 def children(subset: int) -> list[int]:
     """The non-empty subsets with exactly one modality fewer (|A| = |B| − 1, A ⊂ B)."""
     if subset.bit_count() < 2:

@@ -406,6 +406,21 @@ def test_bags_without_the_configured_topics_are_refused_before_training(inputs, 
             "/scan") in err
 
 
+def test_sensors_in_separate_bags_train_with_the_datasets_note_and_an_unpaired_warning(inputs, capsys):
+    """m2vae-train used to train on them with no word: the joint encoder saw no sample."""
+    root = inputs["root"]
+    cameras = tiny_bag(root / "cameras_only", seed=2, seconds=8.0, drops=[DropWindow("scan", 0.0, 9.0)])
+    scans = tiny_bag(root / "scans_only", seed=2, seconds=8.0, drops=[DropWindow("camera", 0.0, 9.0)])
+    args = _args(inputs, root / "separate", "--epochs", "1")
+    args[1:2] = [str(cameras), str(scans)]
+    args[args.index("--dataset-dir") + 1] = str(root / "separate_dataset")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "are synchronised separately" in err
+    assert ("warning: no training sample holds all of ['camera+lidar']: their encoders stay at their initial "
+            "weights") in err
+
+
 def test_a_sensor_seen_only_in_validation_is_refused_before_training(inputs, capsys):
     """Its networks would get no gradient and ship at their initial weights in a model that loads."""
     root = inputs["root"]

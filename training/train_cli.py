@@ -57,6 +57,7 @@ from m2vae_training.dataset import (
     load_dataset,
     no_samples_error,
 )
+from m2vae_training.dataset_cli import notes
 from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 from m2vae_training.run_file import (
     RUN_FILE,
@@ -74,6 +75,7 @@ from m2vae_ros.artifact import ArtifactError, load_model, save_model
 from m2vae_ros.atomic import write_atomic
 from m2vae_ros.objectives import EVALUATION_ESTIMATOR
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
+from m2vae_ros.subsets import subset_name, unheld
 from m2vae_ros.trainer import ArrayDataset, Trainer, TrainingDiverged
 
 PROG = "m2vae-train"
@@ -153,6 +155,8 @@ def _train(
     dataset_dir = Path(run["dataset_dir"]) if run["dataset_dir"] else out / "dataset"
     if job.is_main:
         dataset = build_dataset(run["bags"], config, dataset_dir, progress=True)
+        for line in notes(dataset)[1:]:  # damage, sensors in separate bags, topics that gave nothing, ...
+            say(line)
     job.barrier()
     if not job.is_main:
         dataset = load_dataset(dataset_dir)
@@ -190,6 +194,10 @@ def _train(
     )
     # Built by the in-memory API, so the CLI and MultimodalVAE(spec, seed=...).fit give the same model.
     model = MultimodalVAE(spec, seed=run["seed"]).model
+    if unpaired := unheld(dataset.available[split.train], [int(key) for key in model.heads]):
+        say(f"warning: no training sample holds all of {[subset_name(s, spec.names) for s in unpaired]}: "
+            "their encoders stay at their initial weights, which the node uses whenever those sensors are "
+            "alive together (recorded into separate bags? m2vae-dataset says)")
     trainer = distributed.make_trainer(model, job, lr=run["lr"], device=device, seed=run["seed"])
     provenance = _provenance(run, dataset, split, config)
 
