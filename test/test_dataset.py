@@ -354,11 +354,14 @@ def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
     assert out["samples"]["complete"] + out["samples"]["partial"] == len(load_dataset(tmp_path / "o"))
     assert load_dataset(tmp_path / "o").manifest["config"]["slop"] == 0.04
     # A misspelt topic: the note names the recorded ones that could feed the sensor.
-    assert main([*argv[:-2], "--topic", "lidar=/scna", "--out", str(tmp_path / "misspelt")]) == 0
-    assert "/scna is not in the bags; the bags record for lidar: /scan (sensor_msgs/msg/LaserScan)" in (
-        capsys.readouterr().err)
+    assert main([*argv[:-2], "--topic", "lidar=/scna", "--out", str(tmp_path / "misspelt")]) == 1  # was 0
+    err = capsys.readouterr().err
+    assert "/scna is not in the bags; the bags record for lidar: /scan (sensor_msgs/msg/LaserScan)" in err
+    assert err.endswith("error: no sample holds lidar=/scna, so m2vae-train would refuse this dataset (the "
+                        "per-topic counts and notes say why)\n")
+    assert load_dataset(tmp_path / "misspelt").manifest["samples"]["by_subset"] == {"camera": 87}  # written
     # A recorded topic of another kind's type: said in the notes, not only in manifest.json's problems.
-    assert main([*argv[:-2], "--topic", "lidar=/camera/image_raw", "--out", str(tmp_path / "kind")]) == 0
+    assert main([*argv[:-2], "--topic", "lidar=/camera/image_raw", "--out", str(tmp_path / "kind")]) == 1
     assert ("/camera/image_raw is sensor_msgs/msg/Image, which lidar (a scan) cannot read: it takes "
             "sensor_msgs/msg/LaserScan, sensor_msgs/msg/PointCloud2") in capsys.readouterr().err
     # A recorded topic that gave nothing is not offered as its own replacement.

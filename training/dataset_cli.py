@@ -4,7 +4,9 @@ Prints a human summary (progress bar on stderr) or, with --json, exactly one JSO
 object on stdout holding exactly the documented keys; what else the human summary says
 (reuse, damage, out-of-order stamps) then goes to stderr. Bad messages are counted and
 reported, never fatal; a bag that cannot be opened at all, a bad config or a bad --out
-ends with one ``error: ...`` line on stderr and exit code 2.
+ends with one ``error: ...`` line on stderr and exit code 2. A build in which some sensor
+has no sample at all is written and summarised, then ends with an ``error: ...`` line and
+exit code 1: m2vae-train would refuse it, so `m2vae-dataset ... && m2vae-train ...` stops.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from m2vae_training.interrupts import sigterm_as_sigint
 
 DEFAULT_OUT = "m2vae_dataset"
 ERROR_EXIT = 2
+UNTRAINABLE_EXIT = 1  # written, but a sensor has no sample
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
     else:
         print_human(info, notes(dataset))
+    silent = [m for k, m in enumerate(dataset.spec.modalities) if not dataset.available[:, k].any()]
+    if silent:
+        topics = ", ".join(f"{m.name}={m.topic}" for m in silent)
+        print(f"error: no sample holds {topics}, so m2vae-train would refuse this dataset (the per-topic "
+              "counts and notes say why)", file=sys.stderr)
+        return UNTRAINABLE_EXIT
     return 0
 
 
