@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 from m2vae_training.config import load_train_config
 from m2vae_training.dataset import PreparedDataset, build_dataset
+from m2vae_training.dataset_cli import notes
 
 from m2vae_ros.sim import parse_dropout, simulate
 from m2vae_ros.sim.recorder import START_NS
 from m2vae_ros.sim.world import OBJECT_CLASSES, OBJECT_HALF_WIDTH, World
+from m2vae_ros.spec import ModalitySpec, RangeImagePreprocess
 
 SEED, EPISODE_SECONDS, DURATION = 11, 2.5, 7.0
 
@@ -68,3 +71,24 @@ def test_scan_beam_towards_the_labelled_position_sees_the_object(dataset: Prepar
     errors = np.abs(np.asarray(errors))
     # Boxes put their face up to 6 cm nearer than a cylinder's; the robot moves a little per period.
     assert np.median(errors) < 0.05 and np.mean(errors < 0.15) > 0.95
+
+
+def test_a_range_image_geometry_unlike_the_sensors_is_noted(tmp_path) -> None:
+    """A vertical field of view narrower or wider than the simulated 16-ring ±15° LiDAR's used
+    to build without a word, its cells outside the beams "no return" in every sample."""
+    bag = simulate(tmp_path / "bag", 5.0, SEED, image_size=(32, 32), points=True,
+                   episode_seconds=EPISODE_SECONDS).out
+    reach = {}
+    for fov in (15.0, 5.0, 25.0):
+        config = load_train_config()
+        geometry = RangeImagePreprocess(fov_up_deg=fov, fov_down_deg=-fov)
+        lidar3d = ModalitySpec("lidar3d", "range_image", geometry, topic="/points")
+        config = dataclasses.replace(config, spec=dataclasses.replace(
+            config.spec, modalities=(*config.spec.modalities, lidar3d)))
+        dataset = build_dataset([bag], config, tmp_path / f"fov{fov:g}", progress=False)
+        reach[fov] = dataset.manifest["returns_reach"]["lidar3d"]
+        noted = [line for line in notes(dataset) if line.startswith("lidar3d: ")]
+        assert bool(noted) == (fov != 15.0), noted
+    assert reach == {15.0: 1.0, 5.0: pytest.approx(6 / 16), 25.0: pytest.approx(10 / 16)}
+    assert notes(dataset)[-1].startswith("lidar3d: 62% of its cells hold a return in some sample, the others "
+                                         "in none: do rings, fov_up_deg and fov_down_deg match")

@@ -385,6 +385,19 @@ class _BagIndex:
     positions: np.ndarray
 
 
+def _reach(masks: np.ndarray) -> float | None:
+    """The share of a LiDAR modality's cells (bins, or rings × bins) that hold a return in some
+    sample; None without samples. A cell no sample reaches lies outside the sensor's beams
+    (a 270° scanner on a 360° model, a vertical field of view wider than the sensor's, or
+    rings finer than its beams), and reads "no return" in every sample."""
+    if not len(masks):
+        return None
+    reached = np.zeros(masks.shape[1:], dtype=bool)
+    for start in range(0, len(masks), COPY_ROWS):  # a memmap: in chunks, not all at once
+        reached |= masks[start : start + COPY_ROWS].any(axis=0)
+    return float(reached.mean()) if reached.any() else None
+
+
 def _targets(arrays: dict[str, np.ndarray], modality: ModalitySpec) -> list[np.ndarray]:
     """A modality's dataset arrays: [tensors] or, for LiDAR kinds, [tensors, masks]."""
     return [arrays[f"x_{modality.name}"]] + ([arrays[f"mask_{modality.name}"]] if modality.has_mask else [])
@@ -445,6 +458,7 @@ class _Builder:
             for values in arrays.values():
                 if isinstance(values, np.memmap):
                     values.flush()
+            reach = {m.name: _reach(arrays[f"mask_{m.name}"]) for m in self.spec.modalities if m.has_mask}
             del spilled
             for spill in self.spills:
                 spill.remove()
@@ -473,6 +487,7 @@ class _Builder:
             "config": self.config.dataset_key(),
             "topics": {topic: s.as_json() for topic, s in self.stats.items()},
             "recorded_topics": dict(sorted(self.recorded.items())),
+            "returns_reach": {name: value for name, value in reach.items() if value is not None},
             "samples": {"total": total, "complete": complete, "partial": total - complete,
                         "by_subset": dict(sorted(subsets.items(), key=lambda kv: (-kv[1], kv[0])))},
             "class_names": [self.class_names.get(i, placeholder_class_name(i)) for i in range(last_id + 1)],

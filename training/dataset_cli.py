@@ -32,6 +32,11 @@ from m2vae_training.interrupts import sigterm_as_sigint
 DEFAULT_OUT = "m2vae_dataset"
 ERROR_EXIT = 2
 UNTRAINABLE_EXIT = 1  # written, but a sensor has no sample
+MIN_REACH = 0.95  # below: the config's LiDAR geometry is likely not the sensor's
+REACH_HINTS = {
+    "scan": "is angle_min…angle_max wider than the scanner's?",
+    "range_image": "do rings, fov_up_deg and fov_down_deg match the sensor's beams?",
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,6 +83,12 @@ def notes(dataset: PreparedDataset) -> list[str]:
     lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
               if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, recorded))]
     lines += [hint for m in dataset.spec.modalities if (hint := unreadable_type(m, recorded))]
+    for name, share in manifest.get("returns_reach", {}).items():
+        if share < MIN_REACH:
+            kind = dataset.spec.modality(name).kind
+            cells = "bins" if kind == "scan" else "cells"
+            lines.append(f"{name}: {share:.0%} of its {cells} hold a return in some sample, the others in "
+                         f"none: {REACH_HINTS[kind]}")
     if manifest.get("problems"):
         lines.append(f"{len(manifest['problems'])} problem examples (topic, stamp, reason) in manifest.json")
     return lines
