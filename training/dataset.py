@@ -225,8 +225,8 @@ def _separately_synchronised(indexes: Sequence[_BagIndex], names: Sequence[str])
                 shown = ["+".join(sensors[i]), "+".join(sensors[j])]
                 lines.append(f"{a.path} ({shown[0]}) and {b.path} ({shown[1]}) overlap for "
                              f"{overlap / 1e9:.1f} s and are synchronised separately: if one recorder "
-                             "per sensor made them, merge them into one bag (ros2 bag convert) for samples "
-                             "with both")
+                             "per sensor made them, merge them into one bag (ros2 bag convert, or rosbags' "
+                             "Reader and Writer without ROS) for samples with both")
     return lines
 
 

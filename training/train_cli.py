@@ -271,7 +271,8 @@ def _train(
             diverged = TrainingDiverged(f"{diverged} {out / 'model'} holds the model of epoch {kept}.",
                                         diverged.history)
         raise diverged
-    samples_per_s = (trainer.epoch - start_epoch) * len(train_set) / elapsed if elapsed > 0 else 0.0
+    trained = trainer.epoch - start_epoch  # 0 when --resume found the run finished: no speed to tell
+    speed = f", {trained * len(train_set) / elapsed:.0f} samples/s" if trained and elapsed > 0 else ""
     best = "n/a"
     if early_stopping.best_epoch:
         best = f"{early_stopping.best:.4g} (epoch {early_stopping.best_epoch})"
@@ -281,7 +282,7 @@ def _train(
                    f"patience {run['patience']})")
     if job.is_main:
         print(f"{'interrupted' if cut_short else 'done'}: {trainer.epoch} epochs{stopped}, best val ELBO "
-              f"{best}, {samples_per_s:.0f} samples/s, artifact {out / 'model'}", flush=True)
+              f"{best}{speed}, artifact {out / 'model'}", flush=True)
     return 130 if cut_short else 0
 
 
