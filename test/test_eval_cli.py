@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bagutils import image, marker, scan, write_bag
+from m2vae_training.bags import fingerprint
 from m2vae_training.config import load_train_config
 from m2vae_training.dataset import build_dataset, common_class_names
+from m2vae_training.eval_cli import _overlap_warnings
 from m2vae_training.eval_cli import main as evaluate
 from m2vae_training.train_cli import main as train
 from trainutils import tiny_bag, tiny_config
@@ -116,6 +118,35 @@ def test_training_recordings_as_test_data_are_scored_with_a_warning(trained, cap
         assert f"- **warning**: {expected}\n" in (out / "report.md").read_text()
 
 
+def test_a_bag_rerecorded_at_a_training_bags_path_is_new_data(tmp_path):
+    """Its message files' size and mtime on disk are not what training read: no overlap warning."""
+    bag = tmp_path / "run1"
+    bag.mkdir()
+    (bag / "run1.mcap").write_bytes(b"x" * 100)
+    trained = fingerprint(bag)
+    assert _overlap_warnings([fingerprint(bag)], [trained])  # the same recording
+    (bag / "run1.mcap").write_bytes(b"y" * 101)
+    os.utime(bag / "run1.mcap", ns=(trained["mtime_ns"] + 10**9,) * 2)
+    assert _overlap_warnings([fingerprint(bag)], [trained]) == []
+
+
+def test_a_labels_topic_whose_markers_label_no_sample_is_warned_about_as_such(trained, tmp_path):
+    """Not as absent: the topic is recorded, its markers are DELETE markers (no objects)."""
+    records = []
+    for i in range(10):
+        stamp = 1_000_000_000 + i * 100_000_000
+        deleted = marker(stamp, 0, CLASSES[0], (1, 0, 0))
+        deleted.action = 2
+        records += [("/camera/image_raw", image(np.full((32, 32, 3), 90, np.uint8), "rgb8", stamp), stamp),
+                    ("/scan", scan([2.0] * 36, stamp), stamp), ("/ground_truth/object", deleted, stamp)]
+    out, bag = tmp_path / "eval", str(write_bag(tmp_path / "bag", records))
+    assert evaluate(["--model", str(trained["run"] / "model"), "--bag", bag, "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["warnings"] == [
+        "labels topic /ground_truth/object: its 0 object markers label no sample (DELETE markers and "
+        "negative ids are no objects; a marker labels samples within 0.1 s of its stamp), so there are no "
+        "class or position probes"]
+
+
 def test_a_class_one_recording_never_showed_does_not_conflict_with_its_name_elsewhere(tmp_path):
     markers = [("/ground_truth/object", marker(t, c, CLASSES[c], (1, 0, 0)), t) for t, c in ((1, 0), (9, 2))]
     bag = write_bag(tmp_path / "bag", markers)
@@ -182,21 +213,32 @@ def test_a_labels_topic_no_message_of_which_reads_as_a_marker_is_warned_about(tr
 
 def test_ground_truth_on_another_topic_is_named_and_read_with_labels_topic(trained, tmp_path, capsys):
     """It used to be "no ground truth in the test data", with no warning and no way to name it."""
-    records = []
-    for i in range(10):
-        stamp = 1_000_000_000 + i * 100_000_000
-        records += [("/camera/image_raw", image(np.full((32, 32, 3), 90, np.uint8), "rgb8", stamp), stamp),
-                    ("/scan", scan([2.0] * 36, stamp), stamp),
-                    ("/gt/object", marker(stamp, i % 3, CLASSES[i % 3], (1, 0, 0)), stamp)]
-    bag, model = str(write_bag(tmp_path / "bag", records)), str(trained["run"] / "model")
+    def recording(path: Path, grey: int) -> str:
+        records = []
+        for i in range(12):
+            stamp = 1_000_000_000 + i * 100_000_000
+            frame = image(np.full((32, 32, 3), grey + i, np.uint8), "rgb8", stamp)
+            ranges = scan([2.0 + i / 10] * 36, stamp)
+            records += [("/camera/image_raw", frame, stamp), ("/scan", ranges, stamp),
+                        ("/gt/object", marker(stamp, i % 3, CLASSES[i % 3], (1, 0, 0)), stamp)]
+        return str(write_bag(path, records))
+
+    bag, model = recording(tmp_path / "bag", 90), str(trained["run"] / "model")
     assert evaluate(["--model", model, "--bag", bag, "--out", str(tmp_path / "eval")]) == 0
     expected = ("labels topic /ground_truth/object is not in the test recordings, so there are no class or "
                 "position probes; the recordings have Marker topics /gt/object (--labels-topic TOPIC)")
     assert f"m2vae-eval: warning: {expected}\n" in capsys.readouterr().err
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["warnings"] == [expected]
+    # The probes' training recordings are read with it too: the model's own hold no /gt/object.
     assert evaluate(["--model", model, "--bag", bag, "--out", str(tmp_path / "named"),
                      "--labels-topic", "/gt/object"]) == 0
     metrics = json.loads((tmp_path / "named" / "metrics.json").read_text())
+    assert metrics["probes"]["fitted_on"].startswith("training bags ") and metrics["warnings"]
+    assert all(w.startswith(("no class probe", "no position probe")) for w in metrics["warnings"])
+    train_bag = recording(tmp_path / "train_bag", 40)
+    assert evaluate(["--model", model, "--bag", bag, "--out", str(tmp_path / "both"), "--labels-topic",
+                     "/gt/object", "--train-bag", train_bag]) == 0
+    metrics = json.loads((tmp_path / "both" / "metrics.json").read_text())
     assert metrics["warnings"] == [] and metrics["subsets"]["camera"]["nb_accuracy"] is not None
 
 

@@ -34,6 +34,7 @@ from m2vae_training.bags import BagError, fingerprint, storage_identity
 from m2vae_training.cli_args import positive_int
 from m2vae_training.config import ConfigError, TrainConfig, parse_timeout, parse_topic_overrides, with_topics
 from m2vae_training.dataset import (
+    LABEL_WINDOW_NS,
     MANIFEST,
     DatasetError,
     PreparedDataset,
@@ -114,15 +115,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     provenance = loaded.metadata.get("provenance") or {}
 
     config = _config_from_artifact(spec, provenance)
+    if args.labels_topic:  # for the probes' training data too, which holds the markers on the same topic
+        config = dataclasses.replace(config, labels_topic=args.labels_topic)
     given_config = with_topics(config, parse_topic_overrides(args.topic))
-    if args.labels_topic:
-        given_config = dataclasses.replace(given_config, labels_topic=args.labels_topic)
     test = build_dataset(args.bag, given_config, out / "test_dataset")
     if len(test) == 0:
         raise no_samples_error("the test bags hold no samples on", test.spec.modalities,
                                test.manifest.get("recorded_topics", {}))
     warnings = (_overlap_warnings(test.manifest["bags"], provenance.get("bags") or [])
-                + _silent_sensors(test) + _unreadable_labels(test))
+                + _silent_sensors(test) + _ground_truth_warnings(test))
     for warning in warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     scores = score_subsets(model, test, batch_size=args.batch_size)
@@ -191,13 +192,8 @@ def _training_data(
     if not provenance.get("dataset") and not provenance.get("bags"):
         raise ValueError("the artifact names no training data (a model saved from Python has none); pass "
                          "the training recordings with --train-bag")
-    recorded = provenance.get("dataset") or {}
-    directory = Path(recorded.get("directory", ""))
-    manifest = directory / MANIFEST
-    if recorded and manifest.is_file() and hashlib.sha256(manifest.read_bytes()).hexdigest() == recorded.get(
-        "manifest_sha256"
-    ):
-        return load_dataset(directory), f"training dataset {directory}"
+    if dataset := _recorded_dataset(provenance.get("dataset") or {}, config.labels_topic):
+        return dataset, f"training dataset {dataset.directory}"
     recorded_bags = provenance.get("bags") or []
     if recorded_bags and all(_unchanged(b) for b in recorded_bags):
         bags = [b["path"] for b in recorded_bags]
@@ -208,14 +204,26 @@ def _training_data(
     )
 
 
+def _recorded_dataset(recorded: dict[str, Any], labels_topic: str) -> PreparedDataset | None:
+    """The training dataset the artifact names, while it is the one training read (its
+    manifest's sha256) and labelled from `labels_topic`; else None (the bags are reread)."""
+    manifest = Path(recorded.get("directory", "")) / MANIFEST
+    if not recorded or not manifest.is_file():
+        return None
+    if hashlib.sha256(manifest.read_bytes()).hexdigest() != recorded.get("manifest_sha256"):
+        return None
+    dataset = load_dataset(manifest.parent)
+    return dataset if dataset.manifest["labels"]["topic"] == labels_topic else None
+
+
 def _probe_warnings(
     test: PreparedDataset, train: PreparedDataset, probes: Probes, provenance: dict[str, Any]
 ) -> list[str]:
     """Probes the test data could score but the training data could not fit; test bags the probes saw."""
     test_has = scorable(test)
     warnings = [reason for metric, reason in probes.unfitted().items() if test_has[metric]]
-    model_bags = {_contents(b) for b in provenance.get("bags") or []}
-    probe_bags = [b for b in train.manifest["bags"] if _contents(b) not in model_bags]
+    model_bags = {identity for b in provenance.get("bags") or [] for identity in _identities(b)}
+    probe_bags = [b for b in train.manifest["bags"] if not model_bags & set(_identities(b))]
     return warnings + _overlap_warnings(test.manifest["bags"], probe_bags, "the probes' training recordings")
 
 
@@ -235,12 +243,14 @@ def _contents(bag: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _identities(bag: dict[str, Any]) -> list[tuple[Any, Any]]:
-    """What identifies a recording: its fingerprint's contents and, while it exists, its messages' files.
+    """What identifies a recording: its fingerprint's contents and, while the files on disk are
+    still the ones fingerprinted, their message files' size and mtime.
 
     The second makes a bag directory and the .mcap inside it one recording (their
-    fingerprints differ by metadata.yaml), whichever of the two training or test named.
+    fingerprints differ by metadata.yaml), whichever of the two training or test named. A
+    bag re-recorded at a training bag's path since is new data, so it gets only the first.
     """
-    found = storage_identity(bag["path"]) if bag.get("path") and Path(bag["path"]).exists() else None
+    found = storage_identity(bag["path"]) if _unchanged(bag) else None
     return [_contents(bag)] + ([found] if found else [])
 
 
@@ -309,23 +319,27 @@ def _silent_sensors(test: PreparedDataset) -> list[str]:
     return warnings
 
 
-def _unreadable_labels(test: PreparedDataset) -> list[str]:
-    """A warning when the test data has no ground truth: the labels topic is absent, or none of
-    its messages could be read as a ground-truth Marker. Without it there are no class or
-    position probes, which on a recording that has markers elsewhere is a wrong topic."""
+def _ground_truth_warnings(test: PreparedDataset) -> list[str]:
+    """A warning when the test data has no ground truth, saying why: the labels topic is not
+    recorded, none of its messages reads as a ground-truth Marker, or none lies near a
+    sample. Without it there are no class or position probes, which on a recording with
+    markers on another topic means a wrong topic."""
     if has_ground_truth(test):
         return []
     labels = test.manifest.get("labels", {})
-    if labels.get("failures"):
-        return [f"labels topic {labels['topic']}: no message could be read as a ground-truth "
-                f"{MARKER_TYPE} (failures {labels['failures']}), so there are no class "
-                "or position probes"]
-    markers = sorted(topic for topic, msgtype in test.manifest.get("recorded_topics", {}).items()
-                     if msgtype == MARKER_TYPE)
-    elsewhere = (f"; the recordings have Marker topics {', '.join(markers)} (--labels-topic TOPIC)"
-                 if markers else "")
-    return [f"labels topic {labels.get('topic')} is not in the test recordings, so there are no class or "
-            f"position probes{elsewhere}"]
+    topic, recorded = labels.get("topic"), test.manifest.get("recorded_topics", {})
+    if topic not in recorded:
+        why = f"labels topic {topic} is not in the test recordings"
+    elif labels.get("failures"):
+        why = (f"labels topic {topic}: no message could be read as a ground-truth {MARKER_TYPE} "
+               f"(failures {labels['failures']})")
+    else:
+        why = (f"labels topic {topic}: its {labels.get('markers', 0)} object markers label no sample (DELETE "
+               f"markers and negative ids are no objects; a marker labels samples within "
+               f"{LABEL_WINDOW_NS / 1e9:g} s of its stamp)")
+    others = sorted(t for t, msgtype in recorded.items() if msgtype == MARKER_TYPE and t != topic)
+    elsewhere = f"; the recordings have Marker topics {', '.join(others)} (--labels-topic TOPIC)"
+    return [f"{why}, so there are no class or position probes{elsewhere if others else ''}"]
 
 
 def _summary(metrics: dict[str, Any], out: Path) -> str:
