@@ -170,17 +170,12 @@ class MultimodalVAE:
         """
         if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
             raise ValueError(f"epochs counts the epochs to add and must be an integer ≥ 0, got {epochs!r}")
-        if batch_size < 1:  # before the first call's Trainer fixes seed and device
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        _check_batch_size(batch_size)  # before the first call's Trainer fixes seed and device
         if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be a positive finite number, got {lr!r}")
         if val_available is not None and val is None:
             raise ValueError("val_available was given without val: it marks the missing entries of val")
-        train_set = ArrayDataset(self._arrays(data, available, require_all=True), available)
-        if len(train_set) == 0:
-            raise ValueError("no training samples: the arrays are empty")
-        if available is not None and not train_set.available.any():
-            raise ValueError("`available` marks every modality of every sample missing: nothing to train on")
+        train_set = self._samples(data, available, "training")
         self._check_coverage(train_set.available)
         val_set = None
         if val is not None:
@@ -207,13 +202,23 @@ class MultimodalVAE:
         """Mean loss, ELBO and its terms per subset over `data`: the keys of `fit`'s `History.val`.
 
         Scored as `fit` scores its validation data, on one fixed draw of the noise per
-        batch: with `fit`'s `batch_size`, a loaded model gives its last validation's numbers.
+        batch: the same weights, data and `batch_size` give the same numbers.
         """
-        dataset = ArrayDataset(self._arrays(data, available, require_all=True), available)
-        if len(dataset) == 0:
-            raise ValueError("no samples to evaluate: the arrays are empty")
+        _check_batch_size(batch_size)
+        dataset = self._samples(data, available, "evaluation")
         trainer = self._trainer or Trainer(self.model, device=next(self.model.parameters()).device)
         return trainer.evaluate(dataset, batch_size=batch_size)
+
+    def _samples(
+        self, data: Mapping[str, np.ndarray], available: np.ndarray | None, purpose: str
+    ) -> ArrayDataset:
+        """`data` as a dataset for training or evaluation: one array per modality, some sample in it."""
+        samples = ArrayDataset(self._arrays(data, available, require_all=True), available)
+        if len(samples) == 0:
+            raise ValueError(f"no {purpose} samples: the arrays are empty")
+        if not samples.available.any():
+            raise ValueError(f"`available` marks every modality of every sample missing: no {purpose} data")
+        return samples
 
     def _check_coverage(self, available: np.ndarray) -> None:
         """Refuse a modality no sample has; warn of subset encoders no sample trains.
@@ -343,6 +348,11 @@ class MultimodalVAE:
             if m.name in arrays:
                 _check_values(arrays[m.name], m, where)
         return arrays
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
 
 
 def _as_batch(values: np.ndarray, m: ModalitySpec) -> np.ndarray:

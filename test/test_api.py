@@ -86,8 +86,12 @@ def test_evaluate_scores_per_subset_as_fit_validates_and_a_loaded_model_alike(tm
     missing_b[:, 1] = False
     only_a = loaded.evaluate(val, missing_b)
     assert "elbo/a" in only_a and "elbo/a+b" not in only_a
-    with pytest.raises(ValueError, match="no samples to evaluate"):
+    with pytest.raises(ValueError, match="no evaluation samples"):
         loaded.evaluate({name: array[:0] for name, array in val.items()})
+    with pytest.raises(ValueError, match="marks every modality of every sample missing"):  # returned {}
+        loaded.evaluate(val, np.zeros((32, 2), bool))
+    with pytest.raises(ValueError, match="batch_size must be ≥ 1, got 0"):  # was range()'s error
+        loaded.evaluate(val, batch_size=0)
 
 
 def test_from_modalities_builds_every_kind_and_accepts_a_full_spec():
