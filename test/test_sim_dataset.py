@@ -78,17 +78,20 @@ def test_a_range_image_geometry_unlike_the_sensors_is_noted(tmp_path) -> None:
     to build without a word, its cells outside the beams "no return" in every sample."""
     bag = simulate(tmp_path / "bag", 5.0, SEED, image_size=(32, 32), points=True,
                    episode_seconds=EPISODE_SECONDS).out
+    fields_of_view = {"right": (15.0, -15.0), "narrow": (5.0, -5.0), "wide": (25.0, -25.0),
+                      "above every beam": (60.0, 40.0)}  # the last, the worst, used to get no note at all
     reach = {}
-    for fov in (15.0, 5.0, 25.0):
+    for name, (up, down) in fields_of_view.items():
         config = load_train_config()
-        geometry = RangeImagePreprocess(fov_up_deg=fov, fov_down_deg=-fov)
+        geometry = RangeImagePreprocess(fov_up_deg=up, fov_down_deg=down)
         lidar3d = ModalitySpec("lidar3d", "range_image", geometry, topic="/points")
         config = dataclasses.replace(config, spec=dataclasses.replace(
             config.spec, modalities=(*config.spec.modalities, lidar3d)))
-        dataset = build_dataset([bag], config, tmp_path / f"fov{fov:g}", progress=False)
-        reach[fov] = dataset.manifest["returns_reach"]["lidar3d"]
+        dataset = build_dataset([bag], config, tmp_path / name, progress=False)
+        reach[name] = dataset.manifest["returns_reach"]["lidar3d"]
         noted = [line for line in notes(dataset) if line.startswith("lidar3d: ")]
-        assert bool(noted) == (fov != 15.0), noted
-    assert reach == {15.0: 1.0, 5.0: pytest.approx(6 / 16), 25.0: pytest.approx(10 / 16)}
-    assert notes(dataset)[-1].startswith("lidar3d: 62% of its cells hold a return in some sample, the others "
+        assert bool(noted) == (name != "right"), noted
+    assert reach == {"right": 1.0, "narrow": pytest.approx(6 / 16), "wide": pytest.approx(10 / 16),
+                     "above every beam": 0.0}
+    assert notes(dataset)[-1].startswith("lidar3d: 0% of its cells hold a return in some sample, the others "
                                          "in none: do rings, fov_up_deg and fov_down_deg match")

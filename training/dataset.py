@@ -385,17 +385,18 @@ class _BagIndex:
     positions: np.ndarray
 
 
-def _reach(masks: np.ndarray) -> float | None:
+def _reach(masks: np.ndarray, present: np.ndarray) -> float | None:
     """The share of a LiDAR modality's cells (bins, or rings × bins) that hold a return in some
-    sample; None without samples. A cell no sample reaches lies outside the sensor's beams
-    (a 270° scanner on a 360° model, a vertical field of view wider than the sensor's, or
-    rings finer than its beams), and reads "no return" in every sample."""
-    if not len(masks):
+    sample; None when no sample has the modality (`present`). A cell no sample reaches lies
+    outside the sensor's beams (a 270° scanner on a 360° model, a vertical field of view
+    wider than the sensor's, or rings finer than its beams) and reads "no return" in every
+    sample; 0.0 is a geometry that misses every beam."""
+    if not present.any():
         return None
     reached = np.zeros(masks.shape[1:], dtype=bool)
     for start in range(0, len(masks), COPY_ROWS):  # a memmap: in chunks, not all at once
         reached |= masks[start : start + COPY_ROWS].any(axis=0)
-    return float(reached.mean()) if reached.any() else None
+    return float(reached.mean())
 
 
 def _targets(arrays: dict[str, np.ndarray], modality: ModalitySpec) -> list[np.ndarray]:
@@ -458,11 +459,12 @@ class _Builder:
             for values in arrays.values():
                 if isinstance(values, np.memmap):
                     values.flush()
-            reach = {m.name: _reach(arrays[f"mask_{m.name}"]) for m in self.spec.modalities if m.has_mask}
             del spilled
             for spill in self.spills:
                 spill.remove()
         available = np.concatenate([i.sync.indices >= 0 for i in indexes]).reshape(total, len(names))
+        reach = {m.name: _reach(arrays[f"mask_{m.name}"], available[:, k])
+                 for k, m in enumerate(self.spec.modalities) if m.has_mask}
         sizes = [len(i.sync.stamps) for i in indexes]
         per_sample = {
             "available": available,
