@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from m2vae_training.config import load_train_config
 from m2vae_training.dataset import PreparedDataset, build_dataset
-from m2vae_training.dataset_cli import notes
+from m2vae_training.dataset_notes import notes
 
 from m2vae_ros.sim import parse_dropout, simulate
 from m2vae_ros.sim.recorder import START_NS

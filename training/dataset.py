@@ -136,6 +136,10 @@ class PreparedDataset:
     def __len__(self) -> int:
         return len(self.stamps)
 
+    def silent_modalities(self) -> list[ModalitySpec]:
+        """The modalities no sample has: a model cannot learn them, nor a test score them."""
+        return [m for k, m in enumerate(self.spec.modalities) if not self.available[:, k].any()]
+
 
 def dataset_key(bags: Sequence[str | Path], config: TrainConfig) -> dict[str, Any]:
     """What a prepared dataset depends on; equal keys mean the existing build can be reused."""

@@ -20,23 +20,13 @@ from typing import Any
 
 from m2vae_training.bags import BagError
 from m2vae_training.config import ConfigError, load_train_config, parse_topic_overrides
-from m2vae_training.dataset import (
-    DatasetError,
-    PreparedDataset,
-    build_dataset,
-    feeding_topics_hint,
-    unreadable_type,
-)
+from m2vae_training.dataset import DatasetError, PreparedDataset, build_dataset
+from m2vae_training.dataset_notes import failure_counts, notes
 from m2vae_training.interrupts import sigterm_as_sigint
 
 DEFAULT_OUT = "m2vae_dataset"
 ERROR_EXIT = 2
 UNTRAINABLE_EXIT = 1  # written, but a sensor has no sample
-MIN_REACH = 0.95  # below: the config's LiDAR geometry is likely not the sensor's
-REACH_HINTS = {
-    "scan": "is angle_min…angle_max wider than the scanner's?",
-    "range_image": "do rings, fov_up_deg and fov_down_deg match the sensor's beams?",
-}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,48 +58,17 @@ def summary(dataset: PreparedDataset) -> dict[str, Any]:
     }
 
 
-def notes(dataset: PreparedDataset) -> list[str]:
-    """What the summary object leaves out: reuse, damage, out-of-order stamps, where examples are,
-    and for a configured topic the bags lack, the recorded topics that could feed its sensor."""
-    manifest = dataset.manifest
-    lines = [f"dataset {'reused' if manifest.get('reused') else 'written'}: {dataset.directory}"]
-    lines += [f"{topic}: {t['out_of_order']} header stamps out of order"
-              for topic, t in manifest["topics"].items() if t.get("out_of_order")]
-    lines += [f"damage: {line}" for line in manifest.get("damage", [])]
-    lines += manifest.get("separately_synchronised", [])
-    lines += [f"{name} (on a topic it shares with another sensor) failed on {_counts(failures)}"
-              for name, failures in manifest.get("shared_topic_failures", {}).items()]
-    recorded = manifest.get("recorded_topics", {})
-    lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
-              if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, recorded))]
-    lines += [hint for m in dataset.spec.modalities if (hint := unreadable_type(m, recorded))]
-    for name, share in manifest.get("returns_reach", {}).items():
-        if share < MIN_REACH:
-            kind = dataset.spec.modality(name).kind
-            cells = "bins" if kind == "scan" else "cells"
-            lines.append(f"{name}: {share:.0%} of its {cells} hold a return in some sample, the others in "
-                         f"none: {REACH_HINTS[kind]}")
-    if manifest.get("problems"):
-        lines.append(f"{len(manifest['problems'])} problem examples (topic, stamp, reason) in manifest.json")
-    return lines
-
-
-def _counts(failures: dict[str, int]) -> str:
-    """`reason n, reason n` for a failure count table."""
-    return ", ".join(f"{reason} {n}" for reason, n in failures.items())
-
-
-def print_human(info: dict[str, Any], notes: list[str]) -> None:
-    print(notes[0])
+def print_human(info: dict[str, Any], lines: list[str]) -> None:
+    print(lines[0])
     for topic, t in info["topics"].items():
         line = f"  {topic} [{t['type'] or 'absent'}]: {t['messages']} messages, {t['decoded']} decoded"
-        failures = _counts(t["failures"])
+        failures = failure_counts(t["failures"])
         print(line + f", {t['failed']} failed" + (f" ({failures})" if failures else ""))
     samples = info["samples"]
     print(f"  samples: {samples['complete']} complete, {samples['partial']} partial")
     for name, n in samples["by_subset"].items():
         print(f"    {name}: {n}")
-    for line in notes[1:]:
+    for line in lines[1:]:
         print(f"  {line}")
 
 
@@ -131,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
     else:
         print_human(info, notes(dataset))
-    silent = [m for k, m in enumerate(dataset.spec.modalities) if not dataset.available[:, k].any()]
-    if silent:
+    if silent := dataset.silent_modalities():
         topics = ", ".join(f"{m.name}={m.topic}" for m in silent)
         print(f"error: no sample holds {topics}, so m2vae-train would refuse this dataset (the per-topic "
               "counts and notes say why)", file=sys.stderr)

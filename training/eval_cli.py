@@ -306,9 +306,7 @@ def _silent_sensors(test: PreparedDataset) -> list[str]:
     gets nothing while the topic itself decodes fine for the other.
     """
     warnings = []
-    for k, m in enumerate(test.spec.modalities):
-        if test.available[:, k].any():
-            continue
+    for m in test.silent_modalities():
         stats = test.manifest["topics"].get(m.topic, {})
         failures = test.manifest.get("shared_topic_failures", {}).get(m.name) or stats.get("failures") or {}
         hint = topic_hints(m, test.manifest.get("recorded_topics", {}))

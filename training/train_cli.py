@@ -57,7 +57,7 @@ from m2vae_training.dataset import (
     load_dataset,
     no_samples_error,
 )
-from m2vae_training.dataset_cli import notes
+from m2vae_training.dataset_notes import notes
 from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 from m2vae_training.run_file import (
     RUN_FILE,
@@ -160,8 +160,7 @@ def _train(
     job.barrier()
     if not job.is_main:
         dataset = load_dataset(dataset_dir)
-    silent = [m for i, m in enumerate(dataset.spec.modalities) if not dataset.available[:, i].any()]
-    if silent:  # a model that never saw a sensor would still be loaded by the node
+    if silent := dataset.silent_modalities():  # a model that never saw a sensor would still load in the node
         recorded = dataset.manifest.get("recorded_topics", {})
         raise no_samples_error("no sample of the bags holds", silent, recorded)
     split = time_block_split(
