@@ -363,6 +363,13 @@ def test_resume_without_config_or_bags_continues_with_the_runs_own_settings(inpu
     with pytest.raises(SystemExit):  # a new run still needs its recordings
         main(["--out", str(inputs["root"] / "no_bags")])
     assert "the following arguments are required: --bag" in capsys.readouterr().err
+    assert main(["--out", str(inputs["root"] / "no_run"), "--resume"]) == 2  # nothing to take the bags from
+    assert "no_run/checkpoints holds no checkpoint to continue from" in capsys.readouterr().err
+    run_file = yaml.safe_load((out / "run.yaml").read_text())
+    del run_file["bags"]
+    (out / "run.yaml").write_text(yaml.safe_dump(run_file))
+    assert main(["--out", str(out), "--resume"]) == 2  # was a KeyError traceback
+    assert "run.yaml names no bags: give them with --bag" in capsys.readouterr().err
 
 
 def test_resume_refuses_a_bag_rerecorded_at_the_same_path(inputs, capsys):

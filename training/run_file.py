@@ -121,8 +121,7 @@ def check_resume(
         if has_checkpoint(checkpoints):
             raise ValueError(f"{out} holds a training run; --resume continues it, or pick a new --out")
         return run
-    if not has_checkpoint(checkpoints):
-        raise CheckpointError(f"--resume: {checkpoints} holds no checkpoint to continue from")
+    _require_checkpoint(checkpoints)
     previous = read_run_file(out)
     previous.setdefault("flags", list(SETTING_FLAGS))  # a run.yaml from before the key: keep them all
     # A flag left out keeps what the run's flag gave (epochs and the dataset directory always:
@@ -194,6 +193,20 @@ def device_request(args: argparse.Namespace) -> str:
     if args.resume and (args.out / RUN_FILE).is_file():
         return str(read_run_file(args.out).get("device_type", "auto"))
     return "auto"
+
+
+def run_bags(out: Path) -> list[str]:
+    """The recordings of the run in `out`, for a --resume that leaves out --bag."""
+    _require_checkpoint(out / "checkpoints")
+    bags = read_run_file(out).get("bags")
+    if not isinstance(bags, list) or not bags:
+        raise CheckpointError(f"{out / RUN_FILE} names no bags: give them with --bag")
+    return [str(bag) for bag in bags]
+
+
+def _require_checkpoint(checkpoints: Path) -> None:
+    if not has_checkpoint(checkpoints):
+        raise CheckpointError(f"--resume: {checkpoints} holds no checkpoint to continue from")
 
 
 def read_run_file(out: Path) -> dict[str, Any]:

@@ -65,7 +65,7 @@ from m2vae_training.run_file import (
     check_same_split,
     device_request,
     load_config,
-    read_run_file,
+    run_bags,
     run_settings,
 )
 from m2vae_training.split import Split, time_block_split
@@ -144,7 +144,7 @@ def _train(
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; it names the run directory")
     if args.bag is None:  # --resume without --bag: the run's recordings, which the checks below compare
-        args.bag = read_run_file(out)["bags"]
+        args.bag = run_bags(out)
     config = load_config(args)
     run = run_settings(args, config, command, job, device)
     say = functools.partial(_say, job)
