@@ -13,9 +13,15 @@ import numpy as np
 import pytest
 import yaml
 from bagutils import cloud, compressed, image, marker, scan, write_bag
-from m2vae_training.bags import Bag, BagError
+from m2vae_training.bags import Bag, BagError, storage_identity
 from m2vae_training.config import ConfigError, load_train_config
-from m2vae_training.dataset import DatasetError, build_dataset, load_dataset, no_samples_error
+from m2vae_training.dataset import (
+    DatasetError,
+    _refuse_a_recording_twice,
+    build_dataset,
+    load_dataset,
+    no_samples_error,
+)
 from m2vae_training.dataset_cli import TOPIC_KEYS, main
 from m2vae_training.prediction import UsePredictor
 from std_msgs.msg import String
@@ -487,6 +493,15 @@ def test_one_recording_given_twice_is_refused(tmp_path):
     copy = shutil.copytree(bag, tmp_path / "copy")  # with its mtimes, as cp -a: used to train twice
     with pytest.raises(DatasetError, match=r"copy and .*bag hold the same messages \(same size"):
         build_dataset([bag, copy], config, tmp_path / "o", progress=False)
+    # Another recording that happens to share the size and mtime (unpacked from one archive) is not one.
+    other = shutil.copytree(bag, tmp_path / "other")
+    data = next(other.glob("*.mcap"))
+    stat, content = data.stat(), bytearray(data.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    data.write_bytes(bytes(content))
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert storage_identity(other) == storage_identity(bag)
+    _refuse_a_recording_twice([bag, other])
 
 
 def test_sensors_recorded_into_separate_bags_at_the_same_time_are_named_in_the_notes(tmp_path, capsys):

@@ -9,6 +9,7 @@ that yields nothing at all raises `BagError`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -41,6 +42,7 @@ STORAGE_SUFFIXES = (".mcap", ".db3")
 # beside them change nothing; SQLite's -shm index is rebuilt by every reader.
 RECORDING_FILE = re.compile(r".*\.(mcap|db3)(\.zstd|-wal)?|metadata\.yaml")
 IDL_SEPARATOR = "=" * 80 + "\n"
+_DIGEST_SPAN = 1 << 20  # bytes read from each end of a message file by storage_digest
 # What a damaged storage file raises while being read. KeyError: rosbags 0.11 on the empty
 # definition rosbag2 (Iron and later) stores for a type the recording machine did not know.
 # What rosbags raises on damaged storage: a flipped length asks for petabytes (MemoryError),
@@ -76,12 +78,14 @@ def recording_files(path: Path) -> list[Path]:
 def fingerprint(path: str | Path) -> dict[str, Any]:
     """Path, total size and newest mtime of a recording's files: a changed bag changes this."""
     path = Path(path).resolve()
-    stats = [f.stat() for f in recording_files(path)]
-    return {
-        "path": str(path),
-        "bytes": sum(s.st_size for s in stats),
-        "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
-    }
+    size, mtime_ns = _size_and_mtime(recording_files(path))
+    return {"path": str(path), "bytes": size, "mtime_ns": mtime_ns}
+
+
+def _size_and_mtime(files: list[Path]) -> tuple[int, int]:
+    """Total size and newest mtime (0 for none) of `files`."""
+    stats = [f.stat() for f in files]
+    return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
 def storage_identity(path: str | Path) -> tuple[int, int] | None:
@@ -91,11 +95,26 @@ def storage_identity(path: str | Path) -> tuple[int, int] | None:
     recording, and so is a copy made with its timestamps (cp -a): whatever path names
     the messages, this is the same.
     """
-    files = [f for f in recording_files(Path(path).resolve()) if f.name != "metadata.yaml"]
-    if not files:
-        return None
-    stats = [f.stat() for f in files]
-    return sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)
+    files = _message_files(path)
+    return _size_and_mtime(files) if files else None
+
+
+def storage_digest(path: str | Path) -> str:
+    """sha256 over the first and last MiB of each message file: tells two recordings with the same
+    `storage_identity` apart (bags unpacked from an archive share whole-second mtimes) without
+    reading gigabytes."""
+    digest = hashlib.sha256()
+    for file in sorted(_message_files(path), key=lambda f: f.name):
+        with file.open("rb") as stream:
+            digest.update(stream.read(_DIGEST_SPAN))
+            stream.seek(max(0, file.stat().st_size - _DIGEST_SPAN))
+            digest.update(stream.read(_DIGEST_SPAN))
+    return digest.hexdigest()
+
+
+def _message_files(path: str | Path) -> list[Path]:
+    """The recording's files that hold its messages: all it reads but metadata.yaml."""
+    return [f for f in recording_files(Path(path).resolve()) if f.name != "metadata.yaml"]
 
 
 def build_typestore(msgtypes: Collection[str], definitions: Mapping[str, MessageDefinition]) -> Typestore:

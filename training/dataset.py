@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from m2vae_training.bags import Bag, fingerprint, recording_files, storage_identity
+from m2vae_training.bags import Bag, fingerprint, recording_files, storage_digest, storage_identity
 from m2vae_training.build_directories import remove_abandoned_builds, swap_into_place, work_directory
 from m2vae_training.config import TrainConfig
 from m2vae_training.prediction import UsePredictor
@@ -198,7 +198,7 @@ def _refuse_a_recording_twice(bags: Sequence[str | Path]) -> None:
     training frames.
     """
     owners: dict[tuple[int, int], int] = {}
-    copies: dict[tuple[int, int], int] = {}
+    copies: dict[tuple[Any, ...], int] = {}
     for i, bag in enumerate(bags):
         path = Path(bag).resolve()
         for file in recording_files(path) if path.exists() else []:
@@ -206,9 +206,15 @@ def _refuse_a_recording_twice(bags: Sequence[str | Path]) -> None:
             if (other := owners.setdefault(identity, i)) != i:
                 raise DatasetError(f"{bag} and {bags[other]} are one recording ({file.name}); give it once")
         contents = storage_identity(path) if path.exists() else None
-        if contents is not None and (other := copies.setdefault(contents, i)) != i:
-            raise DatasetError(f"{bag} and {bags[other]} hold the same messages (same size and newest mtime, "
-                               "as a copy made with cp -a): give the recording once")
+        if contents is None:
+            continue
+        # Size and mtime find the candidates; the files' ends confirm them (bags unpacked from one
+        # archive can share a size and a whole-second mtime), read only when those match.
+        candidate = copies.get(contents)
+        if candidate is not None and storage_digest(path) == storage_digest(bags[candidate]):
+            raise DatasetError(f"{bag} and {bags[candidate]} hold the same messages (same size, newest mtime "
+                               "and content, as a copy made with cp -a): give the recording once")
+        copies.setdefault(contents, i)
 
 
 def _separately_synchronised(indexes: Sequence[_BagIndex], names: Sequence[str]) -> list[str]:
