@@ -71,6 +71,7 @@ import torch
 from imputation_in_view import lidar_rmse_by_view, ratio  # bench/, the script's own folder
 from m2vae_training import eval_cli, train_cli
 from m2vae_training.checkpoint import has_checkpoint
+from m2vae_training.cli_args import positive_int
 from m2vae_training.config import default_config_path, load_train_config
 from m2vae_training.dataset import PreparedDataset, build_dataset, common_class_names, load_dataset
 from m2vae_training.evaluation import subset_present
@@ -110,9 +111,9 @@ def main() -> int:
     parser.add_argument("--look-away", type=float, default=0.0, help="m2vae-sim --look-away")
     parser.add_argument("--out", type=Path, default=Path("bench/out/train_eval"))
     parser.add_argument("--fresh", action="store_true", help="delete OUT first instead of continuing it")
-    parser.add_argument("--jobs", type=int, default=1,
+    parser.add_argument("--jobs", type=positive_int, default=1,
                         help="training runs at a time, each in its own process with cores/jobs torch threads "
-                             "and its output in <run>/bench.log (2 on 2 cores: about 1.5x sooner)")
+                             "and its output in <run>/bench.log")
     args = parser.parse_args()
 
     if args.fresh:
@@ -523,7 +524,7 @@ def table(results: dict, ceiling: dict[str, dict[str, float]], chance: dict[str,
         f"{first['samples']} test samples, {args.episode_seconds:g} s episodes, objects within "
         f"{args.max_distance:g} m, look-away {args.look_away:g}; "
         f"{args.epochs} epochs max, batch {args.batch_size}, device {args.device}, torch threads "
-        f"{torch.get_num_threads()}{_parallel_note(args.jobs)}; seeds {' '.join(map(str, args.seeds))}: "
+        f"{torch.get_num_threads()}{_parallel_note(results)}; seeds {' '.join(map(str, args.seeds))}: "
         "mean (min–max)",
         "",
         "| | " + " | ".join(objectives) + " |",
@@ -552,11 +553,12 @@ def table(results: dict, ceiling: dict[str, dict[str, float]], chance: dict[str,
     return "\n".join(lines)
 
 
-def _parallel_note(jobs: int) -> str:
-    """How the training runs shared the cores, when they did (`--jobs`)."""
-    if jobs <= 1:
-        return ""
-    return f" (training: {jobs} runs at a time, {_threads_per_job(jobs)} torch thread(s) each)"
+def _parallel_note(results: dict) -> str:
+    """Whether training runs shared the cores (`--jobs`), as their records say: a resumed bench
+    may have trained some runs alone and others in parallel."""
+    parallel = sum(bool(run.get("parallel")) for o in results.values() for run in o["runs"])
+    total = sum(len(o["runs"]) for o in results.values())
+    return f" (training: {parallel} of {total} runs shared the cores, --jobs)" if parallel else ""
 
 
 def _threads_per_job(jobs: int) -> int:

@@ -89,8 +89,9 @@ class MultimodalVAE:
         `objective` is "m2vae", "jmvae" (JMVAE-kl) or "mvae". `likelihood` ("gaussian",
         "gaussian_learned", "laplace" or "bernoulli") and `scale` apply to every modality
         given as (kind, shape). A ModalitySpec (m2vae_ros.spec) also sets a modality's
-        `weight` and its convolution widths `hidden`: each width is a stride-2 layer, so
-        with the default three an image side needs ≥ 8 pixels and a scan ≥ 5 beams.
+        `weight` and its network widths `hidden`: conv channels, each a stride-2 layer (with
+        the default three an image side needs ≥ 8 pixels and a scan ≥ 5 beams), or a
+        vector's MLP widths.
         """
         renamed = [f"{key!r} → {value.name!r}" for key, value in modalities.items()
                    if isinstance(value, ModalitySpec) and value.name != key]

@@ -125,7 +125,7 @@ def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
     except (SpecError, TypeError, ValueError, AttributeError) as exc:  # ValueError: dict() of a non-mapping
         raise ArtifactError(f"{meta_path}: invalid model spec: {exc}") from None
     weights_path = directory / WEIGHTS_FILE
-    tensors, stored = _read_weights(weights_path, _expected_sha256(metadata, meta_path))
+    tensors, stored = _read_weights(weights_path, _weights_sha256(metadata, meta_path))
     if SPEC_KEY in stored:
         _check_fixed_spec(stored[SPEC_KEY], spec, meta_path)
     elif LAYOUT_KEY in stored and stored[LAYOUT_KEY] != _layout(spec):
@@ -171,7 +171,8 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
-def _expected_sha256(metadata: dict[str, Any], path: Path) -> str:
+def _weights_sha256(metadata: dict[str, Any], path: Path) -> str:
+    """model.yaml's `weights` entry: the sha256 the weights must have, once its `file` is checked."""
     weights = metadata.get("weights")
     digest = weights.get("sha256") if isinstance(weights, dict) else None
     if not isinstance(digest, str):
