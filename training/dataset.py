@@ -198,14 +198,14 @@ def _refuse_a_recording_twice(bags: Sequence[str | Path]) -> None:
     training frames.
     """
     owners: dict[tuple[int, int], int] = {}
-    copies: dict[tuple[Any, ...], int] = {}
+    copies: dict[tuple[int, int], int] = {}
     for i, bag in enumerate(bags):
         path = Path(bag).resolve()
         for file in recording_files(path) if path.exists() else []:
             identity = (file.stat().st_dev, file.stat().st_ino)  # a hard link is the same file
             if (other := owners.setdefault(identity, i)) != i:
                 raise DatasetError(f"{bag} and {bags[other]} are one recording ({file.name}); give it once")
-        contents = storage_identity(path) if path.exists() else None
+        contents = storage_identity(path)  # None for a path that holds no recording
         if contents is None:
             continue
         # Size and mtime find the candidates; the files' ends confirm them (bags unpacked from one

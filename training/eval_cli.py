@@ -262,9 +262,10 @@ def _overlap_warnings(
     """One warning when test recordings are ones the model was trained on, else none.
 
     Scores on training data overstate what the model does on new data. Recordings match
-    by size and newest file mtime (their fingerprint without the path), so a copy made with
-    its timestamps (cp -a, rsync -a) is recognised too. Only a warning: scoring on the
-    training data can be deliberate.
+    by size and newest file mtime (`_identities`: the fingerprint without the path, or the
+    message files alone), so a copy made with its timestamps (cp -a, rsync -a) and a bag
+    directory's .mcap are recognised too. Only a warning: scoring on the training data can
+    be deliberate.
     """
     trained = {identity: b.get("path") for b in training_bags for identity in _identities(b)}
     same = [(b["path"], trained[known[0]]) for b in test_bags
