@@ -357,10 +357,16 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def _as_batch(values: np.ndarray, m: ModalitySpec) -> np.ndarray:
-    """[N, *shape] float32, contiguous: torch takes no negative strides (a BGR → RGB view)."""
+    """[N, *shape] float32, contiguous: torch takes no negative strides (a BGR → RGB view).
+
+    A single channel may be left out, as researchers hold scans ([N, beams]), mono images
+    and range images: the shape without it is unambiguous.
+    """
     if np.iscomplexobj(values):  # float32 would drop the imaginary part with only a warning
         raise ValueError(f"modality {m.name!r}: complex values; give real numbers")
     array = np.ascontiguousarray(values, dtype=np.float32)
+    if m.kind != "vector" and m.shape[0] == 1 and array.shape[1:] == m.shape[1:]:
+        array = array[:, None]
     if array.ndim == 0 or array.shape[1:] != m.shape:
         raise ValueError(f"modality {m.name!r}: expected [N, *{m.shape}], got {list(array.shape)}")
     return array

@@ -207,6 +207,16 @@ def test_bounded_kinds_refuse_values_outside_unit_range_with_the_convention():
     assert vae.encode({"img": rgb8 / 255.0})[0].shape == (6, 2)
 
 
+def test_a_single_channel_may_be_left_out():
+    vae = MultimodalVAE.from_modalities({"s": ("scan", 16), "r": ("range_image", (1, 8, 16))}, latent_dim=2,
+                                        feature_dim=8, head_hidden=8)
+    scans, ranges = np.random.default_rng(0).random((2, 3, 1, 8, 16))  # was "expected [N, *(1, 16)]"
+    with_channel = vae.encode({"s": scans[:, :, 0], "r": ranges})[0]
+    np.testing.assert_array_equal(vae.encode({"s": scans[:, 0, 0], "r": ranges[:, 0]})[0], with_channel)
+    with pytest.raises(ValueError, match=r"'s': expected \[N, \*\(1, 16\)\], got \[3, 15\]"):
+        vae.encode({"s": scans[:, 0, 0, :15]})
+
+
 def test_arrays_as_researchers_hold_them_are_taken():
     vae = image_and_vector()
     rng = np.random.default_rng(0)
