@@ -204,7 +204,7 @@ def train_and_score_all(runs: dict[tuple[str, int], tuple[Path, list[str]]], tes
             if done[key] is None:
                 return None
         return done
-    threads = _threads_per_job(jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     print(f"train_eval: {len(runs)} runs, {jobs} at a time with {threads} torch thread(s) each; "
           "each one's progress in its <run>/bench.log", flush=True)
     waiting, running = list(runs), {}
@@ -559,10 +559,6 @@ def _parallel_note(results: dict) -> str:
     parallel = sum(bool(run.get("parallel")) for o in results.values() for run in o["runs"])
     total = sum(len(o["runs"]) for o in results.values())
     return f" (training: {parallel} of {total} runs shared the cores, --jobs)" if parallel else ""
-
-
-def _threads_per_job(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def _row(title: str, values: list[float | None]) -> str:

@@ -181,7 +181,7 @@ def _train(
     if job.is_main:
         _write_yaml(out / RUN_FILE, run)
     say(f"{len(split.train)} training and {len(split.val)} validation samples; {len(split.guarded)} "
-              f"left out for lying within {run['guard_seconds']} s of the other set")
+        f"left out for lying within {run['guard_seconds']} s of the other set")
     train_set = ArrayDataset(dataset.arrays, dataset.available, split.train)
     val_set = ArrayDataset(dataset.arrays, dataset.available, split.val) if len(split.val) else None
 
