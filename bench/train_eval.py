@@ -68,6 +68,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from imputation_in_view import lidar_rmse_by_view, ratio  # bench/, the script's own folder
 from m2vae_training import eval_cli, train_cli
 from m2vae_training.checkpoint import has_checkpoint
@@ -157,10 +158,13 @@ def main() -> int:
 
 def settings(args: argparse.Namespace) -> dict:
     """What the recordings and scores depend on (seeds and device may change between reruns)."""
-    config = args.config or default_config_path()
+    config = yaml.safe_load((args.config or default_config_path()).read_text())
+    # The config's values, not its bytes: a comment edited in config/train.yaml leaves the
+    # recordings and scores as they were, so it must not make a rerun start from scratch.
+    values = json.dumps(config, sort_keys=True).encode()
     return {"minutes": args.minutes, "episode_seconds": args.episode_seconds, "epochs": args.epochs,
             "batch_size": args.batch_size, "image_size": args.image_size, "max_distance": args.max_distance,
-            "look_away": args.look_away, "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()}
+            "look_away": args.look_away, "config_sha256": hashlib.sha256(values).hexdigest()}
 
 
 def claim(out: Path, wanted: dict) -> list[str]:
