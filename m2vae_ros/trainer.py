@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from m2vae_ros.model import M2VAE
 from m2vae_ros.objectives import Loss, evaluation_generator, loss
+from m2vae_ros.progress import progress_bar
 
 
 def checked_availability(available: np.ndarray | None, n: int, names: Sequence[str]) -> np.ndarray:
@@ -175,13 +175,9 @@ class Trainer:
             self.begin_epoch(self.epoch)
             order = self.epoch_order(train, self.epoch)
             totals = LossMeans()
-            bar = tqdm(
-                total=len(order),
-                unit="sample",
-                unit_scale=True,
-                desc=f"epoch {self.epoch + 1}/{epochs}",
-                disable=not progress,
-                leave=False,
+            bar = progress_bar(
+                enabled=progress, total=len(order), unit="sample", unit_scale=True,
+                desc=f"epoch {self.epoch + 1}/{epochs}", leave=False,
             )
             for x, available in self._batches(train, order, batch_size):
                 result = self.compute_loss(x, available)

@@ -37,7 +37,6 @@ from m2vae_training.config import TrainConfig
 from m2vae_training.prediction import UsePredictor
 from m2vae_training.spill import DecodeThread, Spill
 from m2vae_training.sync import SyncResult, nearest_index, synchronize
-from tqdm import tqdm
 
 from m2vae_ros.atomic import write_atomic
 from m2vae_ros.codec import (
@@ -51,6 +50,7 @@ from m2vae_ros.codec import (
 )
 from m2vae_ros.differences import differences, first
 from m2vae_ros.gil import prompt_thread_switching
+from m2vae_ros.progress import progress_bar
 from m2vae_ros.spec import ModalitySpec, ModelSpec, SpecError
 from m2vae_ros.subsets import row_subsets, subset_name
 
@@ -444,7 +444,7 @@ class _Builder:
         self.spills = [Spill(directory, m) for m in self.spec.modalities]
         self.decoder = DecodeThread(self.spec, self.spills)
         self.reread = 0
-        self.bar = tqdm(desc="reading bags", unit="msg", disable=not progress, file=sys.stderr)
+        self.bar = progress_bar(enabled=progress, desc="reading bags", unit="msg")
 
     def run(self, bags: Sequence[str | Path]) -> dict[str, Any]:
         names = self.spec.names

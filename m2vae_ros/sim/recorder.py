@@ -16,7 +16,6 @@ import heapq
 import math
 import os
 import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -26,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
-from tqdm import tqdm
 
 from m2vae_ros.drop_window import DropWindow
+from m2vae_ros.progress import progress_bar
 from m2vae_ros.sim import messages
 from m2vae_ros.sim.camera import Camera
 from m2vae_ros.sim.lidar import PlanarLidar, SpinningLidar
@@ -243,7 +242,7 @@ def simulate(
     try:
         with (
             Writer(staging / out.name, version=9, storage_plugin=STORAGES[storage]) as writer,
-            tqdm(total=duration, file=sys.stderr, disable=not progress, leave=False, bar_format=BAR) as bar,
+            progress_bar(enabled=progress, total=duration, leave=False, bar_format=BAR) as bar,
         ):
             connections = {
                 topic: writer.add_connection(
