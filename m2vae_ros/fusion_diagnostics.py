@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+from m2vae_ros.codec import Decoded
 from m2vae_ros.liveness import NS_PER_S, ModalityLiveness
 
 # What ~/active_modalities says when no sensor is alive; an empty string would be easy
@@ -106,28 +107,28 @@ def _values(**values: object) -> list[KeyValue]:
     return [KeyValue(key=key, value=str(value)) for key, value in values.items()]
 
 
-def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiveness,
-                    now_ns: int, problem: str = "", coverage: float | None = None) -> DiagnosticStatus:
-    """OK while the sensor is alive, WARN when stale or never heard from; `problem` says why, if known.
-
-    `coverage`: the fraction of the model's scan bins the latest scan reached. Below
-    MIN_COVERAGE the sensor is alive but WARN: the bins it misses read "no return", which
-    the model learnt as free space.
+def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiveness, now_ns: int,
+                    problem: str = "", latest: Decoded | None = None) -> DiagnosticStatus:
+    """OK while the sensor is alive and its data fit the model; WARN when it is stale, never
+    heard from, or alive with a caveat (`caveats`). `problem` says why a silent sensor is
+    silent, if known; `latest` is its newest valid sample.
     """
     alive = liveness.alive(now_ns)
-    narrow = alive and coverage is not None and coverage < MIN_COVERAGE
-    if narrow:
-        message = f"alive, but its scans reach {coverage:.0%} of the model's bins; the rest read no return"
+    caveats = _caveats(liveness, latest) if alive else []
+    if caveats:
+        message = "alive, but " + "; ".join(caveats)
     elif alive:
         message = "alive"
     elif problem:
         message = problem
     elif liveness.last_valid_ns is None:
-        message = "no valid message yet"
+        message = "no valid message yet" + _rejected(liveness)
     else:
-        message = f"stale for {(now_ns - liveness.last_valid_ns) / NS_PER_S:.1f} s"
+        message = f"stale for {(now_ns - liveness.last_valid_ns) / NS_PER_S:.1f} s" + _rejected(liveness)
+    lag_ns = _stamp_lag_ns(liveness, latest)
+    coverage = None if latest is None else latest.coverage
     return DiagnosticStatus(
-        level=DiagnosticStatus.OK if alive and not narrow else DiagnosticStatus.WARN,
+        level=DiagnosticStatus.OK if alive and not caveats else DiagnosticStatus.WARN,
         name=f"{node_name}: {name}",
         message=message,
         hardware_id=topic,
@@ -139,8 +140,50 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
             last_invalid_reason=liveness.last_invalid_reason,
             **{f"invalid.{reason}": n for reason, n in sorted(liveness.invalid_by_reason.items())},
             **({} if coverage is None else {"coverage": f"{coverage:.3f}"}),
+            **({} if lag_ns is None else {"stamp_lag_s": f"{lag_ns / NS_PER_S:.3f}"}),
         ),
     )
+
+
+def _caveats(liveness: ModalityLiveness, latest: Decoded | None) -> list[str]:
+    """Why a live sensor's data may mislead the model.
+
+    - A scan reaching under MIN_COVERAGE of the model's bins: the bins it misses read
+      "no return", which the model learnt as free space.
+    - A grey image for a colour model: every channel reads the grey value.
+    - Stamps older on arrival than the sensor's timeout: liveness goes by receive time,
+      but the sample (and a latent fused from it) is as old as its stamp. Clocks not
+      synchronised between computers, or a replay that keeps the recorded stamps.
+    """
+    if latest is None:
+        return []
+    caveats = []
+    if latest.coverage is not None and latest.coverage < MIN_COVERAGE:
+        caveats.append(f"its scans reach {latest.coverage:.0%} of the model's bins; the rest read no return")
+    if latest.grey_for_colour:
+        caveats.append("its images are single-channel and the model takes colour: every channel reads grey")
+    lag_ns = _stamp_lag_ns(liveness, latest)
+    if lag_ns is not None and lag_ns > liveness.timeout_ns:
+        caveats.append(f"its stamps are {lag_ns / NS_PER_S:.1f} s old on arrival, more than its timeout: "
+                       "clocks not synchronised, or a replay keeping the recorded stamps?")
+    return caveats
+
+
+def _stamp_lag_ns(liveness: ModalityLiveness, latest: Decoded | None) -> int | None:
+    """How old the newest valid sample's stamp was when it arrived; None before one arrived."""
+    if latest is None or liveness.last_valid_ns is None:
+        return None
+    return liveness.last_valid_ns - latest.stamp_ns
+
+
+def _rejected(liveness: ModalityLiveness) -> str:
+    """What a silent sensor sent instead of valid messages, as a suffix for its status message."""
+    count = liveness.invalid_since_valid
+    if not count:
+        return ""
+    since = " since the last valid one" if liveness.last_valid_ns is not None else ""
+    messages = "message" if count == 1 else "messages"
+    return f"; {count} {messages} rejected{since}, the last for {liveness.last_invalid_reason}"
 
 
 def inference_status(node_name: str, stats: InferenceStats, active: str, now_ns: int,

@@ -28,11 +28,12 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSPolicyKind, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMessage
 from sensor_msgs.msg import Image
@@ -60,6 +61,7 @@ NODE_NAME = "m2vae_fusion"
 LIVENESS_CHECK_PERIOD_S = 0.05
 DIAGNOSTICS_PERIOD_S = 1.0
 WARN_THROTTLE_S = 5.0
+CLOCK_STILL_S = 2.0  # under use_sim_time, a /clock standing still this long is reported
 
 
 class FusionNode(Node):
@@ -124,6 +126,7 @@ class FusionNode(Node):
             }
         # Diagnostics name the topic as subscribed: after namespaces and remapping.
         self._resolved_topics: dict[str, str] = {}
+        self._qos_problems: dict[str, str] = {}  # until the sensor's next valid message
         for modality in self.spec.modalities:
             wiring = self.modality_params[modality.name]
             topic, msg_type = wiring.topic, wiring.msg_type
@@ -131,8 +134,10 @@ class FusionNode(Node):
                 require_decodable(modality, msg_type)
                 msg_class = message_class(msg_type)
                 callback = partial(self._on_message, modality.name)
+                events = SubscriptionEventCallbacks(
+                    incompatible_qos=partial(self._on_incompatible_qos, modality.name))
                 subscription = self.create_subscription(
-                    msg_class, topic, callback, sensor_qos(self.params.reliability))
+                    msg_class, topic, callback, sensor_qos(self.params.reliability), event_callbacks=events)
                 self._resolved_topics[modality.name] = subscription.topic_name
             except MessageTypeError as exc:
                 raise StartupError(str(exc)) from None
@@ -149,6 +154,7 @@ class FusionNode(Node):
         # Whether /clock has spoken, which the time can't tell: a paused simulator publishes 0.
         # Best effort, as rclpy's own time source listens; dropped after the first message.
         self._clock_heard = False
+        self._clock_seen = (0, time.monotonic())  # (node clock, steady time when it last moved)
         listening = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._clock_listener = self.create_subscription(
             ClockMessage, "/clock", self._on_first_clock, listening)
@@ -168,10 +174,13 @@ class FusionNode(Node):
     def _on_message(self, name: str, msg: Any) -> None:
         """Decode, validate and keep the newest sample; never raises on bad input."""
         now_ns = self._now_ns()
+        if not now_ns:
+            # use_sim_time before the first /clock: an arrival at time 0 would expire the moment
+            # the clock starts, and make the active subset flap; every stamp would look ahead.
+            return
         try:
             decoded = decode_message(msg, self.spec.modality(name))
-            # now 0: use_sim_time before the first /clock, when every stamp would look ahead.
-            if now_ns and decoded.stamp_ns > now_ns + int(self.params.max_future_stamp_s * NS_PER_S):
+            if decoded.stamp_ns > now_ns + int(self.params.max_future_stamp_s * NS_PER_S):
                 ahead_s = (decoded.stamp_ns - now_ns) / NS_PER_S
                 raise CodecError("future_stamp", f"header stamp {ahead_s:.3f} s ahead of the node clock")
         except CodecError as exc:
@@ -184,12 +193,23 @@ class FusionNode(Node):
         # alive sensor exists; one dict store needs no lock under the GIL.
         self._latest[name] = decoded
         self._frame_ids[name] = str(msg.header.frame_id)
+        self._qos_problems.pop(name, None)
         with self._liveness_lock:
             self.liveness[name].record_valid(now_ns)
             triggers = self.params.rate_hz == 0 and self._pacer.triggers(name, self.liveness, now_ns)
         self._publish_active_if_changed()
         if triggers:
             self._request_inference()
+
+    def _on_incompatible_qos(self, name: str, info: QoSRequestedIncompatibleQoSInfo) -> None:
+        """A publisher DDS will not connect to: the sensor would only look dead."""
+        policy = QoSPolicyKind(info.last_policy_kind).name.lower()
+        problem = f"a publisher of {self._resolved_topics[name]} offers an incompatible {policy} QoS"
+        if policy == "reliability":
+            problem += (f": it publishes best effort, and parameter 'qos.reliability' is "
+                        f"{self.params.reliability}; set it to best_effort")
+        self._qos_problems[name] = problem
+        self._sensor_loggers[name].warning(problem, throttle_duration_sec=WARN_THROTTLE_S)
 
     def _on_first_clock(self, _msg: ClockMessage) -> None:
         self._clock_heard = True
@@ -220,19 +240,39 @@ class FusionNode(Node):
         node_name = self.get_fully_qualified_name()
         array = DiagnosticArray()
         array.header.stamp = Time(nanoseconds=now_ns).to_msg()
-        problems = {name: self._type_mismatch(name) for name in self.modality_params}
+        problems = {name: self._type_mismatch(name) or self._qos_problems.get(name, "")
+                    for name in self.modality_params}
         with self._liveness_lock:
             array.status = [
                 modality_status(node_name, name, self._resolved_topics[name], self.liveness[name], now_ns,
-                                problems[name], getattr(self._latest.get(name), "coverage", None))
+                                problems[name], self._latest.get(name))
                 for name in self.modality_params
             ]
             active = self._alive_subset(now_ns)
-        no_clock = self.get_clock().ros_time_is_active and not self._clock_heard
-        waiting = "use_sim_time is true and no /clock has arrived yet" if no_clock else ""
         active_name = self._active_name(active)
+        waiting = self._sim_clock_problem(now_ns)
         array.status.append(inference_status(node_name, self.stats, active_name, now_ns, waiting))
         self._diagnostics_pub.publish(array)
+
+    def _sim_clock_problem(self, now_ns: int) -> str:
+        """Why, under use_sim_time, liveness and rates mean nothing now; '' when the clock runs.
+
+        They are measured on the node clock: while /clock stands still (a paused or crashed
+        simulator) every sensor heard once stays alive and every rate is a lifetime count.
+        Called by the diagnostics timer, which runs on the steady clock.
+        """
+        if not self.get_clock().ros_time_is_active:
+            return ""
+        if not self._clock_heard:
+            return "use_sim_time is true and no /clock has arrived yet"
+        steady_s = time.monotonic()
+        if now_ns != self._clock_seen[0]:
+            self._clock_seen = (now_ns, steady_s)
+            return ""
+        still_s = steady_s - self._clock_seen[1]
+        if still_s < CLOCK_STILL_S:
+            return ""
+        return f"/clock has not advanced for {still_s:.0f} s: sensor liveness and rates stand still with it"
 
     def _type_mismatch(self, name: str) -> str:
         """Why a sensor stays silent when its topic's publishers all send another type; else ''.

@@ -29,6 +29,7 @@ class ModalityLiveness:
     rate_window_ns: int = 2 * NS_PER_S
     last_valid_ns: int | None = None
     invalid_count: int = 0
+    invalid_since_valid: int = 0  # what a silent sensor's status blames, as no lifetime count can
     last_invalid_reason: str = ""
     invalid_by_reason: Counter[str] = field(default_factory=Counter)
     _arrivals: deque[int] = field(default_factory=deque, repr=False)
@@ -36,11 +37,13 @@ class ModalityLiveness:
     def record_valid(self, now_ns: int) -> None:
         self._forget_future(now_ns)
         self.last_valid_ns = now_ns
+        self.invalid_since_valid = 0
         self._arrivals.append(now_ns)
         self._forget_before(now_ns - self.rate_window_ns)
 
     def record_invalid(self, reason: str) -> None:
         self.invalid_count += 1
+        self.invalid_since_valid += 1
         self.last_invalid_reason = reason
         self.invalid_by_reason[reason] += 1
 

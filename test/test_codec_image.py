@@ -42,9 +42,18 @@ def test_colour_encodings_give_rgb(flavour, encoding, pixels):
     assert out.mask is None and out.stamp_ns == 1_500_000_000
 
 
-def test_mono8_becomes_three_equal_channels(flavour):
+def test_mono8_becomes_three_equal_channels_and_says_its_colour_is_grey(flavour):
     out = decode_message(flavour(image(RGB[:, :, 0].copy(), "mono8")), camera())
     np.testing.assert_array_equal(out.tensor, np.repeat(chw(RGB[:, :, :1], 255), 3, axis=0))
+    assert out.grey_for_colour  # the node warns: the model's colour cues read grey
+    _, png = cv2.imencode(".png", RGB[:, :, 0])
+    assert decode_message(flavour(compressed(png.tobytes(), "png")), camera()).grey_for_colour
+
+
+@pytest.mark.parametrize(("encoding", "pixels", "channels"), [
+    ("rgb8", RGB, 3), ("rgb8", RGB, 1), ("mono8", RGB[:, :, 0].copy(), 1)])
+def test_colour_or_a_grey_model_loses_no_colour(flavour, encoding, pixels, channels):
+    assert not decode_message(flavour(image(pixels, encoding)), camera(channels=channels)).grey_for_colour
 
 
 @pytest.mark.parametrize("encoding", ["mono16", "16UC1"])
@@ -125,6 +134,14 @@ def test_bad_images_raise_with_reason(flavour, msg, reason):
     with pytest.raises(CodecError) as err:
         decode_message(flavour(msg), camera())
     assert err.value.reason == reason
+
+
+def test_an_empty_image_says_it_is_empty(flavour):
+    msg = image(RGB, "rgb8")
+    msg.height = msg.width = msg.step = 0
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(msg), camera())
+    assert (err.value.reason, err.value.detail) == ("size_mismatch", "empty image: 0×0 rgb8")
 
 
 def test_step_smaller_than_row_is_a_size_mismatch(flavour):

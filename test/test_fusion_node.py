@@ -28,6 +28,7 @@ from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, Poin
 from std_msgs.msg import String
 
 from m2vae_ros.artifact import load_model, save_model
+from m2vae_ros.codec import Decoded
 from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, inference_status, modality_status
 from m2vae_ros.fusion_node import FusionNode
 from m2vae_ros.fusion_params import unknown_parameters
@@ -452,6 +453,48 @@ def test_liveness_follows_valid_messages_only() -> None:
 SECOND = 1_000_000_000
 
 
+def test_a_silent_sensors_status_names_what_it_sent_instead() -> None:
+    liveness = ModalityLiveness(timeout_ns=SECOND // 2)
+    for _ in range(3):
+        liveness.record_invalid("zero_stamp")
+    status = modality_status("/n", "camera", "/image", liveness, SECOND)
+    assert status.message == "no valid message yet; 3 messages rejected, the last for zero_stamp"
+    liveness.record_valid(2 * SECOND)
+    liveness.record_invalid("size_mismatch")
+    status = modality_status("/n", "camera", "/image", liveness, 3 * SECOND)
+    assert status.message == "stale for 1.0 s; 1 message rejected since the last valid one, the last for " \
+        "size_mismatch"
+    liveness.record_valid(4 * SECOND)  # recovered: the lifetime counts stay, the blame goes
+    liveness.record_valid(5 * SECOND)
+    status = modality_status("/n", "camera", "/image", liveness, 6 * SECOND)
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.message == "stale for 1.0 s" and values["invalid_count"] == "4"
+
+
+def _sample(stamp_ns: int, grey_for_colour: bool = False) -> Decoded:
+    return Decoded(np.zeros((3, 2, 2), np.float32), None, stamp_ns, grey_for_colour=grey_for_colour)
+
+
+@pytest.mark.parametrize(("lag_s", "grey", "level", "message"), [
+    (0.1, False, DiagnosticStatus.OK, "alive"),
+    (0.6, False, DiagnosticStatus.WARN,
+     "alive, but its stamps are 0.6 s old on arrival, more than its timeout: clocks not synchronised, "
+     "or a replay keeping the recorded stamps?"),
+    (0.0, True, DiagnosticStatus.WARN, "alive, but its images are single-channel and the model takes colour: "
+                                       "every channel reads grey"),
+])
+def test_a_live_sensor_whose_data_mislead_the_model_is_warned_about(
+    lag_s: float, grey: bool, level: int, message: str
+) -> None:
+    liveness = ModalityLiveness(timeout_ns=SECOND // 2)
+    arrival = 100 * SECOND
+    liveness.record_valid(arrival)
+    latest = _sample(arrival - int(lag_s * SECOND), grey)
+    status = modality_status("/n", "camera", "/image", liveness, arrival + SECOND // 10, latest=latest)
+    assert (status.level, status.message) == (level, message)
+    assert {kv.key: kv.value for kv in status.values}["stamp_lag_s"] == f"{lag_s:.3f}"
+
+
 def _stream(hz: float, start_s: float, end_s: float, jitter_s: float = 0.0, seed: int = 0) -> list[int]:
     """Arrival times (ns) of a sensor at `hz` from `start_s` to `end_s`, each moved by up to ±jitter."""
     nominal = np.arange(start_s, end_s, 1.0 / hz)
@@ -688,13 +731,49 @@ def test_with_sim_time_and_no_clock_yet_diagnostics_say_so_and_stamps_are_not_fr
         status = _inference_status(diagnostics)
         assert status.level == DiagnosticStatus.WARN
         assert status.message == "use_sim_time is true and no /clock has arrived yet"
-        assert _diagnostic_values(diagnostics, "camera")["invalid_count"] == "0"
+        # An arrival at time 0 would expire as soon as the clock starts: the camera is not yet heard.
+        values = _diagnostic_values(diagnostics, "camera")
+        assert (values["invalid_count"], values["alive"]) == ("0", "False")
         # A paused simulator's /clock says 0: the time is no sign of whether it has spoken.
         clock = peer.node.create_publisher(ClockMessage, "/clock", 1)
-        peer.node.create_timer(0.1, lambda: clock.publish(ClockMessage()))
-        heard = len(diagnostics)
-        assert peer.spin_until(lambda: len(diagnostics) >= heard + 2, STARTUP_WAIT_S)
-        assert _inference_status(diagnostics).message != "use_sim_time is true and no /clock has arrived yet"
+        sim_ns = [0]
+
+        def tick() -> None:
+            clock.publish(ClockMessage(clock=Time(nanoseconds=sim_ns[0]).to_msg()))
+
+        peer.node.create_timer(0.1, tick)
+
+        def says(start: str) -> bool:
+            return _inference_status(diagnostics).message.startswith(start)
+
+        assert peer.spin_until(lambda: says("/clock has not advanced for "), STARTUP_WAIT_S), diagnostics[-1:]
+        assert _inference_status(diagnostics).level == DiagnosticStatus.WARN
+        sim_ns[0] = 5_000_000_000  # the simulator runs, from the camera's stamp on
+
+        def run() -> None:
+            sim_ns[0] += 100_000_000
+
+        peer.node.create_timer(0.1, run)
+        assert peer.spin_until(lambda: says("active: camera"), STARTUP_WAIT_S), diagnostics[-1:]
+
+
+def test_a_publisher_with_incompatible_qos_is_named_in_diagnostics(
+    model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
+            node_in_process(peer, model_dir, **{"qos.reliability": "reliable"}):
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
+        peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(_now_ns(peer))))
+
+        def camera_message() -> str:
+            statuses = [s for array in diagnostics[-1:] for s in array.status if s.name == f"{NODE}: camera"]
+            return statuses[0].message if statuses else ""
+
+        assert peer.spin_until(lambda: "incompatible" in camera_message(), STARTUP_WAIT_S), diagnostics[-1:]
+        assert camera_message() == (
+            "a publisher of /camera/image_raw offers an incompatible reliability QoS: it publishes best "
+            "effort, and parameter 'qos.reliability' is reliable; set it to best_effort")
 
 
 def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(

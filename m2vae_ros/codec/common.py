@@ -30,12 +30,15 @@ class Decoded:
     and None for kinds that have no notion of "no return". `coverage` is the fraction of a
     scan's bins the message's beams reach at all (the others read "no return" whatever the
     scene); None for kinds whose every element is measured or whose points fall anywhere.
+    `grey_for_colour` is True when a single-channel image fed a colour modality: every
+    channel then reads the grey value, and what the model learnt from colour is lost.
     """
 
     tensor: np.ndarray
     mask: np.ndarray | None
     stamp_ns: int
     coverage: float | None = None
+    grey_for_colour: bool = False
 
 
 def message_type(msg: Any) -> str:

@@ -28,7 +28,12 @@ def decode_image(msg: Any, spec: ModalitySpec) -> Decoded:
     pixels, order, full_scale = image_pixels(msg, spec)
     if not pixels.dtype.isnative:  # OpenCV works on native byte order only
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
-    return Decoded(to_tensor(pixels, order, full_scale, spec), None, stamp_ns(msg))
+    return _decoded(pixels, order, full_scale, spec, msg)
+
+
+def _decoded(pixels: np.ndarray, order: str, full_scale: float, spec: ModalitySpec, msg: Any) -> Decoded:
+    tensor = to_tensor(pixels, order, full_scale, spec)
+    return Decoded(tensor, None, stamp_ns(msg), grey_for_colour=order == "mono" and tensor.shape[0] == 3)
 
 
 def check_image(msg: Any, spec: ModalitySpec) -> int:
@@ -49,7 +54,9 @@ def image_pixels(msg: Any, spec: ModalitySpec) -> tuple[np.ndarray, str, float]:
     base, channels, order, full_scale = ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     row_bytes = width * channels * int(base[1])
-    if height <= 0 or width <= 0 or step < row_bytes:
+    if height <= 0 or width <= 0:
+        raise CodecError("size_mismatch", f"empty image: {width}×{height} {encoding}")
+    if step < row_bytes:
         raise CodecError("size_mismatch", f"{width}×{height} {encoding} with step {step} < {row_bytes}")
     buf = byte_view(msg.data)
     if buf.size < height * step:
@@ -86,7 +93,7 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
                          f"{pixels.shape[2]} channels, not an 8/16-bit image")
     order = "mono" if pixels.shape[2] == 1 else "bgr"
     full_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    return Decoded(to_tensor(pixels, order, full_scale, spec), None, stamp_ns(msg))
+    return _decoded(pixels, order, full_scale, spec, msg)
 
 
 def imdecode(buf: np.ndarray) -> np.ndarray | None:
