@@ -54,7 +54,7 @@ from m2vae_training.evaluation import (
     subset_metrics,
 )
 from m2vae_training.figures import latent_scatter_figure, recon_figure
-from m2vae_training.metrics import Probes
+from m2vae_training.metrics import Probes, constant_guess
 from m2vae_training.report import report_markdown
 
 from m2vae_ros.artifact import ArtifactError, load_model
@@ -133,7 +133,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         class_names = common_class_names(train.class_names, test.class_names)
         probes = joint_probes(model, train, class_names, batch_size=args.batch_size)
         probe_info = {"fitted_on": fitted_on, "train_samples": len(train),
-                      "classifier_samples": probes.labelled, "regressor_samples": probes.located}
+                      "classifier_samples": probes.labelled, "regressor_samples": probes.located,
+                      "test_labelled": int((test.labels >= 0).sum()),
+                      "test_located": int(np.isfinite(test.positions[:, :2]).all(axis=1).sum())}
         later = _probe_warnings(test, train, probes, provenance)
         for warning in later:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
@@ -145,11 +147,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{PROG}: warning: {warnings[-1]}", file=sys.stderr)
     metrics = {
         "model": str(Path(args.model).resolve()),
+        # What identifies the model when its directory has been trained into again.
+        "objective": spec.objective,
+        "latent_dim": spec.latent_dim,
+        "weights_sha256": (loaded.metadata.get("weights") or {}).get("sha256"),
+        "batch_size": args.batch_size,  # the ELBO's one sample of z per row is drawn batch by batch
         "bags": test.manifest["bags"],
         "samples": len(test),
         "warnings": warnings,
         "classes": class_names,
         "probes": probe_info,
+        "constant_guess": constant_guess(test.labels, test.positions, class_names) if probes else {},
         "subsets": subset_metrics(model, scores, test, probes),
     }
     write_atomic(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
@@ -188,7 +196,7 @@ def _training_data(
     """
     if train_bags:
         dataset = build_dataset(train_bags, given_config, out / "train_dataset")
-        return dataset, "--train-bag " + " ".join(train_bags)
+        return dataset, "--train-bag " + " ".join(str(Path(bag).resolve()) for bag in train_bags)
     if not provenance.get("dataset") and not provenance.get("bags"):
         raise ValueError("the artifact names no training data (a model saved from Python has none); pass "
                          "the training recordings with --train-bag")
@@ -221,7 +229,8 @@ def _probe_warnings(
 ) -> list[str]:
     """Probes the test data could score but the training data could not fit; test bags the probes saw."""
     test_has = scorable(test)
-    warnings = [reason for metric, reason in probes.unfitted().items() if test_has[metric]]
+    warnings = (_ground_truth_warnings(train, "the probes' training recordings", "so no probe can be fitted")
+                or [reason for metric, reason in probes.unfitted().items() if test_has[metric]])
     model_bags = {identity for b in provenance.get("bags") or [] for identity in _identities(b)}
     probe_bags = [b for b in train.manifest["bags"] if not model_bags & set(_identities(b))]
     return warnings + _overlap_warnings(test.manifest["bags"], probe_bags, "the probes' training recordings")
@@ -318,17 +327,20 @@ def _silent_sensors(test: PreparedDataset) -> list[str]:
     return warnings
 
 
-def _ground_truth_warnings(test: PreparedDataset) -> list[str]:
-    """A warning when the test data has no ground truth, saying why: the labels topic is not
+def _ground_truth_warnings(
+    data: PreparedDataset, what: str = "the test recordings",
+    consequence: str = "so there are no class or position probes",
+) -> list[str]:
+    """A warning when `data` has no ground truth, saying why: the labels topic is not
     recorded, none of its messages reads as a ground-truth Marker, or none lies near a
     sample. Without it there are no class or position probes, which on a recording with
     markers on another topic means a wrong topic."""
-    if has_ground_truth(test):
+    if has_ground_truth(data):
         return []
-    labels = test.manifest.get("labels", {})
-    topic, recorded = labels.get("topic"), test.manifest.get("recorded_topics", {})
+    labels = data.manifest.get("labels", {})
+    topic, recorded = labels.get("topic"), data.manifest.get("recorded_topics", {})
     if topic not in recorded:
-        why = f"labels topic {topic} is not in the test recordings"
+        why = f"labels topic {topic} is not in {what}"
     elif labels.get("failures"):
         why = (f"labels topic {topic}: no message could be read as a ground-truth {MARKER_TYPE} "
                f"(failures {labels['failures']})")
@@ -338,7 +350,7 @@ def _ground_truth_warnings(test: PreparedDataset) -> list[str]:
                f"{LABEL_WINDOW_NS / 1e9:g} s of its stamp)")
     others = sorted(t for t, msgtype in recorded.items() if msgtype == MARKER_TYPE and t != topic)
     elsewhere = f"; the recordings have Marker topics {', '.join(others)} (--labels-topic TOPIC)"
-    return [f"{why}, so there are no class or position probes{elsewhere if others else ''}"]
+    return [f"{why}, {consequence}{elsewhere if others else ''}"]
 
 
 def _summary(metrics: dict[str, Any], out: Path) -> str:

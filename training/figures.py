@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from m2vae_ros.codec.binning import bin_width
 from m2vae_ros.spec import ModalitySpec, ModelSpec
+from m2vae_ros.subsets import parse_subset
 
 
 def recon_figure(
@@ -26,9 +27,11 @@ def recon_figure(
 
     `real[name]` is [K, *shape] for K samples; `recons[subset_name][name]` the same from
     that subset's latent mean. One row per (sample, modality); column 0 is the real data,
-    then one column per subset, so imputation of a missing sensor is read along a row.
+    then one column per subset, so imputation of a missing sensor is read along a row;
+    a cell decoded from a subset without its sensor is marked "imputed".
     """
     subsets = list(recons)
+    names = spec.names
     n_samples = len(next(iter(real.values())))
     rows = [(k, m) for k in range(n_samples) for m in spec.modalities]
     fig = Figure(figsize=(2.2 * (1 + len(subsets)), 2.0 * len(rows)), layout="constrained")
@@ -40,7 +43,10 @@ def recon_figure(
         axes[r][0].set_ylabel(f"#{k} {modality.name}{unit}", fontsize=8)
         for c, subset in enumerate(subsets, start=1):
             _draw(axes[r][c], modality, recons[subset][modality.name][k], None)
-    for c, title in enumerate(["real", *subsets]):
+            if not parse_subset(subset, names) >> names.index(modality.name) & 1:
+                axes[r][c].text(0.03, 0.97, "imputed", transform=axes[r][c].transAxes, fontsize=7,
+                                va="top", color="white", backgroundcolor="tab:red")
+    for c, title in enumerate(["real", *(f"from {subset}" for subset in subsets)]):
         axes[0][c].set_title(title, fontsize=9)
     return fig
 

@@ -9,6 +9,7 @@ whose encoder drifts away is penalised, which is exactly what a fusion model mus
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,25 @@ def shape_of(class_name: str) -> str:
     shape with same-shape classes merged.
     """
     return class_name.rsplit("_", 1)[-1]
+
+
+def constant_guess(labels: np.ndarray, positions: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """The best score a constant guess gets on these labels and positions: what a probe must beat.
+
+    `nb_accuracy`: the most common class's share of the labelled rows; `shape_accuracy` the
+    most common shape's (two objects in three are cylinders: 2/3); `position_rmse` (m) of
+    always guessing their mean position. A key is left out when no row has its ground truth.
+    """
+    out = {}
+    labelled = labels[labels >= 0]
+    if len(labelled):
+        shapes = np.array([shape_of(name) for name in class_names])[labelled]
+        out["nb_accuracy"] = float(np.bincount(labelled).max() / len(labelled))
+        out["shape_accuracy"] = float(np.unique(shapes, return_counts=True)[1].max() / len(labelled))
+    xy = positions[np.isfinite(positions[:, :2]).all(axis=1), :2]
+    if len(xy):
+        out["position_rmse"] = float(np.sqrt(np.mean(np.sum(np.square(xy - xy.mean(axis=0)), axis=1))))
+    return out
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""report.md of `m2vae-eval`: the metrics as one table per subset, with the figures embedded."""
+"""report.md of `m2vae-eval`: the metrics as one table row per subset, what each column
+means (unit, which way is better, the constant guess a probe must beat), and the
+figures with captions.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,15 @@ ERRORS_EXPLAINED = (
     "Errors are decoded from each subset's latent mean, in sensor units (images: mean absolute pixel "
     "error 0–255; LiDAR: RMSE in metres over valid returns). A modality outside the subset is imputed."
 )
+CAPTIONS = {
+    "recon_grid.png": (
+        "Each sensor of a few test samples with every sensor (column *real*) beside its "
+        "reconstruction from each subset's latent mean (*from …*); a cell marked *imputed* is "
+        "decoded from a subset without that sensor."),
+    "latent_scatter.png": (
+        "The latent means of the test samples that have every sensor, one panel per subset, on "
+        "the first two principal components of the joint latents (shared axes), coloured by class."),
+}
 
 
 def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
@@ -26,20 +38,18 @@ def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
     columns = [(key, title) for key, title in COLUMNS if any(key in entry for entry in subsets.values())]
     bags = ", ".join(f"`{bag['path']}`" for bag in metrics["bags"])
     header = ["subset", *(title for _, title in columns), *(f"{m} error" for m in modalities)]
+    weights = metrics.get("weights_sha256") or ""
     lines = [
         "# M²VAE evaluation",
         "",
-        f"- model: `{metrics['model']}`",
+        f"- model: `{metrics['model']}` (objective {metrics.get('objective')}, latent size "
+        f"{metrics.get('latent_dim')}, weights sha256 {weights[:12]}…)",
         f"- test recordings: {bags}",
         *(f"- **warning**: {warning}" for warning in metrics.get("warnings", [])),
         f"- samples: {metrics['samples']}; classes: {', '.join(metrics['classes']) or 'none'}",
         f"- probes fitted on: {_probe_data(metrics['probes'])}",
         "",
-        ERRORS_EXPLAINED,
-        "The naive-Bayes classifier and the position probe are fitted once, on the joint",
-        "latents of the training data, and applied to every subset's latents. The ELBO is the",
-        "subset's plain ELBO per sample, estimated with one sample of z per sample (a fixed seed),",
-        "with the model's modality weights and β: it compares models trained with the same weights.",
+        "One row per subset of the sensors: the model encodes only that subset's sensors.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -48,10 +58,60 @@ def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
         cells = [name, *(_cell(entry.get(key)) for key, _ in columns)]
         cells += [_cell(entry["recon_error"][m]) for m in modalities]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += ["", *_legend(metrics, {key for key, _ in columns}), ""]
     for figure in figures:
-        lines += [f"![{figure}]({figure})", ""]
+        lines += [f"![{figure}]({figure})", "", f"*{CAPTIONS[figure]}*", ""]
     return "\n".join(lines)
+
+
+def _legend(metrics: dict[str, Any], shown: set[str]) -> list[str]:
+    """One bullet per column shown: its unit, which way is better, and its baseline."""
+    subsets, probes = metrics["subsets"], metrics["probes"]
+    guess = metrics.get("constant_guess") or {}
+    counts = {name: entry["samples"] for name, entry in subsets.items()}
+    legend = [f"- **samples**: the test samples that have every sensor of the subset.{_uneven(counts)}",
+              f"- **ELBO** (nats per sample, higher is better): the subset's plain ELBO over its own "
+              f"sensors, with one z per sample (a fixed seed, batches of {metrics.get('batch_size')}) and "
+              "the model's modality weights and β. Compare a row between models trained with the same "
+              "weights, not rows with each other: each scores different sensors.",
+              "- **KL(joint ‖ subset)** (nats, lower is closer): how far the subset's posterior lies from "
+              "the posterior given every sensor, on the samples with every sensor; 0 on the joint row."]
+    if "nb_accuracy" in shown:
+        labelled = _labelled(probes, metrics["samples"])
+        legend.append(
+            "- **NB accuracy** (higher is better), the seed's protocol: one Gaussian naive-Bayes "
+            "classifier, fitted on the joint latents of the training data, applied to each subset's "
+            f"latents, scored on the test samples with a class label ({labelled})."
+            f"{_baseline(guess, 'nb_accuracy', 'the most common class')}")
+    if "shape_accuracy" in shown:
+        legend.append("- **shape accuracy** (higher is better): the same predictions with the classes of one "
+                      "shape merged (a LiDAR sees shape, not colour)."
+                      f"{_baseline(guess, 'shape_accuracy', 'the most common shape')}")
+    if "position_rmse" in shown:
+        legend.append("- **position RMSE** (metres, lower is better): the object's x, y in the robot frame "
+                      "from one linear probe, fitted like the classifier."
+                      f"{_baseline(guess, 'position_rmse', 'the mean position', ' m')}")
+    return [*legend, f"- **<sensor> error** (lower is better): {ERRORS_EXPLAINED}"]
+
+
+def _uneven(counts: dict[str, int]) -> str:
+    """A warning sentence when the rows score different samples, which their scores do not show."""
+    if len(set(counts.values())) <= 1:
+        return ""
+    listed = ", ".join(f"{name} {n}" for name, n in counts.items())
+    return (f" The rows cover different samples ({listed}): a sensor was missing from some, so a "
+            "subset without it holds samples the others lack, and its row is not a like-for-like comparison.")
+
+
+def _labelled(probes: dict[str, Any], samples: int) -> str:
+    labelled = probes.get("test_labelled")
+    return "count unknown" if labelled is None else f"{labelled} of {samples} have one"
+
+
+def _baseline(guess: dict[str, float], key: str, what: str, unit: str = "") -> str:
+    if key not in guess:
+        return ""
+    return f" Always guessing {what} scores {guess[key]:.3g}{unit} on these test samples."
 
 
 def _cell(value: Any) -> str:

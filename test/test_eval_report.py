@@ -1,0 +1,52 @@
+"""report.md's explanations and the reconstruction grid's labels, from hand-made inputs."""
+
+import numpy as np
+from m2vae_training.figures import recon_figure
+from m2vae_training.report import report_markdown
+
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess
+
+
+def _metrics(camera_samples: int, lidar_samples: int, joint_samples: int) -> dict:
+    def entry(samples: int) -> dict:
+        return {"samples": samples, "elbo": -10.0, "kl_to_joint": 1.0, "nb_accuracy": 0.8,
+                "recon_error": {"camera": 20.0, "lidar": 0.5}}
+
+    return {"model": "/m", "objective": "m2vae", "latent_dim": 8, "weights_sha256": "ab" * 32,
+            "batch_size": 128, "bags": [{"path": "/b"}], "samples": 1090, "warnings": [],
+            "classes": ["red_box", "green_cylinder"],
+            "probes": {"fitted_on": "training dataset /d", "train_samples": 10, "classifier_samples": 10,
+                       "regressor_samples": 10, "test_labelled": 1082},
+            "constant_guess": {"nb_accuracy": 0.5123},
+            "subsets": {"camera": entry(camera_samples), "lidar": entry(lidar_samples),
+                        "camera+lidar": entry(joint_samples)}}
+
+
+def test_rows_over_different_samples_are_said_to_be_so() -> None:
+    """A LiDAR missing for 25 s of 60 left the camera row with 1090 samples and the others 349."""
+    report = report_markdown(_metrics(1090, 349, 349), [])
+    assert "The rows cover different samples (camera 1090, lidar 349, camera+lidar 349)" in report
+    assert "The rows cover different samples" not in report_markdown(_metrics(349, 349, 349), [])
+
+
+def test_each_column_says_its_unit_direction_and_baseline() -> None:
+    report = report_markdown(_metrics(349, 349, 349), ["latent_scatter.png"])
+    assert "- **ELBO** (nats per sample, higher is better)" in report and "batches of 128" in report
+    assert "(1082 of 1090 have one). Always guessing the most common class scores 0.512 on" in report
+    assert "objective m2vae, latent size 8, weights sha256 abababababab…" in report
+    assert "![latent_scatter.png](latent_scatter.png)\n\n*The latent means of the test samples" in report
+
+
+def test_the_reconstruction_grid_marks_imputed_cells() -> None:
+    spec = ModelSpec(modalities=(ModalitySpec("camera", "image", ImagePreprocess(width=8, height=8)),
+                                 ModalitySpec("lidar", "scan", ScanPreprocess(beams=16))))
+    real = {"camera": np.zeros((2, 3, 8, 8), np.float32), "lidar": np.zeros((2, 1, 16), np.float32)}
+    recons = {subset: real for subset in ("camera", "lidar", "camera+lidar")}
+    figure = recon_figure(spec, real, recons)
+    titles = [ax.get_title() for ax in figure.axes[:4]]
+    assert titles == ["real", "from camera", "from lidar", "from camera+lidar"]
+    marked = [(i // 4, i % 4) for i, ax in enumerate(figure.axes)
+              if [text.get_text() for text in ax.texts] == ["imputed"]]
+    # Rows: sample 0 camera, sample 0 lidar, sample 1 camera, sample 1 lidar; the lidar column
+    # imputes the camera and the camera column the LiDAR.
+    assert marked == [(0, 2), (1, 1), (2, 2), (3, 1)]
