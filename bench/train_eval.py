@@ -76,7 +76,7 @@ from m2vae_training.cli_args import positive_int
 from m2vae_training.config import default_config_path, load_train_config
 from m2vae_training.dataset import PreparedDataset, build_dataset, common_class_names, load_dataset
 from m2vae_training.evaluation import subset_present
-from m2vae_training.metrics import ReconstructionError, shape_of
+from m2vae_training.metrics import ReconstructionError, constant_guess, shape_of
 from torch import nn
 
 from m2vae_ros.artifact import load_model
@@ -150,7 +150,7 @@ def main() -> int:
     test = load_dataset(run_dir(args.out, OBJECTIVES[0], args.seeds[0]) / "eval" / "test_dataset")
     ceiling = supervised_ceiling(load_dataset(args.out / "dataset"), test, args.epochs, args.batch_size,
                                  args.device, args.out / "supervised.json")
-    chance = chance_rates(test)
+    chance = constant_guess(test.labels, test.positions, test.class_names)
     _save_json(args.out / "results.json", {**results, "supervised": ceiling, "chance": chance})
     print(table(results, ceiling, chance, args))
     return 0
@@ -327,15 +327,6 @@ def supervised_ceiling(train: PreparedDataset, test: PreparedDataset, epochs: in
         result[subset_name(subset, spec.names)] = scores
         _save_json(saved, result)
     return result
-
-
-def chance_rates(test: PreparedDataset) -> dict[str, float]:
-    """The share of the test labels a constant guess gets right: the majority class's and shape's."""
-    labels = test.labels[test.labels >= 0]
-    shapes = np.array([shape_of(name) for name in test.class_names])[labels]
-    _, shape_counts = np.unique(shapes, return_counts=True)
-    return {"class": float(np.bincount(labels).max() / len(labels)),
-            "shape": float(shape_counts.max() / len(labels))}
 
 
 def _imputation_ceiling(train: PreparedDataset, test: PreparedDataset, inputs: list[ModalitySpec],
@@ -547,7 +538,7 @@ def table(results: dict, ceiling: dict[str, dict[str, float]], chance: dict[str,
                                for r in results[o]["runs"]]
                               for o in objectives]))
     lines += ["", "Chance (a constant guess of the majority on the test labels): "
-              f"class {chance['class']:.3f}, shape {chance['shape']:.3f}.", "",
+              f"class {chance['nb_accuracy']:.3f}, shape {chance['shape_accuracy']:.3f}.", "",
               "Supervised ceiling (same extractors + linear layer trained with the labels on every "
               "labelled training sample; LiDAR regressed through a latent-sized linear layer and the "
               "model's decoder):", "",
