@@ -150,7 +150,8 @@ def main() -> int:
     test = load_dataset(run_dir(args.out, OBJECTIVES[0], args.seeds[0]) / "eval" / "test_dataset")
     ceiling = supervised_ceiling(load_dataset(args.out / "dataset"), test, args.epochs, args.batch_size,
                                  args.device, args.out / "supervised.json")
-    chance = constant_guess(test.labels, test.positions, test.class_names)
+    guess = constant_guess(test.labels, test.positions, test.class_names)
+    chance = {"class": guess["nb_accuracy"], "shape": guess["shape_accuracy"]}
     _save_json(args.out / "results.json", {**results, "supervised": ceiling, "chance": chance})
     print(table(results, ceiling, chance, args))
     return 0
@@ -164,7 +165,7 @@ def settings(args: argparse.Namespace) -> dict:
     values = json.dumps(config, sort_keys=True).encode()
     return {"minutes": args.minutes, "episode_seconds": args.episode_seconds, "epochs": args.epochs,
             "batch_size": args.batch_size, "image_size": args.image_size, "max_distance": args.max_distance,
-            "look_away": args.look_away, "config_sha256": hashlib.sha256(values).hexdigest()}
+            "look_away": args.look_away, "config_values_sha256": hashlib.sha256(values).hexdigest()}
 
 
 def claim(out: Path, wanted: dict) -> list[str]:
@@ -538,7 +539,7 @@ def table(results: dict, ceiling: dict[str, dict[str, float]], chance: dict[str,
                                for r in results[o]["runs"]]
                               for o in objectives]))
     lines += ["", "Chance (a constant guess of the majority on the test labels): "
-              f"class {chance['nb_accuracy']:.3f}, shape {chance['shape_accuracy']:.3f}.", "",
+              f"class {chance['class']:.3f}, shape {chance['shape']:.3f}.", "",
               "Supervised ceiling (same extractors + linear layer trained with the labels on every "
               "labelled training sample; LiDAR regressed through a latent-sized linear layer and the "
               "model's decoder):", "",

@@ -183,7 +183,7 @@ def _rejected(liveness: ModalityLiveness) -> str:
         return ""
     since = " since the last valid one" if liveness.last_valid_ns is not None else ""
     messages = "message" if count == 1 else "messages"
-    return f"; {count} {messages} rejected{since}, the last for {liveness.last_invalid_reason}"
+    return f"; {count} {messages} rejected{since}, last reason: {liveness.last_invalid_reason}"
 
 
 def inference_status(node_name: str, stats: InferenceStats, active: str, now_ns: int,

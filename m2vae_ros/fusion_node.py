@@ -28,12 +28,11 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSPolicyKind, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSCompatibility, QoSProfile, ReliabilityPolicy, qos_check_compatible
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMessage
 from sensor_msgs.msg import Image
@@ -126,7 +125,7 @@ class FusionNode(Node):
             }
         # Diagnostics name the topic as subscribed: after namespaces and remapping.
         self._resolved_topics: dict[str, str] = {}
-        self._qos_problems: dict[str, str] = {}  # until the sensor's next valid message
+        self._sensor_qos = sensor_qos(self.params.reliability)
         for modality in self.spec.modalities:
             wiring = self.modality_params[modality.name]
             topic, msg_type = wiring.topic, wiring.msg_type
@@ -134,10 +133,7 @@ class FusionNode(Node):
                 require_decodable(modality, msg_type)
                 msg_class = message_class(msg_type)
                 callback = partial(self._on_message, modality.name)
-                events = SubscriptionEventCallbacks(
-                    incompatible_qos=partial(self._on_incompatible_qos, modality.name))
-                subscription = self.create_subscription(
-                    msg_class, topic, callback, sensor_qos(self.params.reliability), event_callbacks=events)
+                subscription = self.create_subscription(msg_class, topic, callback, self._sensor_qos)
                 self._resolved_topics[modality.name] = subscription.topic_name
             except MessageTypeError as exc:
                 raise StartupError(str(exc)) from None
@@ -174,11 +170,11 @@ class FusionNode(Node):
     def _on_message(self, name: str, msg: Any) -> None:
         """Decode, validate and keep the newest sample; never raises on bad input."""
         now_ns = self._now_ns()
-        if not now_ns:
-            # use_sim_time before the first /clock: an arrival at time 0 would expire the moment
-            # the clock starts, and make the active subset flap; every stamp would look ahead.
-            return
         try:
+            if not now_ns:
+                # use_sim_time with no /clock time yet: an arrival at time 0 would expire as soon
+                # as the clock starts, making the active subset flap, and every stamp looks ahead.
+                raise CodecError("no_clock", "the node clock reads 0 (use_sim_time, no /clock time yet)")
             decoded = decode_message(msg, self.spec.modality(name))
             if decoded.stamp_ns > now_ns + int(self.params.max_future_stamp_s * NS_PER_S):
                 ahead_s = (decoded.stamp_ns - now_ns) / NS_PER_S
@@ -193,23 +189,12 @@ class FusionNode(Node):
         # alive sensor exists; one dict store needs no lock under the GIL.
         self._latest[name] = decoded
         self._frame_ids[name] = str(msg.header.frame_id)
-        self._qos_problems.pop(name, None)
         with self._liveness_lock:
             self.liveness[name].record_valid(now_ns)
             triggers = self.params.rate_hz == 0 and self._pacer.triggers(name, self.liveness, now_ns)
         self._publish_active_if_changed()
         if triggers:
             self._request_inference()
-
-    def _on_incompatible_qos(self, name: str, info: QoSRequestedIncompatibleQoSInfo) -> None:
-        """A publisher DDS will not connect to: the sensor would only look dead."""
-        policy = QoSPolicyKind(info.last_policy_kind).name.lower()
-        problem = f"a publisher of {self._resolved_topics[name]} offers an incompatible {policy} QoS"
-        if policy == "reliability":
-            problem += (f": it publishes best effort, and parameter 'qos.reliability' is "
-                        f"{self.params.reliability}; set it to best_effort")
-        self._qos_problems[name] = problem
-        self._sensor_loggers[name].warning(problem, throttle_duration_sec=WARN_THROTTLE_S)
 
     def _on_first_clock(self, _msg: ClockMessage) -> None:
         self._clock_heard = True
@@ -240,8 +225,7 @@ class FusionNode(Node):
         node_name = self.get_fully_qualified_name()
         array = DiagnosticArray()
         array.header.stamp = Time(nanoseconds=now_ns).to_msg()
-        problems = {name: self._type_mismatch(name) or self._qos_problems.get(name, "")
-                    for name in self.modality_params}
+        problems = {name: self._unheard_publishers(name) for name in self.modality_params}
         with self._liveness_lock:
             array.status = [
                 modality_status(node_name, name, self._resolved_topics[name], self.liveness[name], now_ns,
@@ -250,45 +234,54 @@ class FusionNode(Node):
             ]
             active = self._alive_subset(now_ns)
         active_name = self._active_name(active)
-        waiting = self._sim_clock_problem(now_ns)
+        steady_s = time.monotonic()
+        if now_ns != self._clock_seen[0]:
+            self._clock_seen = (now_ns, steady_s)
+        waiting = self._sim_clock_problem(steady_s - self._clock_seen[1])
         array.status.append(inference_status(node_name, self.stats, active_name, now_ns, waiting))
         self._diagnostics_pub.publish(array)
 
-    def _sim_clock_problem(self, now_ns: int) -> str:
+    def _sim_clock_problem(self, still_s: float) -> str:
         """Why, under use_sim_time, liveness and rates mean nothing now; '' when the clock runs.
 
         They are measured on the node clock: while /clock stands still (a paused or crashed
         simulator) every sensor heard once stays alive and every rate is a lifetime count.
-        Called by the diagnostics timer, which runs on the steady clock.
+        `still_s`: steady seconds since the diagnostics timer last saw the node clock move.
         """
         if not self.get_clock().ros_time_is_active:
             return ""
         if not self._clock_heard:
             return "use_sim_time is true and no /clock has arrived yet"
-        steady_s = time.monotonic()
-        if now_ns != self._clock_seen[0]:
-            self._clock_seen = (now_ns, steady_s)
-            return ""
-        still_s = steady_s - self._clock_seen[1]
         if still_s < CLOCK_STILL_S:
             return ""
-        return f"/clock has not advanced for {still_s:.0f} s: sensor liveness and rates stand still with it"
+        return (f"/clock has not advanced for at least {still_s:.0f} s: sensor liveness and rates "
+                "stand still with it")
 
-    def _type_mismatch(self, name: str) -> str:
-        """Why a sensor stays silent when its topic's publishers all send another type; else ''.
+    def _unheard_publishers(self, name: str) -> str:
+        """Why a sensor stays silent when its topic has publishers DDS will not connect; else ''.
 
-        DDS matches by type, so such a subscription receives nothing and no message fails to
-        decode: without this check the sensor would look merely dead.
+        DDS matches by type and by QoS, so a publisher of another type, or a best-effort one
+        for a reliable subscription, delivers nothing and no message fails to decode: without
+        this check the sensor would look merely dead. Read from the graph at each call, so a
+        publisher that left takes its complaint with it.
         """
         wiring, topic = self.modality_params[name], self._resolved_topics[name]
         # The graph query remaps the name it is given: the configured name, not the resolved one.
-        offered = {info.topic_type for info in self.get_publishers_info_by_topic(wiring.topic)}
+        publishers = self.get_publishers_info_by_topic(wiring.topic)
+        offered = {info.topic_type for info in publishers}
         expected = wiring.msg_type
-        if not offered or expected in offered:
-            return ""
-        problem = (f"the publishers of {topic} send {', '.join(sorted(offered))}, not {expected}: set "
-                   f"parameter '{MODALITY_PREFIX}.{name}.msg_type'")
-        self._sensor_loggers[name].warning(problem, throttle_duration_sec=WARN_THROTTLE_S)
+        verdicts = [qos_check_compatible(info.qos_profile, self._sensor_qos) for info in publishers]
+        problem = ""
+        if offered and expected not in offered:
+            problem = (f"the publishers of {topic} send {', '.join(sorted(offered))}, not {expected}: set "
+                       f"parameter '{MODALITY_PREFIX}.{name}.msg_type'")
+        elif verdicts and all(verdict == QoSCompatibility.ERROR for verdict, _ in verdicts):
+            reason = verdicts[0][1].removeprefix("ERROR: ").strip(" ;")
+            problem = f"the publishers of {topic} offer QoS this subscription cannot take: {reason}"
+            if self.params.reliability == "reliable":
+                problem += "; parameter 'qos.reliability' is reliable: set it to best_effort"
+        if problem:
+            self._sensor_loggers[name].warning(problem, throttle_duration_sec=WARN_THROTTLE_S)
         return problem
 
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:

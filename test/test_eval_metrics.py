@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from m2vae_training.metrics import ReconstructionError, fit_probes, shape_of
+from m2vae_training.metrics import ReconstructionError, constant_guess, fit_probes, shape_of
 
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec, RangeImagePreprocess, ScanPreprocess
 
@@ -96,3 +96,19 @@ def test_shape_accuracy_is_missing_where_the_class_names_hold_one_shape():
     # Ids 0 and 2 trained, 1 never seen: its placeholder name is no shape of its own.
     probes = fit_probes(z, labels * 2, np.zeros((100, 3), np.float32), ("red_box", "class_1", "green_box"))
     assert np.isnan(probes.shape_accuracy(z, labels * 2))
+
+
+def test_a_constant_guess_scores_the_majority_and_the_mean_position():
+    names = ("red_cylinder", "red_box", "green_cylinder")
+    labels = np.array([0, 0, 1, 2, -1])  # one unlabelled row
+    positions = np.array([[0, 0, 0], [2, 0, 0], [np.nan, np.nan, 0], [1, 1, 0], [1, -1, 0]], float)
+    guess = constant_guess(labels, positions, names)
+    assert guess == pytest.approx({"nb_accuracy": 2 / 4, "shape_accuracy": 3 / 4, "position_rmse": 1.0})
+
+
+def test_a_constant_guess_has_no_shape_score_with_one_real_shape_at_stake():
+    """A placeholder name (an id no marker named) is no shape, as in Probes.shape_accuracy."""
+    labels = np.array([0, 0, 3])
+    assert "shape_accuracy" not in constant_guess(labels, np.full((3, 3), np.nan),
+                                                  ("red_box", "b", "c", "class_3"))
+    assert constant_guess(np.array([-1]), np.full((1, 3), np.nan), ("red_box",)) == {}

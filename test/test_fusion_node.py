@@ -458,11 +458,11 @@ def test_a_silent_sensors_status_names_what_it_sent_instead() -> None:
     for _ in range(3):
         liveness.record_invalid("zero_stamp")
     status = modality_status("/n", "camera", "/image", liveness, SECOND)
-    assert status.message == "no valid message yet; 3 messages rejected, the last for zero_stamp"
+    assert status.message == "no valid message yet; 3 messages rejected, last reason: zero_stamp"
     liveness.record_valid(2 * SECOND)
     liveness.record_invalid("size_mismatch")
     status = modality_status("/n", "camera", "/image", liveness, 3 * SECOND)
-    assert status.message == "stale for 1.0 s; 1 message rejected since the last valid one, the last for " \
+    assert status.message == "stale for 1.0 s; 1 message rejected since the last valid one, last reason: " \
         "size_mismatch"
     liveness.record_valid(4 * SECOND)  # recovered: the lifetime counts stay, the blame goes
     liveness.record_valid(5 * SECOND)
@@ -719,7 +719,7 @@ def test_failing_inference_is_an_error_in_diagnostics_and_publishes_nothing(
         assert latents == []
 
 
-def test_with_sim_time_and_no_clock_yet_diagnostics_say_so_and_stamps_are_not_from_the_future(
+def test_with_sim_time_diagnostics_say_when_the_clock_has_not_started_or_stands_still(
     model_dir: Path, request: pytest.FixtureRequest
 ) -> None:
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
@@ -731,9 +731,12 @@ def test_with_sim_time_and_no_clock_yet_diagnostics_say_so_and_stamps_are_not_fr
         status = _inference_status(diagnostics)
         assert status.level == DiagnosticStatus.WARN
         assert status.message == "use_sim_time is true and no /clock has arrived yet"
-        # An arrival at time 0 would expire as soon as the clock starts: the camera is not yet heard.
+        # An arrival at time 0 would expire as soon as the clock starts: it is rejected, and
+        # not as a future stamp (every stamp is ahead of 0).
+        assert peer.spin_until(lambda: "invalid.no_clock" in _diagnostic_values(diagnostics, "camera"),
+                               STARTUP_WAIT_S), diagnostics[-1:]
         values = _diagnostic_values(diagnostics, "camera")
-        assert (values["invalid_count"], values["alive"]) == ("0", "False")
+        assert values["alive"] == "False" and "invalid.future_stamp" not in values
         # A paused simulator's /clock says 0: the time is no sign of whether it has spoken.
         clock = peer.node.create_publisher(ClockMessage, "/clock", 1)
         sim_ns = [0]
@@ -764,16 +767,22 @@ def test_a_publisher_with_incompatible_qos_is_named_in_diagnostics(
             node_in_process(peer, model_dir, **{"qos.reliability": "reliable"}):
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
         camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
-        peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(_now_ns(peer))))
+        timer = peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(_now_ns(peer))))
 
         def camera_message() -> str:
             statuses = [s for array in diagnostics[-1:] for s in array.status if s.name == f"{NODE}: camera"]
             return statuses[0].message if statuses else ""
 
-        assert peer.spin_until(lambda: "incompatible" in camera_message(), STARTUP_WAIT_S), diagnostics[-1:]
+        assert peer.spin_until(lambda: "cannot take" in camera_message(), STARTUP_WAIT_S), diagnostics[-1:]
         assert camera_message() == (
-            "a publisher of /camera/image_raw offers an incompatible reliability QoS: it publishes best "
-            "effort, and parameter 'qos.reliability' is reliable; set it to best_effort")
+            "the publishers of /camera/image_raw offer QoS this subscription cannot take: Best effort "
+            "publisher and reliable subscription; parameter 'qos.reliability' is reliable: set it to "
+            "best_effort")
+        # A publisher that left takes its complaint with it: the camera is merely stale then.
+        peer.node.destroy_timer(timer)
+        peer.node.destroy_publisher(camera)
+        assert peer.spin_until(lambda: camera_message() == "no valid message yet", STARTUP_WAIT_S), \
+            diagnostics[-1:]
 
 
 def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(

@@ -31,7 +31,8 @@ def test_a_terminal_gets_tqdms_interval() -> None:
             assert bar.mininterval == TERMINAL_INTERVAL
     os.close(leader)
     with progress_bar(enabled=True, total=1) as bar:  # pytest's capture is not a terminal
-        assert bar.mininterval == LOG_INTERVAL
+        # Adaptive miniters let tqdm's monitor thread redraw every 10 s despite mininterval.
+        assert (bar.mininterval, bar.dynamic_miniters) == (LOG_INTERVAL, False)
 
 
 def test_a_disabled_bar_writes_nothing(capfd) -> None:

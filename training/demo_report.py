@@ -269,9 +269,13 @@ def _metrics_table(metrics: dict, spec: ModelSpec) -> str:
 def _metrics_legend(metrics: dict, epochs: object) -> str:
     """What the table's numbers are, and why the demo's model (trained `epochs`) scores low."""
     classes = metrics.get("classes") or []
-    guess = (metrics.get("constant_guess") or {}).get("nb_accuracy")
-    chance = (f"{len(classes)} classes ({', '.join(classes)}); always guessing the most common scores "
-              f"{guess:.2f}" if classes and guess is not None else "this recording has no ground truth")
+    joint = list(metrics["subsets"])[-1]
+    guess = metrics["subsets"][joint].get("constant_guess", {}).get("nb_accuracy")
+    if guess is not None:
+        chance = (f"{len(classes)} classes ({', '.join(classes)}); always guessing the most common scores "
+                  f"{guess:.2f}")
+    else:
+        chance = "no class was scored on this recording" if classes else "this recording has no ground truth"
     return (
         f"{ERRORS_EXPLAINED} NB accuracy: one Gaussian naive Bayes fitted on the camera+LiDAR "
         f"latents of the training recording, scored on each subset's latents of this one; {chance}. "

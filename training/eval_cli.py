@@ -54,7 +54,7 @@ from m2vae_training.evaluation import (
     subset_metrics,
 )
 from m2vae_training.figures import latent_scatter_figure, recon_figure
-from m2vae_training.metrics import Probes, constant_guess
+from m2vae_training.metrics import Probes, located
 from m2vae_training.report import report_markdown
 
 from m2vae_ros.artifact import ArtifactError, load_model
@@ -135,7 +135,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         probe_info = {"fitted_on": fitted_on, "train_samples": len(train),
                       "classifier_samples": probes.labelled, "regressor_samples": probes.located,
                       "test_labelled": int((test.labels >= 0).sum()),
-                      "test_located": int(np.isfinite(test.positions[:, :2]).all(axis=1).sum())}
+                      "test_located": int(located(test.positions).sum())}
         later = _probe_warnings(test, train, probes, provenance)
         for warning in later:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
@@ -157,7 +157,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "warnings": warnings,
         "classes": class_names,
         "probes": probe_info,
-        "constant_guess": constant_guess(test.labels, test.positions, class_names) if probes else {},
         "subsets": subset_metrics(model, scores, test, probes),
     }
     write_atomic(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
@@ -227,7 +226,8 @@ def _recorded_dataset(recorded: dict[str, Any], labels_topic: str) -> PreparedDa
 def _probe_warnings(
     test: PreparedDataset, train: PreparedDataset, probes: Probes, provenance: dict[str, Any]
 ) -> list[str]:
-    """Probes the test data could score but the training data could not fit; test bags the probes saw."""
+    """Why the probes' training data could not fit a probe the test data could score (it has no
+    ground truth at all, or too few labels or positions); test bags the probes saw."""
     test_has = scorable(test)
     warnings = (_ground_truth_warnings(train, "the probes' training recordings", "so no probe can be fitted")
                 or [reason for metric, reason in probes.unfitted().items() if test_has[metric]])

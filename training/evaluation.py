@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from m2vae_training.metrics import Probes, ReconstructionError, fit_probes
+from m2vae_training.metrics import Probes, ReconstructionError, constant_guess, fit_probes, located
 
 from m2vae_ros.model import M2VAE
 from m2vae_ros.objectives import evaluation_generator, kl_normal, subset_loss
@@ -162,7 +162,7 @@ def scorable(data: PreparedDataset) -> dict[str, bool]:
     """Which probe metrics `data` can score: `nb_accuracy` (some sample has a class label) and
     `position_rmse` (some sample has an object position)."""
     return {"nb_accuracy": bool((data.labels >= 0).any()),
-            "position_rmse": bool(np.isfinite(data.positions[:, :2]).all(axis=1).any())}
+            "position_rmse": bool(located(data.positions).any())}
 
 
 def has_ground_truth(data: PreparedDataset) -> bool:
@@ -176,7 +176,8 @@ def subset_metrics(
     """The `subsets` section of metrics.json: one entry per subset, named as in subsets.py.
 
     Probe metrics (nb_accuracy, shape_accuracy, position_rmse) appear only when `probes`
-    are given and the test data has the matching ground truth.
+    are given and the test data has the matching ground truth, and with them under
+    `constant_guess` what a constant guess scores on the same rows (their baseline).
     """
     names = model.spec.names
     joint = (1 << len(names)) - 1
@@ -199,6 +200,9 @@ def subset_metrics(
             entry["shape_accuracy"] = finite_or_none(probes.shape_accuracy(z, labels))
         if has_positions:
             entry["position_rmse"] = finite_or_none(probes.position_rmse(z, positions))
+        if probes is not None:
+            guess = constant_guess(labels, positions, probes.class_names)
+            entry["constant_guess"] = {key: guess[key] for key in guess if entry.get(key) is not None}
         out[subset_name(s, names)] = entry
     return out
 

@@ -60,14 +60,15 @@ def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *_legend(metrics, {key for key, _ in columns}), ""]
     for figure in figures:
-        lines += [f"![{figure}]({figure})", "", f"*{CAPTIONS[figure]}*", ""]
+        lines += [f"![{figure}]({figure})", ""]
+        if figure in CAPTIONS:
+            lines += [f"*{CAPTIONS[figure]}*", ""]
     return "\n".join(lines)
 
 
 def _legend(metrics: dict[str, Any], shown: set[str]) -> list[str]:
     """One bullet per column shown: its unit, which way is better, and its baseline."""
     subsets, probes = metrics["subsets"], metrics["probes"]
-    guess = metrics.get("constant_guess") or {}
     counts = {name: entry["samples"] for name, entry in subsets.items()}
     legend = [f"- **samples**: the test samples that have every sensor of the subset.{_uneven(counts)}",
               f"- **ELBO** (nats per sample, higher is better): the subset's plain ELBO over its own "
@@ -82,15 +83,15 @@ def _legend(metrics: dict[str, Any], shown: set[str]) -> list[str]:
             "- **NB accuracy** (higher is better), the seed's protocol: one Gaussian naive-Bayes "
             "classifier, fitted on the joint latents of the training data, applied to each subset's "
             f"latents, scored on the test samples with a class label ({labelled})."
-            f"{_baseline(guess, 'nb_accuracy', 'the most common class')}")
+            f"{_baseline(subsets, 'nb_accuracy', 'the most common class')}")
     if "shape_accuracy" in shown:
         legend.append("- **shape accuracy** (higher is better): the same predictions with the classes of one "
                       "shape merged (a LiDAR sees shape, not colour)."
-                      f"{_baseline(guess, 'shape_accuracy', 'the most common shape')}")
+                      f"{_baseline(subsets, 'shape_accuracy', 'the most common shape')}")
     if "position_rmse" in shown:
         legend.append("- **position RMSE** (metres, lower is better): the object's x, y in the robot frame "
                       "from one linear probe, fitted like the classifier."
-                      f"{_baseline(guess, 'position_rmse', 'the mean position', ' m')}")
+                      f"{_baseline(subsets, 'position_rmse', 'the mean position', ' m')}")
     return [*legend, f"- **<sensor> error** (lower is better): {ERRORS_EXPLAINED}"]
 
 
@@ -104,14 +105,23 @@ def _uneven(counts: dict[str, int]) -> str:
 
 
 def _labelled(probes: dict[str, Any], samples: int) -> str:
+    """How many of the test samples carry a class label, for the NB column's legend."""
     labelled = probes.get("test_labelled")
     return "count unknown" if labelled is None else f"{labelled} of {samples} have one"
 
 
-def _baseline(guess: dict[str, float], key: str, what: str, unit: str = "") -> str:
-    if key not in guess:
+def _baseline(subsets: dict[str, dict[str, Any]], key: str, what: str, unit: str = "") -> str:
+    """What a constant guess scores on each row's samples (`constant_guess`): one figure when
+    the rows agree, else one per row."""
+    guesses = {name: entry["constant_guess"][key] for name, entry in subsets.items()
+               if key in entry.get("constant_guess", {})}
+    if not guesses:
         return ""
-    return f" Always guessing {what} scores {guess[key]:.3g}{unit} on these test samples."
+    figures = {f"{value:.3g}{unit}" for value in guesses.values()}
+    if len(figures) == 1:
+        return f" Always guessing {what} scores {figures.pop()} on the same samples."
+    listed = ", ".join(f"{name} {value:.3g}{unit}" for name, value in guesses.items())
+    return f" Always guessing {what} scores, on each row's samples: {listed}."
 
 
 def _cell(value: Any) -> str:

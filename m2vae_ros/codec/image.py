@@ -32,6 +32,7 @@ def decode_image(msg: Any, spec: ModalitySpec) -> Decoded:
 
 
 def _decoded(pixels: np.ndarray, order: str, full_scale: float, spec: ModalitySpec, msg: Any) -> Decoded:
+    """The tensor of both image types' pixels, flagged when grey fed a colour modality."""
     tensor = to_tensor(pixels, order, full_scale, spec)
     return Decoded(tensor, None, stamp_ns(msg), grey_for_colour=order == "mono" and tensor.shape[0] == 3)
 
