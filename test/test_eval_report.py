@@ -44,7 +44,10 @@ def test_the_reconstruction_grid_marks_imputed_cells() -> None:
                                  ModalitySpec("lidar", "scan", ScanPreprocess(beams=16))))
     real = {"camera": np.zeros((2, 3, 8, 8), np.float32), "lidar": np.zeros((2, 1, 16), np.float32)}
     recons = {subset: real for subset in ("camera", "lidar", "camera+lidar")}
-    figure = recon_figure(spec, real, recons)
+    figure = recon_figure(spec, real, recons, sample_names=["row 3 (1.5 s)", "row 9 (4.5 s)"])
+    assert [ax.get_ylabel() for ax in figure.axes[::4]] == [
+        "row 3 (1.5 s)\ncamera", "row 3 (1.5 s)\nlidar\nrange (m)", "row 9 (4.5 s)\ncamera",
+        "row 9 (4.5 s)\nlidar\nrange (m)"]
     titles = [ax.get_title() for ax in figure.axes[:4]]
     assert titles == ["real", "from camera", "from lidar", "from camera+lidar"]
     marked = [(i // 4, i % 4) for i, ax in enumerate(figure.axes)

@@ -296,7 +296,8 @@ def _figures(
     rows = np.unique(complete[np.linspace(0, len(complete) - 1, FIGURE_SAMPLES).astype(int)])
     real = {name: np.asarray(test.arrays[name][rows], np.float32) for name in model.names}
     masks = {name: np.asarray(m[rows]) for name, m in test.masks.items()}
-    recon = recon_figure(model.spec, real, reconstruct_from_each_subset(model, real), masks)
+    names = [_sample_name(test, row) for row in rows]
+    recon = recon_figure(model.spec, real, reconstruct_from_each_subset(model, real), masks, names)
     latents = {subset_name(s, model.names): score.means[complete] for s, score in scores.items()}
     scatter = latent_scatter_figure(
         latents, np.asarray(test.labels[complete]), class_names, subset_name(joint, model.names)
@@ -306,6 +307,14 @@ def _figures(
         figure.savefig(png, format="png", dpi=80)
         write_atomic(out / name, png.getvalue())
     return list(FIGURES)
+
+
+def _sample_name(test: PreparedDataset, row: int) -> str:
+    """Where a figure's sample is: its test_dataset row, and its time into its recording."""
+    bag = test.bag_index[row]
+    seconds = (test.stamps[row] - test.stamps[test.bag_index == bag].min()) / 1e9
+    recording = f"bag {bag}, " if len(test.manifest["bags"]) > 1 else ""
+    return f"row {row} ({recording}{seconds:.1f} s)"
 
 
 def _silent_sensors(test: PreparedDataset) -> list[str]:

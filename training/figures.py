@@ -22,11 +22,13 @@ def recon_figure(
     real: Mapping[str, np.ndarray],
     recons: Mapping[str, Mapping[str, np.ndarray]],
     masks: Mapping[str, np.ndarray] | None = None,
+    sample_names: Sequence[str] | None = None,
 ) -> Figure:
     """Real sensors beside their reconstructions from each subset.
 
     `real[name]` is [K, *shape] for K samples; `recons[subset_name][name]` the same from
-    that subset's latent mean. One row per (sample, modality); column 0 is the real data,
+    that subset's latent mean; `sample_names` label the K samples (default `#k`), so a
+    reader can find them in the data. One row per (sample, modality); column 0 is the real data,
     then one column per subset, so imputation of a missing sensor is read along a row;
     a cell decoded from a subset without its sensor is marked "imputed".
     """
@@ -40,7 +42,8 @@ def recon_figure(
         mask = masks[modality.name][k] if masks and modality.name in masks else None
         _draw(axes[r][0], modality, real[modality.name][k], mask)
         unit = "\nrange (m)" if modality.kind == "scan" else ""
-        axes[r][0].set_ylabel(f"#{k} {modality.name}{unit}", fontsize=8)
+        sample = sample_names[k] if sample_names else f"#{k}"
+        axes[r][0].set_ylabel(f"{sample}\n{modality.name}{unit}", fontsize=8)
         for c, subset in enumerate(subsets, start=1):
             _draw(axes[r][c], modality, recons[subset][modality.name][k], None)
             if not parse_subset(subset, names) >> names.index(modality.name) & 1:
