@@ -114,7 +114,8 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
     silent, if known; `latest` is its newest valid sample.
     """
     alive = liveness.alive(now_ns)
-    caveats = _caveats(liveness, latest) if alive else []
+    lag_ns = _stamp_lag_ns(liveness, latest)
+    caveats = _caveats(liveness, latest, lag_ns) if alive else []
     if caveats:
         message = "alive, but " + "; ".join(caveats)
     elif alive:
@@ -125,7 +126,6 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
         message = "no valid message yet" + _rejected(liveness)
     else:
         message = f"stale for {(now_ns - liveness.last_valid_ns) / NS_PER_S:.1f} s" + _rejected(liveness)
-    lag_ns = _stamp_lag_ns(liveness, latest)
     coverage = None if latest is None else latest.coverage
     return DiagnosticStatus(
         level=DiagnosticStatus.OK if alive and not caveats else DiagnosticStatus.WARN,
@@ -145,8 +145,8 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
     )
 
 
-def _caveats(liveness: ModalityLiveness, latest: Decoded | None) -> list[str]:
-    """Why a live sensor's data may mislead the model.
+def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | None) -> list[str]:
+    """Why a live sensor's data may mislead the model (`lag_ns`: `_stamp_lag_ns`).
 
     - A scan reaching under MIN_COVERAGE of the model's bins: the bins it misses read
       "no return", which the model learnt as free space.
@@ -162,7 +162,6 @@ def _caveats(liveness: ModalityLiveness, latest: Decoded | None) -> list[str]:
         caveats.append(f"its scans reach {latest.coverage:.0%} of the model's bins; the rest read no return")
     if latest.grey_for_colour:
         caveats.append("its images are single-channel and the model takes colour: every channel reads grey")
-    lag_ns = _stamp_lag_ns(liveness, latest)
     if lag_ns is not None and lag_ns > liveness.timeout_ns:
         caveats.append(f"its stamps are {lag_ns / NS_PER_S:.1f} s old on arrival, more than its timeout: "
                        "clocks not synchronised, or a replay keeping the recorded stamps?")

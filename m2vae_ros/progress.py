@@ -19,8 +19,8 @@ LOG_INTERVAL = 30.0
 
 def progress_bar(*, enabled: bool, **options: Any) -> tqdm:
     """A tqdm bar on stderr (disabled unless `enabled`); `options` are tqdm's."""
-    if sys.stderr.isatty():
-        return tqdm(file=sys.stderr, disable=not enabled, mininterval=TERMINAL_INTERVAL, **options)
-    # miniters=1 turns off tqdm's adaptive update count, whose monitor thread would redraw
-    # every 10 s (maxinterval) whatever mininterval says.
-    return tqdm(file=sys.stderr, disable=not enabled, mininterval=LOG_INTERVAL, miniters=1, **options)
+    # In a log, miniters=1 turns off tqdm's adaptive update count, whose monitor thread would
+    # redraw every 10 s (maxinterval) whatever mininterval says.
+    pace = {"mininterval": TERMINAL_INTERVAL} if sys.stderr.isatty() else {"mininterval": LOG_INTERVAL,
+                                                                           "miniters": 1}
+    return tqdm(file=sys.stderr, disable=not enabled, **pace, **options)

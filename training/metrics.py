@@ -73,6 +73,13 @@ def shape_of(class_name: str) -> str:
     return class_name.rsplit("_", 1)[-1]
 
 
+def class_shapes(class_names: Sequence[str]) -> list[str | None]:
+    """Each class's shape (`shape_of`), None for a placeholder name (`class_3`, an id no marker
+    named), which is no shape."""
+    return [None if name == placeholder_class_name(c) else shape_of(name)
+            for c, name in enumerate(class_names)]
+
+
 def located(positions: np.ndarray) -> np.ndarray:
     """Rows of [N, 3] object positions whose x and y are known (NaN where no marker was near)."""
     return np.isfinite(positions[:, :2]).all(axis=1)
@@ -91,8 +98,7 @@ def constant_guess(labels: np.ndarray, positions: np.ndarray, class_names: Seque
     labelled = labels[labels >= 0]
     if len(labelled):
         out["nb_accuracy"] = float(np.bincount(labelled).max() / len(labelled))
-        shapes = [None if name == placeholder_class_name(c) else shape_of(name)
-                  for c, name in enumerate(class_names)]
+        shapes = class_shapes(class_names)
         counts = Counter(shapes[c] for c in labelled)
         if len(counts.keys() - {None}) >= 2:
             out["shape_accuracy"] = max(n for shape, n in counts.items() if shape) / len(labelled)
@@ -144,10 +150,11 @@ class Probes:
         """
         rows = labels >= 0
         predicted = self._classes(z[rows])
-        shapes = np.array([shape_of(name) for name in self.class_names])
+        known = class_shapes(self.class_names)
         at_stake = {*self.classifier.classes_, *labels[rows]} if predicted is not None else set()
-        if len({shapes[c] for c in at_stake if self.class_names[c] != placeholder_class_name(c)}) < 2:
+        if len({known[c] for c in at_stake} - {None}) < 2:
             return float("nan")
+        shapes = np.array([shape_of(name) for name in self.class_names])  # a placeholder is its own shape
         return float(np.mean(shapes[predicted] == shapes[labels[rows]]))
 
     def position_rmse(self, z: np.ndarray, positions: np.ndarray) -> float:
