@@ -151,7 +151,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "objective": spec.objective,
         "latent_dim": spec.latent_dim,
         "weights_sha256": (loaded.metadata.get("weights") or {}).get("sha256"),
-        "batch_size": args.batch_size,  # the ELBO's one sample of z per row is drawn batch by batch
         "bags": test.manifest["bags"],
         "samples": len(test),
         "warnings": warnings,

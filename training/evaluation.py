@@ -3,7 +3,8 @@
 One pass over the data in batches encodes every subset, decodes every modality from
 each subset's latent mean (so a sensor outside the subset is scored on its imputation),
 and accumulates the errors; only latent means and per-sample scalars are kept, so
-memory does not grow with image size.
+memory does not grow with image size. A second pass, in chunks of a fixed size, samples
+the ELBO, so that its draws do not depend on the batch size the caller chose.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from m2vae_ros.trainer import ArrayDataset
 
 if TYPE_CHECKING:
     from m2vae_training.dataset import PreparedDataset
+
+# Rows per chunk of the ELBO's pass. The draws of z follow the chunks (one generator, chunk after
+# chunk), so a fixed size gives the same ELBO at any --batch-size; 128 was the batch size it
+# was first scored with.
+ELBO_CHUNK_ROWS = 128
 
 
 @dataclass
@@ -70,7 +76,6 @@ def score_subsets(
         for s in subsets
     }
     data = ArrayDataset(dataset.arrays, dataset.available)
-    noise = evaluation_generator(device)
     for start in range(0, n, batch_size):
         rows = slice(start, min(start + batch_size, n))
         x = _batch(data, rows, device)
@@ -80,16 +85,20 @@ def score_subsets(
             score = scores[s]
             score.means[rows] = mean.float().cpu().numpy()
             score.kl_to_joint[rows] = kl_normal(joint_mean, joint_logvar, mean, logvar).double().cpu().numpy()
-            present = score.present[rows]
-            score.elbo_sum += _elbo_sum(model, x, s, present, noise)
             for i, m in enumerate(spec.modalities):
-                target = present & dataset.available[rows, i]
+                target = score.present[rows] & dataset.available[rows, i]
                 if not target.any():
                     continue
                 pred = model.decode(mean, m.name).float().cpu().numpy()[target]
                 real = x[m.name].cpu().numpy()[target]
                 mask = dataset.masks[m.name][rows][target] if m.has_mask else None
                 score.errors[m.name].add(pred, real, mask)
+    noise = evaluation_generator(device)
+    for start in range(0, n, ELBO_CHUNK_ROWS):
+        rows = slice(start, min(start + ELBO_CHUNK_ROWS, n))
+        x = _batch(data, rows, device)
+        for s, score in scores.items():
+            score.elbo_sum += _elbo_sum(model, x, s, score.present[rows], noise)
     return scores
 
 

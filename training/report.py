@@ -72,8 +72,8 @@ def _legend(metrics: dict[str, Any], shown: set[str]) -> list[str]:
     subsets, probes = metrics["subsets"], metrics["probes"]
     counts = {name: entry["samples"] for name, entry in subsets.items()}
     legend = [f"- **samples**: the test samples that have every sensor of the subset.{_uneven(counts)}",
-              f"- **ELBO** (nats per sample, higher is better): the subset's plain ELBO over its own "
-              f"sensors, with one z per sample (a fixed seed, batches of {metrics.get('batch_size')}) and "
+              "- **ELBO** (nats per sample, higher is better): the subset's plain ELBO over its own "
+              "sensors, with one z per sample (drawn with a fixed seed, the same at any --batch-size) and "
               "the model's modality weights and β. Compare a row between models trained with the same "
               "weights, not rows with each other: each scores different sensors.",
               "- **KL(joint ‖ subset)** (nats, lower is closer): how far the subset's posterior lies from "
