@@ -46,6 +46,7 @@ from m2vae_ros.fusion_params import (
     StartupError,
     declare_modality_params,
     declare_node_params,
+    trained_timeouts,
     unknown_parameters,
 )
 from m2vae_ros.gil import prompt_thread_switching
@@ -89,7 +90,10 @@ class FusionNode(Node):
         self.fusion = LatentFusion(loaded.model, loaded.spec, device)
         # rclpy has no public accessor for the overrides given by params files and -p.
         overrides = set(self._parameter_overrides)
-        self.modality_params = declare_modality_params(self, self.spec, overrides)
+        timeouts, timeout_warning = trained_timeouts(loaded.metadata, self.spec.names)
+        if timeout_warning:
+            self.get_logger().warning(timeout_warning)
+        self.modality_params = declare_modality_params(self, self.spec, overrides, timeouts)
         if unknown := unknown_parameters(self, overrides):
             self.get_logger().warning(unknown)
         self.add_post_set_parameters_callback(self._on_parameters_set)

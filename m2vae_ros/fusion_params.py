@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +21,14 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from m2vae_ros.inference import DEVICE_PATTERN
+from m2vae_ros.liveness import DEFAULT_TIMEOUT_S, timeout_of
 from m2vae_ros.qos import RELIABILITIES
 from m2vae_ros.ros_types import modality_message_type
 from m2vae_ros.spec import ModelSpec
 
 MODALITY_PREFIX = "modalities"
-DEFAULT_TIMEOUT_S = 0.5
 MIN_RATE_HZ = 0.001
+TIMEOUT_RANGE_S = (0.001, 3600.0)
 
 
 class StartupError(RuntimeError):
@@ -108,10 +110,37 @@ def declare_node_params(node: Node) -> NodeParams:
     return params
 
 
-def declare_modality_params(node: Node, spec: ModelSpec, overrides: set[str]) -> dict[str, ModalityParams]:
+def trained_timeouts(
+    metadata: Mapping[str, Any], names: Sequence[str]
+) -> tuple[dict[str, float], str | None]:
+    """Each sensor's default `timeout_s`: the `dataset.timeout` its model was trained with, and a warning.
+
+    Training marks a sensor missing after that silence, so the subsets it trained for a slow
+    sensor's gaps are the ones the node should run in them: a 1 Hz sensor trained with 2 s
+    would flicker dead and alive under a fixed 0.5 s. A model without it (the Python
+    library's) gets `DEFAULT_TIMEOUT_S`; an unreadable one gets it too, with the warning.
+    """
+    sync = (metadata.get("provenance") or {}).get("sync") or {}
+    trained = sync.get("timeout", DEFAULT_TIMEOUT_S)
+    try:
+        timeouts = {name: timeout_of(trained, name) for name in names}
+    except (TypeError, ValueError):
+        timeouts = {}
+    low, high = TIMEOUT_RANGE_S
+    if len(timeouts) == len(names) and all(low <= t <= high for t in timeouts.values()):
+        return timeouts, None
+    return dict.fromkeys(names, DEFAULT_TIMEOUT_S), (
+        f"the model's provenance.sync.timeout {trained!r} is not seconds in [{low}, {high}] per sensor; "
+        f"timeouts default to {DEFAULT_TIMEOUT_S} s (set modalities.<name>.timeout_s)")
+
+
+def declare_modality_params(
+    node: Node, spec: ModelSpec, overrides: set[str], timeouts: Mapping[str, float]
+) -> dict[str, ModalityParams]:
     """Declare `modalities.<name>.*` for the model's modalities; reject overrides for anything else.
 
-    `overrides` are the parameter names given on the command line or in params files.
+    `overrides` are the parameter names given on the command line or in params files;
+    `timeouts` the default `timeout_s` per modality (`trained_timeouts`).
     """
     result: dict[str, ModalityParams] = {}
     for modality in spec.modalities:
@@ -121,9 +150,10 @@ def declare_modality_params(node: Node, spec: ModelSpec, overrides: set[str]) ->
         msg_type = _declare(node, f"{prefix}.msg_type", modality_message_type(modality), _descriptor(
             f"Message type of the {modality.name!r} topic, e.g. sensor_msgs/msg/CompressedImage for a "
             "camera trained on sensor_msgs/msg/Image; defaults to the type stored in the model."))
-        timeout_s = _declare(node, f"{prefix}.timeout_s", DEFAULT_TIMEOUT_S, _descriptor(
-            f"The {modality.name!r} sensor counts as dead when its last valid message is older.",
-            read_only=False, floating_point_range=_float_range(0.001, 3600.0)))
+        timeout_s = _declare(node, f"{prefix}.timeout_s", timeouts[modality.name], _descriptor(
+            f"The {modality.name!r} sensor counts as dead when its last valid message is older; defaults "
+            "to the timeout the model was trained with.",
+            read_only=False, floating_point_range=_float_range(*TIMEOUT_RANGE_S)))
         if not topic:
             raise StartupError(f"modality {modality.name!r} has no topic: set parameter '{prefix}.topic'")
         result[modality.name] = ModalityParams(topic=topic, msg_type=msg_type, timeout_s=timeout_s)

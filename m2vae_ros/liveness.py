@@ -17,8 +17,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 NS_PER_S = 1_000_000_000
+# A sensor silent this long is missing: in training's samples (`dataset.timeout`) and, unless the
+# model says otherwise, in the node.
+DEFAULT_TIMEOUT_S = 0.5
 OVERDUE_PERIODS = 1.5  # a sensor this many of its own periods late no longer paces inference
 KEEP_PACING = 0.8  # the pacing sensor keeps the role while its rate is within 20 % of the fastest
+
+
+def timeout_of(timeout: float | Mapping[str, float], name: str) -> float:
+    """One sensor's timeout from `dataset.timeout`'s two forms: seconds for every sensor, or a
+    mapping of sensor names to seconds (a sensor it leaves out gets the default)."""
+    if isinstance(timeout, Mapping):
+        return float(timeout.get(name, DEFAULT_TIMEOUT_S))
+    return float(timeout)
 
 
 @dataclass

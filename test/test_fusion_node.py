@@ -31,7 +31,7 @@ from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.codec import Decoded
 from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, inference_status, modality_status
 from m2vae_ros.fusion_node import FusionNode
-from m2vae_ros.fusion_params import unknown_parameters
+from m2vae_ros.fusion_params import trained_timeouts, unknown_parameters
 from m2vae_ros.inference import LatentFusion, Posterior, resolve_device
 from m2vae_ros.latent_msg import latent_image, read_latent
 from m2vae_ros.liveness import ModalityLiveness, Pacer
@@ -661,6 +661,32 @@ def test_misspelt_parameters_are_named_with_the_nearest_declared_one(request: py
         node.destroy_node()
     assert warning == ("ignoring parameters this node does not have: 'qos.reliabilty' (did you mean "
                        "'qos.reliability'?), 'rate' (did you mean 'rate_hz'?), 'zzz'")
+
+
+def test_timeouts_default_to_those_the_model_was_trained_with(
+    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    loaded = load_model(model_dir)
+    trained = save_model(loaded.model, tmp_path / "model",
+                         provenance={"sync": {"timeout": {"camera": 2.0, "points": 0.25}}})
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
+            node_in_process(peer, trained, **{"modalities.points.timeout_s": 0.75}) as node:
+        declared = {name: node.get_parameter(f"modalities.{name}.timeout_s").value
+                    for name in ("camera", "lidar", "points")}
+        assert declared == {"camera": 2.0, "lidar": 0.5, "points": 0.75}  # an override still wins
+        assert node.liveness["camera"].timeout_ns == 2_000_000_000
+
+
+def test_an_unreadable_trained_timeout_falls_back_to_the_default_with_a_warning() -> None:
+    names = ("camera", "lidar")
+    assert trained_timeouts({"provenance": {"sync": {"timeout": 1.5}}}, names) == (
+        {"camera": 1.5, "lidar": 1.5}, None)
+    assert trained_timeouts({"provenance": {"source": "m2vae_ros.api"}}, names) == (
+        {"camera": 0.5, "lidar": 0.5}, None)
+    for bad in ("soon", -1.0, {"camera": None}, 1e9):
+        timeouts, warning = trained_timeouts({"provenance": {"sync": {"timeout": bad}}}, names)
+        assert timeouts == {"camera": 0.5, "lidar": 0.5}
+        assert warning.startswith(f"the model's provenance.sync.timeout {bad!r} is not seconds"), warning
 
 
 def _parameters(values: dict[str, object]) -> list[Parameter]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from m2vae_ros.liveness import DEFAULT_TIMEOUT_S, timeout_of
 from m2vae_ros.spec import ModelSpec, SpecError, parse_number
 
 SECTIONS = ("model", "modalities", "labels", "dataset", "training")
@@ -89,14 +90,13 @@ def _typed(value: Any, type_name: str, where: str) -> int | float:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything config/train.yaml says; `source` is the file it came from (None if built in code)."""
+    """Everything config/train.yaml says."""
 
     spec: ModelSpec
     labels_topic: str = "/ground_truth/object"
     slop: float = 0.05
-    timeout: float | Mapping[str, float] = 0.5
+    timeout: float | Mapping[str, float] = DEFAULT_TIMEOUT_S
     training: TrainingSettings = TrainingSettings()
-    source: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.slop < math.inf:  # NaN fails too
@@ -104,9 +104,7 @@ class TrainConfig:
 
     def timeouts_ns(self) -> list[int]:
         """Each modality's silence timeout in ns, in configuration order (unlisted ones: 0.5 s)."""
-        if isinstance(self.timeout, Mapping):
-            return [round(self.timeout.get(name, TrainConfig.timeout) * 1e9) for name in self.spec.names]
-        return [round(self.timeout * 1e9)] * len(self.spec.names)
+        return [round(timeout_of(self.timeout, name) * 1e9) for name in self.spec.names]
 
     def dataset_key(self) -> dict[str, Any]:
         """The settings a prepared dataset's arrays depend on: not the model, weights or training.
@@ -162,7 +160,7 @@ def load_train_config(
     settings = TrainingSettings.parse(training, f"config {path}")
     labels_topic = str(labels.get("topic", TrainConfig.labels_topic))
     try:
-        config = TrainConfig(spec, labels_topic, slop, timeout, settings, source=path)
+        config = TrainConfig(spec, labels_topic, slop, timeout, settings)
     except ConfigError as exc:
         raise ConfigError(f"config {path}: dataset.{exc}") from None
     return with_topics(config, topic_overrides or {})
