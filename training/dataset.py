@@ -1,14 +1,14 @@
 """Prepared datasets: synchronised, decoded samples from rosbag2 recordings, on disk as .npy files.
 
 `build_dataset` reads each bag once. Every message of a configured topic is checked
-with the codec the live node uses (`check_message`: everything but the costly
-resizing) and its header stamp kept; the messages `prediction.UsePredictor` expects a
-sample to use are decoded into a spill file on a second thread (spill.py), which overlaps with
-the reading because OpenCV's resizing releases the GIL. A camera at 30 Hz next to a
-LiDAR at 10 Hz thus costs one image decode per sample instead of three. (Compressed
-images and point clouds have no cheaper check: their check is the decode, and that is
-what gets spilled.) After the read, the stamps are synchronised exactly
-(`sync.synchronize`) and each sample's rows
+with the codec the live node uses (`codec.check_and_keep`: everything `decode_message`
+checks, without the costly resizing) and its header stamp kept; the messages
+`prediction.UsePredictor` expects a sample to use are decoded into a spill file on a
+second thread (spill.py), which overlaps with the reading because OpenCV's resizing
+releases the GIL. A camera at 30 Hz next to a LiDAR at 10 Hz thus costs one image
+decode per sample instead of three. (Compressed images and point clouds have no cheaper
+check: their check is the decode, and that is what gets spilled.) After the read, the
+stamps are synchronised exactly (`sync.synchronize`) and each sample's rows
 are copied from the spill into one memory-mapped .npy per array; the rare used message
 the prediction missed is fetched by a second pass over just those. Messages that fail
 the check are counted per topic and reason and never become samples.

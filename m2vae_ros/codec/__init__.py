@@ -24,7 +24,6 @@ __all__ = [
     "Decoded",
     "accepted_types",
     "check_and_keep",
-    "check_message",
     "decode_message",
     "message_type",
     "reconstruction_message",
@@ -84,20 +83,15 @@ def decode_message(msg: Any, spec: ModalitySpec) -> Decoded:
     return decoder(msg, spec)
 
 
-def check_message(msg: Any, spec: ModalitySpec) -> int:
+def check_and_keep(msg: Any, spec: ModalitySpec) -> tuple[int, Decoded | None]:
     """The stamp `decode_message` would give, or the CodecError it would raise, skipping costly work.
 
     A message that passes decodes without error; the dataset builder checks every
     message but decodes only those that end up in a sample (a 30 Hz camera next to a
-    10 Hz LiDAR: one frame in three).
+    10 Hz LiDAR: one frame in three). Where no cheaper check exists (compressed images,
+    point clouds) the check is the decode, which is returned so that a caller needing it
+    does not decode twice; None where the check was cheaper than a decode.
     """
-    return check_and_keep(msg, spec)[0]
-
-
-def check_and_keep(msg: Any, spec: ModalitySpec) -> tuple[int, Decoded | None]:
-    """`check_message`'s stamp, and the decode it had to make where no cheaper check exists
-    (compressed images, point clouds), so that a caller needing it does not decode twice;
-    None where the check was cheaper than a decode."""
     checker = CHECKERS.get((message_type(msg), spec.kind))
     if checker is not None:
         return checker(msg, spec), None
