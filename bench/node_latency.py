@@ -137,7 +137,7 @@ def forward_ms(model_dir: Path, iterations: int, pause_s: float) -> float:
     """Median encoder time of the full subset, batch 1, one torch thread, `pause_s` between calls."""
     torch.set_num_threads(1)
     loaded = load_model(model_dir)
-    fusion = LatentFusion(loaded.model, loaded.spec, "cpu")
+    fusion = LatentFusion(loaded.model, "cpu")
     rng = np.random.default_rng(0)
     tensors = {m.name: rng.random(m.shape, dtype=np.float32) for m in loaded.spec.modalities}
     full = all_subsets(len(loaded.spec.modalities))[-1]

@@ -81,7 +81,7 @@ from torch import nn
 
 from m2vae_ros.artifact import load_model
 from m2vae_ros.atomic import write_atomic
-from m2vae_ros.inference import resolve_device
+from m2vae_ros.devices import resolve_device
 from m2vae_ros.likelihoods import Likelihood
 from m2vae_ros.model import M2VAE
 from m2vae_ros.networks import build_decoder, build_extractor

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from m2vae_ros.artifact import load_model, save_model
-from m2vae_ros.inference import resolve_device
+from m2vae_ros.devices import resolve_device
 from m2vae_ros.likelihoods import BOUNDED_KINDS
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import (

@@ -40,6 +40,7 @@ from std_msgs.msg import Header, String
 
 from m2vae_ros.artifact import ArtifactError, load_model
 from m2vae_ros.codec import CodecError, Decoded, decode_message, reconstruction_message, require_decodable
+from m2vae_ros.devices import resolve_device
 from m2vae_ros.fusion_diagnostics import NO_MODALITIES, InferenceStats, inference_status, modality_status
 from m2vae_ros.fusion_params import (
     MODALITY_PREFIX,
@@ -50,7 +51,7 @@ from m2vae_ros.fusion_params import (
     unknown_parameters,
 )
 from m2vae_ros.gil import prompt_thread_switching
-from m2vae_ros.inference import LatentFusion, resolve_device
+from m2vae_ros.inference import LatentFusion
 from m2vae_ros.latent_msg import latent_image
 from m2vae_ros.liveness import NS_PER_S, ModalityLiveness, Pacer
 from m2vae_ros.qos import latched_qos, output_qos, sensor_qos
@@ -87,7 +88,7 @@ class FusionNode(Node):
                 require_decodable(modality)
             except CodecError as exc:
                 raise StartupError(exc.detail) from None
-        self.fusion = LatentFusion(loaded.model, loaded.spec, device)
+        self.fusion = LatentFusion(loaded.model, device)
         # rclpy has no public accessor for the overrides given by params files and -p.
         overrides = set(self._parameter_overrides)
         timeouts, timeout_warning = trained_timeouts(loaded.metadata, self.spec.names)

@@ -20,7 +20,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
-from m2vae_ros.inference import DEVICE_PATTERN
+from m2vae_ros.devices import DEVICE_PATTERN
 from m2vae_ros.liveness import DEFAULT_TIMEOUT_S, timeout_of
 from m2vae_ros.qos import RELIABILITIES
 from m2vae_ros.ros_types import modality_message_type

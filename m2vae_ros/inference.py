@@ -6,17 +6,14 @@ the benchmark can time the same forward pass in-process.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from m2vae_ros.spec import ModelSpec
+from m2vae_ros.model import M2VAE
 from m2vae_ros.subsets import members
-
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -28,29 +25,11 @@ class Posterior:
     mean_tensor: torch.Tensor
 
 
-def resolve_device(requested: str) -> tuple[str, str | None]:
-    """`auto`/`cpu`/`cuda[:i]` → a usable torch device, plus a warning when CUDA had to be replaced.
-
-    Raises ValueError for anything else, so `gpu` or `cudaX` is one clear line, not a torch traceback.
-    """
-    if not DEVICE_PATTERN.fullmatch(requested):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {requested!r}")
-    if requested == "auto":
-        return ("cuda" if torch.cuda.is_available() else "cpu"), None
-    if requested.startswith("cuda"):
-        index = int(requested.partition(":")[2] or 0)
-        if not torch.cuda.is_available():
-            return "cpu", f"device {requested!r} requested but CUDA is unavailable; running on cpu"
-        if index >= (count := torch.cuda.device_count()):
-            return "cpu", f"device {requested!r} does not exist ({count} GPUs); running on cpu"
-    return requested, None
-
-
 class LatentFusion:
     """Wraps a loaded M2VAE for inference with batch size 1 (no autograd, eval mode)."""
 
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: str) -> None:
-        self.spec = spec
+    def __init__(self, model: M2VAE, device: str) -> None:
+        self.spec = model.spec
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
 

@@ -29,10 +29,11 @@ from std_msgs.msg import String
 
 from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.codec import Decoded
+from m2vae_ros.devices import resolve_device
 from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, inference_status, modality_status
 from m2vae_ros.fusion_node import FusionNode
 from m2vae_ros.fusion_params import trained_timeouts, unknown_parameters
-from m2vae_ros.inference import LatentFusion, Posterior, resolve_device
+from m2vae_ros.inference import LatentFusion, Posterior
 from m2vae_ros.latent_msg import latent_image, read_latent
 from m2vae_ros.liveness import ModalityLiveness, Pacer
 from m2vae_ros.model import M2VAE
@@ -611,7 +612,7 @@ def test_unavailable_cuda_falls_back_to_cpu_with_a_warning() -> None:
 def test_only_the_named_reconstructions_are_decoded(model_dir: Path) -> None:
     """The node asks only for the reconstructions of topics with a subscriber; the rest are not decoded."""
     loaded = load_model(model_dir)
-    fusion = LatentFusion(loaded.model, loaded.spec, "cpu")
+    fusion = LatentFusion(loaded.model, "cpu")
     scan = np.full((1, BEAMS), 0.5, np.float32)
     posterior = fusion.encode({"lidar": scan}, 1 << loaded.model.index("lidar"))
     only_camera = fusion.reconstruct(posterior, ["camera"])

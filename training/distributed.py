@@ -20,7 +20,7 @@ from m2vae_training.interrupts import default_sigterm
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from m2vae_ros.inference import resolve_device
+from m2vae_ros.devices import resolve_device
 from m2vae_ros.model import M2VAE
 from m2vae_ros.objectives import Loss, loss
 from m2vae_ros.trainer import ArrayDataset, LossMeans, Trainer

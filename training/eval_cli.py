@@ -59,7 +59,7 @@ from m2vae_training.report import report_markdown
 
 from m2vae_ros.artifact import ArtifactError, load_model
 from m2vae_ros.atomic import write_atomic
-from m2vae_ros.inference import resolve_device
+from m2vae_ros.devices import resolve_device
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ModelSpec
 from m2vae_ros.subsets import all_subsets, subset_name
