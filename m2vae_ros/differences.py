@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+SHORT_LIMIT = 80  # characters of one value's repr in a difference
+
 
 def differences(
     path: str, before: Any, now: Any, *, labels: tuple[str, str] = ("in the run", "now")
@@ -36,7 +38,7 @@ def first(lines: list[str], shown: int, separator: str = "; ") -> str:
     return text + (f" and {len(lines) - shown} more" if len(lines) > shown else "")
 
 
-def short(value: Any, limit: int = 80) -> str:
-    """repr(value), cut to `limit` characters."""
+def short(value: Any) -> str:
+    """repr(value), cut to `SHORT_LIMIT` characters."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= SHORT_LIMIT else text[: SHORT_LIMIT - 1] + "…"

@@ -38,8 +38,9 @@ class FailureSummary:
 class InferenceStats:
     """Inference latencies and failures over the last second, and counts; shared by two threads."""
 
-    def __init__(self, window_ns: int = NS_PER_S) -> None:
-        self._window_ns = window_ns
+    WINDOW_NS = NS_PER_S
+
+    def __init__(self) -> None:
         self._samples: deque[tuple[int, float]] = deque()
         self._failures: deque[tuple[int, str]] = deque()  # (stamp, error)
         self._lock = threading.Lock()
@@ -85,7 +86,7 @@ class InferenceStats:
     def _prune(self, now_ns: int) -> None:
         self._forget_after_clock_jump(now_ns)
         for entries in (self._samples, self._failures):
-            while entries and entries[0][0] < now_ns - self._window_ns:
+            while entries and entries[0][0] < now_ns - self.WINDOW_NS:
                 entries.popleft()
 
     def _forget_after_clock_jump(self, now_ns: int) -> None:
@@ -97,7 +98,7 @@ class InferenceStats:
         just after `now` is no jump: the worker may stamp one while the diagnostics timer,
         having read `now` earlier, is still building its message.
         """
-        if any(entries and entries[-1][0] > now_ns + self._window_ns
+        if any(entries and entries[-1][0] > now_ns + self.WINDOW_NS
                for entries in (self._samples, self._failures)):
             self._samples.clear()
             self._failures.clear()

@@ -20,6 +20,7 @@ NS_PER_S = 1_000_000_000
 # A sensor silent this long is missing: in training's samples (`dataset.timeout`) and, unless the
 # model says otherwise, in the node.
 DEFAULT_TIMEOUT_S = 0.5
+RATE_WINDOW_NS = 2 * NS_PER_S  # a sensor's rate: its valid messages over this long
 OVERDUE_PERIODS = 1.5  # a sensor this many of its own periods late no longer paces inference
 KEEP_PACING = 0.8  # the pacing sensor keeps the role while its rate is within 20 % of the fastest
 
@@ -37,7 +38,6 @@ class ModalityLiveness:
     """State of one sensor; all times are node-clock nanoseconds."""
 
     timeout_ns: int
-    rate_window_ns: int = 2 * NS_PER_S
     last_valid_ns: int | None = None
     invalid_count: int = 0
     invalid_since_valid: int = 0  # what a silent sensor's status blames, as no lifetime count can
@@ -50,7 +50,7 @@ class ModalityLiveness:
         self.last_valid_ns = now_ns
         self.invalid_since_valid = 0
         self._arrivals.append(now_ns)
-        self._forget_before(now_ns - self.rate_window_ns)
+        self._forget_before(now_ns - RATE_WINDOW_NS)
 
     def record_invalid(self, reason: str) -> None:
         self.invalid_count += 1
@@ -63,9 +63,9 @@ class ModalityLiveness:
         return self.last_valid_ns is not None and now_ns - self.last_valid_ns < self.timeout_ns
 
     def rate_hz(self, now_ns: int) -> float:
-        """Valid messages per second over the last `rate_window_ns` (0 until two have arrived)."""
+        """Valid messages per second over the last `RATE_WINDOW_NS` (0 until two have arrived)."""
         self._forget_future(now_ns)
-        self._forget_before(now_ns - self.rate_window_ns)
+        self._forget_before(now_ns - RATE_WINDOW_NS)
         if len(self._arrivals) < 2:
             return 0.0
         span_ns = self._arrivals[-1] - self._arrivals[0]

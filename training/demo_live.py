@@ -90,15 +90,15 @@ class _Probe(Node):
 
 
 def run_live(
-    model_dir: Path, bag: Path, drop: str, log_dir: Path, domain_id: int | None = None
+    model_dir: Path, bag: Path, drop: str, log_dir: Path
 ) -> LiveRecord:
     """Run node + replay to the end of the bag; return what the probe recorded.
 
-    The DDS domain is this process's own (from its pid, unless given) and discovery stays
+    The DDS domain is this process's own (from its pid) and discovery stays
     on this host, so a concurrent demo or test run cannot feed it; a fusion node already
     visible there is an error rather than a second source of latents.
     """
-    domain_id = 1 + os.getpid() % 100 if domain_id is None else domain_id
+    domain_id = 1 + os.getpid() % 100
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # read by rclpy.init (the probe) too
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
     bin_dir = Path(sys.executable).parent
