@@ -30,26 +30,26 @@ class Likelihood(nn.Module):
 
     def __init__(self, spec: ModalitySpec) -> None:
         super().__init__()
-        self.kind = spec.likelihood
+        self.family = spec.likelihood  # gaussian, laplace, ...; spec.kind is the tensor's kind
         self.bounded = spec.kind in BOUNDED_KINDS
         self.weight = spec.weight
         self.scale = spec.scale
-        if self.kind == "gaussian_learned":
+        if self.family == "gaussian_learned":
             self.log_scale = nn.Parameter(torch.tensor(math.log(spec.scale)))
 
     def mean(self, raw: Tensor) -> Tensor:
         """The reconstruction mean (probabilities for bernoulli) from the decoder's raw output."""
-        if self.kind == "bernoulli" or self.bounded:
+        if self.family == "bernoulli" or self.bounded:
             return torch.sigmoid(raw)
         return raw
 
     def log_prob(self, raw: Tensor, x: Tensor) -> Tensor:
         """Weighted log p(x | decoder output), summed over each sample's elements → [B]."""
-        if self.kind == "bernoulli":
+        if self.family == "bernoulli":
             elementwise = -F.binary_cross_entropy_with_logits(raw, x, reduction="none")
         else:
             mean = self.mean(raw)
-            if self.kind == "laplace":
+            if self.family == "laplace":
                 elementwise = -(x - mean).abs() / self.scale - math.log(2 * self.scale)
             else:
                 log_scale = self._log_scale(raw)
@@ -58,6 +58,6 @@ class Likelihood(nn.Module):
         return self.weight * elementwise.flatten(1).sum(1)
 
     def _log_scale(self, raw: Tensor) -> Tensor:
-        if self.kind == "gaussian_learned":
+        if self.family == "gaussian_learned":
             return self.log_scale.clamp(_LOG_SCALE_MIN, _LOG_SCALE_MAX)
         return raw.new_tensor(math.log(self.scale))

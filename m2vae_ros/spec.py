@@ -10,11 +10,11 @@ Tensor conventions (what the codec produces and the networks consume, per sample
 - ``scan``: float32 ``(1, beams)``, range / range_max in [0, 1]; "no return" is 1.0.
 - ``range_image``: float32 ``(channels, rings, bins)``; channel 0 is range / range_max
   ("no return" = 1.0), channel 1 (optional) intensity / intensity_max.
+- ``vector``: float32 ``(dim,)``, used as given.
 
 The objective models a "no return" like any other range (so a decoder learns where
 returns go missing); the dataset keeps a validity mask beside LiDAR tensors for the
 evaluation, whose range errors count real returns only.
-- ``vector``: float32 ``(dim,)``, used as given.
 """
 
 from __future__ import annotations
