@@ -32,8 +32,6 @@ from m2vae_ros.subsets import all_subsets, children, members, subset_name
 
 # Evaluations draw their noise from a generator seeded with this on every call.
 EVALUATION_SEED = 0
-# What a validation ELBO is, as checkpoints record it: best ELBOs compare only under the same one.
-EVALUATION_ESTIMATOR = f"one reparameterised sample per subset, seed {EVALUATION_SEED}"
 
 
 def evaluation_generator(device: torch.device | str) -> torch.Generator:

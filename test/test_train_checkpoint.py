@@ -68,3 +68,12 @@ def test_a_hand_edited_index_is_a_checkpoint_error(tmp_path, edit):
     (tmp_path / "checkpoint.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=r"checkpoint\.json is damaged"):
         load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_of_another_format_is_refused_with_what_to_do(tmp_path):
+    save_checkpoint(tmp_path, _state(), epoch=1)
+    index = json.loads((tmp_path / "checkpoint.json").read_text())
+    (tmp_path / "checkpoint.json").write_text(json.dumps({**index, "format": "m2vae-checkpoint/1"}))
+    with pytest.raises(CheckpointError, match=r"is a m2vae-checkpoint/1 checkpoint, written by another "
+                                              r"m2vae-train; .* start a new run with another --out"):
+        load_checkpoint(tmp_path)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from m2vae_training.callbacks import EarlyStopping, TensorBoardLogger
-from m2vae_training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from m2vae_training.checkpoint import has_checkpoint, load_checkpoint
 from m2vae_training.dataset import load_dataset
 from m2vae_training.split import time_block_split
 from m2vae_training.train_cli import main
@@ -27,7 +27,6 @@ from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.differences import differences, first
 from m2vae_ros.drop_window import DropWindow
-from m2vae_ros.objectives import EVALUATION_ESTIMATOR
 from m2vae_ros.trainer import Trainer
 
 VENV_BIN = Path(sys.executable).parent
@@ -102,50 +101,28 @@ def test_resume_continues_bit_for_bit(inputs):
     assert a["early_stopping"] == b["early_stopping"]
 
 
-def test_resuming_a_run_scored_at_the_posterior_mean_rescores_its_best(inputs, capsys):
-    """A checkpoint from before validation sampled holds a best ELBO that sampled epochs can't fairly
-    beat. The resume rescores the best epoch's model (the artifact, not the latest weights),
-    which gives back the value the sampled run itself had for that epoch."""
-    out = inputs["root"] / "mean_scored"
+def test_a_run_of_an_earlier_format_is_refused_on_resume_and_left_as_it_was(inputs, capsys):
+    """A run.yaml without `format: m2vae-run/2` (one written before 2026-11-29) is not continued."""
+    out = inputs["root"] / "earlier_format"
     assert main(_args(inputs, out, "--epochs", "1")) == 0
-    epoch_1_elbo = load_checkpoint(out / "checkpoints")[1]["early_stopping"]["best"]
-    shutil.copytree(out / "model", inputs["root"] / "model_of_epoch_1")
-    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
-    epoch, state = load_checkpoint(out / "checkpoints")
+    run_file = out / "run.yaml"
+    run = yaml.safe_load(run_file.read_text())
+    del run["format"]
+    run_file.write_text(yaml.safe_dump(run, sort_keys=False))
 
-    def as_an_old_checkpoint(best_epoch: int) -> None:
-        shutil.rmtree(out / "model")
-        shutil.copytree(inputs["root"] / "model_of_epoch_1", out / "model")
-        stopping = {k: v for k, v in state["early_stopping"].items() if k != "estimator"}
-        stopping.update(best=1e9, best_epoch=best_epoch, bad_epochs=1)  # 1e9: the mean's overstatement
-        save_checkpoint(out / "checkpoints", {**state, "early_stopping": stopping}, epoch=epoch)
+    def files() -> dict:
+        return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.rglob("*")
+                if path.is_file()}
 
-    as_an_old_checkpoint(best_epoch=1)
+    before = files()
     capsys.readouterr()
-    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0  # nothing left to train
-    assert "was scored with the posterior mean; rescored with one reparameterised" in capsys.readouterr().err
-    rescored = load_checkpoint(out / "checkpoints")[1]
-    assert rescored["early_stopping"]["best"] == epoch_1_elbo
-    assert rescored["early_stopping"]["estimator"] == EVALUATION_ESTIMATOR
-    assert load_model(out / "model").metadata["metrics"]["val"]["elbo"] == epoch_1_elbo
-    for key, value in state["trainer"]["model"].items():  # the checkpoint's weights are left as they were
-        assert torch.equal(value, rescored["trainer"]["model"][key]), key
-
-    as_an_old_checkpoint(best_epoch=2)  # as if killed after epoch 2's model, before its checkpoint
-    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
-    assert ("holds another epoch's model; no epoch is left to train, so the artifact becomes the last "
-            "epoch's model") in capsys.readouterr().err
-    forgotten = load_checkpoint(out / "checkpoints")[1]["early_stopping"]
-    assert (forgotten["best"], forgotten["best_epoch"]) == (-math.inf, 0)
-
-    as_an_old_checkpoint(best_epoch=1)
-    (out / "model" / "model.safetensors").write_bytes(b"damaged")
-    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
-    printed = capsys.readouterr()
-    assert "model does not load (" in printed.err and "the artifact becomes the last epoch's" in printed.err
-    assert "best val ELBO n/a" in printed.out
-    # With no best left, the run ends as one without validation would: the last epoch's model.
-    assert load_model(out / "model").metadata["metrics"]["epoch"] == 3
+    refused = (f"m2vae-train: error: {run_file} was written by an earlier m2vae-train (no format); this one "
+               f"resumes only m2vae-run/2 runs: start a new run with another --out (the model in "
+               f"{out / 'model'} is left as it is)\n")
+    for resume in (_args(inputs, out, "--epochs", "2", "--resume"), ["--out", str(out), "--resume"]):
+        assert main(resume) == 2
+        assert capsys.readouterr().err == refused
+    assert files() == before
 
 
 def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
@@ -158,16 +135,9 @@ def test_flags_left_out_on_resume_keep_the_runs_values(inputs, capsys):
     resumed = _args(inputs, out, "--resume")
     at = resumed.index("--dataset-dir")
     del resumed[at:at + 2]  # left out too: the run's own, not RUN_DIR/dataset
-    run_file = out / "run.yaml"
-    older = yaml.safe_load(run_file.read_text())
-    for key in ("processes", "dataset", "patience", "flags", "guard_seconds", "split_sha256"):  # before them
-        del older[key]
-    run_file.write_text(yaml.safe_dump(older))
     assert main(resumed) == 0
-    run = yaml.safe_load(run_file.read_text())
+    run = yaml.safe_load((out / "run.yaml").read_text())
     assert run["processes"] == 1 and run["dataset_dir"] == str(inputs["dataset"].resolve())
-    assert {"dataset", "patience", "flags"} <= set(run)
-    assert run["guard_seconds"] == 0.0  # the split such a run was started with
     assert (run["epochs"], run["batch_size"], run["seed"], run["spec"]["latent_dim"]) == (3, 16, 3, 5)
     assert capsys.readouterr().out.splitlines()[-1].startswith("done: 3 epochs")
 
@@ -176,7 +146,7 @@ def test_resume_refuses_a_run_that_would_now_split_differently(inputs, capsys):
     """Another version of the split would send to validation frames the run has trained on."""
     out = inputs["root"] / "split_changed"
     assert main(_args(inputs, out, "--epochs", "1")) == 0
-    run_file, model_file = out / "run.yaml", out / "model" / "model.yaml"
+    run_file = out / "run.yaml"
     run = yaml.safe_load(run_file.read_text())
     dataset = load_dataset(inputs["dataset"])
     training = TINY_CONFIG["training"]
@@ -192,28 +162,6 @@ def test_resume_refuses_a_run_that_would_now_split_differently(inputs, capsys):
     assert (f"the split now differs from the one recorded for {out} (a newer m2vae-train or NumPy; "
             f"training and validation samples: {len(split.train)} and {len(split.val)} now)"
             ) in capsys.readouterr().err
-
-    # A run.yaml from before the digest: the artifact's sample counts stand in for it.
-    del run["split_sha256"]
-    run_file.write_text(yaml.safe_dump(run))
-    artifact = yaml.safe_load(model_file.read_text())
-    artifact["provenance"]["dataset"]["val_samples"] += 1
-    model_file.write_text(yaml.safe_dump(artifact))
-    assert main(resume) == 2
-    train, val = len(split.train), len(split.val)
-    started = f"{train} and {val + 1} at the start, {train} and {val} now"
-    assert started in capsys.readouterr().err
-    model_file.write_text("")  # no counts to compare with: a warning, and the split is recorded
-    assert main(resume) == 0
-    assert "the split could not be checked against the run's" in capsys.readouterr().err
-    assert yaml.safe_load(run_file.read_text())["split_sha256"] == split.digest()  # recorded from now on
-    run = yaml.safe_load(run_file.read_text())
-    del run["split_sha256"]
-    run_file.write_text(yaml.safe_dump(run))
-    artifact["provenance"]["dataset"]["val_samples"] -= 1
-    model_file.write_text(yaml.safe_dump(artifact))
-    assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0  # the counts agree
-    assert yaml.safe_load(run_file.read_text())["split_sha256"] == split.digest()
 
 
 def test_provenance_keeps_the_starting_command_and_lists_each_resume(inputs, monkeypatch, tmp_path):
@@ -369,6 +317,9 @@ def test_resume_without_config_or_bags_continues_with_the_runs_own_settings(inpu
     del run_file["bags"]
     (out / "run.yaml").write_text(yaml.safe_dump(run_file))
     assert main(["--out", str(out), "--resume"]) == 2  # was a KeyError traceback
+    assert "run.yaml is damaged: it lacks bags" in capsys.readouterr().err
+    (out / "run.yaml").write_text(yaml.safe_dump({**run_file, "bags": []}))
+    assert main(["--out", str(out), "--resume"]) == 2
     assert "run.yaml names no bags: give them with --bag" in capsys.readouterr().err
 
 
@@ -485,10 +436,6 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
     restored.load_state_dict(stopper.state_dict())
     assert restored.stopped is True
     assert restored.on_epoch_end(None, 5, {}, {"elbo": float("nan")}) is True
-    restored.rescore({"elbo": -4.0})  # the best epoch's model scored anew
-    assert (restored.best, restored.best_epoch, restored.best_metrics) == (-4.0, 2, {"elbo": -4.0})
-    restored.rescore({"elbo": float("nan")})  # a rescore that is not finite forgets the best
-    assert (restored.best, restored.best_epoch, restored.best_metrics) == (-math.inf, 0, {})
 
 
 def _ignore_sigint() -> None:

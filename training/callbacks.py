@@ -19,7 +19,7 @@ from m2vae_training.figures import recon_figure
 from m2vae_training.interrupts import deferred_sigint
 from torch.utils.tensorboard import SummaryWriter
 
-from m2vae_ros.objectives import EVALUATION_ESTIMATOR, Loss
+from m2vae_ros.objectives import Loss
 from m2vae_ros.trainer import Callback, Trainer
 
 VAL_KEY = "elbo"  # Trainer.evaluate's mean validation ELBO (−loss of the model's objective)
@@ -33,11 +33,7 @@ class EarlyStopping(Callback):
     Without a validation set nothing is compared and training runs all its epochs.
     `stopped` follows from the checkpointed `bad_epochs` (patience is fixed on resume), so
     a resumed run knows when the uninterrupted one ended and does not train past it.
-    `estimator` says how `best` was estimated; a checkpoint from before it was recorded
-    scored validation at the posterior mean (`POSTERIOR_MEAN`), which a resume rescores.
     """
-
-    POSTERIOR_MEAN = "the posterior mean"
 
     def __init__(
         self, patience: int, on_improvement: Callable[[Trainer, int, dict[str, float]], None] | None = None
@@ -50,7 +46,6 @@ class EarlyStopping(Callback):
         self.best_epoch = 0
         self.bad_epochs = 0
         self.best_metrics: dict[str, float] = {}
-        self.estimator = EVALUATION_ESTIMATOR
 
     def on_epoch_end(
         self, trainer: Trainer, epoch: int, train_metrics: dict[str, float], val_metrics: dict[str, float]
@@ -78,25 +73,12 @@ class EarlyStopping(Callback):
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
             "best_metrics": self.best_metrics,
-            "estimator": self.estimator,
             "stopped": self.stopped,  # derived; written for whoever reads checkpoint.json
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
         self.bad_epochs, self.best_metrics = int(state["bad_epochs"]), dict(state["best_metrics"])
-        self.estimator = str(state.get("estimator", self.POSTERIOR_MEAN))
-
-    def rescore(self, val_metrics: dict[str, float] | None) -> None:
-        """Replace the best epoch's metrics with its model's score under today's estimator, so the
-        epochs still to come are compared with it on equal terms. None (the model is gone) or a
-        score that is not finite forgets the best: the next epoch sets it."""
-        value = float(val_metrics[VAL_KEY]) if val_metrics else math.nan
-        if math.isfinite(value):
-            self.best, self.best_metrics = value, dict(val_metrics)
-        else:
-            self.best, self.best_epoch, self.best_metrics = -math.inf, 0, {}
-        self.estimator = EVALUATION_ESTIMATOR
 
 
 class CheckpointWriter(Callback):

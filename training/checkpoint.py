@@ -25,7 +25,7 @@ from safetensors.torch import save as save_tensors
 from m2vae_ros.atomic import write_atomic
 
 INDEX = "checkpoint.json"
-FORMAT = "m2vae-checkpoint/1"
+FORMAT = "m2vae-checkpoint/2"  # a checkpoint of another format is refused, not converted
 
 
 class CheckpointError(RuntimeError):
@@ -91,7 +91,11 @@ def _read_index(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint in {directory} (missing {INDEX})") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{directory / INDEX} is not valid JSON: {exc}") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
+    found = index.get("format") if isinstance(index, dict) else None
+    if isinstance(found, str) and found.startswith("m2vae-checkpoint/") and found != FORMAT:
+        raise CheckpointError(f"{directory / INDEX} is a {found} checkpoint, written by another m2vae-train; "
+                              f"this one resumes only {FORMAT}: start a new run with another --out")
+    if found != FORMAT:
         raise CheckpointError(f"{directory / INDEX} is not a {FORMAT} checkpoint")
     return index
 

@@ -4,7 +4,8 @@ A run records its settings (the config's training section with the command-line
 overrides, the model spec, the bags' fingerprints, the process count and device type)
 before its first epoch. `--resume` reads them back: a setting flag left out means "as the
 run had it", and anything that would break a bit-for-bit continuation is refused with
-the differences named.
+the differences named. A run.yaml of another `format` (an earlier m2vae-train wrote none)
+is not resumed at all.
 """
 
 from __future__ import annotations
@@ -30,20 +31,20 @@ from m2vae_training.config import (
 )
 from m2vae_training.split import Split
 
-from m2vae_ros.artifact import METADATA_FILE
 from m2vae_ros.differences import differences, first
 from m2vae_ros.spec import ModelSpec
 
 RUN_FILE = "run.yaml"
+RUN_FORMAT = "m2vae-run/2"  # run.yaml's `format`; an earlier m2vae-train wrote none (format 1)
 # Settings a flag can set; left out on --resume, the run's value stands (see check_resume).
 SETTING_FLAGS = ("epochs", "batch_size", "seed", "latent_dim", "objective", "dataset_dir")
 MAX_DIFFERENCES_SHOWN = 5  # of a refused --resume
 # What a resumed run must share with its start to continue bit-for-bit (epochs may grow).
-# The last three are recorded since 2026-11-27, guard_seconds since 2026-11-28; an older run.yaml
-# gains them on resume (guard_seconds as 0, the split it was started with).
 FIXED_ON_RESUME = ("bags", "dataset_dir", "dataset", "spec", "batch_size", "lr", "seed", "block_seconds",
                    "guard_seconds", "val_fraction", "patience", "bag_fingerprints", "processes",
                    "device_type")
+# Every run.yaml of RUN_FORMAT holds these (`resumes` only once resumed).
+RUN_KEYS = ("format", "flags", *FIXED_ON_RESUME, "epochs", "command", "cwd", "split_sha256")
 
 
 def load_config(args: argparse.Namespace) -> TrainConfig:
@@ -58,15 +59,11 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_config(run: dict[str, Any]) -> TrainConfig:
     """The TrainConfig that `run_settings` recorded `run` from (the inverse of its config parts)."""
-    if "dataset" not in run:
-        raise CheckpointError(f"the run's {RUN_FILE} predates recording its synchronisation settings; "
-                              "resume it with the --config it was trained with")
     spec = ModelSpec.from_dict(run["spec"])
     sync = run["dataset"]
     seconds = [ns / 1e9 for ns in sync["timeouts_ns"]]
     timeout = seconds[0] if len(set(seconds)) == 1 else dict(zip(spec.names, seconds, strict=True))
-    settings = TrainingSettings(**{f.name: run[f.name] for f in dataclasses.fields(TrainingSettings)
-                                   if f.name in run})  # an older run.yaml lacks some (patience)
+    settings = TrainingSettings(**{f.name: run[f.name] for f in dataclasses.fields(TrainingSettings)})
     return TrainConfig(spec, sync["labels_topic"], sync["slop"], timeout, settings)
 
 
@@ -90,6 +87,7 @@ def run_settings(args: argparse.Namespace, config: TrainConfig, command: list[st
     if len(set(bags)) < len(bags):  # its copies' time blocks would land in both splits
         raise ValueError(f"a bag is given twice: {sorted({b for b in bags if bags.count(b) > 1})}")
     run = {
+        "format": RUN_FORMAT,
         "flags": [key for key in SETTING_FLAGS if getattr(args, key) is not None],  # set on the command line
         "bags": bags,
         "dataset_dir": str(args.dataset_dir.resolve()) if args.dataset_dir else None,
@@ -123,66 +121,42 @@ def check_resume(
         return run
     _require_checkpoint(checkpoints)
     previous = read_run_file(out)
-    previous.setdefault("flags", list(SETTING_FLAGS))  # a run.yaml from before the key: keep them all
     # A flag left out keeps what the run's flag gave (epochs and the dataset directory always:
     # a run may be extended, and no config holds the directory). A setting that came from the
     # config file is compared with a --config given now (without one, `load_config` took the run's).
     kept = [key for key in SETTING_FLAGS if key in previous["flags"] or key in ("epochs", "dataset_dir")]
     left_out = [key for key in kept if getattr(args, key) is None]
-    if args.config is not None and "epochs" in left_out and run["epochs"] != previous.get("epochs"):
-        say(f"--resume keeps the run's {previous.get('epochs')} epochs; the --config's "
+    if args.config is not None and "epochs" in left_out and run["epochs"] != previous["epochs"]:
+        say(f"--resume keeps the run's {previous['epochs']} epochs; the --config's "
              f"training.epochs {run['epochs']} counts only with --epochs {run['epochs']}")
     run = {**run, **{key: previous[key] for key in left_out if key in previous}}
     spec = previous["spec"]
     run["spec"] = {**run["spec"], **{key: spec[key] for key in left_out if key in spec}}
     # The spec's message types are filled in from the bags; compare what the user chose.
-    changed = [difference for k in FIXED_ON_RESUME if k in previous
+    changed = [difference for k in FIXED_ON_RESUME
                for difference in differences(k, _comparable(k, previous[k]), _comparable(k, run[k]))]
     if changed:
         raise ValueError(f"--resume: the settings differ from the run in {out / RUN_FILE}: "
                          f"{first(changed, MAX_DIFFERENCES_SHOWN)}")
-    previous.setdefault("guard_seconds", 0.0)
     done = checkpoint_epoch(checkpoints)
     if run["epochs"] < done:
         raise ValueError(f"--resume: the run has trained {done} epochs already, more than --epochs "
                          f"{run['epochs']}; its model is in {out / 'model'}")
-    # `run` fills in what an older run.yaml lacks, so later resumes check it too. The command
-    # that started the run stays (with its directory, unknown for an older run.yaml); each
-    # resume's own command is added after it.
+    # The command that started the run stays, with its directory; each resume's own is added after it.
     resumes = [*previous.get("resumes", []), {"command": run["command"], "cwd": run["cwd"]}]
-    return {**run, **previous, "cwd": previous.get("cwd"), "epochs": run["epochs"], "resumes": resumes}
+    return {**previous, "epochs": run["epochs"], "resumes": resumes}
 
 
-def check_same_split(out: Path, run: dict[str, Any], split: Split) -> str | None:
+def check_same_split(out: Path, run: dict[str, Any], split: Split) -> None:
     """Refuse a resume whose split differs from the one recorded for the run: a newer version of
-    the split (or of NumPy's shuffle) may send to validation frames the run has trained on.
-
-    A run.yaml from before the digest was recorded, where its guard was on, is checked by the
-    training, validation and guarded sample counts in the artifact's provenance (guard 0
-    splits as it always has); returns a warning where that artifact cannot tell them.
-    """
-    counts = (len(split.train), len(split.val), len(split.guarded))
-    recorded = run.get("split_sha256")
-    if recorded == split.digest() or (recorded is None and run["guard_seconds"] == 0):
-        return None
-    started = None
-    if recorded is None:
-        try:
-            dataset = yaml.safe_load((out / "model" / METADATA_FILE).read_text(encoding="utf-8"))
-            dataset = dataset["provenance"]["dataset"]
-            started = (dataset["train_samples"], dataset["val_samples"], dataset["guarded_samples"])
-        except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-            return (f"the split could not be checked against the run's ({out / 'model'} holds no sample "
-                    f"counts: {exc!r}); it is recorded as this version draws it")
-        if started == counts:
-            return None
-    before = f"{started[0]} and {started[1]} at the start, " if started else ""
-    raise CheckpointError(
-        f"--resume: the split now differs from the one recorded for {out} (a newer m2vae-train or NumPy; "
-        f"training and validation samples: {before}{counts[0]} and {counts[1]} now), so validation may score "
-        "frames the run has trained on; start a new run with another --out, or resume with the versions "
-        "that started this one"
-    )
+    the split (or of NumPy's shuffle) may send to validation frames the run has trained on."""
+    if run["split_sha256"] != split.digest():
+        raise CheckpointError(
+            f"--resume: the split now differs from the one recorded for {out} (a newer m2vae-train or "
+            f"NumPy; training and validation samples: {len(split.train)} and {len(split.val)} now), so "
+            "validation may score frames the run has trained on; start a new run with another --out, or "
+            "resume with the versions that started this one"
+        )
 
 
 def device_request(args: argparse.Namespace) -> str:
@@ -191,14 +165,14 @@ def device_request(args: argparse.Namespace) -> str:
     if args.device is not None:
         return args.device
     if args.resume and (args.out / RUN_FILE).is_file():
-        return str(read_run_file(args.out).get("device_type", "auto"))
+        return str(read_run_file(args.out)["device_type"])
     return "auto"
 
 
 def run_bags(out: Path) -> list[str]:
     """The recordings of the run in `out`, for a --resume that leaves out --bag."""
     _require_checkpoint(out / "checkpoints")
-    bags = read_run_file(out).get("bags")
+    bags = read_run_file(out)["bags"]
     if not isinstance(bags, list) or not bags:
         raise CheckpointError(f"{out / RUN_FILE} names no bags: give them with --bag")
     return [str(bag) for bag in bags]
@@ -210,7 +184,7 @@ def _require_checkpoint(checkpoints: Path) -> None:
 
 
 def read_run_file(out: Path) -> dict[str, Any]:
-    """RUN_DIR/run.yaml as a mapping, or CheckpointError naming the damage."""
+    """RUN_DIR/run.yaml as a mapping, or CheckpointError naming the damage or the other format."""
     path = out / RUN_FILE
     try:
         run = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -220,6 +194,14 @@ def read_run_file(out: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is damaged: {exc}") from None
     if not isinstance(run, dict) or not {"spec", "epochs"} <= set(run):
         raise CheckpointError(f"{path} is damaged: not the settings of a run")
+    if run.get("format") != RUN_FORMAT:
+        written = ("an earlier m2vae-train (no format)" if "format" not in run
+                   else f"another m2vae-train (format {run['format']!r})")
+        raise CheckpointError(f"{path} was written by {written}; this one resumes only {RUN_FORMAT} runs: "
+                              f"start a new run with another --out (the model in {out / 'model'} is left "
+                              "as it is)")
+    if missing := [key for key in RUN_KEYS if key not in run]:
+        raise CheckpointError(f"{path} is damaged: it lacks {', '.join(missing)}")
     return run
 
 

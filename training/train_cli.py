@@ -29,7 +29,6 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +70,8 @@ from m2vae_training.run_file import (
 from m2vae_training.split import Split, time_block_split
 
 from m2vae_ros.api import MultimodalVAE
-from m2vae_ros.artifact import ArtifactError, load_model, save_model
+from m2vae_ros.artifact import save_model
 from m2vae_ros.atomic import write_atomic
-from m2vae_ros.objectives import EVALUATION_ESTIMATOR
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
 from m2vae_ros.subsets import subset_name, unheld
 from m2vae_ros.trainer import ArrayDataset, Trainer, TrainingDiverged
@@ -175,8 +173,8 @@ def _train(
         raise DatasetError(f"no training sample holds {', '.join(untrained)}: every sample with it lies in "
                            "the validation blocks or their guard; record it for longer, or lower "
                            "training.block_seconds or training.val_fraction")
-    if args.resume and (unchecked := check_same_split(out, run, split)):
-        say(unchecked)
+    if args.resume:
+        check_same_split(out, run, split)
     run["split_sha256"] = split.digest()
     if job.is_main:
         _write_yaml(out / RUN_FILE, run)
@@ -215,14 +213,6 @@ def _train(
             say(f"the run already finished: early stopping ended it after epoch {epoch}")
         else:
             say(f"resuming after epoch {epoch}")
-            # Only checkpoints from before the estimator was recorded (scored at the posterior mean) get here.
-            if early_stopping.estimator != EVALUATION_ESTIMATOR:
-                if said := _rescore_best(trainer, early_stopping, val_set, out / "model", run["batch_size"],
-                                         write_artifact, job, has_epochs_left=epoch < run["epochs"]):
-                    say(said)
-                job.barrier()  # every process has read the checkpoint before the main one rewrites it
-                if checkpoints is not None:  # the rescore holds even if this attempt ends in its first epoch
-                    checkpoints.save(trainer, epoch)
     epoch_ends: list = [early_stopping]
     tensorboard = None
     if job.is_main:
@@ -283,53 +273,6 @@ def _train(
         print(f"{'interrupted' if cut_short else 'done'}: {trainer.epoch} epochs{stopped}, best val ELBO "
               f"{best}{speed}, artifact {out / 'model'}", flush=True)
     return 130 if cut_short else 0
-
-
-def _rescore_best(
-    trainer: Trainer, early_stopping: EarlyStopping, val_set: ArrayDataset | None, artifact: Path,
-    batch_size: int, write_artifact: Callable[[Trainer, int, dict[str, float]], None],
-    job: distributed.Distributed, *, has_epochs_left: bool,
-) -> str | None:
-    """Score the best epoch's model (the artifact) as validation scores now, so that the epochs to
-    come compare with it on equal terms; returns what happened, for the user (None: the run
-    has no validation, so nothing changes for it).
-
-    The artifact's metrics are rewritten to match, and the trainer's state is left as the
-    checkpoint had it. Every process does the same, so their stopping agrees.
-    """
-    old, best_epoch = early_stopping.estimator, early_stopping.best_epoch
-    then = ("the next epoch sets the best" if has_epochs_left
-            else "no epoch is left to train, so the artifact becomes the last epoch's model")
-    if val_set is None:
-        early_stopping.rescore(None)
-        return None
-    if not best_epoch:
-        early_stopping.rescore(None)
-        return f"no best val ELBO yet: validation is now scored with {EVALUATION_ESTIMATOR}"
-    try:
-        best = load_model(artifact)
-        same = best.metadata["metrics"].get("epoch") == best_epoch
-        problem = None if same else "holds another epoch's model"
-    except ArtifactError as exc:
-        problem = f"does not load ({exc})"
-    job.barrier()  # every process has read the artifact before the main one rewrites it
-    if problem is not None:  # killed between the artifact and the checkpoint, or damaged since
-        early_stopping.rescore(None)
-        return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}, and {artifact} "
-                f"{problem}; {then}")
-    resumed = trainer.state_dict()
-    trainer.model.load_state_dict(best.model.state_dict())
-    try:
-        early_stopping.rescore(trainer.evaluate(val_set, batch_size=batch_size))
-        if early_stopping.best_epoch:
-            write_artifact(trainer, best_epoch, early_stopping.best_metrics)
-    finally:
-        trainer.load_state_dict(resumed)
-    if not early_stopping.best_epoch:
-        return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}; rescored with "
-                f"{EVALUATION_ESTIMATOR}, it is not finite: {then}")
-    return (f"the best val ELBO (epoch {best_epoch}) was scored with {old}; rescored with "
-            f"{EVALUATION_ESTIMATOR}: {early_stopping.best:.4g}")
 
 
 def _provenance(run: dict[str, Any], dataset: PreparedDataset, split: Split, config: TrainConfig) -> dict:
