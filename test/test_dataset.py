@@ -20,9 +20,9 @@ from m2vae_training.dataset import (
     _refuse_a_recording_twice,
     build_dataset,
     load_dataset,
-    no_samples_error,
 )
 from m2vae_training.dataset_cli import TOPIC_KEYS, main
+from m2vae_training.dataset_notes import no_samples_error
 from m2vae_training.prediction import UsePredictor
 from std_msgs.msg import String
 

@@ -25,7 +25,7 @@ import json
 import shutil
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ from m2vae_ros.atomic import write_atomic
 from m2vae_ros.codec import (
     CodecError,
     Decoded,
-    accepted_types,
     check_and_keep,
     decode_message,
     require_decodable,
@@ -74,42 +73,6 @@ COPY_ROWS = 512  # spill rows copied into the dataset at a time (bounded memory 
 
 class DatasetError(Exception):
     """A prepared dataset directory that is missing, incomplete or inconsistent."""
-
-
-def no_samples_error(
-    what: str, modalities: Sequence[ModalitySpec], recorded: Mapping[str, str]
-) -> DatasetError:
-    """The error for configured topics the bags give nothing on, with the way to fix it."""
-    topics = ", ".join(f"{m.name}={m.topic}" for m in modalities)
-    hints = [hint for m in modalities if (hint := topic_hints(m, recorded))]
-    hints += ["`m2vae-dataset` prints what each topic gave"]  # why a recorded topic gave nothing
-    return DatasetError(f"{what} {topics}; name the recorded topics with --topic MODALITY=TOPIC "
-                        f"({'; '.join(hints)})")
-
-
-def topic_hints(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
-    """Why the sensor's topic can give it nothing, if its type says so, and what could feed it instead."""
-    hints = (unreadable_type(modality, recorded), feeding_topics_hint(modality, recorded))
-    return "; ".join(hint for hint in hints if hint)
-
-
-def unreadable_type(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
-    """'/gt/object is visualization_msgs/msg/Marker, which lidar (a scan) cannot read: ...' when the
-    sensor's topic is recorded with a type its kind does not decode, else ''."""
-    msgtype, accepted = recorded.get(modality.topic), accepted_types(modality.kind)
-    if not msgtype or msgtype in accepted:
-        return ""
-    return (f"{modality.topic} is {msgtype}, which {modality.name} (a {modality.kind}) cannot read: it takes "
-            f"{', '.join(accepted)}")
-
-
-def feeding_topics_hint(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
-    """'the bags record for camera: /x (sensor_msgs/msg/CompressedImage)': the other topics that
-    could feed the sensor, or '' when there are none."""
-    accepted = set(accepted_types(modality.kind))
-    candidates = [f"{topic} ({msgtype})" for topic, msgtype in sorted(recorded.items())
-                  if msgtype in accepted and topic != modality.topic]
-    return f"the bags record for {modality.name}: {', '.join(candidates)}" if candidates else ""
 
 
 @dataclass

@@ -1,9 +1,15 @@
 """What a dataset build found beyond its counts, as lines for people: m2vae-dataset prints them
-after its summary, m2vae-train before it trains."""
+after its summary, m2vae-train before it trains; and the hints of the error for topics that
+gave no samples, which m2vae-train and m2vae-eval raise."""
 
 from __future__ import annotations
 
-from m2vae_training.dataset import PreparedDataset, feeding_topics_hint, unreadable_type
+from collections.abc import Mapping, Sequence
+
+from m2vae_training.dataset import DatasetError, PreparedDataset
+
+from m2vae_ros.codec import accepted_types
+from m2vae_ros.spec import ModalitySpec
 
 MIN_REACH = 0.95  # below: the config's LiDAR geometry is likely not the sensor's
 REACH_HINTS = {
@@ -43,3 +49,39 @@ def notes(dataset: PreparedDataset) -> list[str]:
 def failure_counts(failures: dict[str, int]) -> str:
     """`reason n, reason n` for a failure count table."""
     return ", ".join(f"{reason} {n}" for reason, n in failures.items())
+
+
+def no_samples_error(
+    what: str, modalities: Sequence[ModalitySpec], recorded: Mapping[str, str]
+) -> DatasetError:
+    """The error for configured topics the bags give nothing on, with the way to fix it."""
+    topics = ", ".join(f"{m.name}={m.topic}" for m in modalities)
+    hints = [hint for m in modalities if (hint := topic_hints(m, recorded))]
+    hints += ["`m2vae-dataset` prints what each topic gave"]  # why a recorded topic gave nothing
+    return DatasetError(f"{what} {topics}; name the recorded topics with --topic MODALITY=TOPIC "
+                        f"({'; '.join(hints)})")
+
+
+def topic_hints(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
+    """Why the sensor's topic can give it nothing, if its type says so, and what could feed it instead."""
+    hints = (unreadable_type(modality, recorded), feeding_topics_hint(modality, recorded))
+    return "; ".join(hint for hint in hints if hint)
+
+
+def unreadable_type(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
+    """'/gt/object is visualization_msgs/msg/Marker, which lidar (a scan) cannot read: ...' when the
+    sensor's topic is recorded with a type its kind does not decode, else ''."""
+    msgtype, accepted = recorded.get(modality.topic), accepted_types(modality.kind)
+    if not msgtype or msgtype in accepted:
+        return ""
+    return (f"{modality.topic} is {msgtype}, which {modality.name} (a {modality.kind}) cannot read: it takes "
+            f"{', '.join(accepted)}")
+
+
+def feeding_topics_hint(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
+    """'the bags record for camera: /x (sensor_msgs/msg/CompressedImage)': the other topics that
+    could feed the sensor, or '' when there are none."""
+    accepted = set(accepted_types(modality.kind))
+    candidates = [f"{topic} ({msgtype})" for topic, msgtype in sorted(recorded.items())
+                  if msgtype in accepted and topic != modality.topic]
+    return f"the bags record for {modality.name}: {', '.join(candidates)}" if candidates else ""

@@ -41,9 +41,8 @@ from m2vae_training.dataset import (
     build_dataset,
     common_class_names,
     load_dataset,
-    no_samples_error,
-    topic_hints,
 )
+from m2vae_training.dataset_notes import no_samples_error, topic_hints
 from m2vae_training.evaluation import (
     SubsetScores,
     has_ground_truth,

@@ -54,9 +54,8 @@ from m2vae_training.dataset import (
     PreparedDataset,
     build_dataset,
     load_dataset,
-    no_samples_error,
 )
-from m2vae_training.dataset_notes import notes
+from m2vae_training.dataset_notes import no_samples_error, notes
 from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 from m2vae_training.run_file import (
     RUN_FILE,
