@@ -84,8 +84,6 @@ def run_settings(args: argparse.Namespace, config: TrainConfig, command: list[st
             spec, latent_dim=args.latent_dim or spec.latent_dim, objective=args.objective or spec.objective
         )
     bags = [str(Path(b).resolve()) for b in args.bag]
-    if len(set(bags)) < len(bags):  # its copies' time blocks would land in both splits
-        raise ValueError(f"a bag is given twice: {sorted({b for b in bags if bags.count(b) > 1})}")
     run = {
         "format": RUN_FORMAT,
         "flags": [key for key in SETTING_FLAGS if getattr(args, key) is not None],  # set on the command line
