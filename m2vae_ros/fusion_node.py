@@ -66,7 +66,23 @@ CLOCK_STILL_S = 2.0  # under use_sim_time, a /clock standing still this long is 
 
 
 class FusionNode(Node):
-    """The `m2vae_fusion` node; raises StartupError when it cannot run."""
+    """The `m2vae_fusion` node; raises StartupError when it cannot run.
+
+    Threads: the executor's thread runs every callback (sensor messages, timers,
+    parameter changes); the worker (`_inference_loop`) runs the model. What they share:
+
+    - `liveness` and `_pacer`: written by callbacks, read by the worker, always under
+      `_liveness_lock`. Reads write too: after the clock jumps back, `alive()` forgets
+      arrivals that now lie in the future.
+    - `_latest` and `_frame_ids`: written by callbacks, read by the worker; each is one dict
+      store or read, atomic under the GIL. A sample is stored before its sensor can count
+      as alive, so the worker finds one for every alive sensor.
+    - `_pending` (an Event) with `_trigger_lock`: a trigger sets it, the worker clears it;
+      the lock makes "already set, so count one dropped" and "set" one step.
+    - `stats`: locked inside InferenceStats; the worker records, the diagnostics timer reads.
+    - `_last_inputs` is the worker's alone; `_active` and `_clock_heard` the callbacks'.
+      `_stopping` ends the worker (`stop`).
+    """
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         try:
