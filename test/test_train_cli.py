@@ -418,7 +418,7 @@ def test_inputs_that_would_mislead_training_are_refused(inputs, capsys):
     twice = _args(inputs, root / "twice")
     twice[twice.index("--bag") + 1 : twice.index("--bag") + 1] = [str(inputs["bag"])]
     assert main(twice) == 2  # the copies' time blocks would sit on both sides of the split
-    assert "a bag is given twice" in capsys.readouterr().err
+    assert "are one recording (bag.mcap); give it once" in capsys.readouterr().err
     (root / "a_file").write_text("")
     assert main(_args(inputs, root / "a_file")) == 2
     assert f"--out {root / 'a_file'} is a file" in capsys.readouterr().err
