@@ -31,6 +31,7 @@ import struct
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection, QosDurability, QosReliability
 
+from m2vae_ros.bag_errors import READ_ERRORS
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.nested_stamps import field_holds_header, holds_header, map_header_stamps
 from m2vae_ros.qos import RELIABILITIES, latched_qos, sensor_qos
@@ -213,7 +215,7 @@ class BagPlayer:
         """
         bag_start_ns = self.reader.start_time
         wall_start, wall_start_ns = time.monotonic(), time.time_ns()
-        for connection, log_ns, raw in self.reader.messages(connections=self.connections):
+        for connection, log_ns, raw in self._messages():
             offset_s = (log_ns - bag_start_ns) / 1e9
             if any(drop.covers(connection.topic, offset_s) for drop in self.drops):
                 self.suppressed[connection.topic] += 1
@@ -230,6 +232,20 @@ class BagPlayer:
         remaining = wall_start + (self.reader.end_time - bag_start_ns) / 1e9 / self.rate - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
+
+    def _messages(self) -> Iterator[tuple[Connection, int, memoryview | bytes]]:
+        """The recording's messages in order; PlayError at damage (what came before was played)."""
+        messages, count = self.reader.messages(connections=self.connections), 0
+        while True:
+            try:
+                message = next(messages)
+            except StopIteration:
+                return
+            except READ_ERRORS as exc:
+                raise PlayError(f"the recording is damaged after {count} messages of this pass "
+                                f"({type(exc).__name__}: {exc})") from None
+            count += 1
+            yield message
 
     def _restamped(self, topic: str, data: bytes, log_ns: int, origin: tuple[int, int]) -> bytes:
         """The message with its header stamps moved to this pass's wall clock.

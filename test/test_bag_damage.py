@@ -308,3 +308,31 @@ def test_a_data_cell_that_is_no_blob_in_an_intact_bag_is_a_corrupt_message(tmp_p
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
     scans = ds.manifest["topics"]["/scan"]
     assert (scans["decoded"], scans["failed"], scans["failures"]) == (9, 1, {"corrupt_message": 1})
+
+
+def test_a_skipped_record_whose_length_overflows_a_file_offset_is_damage_not_a_crash(tmp_path):
+    # A record of another kind than a message inside a chunk is skipped by seeking past it; a
+    # damaged length makes that offset exceed 2**63 and Python raises OverflowError (seen on a
+    # recording with zeroed disk blocks).
+    bag = write_bag(tmp_path / "bag", SCANS, "mcap")
+    storage = next(bag.glob("*.mcap"))
+    raw = bytearray(storage.read_bytes())
+    at = raw.index(serialize_message(SCANS[3][1]))  # a message's data; its record header lies before it
+    header_at = at - (1 + 8 + 2 + 4 + 8 + 8)  # opcode, length, channel, sequence, log and publish time
+    assert raw[header_at] == 0x05
+    raw[header_at : header_at + 9] = b"\x00" + struct.pack("<Q", 2**63 - 1)  # no message any more
+    storage.write_bytes(bytes(raw))
+    with Bag(bag) as reader:
+        stamps = [stamp for _, _, stamp, _ in reader.messages({"/scan"})]
+    assert stamps == []  # the chunk holding the damage is lost whole: rosbags parses it before yielding
+    assert reader.damage == [f"{bag.name}: unreadable after 0 messages (Python int too large to "
+                             "convert to C ssize_t)"]
+
+
+def test_a_topic_name_that_is_no_longer_text_is_damage_not_a_crash(tmp_path):
+    bag = write_bag(tmp_path / "bag", SCANS, "sqlite3")
+    with sqlite3.connect(next(bag.glob("*.db3"))) as db:
+        db.execute("UPDATE topics SET name = CAST(X'2FFF73' AS TEXT)")  # "/\xffs": bytes flipped on disk
+    (bag / "metadata.yaml").unlink()  # so the salvage reads the topic table itself
+    with pytest.raises(BagError, match="not even the topic table is readable"), Bag(bag):
+        pass

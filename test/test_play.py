@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import struct
 import time
 from pathlib import Path
 
@@ -319,6 +321,26 @@ def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.F
     assert single_loop.returncode == 2 and "under 1 ms" in single_loop.stderr, single_loop.stderr
     runs = (bad_drop, missing_topic, missing_bag, not_a_bag, not_mcap, unplayed_drop, empty_loop, single_loop)
     assert not any("Traceback" in run.stderr for run in runs)
+
+
+def test_a_damaged_recording_plays_up_to_the_damage_and_says_so(
+    bag: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    damaged = tmp_path / "damaged_bag"
+    shutil.copytree(bag, damaged)
+    storage = next(damaged.glob("*.mcap"))
+    raw = bytearray(storage.read_bytes())
+    # A message record inside the chunk turned into an unknown record whose length overflows a
+    # file offset when skipped (an OverflowError out of rosbags, seen on zeroed disk blocks).
+    sixth = TYPESTORE.serialize_cdr(_scan(BAG_START_NS + 5 * SCAN_PERIOD_NS), "sensor_msgs/msg/LaserScan")
+    at = raw.index(sixth)
+    header_at = at - (1 + 8 + 2 + 4 + 8 + 8)
+    assert raw[header_at] == 0x05
+    raw[header_at : header_at + 9] = b"\x00" + struct.pack("<Q", 2**63 - 1)
+    storage.write_bytes(bytes(raw))
+    result = run_to_exit([str(VENV_BIN / "m2vae-play"), str(damaged)], domain_id_for(request.node.nodeid))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "the recording is damaged after 0 messages of this pass (OverflowError" in result.stderr
 
 
 def test_waiting_for_subscribers_names_a_qos_mismatch(bag: Path, request: pytest.FixtureRequest) -> None:

@@ -25,14 +25,7 @@ from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
 from rosbags.rosbag2.errors import ReaderError
 from rosbags.rosbag2.storage_mcap import decompress
 
-try:  # the zstd module rosbags decompresses with
-    from compression.zstd import ZstdError  # Python ≥ 3.14
-except ImportError:
-    from backports.zstd import ZstdError
-
-# What a damaged compressed chunk raises: rosbags' own checks, lz4 (RuntimeError) and zstd
-# (ZstdError, which derives from Exception only).
-DECOMPRESSION_ERRORS = (ReaderError, ValueError, RuntimeError, ZstdError)
+from m2vae_ros.bag_errors import DECOMPRESSION_ERRORS
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 DEFINITION_FORMATS = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
@@ -101,7 +94,7 @@ def salvage_sqlite(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, b
                 ):
                     if encoding in DEFINITION_FORMATS:
                         found.definitions[msgtype] = MessageDefinition(DEFINITION_FORMATS[encoding], text)
-    except apsw.Error as exc:
+    except (apsw.Error, UnicodeDecodeError) as exc:  # a damaged page, or a name that is no longer text
         raise ReaderError(f"{path}: not even the topic table is readable ({exc})") from None
 
     def messages() -> Iterator[tuple[str, str, int, bytes]]:

@@ -21,7 +21,6 @@ from typing import Any
 
 import apsw
 from m2vae_training.bag_salvage import (
-    DECOMPRESSION_ERRORS,
     Salvage,
     salvage_mcap,
     salvage_sqlite,
@@ -34,6 +33,7 @@ from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_
 from rosbags.typesys.base import TypesysError
 from rosbags.typesys.store import Typestore
 
+from m2vae_ros.bag_errors import READ_ERRORS
 from m2vae_ros.codec import CodecError
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
@@ -43,12 +43,6 @@ STORAGE_SUFFIXES = (".mcap", ".db3")
 RECORDING_FILE = re.compile(r".*\.(mcap|db3)(\.zstd|-wal)?|metadata\.yaml")
 IDL_SEPARATOR = "=" * 80 + "\n"
 _DIGEST_SPAN = 1 << 20  # bytes read from each end of a message file by storage_digest
-# What a damaged storage file raises while being read. KeyError: rosbags 0.11 on the empty
-# definition rosbag2 (Iron and later) stores for a type the recording machine did not know.
-# What rosbags raises on damaged storage: a flipped length asks for petabytes (MemoryError),
-# a damaged sqlite schema compares None with ints (TypeError); a damaged compressed chunk
-# raises its decompressor's error.
-READ_ERRORS = (apsw.Error, OSError, EOFError, KeyError, MemoryError, TypeError, *DECOMPRESSION_ERRORS)
 
 
 class BagError(Exception):
