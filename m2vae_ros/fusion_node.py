@@ -147,12 +147,19 @@ class FusionNode(Node):
         # Diagnostics name the topic as subscribed: after namespaces and remapping.
         self._resolved_topics: dict[str, str] = {}
         self._sensor_qos = sensor_qos(self.params.reliability)
+        readers: dict[str, tuple[str, str]] = {}  # resolved topic → (modality, type) subscribed to it
         for modality in self.spec.modalities:
             wiring = self.modality_params[modality.name]
             topic, msg_type = wiring.topic, wiring.msg_type
             try:
                 require_decodable(modality, msg_type)
                 msg_class = message_class(msg_type)
+                resolved = self.resolve_topic_name(topic)
+                other, other_type = readers.setdefault(resolved, (modality.name, msg_type))
+                if other_type != msg_type:  # DDS carries one type per topic; rclpy would raise RCLError
+                    raise StartupError(f"modalities {other!r} and {modality.name!r} both read {resolved}, as "
+                                       f"{other_type} and {msg_type}: a topic carries one message type; "
+                                       f"set parameter '{MODALITY_PREFIX}.{modality.name}.topic'")
                 callback = partial(self._on_message, modality.name)
                 subscription = self.create_subscription(msg_class, topic, callback, self._sensor_qos)
                 self._resolved_topics[modality.name] = subscription.topic_name

@@ -406,6 +406,11 @@ def test_startup_errors_exit_nonzero_with_one_clear_line(
             fusion, "--ros-args", "-p", f"model_path:={model_dir}", "-p", "use_sim_time:=1"],
         f"{Path.home() / 'absent_model'}: no such model directory": [  # ~ expanded: no shell after :=
             fusion, "--ros-args", "-p", "model_path:=~/absent_model"],
+        # rclpy raised RCLError "incompatible type" from create_subscription.
+        "modalities 'camera' and 'lidar' both read /camera/image_raw, as sensor_msgs/msg/Image and "
+        "sensor_msgs/msg/LaserScan": [
+            fusion, "--ros-args", "-p", f"model_path:={model_dir}",
+            "-p", "modalities.lidar.topic:=/camera/image_raw"],
     }
     vector = ModelSpec.from_dict(
         {"modalities": [{"name": "imu", "kind": "vector", "preprocess": {"dim": 6}}], "latent_dim": 4})
