@@ -195,12 +195,12 @@ class Trainer:
                     callback.on_step_end(self, self.step, result)
             bar.close()
             train_metrics = self.pooled(totals).means()
-            if not math.isfinite(train_metrics.get("loss", 0.0)):
+            if problem := self._divergence(train_metrics, train, batch_size):
                 self.load_state_dict(before)
                 raise TrainingDiverged(
-                    f"epoch {self.epoch + 1}: the training loss is {train_metrics['loss']}, so training "
-                    f"stops and the model stays as it was after epoch {self.epoch}. Look for extreme "
-                    "values in the data (one 1e20 is enough), or lower the learning rate.",
+                    f"epoch {self.epoch + 1}: {problem}, so training stops and the model stays as it was "
+                    f"after epoch {self.epoch}. Look for extreme values in the data (one 1e20 is enough), "
+                    "or lower the learning rate.",
                     history,
                 )
             self.epoch += 1
@@ -211,6 +211,26 @@ class Trainer:
             if any(stops):
                 break
         return history
+
+    @torch.no_grad()
+    def _divergence(
+        self, train_metrics: dict[str, float], train: ArrayDataset, batch_size: int
+    ) -> str | None:
+        """Why the epoch just trained cannot be kept, or None.
+
+        The epoch's mean loss is made before each step, so the last steps can leave weights
+        whose loss is no longer finite (too large for float32) while that mean reads finite:
+        the weights are scored once more, on the first training rows, which every torchrun
+        rank holds alike, so all ranks decide the same.
+        """
+        if not math.isfinite(train_metrics.get("loss", 0.0)):
+            return f"the training loss is {train_metrics['loss']}"
+        rows = np.arange(min(batch_size, len(train)))
+        x, available = next(self._batches(train, rows, batch_size))
+        after = loss(self.model, x, available, generator=evaluation_generator(self.device)).total
+        if not torch.isfinite(after):
+            return f"the loss of the weights it ended with is {after.item()}"
+        return None
 
     @torch.no_grad()
     def evaluate(self, data: ArrayDataset, *, batch_size: int = 256) -> dict[str, float]:

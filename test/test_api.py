@@ -374,3 +374,15 @@ def test_devices_are_named_as_for_the_node_and_absent_cuda_falls_back_with_a_war
         MultimodalVAE.load(tmp_path / "model", device="cuda:0")
     with pytest.raises(ValueError, match=r"cuda\[:<index>\] or another torch device, got 'gpu'"):
         MultimodalVAE.load(tmp_path / "model", device="gpu")
+
+
+def test_weights_whose_loss_is_no_longer_finite_after_the_last_steps_are_a_divergence_too():
+    # The epoch's mean loss, made before the last steps, reads finite (about 288 here); the
+    # loss of the weights after them does not, and evaluate, encode and save would carry them on.
+    vae = MultimodalVAE.from_modalities({"a": ("vector", 8), "b": ("vector", 8)}, latent_dim=2)
+    rng = np.random.default_rng(0)
+    data = {"a": rng.random((64, 8)).astype(np.float32), "b": rng.random((64, 8)).astype(np.float32)}
+    initial = {name: value.clone() for name, value in vae.model.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match="epoch 1: the loss of the weights it ended with is nan"):
+        vae.fit(data, epochs=1, lr=1e6)
+    assert all(torch.equal(initial[name], value) for name, value in vae.model.state_dict().items())
