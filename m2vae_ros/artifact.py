@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ LAYOUT_KEY = "m2vae_modalities"
 # (free-form notes) is not compared either.
 EDITABLE = ("topic", "msg_type")
 WEIGHTS_FILE = "model.safetensors"
+INCOMING_SUFFIX = ".incoming"  # the weights of a save in progress, beside WEIGHTS_FILE
 METADATA_FILE = "model.yaml"
 
 
@@ -90,8 +92,13 @@ def save_model(
         "metrics": _yaml_safe(metrics or {}),
     }
     text = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
-    write_atomic(directory / WEIGHTS_FILE, weights)
+    # Two files cannot be replaced in one step. model.yaml is the commit: until it is written
+    # the old pair stands; after it, `_read_weights` finds the new weights under their incoming
+    # name should a kill come before the last rename.
+    incoming = directory / (WEIGHTS_FILE + INCOMING_SUFFIX)
+    write_atomic(incoming, weights)
     write_atomic(directory / METADATA_FILE, text.encode())
+    os.replace(incoming, directory / WEIGHTS_FILE)
     return directory
 
 
@@ -222,6 +229,10 @@ def _read_weights(path: Path, sha256: str) -> tuple[dict[str, torch.Tensor], dic
         raise ArtifactError(f"{path}: missing")
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
+    incoming = path.with_name(path.name + INCOMING_SUFFIX)
+    if actual != sha256 and incoming.is_file():  # a save killed between model.yaml and its last rename
+        data = incoming.read_bytes()
+        actual = sha256 if hashlib.sha256(data).hexdigest() == sha256 else actual
     if actual != sha256:
         raise ArtifactError(
             f"{path}: sha256 {actual[:12]}… does not match model.yaml's {sha256[:12]}… "

@@ -13,6 +13,7 @@ from safetensors.torch import load_file as load_safetensors_file
 from safetensors.torch import save_file
 
 import m2vae_ros
+from m2vae_ros import artifact
 from m2vae_ros.artifact import LAYOUT_KEY, SPEC_KEY, ArtifactError, load_model, save_model
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess, VectorPreprocess
@@ -231,6 +232,32 @@ def test_saving_again_replaces_both_files_without_leftovers(saved):
     assert torch.equal(loaded.model.state_dict()[first], model.state_dict()[first])
     assert sorted(p.name for p in directory.iterdir()) == ["model.safetensors", "model.yaml"]
 
+
+
+@pytest.mark.parametrize("yaml_written", [False, True])
+def test_a_save_killed_at_its_model_yaml_leaves_a_loadable_model_old_or_new(saved, monkeypatch, yaml_written):
+    model, directory = saved
+    old = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    real_write = artifact.write_atomic
+
+    def write_then_die(path, data):  # the process dies at model.yaml: before or just after writing it
+        if path.name == "model.yaml":
+            if yaml_written:
+                real_write(path, data)
+            raise KeyboardInterrupt
+        real_write(path, data)
+
+    monkeypatch.setattr(artifact, "write_atomic", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model, directory)
+    monkeypatch.undo()
+    loaded = load_model(directory).model.state_dict()
+    expected = model.state_dict() if yaml_written else old  # model.yaml is the commit
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    save_model(model, directory)  # the next save cleans up after the killed one
+    assert sorted(p.name for p in directory.iterdir()) == ["model.safetensors", "model.yaml"]
 
 
 def two_vector_sensors(tmp_path):
