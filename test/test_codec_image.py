@@ -6,6 +6,7 @@ import pytest
 from bagutils import compressed, image, scan, to_rosbags
 
 from m2vae_ros.codec import CodecError, decode_message
+from m2vae_ros.codec.image import declared_size
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec
 
 RNG = np.random.default_rng(0)
@@ -170,3 +171,22 @@ def test_compressed_bytes_that_are_no_8_or_16_bit_image_are_corrupt(flavour):
     with pytest.raises(CodecError) as err:
         decode_message(flavour(compressed(tiff.tobytes(), "png")), camera())
     assert err.value.reason == "corrupt_compressed"
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp"])
+def test_a_compressed_image_size_is_read_from_its_header(extension):
+    ok, data = cv2.imencode(extension, RNG.integers(0, 256, size=(30, 41, 3), dtype=np.uint8))
+    assert ok
+    assert declared_size(data) == (41, 30)
+
+
+def test_a_compressed_image_declaring_gigapixels_is_refused_before_decoding(flavour):
+    # A 20000×20000 PNG of one colour compresses to about 1 MB and would decode to 1.2 GB.
+    ok, png = cv2.imencode(".png", RGB)
+    assert ok
+    bomb = bytearray(png.tobytes())
+    bomb[16:24] = (20000).to_bytes(4, "big") * 2  # IHDR width and height
+    with pytest.raises(CodecError) as err:
+        decode_message(flavour(compressed(bytes(bomb), "png")), camera())
+    assert err.value.reason == "too_large" and "declares 20000×20000 pixels" in str(err.value)
+    assert declared_size(np.frombuffer(b"not an image", np.uint8)) is None

@@ -10,6 +10,13 @@ import numpy as np
 from m2vae_ros.codec.common import CodecError, Decoded, byte_view, stamp_ns
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec
 
+# A compressed image declaring more pixels is refused before decoding: 64 MP is above any robot
+# camera (a 4K frame is 8.3 MP) and decodes to 192 MB of BGR.
+MAX_COMPRESSED_PIXELS = 64 * 2**20
+# How far into the data the size is looked for: a JPEG's EXIF segment, before its frame
+# header, may hold up to 64 KB.
+_HEADER_BYTES = 1 << 17
+
 # encoding → (numpy base type, channels, channel order, full scale)
 ENCODINGS: dict[str, tuple[str, int, str, float]] = {
     "rgb8": ("u1", 3, "rgb", 255.0),
@@ -83,7 +90,12 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
     if "compresseddepth" in str(msg.format).lower():
         raise CodecError("unsupported_encoding", f"compressed format {msg.format!r}: compressedDepth is not "
                          "supported; subscribe to the raw depth image")
-    pixels = imdecode(byte_view(msg.data))
+    buf = byte_view(msg.data)
+    size = declared_size(buf)
+    if size is not None and size[0] * size[1] > MAX_COMPRESSED_PIXELS:
+        raise CodecError("too_large", f"{msg.format!r} data declares {size[0]}×{size[1]} pixels; over "
+                         f"{MAX_COMPRESSED_PIXELS // 2**20} MP is refused before decoding")
+    pixels = imdecode(buf)
     if pixels is None:
         raise CodecError("corrupt_compressed", f"cv2.imdecode could not decode {msg.format!r} data")
     if pixels.ndim == 2:
@@ -95,6 +107,44 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
     order = "mono" if pixels.shape[2] == 1 else "bgr"
     full_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
     return _decoded(pixels, order, full_scale, spec, msg)
+
+
+def declared_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or WebP header, read without decoding; None for other data.
+
+    A few bytes can declare an image of gigabytes (a 1 MB PNG of 20000×20000 decodes to
+    1.2 GB), which imdecode would allocate before it found anything wrong.
+    """
+    data = buf[:_HEADER_BYTES].tobytes()
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
+        if chunk == b"VP8 ":
+            width, height = (int.from_bytes(data[at : at + 2], "little") & 0x3FFF for at in (26, 28))
+            return width, height
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The frame header's size: segments are walked by their lengths up to the first SOFn marker."""
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn, not DHT/JPG/DAC
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
 
 
 def imdecode(buf: np.ndarray) -> np.ndarray | None:
