@@ -136,3 +136,12 @@ def test_a_stamp_never_set_is_refused_with_its_own_reason():
     with pytest.raises(CodecError) as err:
         check_and_keep(msg, LIDAR)
     assert err.value.reason == "zero_stamp"
+
+
+def test_a_stamp_whose_nanoseconds_reach_a_second_is_refused():
+    msg = scan([1.0] * 8, 5)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 100, 1_500_000_000  # would read as 101.5 s
+    for function in (check_and_keep, decode_message):
+        with pytest.raises(CodecError) as err:
+            function(msg, LIDAR)
+        assert err.value.reason == "bad_stamp" and "nanosec 1500000000" in str(err.value)

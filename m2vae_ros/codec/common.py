@@ -59,13 +59,17 @@ def stamp_ns(msg: Any) -> int:
     ``sec`` is signed, but a stamp before 1970 comes from a driver without a clock: it
     would sort before every real message in a recording and make the node's latency
     meaningless, so both refuse it here. A stamp of exactly 0 is one never set (a
-    default-constructed header), refused for the same reason.
+    default-constructed header), refused for the same reason. A `nanosec` of a second or more
+    is malformed: it would carry into `sec`, and the node would see a stamp in its future.
     """
     try:
         stamp = msg.header.stamp
-        ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+        sec, nanosec = int(stamp.sec), int(stamp.nanosec)
     except AttributeError as exc:
         raise CodecError("missing_field", f"{message_type(msg)} has no header.stamp") from exc
+    if nanosec >= 1_000_000_000:  # builtin_interfaces/Time: nanosec < 1e9; more is a driver's bug
+        raise CodecError("bad_stamp", f"header stamp nanosec {nanosec} is not below 1e9")
+    ns = sec * 1_000_000_000 + nanosec
     if ns < 0:
         raise CodecError("negative_stamp", "header stamp before 1970 (a driver without a clock?)")
     if ns == 0:
