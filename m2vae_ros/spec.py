@@ -23,6 +23,7 @@ import math
 import numbers
 import operator
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -122,7 +123,7 @@ class ModalitySpec:
     hidden: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if not MODALITY_NAME.fullmatch(self.name):
+        if not (isinstance(self.name, str) and MODALITY_NAME.fullmatch(self.name)):
             raise SpecError(f"modality name {self.name!r} must be letters, digits and '_', starting with a "
                             "letter: it names ROS topics and parameters")
         if self.kind not in KINDS:
@@ -142,6 +143,9 @@ class ModalitySpec:
         if not isinstance(self.msg_type, str):
             raise SpecError(f"modality {self.name!r}: msg_type must be a ROS type name such as "
                             f"sensor_msgs/msg/Image, got {self.msg_type!r}")
+        if not isinstance(self.topic, str):  # a dict key of the dataset build and the node: not a number
+            raise SpecError(f"modality {self.name!r}: topic must be a ROS topic name such as /scan (or left "
+                            f"out), got {self.topic!r}")
         if min(self.shape) < 1 or any(width < 1 for width in self.hidden):
             raise SpecError(f"modality {self.name!r}: sizes must be ≥ 1, got tensor shape {self.shape} and "
                             f"hidden widths {self.hidden}")
@@ -179,9 +183,13 @@ class ModalitySpec:
     def from_dict(cls, d: dict[str, Any]) -> ModalitySpec:
         d = dict(d)
         kind = d.get("kind")
-        if kind not in PREPROCESS_BY_KIND:
+        if not isinstance(kind, str) or kind not in PREPROCESS_BY_KIND:
             raise SpecError(f"modality {d.get('name')!r}: kind {kind!r} not in {KINDS}")
-        d["preprocess"] = _build(PREPROCESS_BY_KIND[kind], d.get("preprocess") or {}, d.get("name"))
+        preprocess = d.get("preprocess") or {}
+        if not isinstance(preprocess, Mapping):
+            raise SpecError(f"modality {d.get('name')!r}: preprocess must be a mapping of "
+                            f"{PREPROCESS_BY_KIND[kind].__name__} keys, got {preprocess!r}")
+        d["preprocess"] = _build(PREPROCESS_BY_KIND[kind], dict(preprocess), d.get("name"))
         hidden = d.get("hidden") or ()
         if not isinstance(hidden, list | tuple):
             raise SpecError(f"modality {d.get('name')!r}: hidden must be a list of widths, got {hidden!r}")
@@ -272,14 +280,20 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         d = dict(d)
-        d["modalities"] = tuple(ModalitySpec.from_dict(m) for m in d.get("modalities") or ())
+        modalities = d.get("modalities") or ()
+        if not isinstance(modalities, list | tuple):
+            raise SpecError(f"modalities must be a list of modality mappings, got {modalities!r}")
+        for i, modality in enumerate(modalities):  # a stray `-` line in YAML is a None entry
+            if not isinstance(modality, Mapping):
+                raise SpecError(f"modalities[{i}] must be a mapping, got {modality!r}")
+        d["modalities"] = tuple(ModalitySpec.from_dict(m) for m in modalities)
         return _build(cls, d, "model")
 
 
 def _build(cls: type, d: dict[str, Any], where: Any) -> Any:
     """Construct dataclass `cls` from `d`, naming unknown keys instead of a TypeError."""
     types = {f.name: f.type for f in fields(cls)}
-    unknown = sorted(set(d) - set(types))
+    unknown = sorted(set(d) - set(types), key=str)  # YAML keys may be numbers too
     if unknown:
         raise SpecError(f"{where}: unknown {cls.__name__} keys {unknown}; known: {sorted(types)}")
     values = {key: parse_number(value, types[key], f"{where}: {key}") for key, value in d.items()}

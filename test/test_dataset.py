@@ -4,8 +4,12 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -16,6 +20,7 @@ from bagutils import cloud, compressed, image, marker, scan, write_bag
 from m2vae_training.bags import Bag, BagError, storage_identity
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import (
+    MANIFEST,
     DatasetError,
     _refuse_a_recording_twice,
     build_dataset,
@@ -25,6 +30,7 @@ from m2vae_training.dataset_cli import TOPIC_KEYS, main
 from m2vae_training.dataset_notes import no_samples_error
 from m2vae_training.prediction import UsePredictor
 from std_msgs.msg import String
+from trainutils import tiny_bag, tiny_config
 
 from m2vae_ros import codec
 
@@ -589,3 +595,114 @@ def test_a_killed_build_into_an_out_named_like_a_glob_pattern_is_removed(tmp_pat
     another_outs.mkdir()
     build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "run[1]", progress=False)
     assert not mine.exists() and another_outs.exists()
+
+
+def _edited(data: dict, where: tuple, value: object) -> dict:
+    """`data` with the entry at the key path `where` (keys and list indexes) set to `value`."""
+    *parents, last = where
+    node = data
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(("where", "value", "message"), [
+    (("model",), "x", "model must be a mapping, got 'x'"),
+    (("modalities",), "x", "modalities must be a list of modality mappings, got 'x'"),
+    (("modalities", 1), None, "modalities[1] must be a mapping, got None"),
+    (("modalities", 0, "kind"), [], "modality 'camera': kind [] not in"),
+    (("modalities", 0, "preprocess"), -1,
+     "modality 'camera': preprocess must be a mapping of ImagePreprocess keys, got -1"),
+    (("modalities", 1, "topic"), -1, "modality 'lidar': topic must be a ROS topic name"),
+    (("modalities", 1, "topic"), ["/scan"], "modality 'lidar': topic must be a ROS topic name"),
+    (("modalities", 1, "topic"), None, "modality 'lidar': topic must be a ROS topic name"),
+    (("labels", "topic"), [], "labels.topic must be a ROS topic name"),
+    (("dataset", "timeout"), {"lidar": "soon"}, "dataset.timeout.lidar 'soon' is not a positive"),
+    (("dataset", "timeout"), 10**400, "dataset.timeout 1000"),  # beyond float range: an OverflowError
+    (("training", "block_seconds"), 1e12, "training.block_seconds must be at most 1e+09 s"),
+    (("training", "guard_seconds"), 1e12, "training.guard_seconds must be at most 1e+09 s"),
+])
+def test_cli_config_of_wrong_types_is_one_error_line_naming_the_file_and_key(tmp_path, capsys, where, value,
+                                                                           message):
+    bag = recording(tmp_path / "bag", "mcap", bad=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_edited(yaml.safe_load(small_config(tmp_path).read_text()), where, value)))
+    assert main([str(bag), "--config", str(bad), "--out", str(tmp_path / "o"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"error: config {bad}: ")
+    assert captured.err.count("\n") == 1 and message in captured.err, captured.err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # A stray `-` line under modalities: YAML reads an entry of None.
+    (lambda config: config.replace("modalities:", "modalities:\n  -", 1), "modalities[0] must be a mapping"),
+    # A comment saved in Latin-1.
+    (lambda config: b"# Gr\xf6\xdfe\n" + config.encode(), " is not UTF-8 text: byte 0xf6 at offset 4"),
+    # --config naming a binary file, such as the model's weights.
+    (lambda config: b"\x89PNG\r\n\x1a\n\x00\x00", " is not UTF-8 text: byte 0x89 at offset 0"),
+    # PyYAML's int() refuses integers of over 4300 digits with a ValueError.
+    (lambda config: config.replace("slop: 0.05", "slop: " + "1" * 5000, 1),
+     " is not valid YAML: Exceeds the limit (4300 digits)"),
+])
+def test_cli_config_file_that_is_no_utf8_yaml_is_one_error_line_naming_it(tmp_path, capsys, text, message):
+    bag = recording(tmp_path / "bag", "mcap", bad=False)
+    content = text((Path(__file__).parents[1] / "config" / "train.yaml").read_text(encoding="utf-8"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main([str(bag), "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: config {bad}") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory):
+    """40 s of simulated camera and LiDAR: a build of it runs for a good fraction of a second."""
+    return tiny_bag(tmp_path_factory.mktemp("long") / "bag", seed=2, seconds=40.0)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "kill"])
+@pytest.mark.parametrize("earlier", [False, True], ids=["new_out", "earlier_dataset"])
+def test_cli_interrupted_mid_build_says_out_is_unchanged_and_exits_130(tmp_path, long_recording, stop,
+                                                                        earlier):
+    out, config = tmp_path / "out", tiny_config(tmp_path / "train.yaml")
+    if earlier:  # a dataset of other bags, which the build would replace
+        assert main([str(recording(tmp_path / "bag", "mcap", bad=False)), "--config", str(config),
+                     "--out", str(out), "--json"]) == 0
+    before = sorted(p.name for p in tmp_path.iterdir())
+    manifest = (out / MANIFEST).read_bytes() if earlier else None
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "m2vae-dataset"), str(long_recording), "--config", str(config),
+         "--out", str(out), "--json"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        while not list(tmp_path.glob(".out.building@*/.spill_*")):  # the build is decoding messages
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.01)
+        process.send_signal(stop)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stdout == "" and stderr == f"m2vae-dataset: interrupted; {out} is unchanged\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # the work directory is gone
+    if earlier:
+        assert (out / MANIFEST).read_bytes() == manifest and len(load_dataset(out)) > 0
+
+
+def test_cli_interrupted_after_the_build_says_out_holds_the_new_dataset(tmp_path, capsys, monkeypatch):
+    bag = recording(tmp_path / "bag", "mcap", bad=False)
+
+    def interrupted(dataset):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("m2vae_training.dataset_cli.summary", interrupted)
+    assert main([str(bag), "--config", str(small_config(tmp_path)), "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err
+    out = tmp_path / "o"
+    assert err.endswith(f"m2vae-dataset: interrupted after the build was complete; {out} holds the new "
+                        "dataset\n"), err
+    assert len(load_dataset(tmp_path / "o")) > 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from bagutils import image, marker, scan, write_bag
 from m2vae_training.bags import fingerprint
 from m2vae_training.config import load_train_config
@@ -399,3 +400,32 @@ def test_the_in_view_bench_splits_the_lidar_error_that_m2vae_eval_reports(traine
     for subset, parts in rmse.items():
         assert parts["all"] == pytest.approx(metrics["subsets"][subset]["recon_error"]["lidar"], rel=1e-6)
         assert min(parts["in"], parts["out"]) <= parts["all"] <= max(parts["in"], parts["out"])
+
+
+@pytest.mark.parametrize(("provenance", "field", "problem"), [
+    ("x", "provenance", "must be a mapping, got 'x'"),
+    ({"dataset": "x"}, "provenance.dataset", "must be a mapping, got 'x'"),
+    ({"dataset": {"directory": 5}}, "provenance.dataset.directory", "must be a path, got 5"),
+    ({"bags": "x"}, "provenance.bags", "must be a list of recordings, got 'x'"),
+    ({"bags": ["x"]}, "provenance.bags[0]", "must be a mapping with a path, got 'x'"),
+    ({"sync": "x"}, "provenance.sync", "must be a mapping, got 'x'"),
+    ({"sync": {"slop": "x"}}, "provenance.sync.slop", "must be a number, got 'x'"),
+    ({"sync": {"slop": -1}}, "provenance.sync.slop", "must be a finite number of seconds ≥ 0, got -1.0"),
+    ({"sync": {"timeout": {"lidar": "x"}}}, "provenance.sync.timeout.lidar",
+     "'x' is not a positive, finite number of seconds"),
+    ({"labels_topic": ["/truth"]}, "provenance.labels_topic", "must be a topic name, got ['/truth']"),
+])
+def test_a_hand_edited_provenance_of_the_wrong_shape_is_one_error_line_naming_the_field(
+    trained, tmp_path, capsys, provenance, field, problem
+):
+    model = shutil.copytree(trained["run"] / "model", tmp_path / "model")
+    metadata = yaml.safe_load((model / "model.yaml").read_text())
+    if isinstance(provenance, dict):  # one part edited, the others as training wrote them
+        provenance = {**metadata["provenance"], **provenance}
+    metadata["provenance"] = provenance
+    (model / "model.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False))
+    out = tmp_path / "eval"
+    assert evaluate(["--model", str(model), "--bag", str(trained["test_bag"]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"m2vae-eval: error: {model / 'model.yaml'}: {field} {problem}\n"
+    assert list(out.iterdir()) == []  # refused before the test recordings were read

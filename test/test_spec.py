@@ -138,3 +138,23 @@ def test_numbers_yaml_reads_as_strings_become_floats_in_every_section():
 def test_a_number_of_the_wrong_kind_is_one_clear_spec_error(model, preprocess, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         ModelSpec.from_dict({"modalities": [_lidar_dict(**preprocess)], **model})
+
+
+@pytest.mark.parametrize(("modalities", "message"), [
+    ("x", "modalities must be a list of modality mappings, got 'x'"),
+    ({"lidar": _lidar_dict()}, "modalities must be a list of modality mappings"),
+    ([_lidar_dict(), None], "modalities[1] must be a mapping, got None"),  # a stray `-` line in YAML
+    ([_lidar_dict(), "camera"], "modalities[1] must be a mapping, got 'camera'"),
+    ([{**_lidar_dict(), "name": 5}], "modality name 5 must be letters, digits and '_'"),
+    ([{**_lidar_dict(), "kind": []}], "modality 'lidar': kind [] not in"),
+    ([{**_lidar_dict(), "preprocess": -1}],
+     "modality 'lidar': preprocess must be a mapping of ScanPreprocess keys, got -1"),
+    ([{**_lidar_dict(), "preprocess": {1: 2, "bins": 3}}], "lidar: unknown ScanPreprocess keys [1, 'bins']"),
+    ([{**_lidar_dict(), "topic": -1}], "modality 'lidar': topic must be a ROS topic name such as /scan"),
+    ([{**_lidar_dict(), "topic": ["/scan"]}], "modality 'lidar': topic must be a ROS topic name"),
+    ([{**_lidar_dict(), "topic": None}], "modality 'lidar': topic must be a ROS topic name"),
+])
+def test_modalities_of_the_wrong_shape_are_one_clear_spec_error(modalities, message):
+    # Each was a TypeError, KeyError or "dictionary update sequence" error deep in the loader.
+    with pytest.raises(SpecError, match=re.escape(message)):
+        ModelSpec.from_dict({"modalities": modalities})

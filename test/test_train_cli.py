@@ -670,3 +670,28 @@ def test_ctrl_c_during_the_last_epochs_writes_ends_a_finished_run_as_done(inputs
     assert main(_args(inputs, out, "--epochs", "2")) == 0
     assert saved[-1] == 2 and load_checkpoint(out / "checkpoints")[0] == 2
     assert capsys.readouterr().out.startswith("done: 2 epochs")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # A stray `-` line under modalities: YAML reads an entry of None.
+    (lambda config: config.replace("modalities:", "modalities:\n-", 1).encode(),
+     "modalities[0] must be a mapping"),
+    (lambda config: config.replace("topic: /scan", "topic: -1").encode(),
+     "modality 'lidar': topic must be a ROS topic name"),
+    (lambda config: config.replace("block_seconds: 2.0", "block_seconds: 1.0e+12").encode(),
+     "training.block_seconds must be at most 1e+09 s"),
+    # A comment saved in Latin-1.
+    (lambda config: b"# Gr\xf6\xdfe\n" + config.encode(), "is not UTF-8 text: byte 0xf6 at offset 4"),
+])
+def test_a_config_of_wrong_types_or_encoding_is_one_error_line_naming_it(inputs, capsys, tmp_path, text,
+                                                                          message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(text(inputs["config"].read_text()))
+    assert bad.read_bytes() != inputs["config"].read_bytes()  # the edit applied
+    args = _args(inputs, tmp_path / "run")
+    args[args.index("--config") + 1] = str(bad)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"m2vae-train: error: config {bad}") and err.count("\n") == 1, err
+    assert message in err, err
+    assert not (tmp_path / "run").exists()

@@ -26,6 +26,9 @@ DATASET_KEYS = ("slop", "timeout")
 LABELS_KEYS = ("topic",)
 DATA_FIELDS = ("name", "kind", "topic", "msg_type", "preprocess")  # of a modality, what its arrays depend on
 PACKAGE = "m2vae_ros"
+# The split counts time in int64 nanoseconds, which end near 9.2e9 s: a longer block or guard
+# overflowed there, after the dataset was built, instead of failing here.
+MAX_SPLIT_SECONDS = 1e9
 
 
 class ConfigError(ValueError):
@@ -63,6 +66,10 @@ class TrainingSettings:
                 raise ConfigError(f"training.{name} must be positive and finite, got {getattr(self, name)}")
         if not 0 <= self.guard_seconds < math.inf:
             raise ConfigError(f"training.guard_seconds must be ≥ 0 and finite, got {self.guard_seconds}")
+        for name in ("block_seconds", "guard_seconds"):
+            if getattr(self, name) > MAX_SPLIT_SECONDS:
+                raise ConfigError(f"training.{name} must be at most {MAX_SPLIT_SECONDS:g} s, got "
+                                  f"{getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"training.val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -141,24 +148,34 @@ def load_train_config(
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # a Latin-1 comment, or --config naming a binary file
+        raise ConfigError(f"config {path} is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {_one_line(exc)}") from None
+    except ValueError as exc:  # PyYAML's int() of a number of over 4300 digits
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping with sections {SECTIONS}")
-    unknown = sorted(set(data) - set(SECTIONS))
+    unknown = sorted(set(data) - set(SECTIONS), key=str)
     if unknown:
         raise ConfigError(f"config {path}: unknown sections {unknown}; known: {list(SECTIONS)}")
     dataset = _section(data, "dataset", DATASET_KEYS, path)
     labels = _section(data, "labels", LABELS_KEYS, path)
     training = _section(data, "training", [f.name for f in dataclasses.fields(TrainingSettings)], path)
+    model = _mapping(data, "model", path)  # its keys: ModelSpec's, which the spec checks
     try:
-        spec = ModelSpec.from_dict({**(data.get("model") or {}), "modalities": data.get("modalities") or []})
+        spec = ModelSpec.from_dict({**model, "modalities": data.get("modalities") or []})
     except SpecError as exc:
         raise ConfigError(f"config {path}: {exc}") from None
     slop = _typed(dataset.get("slop", TrainConfig.slop), "float", f"config {path}: dataset.slop")
-    timeout = parse_timeout(dataset.get("timeout", TrainConfig.timeout), spec.names, f"config {path}")
+    timeout = parse_timeout(dataset.get("timeout", TrainConfig.timeout), spec.names,
+                            f"config {path}: dataset.timeout")
     settings = TrainingSettings.parse(training, f"config {path}")
-    labels_topic = str(labels.get("topic", TrainConfig.labels_topic))
+    labels_topic = labels.get("topic", TrainConfig.labels_topic)
+    if not isinstance(labels_topic, str) or not labels_topic:
+        raise ConfigError(f"config {path}: labels.topic must be a ROS topic name such as "
+                          f"{TrainConfig.labels_topic}, got {labels_topic!r}")
     try:
         config = TrainConfig(spec, labels_topic, slop, timeout, settings)
     except ConfigError as exc:
@@ -176,36 +193,45 @@ def _one_line(exc: yaml.YAMLError) -> str:
     return f"{where} ({context})" if context else where
 
 
-def _section(data: dict[str, Any], name: str, known: Sequence[str], path: Path) -> dict[str, Any]:
-    """The mapping under `name` (empty if absent), refusing keys outside `known`."""
+def _mapping(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    """The mapping under `name` (empty if absent or empty); any other value is a ConfigError."""
     section = data.get(name) or {}
     if not isinstance(section, Mapping):
-        raise ConfigError(f"config {path}: {name} must be a mapping with keys {list(known)}")
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise ConfigError(f"config {path}: unknown {name} keys {unknown}; known: {list(known)}")
+        raise ConfigError(f"config {path}: {name} must be a mapping, got {section!r}")
     return dict(section)
 
 
+def _section(data: dict[str, Any], name: str, known: Sequence[str], path: Path) -> dict[str, Any]:
+    """The mapping under `name` (empty if absent), refusing keys outside `known`."""
+    section = _mapping(data, name, path)
+    unknown = sorted(set(section) - set(known), key=str)
+    if unknown:
+        raise ConfigError(f"config {path}: unknown {name} keys {unknown}; known: {list(known)}")
+    return section
+
+
 def parse_timeout(value: Any, names: Sequence[str], where: str) -> float | dict[str, float]:
-    """``dataset.timeout`` as YAML gives it: seconds > 0, or a mapping of modality names to such."""
+    """A timeout as YAML gives it: seconds > 0, or a mapping of modality names to such.
+
+    `where` names the file and the key, e.g. ``config train.yaml: dataset.timeout``.
+    """
     if not isinstance(value, Mapping):
         return _positive_seconds(value, where)
     if not value:
-        raise ConfigError(f"{where}: dataset.timeout is an empty mapping; give seconds or modality: seconds")
-    unknown = sorted(set(value) - set(names))
+        raise ConfigError(f"{where} is an empty mapping; give seconds or modality: seconds")
+    unknown = sorted(set(value) - set(names), key=str)
     if unknown:
-        raise ConfigError(f"{where}: dataset.timeout names unknown modalities {unknown}; known {list(names)}")
-    return {str(name): _positive_seconds(seconds, where) for name, seconds in value.items()}
+        raise ConfigError(f"{where} names unknown modalities {unknown}; known {list(names)}")
+    return {str(name): _positive_seconds(seconds, f"{where}.{name}") for name, seconds in value.items()}
 
 
 def _positive_seconds(value: Any, where: str) -> float:
     try:
         seconds = float("nan") if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
         seconds = float("nan")
     if not 0 < seconds < math.inf:
-        raise ConfigError(f"{where}: dataset.timeout {value!r} is not a positive, finite number of seconds")
+        raise ConfigError(f"{where} {value!r} is not a positive, finite number of seconds")
     return seconds
 
 

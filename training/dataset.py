@@ -140,8 +140,8 @@ def build_dataset(
     remove_abandoned_builds(out_dir)
     building = work_directory(out_dir, "building")
     shutil.rmtree(building, ignore_errors=True)  # an earlier process's, with our (reused) pid
-    building.mkdir()
     try:
+        building.mkdir()  # inside: a Ctrl-C just after it must not leave the directory behind
         manifest = _Builder(config, building, progress).run(bags)
         manifest["key"] = key
         write_atomic(building / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())

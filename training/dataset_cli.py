@@ -7,6 +7,7 @@ reported, never fatal; a bag that cannot be opened at all, a bad config or a bad
 ends with one ``error: ...`` line on stderr and exit code 2. A build in which some sensor
 has no sample at all is written and summarised, then ends with an ``error: ...`` line and
 exit code 1: m2vae-train would refuse it, so `m2vae-dataset ... && m2vae-train ...` stops.
+Ctrl-C or SIGTERM ends it with one line saying whether --out changed, and exit code 130.
 """
 
 from __future__ import annotations
@@ -14,23 +15,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from m2vae_training.bags import BagError
 from m2vae_training.config import ConfigError, load_train_config, parse_topic_overrides
-from m2vae_training.dataset import DatasetError, PreparedDataset, build_dataset
+from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset
 from m2vae_training.dataset_notes import failure_counts, notes
 from m2vae_training.interrupts import sigterm_as_sigint
 
+PROG = "m2vae-dataset"
 DEFAULT_OUT = "m2vae_dataset"
 ERROR_EXIT = 2
 UNTRAINABLE_EXIT = 1  # written, but a sensor has no sample
+INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for Ctrl-C
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="m2vae-dataset", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 directory or .mcap/.db3 file")
     p.add_argument("--config", default=None, help="training config (default: the packaged config/train.yaml)")
     p.add_argument("--topic", action="append", default=[], metavar="MODALITY=TOPIC",
@@ -75,6 +80,33 @@ def print_human(info: dict[str, Any], lines: list[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     sigterm_as_sigint()  # the build's cleanup runs on `kill` and `timeout` too
+    before = _dataset_identity(args.out)
+    try:
+        return _build_and_report(args)
+    except KeyboardInterrupt:  # the build has removed its work directory on the way out
+        if _dataset_identity(args.out) == before:
+            print(f"{PROG}: interrupted; {args.out} is unchanged", file=sys.stderr)
+        else:
+            print(f"{PROG}: interrupted after the build was complete; {args.out} holds the new dataset",
+                  file=sys.stderr)
+        return INTERRUPTED_EXIT
+
+
+def _dataset_identity(out: str) -> tuple[int, int] | None:
+    """Which dataset `out` holds: its manifest's device and inode (None: no dataset).
+
+    A build writes into a work directory and renames it to `out` only once complete, so
+    this changes exactly when a whole new dataset has replaced what was there.
+    """
+    try:
+        stat = os.stat(Path(out) / MANIFEST)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _build_and_report(args: argparse.Namespace) -> int:
+    """Build (or reuse) the dataset, print its summary and return the exit code."""
     try:
         config = load_train_config(args.config, parse_topic_overrides(args.topic))
         if args.slop is not None:

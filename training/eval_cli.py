@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import reprlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,11 @@ from m2vae_training.figures import latent_scatter_figure, recon_figure
 from m2vae_training.metrics import Probes, located
 from m2vae_training.report import report_markdown
 
-from m2vae_ros.artifact import ArtifactError, load_model
+from m2vae_ros.artifact import METADATA_FILE, ArtifactError, load_model
 from m2vae_ros.atomic import write_atomic
 from m2vae_ros.devices import resolve_device
 from m2vae_ros.model import M2VAE
-from m2vae_ros.spec import ModelSpec
+from m2vae_ros.spec import ModelSpec, SpecError, parse_number
 from m2vae_ros.subsets import all_subsets, subset_name
 
 PROG = "m2vae-eval"
@@ -111,9 +112,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{PROG}: {warning}", file=sys.stderr)
     loaded = load_model(args.model, device=device)
     model, spec = loaded.model, loaded.spec
-    provenance = loaded.metadata.get("provenance") or {}
+    metadata_path = Path(args.model) / METADATA_FILE
+    provenance = _provenance(loaded.metadata, metadata_path)
 
-    config = _config_from_artifact(spec, provenance)
+    config = _config_from_artifact(spec, provenance, metadata_path)
     if args.labels_topic:  # for the probes' training data too, which holds the markers on the same topic
         config = dataclasses.replace(config, labels_topic=args.labels_topic)
     given_config = with_topics(config, parse_topic_overrides(args.topic))
@@ -163,7 +165,38 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
-def _config_from_artifact(spec: ModelSpec, provenance: dict[str, Any]) -> TrainConfig:
+def _provenance(metadata: dict[str, Any], path: Path) -> dict[str, Any]:
+    """model.yaml's `provenance`, the shape of each part read here checked.
+
+    It is plain YAML a user may edit; a wrong shape must be one line naming the field, not a
+    traceback from deep in the evaluation. Bags and dataset only pick the probes' default
+    training data, but the bags also say whether the test recordings are held out: a bad
+    entry is an error, not silently skipped.
+    """
+    provenance = metadata.get("provenance") or {}
+    _require(isinstance(provenance, dict), path, "provenance", "a mapping", provenance)
+    for key in ("sync", "dataset"):
+        _require(isinstance(provenance.get(key) or {}, dict), path, f"provenance.{key}", "a mapping",
+                 provenance.get(key))
+    directory = (provenance.get("dataset") or {}).get("directory", "")
+    _require(isinstance(directory, str), path, "provenance.dataset.directory", "a path", directory)
+    bags = provenance.get("bags") or []
+    _require(isinstance(bags, list), path, "provenance.bags", "a list of recordings", bags)
+    for i, bag in enumerate(bags):
+        _require(isinstance(bag, dict) and isinstance(bag.get("path"), str), path, f"provenance.bags[{i}]",
+                 "a mapping with a path", bag)
+    labels_topic = provenance.get("labels_topic", TrainConfig.labels_topic)
+    _require(isinstance(labels_topic, str) and bool(labels_topic), path, "provenance.labels_topic",
+             "a topic name", labels_topic)
+    return provenance
+
+
+def _require(holds: bool, path: Path, field: str, expected: str, value: Any) -> None:
+    if not holds:
+        raise ArtifactError(f"{path}: {field} must be {expected}, got {reprlib.repr(value)}")
+
+
+def _config_from_artifact(spec: ModelSpec, provenance: dict[str, Any], path: Path) -> TrainConfig:
     """The dataset settings training used: the artifact's spec plus its recorded labels/sync settings.
 
     The message types are left to the recordings, as the node's `msg_type` parameter leaves
@@ -171,12 +204,21 @@ def _config_from_artifact(spec: ModelSpec, provenance: dict[str, Any]) -> TrainC
     """
     sync = provenance.get("sync") or {}
     untyped = tuple(dataclasses.replace(m, msg_type="") for m in spec.modalities)
-    return TrainConfig(
-        spec=dataclasses.replace(spec, modalities=untyped),
-        labels_topic=provenance.get("labels_topic", TrainConfig.labels_topic),
-        slop=float(sync.get("slop", TrainConfig.slop)),
-        timeout=parse_timeout(sync.get("timeout", TrainConfig.timeout), spec.names, "model provenance"),
-    )
+    where = f"{path}: provenance.sync"
+    try:
+        slop = parse_number(sync.get("slop", TrainConfig.slop), "float", f"{where}.slop")
+    except SpecError as exc:
+        raise ArtifactError(str(exc)) from None
+    timeout = parse_timeout(sync.get("timeout", TrainConfig.timeout), spec.names, f"{where}.timeout")
+    try:
+        return TrainConfig(
+            spec=dataclasses.replace(spec, modalities=untyped),
+            labels_topic=provenance.get("labels_topic", TrainConfig.labels_topic),
+            slop=slop,
+            timeout=timeout,
+        )
+    except ConfigError as exc:  # the slop's range, whose message names only the key
+        raise ArtifactError(f"{where}.{exc}") from None
 
 
 def _training_data(
