@@ -304,6 +304,17 @@ def test_the_elbo_does_not_depend_on_the_batch_size(trained):
         assert entry["elbo"] < 0
 
 
+def test_files_of_the_outputs_names_that_no_evaluation_wrote_are_not_overwritten(trained, capsys):
+    out = trained["root"] / "notes"
+    out.mkdir()
+    (out / "report.md").write_text("my notes\n")
+    assert evaluate(["--model", str(trained["run"] / "model"), "--bag", str(trained["test_bag"]),
+                     "--out", str(out)]) == 2
+    assert "holds report.md, which no m2vae-eval wrote" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == "my notes\n" and sorted(p.name for p in out.iterdir()) == [
+        "report.md"]
+
+
 def test_a_failed_rerun_leaves_no_outputs_of_the_earlier_one(trained):
     out = trained["root"] / "eval_failed_rerun"
     _evaluate(trained, out)

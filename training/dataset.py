@@ -122,7 +122,7 @@ def build_dataset(
     _refuse_a_recording_twice(bags)
     out_dir = Path(out_dir).resolve()  # a symlinked --out: build beside, and replace, its target
     key = dataset_key(bags, config)
-    if _is_prepared_dataset(out_dir):
+    if is_prepared_dataset(out_dir):
         try:
             existing = load_dataset(out_dir)
         except DatasetError:
@@ -203,7 +203,7 @@ def _separately_synchronised(indexes: Sequence[_BagIndex], names: Sequence[str])
     return lines
 
 
-def _is_prepared_dataset(directory: Path) -> bool:
+def is_prepared_dataset(directory: Path) -> bool:
     """Whether `directory` holds a manifest this builder wrote (any format), so it may be replaced.
 
     Another tool's directory with a manifest.json of its own is never overwritten.

@@ -41,6 +41,7 @@ from m2vae_training.dataset import (
     PreparedDataset,
     build_dataset,
     common_class_names,
+    is_prepared_dataset,
     load_dataset,
 )
 from m2vae_training.dataset_notes import no_samples_error, topic_hints
@@ -104,6 +105,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory")
+    # An earlier m2vae-eval's outputs stand beside the test dataset it built first; files of these
+    # names without one are someone else's (notes in a report.md), which are not overwritten.
+    foreign = [name for name in OUTPUTS if (out / name).exists()]
+    if foreign and not is_prepared_dataset(out / "test_dataset"):
+        raise ValueError(f"--out {out} holds {', '.join(foreign)}, which no m2vae-eval wrote (there is no "
+                         "test_dataset beside them); give a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
     for stale in OUTPUTS:  # first: whatever fails below must not leave them beside a new attempt
         (out / stale).unlink(missing_ok=True)
