@@ -94,12 +94,24 @@ def save_model(
     text = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
     # Two files cannot be replaced in one step. model.yaml is the commit: until it is written
     # the old pair stands; after it, `_read_weights` finds the new weights under their incoming
-    # name should a kill come before the last rename.
+    # name should a kill come before the last rename. A save killed that way is finished first,
+    # so that this one's incoming weights never overwrite the only copy of the committed ones.
     incoming = directory / (WEIGHTS_FILE + INCOMING_SUFFIX)
+    if incoming.is_file() and _committed(directory, incoming):
+        os.replace(incoming, directory / WEIGHTS_FILE)
     write_atomic(incoming, weights)
     write_atomic(directory / METADATA_FILE, text.encode())
     os.replace(incoming, directory / WEIGHTS_FILE)
     return directory
+
+
+def _committed(directory: Path, incoming: Path) -> bool:
+    """Whether `incoming` holds the weights the directory's model.yaml names (a killed save's)."""
+    try:
+        named = yaml.safe_load((directory / METADATA_FILE).read_text(encoding="utf-8"))["weights"]["sha256"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        return False
+    return hashlib.sha256(incoming.read_bytes()).hexdigest() == named
 
 
 def _yaml_safe(value: Any) -> Any:
@@ -224,15 +236,19 @@ def _layout(spec: ModelSpec) -> str:
 
 
 def _read_weights(path: Path, sha256: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and the safetensors metadata of a weights file whose sha256 is `sha256`."""
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing")
-    data = path.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
+    """The tensors and the safetensors metadata of a weights file whose sha256 is `sha256`.
+
+    The weights of a save killed between model.yaml and its last rename are still under their
+    incoming name (`save_model`): they are the ones model.yaml names.
+    """
     incoming = path.with_name(path.name + INCOMING_SUFFIX)
-    if actual != sha256 and incoming.is_file():  # a save killed between model.yaml and its last rename
-        data = incoming.read_bytes()
-        actual = sha256 if hashlib.sha256(data).hexdigest() == sha256 else actual
+    if incoming.is_file() and hashlib.sha256(incoming_data := incoming.read_bytes()).hexdigest() == sha256:
+        data, actual = incoming_data, sha256
+    elif not path.is_file():
+        raise ArtifactError(f"{path}: missing")
+    else:
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise ArtifactError(
             f"{path}: sha256 {actual[:12]}… does not match model.yaml's {sha256[:12]}… "

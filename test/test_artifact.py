@@ -240,16 +240,7 @@ def test_a_save_killed_at_its_model_yaml_leaves_a_loadable_model_old_or_new(save
     old = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
-    real_write = artifact.write_atomic
-
-    def write_then_die(path, data):  # the process dies at model.yaml: before or just after writing it
-        if path.name == "model.yaml":
-            if yaml_written:
-                real_write(path, data)
-            raise KeyboardInterrupt
-        real_write(path, data)
-
-    monkeypatch.setattr(artifact, "write_atomic", write_then_die)
+    _dying_at_model_yaml(monkeypatch, after_writing=yaml_written)
     with pytest.raises(KeyboardInterrupt):
         save_model(model, directory)
     monkeypatch.undo()
@@ -258,6 +249,40 @@ def test_a_save_killed_at_its_model_yaml_leaves_a_loadable_model_old_or_new(save
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
     save_model(model, directory)  # the next save cleans up after the killed one
     assert sorted(p.name for p in directory.iterdir()) == ["model.safetensors", "model.yaml"]
+
+
+def _dying_at_model_yaml(monkeypatch, *, after_writing: bool) -> None:
+    """save_model's process dies at model.yaml, before or just after writing it."""
+    real_write = artifact.write_atomic
+
+    def write_then_die(path, data):
+        if path.name == "model.yaml":
+            if after_writing:
+                real_write(path, data)
+            raise KeyboardInterrupt
+        real_write(path, data)
+
+    monkeypatch.setattr(artifact, "write_atomic", write_then_die)
+
+
+def test_killed_saves_in_a_row_or_into_an_empty_directory_keep_the_committed_model(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = M2VAE(tiny_spec())
+    _dying_at_model_yaml(monkeypatch, after_writing=True)
+    with pytest.raises(KeyboardInterrupt):  # the first save ever: only model.yaml and the incoming weights
+        save_model(model, tmp_path / "model")
+    monkeypatch.undo()
+    committed = {k: v.clone() for k, v in model.state_dict().items()}
+    loaded = load_model(tmp_path / "model").model.state_dict()
+    assert all(torch.equal(loaded[k], committed[k]) for k in committed)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    _dying_at_model_yaml(monkeypatch, after_writing=False)
+    with pytest.raises(KeyboardInterrupt):  # a second save dies before its commit
+        save_model(model, tmp_path / "model")
+    monkeypatch.undo()
+    loaded = load_model(tmp_path / "model").model.state_dict()
+    assert all(torch.equal(loaded[k], committed[k]) for k in committed)
 
 
 def two_vector_sensors(tmp_path):
