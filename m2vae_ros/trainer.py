@@ -219,14 +219,19 @@ class Trainer:
         """Why the epoch just trained cannot be kept, or None.
 
         The epoch's mean loss is made before each step, so the last steps can leave weights
-        whose loss is no longer finite (too large for float32) while that mean reads finite:
-        the weights are scored once more, on the first training rows, which every torchrun
-        rank holds alike, so all ranks decide the same.
+        that are not finite, or finite but too large for float32 arithmetic, while that mean
+        reads finite. So the weights are checked, then scored once more on the first training
+        rows that hold a sensor; every torchrun rank holds the same rows and weights, so all
+        ranks decide the same.
         """
         if not math.isfinite(train_metrics.get("loss", 0.0)):
             return f"the training loss is {train_metrics['loss']}"
-        rows = np.arange(min(batch_size, len(train)))
-        x, available = next(self._batches(train, rows, batch_size))
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            return "the weights it ended with are not finite"
+        positions = np.flatnonzero(train.available[train.indices].any(axis=1))[:batch_size]
+        if len(positions) == 0:
+            return None
+        x, available = next(self._batches(train, positions, batch_size))
         after = loss(self.model, x, available, generator=evaluation_generator(self.device)).total
         if not torch.isfinite(after):
             return f"the loss of the weights it ended with is {after.item()}"

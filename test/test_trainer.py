@@ -189,3 +189,20 @@ def test_a_divergence_in_a_later_epoch_keeps_the_finished_epochs_history():
     with pytest.raises(TrainingDiverged, match="epoch 2") as diverged:
         trainer().fit(dataset, epochs=3, batch_size=8, callbacks=[PoisonAfterFirst()], progress=False)
     assert len(diverged.value.history.train) == 1 and np.isfinite(diverged.value.history.train[0]["loss"])
+
+
+def test_weights_left_non_finite_by_the_last_step_are_a_divergence():
+    # The epoch's mean loss is made before each step, so it reads finite; a NaN in a network that
+    # the first rows do not use would not show in their loss either.
+    data, available = arrays()
+    steps = len(data["imu"]) // 8
+
+    class PoisonLastStep(Callback):
+        def on_step_end(self, trainer, step, result):
+            if step == steps:
+                with torch.no_grad():
+                    next(trainer.model.decoders["1"].parameters()).view(-1)[0] = float("nan")  # imu's
+
+    with pytest.raises(TrainingDiverged, match="epoch 1: the weights it ended with are not finite"):
+        trainer().fit(ArrayDataset(data, available), epochs=1, batch_size=8, callbacks=[PoisonLastStep()],
+                      progress=False)
