@@ -21,7 +21,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from m2vae_ros.devices import DEVICE_PATTERN
-from m2vae_ros.liveness import DEFAULT_TIMEOUT_S, timeout_of
+from m2vae_ros.liveness import DEFAULT_TIMEOUT_S, parse_timeout, timeout_of
 from m2vae_ros.qos import RELIABILITIES
 from m2vae_ros.ros_types import modality_message_type
 from m2vae_ros.spec import ModelSpec
@@ -120,18 +120,20 @@ def trained_timeouts(
     would flicker dead and alive under a fixed 0.5 s. A model without it (the Python
     library's) gets `DEFAULT_TIMEOUT_S`; an unreadable one gets it too, with the warning.
     """
-    sync = (metadata.get("provenance") or {}).get("sync") or {}
-    trained = sync.get("timeout", DEFAULT_TIMEOUT_S)
-    try:
-        timeouts = {name: timeout_of(trained, name) for name in names}
-    except (TypeError, ValueError):
-        timeouts = {}
+    provenance = metadata.get("provenance")
+    sync = provenance.get("sync") if isinstance(provenance, Mapping) else None
+    trained = sync.get("timeout", DEFAULT_TIMEOUT_S) if isinstance(sync, Mapping) else DEFAULT_TIMEOUT_S
     low, high = TIMEOUT_RANGE_S
-    if len(timeouts) == len(names) and all(low <= t <= high for t in timeouts.values()):
-        return timeouts, None
-    return dict.fromkeys(names, DEFAULT_TIMEOUT_S), (
-        f"the model's provenance.sync.timeout {trained!r} is not seconds in [{low}, {high}] per sensor; "
-        f"timeouts default to {DEFAULT_TIMEOUT_S} s (set modalities.<name>.timeout_s)")
+    try:
+        parsed = parse_timeout(trained, names, "the model's provenance.sync.timeout")
+        timeouts = {name: timeout_of(parsed, name) for name in names}
+        if not all(low <= t <= high for t in timeouts.values()):
+            raise ValueError(f"the model's provenance.sync.timeout {trained!r} lies outside "
+                             f"[{low}, {high}] s")
+    except ValueError as exc:
+        return dict.fromkeys(names, DEFAULT_TIMEOUT_S), (
+            f"{exc}; timeouts default to {DEFAULT_TIMEOUT_S} s (set modalities.<name>.timeout_s)")
+    return timeouts, None
 
 
 def declare_modality_params(

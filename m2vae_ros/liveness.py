@@ -12,9 +12,11 @@ alive again only once it is heard after the jump, and no age or rate comes out n
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 NS_PER_S = 1_000_000_000
 # A sensor silent this long is missing: in training's samples (`dataset.timeout`) and, unless the
@@ -31,6 +33,29 @@ def timeout_of(timeout: float | Mapping[str, float], name: str) -> float:
     if isinstance(timeout, Mapping):
         return float(timeout.get(name, DEFAULT_TIMEOUT_S))
     return float(timeout)
+
+
+def parse_timeout(value: Any, names: Sequence[str], where: str) -> float | dict[str, float]:
+    """A timeout as YAML gives it (config/train.yaml, model.yaml): seconds > 0, or a mapping of
+    modality names to such; ValueError naming `where` (the file and key) otherwise."""
+    if not isinstance(value, Mapping):
+        return _positive_seconds(value, where)
+    if not value:
+        raise ValueError(f"{where} is an empty mapping; give seconds or modality: seconds")
+    unknown = sorted(set(value) - set(names), key=str)
+    if unknown:
+        raise ValueError(f"{where} names unknown modalities {unknown}; known {list(names)}")
+    return {str(name): _positive_seconds(seconds, f"{where}.{name}") for name, seconds in value.items()}
+
+
+def _positive_seconds(value: Any, where: str) -> float:
+    try:
+        seconds = float("nan") if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
+        seconds = float("nan")
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{where} {value!r} is not a positive, finite number of seconds")
+    return seconds
 
 
 @dataclass

@@ -689,10 +689,22 @@ def test_an_unreadable_trained_timeout_falls_back_to_the_default_with_a_warning(
         {"camera": 1.5, "lidar": 1.5}, None)
     assert trained_timeouts({"provenance": {"source": "m2vae_ros.api"}}, names) == (
         {"camera": 0.5, "lidar": 0.5}, None)
-    for bad in ("soon", -1.0, {"camera": None}, 1e9):
-        timeouts, warning = trained_timeouts({"provenance": {"sync": {"timeout": bad}}}, names)
+    bad = [  # what training's config check says of each, and one the node's parameter range refuses
+        ("soon", "provenance.sync.timeout 'soon' is not a positive, finite number of seconds"),
+        (-1.0, "provenance.sync.timeout -1.0 is not a positive"),
+        (True, "provenance.sync.timeout True is not a positive"),
+        (10**400, "is not a positive, finite number of seconds"),
+        ({"camera": None}, "provenance.sync.timeout.camera None is not a positive"),
+        ({"radar": 1.0}, "provenance.sync.timeout names unknown modalities ['radar']"),
+        (1e9, "provenance.sync.timeout 1000000000.0 lies outside [0.001, 3600.0] s"),
+    ]
+    for value, expected in bad:
+        timeouts, warning = trained_timeouts({"provenance": {"sync": {"timeout": value}}}, names)
         assert timeouts == {"camera": 0.5, "lidar": 0.5}
-        assert warning.startswith(f"the model's provenance.sync.timeout {bad!r} is not seconds"), warning
+        assert expected in warning and warning.endswith("timeouts default to 0.5 s (set "
+                                                        "modalities.<name>.timeout_s)"), warning
+    for provenance in ("x", {"sync": "abc"}, ["sync"]):  # a hand-edited model.yaml: no crash, the default
+        assert trained_timeouts({"provenance": provenance}, names) == ({"camera": 0.5, "lidar": 0.5}, None)
 
 
 def _parameters(values: dict[str, object]) -> list[Parameter]:

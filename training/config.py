@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from m2vae_ros import liveness
 from m2vae_ros.liveness import DEFAULT_TIMEOUT_S, timeout_of
 from m2vae_ros.spec import ModelSpec, SpecError, parse_number
 
@@ -211,28 +212,11 @@ def _section(data: dict[str, Any], name: str, known: Sequence[str], path: Path) 
 
 
 def parse_timeout(value: Any, names: Sequence[str], where: str) -> float | dict[str, float]:
-    """A timeout as YAML gives it: seconds > 0, or a mapping of modality names to such.
-
-    `where` names the file and the key, e.g. ``config train.yaml: dataset.timeout``.
-    """
-    if not isinstance(value, Mapping):
-        return _positive_seconds(value, where)
-    if not value:
-        raise ConfigError(f"{where} is an empty mapping; give seconds or modality: seconds")
-    unknown = sorted(set(value) - set(names), key=str)
-    if unknown:
-        raise ConfigError(f"{where} names unknown modalities {unknown}; known {list(names)}")
-    return {str(name): _positive_seconds(seconds, f"{where}.{name}") for name, seconds in value.items()}
-
-
-def _positive_seconds(value: Any, where: str) -> float:
+    """`liveness.parse_timeout`, whose refusal is a ConfigError here."""
     try:
-        seconds = float("nan") if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
-        seconds = float("nan")
-    if not 0 < seconds < math.inf:
-        raise ConfigError(f"{where} {value!r} is not a positive, finite number of seconds")
-    return seconds
+        return liveness.parse_timeout(value, names, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def with_topics(config: TrainConfig, topics: Mapping[str, str]) -> TrainConfig:
