@@ -125,7 +125,7 @@ def test_sixteen_bit_png_scales_by_65535(flavour):
     (image(RGB, "yuv422"), "unsupported_encoding"),
     (compressed(b"\xff\xd8 not a jpeg at all", "jpeg"), "corrupt_compressed"),
     (compressed(b"", "jpeg"), "corrupt_compressed"),  # cv2.imdecode asserts on an empty buffer
-    (compressed(b"abc", "tiff"), "corrupt_compressed"),  # the bytes decide, not `format`
+    (compressed(b"abc", "jpeg"), "unsupported_encoding"),  # the bytes decide, not `format`
     (compressed(b"abc", "16UC1; compressedDepth png"), "unsupported_encoding"),
     (scan([1.0] * 8), "unsupported_type"),
 ])
@@ -164,20 +164,27 @@ def test_rows_padded_by_part_of_a_pixel_still_resize(flavour, encoding, pixels, 
     np.testing.assert_array_equal(padded, decode_message(flavour(image(pixels, encoding)), spec).tensor)
 
 
-def test_compressed_bytes_that_are_no_8_or_16_bit_image_are_corrupt(flavour):
-    """imdecode sniffs the bytes: a float TIFF labelled png must not reach the tensor (NaN, cv2.error)."""
-    ok, tiff = cv2.imencode(".tiff", RNG.random((6, 8, 3)))
-    assert ok
-    with pytest.raises(CodecError) as err:
-        decode_message(flavour(compressed(tiff.tobytes(), "png")), camera())
-    assert err.value.reason == "corrupt_compressed"
+def test_compressed_bytes_of_another_format_are_refused_whatever_the_format_says(flavour):
+    """imdecode sniffs the bytes: a float TIFF labelled png must not reach it (NaN, cv2.error), nor a
+    BMP, whose size could not be checked before decoding."""
+    for extension, image_data in ((".tiff", RNG.random((6, 8, 3))), (".bmp", RGB)):
+        ok, data = cv2.imencode(extension, image_data)
+        assert ok
+        with pytest.raises(CodecError) as err:
+            decode_message(flavour(compressed(data.tobytes(), "png")), camera())
+        assert err.value.reason == "unsupported_encoding" and "not PNG, JPEG or WebP" in str(err.value)
 
 
-@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp"])
-def test_a_compressed_image_size_is_read_from_its_header(extension):
-    ok, data = cv2.imencode(extension, RNG.integers(0, 256, size=(30, 41, 3), dtype=np.uint8))
+@pytest.mark.parametrize(("extension", "params"), [
+    (".png", []), (".jpg", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+    (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),  # 101: lossless
+])
+def test_a_compressed_image_size_is_read_from_its_header(extension, params):
+    ok, data = cv2.imencode(extension, RNG.integers(0, 256, size=(30, 41, 3), dtype=np.uint8), params)
     assert ok
     assert declared_size(data) == (41, 30)
+    if extension == ".webp":
+        assert data[12:16].tobytes() == (b"VP8L" if params[1] > 100 else b"VP8 ")
 
 
 def test_a_compressed_image_declaring_gigapixels_is_refused_before_decoding(flavour):
@@ -189,4 +196,12 @@ def test_a_compressed_image_declaring_gigapixels_is_refused_before_decoding(flav
     with pytest.raises(CodecError) as err:
         decode_message(flavour(compressed(bytes(bomb), "png")), camera())
     assert err.value.reason == "too_large" and "declares 20000×20000 pixels" in str(err.value)
-    assert declared_size(np.frombuffer(b"not an image", np.uint8)) is None
+
+
+def test_a_jpeg_frame_header_behind_large_metadata_is_still_found():
+    ok, jpeg = cv2.imencode(".jpg", RGB)
+    assert ok
+    data = jpeg.tobytes()
+    app = b"\xff\xe2" + (65535).to_bytes(2, "big") + bytes(65533)  # an ICC profile segment, 64 KB
+    padded = data[:2] + app * 3 + data[2:]  # 192 KB of metadata before the frame header
+    assert declared_size(np.frombuffer(padded, np.uint8)) == (8, 6)

@@ -65,7 +65,7 @@ def bad_examples():
     return [
         (short, CAMERA, "short_buffer"),
         (image(pixels, "yuv422", 5), CAMERA, "unsupported_encoding"),
-        (compressed(b"not a png", "png", 5), CAMERA, "corrupt_compressed"),
+        (compressed(b"not a png", "png", 5), CAMERA, "unsupported_encoding"),
         (scan([1.0] * 8, 5), CAMERA, "unsupported_type"),
     ]
 

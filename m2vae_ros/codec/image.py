@@ -13,9 +13,6 @@ from m2vae_ros.spec import ImagePreprocess, ModalitySpec
 # A compressed image declaring more pixels is refused before decoding: 64 MP is above any robot
 # camera (a 4K frame is 8.3 MP) and decodes to 192 MB of BGR.
 MAX_COMPRESSED_PIXELS = 64 * 2**20
-# How far into the data the size is looked for: a JPEG's EXIF segment, before its frame
-# header, may hold up to 64 KB.
-_HEADER_BYTES = 1 << 17
 
 # encoding → (numpy base type, channels, channel order, full scale)
 ENCODINGS: dict[str, tuple[str, int, str, float]] = {
@@ -83,16 +80,17 @@ def image_pixels(msg: Any, spec: ModalitySpec) -> tuple[np.ndarray, str, float]:
 
 
 def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
-    """sensor_msgs/CompressedImage (jpeg, png, or another 8/16-bit format OpenCV reads) → tensor."""
+    """sensor_msgs/CompressedImage (JPEG, PNG or WebP, 8 or 16 bits) → tensor."""
     # compressedDepth prefixes its PNG with a depth-quantisation header that imdecode cannot
-    # read. Other formats are left to imdecode, which reads the bytes, not `format` (drivers
-    # leave it empty or write "rgb8; jpeg compressed bgr8"; webp decodes too).
+    # read. The format is read from the bytes, not from `format` (drivers leave it empty or
+    # write "rgb8; jpeg compressed bgr8"), and only where the size can be read first: the
+    # other formats OpenCV decodes (BMP, TIFF, PNM, ...) could declare any size.
     if "compresseddepth" in str(msg.format).lower():
         raise CodecError("unsupported_encoding", f"compressed format {msg.format!r}: compressedDepth is not "
                          "supported; subscribe to the raw depth image")
     buf = byte_view(msg.data)
     size = declared_size(buf)
-    if size is not None and size[0] * size[1] > MAX_COMPRESSED_PIXELS:
+    if size[0] * size[1] > MAX_COMPRESSED_PIXELS:
         raise CodecError("too_large", f"{msg.format!r} data declares {size[0]}×{size[1]} pixels; over "
                          f"{MAX_COMPRESSED_PIXELS // 2**20} MP is refused before decoding")
     pixels = imdecode(buf)
@@ -109,28 +107,32 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
     return _decoded(pixels, order, full_scale, spec, msg)
 
 
-def declared_size(buf: np.ndarray) -> tuple[int, int] | None:
-    """(width, height) from a PNG, JPEG or WebP header, read without decoding; None for other data.
+def declared_size(buf: np.ndarray) -> tuple[int, int]:
+    """(width, height) from a PNG, JPEG or WebP header, read without decoding.
 
     A few bytes can declare an image of gigabytes (a 1 MB PNG of 20000×20000 decodes to
-    1.2 GB), which imdecode would allocate before it found anything wrong.
+    1.2 GB), which imdecode would allocate before it found anything wrong; the other
+    formats OpenCV decodes (BMP, TIFF, PNM, ...) are refused rather than parsed here.
+    CodecError: unsupported_encoding for another format, corrupt_compressed for a header
+    of these three that does not give its size.
     """
-    data = buf[:_HEADER_BYTES].tobytes()
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        chunk = data[12:16]
-        if chunk == b"VP8X":
-            return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-        if chunk == b"VP8L":
-            bits = int.from_bytes(data[21:25], "little")
-            return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
-        if chunk == b"VP8 ":
-            width, height = (int.from_bytes(data[at : at + 2], "little") & 0x3FFF for at in (26, 28))
-            return width, height
-    return None
+    data = buf.tobytes()
+    size = None
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if data[12:16] == b"IHDR" and len(data) >= 24:
+            size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    elif data[:2] == b"\xff\xd8":
+        size = _jpeg_size(data)
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        size = _webp_size(data)
+    elif not data:
+        raise CodecError("corrupt_compressed", "no compressed data")
+    else:
+        raise CodecError("unsupported_encoding", f"compressed data starting {data[:8]!r}: not PNG, JPEG "
+                         "or WebP")
+    if size is None:
+        raise CodecError("corrupt_compressed", "a PNG, JPEG or WebP header that does not give its size")
+    return size
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -144,6 +146,22 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             i += 1
             continue
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """The size of a lossy (VP8), lossless (VP8L) or extended (VP8X) WebP."""
+    if len(data) < 30:
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
+    if chunk == b"VP8 ":
+        width, height = (int.from_bytes(data[at : at + 2], "little") & 0x3FFF for at in (26, 28))
+        return width, height
     return None
 
 
