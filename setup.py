@@ -30,7 +30,7 @@ setup(
         "torch>=2.1",
         "opencv-python-headless>=4.8",
         "rosbags>=0.10",
-        # Imported by bag_salvage.py (reading damaged bags) as well as by rosbags itself.
+        # Imported by bag_errors.py and bag_salvage.py (reading damaged bags) as well as by rosbags.
         "apsw>=3.40",
         "backports.zstd>=1.0; python_version < '3.14'",
         "safetensors>=0.4",

@@ -15,7 +15,8 @@ and DIR/recon_grid.png and DIR/latent_scatter.png when some test sample has ever
 sensor. Test bags the model or the probes were trained on are scored, with a warning on
 stderr and under ``warnings`` in metrics.json and report.md, as is a probe that the
 training data cannot fit. The outputs of an earlier evaluation in DIR are removed first,
-so a failed run leaves none that describe other recordings.
+so a failed run leaves none that describe other recordings; files of those names without
+the test_dataset an evaluation builds first are someone else's, and DIR is refused.
 """
 
 from __future__ import annotations
