@@ -8,6 +8,7 @@ same message. Bags are written with `rosbags.rosbag2.Writer` in either storage f
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,14 @@ def write_bag(path: str | Path, records: Iterable[tuple[str, Any, int]], storage
                 connections[key] = writer.add_connection(topic, key[1], typestore=TYPESTORE)
             writer.write(connections[key], record_ns, serialize_message(msg))
     return path
+
+
+def overflow_mcap_record(storage: Path, message_data: bytes) -> None:
+    """Turn the MCAP message record holding `message_data` into a record of no known kind whose
+    length overflows a file offset: rosbags skips it by seeking past it, and Python raises
+    OverflowError (seen on a recording with zeroed disk blocks)."""
+    raw = bytearray(storage.read_bytes())
+    header_at = raw.index(message_data) - (1 + 8 + 2 + 4 + 8 + 8)  # opcode, length, channel, sequence, times
+    assert raw[header_at] == 0x05, "not a message record"
+    raw[header_at : header_at + 9] = b"\x00" + struct.pack("<Q", 2**63 - 1)
+    storage.write_bytes(bytes(raw))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bagutils import STORAGES, TYPESTORE, header, image, marker, scan, write_bag
+from bagutils import STORAGES, TYPESTORE, header, image, marker, overflow_mcap_record, scan, write_bag
 from m2vae_training.bag_salvage import MCAP_MAGIC, salvage_mcap, salvage_sqlite
 from m2vae_training.bags import Bag, BagError, fingerprint, storage_files
 from m2vae_training.config import ConfigError, load_train_config
@@ -311,17 +311,8 @@ def test_a_data_cell_that_is_no_blob_in_an_intact_bag_is_a_corrupt_message(tmp_p
 
 
 def test_a_skipped_record_whose_length_overflows_a_file_offset_is_damage_not_a_crash(tmp_path):
-    # A record of another kind than a message inside a chunk is skipped by seeking past it; a
-    # damaged length makes that offset exceed 2**63 and Python raises OverflowError (seen on a
-    # recording with zeroed disk blocks).
     bag = write_bag(tmp_path / "bag", SCANS, "mcap")
-    storage = next(bag.glob("*.mcap"))
-    raw = bytearray(storage.read_bytes())
-    at = raw.index(serialize_message(SCANS[3][1]))  # a message's data; its record header lies before it
-    header_at = at - (1 + 8 + 2 + 4 + 8 + 8)  # opcode, length, channel, sequence, log and publish time
-    assert raw[header_at] == 0x05
-    raw[header_at : header_at + 9] = b"\x00" + struct.pack("<Q", 2**63 - 1)  # no message any more
-    storage.write_bytes(bytes(raw))
+    overflow_mcap_record(next(bag.glob("*.mcap")), serialize_message(SCANS[3][1]))
     with Bag(bag) as reader:
         stamps = [stamp for _, _, stamp, _ in reader.messages({"/scan"})]
     assert stamps == []  # the chunk holding the damage is lost whole: rosbags parses it before yielding
