@@ -7,9 +7,7 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -30,7 +28,7 @@ from m2vae_training.dataset_cli import TOPIC_KEYS, main
 from m2vae_training.dataset_notes import no_samples_error
 from m2vae_training.prediction import UsePredictor
 from std_msgs.msg import String
-from trainutils import tiny_bag, tiny_config
+from trainutils import signal_when, tiny_bag, tiny_config
 
 from m2vae_ros import codec
 
@@ -673,20 +671,13 @@ def test_cli_interrupted_mid_build_says_out_is_unchanged_and_exits_130(tmp_path,
                      "--out", str(out), "--json"]) == 0
     before = sorted(p.name for p in tmp_path.iterdir())
     manifest = (out / MANIFEST).read_bytes() if earlier else None
-    process = subprocess.Popen(
+    returncode, stdout, stderr = signal_when(
         [str(Path(sys.executable).parent / "m2vae-dataset"), str(long_recording), "--config", str(config),
          "--out", str(out), "--json"],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        lambda: bool(list(tmp_path.glob(".out.building@*/.spill_*"))),  # the build is decoding messages
+        stop,
     )
-    try:
-        while not list(tmp_path.glob(".out.building@*/.spill_*")):  # the build is decoding messages
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.01)
-        process.send_signal(stop)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert stdout == "" and stderr == f"m2vae-dataset: interrupted; {out} is unchanged\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # the work directory is gone
     if earlier:

@@ -21,7 +21,7 @@ from m2vae_training.dataset import load_dataset
 from m2vae_training.split import time_block_split
 from m2vae_training.train_cli import main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from trainutils import TINY_CONFIG, tiny_bag, tiny_config
+from trainutils import TINY_CONFIG, signal_when, tiny_bag, tiny_config
 
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import load_model, save_model
@@ -446,21 +446,12 @@ def _ignore_sigint() -> None:
                          ids=["ctrl_c", "kill_of_a_background_job"])
 def test_ctrl_c_leaves_a_loadable_checkpoint_and_artifact(inputs, stop, background):
     out = inputs["root"] / f"interrupted_{stop.name}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
+    returncode, stdout, stderr = signal_when(
         [str(VENV_BIN / "m2vae-train"), *_args(inputs, out, "--epochs", "200")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        (out / "checkpoints" / "checkpoint.json").exists, stop,
         preexec_fn=_ignore_sigint if background else None,
     )
-    try:
-        while not (out / "checkpoints" / "checkpoint.json").exists():
-            assert process.poll() is None, process.communicate()[1]
-            time.sleep(0.05)
-        process.send_signal(stop)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert stdout.startswith("interrupted:")
     epoch, state = load_checkpoint(out / "checkpoints")
     assert 1 <= epoch < 200 and state["trainer"]["epoch"] == epoch

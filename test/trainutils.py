@@ -6,7 +6,10 @@ The bags come from the real simulator (`m2vae_ros.sim.simulate`), 32×32 images 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +44,21 @@ def tiny_config(path: Path, **training: Any) -> Path:
     config = {**TINY_CONFIG, "training": {**TINY_CONFIG["training"], **training}}
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+def signal_when(
+    command: list[str], ready: Callable[[], bool], stop: int, **popen: Any
+) -> tuple[int, str, str]:
+    """Run a CLI with one torch thread, send it `stop` once `ready()` holds, and return its
+    exit code, stdout and stderr; a process that ends first fails the test with its output."""
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.01)
+        process.send_signal(stop)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    return process.returncode, stdout, stderr
