@@ -8,6 +8,10 @@ liveness, so a sensor that only sends garbage goes stale like a dead one.
 The node clock can jump backwards (sim time from ``ros2 bag play --loop --clock``). Every
 arrival then lies in the clock's future; they are forgotten, so the sensor counts as
 alive again only once it is heard after the jump, and no age or rate comes out negative.
+
+What a sensor's timeout is (`parse_timeout`, `timeout_of`) lives here too: training's
+`dataset.timeout` marks a sensor missing in its samples by the same rule, and the node
+takes its default from the model's.
 """
 
 from __future__ import annotations
