@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import yaml
 from m2vae_training.callbacks import EarlyStopping, TensorBoardLogger
 from m2vae_training.checkpoint import has_checkpoint, load_checkpoint
 from m2vae_training.dataset import load_dataset
+from m2vae_training.run_lock import LOCK_FILE
 from m2vae_training.split import time_block_split
 from m2vae_training.train_cli import main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -456,6 +458,37 @@ def test_ctrl_c_leaves_a_loadable_checkpoint_and_artifact(inputs, stop, backgrou
     epoch, state = load_checkpoint(out / "checkpoints")
     assert 1 <= epoch < 200 and state["trainer"]["epoch"] == epoch
     assert load_model(out / "model").spec.names == ("camera", "lidar")
+
+
+def test_a_second_training_into_a_run_directory_in_use_is_refused(inputs):
+    out = inputs["root"] / "in_use"
+    lock = out / LOCK_FILE
+    second: list[subprocess.CompletedProcess] = []
+
+    def train_again_once_locked() -> bool:
+        if not lock.exists():
+            return False
+        command = [str(VENV_BIN / "m2vae-train"), *_args(inputs, out, "--seed", "1")]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        second.append(subprocess.run(command, env=env, capture_output=True, text=True))
+        return True
+
+    returncode, _, _ = signal_when([str(VENV_BIN / "m2vae-train"), *_args(inputs, out, "--epochs", "200")],
+                                   train_again_once_locked, signal.SIGINT)
+    refused = second[0]
+    assert refused.returncode == 2 and "is being trained by another m2vae-train (process" in refused.stderr, \
+        refused.stderr
+    assert returncode == 130 and not lock.exists()  # the first run went on, and let go of the lock at its end
+
+
+def test_a_lock_left_by_a_process_that_is_gone_is_taken_over(inputs, capsys):
+    out = inputs["root"] / "abandoned"
+    out.mkdir()
+    gone = subprocess.Popen(["true"])  # a process id that no process holds once it has ended
+    gone.wait()
+    (out / LOCK_FILE).write_text(f"{socket.gethostname()} {gone.pid}\n")
+    assert main(_args(inputs, out, "--epochs", "1")) == 0, capsys.readouterr().err
+    assert load_model(out / "model") and not (out / LOCK_FILE).exists()
 
 
 def _torchrun(inputs, out: Path, *extra: str) -> subprocess.CompletedProcess:

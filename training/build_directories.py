@@ -53,11 +53,11 @@ def remove_abandoned_builds(out_dir: Path) -> None:
         prefix = _work_prefix(out_dir, kind)
         for leftover in out_dir.parent.glob(glob.escape(prefix) + "*"):
             pid = leftover.name.removeprefix(prefix)
-            if pid.isdigit() and not _process_alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -22,6 +22,7 @@ Under `torchrun` every rank trains on its shard of each epoch and rank 0 writes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -66,6 +67,7 @@ from m2vae_training.run_file import (
     run_bags,
     run_settings,
 )
+from m2vae_training.run_lock import run_lock
 from m2vae_training.split import Split, time_block_split
 
 from m2vae_ros.api import MultimodalVAE
@@ -125,11 +127,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace, command: list[str]) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; it names the run directory")
     job = distributed.from_environment()
     device = distributed.training_device(device_request(args), job)
     distributed.start(job, device)
     try:
-        return _train(args, command, job, device)
+        with run_lock(args.out) if job.is_main else contextlib.nullcontext():
+            return _train(args, command, job, device)
     finally:
         distributed.stop(job)
 
@@ -138,8 +143,6 @@ def _train(
     args: argparse.Namespace, command: list[str], job: distributed.Distributed, device: torch.device
 ) -> int:
     out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; it names the run directory")
     if args.bag is None:  # --resume without --bag: the run's recordings, which the checks below compare
         args.bag = run_bags(out)
     config = load_config(args)
