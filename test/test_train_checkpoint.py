@@ -66,7 +66,8 @@ def test_a_hand_edited_index_is_a_checkpoint_error(tmp_path, edit):
     index = json.loads((tmp_path / "checkpoint.json").read_text())
     edit(index)
     (tmp_path / "checkpoint.json").write_text(json.dumps(index))
-    with pytest.raises(CheckpointError, match=r"checkpoint\.json is damaged"):
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json is damaged: .*: the run cannot continue "
+                                              r"from it; start a new run with another --out"):
         load_checkpoint(tmp_path)
 
 

@@ -26,6 +26,8 @@ from m2vae_ros.atomic import write_atomic
 
 INDEX = "checkpoint.json"
 FORMAT = "m2vae-checkpoint/2"  # a checkpoint of another format is refused, not converted
+# What a refused checkpoint leaves the user: the run's model (the best epoch's) is not in it.
+NO_RESUME = ": the run cannot continue from it; start a new run with another --out (its model stays usable)"
 
 
 class CheckpointError(RuntimeError):
@@ -67,10 +69,10 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[int, dict[str, Any]]:
         tensor_path = directory / str(index["tensors"])
         blob = tensor_path.read_bytes()
         if hashlib.sha256(blob).hexdigest() != index["sha256"]:
-            raise CheckpointError(f"{tensor_path} does not match the sha256 recorded in {INDEX}")
+            raise CheckpointError(f"{tensor_path} does not match the sha256 recorded in {INDEX}{NO_RESUME}")
         return int(index["epoch"]), _unflatten(index["state"], load_tensors(blob))
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint tensors {tensor_path} are missing") from None
+        raise CheckpointError(f"checkpoint tensors {tensor_path} are missing{NO_RESUME}") from None
     except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:  # a hand-edited index
         raise _damaged(directory, exc) from None
 
@@ -90,18 +92,18 @@ def _read_index(directory: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint in {directory} (missing {INDEX})") from None
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{directory / INDEX} is not valid JSON: {exc}") from None
+        raise CheckpointError(f"{directory / INDEX} is not valid JSON: {exc}{NO_RESUME}") from None
     found = index.get("format") if isinstance(index, dict) else None
     if isinstance(found, str) and found.startswith("m2vae-checkpoint/") and found != FORMAT:
         raise CheckpointError(f"{directory / INDEX} is a {found} checkpoint, written by another m2vae-train; "
-                              f"this one resumes only {FORMAT}: start a new run with another --out")
+                              f"this one resumes only {FORMAT}{NO_RESUME}")
     if found != FORMAT:
-        raise CheckpointError(f"{directory / INDEX} is not a {FORMAT} checkpoint")
+        raise CheckpointError(f"{directory / INDEX} is not a {FORMAT} checkpoint{NO_RESUME}")
     return index
 
 
 def _damaged(directory: Path, exc: Exception) -> CheckpointError:
-    return CheckpointError(f"{directory / INDEX} is damaged: {type(exc).__name__} {exc}")
+    return CheckpointError(f"{directory / INDEX} is damaged: {type(exc).__name__} {exc}{NO_RESUME}")
 
 
 def _flatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
