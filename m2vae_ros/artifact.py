@@ -107,9 +107,10 @@ def save_model(
 
 def _committed(directory: Path, incoming: Path) -> bool:
     """Whether `incoming` holds the weights the directory's model.yaml names (a killed save's)."""
+    path = directory / METADATA_FILE
     try:
-        named = yaml.safe_load((directory / METADATA_FILE).read_text(encoding="utf-8"))["weights"]["sha256"]
-    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        named = _weights_sha256(_read_metadata(path), path)
+    except (ArtifactError, OSError):
         return False
     return hashlib.sha256(incoming.read_bytes()).hexdigest() == named
 
