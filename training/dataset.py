@@ -345,15 +345,15 @@ class _Markers:
 class _BagIndex:
     """The read of one bag: which messages passed the checks, the samples they form, what was decoded.
 
-    `ordinals[k][j]` is the position, among its topic's messages in reading order, of
-    modality k's j-th accepted message; `sync.indices` index these accepted messages.
-    `spilled[k]` maps such a position to the row of modality k's spill holding its decode.
+    `positions_in_topic[k][j]` is the position, among its topic's messages in reading order,
+    of modality k's j-th accepted message; `sync.indices` index these accepted messages.
+    `spill_rows[k]` maps such a position to the row of modality k's spill holding its decode.
     """
 
     path: Path
     sync: SyncResult
-    ordinals: list[np.ndarray]
-    spilled: list[dict[int, int]]
+    positions_in_topic: list[np.ndarray]
+    spill_rows: list[dict[int, int]]
     labels: np.ndarray
     positions: np.ndarray
 
@@ -424,15 +424,15 @@ class _Builder:
                       for m in self.spec.modalities}
             arrays.update({f"mask_{m.name}": self._allocate(f"mask_{m.name}", np.bool_, (total, *m.shape))
                            for m in self.spec.modalities if m.has_mask})
-            spilled = [spill.read() for spill in self.spills]
+            spill_arrays = [spill.read() for spill in self.spills]
             start = 0
             for index in indexes:
-                self._fill(index, start, arrays, spilled)
+                self._fill(index, start, arrays, spill_arrays)
                 start += len(index.sync.stamps)
             for values in arrays.values():
                 if isinstance(values, np.memmap):
                     values.flush()
-            del spilled
+            del spill_arrays
             for spill in self.spills:
                 spill.remove()
         available = np.concatenate([i.sync.indices >= 0 for i in indexes]).reshape(total, len(names))
@@ -489,8 +489,8 @@ class _Builder:
         """Check every message, keep stamps of the good ones, decode the expected ones, synchronise, label."""
         modalities = self.spec.modalities
         stamps: list[list[int]] = [[] for _ in modalities]
-        ordinals: list[list[int]] = [[] for _ in modalities]
-        spilled: list[dict[int, int]] = [{} for _ in modalities]
+        topic_positions: list[list[int]] = [[] for _ in modalities]
+        spill_rows: list[dict[int, int]] = [{} for _ in modalities]
         slop_ns, timeouts_ns = round(self.config.slop * 1e9), self.config.timeouts_ns()
         predictor: UsePredictor[tuple[int, Any]] = UsePredictor(slop_ns, timeouts_ns)
         seen: Counter = Counter()
@@ -504,7 +504,7 @@ class _Builder:
                 if topic not in self.by_topic:
                     self._read_marker(bag, raw, msgtype, markers)
                     continue
-                ordinal = seen[topic]
+                position = seen[topic]
                 seen[topic] += 1
                 stats = self.stats[topic]
                 stats.messages += 1
@@ -532,9 +532,9 @@ class _Builder:
                 stats.decoded += 1
                 for k, (stamp, decoded) in checked:
                     stamps[k].append(stamp)
-                    ordinals[k].append(ordinal)
-                    self._decode_expected(predictor.push(k, stamp, (ordinal, decoded or msg)), spilled)
-            self._decode_expected(predictor.finish(), spilled)
+                    topic_positions[k].append(position)
+                    self._decode_expected(predictor.push(k, stamp, (position, decoded or msg)), spill_rows)
+            self._decode_expected(predictor.finish(), spill_rows)
             self.decoder.drain()
             self.damage.extend(bag.damage)
         stamp_arrays = [np.array(s, dtype=np.int64) for s in stamps]
@@ -546,8 +546,8 @@ class _Builder:
                 self._problem(path, topic, "out_of_order", "header stamp older than its predecessor",
                               stamp_ns=int(stamp))
         labels, positions = self._labels(sync, stamp_arrays, markers)
-        ordinal_arrays = [np.array(o, dtype=np.int64) for o in ordinals]
-        return _BagIndex(path, sync, ordinal_arrays, spilled, labels, positions)
+        position_arrays = [np.array(p, dtype=np.int64) for p in topic_positions]
+        return _BagIndex(path, sync, position_arrays, spill_rows, labels, positions)
 
     def _check(self, k: int, msg: Any, msgtype: str) -> tuple[int, Decoded | None]:
         """`check_and_keep` for modality k, which reads one message type: the first it accepts, or the
@@ -561,28 +561,28 @@ class _Builder:
         return checked
 
     def _decode_expected(self, decisions: list[tuple[int, tuple[int, Any], bool]],
-                         spilled: list[dict[int, int]]) -> None:
+                         spill_rows: list[dict[int, int]]) -> None:
         """Queue the decodes of the messages the predictor expects in a sample; drop the others."""
-        for k, (ordinal, msg), expected in decisions:
+        for k, (position, msg), expected in decisions:
             if expected:
-                self.decoder.submit(k, ordinal, msg, spilled[k])
+                self.decoder.submit(k, position, msg, spill_rows[k])
 
     def _fill(self, index: _BagIndex, start: int, arrays: dict[str, np.ndarray],
-              spilled: list[list[np.ndarray]]) -> None:
+              spill_arrays: list[list[np.ndarray]]) -> None:
         """Copy each sample's decodes into its rows (from `start` on); reread the ones not decoded yet."""
         missed: dict[str, dict[int, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
         for k, modality in enumerate(self.spec.modalities):
             rows = np.flatnonzero(index.sync.indices[:, k] >= 0)
-            ordinals = index.ordinals[k][index.sync.indices[rows, k]]
-            sources = np.array([index.spilled[k].get(int(o), -1) for o in ordinals], dtype=np.int64)
+            positions = index.positions_in_topic[k][index.sync.indices[rows, k]]
+            sources = np.array([index.spill_rows[k].get(int(p), -1) for p in positions], dtype=np.int64)
             hit = sources >= 0
             hit_rows, hit_sources = start + rows[hit], sources[hit]
             for begin in range(0, len(hit_rows), COPY_ROWS):
                 chunk = slice(begin, begin + COPY_ROWS)
-                for target, source in zip(_targets(arrays, modality), spilled[k], strict=True):
+                for target, source in zip(_targets(arrays, modality), spill_arrays[k], strict=True):
                     target[hit_rows[chunk]] = source[hit_sources[chunk]]
-            for row, ordinal in zip(rows[~hit], ordinals[~hit], strict=True):
-                missed[modality.topic][int(ordinal)].append((start + int(row), k))
+            for row, position in zip(rows[~hit], positions[~hit], strict=True):
+                missed[modality.topic][int(position)].append((start + int(row), k))
         if missed:
             self._reread(index.path, missed, arrays)
 
@@ -595,9 +595,9 @@ class _Builder:
         with Bag(path) as bag:
             for topic, msgtype, _, raw in bag.messages(set(wanted)):
                 self.bar.update()
-                ordinal = seen[topic]
+                position = seen[topic]
                 seen[topic] += 1
-                targets = wanted[topic].pop(ordinal, None)
+                targets = wanted[topic].pop(position, None)
                 if targets is None:
                     continue
                 try:
@@ -608,7 +608,7 @@ class _Builder:
                         for target, value in zip(_targets(arrays, modalities[k]), values, strict=False):
                             target[row] = value
                 except CodecError as exc:
-                    raise DatasetError(f"{path}: {topic} message {ordinal} passed its check but does not "
+                    raise DatasetError(f"{path}: {topic} message {position} passed its check but does not "
                                        f"decode: {exc}") from None
                 if not any(wanted.values()):
                     break
