@@ -25,7 +25,7 @@ from m2vae_training.dataset import (
     load_dataset,
 )
 from m2vae_training.dataset_cli import TOPIC_KEYS, main
-from m2vae_training.dataset_notes import no_samples_error
+from m2vae_training.dataset_notes import no_samples_error, notes
 from m2vae_training.prediction import UsePredictor
 from std_msgs.msg import String
 from trainutils import signal_when, tiny_bag, tiny_config
@@ -335,6 +335,37 @@ def test_one_marker_id_with_two_class_names_is_refused(tmp_path):
                       progress=False)
     assert not (tmp_path / "o").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".o.")] == []
+
+
+def test_the_notes_name_a_camera_on_its_own_clock_frozen_stamps_and_grey_images_for_colour(tmp_path):
+    # A mono8 camera stamping from its own clock, 50 years behind the scans (which stamp from the
+    # computer's): by header stamp the two never pair. Every third frame repeats the stamp before it.
+    own_clock = 1_000 * MS
+    records = []
+    for i in range(30):
+        record_ns = 1_700_000_000_000 * MS + i * 100 * MS
+        camera_stamp = own_clock + (i - i % 3 // 2) * 100 * MS
+        records.append(("/camera/image_raw", image(np.full((16, 16), 90, np.uint8), "mono8", camera_stamp),
+                        record_ns))
+        records.append(("/scan", scan(np.full(90, 2.0, np.float32), record_ns - 2 * MS), record_ns))
+    bag = write_bag(tmp_path / "bag", records, "mcap")
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    lines = notes(ds)
+    assert ds.manifest["samples"]["complete"] == 0 and len(ds) == 60
+    assert ds.manifest["topics"]["/scan"]["stamp_offset_s"] == pytest.approx(-0.002)
+    assert "/camera/image_raw: 10 header stamps repeat the one before (a clock standing still?)" in lines
+    assert "/scan: 0 header stamps" not in "\n".join(lines)
+    split = [line for line in lines if line.startswith("header stamps against the record times")]
+    assert len(split) == 1 and split[0].index("/camera/image_raw -1.7e+09 s") < split[0].index("/scan -0.002 s")
+    assert ("camera: 30 single-channel images for a colour model: every channel reads grey (a grey camera "
+            "takes preprocess channels: 1)") in lines
+
+
+def test_sensors_on_one_clock_get_no_clock_note(tmp_path):
+    bag = recording(tmp_path / "bag", "mcap", bad=False)  # camera 2 ms, scan 1 ms after their stamps
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.manifest["topics"]["/camera/image_raw"]["stamp_offset_s"] == pytest.approx(-0.002)
+    assert notes(ds) == [f"dataset written: {tmp_path / 'o'}"]
 
 
 def test_existing_directory_that_is_no_dataset_is_never_overwritten(tmp_path):

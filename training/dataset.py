@@ -24,6 +24,7 @@ import dataclasses
 import json
 import shutil
 import sys
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -326,10 +327,15 @@ class _TopicStats:
     failed: int = 0
     failures: Counter = dataclasses.field(default_factory=Counter)
     out_of_order: int = 0
+    repeated_stamps: int = 0  # equal to the one before: a driver whose clock stands still
+    # header stamp minus the bag's record time, per accepted message: sensors on one clock share it
+    stamp_offsets_ns: array = dataclasses.field(default_factory=lambda: array("q"))
 
     def as_json(self) -> dict[str, Any]:
+        offset = float(np.median(self.stamp_offsets_ns)) / 1e9 if self.stamp_offsets_ns else None
         return {"type": self.type, "messages": self.messages, "decoded": self.decoded, "failed": self.failed,
-                "failures": dict(sorted(self.failures.items())), "out_of_order": self.out_of_order}
+                "failures": dict(sorted(self.failures.items())), "out_of_order": self.out_of_order,
+                "repeated_stamps": self.repeated_stamps, "stamp_offset_s": offset}
 
 
 @dataclass
@@ -407,6 +413,7 @@ class _Builder:
         self.spills = [Spill(directory, m) for m in self.spec.modalities]
         self.decoder = DecodeThread(self.spec, self.spills)
         self.reread = 0
+        self.reread_grey_for_colour: Counter = Counter()  # the spills count the others
         self.bar = progress_bar(enabled=progress, desc="reading bags", unit="msg")
 
     def run(self, bags: Sequence[str | Path]) -> dict[str, Any]:
@@ -475,7 +482,14 @@ class _Builder:
             "problems": self.problems,
             "decodes": {"while_reading": sum(spill.rows for spill in self.spills),
                         "reread": self.reread},
+            "grey_for_colour": self._grey_for_colour(),
         }
+
+    def _grey_for_colour(self) -> dict[str, int]:
+        """Per colour sensor fed single-channel images, how many of its decodes read grey in every channel."""
+        counts = {m.name: spill.grey_for_colour + self.reread_grey_for_colour[k]
+                  for k, (m, spill) in enumerate(zip(self.spec.modalities, self.spills, strict=True))}
+        return {name: n for name, n in counts.items() if n}
 
     def _allocate(self, name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
         """A zero-filled .npy in the build directory, memory-mapped for writing (numpy cannot map 0 bytes)."""
@@ -530,6 +544,7 @@ class _Builder:
                     stats.failures[failures[0].reason] += 1
                     continue
                 stats.decoded += 1
+                stats.stamp_offsets_ns.append(checked[0][1][0] - record_ns)
                 for k, (stamp, decoded) in checked:
                     stamps[k].append(stamp)
                     topic_positions[k].append(position)
@@ -539,6 +554,8 @@ class _Builder:
             self.damage.extend(bag.damage)
         stamp_arrays = [np.array(s, dtype=np.int64) for s in stamps]
         sync = synchronize(stamp_arrays, slop_ns, timeouts_ns)
+        for topic, (k, *_) in self.by_topic.items():
+            self.stats[topic].repeated_stamps += int((np.diff(stamp_arrays[k]) == 0).sum())
         for k, late in enumerate(sync.out_of_order):
             topic = modalities[k].topic
             self.stats[topic].out_of_order += len(late)
@@ -604,6 +621,7 @@ class _Builder:
                     msg = bag.deserialize(raw, msgtype)
                     for row, k in targets:
                         decoded = decode_message(msg, modalities[k])
+                        self.reread_grey_for_colour[k] += decoded.grey_for_colour
                         values = (decoded.tensor, decoded.mask)  # the mask only where the arrays have one
                         for target, value in zip(_targets(arrays, modalities[k]), values, strict=False):
                             target[row] = value

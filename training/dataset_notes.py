@@ -5,6 +5,7 @@ gave no samples, which m2vae-train and m2vae-eval raise."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from m2vae_training.dataset import DatasetError, PreparedDataset
 
@@ -12,6 +13,9 @@ from m2vae_ros.codec import accepted_types
 from m2vae_ros.spec import ModalitySpec
 
 MIN_REACH = 0.95  # below: the config's LiDAR geometry is likely not the sensor's
+# Sensors whose header stamps sit this much further apart, against the bag's record times, run on
+# different clocks: transport delays are milliseconds, and samples pair sensors by header stamp.
+CLOCK_SPLIT_S = 1.0
 REACH_HINTS = {
     "scan": "is angle_min…angle_max wider than the scanner's?",
     "range_image": "do rings, fov_up_deg and fov_down_deg match the sensor's beams?",
@@ -19,14 +23,21 @@ REACH_HINTS = {
 
 
 def notes(dataset: PreparedDataset) -> list[str]:
-    """What the summary object leaves out, a line each: reuse, out-of-order stamps, damage, sensors
-    recorded into separate bags, failures on a shared topic, a configured topic the bags lack
-    (and the recorded ones that could feed its sensor) or record with a type its kind cannot
-    read, a LiDAR geometry unlike the sensor's, and where the problem examples are."""
+    """What the summary object leaves out, a line each: reuse, stamps out of order, repeated or on
+    split clocks, grey images for a colour sensor, damage, sensors recorded into separate bags,
+    failures on a shared topic, a configured topic the bags lack (and the recorded ones that
+    could feed its sensor) or record with a type its kind cannot read, a LiDAR geometry unlike
+    the sensor's, and where the problem examples are."""
     manifest = dataset.manifest
     lines = [f"dataset {'reused' if manifest.get('reused') else 'written'}: {dataset.directory}"]
     lines += [f"{topic}: {t['out_of_order']} header stamps out of order"
               for topic, t in manifest["topics"].items() if t.get("out_of_order")]
+    lines += [f"{topic}: {t['repeated_stamps']} header stamps repeat the one before (a clock standing still?)"
+              for topic, t in manifest["topics"].items() if t.get("repeated_stamps")]
+    lines += clock_split(manifest["topics"])
+    lines += [f"{name}: {n} single-channel images for a colour model: every channel reads grey "
+              "(a grey camera takes preprocess channels: 1)"
+              for name, n in manifest.get("grey_for_colour", {}).items()]
     lines += [f"damage: {line}" for line in manifest.get("damage", [])]
     lines += manifest.get("separately_synchronised", [])
     lines += [f"{name} (on a topic it shares with another sensor) failed on {failure_counts(failures)}"
@@ -44,6 +55,19 @@ def notes(dataset: PreparedDataset) -> list[str]:
     if manifest.get("problems"):
         lines.append(f"{len(manifest['problems'])} problem examples (topic, stamp, reason) in manifest.json")
     return lines
+
+
+def clock_split(topics: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line when the sensors' header stamps, each against the bag's record times, differ by
+    CLOCK_SPLIT_S or more: a driver stamping from its own clock pairs with no other sensor."""
+    offsets = {topic: t["stamp_offset_s"] for topic, t in topics.items()
+               if t.get("stamp_offset_s") is not None}
+    if len(offsets) < 2 or max(offsets.values()) - min(offsets.values()) < CLOCK_SPLIT_S:
+        return []
+    by_offset = sorted(offsets.items(), key=lambda kv: kv[1])
+    listed = ", ".join(f"{topic} {offset:+.6g} s" for topic, offset in by_offset)
+    return [f"header stamps against the record times (median): {listed}; samples pair sensors by header "
+            "stamp, so sensors on different clocks do not pair (synchronise the drivers' clocks)"]
 
 
 def failure_counts(failures: dict[str, int]) -> str:

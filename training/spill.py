@@ -31,6 +31,7 @@ class Spill:
             self.paths.append(directory / f".spill_mask_{modality.name}")
         self.files = [path.open("wb") for path in self.paths]
         self.rows = 0
+        self.grey_for_colour = 0  # rows decoded from single-channel images for a colour model
 
     def append(self, decoded: Decoded) -> int:
         """Store one decode; returns its row."""
@@ -38,6 +39,7 @@ class Spill:
         if len(self.files) > 1:
             self.files[1].write(np.ascontiguousarray(decoded.mask, dtype=np.bool_).tobytes())
         self.rows += 1
+        self.grey_for_colour += decoded.grey_for_colour
         return self.rows - 1
 
     def close(self) -> None:
