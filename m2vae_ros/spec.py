@@ -185,12 +185,12 @@ class ModalitySpec:
         kind = d.get("kind")
         if not isinstance(kind, str) or kind not in PREPROCESS_BY_KIND:
             raise SpecError(f"modality {d.get('name')!r}: kind {kind!r} not in {KINDS}")
-        preprocess = d.get("preprocess") or {}
+        preprocess = {} if d.get("preprocess") is None else d["preprocess"]  # 0 or "" is no mapping
         if not isinstance(preprocess, Mapping):
             raise SpecError(f"modality {d.get('name')!r}: preprocess must be a mapping of "
                             f"{PREPROCESS_BY_KIND[kind].__name__} keys, got {preprocess!r}")
         d["preprocess"] = _build(PREPROCESS_BY_KIND[kind], dict(preprocess), d.get("name"))
-        hidden = d.get("hidden") or ()
+        hidden = () if d.get("hidden") is None else d["hidden"]  # 0 is no list; [] is the default
         if not isinstance(hidden, list | tuple):
             raise SpecError(f"modality {d.get('name')!r}: hidden must be a list of widths, got {hidden!r}")
         where = f"modality {d.get('name')!r}: hidden"
@@ -280,7 +280,7 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         d = dict(d)
-        modalities = d.get("modalities") or ()
+        modalities = () if d.get("modalities") is None else d["modalities"]
         if not isinstance(modalities, list | tuple):
             raise SpecError(f"modalities must be a list of modality mappings, got {modalities!r}")
         for i, modality in enumerate(modalities):  # a stray `-` line in YAML is a None entry

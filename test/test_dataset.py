@@ -355,8 +355,8 @@ def test_the_notes_name_a_camera_on_its_own_clock_frozen_stamps_and_grey_images_
     assert ds.manifest["topics"]["/scan"]["stamp_offset_s"] == pytest.approx(-0.002)
     assert "/camera/image_raw: 10 header stamps repeat the one before (a clock standing still?)" in lines
     assert "/scan: 0 header stamps" not in "\n".join(lines)
-    split = [line for line in lines if line.startswith("header stamps against the record times")]
-    assert len(split) == 1 and split[0].index("/camera/image_raw -1.7e+09 s") < split[0].index("/scan -0.002 s")
+    [split] = [line for line in lines if line.startswith("header stamps against the record times")]
+    assert split.index("/camera/image_raw -1.7e+09 s") < split.index("/scan -0.002 s")
     assert ("camera: 30 single-channel images for a colour model: every channel reads grey (a grey camera "
             "takes preprocess channels: 1)") in lines
 
@@ -638,7 +638,9 @@ def _edited(data: dict, where: tuple, value: object) -> dict:
 
 @pytest.mark.parametrize(("where", "value", "message"), [
     (("model",), "x", "model must be a mapping, got 'x'"),
+    (("training",), 0, "training must be a mapping, got 0"),  # a 0 was read as "the defaults"
     (("modalities",), "x", "modalities must be a list of modality mappings, got 'x'"),
+    (("modalities",), 0, "modalities must be a list of modality mappings, got 0"),
     (("modalities", 1), None, "modalities[1] must be a mapping, got None"),
     (("modalities", 0, "kind"), [], "modality 'camera': kind [] not in"),
     (("modalities", 0, "preprocess"), -1,

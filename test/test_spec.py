@@ -102,6 +102,7 @@ def test_values_that_would_only_fail_later_are_refused_where_the_spec_is_built(b
 
 @pytest.mark.parametrize(("hidden", "message"), [
     (5, "hidden must be a list of widths, got 5"),
+    (0, "hidden must be a list of widths, got 0"),  # was read as "the default"
     ([32.5, 64], "hidden must be an integer, got 32.5"),
 ])
 def test_hidden_widths_in_a_config_are_checked_like_other_numbers(hidden, message):
@@ -149,6 +150,8 @@ def test_a_number_of_the_wrong_kind_is_one_clear_spec_error(model, preprocess, m
     ([{**_lidar_dict(), "kind": []}], "modality 'lidar': kind [] not in"),
     ([{**_lidar_dict(), "preprocess": -1}],
      "modality 'lidar': preprocess must be a mapping of ScanPreprocess keys, got -1"),
+    ([{**_lidar_dict(), "preprocess": 0}],  # was read as "the defaults"
+     "modality 'lidar': preprocess must be a mapping of ScanPreprocess keys, got 0"),
     ([{**_lidar_dict(), "preprocess": {1: 2, "bins": 3}}], "lidar: unknown ScanPreprocess keys [1, 'bins']"),
     ([{**_lidar_dict(), "topic": -1}], "modality 'lidar': topic must be a ROS topic name such as /scan"),
     ([{**_lidar_dict(), "topic": ["/scan"]}], "modality 'lidar': topic must be a ROS topic name"),

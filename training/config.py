@@ -166,7 +166,8 @@ def load_train_config(
     training = _section(data, "training", [f.name for f in dataclasses.fields(TrainingSettings)], path)
     model = _mapping(data, "model", path)  # its keys: ModelSpec's, which the spec checks
     try:
-        spec = ModelSpec.from_dict({**model, "modalities": data.get("modalities") or []})
+        modalities = data.get("modalities")
+        spec = ModelSpec.from_dict({**model, "modalities": [] if modalities is None else modalities})
     except SpecError as exc:
         raise ConfigError(f"config {path}: {exc}") from None
     slop = _typed(dataset.get("slop", TrainConfig.slop), "float", f"config {path}: dataset.slop")
@@ -195,8 +196,8 @@ def _one_line(exc: yaml.YAMLError) -> str:
 
 
 def _mapping(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
-    """The mapping under `name` (empty if absent or empty); any other value is a ConfigError."""
-    section = data.get(name) or {}
+    """The mapping under `name` (empty if absent or left empty); any other value, 0 too, is a ConfigError."""
+    section = {} if data.get(name) is None else data[name]
     if not isinstance(section, Mapping):
         raise ConfigError(f"config {path}: {name} must be a mapping, got {section!r}")
     return dict(section)
