@@ -398,8 +398,8 @@ def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
     assert main([*argv[:-2], "--topic", "lidar=/scna", "--out", str(tmp_path / "misspelt")]) == 1  # was 0
     err = capsys.readouterr().err
     assert "/scna is not in the bags; the bags record for lidar: /scan (sensor_msgs/msg/LaserScan)" in err
-    assert err.endswith("error: no sample holds lidar=/scna, so m2vae-train would refuse this dataset (the "
-                        "per-topic counts and notes say why)\n")
+    assert err.endswith("error: no sample of the bags holds lidar=/scna, so m2vae-train would refuse this "
+                        "dataset (the per-topic counts and notes say why)\n")
     assert load_dataset(tmp_path / "misspelt").manifest["samples"]["by_subset"] == {"camera": 87}  # written
     # A recorded topic of another kind's type: said in the notes, not only in manifest.json's problems.
     assert main([*argv[:-2], "--topic", "lidar=/camera/image_raw", "--out", str(tmp_path / "kind")]) == 1
@@ -408,7 +408,7 @@ def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
     # A recorded topic that gave nothing is not offered as its own replacement.
     recorded = {"/scan": "sensor_msgs/msg/LaserScan", "/camera/image_raw": "sensor_msgs/msg/Image"}
     lidar = load_train_config(config).spec.modality("lidar")
-    error = str(no_samples_error("no sample of the bags holds", [lidar], recorded))
+    error = str(no_samples_error([lidar], recorded))
     assert error.endswith("(`m2vae-dataset` prints what each topic gave)")
 
 

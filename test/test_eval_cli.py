@@ -281,7 +281,7 @@ def test_topics_that_give_no_sample_are_an_error_naming_them(trained, capsys):
     assert evaluate(["--model", model, "--bag", bag, "--out", str(out), "--topic", "lidar=/scann",
                      "--topic", "camera=/cam"]) == 2
     err = capsys.readouterr().err
-    assert "the test bags hold no samples on camera=/cam, lidar=/scann" in err
+    assert "no sample of the test bags holds camera=/cam, lidar=/scann" in err
     assert "the bags record for camera: /camera/image_raw (sensor_msgs/msg/Image)" in err
 
 

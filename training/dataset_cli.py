@@ -24,7 +24,7 @@ from typing import Any
 from m2vae_training.bags import BagError
 from m2vae_training.config import ConfigError, load_train_config, parse_topic_overrides
 from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset
-from m2vae_training.dataset_notes import failure_counts, notes
+from m2vae_training.dataset_notes import failure_counts, no_samples, notes
 from m2vae_training.interrupts import sigterm_as_sigint
 
 PROG = "m2vae-dataset"
@@ -123,8 +123,7 @@ def _build_and_report(args: argparse.Namespace) -> int:
     else:
         print_human(info, notes(dataset))
     if silent := dataset.silent_modalities():
-        topics = ", ".join(f"{m.name}={m.topic}" for m in silent)
-        print(f"error: no sample holds {topics}, so m2vae-train would refuse this dataset (the per-topic "
+        print(f"error: {no_samples(silent)}, so m2vae-train would refuse this dataset (the per-topic "
               "counts and notes say why)", file=sys.stderr)
         return UNTRAINABLE_EXIT
     return 0

@@ -75,15 +75,19 @@ def failure_counts(failures: dict[str, int]) -> str:
     return ", ".join(f"{reason} {n}" for reason, n in failures.items())
 
 
+def no_samples(modalities: Sequence[ModalitySpec], bags: str = "the bags") -> str:
+    """'no sample of the bags holds camera=/x, lidar=/y': one wording for the dataset, training and test."""
+    return f"no sample of {bags} holds {', '.join(f'{m.name}={m.topic}' for m in modalities)}"
+
+
 def no_samples_error(
-    what: str, modalities: Sequence[ModalitySpec], recorded: Mapping[str, str]
+    modalities: Sequence[ModalitySpec], recorded: Mapping[str, str], bags: str = "the bags"
 ) -> DatasetError:
     """The error for configured topics the bags give nothing on, with the way to fix it."""
-    topics = ", ".join(f"{m.name}={m.topic}" for m in modalities)
     hints = [hint for m in modalities if (hint := topic_hints(m, recorded))]
     hints += ["`m2vae-dataset` prints what each topic gave"]  # why a recorded topic gave nothing
-    return DatasetError(f"{what} {topics}; name the recorded topics with --topic MODALITY=TOPIC "
-                        f"({'; '.join(hints)})")
+    return DatasetError(f"{no_samples(modalities, bags)}; name the recorded topics with "
+                        f"--topic MODALITY=TOPIC ({'; '.join(hints)})")
 
 
 def topic_hints(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:

@@ -162,7 +162,7 @@ def _train(
         dataset = load_dataset(dataset_dir)
     if silent := dataset.silent_modalities():  # a model that never saw a sensor would still load in the node
         recorded = dataset.manifest.get("recorded_topics", {})
-        raise no_samples_error("no sample of the bags holds", silent, recorded)
+        raise no_samples_error(silent, recorded)
     split = time_block_split(
         dataset.stamps, dataset.bag_index,
         block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
