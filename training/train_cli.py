@@ -31,11 +31,9 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from m2vae_training import distributed
 from m2vae_training.bags import BagError
 from m2vae_training.callbacks import (
@@ -59,11 +57,12 @@ from m2vae_training.dataset import (
 from m2vae_training.dataset_notes import no_samples_error, notes
 from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 from m2vae_training.run_file import (
-    RUN_FILE,
+    RunFile,
     check_resume,
     check_same_split,
     device_request,
     load_config,
+    read_resumed_run,
     run_bags,
     run_settings,
 )
@@ -72,7 +71,6 @@ from m2vae_training.split import Split, time_block_split
 
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import save_model
-from m2vae_ros.atomic import write_atomic
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
 from m2vae_ros.subsets import subset_name, unheld
 from m2vae_ros.trainer import ArrayDataset, Trainer, TrainingDiverged
@@ -129,32 +127,34 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace, command: list[str]) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; it names the run directory")
+    previous = read_resumed_run(args)
     job = distributed.from_environment()
-    device = distributed.training_device(device_request(args), job)
+    device = distributed.training_device(device_request(args, previous), job)
     distributed.start(job, device)
     try:
         with run_lock(args.out) if job.is_main else contextlib.nullcontext():
-            return _train(args, command, job, device)
+            return _train(args, command, previous, job, device)
     finally:
         distributed.stop(job)
 
 
 def _train(
-    args: argparse.Namespace, command: list[str], job: distributed.Distributed, device: torch.device
+    args: argparse.Namespace, command: list[str], previous: RunFile | None, job: distributed.Distributed,
+    device: torch.device,
 ) -> int:
     out: Path = args.out
-    if args.bag is None:  # --resume without --bag: the run's recordings, which the checks below compare
-        args.bag = run_bags(out)
-    config = load_config(args)
+    if args.bag is None and previous is not None:  # --resume without --bag: the run's recordings
+        args.bag = run_bags(out, previous)
+    config = load_config(args, previous)
     run = run_settings(args, config, command, job, device)
     say = functools.partial(_say, job)
-    run = check_resume(out, run, args, say)
+    run = check_resume(out, run, previous, args, say)
 
     # --- data: rank 0 builds (or reuses) the dataset, the other ranks open it afterwards
     # None: the run directory's own dataset, wherever the run directory is now (it may have moved).
-    dataset_dir = Path(run["dataset_dir"]) if run["dataset_dir"] else out / "dataset"
+    dataset_dir = Path(run.dataset_dir) if run.dataset_dir else out / "dataset"
     if job.is_main:
-        dataset = build_dataset(run["bags"], config, dataset_dir, progress=True)
+        dataset = build_dataset(list(run.bags), config, dataset_dir, progress=True)
         for line in notes(dataset)[1:]:  # damage, sensors in separate bags, topics that gave nothing, ...
             say(line)
     job.barrier()
@@ -165,8 +165,8 @@ def _train(
         raise no_samples_error(silent, recorded)
     split = time_block_split(
         dataset.stamps, dataset.bag_index,
-        block_seconds=run["block_seconds"], val_fraction=run["val_fraction"], seed=run["seed"],
-        guard_seconds=run["guard_seconds"],
+        block_seconds=run.block_seconds, val_fraction=run.val_fraction, seed=run.seed,
+        guard_seconds=run.guard_seconds,
     )
     # A sensor whose every sample fell into validation (or the guard) would ship untrained networks.
     trained = dataset.available[split.train].any(axis=0)
@@ -177,27 +177,27 @@ def _train(
                            "training.block_seconds or training.val_fraction")
     if args.resume:
         check_same_split(out, run, split)
-    run["split_sha256"] = split.digest()
+    run = dataclasses.replace(run, split_sha256=split.digest())
     if job.is_main:
-        _write_yaml(out / RUN_FILE, run)
+        run.write(out)
     say(f"{len(split.train)} training and {len(split.val)} validation samples; {len(split.guarded)} "
-        f"left out for lying within {run['guard_seconds']} s of the other set")
+        f"left out for lying within {run.guard_seconds} s of the other set")
     train_set = ArrayDataset(dataset.arrays, dataset.available, split.train)
     val_set = ArrayDataset(dataset.arrays, dataset.available, split.val) if len(split.val) else None
 
     # --- model and trainer: the run's spec, with each sensor's message type as the bags have it
-    spec = ModelSpec.from_dict(run["spec"])
+    spec = ModelSpec.from_dict(run.spec)
     found = {m.name: m.msg_type for m in dataset.spec.modalities}
     spec = dataclasses.replace(
         spec, modalities=tuple(dataclasses.replace(m, msg_type=found[m.name]) for m in spec.modalities)
     )
     # Built by the in-memory API, so the CLI and MultimodalVAE(spec, seed=...).fit give the same model.
-    model = MultimodalVAE(spec, seed=run["seed"]).model
+    model = MultimodalVAE(spec, seed=run.seed).model
     if unpaired := unheld(dataset.available[split.train], [int(key) for key in model.heads]):
         say(f"warning: no training sample holds all of {[subset_name(s, spec.names) for s in unpaired]}: "
             "their encoders stay at their initial weights, which the node uses whenever those sensors are "
             "alive together (recorded into separate bags? m2vae-dataset says)")
-    trainer = distributed.make_trainer(model, job, lr=run["lr"], device=device, seed=run["seed"])
+    trainer = distributed.make_trainer(model, job, lr=run.lr, device=device, seed=run.seed)
     provenance = _provenance(run, dataset, split, config)
 
     def write_artifact(trainer: Trainer, epoch: int, val_metrics: dict[str, float]) -> None:
@@ -206,7 +206,7 @@ def _train(
                 save_model(trainer.model, out / "model", provenance=provenance,
                            metrics={"epoch": epoch, "val": _plain(val_metrics)})
 
-    early_stopping = EarlyStopping(run["patience"], on_improvement=write_artifact)
+    early_stopping = EarlyStopping(run.patience, on_improvement=write_artifact)
     checkpoints = CheckpointWriter(out / "checkpoints", early_stopping) if job.is_main else None
     if args.resume:
         epoch, state = load_checkpoint(out / "checkpoints")
@@ -224,7 +224,7 @@ def _train(
         if not args.resume:
             shutil.rmtree(out / "tb", ignore_errors=True)
         tensorboard = TensorBoardLogger(out / "tb", *_preview(dataset, split), purge_step=purge_step)
-        epoch_ends += [checkpoints, tensorboard, EpochLog(run["epochs"], early_stopping, say)]
+        epoch_ends += [checkpoints, tensorboard, EpochLog(run.epochs, early_stopping, say)]
     callbacks = [EpochEndsTogether(epoch_ends)]
 
     # --- train; Ctrl-C keeps the last checkpoint and still writes a usable artifact
@@ -232,7 +232,7 @@ def _train(
     interrupted, diverged = False, None
     try:
         if not early_stopping.stopped:  # a run early stopping ended is finished, like one that ran all epochs
-            trainer.fit(train_set, val_set, epochs=run["epochs"], batch_size=run["batch_size"],
+            trainer.fit(train_set, val_set, epochs=run.epochs, batch_size=run.batch_size,
                         callbacks=callbacks, progress=job.is_main)
     except KeyboardInterrupt:
         interrupted = True
@@ -249,7 +249,7 @@ def _train(
         # The weights of the last whole epoch, not the half-trained ones of the epoch cut short.
         restore(trainer, early_stopping, load_checkpoint(out / "checkpoints")[1])
         # A signal deferred over the last epoch's writes lands after the run is complete.
-        cut_short = not (trainer.epoch >= run["epochs"] or early_stopping.stopped)
+        cut_short = not (trainer.epoch >= run.epochs or early_stopping.stopped)
         if cut_short:
             say(f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
     unchosen = val_set is None or early_stopping.best_epoch == 0
@@ -270,14 +270,14 @@ def _train(
     stopped = ""
     if early_stopping.stopped and not cut_short:
         stopped = (f" (stopped early: the val ELBO last improved at epoch {early_stopping.best_epoch}, "
-                   f"patience {run['patience']})")
+                   f"patience {run.patience})")
     if job.is_main:
         print(f"{'interrupted' if cut_short else 'done'}: {trainer.epoch} epochs{stopped}, best val ELBO "
               f"{best}{speed}, artifact {out / 'model'}", flush=True)
     return 130 if cut_short else 0
 
 
-def _provenance(run: dict[str, Any], dataset: PreparedDataset, split: Split, config: TrainConfig) -> dict:
+def _provenance(run: RunFile, dataset: PreparedDataset, split: Split, config: TrainConfig) -> dict:
     """Where the model came from: bags, dataset, topics, settings and command line."""
     manifest_path = dataset.directory / MANIFEST
     return {
@@ -293,17 +293,17 @@ def _provenance(run: dict[str, Any], dataset: PreparedDataset, split: Split, con
         "topics": {m.name: {"topic": m.topic, "msg_type": m.msg_type} for m in dataset.spec.modalities},
         "labels_topic": config.labels_topic,
         "sync": {"slop": config.slop, "timeout": config.timeout},
-        "command": run["command"],  # the one that started the run
-        "cwd": run["cwd"],
-        "resumes": run.get("resumes", []),  # each --resume's command and directory, in order
-        "seed": run["seed"],
-        "epochs": run["epochs"],  # the run's limit; the model's own epoch is in its metrics
-        "processes": run["processes"],  # torchrun ranks: the effective batch is batch_size × processes
-        "device_type": run["device_type"],
-        "batch_size": run["batch_size"],
-        "lr": run["lr"],
-        "split": {"block_seconds": run["block_seconds"], "val_fraction": run["val_fraction"],
-                  "guard_seconds": run["guard_seconds"]},
+        "command": list(run.command),  # the one that started the run
+        "cwd": run.cwd,
+        "resumes": list(run.resumes),  # each --resume's command and directory, in order
+        "seed": run.seed,
+        "epochs": run.epochs,  # the run's limit; the model's own epoch is in its metrics
+        "processes": run.processes,  # torchrun ranks: the effective batch is batch_size × processes
+        "device_type": run.device_type,
+        "batch_size": run.batch_size,
+        "lr": run.lr,
+        "split": {"block_seconds": run.block_seconds, "val_fraction": run.val_fraction,
+                  "guard_seconds": run.guard_seconds},
     }
 
 
@@ -321,11 +321,6 @@ def _preview(dataset: PreparedDataset, split: Split) -> tuple[dict[str, np.ndarr
 def _plain(metrics: dict[str, float]) -> dict[str, float | None]:
     """Metrics as YAML-safe floats (NaN/inf → None)."""
     return {k: (float(v) if math.isfinite(v) else None) for k, v in metrics.items()}
-
-
-def _write_yaml(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode())
 
 
 def _say(job: distributed.Distributed, text: str) -> None:

@@ -1,0 +1,42 @@
+"""RUN_DIR/run.yaml read once into a typed RunFile: written as it is read, damage refused in one line."""
+
+import dataclasses
+
+import pytest
+import yaml
+from m2vae_training.checkpoint import CheckpointError
+from m2vae_training.run_file import RUN_FILE, RunFile
+
+
+def _run(**changes) -> RunFile:
+    run = RunFile(
+        flags=("epochs",), bags=("/bags/a",), dataset_dir=None,
+        dataset={"labels_topic": "/labels", "slop": 0.05, "timeouts_ns": [500000000]},
+        bag_fingerprints=({"path": "/bags/a", "bytes": 10, "mtime_ns": 1},), processes=1, device_type="cpu",
+        spec={"latent_dim": 8}, epochs=2, batch_size=16, lr=1, seed=0, val_fraction=0.25, block_seconds=2.0,
+        guard_seconds=0.5, patience=3, command=("m2vae-train", "--epochs", "2"), cwd="/work",
+        split_sha256="0" * 64,
+    )
+    return dataclasses.replace(run, **changes)
+
+
+def test_a_run_file_reads_back_as_written_and_resumes_come_last(tmp_path):
+    run = _run()
+    run.write(tmp_path)
+    written = yaml.safe_load((tmp_path / RUN_FILE).read_text())
+    assert list(written)[:3] == ["format", "flags", "bags"] and "resumes" not in written
+    assert written["lr"] == 1  # a number stays as the config gave it
+    assert RunFile.read(tmp_path) == run
+    resumed = dataclasses.replace(run, resumes=({"command": ["m2vae-train", "--resume"], "cwd": "/"},))
+    resumed.write(tmp_path)
+    assert list(yaml.safe_load((tmp_path / RUN_FILE).read_text()))[-1] == "resumes"
+    assert RunFile.read(tmp_path) == resumed
+
+
+@pytest.mark.parametrize("key, value", [("epochs", "three"), ("bags", "/bags/a"), ("patience", True),
+                                        ("command", ["m2vae-train", 2])])
+def test_a_value_of_another_type_is_damage_named_once_it_is_read(tmp_path, key, value):
+    run = _run().to_dict()
+    (tmp_path / RUN_FILE).write_text(yaml.safe_dump({**run, key: value}))
+    with pytest.raises(CheckpointError, match=rf"run\.yaml is damaged: {key} not as m2vae-train writes them"):
+        RunFile.read(tmp_path)
