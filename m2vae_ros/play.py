@@ -22,6 +22,9 @@ driver on its own clock); it gets its publish time, and the summary counts the m
 Headers nested deeper (tf2_msgs/TFMessage, MarkerArray, nav_msgs/Path) are mapped alike.
 A zero stamp stays zero ("no time", or "the latest transform" to tf2). `--keep-stamps`
 keeps all recorded stamps (for nodes running on the bag's time).
+
+A recording rosbags refuses (cut short: no metadata.yaml, no MCAP footer, a .db3 cut
+mid-page) is replayed up to its damage through `SalvagedReader`, with a note saying so.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +49,14 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection, QosDurability, QosReliability
+from rosbags.rosbag2.errors import ReaderError
 
 from m2vae_ros.bag_errors import READ_ERRORS
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.nested_stamps import field_holds_header, holds_header, map_header_stamps
 from m2vae_ros.qos import RELIABILITIES, latched_qos, sensor_qos
 from m2vae_ros.ros_types import MessageTypeError, message_class
+from m2vae_ros.salvaged_reader import SalvagedReader
 
 PUBLISHER_DEPTH = 10
 SUBSCRIBER_WAIT_S = 30.0
@@ -146,7 +152,7 @@ def publisher_qos(connections: list[Connection], requested: str | None) -> QoSPr
 class BagPlayer:
     """Publishes one recording's messages with their recorded spacing."""
 
-    def __init__(self, node: Node, reader: AnyReader, args: argparse.Namespace) -> None:
+    def __init__(self, node: Node, reader: AnyReader | SalvagedReader, args: argparse.Namespace) -> None:
         self.node = node
         self.reader = reader
         self.rate: float = args.rate
@@ -334,13 +340,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _check_bag_path(path: Path) -> None:
-    """Refuse what AnyReader would refuse less clearly: a missing path, a directory without metadata."""
+@contextmanager
+def open_recording(path: Path) -> Iterator[AnyReader | SalvagedReader]:
+    """The recording through rosbags or, when rosbags refuses it (a recording cut short: no
+    metadata.yaml, no MCAP footer, a .db3 cut mid-page), its messages before the damage."""
     if not path.exists():
         raise PlayError("no such file or directory")
-    if path.is_dir() and not (path / "metadata.yaml").is_file():
-        raise PlayError("no metadata.yaml in it, so no rosbag2 recording to replay (a recording cut short "
-                        "has none: m2vae-dataset reads its storage files directly)")
+    why = "no metadata.yaml in it" if path.is_dir() and not (path / "metadata.yaml").is_file() else ""
+    if not why:
+        reader = AnyReader([path])
+        try:
+            reader.open()
+        except (AnyReaderError, *READ_ERRORS) as exc:
+            why = f"rosbags cannot read it ({type(exc).__name__}: {exc})"
+        else:
+            try:
+                yield reader
+            finally:
+                reader.close()
+            return
+    try:
+        salvaged = SalvagedReader(path)
+    except ReaderError as exc:
+        raise PlayError(f"{why}, and {exc}") from None
+    count = sum(c.msgcount for c in salvaged.connections)
+    which = f"before the damage ({'; '.join(salvaged.damage)})" if salvaged.damage else "of its storage files"
+    print(f"m2vae-play: note: {path}: {why}; playing the {count} messages {which}", file=sys.stderr)
+    yield salvaged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,8 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     player = None
     try:
-        _check_bag_path(args.bag)
-        with AnyReader([args.bag]) as reader:
+        with open_recording(args.bag) as reader:
             if not reader.is2:
                 raise PlayError(f"{args.bag} is a ROS 1 bag; m2vae-play replays rosbag2 recordings only")
             player = BagPlayer(node, reader, args)

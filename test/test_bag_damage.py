@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bagutils import STORAGES, TYPESTORE, header, image, marker, overflow_mcap_record, scan, write_bag
-from m2vae_training.bag_salvage import MCAP_MAGIC, salvage_mcap, salvage_sqlite
-from m2vae_training.bags import Bag, BagError, fingerprint, storage_files
+from m2vae_training.bags import Bag, BagError, fingerprint
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import DatasetError, build_dataset
 from m2vae_training.dataset_cli import main
@@ -18,6 +17,8 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from std_msgs.msg import String
 from test_dataset import small_config
 from visualization_msgs.msg import Marker
+
+from m2vae_ros.bag_salvage import MCAP_MAGIC, salvage_mcap, salvage_sqlite, storage_files
 
 SCANS = [("/scan", scan(np.full(90, 2.0, np.float32), (i + 1) * 10**8), (i + 1) * 10**8) for i in range(10)]
 

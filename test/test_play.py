@@ -20,6 +20,7 @@ from sensor_msgs.msg import Image, LaserScan
 from std_msgs.msg import String
 from visualization_msgs.msg import InteractiveMarker, Marker, MarkerArray
 
+from m2vae_ros.bag_salvage import salvage_mcap
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.play import (
     BagPlayer,
@@ -333,6 +334,33 @@ def test_a_damaged_recording_stops_the_replay_with_one_line(
     result = run_to_exit([str(VENV_BIN / "m2vae-play"), str(damaged)], domain_id_for(request.node.nodeid))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "the recording is damaged after 0 messages of this pass (OverflowError" in result.stderr
+
+
+def test_a_recording_cut_short_replays_what_came_before_the_cut(
+    bag: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # A recorder that lost power: the MCAP ends mid-record, without footer or summary, which
+    # rosbags refuses; and a bag directory whose metadata.yaml was never written.
+    cut = tmp_path / "cut_bag"
+    shutil.copytree(bag, cut)
+    storage = next(cut.glob("*.mcap"))
+    storage.write_bytes(storage.read_bytes()[: storage.stat().st_size * 2 // 5])  # mid-chunk
+    _, messages = salvage_mcap(storage)
+    before_cut = [topic for topic, *_ in messages]
+    no_metadata = tmp_path / "no_metadata_bag"
+    shutil.copytree(bag, no_metadata)
+    (no_metadata / "metadata.yaml").unlink()
+    domain_id = domain_id_for(request.node.nodeid)
+
+    scans, images, _, output = _play(cut, domain_id, tmp_path, "--rate", "4")
+    assert 0 < before_cut.count("/scan") < SCANS, before_cut
+    assert (len(scans), len(images)) == (before_cut.count("/scan"), before_cut.count("/camera/image_raw"))
+    assert (f"m2vae-play: note: {cut}: rosbags cannot read it (AnyReaderError: File end magic is invalid.); "
+            f"playing the {len(before_cut)} messages before the damage (") in output
+    assert list(scans[-1].ranges) == [2.0] * 8  # whole messages only
+    scans, images, _, output = _play(no_metadata, domain_id, tmp_path, "--rate", "4")
+    assert (len(scans), len(images)) == (SCANS, IMAGES)
+    assert f"{no_metadata}: no metadata.yaml in it; playing the {SCANS + IMAGES} messages of its" in output
 
 
 def test_waiting_for_subscribers_names_a_qos_mismatch(bag: Path, request: pytest.FixtureRequest) -> None:

@@ -2,7 +2,7 @@
 
 Message types are read with the definitions stored in the bag itself, falling back to
 ROS 2 Kilted's for types a bag does not define. A damaged recording is read as far as
-it goes (see `bag_salvage`) and the damage is listed in `Bag.damage`; only a path
+it goes (see `m2vae_ros.bag_salvage`) and the damage is listed in `Bag.damage`; only a path
 that yields nothing at all raises `BagError`.
 """
 
@@ -20,12 +20,6 @@ from types import TracebackType
 from typing import Any
 
 import apsw
-from m2vae_training.bag_salvage import (
-    Salvage,
-    salvage_mcap,
-    salvage_sqlite,
-    sqlite_declared_size,
-)
 from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat, Nodetype
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
@@ -34,9 +28,9 @@ from rosbags.typesys.base import TypesysError
 from rosbags.typesys.store import Typestore
 
 from m2vae_ros.bag_errors import READ_ERRORS
+from m2vae_ros.bag_salvage import Salvage, salvage_mcap, salvage_sqlite, sqlite_declared_size, storage_files
 from m2vae_ros.codec import CodecError
 
-STORAGE_SUFFIXES = (".mcap", ".db3")
 # What a reader of a bag directory reads: storage files (rosbag2's file compression adds
 # .zstd), the metadata, and an unclosed recording's write-ahead log. Notes or a .DS_Store
 # beside them change nothing; SQLite's -shm index is rebuilt by every reader.
@@ -47,19 +41,6 @@ _DIGEST_SPAN = 1 << 20  # bytes read from each end of a message file by storage_
 
 class BagError(Exception):
     """A path that is no readable rosbag2 recording at all."""
-
-
-def storage_files(path: Path) -> list[Path]:
-    """The storage files of a recording: the file itself, or a bag directory's .mcap/.db3 files."""
-    if path.is_dir():
-        return sorted((p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES), key=_split_order)
-    return [path]
-
-
-def _split_order(path: Path) -> tuple[str, int, str]:
-    """rosbag2 numbers split files ``run_0``, ``run_1``, …, ``run_10``: sort by the number, not as text."""
-    match = re.fullmatch(r"(.*?)(\d+)", path.stem)
-    return (match[1], int(match[2]), path.suffix) if match else (path.stem, -1, path.suffix)
 
 
 def recording_files(path: Path) -> list[Path]:

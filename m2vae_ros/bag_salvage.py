@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from rosbags.rosbag2.storage_mcap import decompress
 from m2vae_ros.bag_errors import DECOMPRESSION_ERRORS
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
+STORAGE_SUFFIXES = (".mcap", ".db3")
 DEFINITION_FORMATS = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
 _vfs_ids = itertools.count()
 
@@ -44,6 +46,19 @@ class Salvage:
     topics: dict[str, str] = field(default_factory=dict)
     definitions: dict[str, MessageDefinition] = field(default_factory=dict)
     damage: list[str] = field(default_factory=list)
+
+
+def storage_files(path: Path) -> list[Path]:
+    """The storage files of a recording: the file itself, or a bag directory's .mcap/.db3 files."""
+    if path.is_dir():
+        return sorted((p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES), key=_split_order)
+    return [path]
+
+
+def _split_order(path: Path) -> tuple[str, int, str]:
+    """rosbag2 numbers split files ``run_0``, ``run_1``, …, ``run_10``: sort by the number, not as text."""
+    match = re.fullmatch(r"(.*?)(\d+)", path.stem)
+    return (match[1], int(match[2]), path.suffix) if match else (path.stem, -1, path.suffix)
 
 
 # ---------------------------------------------------------------- sqlite3
