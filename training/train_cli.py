@@ -241,40 +241,63 @@ def _train(
     elapsed = time.perf_counter() - started
     if tensorboard is not None:
         tensorboard.close()
-    cut_short = interrupted  # the run ends unfinished (exit 130) unless its checkpoint is of the last epoch
-    if interrupted:
-        if not has_checkpoint(out / "checkpoints"):
-            say("interrupted in the first epoch: nothing was saved; start again without --resume")
-            return 130
-        # The weights of the last whole epoch, not the half-trained ones of the epoch cut short.
-        restore(trainer, early_stopping, load_checkpoint(out / "checkpoints")[1])
-        # A signal deferred over the last epoch's writes lands after the run is complete.
-        cut_short = not (trainer.epoch >= run.epochs or early_stopping.stopped)
-        if cut_short:
-            say(f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
-    unchosen = val_set is None or early_stopping.best_epoch == 0
+
+    # --- the end: the last whole epoch's state, a model in RUN_DIR/model, one line on how it went
+    if interrupted and not has_checkpoint(out / "checkpoints"):
+        say("interrupted in the first epoch: nothing was saved; start again without --resume")
+        return 130
+    cut_short = interrupted and _rewind_to_last_checkpoint(trainer, early_stopping, run.epochs, out)
+    if cut_short:
+        say(f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
+    unchosen = val_set is None or early_stopping.best_epoch == 0  # no validation ELBO chose a best model
     if job.is_main and unchosen and trainer.epoch:  # epoch 0 here: the loss diverged in the first
-        # No validation ELBO ever chose a best model: the artifact is the last epoch's weights.
-        write_artifact(trainer, trainer.epoch, {})
+        write_artifact(trainer, trainer.epoch, {})  # the artifact is the last epoch's weights
     if diverged is not None:
-        kept = trainer.epoch if unchosen else early_stopping.best_epoch
-        if kept:
-            diverged = TrainingDiverged(f"{diverged} {out / 'model'} holds the model of epoch {kept}.",
-                                        diverged.history)
-        raise diverged
-    trained = trainer.epoch - start_epoch  # 0 when --resume found the run finished: no speed to tell
-    speed = f", {trained * len(train_set) / elapsed:.0f} samples/s" if trained and elapsed > 0 else ""
+        raise _naming_the_kept_model(diverged, trainer.epoch if unchosen else early_stopping.best_epoch, out)
+    if job.is_main:
+        speed = _speed(trainer.epoch - start_epoch, len(train_set), elapsed)
+        print(_summary(trainer.epoch, early_stopping, run.patience, cut_short, speed, out), flush=True)
+    return 130 if cut_short else 0
+
+
+def _rewind_to_last_checkpoint(
+    trainer: Trainer, early_stopping: EarlyStopping, epochs: int, out: Path
+) -> bool:
+    """Put an interrupted run back at its last checkpoint; returns whether it is unfinished (cut short).
+
+    The weights of the last whole epoch, not the half-trained ones of the epoch cut short. A
+    signal deferred over the last epoch's writes lands after the run is complete: nothing is
+    left to resume then.
+    """
+    restore(trainer, early_stopping, load_checkpoint(out / "checkpoints")[1])
+    return not (trainer.epoch >= epochs or early_stopping.stopped)
+
+
+def _naming_the_kept_model(diverged: TrainingDiverged, kept: int, out: Path) -> TrainingDiverged:
+    """The divergence, with the epoch whose model RUN_DIR/model holds (none when it diverged in the first)."""
+    if not kept:
+        return diverged
+    return TrainingDiverged(f"{diverged} {out / 'model'} holds the model of epoch {kept}.", diverged.history)
+
+
+def _speed(epochs: int, samples_per_epoch: int, elapsed: float) -> str:
+    """', N samples/s' over the epochs this command trained; '' for none (--resume of a finished run)."""
+    return f", {epochs * samples_per_epoch / elapsed:.0f} samples/s" if epochs and elapsed > 0 else ""
+
+
+def _summary(
+    epochs: int, early_stopping: EarlyStopping, patience: int, cut_short: bool, speed: str, out: Path
+) -> str:
+    """The run's last line, on stdout: how far it got and why it ended, the best val ELBO, the artifact."""
     best = "n/a"
     if early_stopping.best_epoch:
         best = f"{early_stopping.best:.4g} (epoch {early_stopping.best_epoch})"
     stopped = ""
     if early_stopping.stopped and not cut_short:
         stopped = (f" (stopped early: the val ELBO last improved at epoch {early_stopping.best_epoch}, "
-                   f"patience {run.patience})")
-    if job.is_main:
-        print(f"{'interrupted' if cut_short else 'done'}: {trainer.epoch} epochs{stopped}, best val ELBO "
-              f"{best}{speed}, artifact {out / 'model'}", flush=True)
-    return 130 if cut_short else 0
+                   f"patience {patience})")
+    ending = "interrupted" if cut_short else "done"
+    return f"{ending}: {epochs} epochs{stopped}, best val ELBO {best}{speed}, artifact {out / 'model'}"
 
 
 def _provenance(run: RunFile, dataset: PreparedDataset, split: Split, config: TrainConfig) -> dict:
