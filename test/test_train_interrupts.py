@@ -1,13 +1,24 @@
 """A SIGINT during a guarded write is delivered after the write, never in the middle of it.
 
-SIGTERM acts as SIGINT.
+SIGTERM acts as SIGINT, but the process still ends with a SIGTERM's exit status (143, not 130).
 """
 
 import os
 import signal
+import sys
+from pathlib import Path
 
 import pytest
-from m2vae_training.interrupts import default_sigterm, deferred_sigint, sigterm_as_sigint
+from m2vae_training.checkpoint import load_checkpoint
+from m2vae_training.interrupts import (
+    default_sigterm,
+    deferred_sigint,
+    interrupted_exit_status,
+    sigterm_as_sigint,
+)
+from trainutils import signal_when, tiny_bag, tiny_config
+
+from m2vae_ros.artifact import load_model
 
 
 def test_sigint_inside_the_block_is_raised_after_it():
@@ -58,6 +69,7 @@ def restore_sigterm():
 
 def test_sigterm_interrupts_like_ctrl_c_and_waits_for_a_guarded_write(restore_sigterm):
     sigterm_as_sigint()
+    assert interrupted_exit_status() == 130  # Ctrl-C, unless a SIGTERM came
     with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGTERM)
         signal.pause()  # not reached past the signal: cleanup code sees a KeyboardInterrupt
@@ -66,6 +78,7 @@ def test_sigterm_interrupts_like_ctrl_c_and_waits_for_a_guarded_write(restore_si
         os.kill(os.getpid(), signal.SIGTERM)
         finished.append(True)
     assert finished == [True]
+    assert interrupted_exit_status() == 143  # 128 + SIGTERM, as a shell reports `kill`
 
 
 def test_a_background_job_ignores_ctrl_c_but_sigterm_interrupts_it_after_a_guarded_write(restore_sigterm):
@@ -84,6 +97,7 @@ def test_a_background_job_ignores_ctrl_c_but_sigterm_interrupts_it_after_a_guard
             finished.append("between")
         assert finished == ["between"]
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert interrupted_exit_status() == 143  # the SIGTERM the guarded write held
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -95,3 +109,17 @@ def test_sigterm_ends_the_process_at_once_inside_a_blocking_wait(restore_sigterm
     with default_sigterm():
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert signal.getsignal(signal.SIGTERM) is routed
+
+
+def test_a_sigterm_ends_m2vae_train_with_143_and_a_checkpoint_to_resume(tmp_path):
+    """`kill` and `timeout` stop a run as Ctrl-C does (checkpoint, model, message), but the exit
+    status says SIGTERM, as the shell convention has it: a script tells them apart (Ctrl-C: 130)."""
+    out, bag = tmp_path / "run", tiny_bag(tmp_path / "bag", seed=1)
+    command = [str(Path(sys.executable).parent / "m2vae-train"), "--bag", str(bag), "--out", str(out),
+               "--config", str(tiny_config(tmp_path / "train.yaml")), "--device", "cpu", "--epochs", "200"]
+    returncode, stdout, stderr = signal_when(command, (out / "checkpoints" / "checkpoint.json").exists,
+                                             signal.SIGTERM)
+    assert returncode == 143, stderr
+    assert stdout.startswith("interrupted:") and "--resume continues after epoch" in stderr
+    epoch, _ = load_checkpoint(out / "checkpoints")
+    assert 1 <= epoch < 200 and load_model(out / "model").spec.names == ("camera", "lidar")

@@ -5,7 +5,8 @@ would leave a model directory whose YAML rejects its weights. Inside `deferred_s
 a SIGINT is only recorded, and raised as KeyboardInterrupt once the block is done.
 `timeout`, `kill` and launch shutdowns send SIGTERM, which by default ends Python with
 no cleanup at all; `sigterm_as_sigint()` routes it through the same path as Ctrl-C, also in
-a background job that ignores Ctrl-C.
+a background job that ignores Ctrl-C. It remembers the signal, so that the process can
+still end with the status a shell expects of it (`interrupted_exit_status`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# The last SIGTERM or SIGHUP that `sigterm_as_sigint` turned into an interrupt; None: Ctrl-C alone.
+_routed: int | None = None
 
 
 def sigterm_as_sigint(*, hangup: bool = False) -> None:
@@ -24,20 +28,38 @@ def sigterm_as_sigint(*, hangup: bool = False) -> None:
     job a shell script started in the background) Ctrl-C stays ignored, but SIGTERM still
     interrupts: `kill` must end the job, and through the same clean-up.
     """
+    global _routed
     if threading.current_thread() is not threading.main_thread():
         return
+    _routed = None
     handler = _raise_sigint if _sigint_is_ours() else _interrupt
     signal.signal(signal.SIGTERM, handler)
     if hangup and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         signal.signal(signal.SIGHUP, handler)
 
 
+def interrupted_exit_status() -> int:
+    """The exit status for a process that an interrupt ends: 128 + the signal, as a shell reports a
+    process the signal killed. 143 after a SIGTERM (`kill`, `timeout`), 129 after a SIGHUP, and
+    130 otherwise (Ctrl-C), so a script can tell a user's Ctrl-C from a supervisor's stop."""
+    return 128 + (signal.SIGINT if _routed is None else _routed)
+
+
 def _raise_sigint(signum: int, frame: object) -> None:
+    _remember(signum)
     signal.raise_signal(signal.SIGINT)
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    _remember(signum)
     raise KeyboardInterrupt
+
+
+def _remember(signum: int) -> None:
+    """Note a SIGTERM or SIGHUP that interrupts (the SIGINT `_raise_sigint` raises for it is not one)."""
+    global _routed
+    if signum != signal.SIGINT:
+        _routed = signum
 
 
 @contextmanager
@@ -82,12 +104,13 @@ def deferred_sigint() -> Iterator[None]:
 
 
 class _Deferring:
-    """The SIGINT handler inside `deferred_sigint`: remembers that Ctrl-C came."""
+    """The handler inside `deferred_sigint`: remembers that Ctrl-C (or a SIGTERM acting as it) came."""
 
     def __init__(self) -> None:
         self.received = False
 
     def __call__(self, signum: int, frame: object) -> None:
+        _remember(signum)  # a SIGTERM held here in a job that ignores Ctrl-C comes straight to this
         self.received = True
 
 

@@ -55,7 +55,7 @@ from m2vae_training.dataset import (
     load_dataset,
 )
 from m2vae_training.dataset_notes import no_samples_error, notes
-from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
+from m2vae_training.interrupts import deferred_sigint, interrupted_exit_status, sigterm_as_sigint
 from m2vae_training.run_file import (
     RunFile,
     check_resume,
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: interrupted; --resume continues from the last checkpoint", file=sys.stderr)
         else:
             print(f"{PROG}: interrupted before the first epoch; nothing to resume", file=sys.stderr)
-        return 130
+        return interrupted_exit_status()  # 130 for Ctrl-C, 143 for a SIGTERM
 
 
 def train(args: argparse.Namespace, command: list[str]) -> int:
@@ -245,7 +245,7 @@ def _train(
     # --- the end: the last whole epoch's state, a model in RUN_DIR/model, one line on how it went
     if interrupted and not has_checkpoint(out / "checkpoints"):
         say("interrupted in the first epoch: nothing was saved; start again without --resume")
-        return 130
+        return interrupted_exit_status()
     cut_short = interrupted and _rewind_to_last_checkpoint(trainer, early_stopping, run.epochs, out)
     if cut_short:
         say(f"interrupted: --resume continues after epoch {trainer.epoch}, the last checkpoint")
@@ -257,7 +257,7 @@ def _train(
     if job.is_main:
         speed = _speed(trainer.epoch - start_epoch, len(train_set), elapsed)
         print(_summary(trainer.epoch, early_stopping, run.patience, cut_short, speed, out), flush=True)
-    return 130 if cut_short else 0
+    return interrupted_exit_status() if cut_short else 0
 
 
 def _rewind_to_last_checkpoint(
