@@ -47,6 +47,7 @@ from m2vae_ros.fusion_params import (
     StartupError,
     declare_modality_params,
     declare_node_params,
+    trained_frames,
     trained_timeouts,
     unknown_parameters,
 )
@@ -110,7 +111,8 @@ class FusionNode(Node):
         timeouts, timeout_warning = trained_timeouts(loaded.metadata, self.spec.names)
         if timeout_warning:
             self.get_logger().warning(timeout_warning)
-        self.modality_params = declare_modality_params(self, self.spec, overrides, timeouts)
+        frames = trained_frames(loaded.metadata, self.spec.names)
+        self.modality_params = declare_modality_params(self, self.spec, overrides, timeouts, frames)
         if unknown := unknown_parameters(self, overrides):
             self.get_logger().warning(unknown)
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -379,12 +381,13 @@ class FusionNode(Node):
         self.stats.record(now_ns, encoder_s)
 
     def _reconstruction_frame(self, name: str) -> str:
-        """The sensor's own frame as its last valid message named it, else the `frame_id` parameter.
+        """The sensor's own frame as its last valid message named it, else `modalities.<name>.frame_id`
+        (the frame of the training recordings), else the node's `frame_id`.
 
         A reconstructed scan stamped `base_link` would be drawn at the wrong place (RViz, TF);
-        the parameter stands in for a sensor never heard from or one whose messages name no frame.
+        the parameters stand in for a sensor never heard from or one whose messages name no frame.
         """
-        return self._frame_ids.get(name) or self.params.frame_id
+        return self._frame_ids.get(name) or self.modality_params[name].frame_id or self.params.frame_id
 
     def stop(self) -> None:
         """Stop the worker thread before the node is destroyed."""

@@ -1,7 +1,7 @@
 """The fusion node's ROS parameters: declared with descriptors, validated, read once.
 
 Node-wide parameters are declared before the model is loaded; the per-modality ones
-(`modalities.<name>.topic`, `.msg_type`, `.timeout_s`) only after, because the
+(`modalities.<name>.topic`, `.msg_type`, `.timeout_s`, `.frame_id`) only after, because the
 modality names come from the model artifact. A `modalities.*` override that names no
 declared parameter (a modality the model lacks, a misspelt key) is a start-up error
 rather than a silently ignored setting. Any other unknown override is a warning that
@@ -52,6 +52,7 @@ class ModalityParams:
     topic: str
     msg_type: str
     timeout_s: float
+    frame_id: str  # of the sensor's reconstruction until its first message names one; '' for the node's
 
 
 def _descriptor(description: str, read_only: bool = True, **ranges: Any) -> ParameterDescriptor:
@@ -84,8 +85,8 @@ def declare_node_params(node: Node) -> NodeParams:
         publish_reconstructions=_declare(node, "publish_reconstructions", True, _descriptor(
             "Publish ~/reconstruction/<modality> for every modality, dead ones included.")),
         frame_id=_declare(node, "frame_id", "base_link", _descriptor(
-            "header.frame_id of the latent, and of the reconstruction of a sensor never heard "
-            "(the others keep the frame of their sensor's last message).")),
+            "header.frame_id of the latent, and of the reconstruction of a sensor never heard whose "
+            "frame neither the model nor modalities.<name>.frame_id gives.")),
         reliability=_declare(node, "qos.reliability", "best_effort", _descriptor(
             "Sensor subscription reliability: best_effort | reliable. A reliable subscriber "
             "receives nothing from a best-effort publisher (most camera and LiDAR drivers).")),
@@ -136,13 +137,31 @@ def trained_timeouts(
     return timeouts, None
 
 
+def trained_frames(metadata: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
+    """Each sensor's TF frame in the training recordings (model.yaml `provenance.topics.<name>.frame_id`).
+
+    The reconstruction of a sensor not heard yet is drawn in it: the decoder lays a scan or
+    cloud out around the sensor, so in `base_link` it would sit off by the mounting. ''
+    where the model does not say (the Python library's, or one trained before it was kept).
+    """
+    provenance = metadata.get("provenance")
+    topics = provenance.get("topics") if isinstance(provenance, Mapping) else None
+    frames = dict.fromkeys(names, "")
+    for name in names:
+        entry = topics.get(name) if isinstance(topics, Mapping) else None
+        frame = entry.get("frame_id") if isinstance(entry, Mapping) else None
+        frames[name] = frame if isinstance(frame, str) else ""
+    return frames
+
+
 def declare_modality_params(
-    node: Node, spec: ModelSpec, overrides: set[str], timeouts: Mapping[str, float]
+    node: Node, spec: ModelSpec, overrides: set[str], timeouts: Mapping[str, float], frames: Mapping[str, str]
 ) -> dict[str, ModalityParams]:
     """Declare `modalities.<name>.*` for the model's modalities; reject overrides for anything else.
 
     `overrides` are the parameter names given on the command line or in params files;
-    `timeouts` the default `timeout_s` per modality (`trained_timeouts`).
+    `timeouts` the default `timeout_s` per modality (`trained_timeouts`), `frames` the
+    default `frame_id` (`trained_frames`).
     """
     result: dict[str, ModalityParams] = {}
     for modality in spec.modalities:
@@ -156,9 +175,13 @@ def declare_modality_params(
             f"The {modality.name!r} sensor counts as dead when its last valid message is older; defaults "
             "to the timeout the model was trained with.",
             read_only=False, floating_point_range=_float_range(*TIMEOUT_RANGE_S)))
+        frame_id = _declare(node, f"{prefix}.frame_id", frames[modality.name], _descriptor(
+            f"header.frame_id of the {modality.name!r} reconstruction until the sensor's first message "
+            "names its own; defaults to the frame in the training recordings, '' to the node's frame_id."))
         if not topic:
             raise StartupError(f"modality {modality.name!r} has no topic: set parameter '{prefix}.topic'")
-        result[modality.name] = ModalityParams(topic=topic, msg_type=msg_type, timeout_s=timeout_s)
+        result[modality.name] = ModalityParams(topic=topic, msg_type=msg_type, timeout_s=timeout_s,
+                                               frame_id=frame_id)
     unknown = sorted(
         name for name in overrides
         if name.startswith(f"{MODALITY_PREFIX}.") and not node.has_parameter(name)
@@ -166,7 +189,7 @@ def declare_modality_params(
     if unknown:
         raise StartupError(
             f"parameters {unknown} do not match the model's modalities {list(spec.names)} "
-            f"(expected {MODALITY_PREFIX}.<name>.topic / .msg_type / .timeout_s)"
+            f"(expected {MODALITY_PREFIX}.<name>.topic / .msg_type / .timeout_s / .frame_id)"
         )
     return result
 

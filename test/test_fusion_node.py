@@ -32,7 +32,7 @@ from m2vae_ros.codec import Decoded
 from m2vae_ros.devices import resolve_device
 from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, inference_status, modality_status
 from m2vae_ros.fusion_node import FusionNode
-from m2vae_ros.fusion_params import trained_timeouts, unknown_parameters
+from m2vae_ros.fusion_params import trained_frames, trained_timeouts, unknown_parameters
 from m2vae_ros.inference import LatentFusion, Posterior
 from m2vae_ros.latent_msg import latent_image, read_latent
 from m2vae_ros.liveness import ModalityLiveness, Pacer
@@ -198,7 +198,8 @@ def test_latent_header_and_dead_lidar_reconstruction(
     model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     domain_id = domain_id_for(request.node.nodeid)
-    with fusion_node(model_dir, tmp_path, domain_id), ros_peer(domain_id) as peer:
+    with (fusion_node(model_dir, tmp_path, domain_id, "modalities.points.frame_id:=velodyne"),
+          ros_peer(domain_id) as peer):
         active = peer.collect(String, f"{NODE}/active_modalities", latched_qos())
         latents = peer.collect(Image, f"{NODE}/latent", sensor_qos("reliable", depth=50))
         scans = peer.collect(LaserScan, f"{NODE}/reconstruction/lidar", sensor_qos("reliable", depth=50))
@@ -223,14 +224,15 @@ def test_latent_header_and_dead_lidar_reconstruction(
         assert {_stamp_ns(m) for m in latents} <= sensors.camera_stamps
 
         # The dead LiDAR is imputed from the camera: a full scan with the spec's beams, the latent's
-        # stamp and the frame its last scan named; the never-heard points fall back to the parameter.
+        # stamp and the frame its last scan named; the never-heard points take their modality's frame
+        # (by default the training recordings', model.yaml provenance.topics.points.frame_id).
         assert {len(m.ranges) for m in scans} == {BEAMS}
         assert {_stamp_ns(m) for m in scans} <= sensors.camera_stamps
         assert {m.header.frame_id for m in scans} == {LIDAR_FRAME}
         assert images and (images[-1].width, images[-1].height) == (32, 32)
         assert {m.header.frame_id for m in images} == {CAMERA_FRAME}
         assert clouds and clouds[-1].width * clouds[-1].height > 0
-        assert {m.header.frame_id for m in clouds} == {FRAME}
+        assert {m.header.frame_id for m in clouds} == {"velodyne"}
 
 
 def _diagnostic_values(arrays: list[DiagnosticArray], modality: str) -> dict[str, str]:
@@ -669,18 +671,34 @@ def test_misspelt_parameters_are_named_with_the_nearest_declared_one(request: py
                        "'qos.reliability'?), 'rate' (did you mean 'rate_hz'?), 'zzz'")
 
 
-def test_timeouts_default_to_those_the_model_was_trained_with(
+def test_timeouts_and_frames_default_to_those_the_model_was_trained_with(
     model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     loaded = load_model(model_dir)
-    trained = save_model(loaded.model, tmp_path / "model",
-                         provenance={"sync": {"timeout": {"camera": 2.0, "points": 0.25}}})
+    provenance = {"sync": {"timeout": {"camera": 2.0, "points": 0.25}},
+                  "topics": {"camera": {"frame_id": "camera_optical_frame"}, "points": {"frame_id": "lidar"}}}
+    trained = save_model(loaded.model, tmp_path / "model", provenance=provenance)
+    overrides = {"modalities.points.timeout_s": 0.75, "modalities.points.frame_id": "velodyne"}
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
-            node_in_process(peer, trained, **{"modalities.points.timeout_s": 0.75}) as node:
-        declared = {name: node.get_parameter(f"modalities.{name}.timeout_s").value
-                    for name in ("camera", "lidar", "points")}
+            node_in_process(peer, trained, **overrides) as node:
+        names = ("camera", "lidar", "points")
+        declared = {name: node.get_parameter(f"modalities.{name}.timeout_s").value for name in names}
         assert declared == {"camera": 2.0, "lidar": 0.5, "points": 0.75}  # an override still wins
         assert node.liveness["camera"].timeout_ns == 2_000_000_000
+        frames = {name: node.get_parameter(f"modalities.{name}.frame_id").value for name in names}
+        assert frames == {"camera": "camera_optical_frame", "lidar": "", "points": "velodyne"}
+        # Until a sensor's message names its frame: the trained one, else the node's frame_id.
+        expected = ["camera_optical_frame", FRAME, "velodyne"]
+        assert [node._reconstruction_frame(name) for name in names] == expected
+
+
+def test_a_frame_the_model_does_not_name_is_the_nodes() -> None:
+    names = ("camera", "lidar")
+    hand_edited = ("x", {"topics": "abc"}, {"topics": {"camera": "cam"}},
+                   {"topics": {"camera": {"frame_id": 5}}})
+    for provenance in hand_edited:
+        assert trained_frames({"provenance": provenance}, names) == {"camera": "", "lidar": ""}
+    assert trained_frames({}, names) == {"camera": "", "lidar": ""}  # a library model has no provenance
 
 
 def test_an_unreadable_trained_timeout_falls_back_to_the_default_with_a_warning() -> None:

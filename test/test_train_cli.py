@@ -63,6 +63,9 @@ def test_training_writes_a_loadable_artifact_tensorboard_and_checkpoint(inputs, 
     assert msg_types == ["sensor_msgs/msg/Image", "sensor_msgs/msg/LaserScan"]
     provenance = loaded.metadata["provenance"]
     assert provenance["bags"][0]["path"] == str(inputs["bag"].resolve())
+    # m2vae-sim's frames: the node draws a sensor it has not heard yet in the frame it was recorded in
+    assert {name: t["frame_id"] for name, t in provenance["topics"].items()} == {
+        "camera": "camera_optical_frame", "lidar": "laser"}
     counts = provenance["dataset"]
     assert counts["train_samples"] + counts["val_samples"] + counts["guarded_samples"] == 80
     assert counts["guarded_samples"] > 0 and provenance["split"]["guard_seconds"] == 0.5

@@ -330,12 +330,15 @@ class _TopicStats:
     repeated_stamps: int = 0  # equal to the one before: a driver whose clock stands still
     # header stamp minus the bag's record time, per accepted message: sensors on one clock share it
     stamp_offsets_ns: array = dataclasses.field(default_factory=lambda: array("q"))
+    # the sensor's TF frame: the node stamps the reconstruction of a sensor it has not heard with it
+    frame_ids: Counter = dataclasses.field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         offset = float(np.median(self.stamp_offsets_ns)) / 1e9 if self.stamp_offsets_ns else None
+        frame_id = self.frame_ids.most_common(1)[0][0] if self.frame_ids else ""
         return {"type": self.type, "messages": self.messages, "decoded": self.decoded, "failed": self.failed,
                 "failures": dict(sorted(self.failures.items())), "out_of_order": self.out_of_order,
-                "repeated_stamps": self.repeated_stamps, "stamp_offset_s": offset}
+                "repeated_stamps": self.repeated_stamps, "stamp_offset_s": offset, "frame_id": frame_id}
 
 
 @dataclass
@@ -545,6 +548,7 @@ class _Builder:
                     continue
                 stats.decoded += 1
                 stats.stamp_offsets_ns.append(checked[0][1][0] - record_ns)
+                stats.frame_ids[str(msg.header.frame_id)] += 1
                 for k, (stamp, decoded) in checked:
                     stamps[k].append(stamp)
                     topic_positions[k].append(position)

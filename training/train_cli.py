@@ -313,7 +313,10 @@ def _provenance(run: RunFile, dataset: PreparedDataset, split: Split, config: Tr
             "val_samples": len(split.val),
             "guarded_samples": len(split.guarded),  # in neither set: too close to the other
         },
-        "topics": {m.name: {"topic": m.topic, "msg_type": m.msg_type} for m in dataset.spec.modalities},
+        # The node stamps the reconstruction of a sensor it has not heard yet with its recorded frame.
+        "topics": {m.name: {"topic": m.topic, "msg_type": m.msg_type,
+                            "frame_id": dataset.manifest["topics"][m.topic].get("frame_id", "")}
+                   for m in dataset.spec.modalities},
         "labels_topic": config.labels_topic,
         "sync": {"slop": config.slop, "timeout": config.timeout},
         "command": list(run.command),  # the one that started the run
