@@ -722,3 +722,19 @@ def test_a_config_of_wrong_types_or_encoding_is_one_error_line_naming_it(inputs,
     assert err.startswith(f"m2vae-train: error: config {bad}") and err.count("\n") == 1, err
     assert message in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_error_mid_epoch_starts_its_own_line_after_the_progress_bar(inputs):
+    """The epoch's bar stayed drawn and the error continued it: 'epoch 1/2:   0%|…]m2vae-train: error: …'."""
+    disk_full = ("import sys\n"
+                 "from m2vae_training import callbacks, train_cli\n"
+                 "def full(self, trainer, step, loss):\n"
+                 "    raise OSError(28, 'No space left on device')\n"
+                 "callbacks.TensorBoardLogger.on_step_end = full\n"
+                 "sys.exit(train_cli.main(sys.argv[1:]))\n")
+    result = subprocess.run([sys.executable, "-c", disk_full, *_args(inputs, inputs["root"] / "disk_full")],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+    err = result.stderr.decode()  # as written: a bar's \r is what a terminal starts the line over at
+    error = "m2vae-train: error: [Errno 28] No space left on device"
+    assert result.returncode == 2 and "epoch 1/2:" in err, err  # a bar was drawn
+    assert error in err.splitlines() and err.endswith(f"{error}\n"), err  # no bar text before or after it
