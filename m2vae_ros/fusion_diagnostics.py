@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from m2vae_ros.codec import Decoded
 from m2vae_ros.liveness import NS_PER_S, ModalityLiveness
+from m2vae_ros.reach import MIN_REACH, REACH_HINTS, ReturnsReach
 
 # What ~/active_modalities says when no sensor is alive; an empty string would be easy
 # to miss in `ros2 topic echo` and ambiguous with "not published yet".
@@ -109,14 +110,16 @@ def _values(**values: object) -> list[KeyValue]:
 
 
 def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiveness, now_ns: int,
-                    problem: str = "", latest: Decoded | None = None) -> DiagnosticStatus:
+                    problem: str = "", latest: Decoded | None = None,
+                    reach: ReturnsReach | None = None) -> DiagnosticStatus:
     """OK while the sensor is alive and its data fit the model; WARN when it is stale, never
     heard from, or alive with a caveat (`caveats`). `problem` says why a silent sensor is
-    silent, if known; `latest` is its newest valid sample.
+    silent, if known; `latest` is its newest valid sample; `reach` its LiDAR returns' reach.
     """
     alive = liveness.alive(now_ns)
     lag_ns = _stamp_lag_ns(liveness, latest)
-    caveats = _caveats(liveness, latest, lag_ns) if alive else []
+    share = None if reach is None else reach.share
+    caveats = _caveats(liveness, latest, lag_ns, reach) if alive else []
     if caveats:
         message = "alive, but " + "; ".join(caveats)
     elif alive:
@@ -141,16 +144,22 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
             last_invalid_reason=liveness.last_invalid_reason,
             **{f"invalid.{reason}": n for reason, n in sorted(liveness.invalid_by_reason.items())},
             **({} if coverage is None else {"coverage": f"{coverage:.3f}"}),
+            **({} if share is None else {"reach": f"{share:.3f}"}),
             **({} if lag_ns is None else {"stamp_lag_s": f"{lag_ns / NS_PER_S:.3f}"}),
         ),
     )
 
 
-def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | None) -> list[str]:
+def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | None,
+             reach: ReturnsReach | None = None) -> list[str]:
     """Why a live sensor's data may mislead the model (`lag_ns`: `_stamp_lag_ns`).
 
     - A scan reaching under MIN_COVERAGE of the model's bins: the bins it misses read
       "no return", which the model learnt as free space.
+    - A LiDAR whose returns, over a block of recent messages (`reach`), reach under
+      MIN_REACH of the model's cells: the cells none reaches lie outside its beams, as
+      with a scan's coverage but found from the returns, so also for a 3-D LiDAR's rings
+      and for beams a driver lists but never fills. Unsaid for a scan whose coverage says it.
     - A grey image for a colour model: every channel reads the grey value.
     - Stamps older on arrival than the sensor's timeout: liveness goes by receive time,
       but the sample (and a latent fused from it) is as old as its stamp. Clocks not
@@ -161,6 +170,10 @@ def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | N
     caveats = []
     if latest.coverage is not None and latest.coverage < MIN_COVERAGE:
         caveats.append(f"its scans reach {latest.coverage:.0%} of the model's bins; the rest read no return")
+    elif reach is not None and reach.share is not None and reach.share < MIN_REACH:
+        cells = "bins" if reach.kind == "scan" else "cells"
+        caveats.append(f"{reach.share:.0%} of the model's {cells} held a return in some of {reach.window} "
+                       f"recent messages, the others in none: {REACH_HINTS[reach.kind]}")
     if latest.grey_for_colour:
         caveats.append("its images are single-channel and the model takes colour: every channel reads grey")
     if lag_ns is not None and lag_ns > liveness.timeout_ns:

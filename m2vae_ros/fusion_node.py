@@ -56,6 +56,7 @@ from m2vae_ros.inference import LatentFusion
 from m2vae_ros.latent_msg import latent_image
 from m2vae_ros.liveness import NS_PER_S, ModalityLiveness, Pacer
 from m2vae_ros.qos import latched_qos, output_qos, sensor_qos
+from m2vae_ros.reach import REACH_HINTS, ReturnsReach
 from m2vae_ros.ros_types import NATURAL_TYPES, MessageTypeError, message_class
 from m2vae_ros.subsets import subset_name
 
@@ -81,7 +82,7 @@ class FusionNode(Node):
     - `_pending` (an Event) with `_trigger_lock`: a trigger sets it, the worker clears it;
       the lock makes "already set, so count one dropped" and "set" one step.
     - `stats`: locked inside InferenceStats; the worker records, the diagnostics timer reads.
-    - `_last_inputs` is the worker's alone; `_active` and `_clock_heard` the callbacks'.
+    - `_last_inputs` is the worker's alone; `_active`, `_clock_heard` and `_reach` the callbacks'.
       `_stopping` ends the worker (`stop`).
     """
 
@@ -127,6 +128,8 @@ class FusionNode(Node):
         self.stats = InferenceStats()
         self._latest: dict[str, Decoded] = {}
         self._frame_ids: dict[str, str] = {}  # last valid input's frame, to stamp its reconstruction
+        # Per LiDAR, the share of the model's cells its recent messages reach (diagnostics).
+        self._reach = {m.name: ReturnsReach(m.kind) for m in self.spec.modalities if m.kind in REACH_HINTS}
         self._active = -1  # no subset published yet
         self._last_inputs: tuple[int, tuple[Decoded, ...]] | None = None  # the worker's; see _infer_once
         self._trigger_lock = threading.Lock()
@@ -219,6 +222,8 @@ class FusionNode(Node):
         # alive sensor exists; one dict store needs no lock under the GIL.
         self._latest[name] = decoded
         self._frame_ids[name] = str(msg.header.frame_id)
+        if name in self._reach:
+            self._reach[name].add(decoded.mask)
         with self._liveness_lock:
             self.liveness[name].record_valid(now_ns)
             triggers = self.params.rate_hz == 0 and self._pacer.triggers(name, self.liveness, now_ns)
@@ -259,7 +264,7 @@ class FusionNode(Node):
         with self._liveness_lock:
             array.status = [
                 modality_status(node_name, name, self._resolved_topics[name], self.liveness[name], now_ns,
-                                problems[name], self._latest.get(name))
+                                problems[name], self._latest.get(name), self._reach.get(name))
                 for name in self.modality_params
             ]
             active = self._alive_subset(now_ns)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
+from bagutils import cloud
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -29,6 +30,7 @@ from std_msgs.msg import String
 
 from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.codec import Decoded
+from m2vae_ros.codec.pointcloud import ring_elevations
 from m2vae_ros.devices import resolve_device
 from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, inference_status, modality_status
 from m2vae_ros.fusion_node import FusionNode
@@ -38,6 +40,7 @@ from m2vae_ros.latent_msg import latent_image, read_latent
 from m2vae_ros.liveness import ModalityLiveness, Pacer
 from m2vae_ros.model import M2VAE
 from m2vae_ros.qos import latched_qos, sensor_qos
+from m2vae_ros.reach import REACH_WINDOW, ReturnsReach
 from m2vae_ros.ros_types import MessageTypeError, message_class, modality_message_type
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, RangeImagePreprocess, ScanPreprocess
 
@@ -873,6 +876,79 @@ def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(
         values = {kv.key: kv.value for kv in status.values}
         assert (values["alive"], values["coverage"]) == ("True", "0.500")
         assert status.level == DiagnosticStatus.WARN and "reach 50% of the model's bins" in status.message
+
+
+def _rings_cloud(stamp_ns: int, rings: int) -> PointCloud2:
+    """A return 5 m away in each bin of the top `rings` rings of the model's 4 × 32 range image."""
+    pre = RangeImagePreprocess(rings=4, bins=32)
+    elevation, azimuth = np.meshgrid(ring_elevations(pre)[:rings], -np.pi + 2 * np.pi * np.arange(32) / 32)
+    xyz = 5.0 * np.stack([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                          np.sin(elevation)])
+    return cloud({axis: values.ravel() for axis, values in zip("xyz", xyz, strict=True)}, stamp_ns)
+
+
+@pytest.mark.parametrize(("rings", "reach", "level", "message"), [
+    (4, "1.000", DiagnosticStatus.OK, "alive"),
+    (2, "0.500", DiagnosticStatus.WARN,
+     "alive, but 50% of the model's cells held a return in some of 100 recent messages, the others in none: "
+     "do rings, fov_up_deg and fov_down_deg match the sensor's beams, and bins its horizontal resolution?"),
+])
+def test_a_3d_lidar_reaching_half_the_models_rings_is_alive_but_warned_about(
+    model_dir: Path, request: pytest.FixtureRequest, rings: int, reach: str, level: int, message: str
+) -> None:
+    """A 16-ring sensor republished with its rings 0–7 only, on a 4-ring model: rings 0–1 of 4.
+
+    Each cloud is a valid one; only the union of many shows the rings that never hold a return."""
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, model_dir):
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        points = peer.node.create_publisher(PointCloud2, "/points", sensor_qos("best_effort"))
+        peer.node.create_timer(0.02, lambda: points.publish(_rings_cloud(_now_ns(peer), rings)))
+
+        def points_status() -> DiagnosticStatus | None:
+            statuses = [s for array in diagnostics[-1:] for s in array.status if s.name == f"{NODE}: points"]
+            return statuses[0] if statuses else None
+
+        assert peer.spin_until(lambda: (status := points_status()) is not None and "reach" in
+                               {kv.key for kv in status.values}, STARTUP_WAIT_S), diagnostics[-1:]
+        status = points_status()
+        values = {kv.key: kv.value for kv in status.values}
+        assert (values["alive"], values["reach"], status.level) == ("True", reach, level)
+        assert status.message.startswith(message), status.message  # a loaded machine may add a stamp lag
+        assert "coverage" not in values  # a scan's, from its angles
+
+
+def test_reach_is_that_of_the_latest_complete_block_of_messages() -> None:
+    reach = ReturnsReach("range_image", window=2)
+    left, right = np.array([[True, False, False, False]]), np.array([[False, True, False, False]])
+    reach.add(left)
+    assert reach.share is None  # not enough messages yet
+    reach.add(right)
+    assert reach.share == 0.5
+    reach.add(None)  # a kind without a mask: nothing to count
+    for mask in (left, left, np.ones((1, 4), bool)):
+        reach.add(mask)
+    assert reach.share == 0.25  # the block of the two lefts; the full one is not complete yet
+    assert REACH_WINDOW == 100 and ReturnsReach("scan").window == REACH_WINDOW
+
+
+def test_a_narrow_scan_is_warned_about_once_though_its_reach_is_low_too() -> None:
+    """Coverage already says what reach would: one caveat, both values."""
+    liveness = ModalityLiveness(timeout_ns=SECOND // 2)
+    liveness.record_valid(100 * SECOND)
+    reach = ReturnsReach("scan", window=2)
+    for _ in range(2):
+        reach.add(np.array([[True, False]]))
+    latest = Decoded(np.zeros((1, 2), np.float32), np.array([[True, False]]), 100 * SECOND, coverage=0.5)
+    status = modality_status("/n", "lidar", "/scan", liveness, 100 * SECOND, latest=latest, reach=reach)
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.message == "alive, but its scans reach 50% of the model's bins; the rest read no return"
+    assert (values["coverage"], values["reach"]) == ("0.500", "0.500")
+    for _ in range(2):
+        reach.add(np.array([[False, False]]))
+    wide = Decoded(np.zeros((1, 2), np.float32), np.array([[False, False]]), 100 * SECOND, coverage=1.0)
+    status = modality_status("/n", "lidar", "/scan", liveness, 100 * SECOND, latest=wide, reach=reach)
+    assert status.message == ("alive, but 0% of the model's bins held a return in some of 2 recent messages, "
+                              "the others in none: is angle_min…angle_max wider than the scanner's?")
 
 
 @contextmanager

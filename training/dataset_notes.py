@@ -10,16 +10,12 @@ from typing import Any
 from m2vae_training.dataset import DatasetError, PreparedDataset
 
 from m2vae_ros.codec import accepted_types
+from m2vae_ros.reach import MIN_REACH, REACH_HINTS
 from m2vae_ros.spec import ModalitySpec
 
-MIN_REACH = 0.95  # below: the config's LiDAR geometry is likely not the sensor's
 # Sensors whose header stamps sit this much further apart, against the bag's record times, run on
 # different clocks: transport delays are milliseconds, and samples pair sensors by header stamp.
 CLOCK_SPLIT_S = 1.0
-REACH_HINTS = {
-    "scan": "is angle_min…angle_max wider than the scanner's?",
-    "range_image": "do rings, fov_up_deg and fov_down_deg match the sensor's beams?",
-}
 
 
 def notes(dataset: PreparedDataset) -> list[str]:
