@@ -446,6 +446,11 @@ def test_config_defaults_overrides_and_strictness(tmp_path):
     with pytest.raises(ConfigError, match=r"not valid YAML: mapping values are not allowed here at line 3, "
                                           r"column 8$"):  # one line, not PyYAML's six
         load_train_config(tmp_path / "typo.yaml")
+    # A `name:` indented into the sensor above would rename it and drop the other: YAML keeps the last.
+    (tmp_path / "twice.yaml").write_text("modalities:\n  - name: lidar\n    kind: scan\n    name: lidar3d\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML: the key 'name' is given twice at line 4, "
+                                          r"column 5 \(while reading a mapping\)$"):
+        load_train_config(tmp_path / "twice.yaml")
 
 
 @pytest.mark.parametrize(("section", "key"), [("dataset", "slope"), ("training", "patiense"),

@@ -5,14 +5,15 @@ order subset names use), ``labels.topic``, ``dataset.slop``/``dataset.timeout`` 
 the timeout is one number for every sensor or a mapping modality → seconds) and the
 ``training:`` settings of the training CLI (`TrainingSettings`, whose defaults fill
 the keys a file leaves out).
-Unknown keys are errors, so a typo never silently falls back to a default.
+Unknown keys are errors, so a typo never silently falls back to a default, and so is a key
+given twice in one mapping (YAML would keep the last).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,24 @@ MAX_SPLIT_SECONDS = 1e9
 
 class ConfigError(ValueError):
     """The configuration file or a command-line override is unusable."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping. YAML keeps the last one,
+    so a `name: lidar3d` indented into the entry above renamed that sensor and dropped the other."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader refuses it below, in its own words
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"the key {key!r} is given twice",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +165,7 @@ def load_train_config(
     """Read a train.yaml (None: the packaged default) and apply ``--topic MODALITY=TOPIC`` overrides."""
     path = Path(path) if path is not None else default_config_path()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:  # a Latin-1 comment, or --config naming a binary file
