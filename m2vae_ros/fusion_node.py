@@ -39,7 +39,14 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from m2vae_ros.artifact import ArtifactError, load_model
-from m2vae_ros.codec import CodecError, Decoded, decode_message, reconstruction_message, require_decodable
+from m2vae_ros.codec import (
+    CodecError,
+    Decoded,
+    accepted_types,
+    decode_message,
+    reconstruction_message,
+    require_decodable,
+)
 from m2vae_ros.devices import resolve_device
 from m2vae_ros.fusion_diagnostics import NO_MODALITIES, InferenceStats, inference_status, modality_status
 from m2vae_ros.fusion_params import (
@@ -293,7 +300,8 @@ class FusionNode(Node):
                 "stand still with it")
 
     def _unheard_publishers(self, name: str) -> str:
-        """Why a sensor stays silent when its topic has publishers DDS will not connect; else ''.
+        """Why a sensor stays silent when its topic has publishers DDS will not connect, or none
+        while other topics carry what it reads; else ''.
 
         DDS matches by type and by QoS, so a publisher of another type, or a best-effort one
         for a reliable subscription, delivers nothing and no message fails to decode: without
@@ -307,7 +315,11 @@ class FusionNode(Node):
         expected = wiring.msg_type
         verdicts = [qos_check_compatible(info.qos_profile, self._sensor_qos) for info in publishers]
         problem = ""
-        if offered and expected not in offered:
+        if not publishers and self.liveness[name].last_valid_ns is None:
+            if candidates := self._readable_topics(name):
+                problem = (f"no publisher on {topic}; topics it could read: {', '.join(candidates)}: set "
+                           f"parameter '{MODALITY_PREFIX}.{name}.topic'")
+        elif offered and expected not in offered:
             problem = (f"the publishers of {topic} send {', '.join(sorted(offered))}, not {expected}: set "
                        f"parameter '{MODALITY_PREFIX}.{name}.msg_type'")
         elif verdicts and all(verdict == QoSCompatibility.ERROR for verdict, _ in verdicts):
@@ -318,6 +330,17 @@ class FusionNode(Node):
         if problem:
             self._sensor_loggers[name].warning(problem, throttle_duration_sec=WARN_THROTTLE_S)
         return problem
+
+    def _readable_topics(self, name: str) -> list[str]:
+        """'/points (sensor_msgs/msg/PointCloud2)' for each published topic whose type the sensor's kind
+        decodes, leaving out this node's own outputs (a reconstruction is no sensor). The graph also
+        lists topics that only have subscribers, this node's among them."""
+        readable = set(accepted_types(self.spec.modality(name).kind))
+        own = self.get_fully_qualified_name().rstrip("/") + "/"
+        return [f"{topic} ({', '.join(sorted(readable & set(types)))})"
+                for topic, types in self.get_topic_names_and_types()
+                if readable & set(types) and not topic.startswith(own)
+                and self.get_publishers_info_by_topic(topic)]
 
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
         """Apply live changes of the only non-read-only parameters, the sensor timeouts."""

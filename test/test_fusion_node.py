@@ -850,6 +850,25 @@ def test_a_publisher_with_incompatible_qos_is_named_in_diagnostics(
             diagnostics[-1:]
 
 
+def test_a_sensor_topic_without_publishers_names_the_topics_it_could_read(
+    model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """The model's /scan is silent while the robot's scanner publishes /front/scan."""
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, model_dir):
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        front = peer.node.create_publisher(LaserScan, "/front/scan", sensor_qos("best_effort"))
+        peer.node.create_timer(LIDAR_PERIOD_S, lambda: front.publish(_scan(_now_ns(peer))))
+
+        def lidar_message() -> str:
+            statuses = [s for array in diagnostics[-1:] for s in array.status if s.name == f"{NODE}: lidar"]
+            return statuses[0].message if statuses else ""
+
+        assert peer.spin_until(lambda: "could read" in lidar_message(), STARTUP_WAIT_S), diagnostics[-1:]
+        # Not the node's own ~/reconstruction/lidar, which is a LaserScan too.
+        assert lidar_message() == ("no publisher on /scan; topics it could read: /front/scan "
+                                   "(sensor_msgs/msg/LaserScan): set parameter 'modalities.lidar.topic'")
+
+
 def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(
     model_dir: Path, request: pytest.FixtureRequest
 ) -> None:
