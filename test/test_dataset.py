@@ -361,6 +361,25 @@ def test_the_notes_name_a_camera_on_its_own_clock_frozen_stamps_and_grey_images_
             "takes preprocess channels: 1)") in lines
 
 
+def test_a_sensor_topic_that_only_some_bags_hold_is_noted(tmp_path):
+    # One recording with a raw camera, the next with a compressed one: the second's samples lack it.
+    raw, jpeg, both = [], [], []
+    for i in range(10):
+        stamp = (i + 1) * 100 * MS
+        ranges = scan(np.full(90, 2.0, np.float32), stamp)
+        raw += [("/camera/image_raw", image(colour(i), "rgb8", stamp), stamp), ("/scan", ranges, stamp)]
+        _, data = cv2.imencode(".jpg", colour(i))
+        jpeg += [("/camera/image_raw/compressed", compressed(data.tobytes(), "jpeg", stamp), stamp),
+                 ("/scan", ranges, stamp)]
+        both.append(("/scan", ranges, stamp))
+    bags = [write_bag(tmp_path / "raw", raw, "mcap"), write_bag(tmp_path / "jpeg", jpeg, "sqlite3")]
+    ds = build_dataset(bags, load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert ds.manifest["samples"]["by_subset"] == {"camera+lidar": 10, "lidar": 10}
+    assert ds.manifest["missing_from"] == {"/camera/image_raw": [str(bags[1])]}
+    assert (f"/camera/image_raw is not in 1 of the 2 bags ({bags[1]}): their samples lack camera; the bags "
+            "record for camera: /camera/image_raw/compressed (sensor_msgs/msg/CompressedImage)") in notes(ds)
+
+
 def test_sensors_on_one_clock_get_no_clock_note(tmp_path):
     bag = recording(tmp_path / "bag", "mcap", bad=False)  # camera 2 ms, scan 1 ms after their stamps
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)

@@ -395,6 +395,7 @@ class _Builder:
         self.directory = directory
         self.stats: dict[str, _TopicStats] = defaultdict(_TopicStats)
         self.recorded: dict[str, str] = {}  # every topic of the bags → its type, for "did you mean"
+        self.missing_from: dict[str, list[str]] = defaultdict(list)  # a sensor's topic → bags without it
         self.problems: list[dict[str, Any]] = []
         self.problem_counts: Counter = Counter()
         self.damage: list[str] = []
@@ -472,6 +473,7 @@ class _Builder:
             "config": self.config.dataset_key(),
             "topics": {topic: s.as_json() for topic, s in self.stats.items()},
             "recorded_topics": dict(sorted(self.recorded.items())),
+            "missing_from": dict(sorted(self.missing_from.items())),
             "returns_reach": {name: value for name, value in reach.items() if value is not None},
             "samples": {"total": total, "complete": complete, "partial": total - complete,
                         "by_subset": dict(sorted(subsets.items(), key=lambda kv: (-kv[1], kv[0])))},
@@ -514,6 +516,8 @@ class _Builder:
         markers = _Markers()
         with Bag(path) as bag:
             self.recorded.update(bag.topics)
+            for topic in self.by_topic.keys() - bag.topics.keys():
+                self.missing_from[topic].append(str(path))
             for topic in self.by_topic:
                 self.stats[topic].type = self.stats[topic].type or bag.topics.get(topic, "")
             for topic, msgtype, record_ns, raw in bag.messages({*self.by_topic, self.config.labels_topic}):

@@ -21,9 +21,9 @@ CLOCK_SPLIT_S = 1.0
 def notes(dataset: PreparedDataset) -> list[str]:
     """What the summary object leaves out, a line each: reuse, stamps out of order, repeated or on
     split clocks, grey images for a colour sensor, damage, sensors recorded into separate bags,
-    failures on a shared topic, a configured topic the bags lack (and the recorded ones that
-    could feed its sensor) or record with a type its kind cannot read, a LiDAR geometry unlike
-    the sensor's, and where the problem examples are."""
+    failures on a shared topic, a configured topic the bags lack, or only some of them (and the
+    recorded ones that could feed its sensor), or record with a type its kind cannot read, a
+    LiDAR geometry unlike the sensor's, and where the problem examples are."""
     manifest = dataset.manifest
     lines = [f"dataset {'reused' if manifest.get('reused') else 'written'}: {dataset.directory}"]
     lines += [f"{topic}: {t['out_of_order']} header stamps out of order"
@@ -41,6 +41,7 @@ def notes(dataset: PreparedDataset) -> list[str]:
     recorded = manifest.get("recorded_topics", {})
     lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
               if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, recorded))]
+    lines += partly_recorded(dataset, recorded)
     lines += [hint for m in dataset.spec.modalities if (hint := unreadable_type(m, recorded))]
     for name, share in manifest.get("returns_reach", {}).items():
         if share < MIN_REACH:
@@ -50,6 +51,22 @@ def notes(dataset: PreparedDataset) -> list[str]:
                          f"none: {REACH_HINTS[kind]}")
     if manifest.get("problems"):
         lines.append(f"{len(manifest['problems'])} problem examples (topic, stamp, reason) in manifest.json")
+    return lines
+
+
+def partly_recorded(dataset: PreparedDataset, recorded: Mapping[str, str]) -> list[str]:
+    """A line per sensor topic that some bags hold and others lack: the samples of those lack the
+    sensor, which the counts alone hide (a raw camera in one recording, a compressed one in the next)."""
+    lines = []
+    for topic, bags in dataset.manifest.get("missing_from", {}).items():
+        if not recorded.get(topic):
+            continue  # in no bag at all: said above
+        names = [m.name for m in dataset.spec.modalities if m.topic == topic]
+        hints = [hint for m in dataset.spec.modalities if m.topic == topic
+                 and (hint := feeding_topics_hint(m, recorded))]
+        lines.append(f"{topic} is not in {len(bags)} of the {len(dataset.manifest['bags'])} bags "
+                     f"({', '.join(bags)}): their samples lack {'+'.join(names)}"
+                     + "".join(f"; {hint}" for hint in hints))
     return lines
 
 
