@@ -261,6 +261,12 @@ def test_bad_dropouts_are_refused(text: str, error: str) -> None:
         parse_dropout(text)
 
 
+def test_a_dropout_after_the_recording_ends_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SimError, match=r"dropouts \['points@10:20'\] start after the recording ends \(5 s\)"):
+        simulate(tmp_path / "bag", 5.0, 0, drops=parse_dropout("camera@4:6") + parse_dropout("points@10:20"))
+    assert not (tmp_path / "bag").exists()
+
+
 def test_lidar_dropout_means_scan_and_points() -> None:
     assert parse_dropout("lidar@1:2.5") == [DropWindow("scan", 1.0, 2.5), DropWindow("points", 1.0, 2.5)]
     assert parse_dropout("lidar@1:2.5", points=False) == [DropWindow("scan", 1.0, 2.5)]  # --no-points

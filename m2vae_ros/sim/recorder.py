@@ -104,6 +104,9 @@ class Simulation:
             raise SimError(f"dropouts of unknown sensors {unknown}; known: {', '.join(SENSORS)}")
         if not points and any(d.key == "points" for d in drops):
             raise SimError("a points dropout was requested but the 3-D LiDAR is off (--no-points)")
+        if late := [f"{d.key}@{d.start:g}:{d.end:g}" for d in drops if d.start >= duration]:
+            raise SimError(f"dropouts {late} start after the recording ends ({duration:g} s): they would "
+                           "silence nothing")
         self.duration, self.seed, self.drops = duration, seed, tuple(drops)
         self.compressed, self.points = compressed, points
         try:
