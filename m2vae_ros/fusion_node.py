@@ -214,7 +214,9 @@ class FusionNode(Node):
             if not now_ns:
                 # use_sim_time with no /clock time yet: an arrival at time 0 would expire as soon
                 # as the clock starts, making the active subset flap, and every stamp looks ahead.
-                raise CodecError("no_clock", "the node clock reads 0 (use_sim_time, no /clock time yet)")
+                raise CodecError("no_clock", "the node clock reads 0: use_sim_time is true and no /clock "
+                                 "time has arrived; start the simulator, or set use_sim_time false for "
+                                 "live sensors and m2vae-play, which publishes no /clock")
             decoded = decode_message(msg, self.spec.modality(name))
             if decoded.stamp_ns > now_ns + int(self.params.max_future_stamp_s * NS_PER_S):
                 ahead_s = (decoded.stamp_ns - now_ns) / NS_PER_S

@@ -1,5 +1,7 @@
 """Both message flavours decode identically, and reconstruction messages decode back to their tensor."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -119,6 +121,13 @@ def test_range_image_round_trip():
     back = decode_message(msg, LIDAR3D)
     np.testing.assert_allclose(back.tensor, tensor, atol=1e-5)
     assert back.mask.sum() == 2 * (8 * 64 - 10) and not back.mask[:, 3, 10:20].any()
+    assert [(f.name, f.offset) for f in msg.fields] == [("x", 0), ("y", 4), ("z", 8), ("intensity", 12)]
+    # A model without intensity sends x, y, z only: a field of zeros would read as a measurement.
+    ranges_only = dataclasses.replace(LIDAR3D, preprocess=RangeImagePreprocess(rings=8, bins=64))
+    msg = reconstruction_message(tensor[:1], ranges_only, header(13))
+    assert [f.name for f in msg.fields] == ["x", "y", "z"]
+    assert (msg.point_step, msg.width) == (12, 8 * 64 - 10)
+    np.testing.assert_allclose(decode_message(msg, ranges_only).tensor, tensor[:1], atol=1e-5)
 
 
 def test_vector_and_wrong_shapes_have_no_reconstruction_message():

@@ -130,7 +130,8 @@ def project(pts: dict[str, np.ndarray], pre: RangeImagePreprocess) -> tuple[np.n
 
 
 def pointcloud_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
-    """Range-image tensor → unorganized dense PointCloud2 (x, y, z, intensity float32), a point per return."""
+    """Range-image tensor → unorganized dense PointCloud2 of float32 x, y, z (and intensity when the
+    model has it: a field of zeros would read as a measurement), a point per return."""
     from sensor_msgs.msg import PointCloud2, PointField
 
     pre = spec.preprocess
@@ -140,21 +141,22 @@ def pointcloud_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> A
     ranges = values[0, rows, cols].astype(np.float64) * pre.range_max
     elevation = ring_elevations(pre)[rows]
     azimuth = -math.pi + cols * (2 * math.pi / pre.bins)
-    cloud = np.empty((rows.size, 4), dtype=np.float32)
+    names = ("x", "y", "z", "intensity") if pre.intensity else ("x", "y", "z")
+    cloud = np.empty((rows.size, len(names)), dtype=np.float32)
     cloud[:, 0] = ranges * np.cos(elevation) * np.cos(azimuth)
     cloud[:, 1] = ranges * np.cos(elevation) * np.sin(azimuth)
     cloud[:, 2] = ranges * np.sin(elevation)
-    cloud[:, 3] = values[1, rows, cols] * pre.intensity_max if pre.intensity else 0.0
-    fields = [PointField(name=n, offset=4 * i, datatype=FLOAT32, count=1) for i, n in enumerate("xyz")]
-    fields.append(PointField(name="intensity", offset=12, datatype=FLOAT32, count=1))
+    if pre.intensity:
+        cloud[:, 3] = values[1, rows, cols] * pre.intensity_max
+    step = 4 * len(names)
     return PointCloud2(
         header=header,
         height=1,
         width=rows.size,
-        fields=fields,
+        fields=[PointField(name=n, offset=4 * i, datatype=FLOAT32, count=1) for i, n in enumerate(names)],
         is_bigendian=False,
-        point_step=16,
-        row_step=16 * rows.size,
+        point_step=step,
+        row_step=step * rows.size,
         data=cloud.tobytes(),
         is_dense=True,
     )
