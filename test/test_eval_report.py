@@ -4,7 +4,7 @@ import numpy as np
 from m2vae_training.figures import recon_figure
 from m2vae_training.report import report_markdown
 
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, ScanPreprocess
+from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, RangeImagePreprocess, ScanPreprocess
 
 
 def _metrics(camera_samples: int, lidar_samples: int, joint_samples: int) -> dict:
@@ -56,3 +56,20 @@ def test_the_reconstruction_grid_marks_imputed_cells() -> None:
     # Rows: sample 0 camera, sample 0 lidar, sample 1 camera, sample 1 lidar; the lidar column
     # imputes the camera and the camera column the LiDAR.
     assert marked == [(0, 2), (1, 1), (2, 2), (3, 1)]
+
+
+def test_a_range_image_is_drawn_in_metres_over_bearing_and_elevation() -> None:
+    pre = RangeImagePreprocess(rings=4, bins=8, fov_up_deg=10.0, fov_down_deg=-20.0, range_max=30.0)
+    spec = ModelSpec(modalities=(ModalitySpec("lidar3d", "range_image", pre),))
+    real = np.full((1, 1, 4, 8), 0.5, np.float32)
+    recon = real.copy()
+    recon[0, 0, 0, :3] = 1.0  # no return, as the codec reads it: no point in the cloud, no colour here
+    mask = np.ones_like(real, dtype=bool)
+    mask[0, 0, 3, 7] = False
+    figure = recon_figure(spec, {"lidar3d": real}, {"lidar3d": {"lidar3d": recon}}, {"lidar3d": mask})
+    real_ax, recon_ax = figure.axes
+    assert real_ax.get_ylabel() == "#0\nlidar3d\nelevation (°)\ncolour: 0–30 m"
+    assert real_ax.get_xlabel() == "bearing (°)" and real_ax.images[0].get_extent() == [-180, 180, -20, 10]
+    shown = real_ax.images[0].get_array()
+    assert shown[0, 0] == 15.0 and np.ma.is_masked(shown[3, 7]) and shown.mask.sum() == 1  # metres
+    assert recon_ax.images[0].get_array().mask[0, :3].all() and recon_ax.images[0].get_clim() == (0.0, 30.0)

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from m2vae_ros.codec.binning import bin_width
+from m2vae_ros.codec.scan import NO_RETURN_THRESHOLD
 from m2vae_ros.spec import ModalitySpec, ModelSpec
 from m2vae_ros.subsets import parse_subset
 
@@ -41,9 +42,8 @@ def recon_figure(
     for r, (k, modality) in enumerate(rows):
         mask = masks[modality.name][k] if masks and modality.name in masks else None
         _draw(axes[r][0], modality, real[modality.name][k], mask)
-        unit = "\nrange (m)" if modality.kind == "scan" else ""
         sample = sample_names[k] if sample_names else f"#{k}"
-        axes[r][0].set_ylabel(f"{sample}\n{modality.name}{unit}", fontsize=8)
+        axes[r][0].set_ylabel(f"{sample}\n{modality.name}{_y_unit(modality)}", fontsize=8)
         for c, subset in enumerate(subsets, start=1):
             _draw(axes[r][c], modality, recons[subset][modality.name][k], None)
             if not parse_subset(subset, names) >> names.index(modality.name) & 1:
@@ -89,8 +89,18 @@ def latent_scatter_figure(
     return fig
 
 
+def _y_unit(modality: ModalitySpec) -> str:
+    """What a row's y axis (and a range image's colour) measures, for the row's label."""
+    if modality.kind == "scan":
+        return "\nrange (m)"
+    if modality.kind == "range_image":
+        return f"\nelevation (°)\ncolour: 0–{modality.preprocess.range_max:g} m"
+    return ""
+
+
 def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None) -> None:
-    """One sample of one modality: images as images, scans as range-vs-bearing curves."""
+    """One sample of one modality: images as images, scans as range-vs-bearing curves, range images
+    as range over bearing and elevation."""
     if modality.kind == "image":
         img = np.clip(np.moveaxis(value, 0, -1), 0.0, 1.0)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0.0, vmax=1.0)
@@ -108,9 +118,17 @@ def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None
         ax.set_xlabel("bearing (°)", fontsize=7)
         ax.tick_params(labelsize=7)
     elif modality.kind == "range_image":
-        ax.imshow(value[0], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        # Metres over bearing × elevation as the sensor sees them (row 0 is the top ring, the
+        # bearing runs from −180° as the bins do); cells without a return stay blank, as in the
+        # reconstructed cloud, which has no point there.
+        p = modality.preprocess
+        returns = mask[0] if mask is not None else value[0] < NO_RETURN_THRESHOLD
+        ranges = np.where(returns, value[0] * p.range_max, np.nan)
+        ax.imshow(ranges, cmap="viridis", vmin=0.0, vmax=p.range_max, aspect="auto",
+                  extent=(-180.0, 180.0, p.fov_down_deg, p.fov_up_deg), interpolation="nearest")
+        ax.set_xticks([-180, -90, 0, 90, 180])
+        ax.set_xlabel("bearing (°)", fontsize=7)
+        ax.tick_params(labelsize=7)
     else:
         ax.plot(value, lw=0.8)
         ax.tick_params(labelsize=6)
