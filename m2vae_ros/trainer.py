@@ -175,25 +175,23 @@ class Trainer:
             self.begin_epoch(self.epoch)
             order = self.epoch_order(train, self.epoch)
             totals = LossMeans()
-            bar = progress_bar(
-                enabled=progress, total=len(order), unit="sample", unit_scale=True,
-                desc=f"epoch {self.epoch + 1}/{epochs}", leave=False,
-            )
-            for x, available in self._batches(train, order, batch_size):
-                result = self.compute_loss(x, available)
-                if not result.total.requires_grad:  # no sample in the batch had any modality
-                    continue
-                self.optimizer.zero_grad(set_to_none=True)
-                result.total.backward()
-                self.optimizer.step()
-                self.step += 1
-                totals.add(result, available)
-                bar.update(len(available))
-                if progress:  # .item() waits for the GPU: only when someone reads the bar
-                    bar.set_postfix(loss=f"{result.total.item():.4g}", refresh=False)
-                for callback in callbacks:
-                    callback.on_step_end(self, self.step, result)
-            bar.close()
+            # Closed (and cleared) however the epoch ends, so an error said next starts its own line.
+            with progress_bar(enabled=progress, total=len(order), unit="sample", unit_scale=True,
+                              desc=f"epoch {self.epoch + 1}/{epochs}", leave=False) as bar:
+                for x, available in self._batches(train, order, batch_size):
+                    result = self.compute_loss(x, available)
+                    if not result.total.requires_grad:  # no sample in the batch had any modality
+                        continue
+                    self.optimizer.zero_grad(set_to_none=True)
+                    result.total.backward()
+                    self.optimizer.step()
+                    self.step += 1
+                    totals.add(result, available)
+                    bar.update(len(available))
+                    if progress:  # .item() waits for the GPU: only when someone reads the bar
+                        bar.set_postfix(loss=f"{result.total.item():.4g}", refresh=False)
+                    for callback in callbacks:
+                        callback.on_step_end(self, self.step, result)
             train_metrics = self.pooled(totals).means()
             if problem := self._divergence(train_metrics, train, batch_size):
                 self.load_state_dict(before)

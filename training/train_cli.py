@@ -68,7 +68,6 @@ from m2vae_training.run_file import (
 )
 from m2vae_training.run_lock import run_lock
 from m2vae_training.split import Split, time_block_split
-from tqdm import tqdm
 
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import save_model
@@ -115,11 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args, sys.argv if argv is None else [PROG, *argv])
     except (ConfigError, DatasetError, BagError, CheckpointError, ValueError, OSError) as exc:
-        _close_progress_bars()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # outside the training loop: preparing the dataset, or a second Ctrl-C
-        _close_progress_bars()
         if has_checkpoint(args.out / "checkpoints"):
             print(f"{PROG}: interrupted; --resume continues from the last checkpoint", file=sys.stderr)
         else:
@@ -350,17 +347,6 @@ def _preview(dataset: PreparedDataset, split: Split) -> tuple[dict[str, np.ndarr
 def _plain(metrics: dict[str, float]) -> dict[str, float | None]:
     """Metrics as YAML-safe floats (NaN/inf → None)."""
     return {k: (float(v) if math.isfinite(v) else None) for k, v in metrics.items()}
-
-
-def _close_progress_bars() -> None:
-    """Clear the progress bars an exception left drawn, so that the line said next starts on its own.
-
-    The trainer clears an epoch's bar when the epoch ends. An error out of the epoch leaves the
-    bar on the line, kept alive by the traceback until `main` returns, and the error continued
-    it: "epoch 1/2:  40%|████ | 16/40 [...]m2vae-train: error: ...".
-    """
-    for bar in list(tqdm._instances):  # tqdm's own record of the bars not yet closed
-        bar.close()
 
 
 def _say(job: distributed.Distributed, text: str) -> None:
