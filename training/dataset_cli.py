@@ -7,7 +7,8 @@ reported, never fatal; a bag that cannot be opened at all, a bad config or a bad
 ends with one ``error: ...`` line on stderr and exit code 2. A build in which some sensor
 has no sample at all is written and summarised, then ends with an ``error: ...`` line and
 exit code 1: m2vae-train would refuse it, so `m2vae-dataset ... && m2vae-train ...` stops.
-Ctrl-C or SIGTERM ends it with one line saying whether --out changed, and exit code 130.
+Ctrl-C or SIGTERM ends it with one line saying whether --out changed, and exit code 130 (Ctrl-C)
+or 143 (SIGTERM), as m2vae-train.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from m2vae_training.bags import BagError
 from m2vae_training.config import ConfigError, load_train_config, parse_topic_overrides
 from m2vae_training.dataset import MANIFEST, DatasetError, PreparedDataset, build_dataset
 from m2vae_training.dataset_notes import failure_counts, no_samples, notes
-from m2vae_training.interrupts import sigterm_as_sigint
+from m2vae_training.interrupts import interrupted_exit_status, sigterm_as_sigint
 
 PROG = "m2vae-dataset"
 DEFAULT_OUT = "m2vae_dataset"
 ERROR_EXIT = 2
 UNTRAINABLE_EXIT = 1  # written, but a sensor has no sample
-INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for Ctrl-C
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"{PROG}: interrupted after the build was complete; {args.out} holds the new dataset",
                   file=sys.stderr)
-        return INTERRUPTED_EXIT
+        return interrupted_exit_status()
 
 
 def _dataset_identity(out: str) -> tuple[int, int] | None:
