@@ -471,16 +471,17 @@ def test_a_second_training_into_a_run_directory_in_use_is_refused(inputs):
     def train_again_once_locked() -> bool:
         if not lock.exists():
             return False
-        command = [str(VENV_BIN / "m2vae-train"), *_args(inputs, out, "--seed", "1")]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        second.append(subprocess.run(command, env=env, capture_output=True, text=True))
+        for extra in (("--seed", "1"), ("--resume",)):  # a resume too, before the first checkpoint
+            command = [str(VENV_BIN / "m2vae-train"), *_args(inputs, out, *extra)]
+            second.append(subprocess.run(command, env=env, capture_output=True, text=True))
         return True
 
     returncode, _, _ = signal_when([str(VENV_BIN / "m2vae-train"), *_args(inputs, out, "--epochs", "200")],
                                    train_again_once_locked, signal.SIGINT)
-    refused = second[0]
-    assert refused.returncode == 2 and "is being trained by another m2vae-train (process" in refused.stderr, \
-        refused.stderr
+    for refused in second:
+        assert refused.returncode == 2, refused.stderr
+        assert "is being trained by another m2vae-train (process" in refused.stderr, refused.stderr
     assert returncode == 130 and not lock.exists()  # the first run went on, and let go of the lock at its end
 
 

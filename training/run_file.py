@@ -36,6 +36,7 @@ from m2vae_training.config import (
     parse_topic_overrides,
     with_topics,
 )
+from m2vae_training.run_lock import refuse_if_in_use
 from m2vae_training.split import Split
 
 from m2vae_ros.atomic import write_atomic
@@ -139,6 +140,7 @@ def read_resumed_run(args: argparse.Namespace) -> RunFile | None:
     """The run that --resume continues, read and checked once; None for a new run."""
     if not args.resume:
         return None
+    refuse_if_in_use(args.out)
     _require_checkpoint(args.out / "checkpoints")
     return RunFile.read(args.out)
 

@@ -41,6 +41,18 @@ def run_lock(out: Path) -> Iterator[None]:
             out.rmdir()
 
 
+def refuse_if_in_use(out: Path) -> None:
+    """ValueError naming the owner when a live process holds RUN_DIR's lock, without taking it.
+
+    For --resume, which reads the run's checkpoint before the lock is taken (the device comes
+    from it): a run still before its first checkpoint would otherwise be reported as one
+    holding no checkpoint, not as one in use.
+    """
+    path = out / LOCK_FILE
+    if path.exists():
+        _clear_if_abandoned(path, out)
+
+
 def _create(path: Path) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
