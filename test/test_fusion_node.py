@@ -238,6 +238,12 @@ def test_latent_header_and_dead_lidar_reconstruction(
         assert {m.header.frame_id for m in clouds} == {"velodyne"}
 
 
+def _latest_status(arrays: list[DiagnosticArray], modality: str) -> DiagnosticStatus | None:
+    """The modality's status in the newest diagnostics array; None before one arrived."""
+    statuses = [s for array in arrays[-1:] for s in array.status if s.name == f"{NODE}: {modality}"]
+    return statuses[0] if statuses else None
+
+
 def _diagnostic_values(arrays: list[DiagnosticArray], modality: str) -> dict[str, str]:
     for array in reversed(arrays):
         for status in array.status:
@@ -835,8 +841,7 @@ def test_a_publisher_with_incompatible_qos_is_named_in_diagnostics(
         timer = peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(_now_ns(peer))))
 
         def camera_message() -> str:
-            statuses = [s for array in diagnostics[-1:] for s in array.status if s.name == f"{NODE}: camera"]
-            return statuses[0].message if statuses else ""
+            return status.message if (status := _latest_status(diagnostics, "camera")) else ""
 
         assert peer.spin_until(lambda: "cannot take" in camera_message(), STARTUP_WAIT_S), diagnostics[-1:]
         assert camera_message() == (
@@ -860,8 +865,7 @@ def test_a_sensor_topic_without_publishers_names_the_topics_it_could_read(
         peer.node.create_timer(LIDAR_PERIOD_S, lambda: front.publish(_scan(_now_ns(peer))))
 
         def lidar_message() -> str:
-            statuses = [s for array in diagnostics[-1:] for s in array.status if s.name == f"{NODE}: lidar"]
-            return statuses[0].message if statuses else ""
+            return status.message if (status := _latest_status(diagnostics, "lidar")) else ""
 
         assert peer.spin_until(lambda: "could read" in lidar_message(), STARTUP_WAIT_S), diagnostics[-1:]
         # Not the node's own ~/reconstruction/lidar, which is a LaserScan too.
@@ -885,13 +889,9 @@ def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(
 
         peer.node.create_timer(0.1, front_half)
 
-        def lidar_status() -> DiagnosticStatus | None:
-            statuses = [s for array in diagnostics[-1:] for s in array.status if s.name == f"{NODE}: lidar"]
-            return statuses[0] if statuses else None
-
-        assert peer.spin_until(lambda: (status := lidar_status()) is not None and "coverage" in
-                               {kv.key for kv in status.values}, STARTUP_WAIT_S)
-        status = lidar_status()
+        assert peer.spin_until(lambda: "coverage" in _diagnostic_values(diagnostics[-1:], "lidar"),
+                               STARTUP_WAIT_S)
+        status = _latest_status(diagnostics, "lidar")
         values = {kv.key: kv.value for kv in status.values}
         assert (values["alive"], values["coverage"]) == ("True", "0.500")
         assert status.level == DiagnosticStatus.WARN and "reach 50% of the model's bins" in status.message
@@ -923,13 +923,9 @@ def test_a_3d_lidar_reaching_half_the_models_rings_is_alive_but_warned_about(
         points = peer.node.create_publisher(PointCloud2, "/points", sensor_qos("best_effort"))
         peer.node.create_timer(0.02, lambda: points.publish(_rings_cloud(_now_ns(peer), rings)))
 
-        def points_status() -> DiagnosticStatus | None:
-            statuses = [s for array in diagnostics[-1:] for s in array.status if s.name == f"{NODE}: points"]
-            return statuses[0] if statuses else None
-
-        assert peer.spin_until(lambda: (status := points_status()) is not None and "reach" in
-                               {kv.key for kv in status.values}, STARTUP_WAIT_S), diagnostics[-1:]
-        status = points_status()
+        assert peer.spin_until(lambda: "reach" in _diagnostic_values(diagnostics[-1:], "points"),
+                               STARTUP_WAIT_S), diagnostics[-1:]
+        status = _latest_status(diagnostics, "points")
         values = {kv.key: kv.value for kv in status.values}
         assert (values["alive"], values["reach"], status.level) == ("True", reach, level)
         assert status.message.startswith(message), status.message  # a loaded machine may add a stamp lag
