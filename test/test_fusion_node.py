@@ -244,6 +244,10 @@ def _latest_status(arrays: list[DiagnosticArray], modality: str) -> DiagnosticSt
     return statuses[0] if statuses else None
 
 
+def _latest_message(arrays: list[DiagnosticArray], modality: str) -> str:
+    return status.message if (status := _latest_status(arrays, modality)) else ""
+
+
 def _diagnostic_values(arrays: list[DiagnosticArray], modality: str) -> dict[str, str]:
     for array in reversed(arrays):
         for status in array.status:
@@ -384,17 +388,11 @@ def test_a_compressed_camera_through_msg_type_and_a_topic_of_another_type_in_dia
 
         peer.node.create_timer(CAMERA_PERIOD_S, publish)
 
-        def lidar_message() -> str:
-            for array in reversed(diagnostics):
-                for status in array.status:
-                    if status.name == f"{NODE}: lidar":
-                        return status.message
-            return ""
-
-        assert peer.spin_until(lambda: _active(active) == "camera" and "send" in lidar_message(),
-                               STARTUP_WAIT_S)
-    assert lidar_message() == ("the publishers of /points send std_msgs/msg/String, not "
-                               "sensor_msgs/msg/LaserScan: set parameter 'modalities.lidar.msg_type'")
+        assert peer.spin_until(lambda: _active(active) == "camera"
+                               and "send" in _latest_message(diagnostics, "lidar"), STARTUP_WAIT_S)
+    assert _latest_message(diagnostics, "lidar") == (
+        "the publishers of /points send std_msgs/msg/String, not sensor_msgs/msg/LaserScan: set parameter "
+        "'modalities.lidar.msg_type'")
 
 
 def test_startup_errors_exit_nonzero_with_one_clear_line(
@@ -840,19 +838,17 @@ def test_a_publisher_with_incompatible_qos_is_named_in_diagnostics(
         camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
         timer = peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(_now_ns(peer))))
 
-        def camera_message() -> str:
-            return status.message if (status := _latest_status(diagnostics, "camera")) else ""
-
-        assert peer.spin_until(lambda: "cannot take" in camera_message(), STARTUP_WAIT_S), diagnostics[-1:]
-        assert camera_message() == (
+        assert peer.spin_until(lambda: "cannot take" in _latest_message(diagnostics, "camera"),
+                               STARTUP_WAIT_S), diagnostics[-1:]
+        assert _latest_message(diagnostics, "camera") == (
             "the publishers of /camera/image_raw offer QoS this subscription cannot take: Best effort "
             "publisher and reliable subscription; parameter 'qos.reliability' is reliable: set it to "
             "best_effort")
         # A publisher that left takes its complaint with it: the camera is merely stale then.
         peer.node.destroy_timer(timer)
         peer.node.destroy_publisher(camera)
-        assert peer.spin_until(lambda: camera_message() == "no valid message yet", STARTUP_WAIT_S), \
-            diagnostics[-1:]
+        assert peer.spin_until(lambda: _latest_message(diagnostics, "camera") == "no valid message yet",
+                               STARTUP_WAIT_S), diagnostics[-1:]
 
 
 def test_a_sensor_topic_without_publishers_names_the_topics_it_could_read(
@@ -864,13 +860,12 @@ def test_a_sensor_topic_without_publishers_names_the_topics_it_could_read(
         front = peer.node.create_publisher(LaserScan, "/front/scan", sensor_qos("best_effort"))
         peer.node.create_timer(LIDAR_PERIOD_S, lambda: front.publish(_scan(_now_ns(peer))))
 
-        def lidar_message() -> str:
-            return status.message if (status := _latest_status(diagnostics, "lidar")) else ""
-
-        assert peer.spin_until(lambda: "could read" in lidar_message(), STARTUP_WAIT_S), diagnostics[-1:]
+        assert peer.spin_until(lambda: "could read" in _latest_message(diagnostics, "lidar"),
+                               STARTUP_WAIT_S), diagnostics[-1:]
         # Not the node's own ~/reconstruction/lidar, which is a LaserScan too.
-        assert lidar_message() == ("no publisher on /scan; topics it could read: /front/scan "
-                                   "(sensor_msgs/msg/LaserScan): set parameter 'modalities.lidar.topic'")
+        assert _latest_message(diagnostics, "lidar") == (
+            "no publisher on /scan; topics it could read: /front/scan (sensor_msgs/msg/LaserScan): set "
+            "parameter 'modalities.lidar.topic'")
 
 
 def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(
