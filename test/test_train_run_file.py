@@ -5,17 +5,19 @@ import dataclasses
 import pytest
 import yaml
 from m2vae_training.checkpoint import CheckpointError
+from m2vae_training.config import TrainingSettings, load_train_config
 from m2vae_training.run_file import RUN_FILE, RunFile
+
+CONFIG = load_train_config()  # config/train.yaml
 
 
 def _run(**changes) -> RunFile:
     run = RunFile(
-        flags=("epochs",), bags=("/bags/a",), dataset_dir=None,
-        dataset={"labels_topic": "/labels", "slop": 0.05, "timeouts_ns": [500000000]},
+        flags=("epochs",), bags=("/bags/a",), dataset_dir=None, dataset=CONFIG.dataset_key(),
         bag_fingerprints=({"path": "/bags/a", "bytes": 10, "mtime_ns": 1},), processes=1, device_type="cpu",
-        spec={"latent_dim": 8}, epochs=2, batch_size=16, lr=1, seed=0, val_fraction=0.25, block_seconds=2.0,
-        guard_seconds=0.5, patience=3, command=("m2vae-train", "--epochs", "2"), cwd="/work",
-        split_sha256="0" * 64,
+        spec=CONFIG.spec.to_dict(), epochs=2, batch_size=16, lr=1, seed=0, val_fraction=0.25,
+        block_seconds=2.0, guard_seconds=0.5, patience=3, command=("m2vae-train", "--epochs", "2"),
+        cwd="/work", split_sha256="0" * 64,
     )
     return dataclasses.replace(run, **changes)
 
@@ -40,3 +42,21 @@ def test_a_value_of_another_type_is_damage_named_once_it_is_read(tmp_path, key, 
     (tmp_path / RUN_FILE).write_text(yaml.safe_dump({**run, key: value}))
     with pytest.raises(CheckpointError, match=rf"run\.yaml is damaged: {key} not as m2vae-train writes them"):
         RunFile.read(tmp_path)
+
+
+@pytest.mark.parametrize("dataset", [
+    {"labels_topic": "/ground_truth/object", "slop": 0.05},  # no timeouts_ns: a KeyError in config()
+    {**CONFIG.dataset_key(), "timeouts_ns": 5},
+    {**CONFIG.dataset_key(), "slop": "x"},
+    {**CONFIG.dataset_key(), "modalities": []},  # readable, but not what this spec's config wrote
+])
+def test_a_hand_edited_dataset_entry_is_damage_named_once_it_is_read(tmp_path, dataset):
+    (tmp_path / RUN_FILE).write_text(yaml.safe_dump({**_run().to_dict(), "dataset": dataset}))
+    with pytest.raises(CheckpointError, match=r"run\.yaml is damaged: its spec and dataset entries are not"):
+        RunFile.read(tmp_path)
+
+
+def test_the_run_file_holds_every_training_setting():
+    # run_settings copies TrainingSettings into RunFile field by field: a new setting needs a field.
+    fields = {f.name for f in dataclasses.fields(RunFile)}
+    assert {f.name for f in dataclasses.fields(TrainingSettings)} <= fields

@@ -104,8 +104,16 @@ class RunFile:
         hints = {name: hint for name, hint in typing.get_type_hints(cls).items() if name in run}
         if wrong := [name for name, hint in hints.items() if not _holds(run[name], hint)]:
             raise CheckpointError(f"{path} is damaged: {', '.join(wrong)} not as m2vae-train writes them")
-        return cls(**{name: tuple(run[name]) if typing.get_origin(hint) is tuple else run[name]
-                      for name, hint in hints.items()})
+        run_file = cls(**{name: tuple(run[name]) if typing.get_origin(hint) is tuple else run[name]
+                          for name, hint in hints.items()})
+        try:  # the spec and the dataset entry written from one config give that config back
+            consistent = run_file.config().dataset_key() == run_file.dataset
+        except (KeyError, TypeError, ValueError):
+            consistent = False
+        if not consistent:
+            raise CheckpointError(f"{path} is damaged: its spec and dataset entries are not the ones "
+                                  "m2vae-train wrote together")
+        return run_file
 
     def write(self, out: Path) -> None:
         """Replace RUN_DIR/run.yaml at once: a crash leaves the previous file or this one, never half."""
@@ -136,11 +144,16 @@ class RunFile:
 _FIELDS = frozenset(f.name for f in dataclasses.fields(RunFile))
 
 
-def read_resumed_run(args: argparse.Namespace) -> RunFile | None:
-    """The run that --resume continues, read and checked once; None for a new run."""
+def read_resumed_run(args: argparse.Namespace, job: distributed.Distributed) -> RunFile | None:
+    """The run that --resume continues, read and checked once; None for a new run.
+
+    Only rank 0 looks at the run directory's lock, which it takes itself later: another rank
+    may arrive after it did (NCCL's start has no barrier) and would find the lock in use.
+    """
     if not args.resume:
         return None
-    refuse_if_in_use(args.out)
+    if job.is_main:
+        refuse_if_in_use(args.out)
     _require_checkpoint(args.out / "checkpoints")
     return RunFile.read(args.out)
 

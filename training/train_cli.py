@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace, command: list[str]) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; it names the run directory")
-    previous = read_resumed_run(args)
     job = distributed.from_environment()
+    previous = read_resumed_run(args, job)
     device = distributed.training_device(device_request(args, previous), job)
     distributed.start(job, device)
     try:
