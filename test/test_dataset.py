@@ -470,6 +470,12 @@ def test_config_defaults_overrides_and_strictness(tmp_path):
     with pytest.raises(ConfigError, match=r"not valid YAML: the key 'name' is given twice at line 4, "
                                           r"column 5 \(while reading a mapping\)$"):
         load_train_config(tmp_path / "twice.yaml")
+    # A merge key is no key given twice, and a key beside it overrides the merged one.
+    (tmp_path / "merged.yaml").write_text(
+        "modalities:\n  - name: lidar\n    kind: scan\n"
+        "    preprocess: {<<: &geometry {beams: 90, range_max: 6.0}, beams: 45}\n")
+    preprocess = load_train_config(tmp_path / "merged.yaml").spec.modality("lidar").preprocess
+    assert (preprocess.beams, preprocess.range_max) == (45, 6.0)
 
 
 @pytest.mark.parametrize(("section", "key"), [("dataset", "slope"), ("training", "patiense"),
