@@ -317,10 +317,15 @@ class FusionNode(Node):
         expected = wiring.msg_type
         verdicts = [qos_check_compatible(info.qos_profile, self._sensor_qos) for info in publishers]
         problem = ""
-        if not publishers and self.liveness[name].last_valid_ns is None:
+        with self._liveness_lock:
+            never_heard = self.liveness[name].last_valid_ns is None
+        if not publishers and never_heard:
             if candidates := self._readable_topics(name):
-                problem = (f"no publisher on {topic}; topics it could read: {', '.join(candidates)}: set "
-                           f"parameter '{MODALITY_PREFIX}.{name}.topic'")
+                listed = ", ".join(f"{t} ({', '.join(types)})" for t, types in candidates.items())
+                other_type = any(expected not in types for types in candidates.values())
+                also = f" (and '{MODALITY_PREFIX}.{name}.msg_type' for another type)" if other_type else ""
+                problem = (f"no publisher on {topic}; topics it could read: {listed}: set parameter "
+                           f"'{MODALITY_PREFIX}.{name}.topic'{also}")
         elif offered and expected not in offered:
             problem = (f"the publishers of {topic} send {', '.join(sorted(offered))}, not {expected}: set "
                        f"parameter '{MODALITY_PREFIX}.{name}.msg_type'")
@@ -333,16 +338,17 @@ class FusionNode(Node):
             self._sensor_loggers[name].warning(problem, throttle_duration_sec=WARN_THROTTLE_S)
         return problem
 
-    def _readable_topics(self, name: str) -> list[str]:
-        """'/points (sensor_msgs/msg/PointCloud2)' for each published topic whose type the sensor's kind
-        decodes, leaving out this node's own outputs (a reconstruction is no sensor). The graph also
-        lists topics that only have subscribers, this node's among them."""
+    def _readable_topics(self, name: str) -> dict[str, list[str]]:
+        """Each published topic whose type the sensor's kind decodes → those types, leaving out this
+        node's own outputs (a reconstruction is no sensor) and the topics its other sensors read
+        (a second camera whose driver is not up yet is not to be pointed at the first's). The
+        graph also lists topics that only have subscribers, this node's among them."""
         readable = set(accepted_types(self.spec.modality(name).kind))
         own = self.get_fully_qualified_name().rstrip("/") + "/"
-        return [f"{topic} ({', '.join(sorted(readable & set(types)))})"
-                for topic, types in self.get_topic_names_and_types()
-                if readable & set(types) and not topic.startswith(own)
-                and self.get_publishers_info_by_topic(topic)]
+        taken = {topic for other, topic in self._resolved_topics.items() if other != name}
+        return {topic: sorted(readable & set(types)) for topic, types in self.get_topic_names_and_types()
+                if readable & set(types) and not topic.startswith(own) and topic not in taken
+                and self.get_publishers_info_by_topic(topic)}
 
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
         """Apply live changes of the only non-read-only parameters, the sensor timeouts."""

@@ -859,13 +859,16 @@ def test_a_sensor_topic_without_publishers_names_the_topics_it_could_read(
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
         front = peer.node.create_publisher(LaserScan, "/front/scan", sensor_qos("best_effort"))
         peer.node.create_timer(LIDAR_PERIOD_S, lambda: front.publish(_scan(_now_ns(peer))))
+        for cloud_topic in ("/points", "/velodyne_points"):  # clouds a scan reads too; /points is taken
+            peer.node.create_publisher(PointCloud2, cloud_topic, sensor_qos("best_effort"))
 
-        assert peer.spin_until(lambda: "could read" in _latest_message(diagnostics, "lidar"),
+        assert peer.spin_until(lambda: "velodyne" in _latest_message(diagnostics, "lidar"),
                                STARTUP_WAIT_S), diagnostics[-1:]
-        # Not the node's own ~/reconstruction/lidar, which is a LaserScan too.
+        # Not the node's own ~/reconstruction/lidar, a LaserScan too, nor the points sensor's /points.
         assert _latest_message(diagnostics, "lidar") == (
-            "no publisher on /scan; topics it could read: /front/scan (sensor_msgs/msg/LaserScan): set "
-            "parameter 'modalities.lidar.topic'")
+            "no publisher on /scan; topics it could read: /front/scan (sensor_msgs/msg/LaserScan), "
+            "/velodyne_points (sensor_msgs/msg/PointCloud2): set parameter 'modalities.lidar.topic' (and "
+            "'modalities.lidar.msg_type' for another type)")
 
 
 def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(
