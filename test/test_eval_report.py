@@ -69,7 +69,8 @@ def test_a_range_image_is_drawn_in_metres_over_bearing_and_elevation() -> None:
     figure = recon_figure(spec, {"lidar3d": real}, {"lidar3d": {"lidar3d": recon}}, {"lidar3d": mask})
     real_ax, recon_ax = figure.axes
     assert real_ax.get_ylabel() == "#0\nlidar3d\nelevation (°)\ncolour: 0–30 m"
-    assert real_ax.get_xlabel() == "bearing (°)" and real_ax.images[0].get_extent() == [-180, 180, -20, 10]
+    # Rings 10° apart whose centres lie on the field of view's ends: each cell spans ±5° around its ring.
+    assert real_ax.get_xlabel() == "bearing (°)" and real_ax.images[0].get_extent() == [-180, 180, -25, 15]
     shown = real_ax.images[0].get_array()
     assert shown[0, 0] == 15.0 and np.ma.is_masked(shown[3, 7]) and shown.mask.sum() == 1  # metres
     assert recon_ax.images[0].get_array().mask[0, :3].all() and recon_ax.images[0].get_clim() == (0.0, 30.0)

@@ -124,8 +124,10 @@ def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None
         p = modality.preprocess
         returns = mask[0] if mask is not None else value[0] < NO_RETURN_THRESHOLD
         ranges = np.where(returns, value[0] * p.range_max, np.nan)
-        ax.imshow(ranges, cmap="viridis", vmin=0.0, vmax=p.range_max, aspect="auto",
-                  extent=(-180.0, 180.0, p.fov_down_deg, p.fov_up_deg), interpolation="nearest")
+        # The outer rings' centres lie on fov_up_deg and fov_down_deg (codec.pointcloud.ring_elevations).
+        half_ring = (p.fov_up_deg - p.fov_down_deg) / (p.rings - 1) / 2 if p.rings > 1 else 0.0
+        ax.imshow(ranges, cmap="viridis", vmin=0.0, vmax=p.range_max, aspect="auto", interpolation="nearest",
+                  extent=(-180.0, 180.0, p.fov_down_deg - half_ring, p.fov_up_deg + half_ring))
         ax.set_xticks([-180, -90, 0, 90, 180])
         ax.set_xlabel("bearing (°)", fontsize=7)
         ax.tick_params(labelsize=7)
