@@ -354,14 +354,14 @@ class _Markers:
 class _BagIndex:
     """The read of one bag: which messages passed the checks, the samples they form, what was decoded.
 
-    `positions_in_topic[k][j]` is the position, among its topic's messages in reading order,
+    `topic_ordinals[k][j]` is the ordinal, among its topic's messages in reading order,
     of modality k's j-th accepted message; `sync.indices` index these accepted messages.
-    `spill_rows[k]` maps such a position to the row of modality k's spill holding its decode.
+    `spill_rows[k]` maps such an ordinal to the row of modality k's spill holding its decode.
     """
 
     path: Path
     sync: SyncResult
-    positions_in_topic: list[np.ndarray]
+    topic_ordinals: list[np.ndarray]
     spill_rows: list[dict[int, int]]
     labels: np.ndarray
     positions: np.ndarray
@@ -508,7 +508,7 @@ class _Builder:
         """Check every message, keep stamps of the good ones, decode the expected ones, synchronise, label."""
         modalities = self.spec.modalities
         stamps: list[list[int]] = [[] for _ in modalities]
-        topic_positions: list[list[int]] = [[] for _ in modalities]
+        ordinals_by_modality: list[list[int]] = [[] for _ in modalities]
         spill_rows: list[dict[int, int]] = [{} for _ in modalities]
         slop_ns, timeouts_ns = round(self.config.slop * 1e9), self.config.timeouts_ns()
         predictor: UsePredictor[tuple[int, Any]] = UsePredictor(slop_ns, timeouts_ns)
@@ -525,7 +525,7 @@ class _Builder:
                 if topic not in self.by_topic:
                     self._read_marker(bag, raw, msgtype, markers)
                     continue
-                position = seen[topic]
+                ordinal = seen[topic]
                 seen[topic] += 1
                 stats = self.stats[topic]
                 stats.messages += 1
@@ -555,8 +555,8 @@ class _Builder:
                 stats.frame_ids[str(msg.header.frame_id)] += 1
                 for k, (stamp, decoded) in checked:
                     stamps[k].append(stamp)
-                    topic_positions[k].append(position)
-                    self._decode_expected(predictor.push(k, stamp, (position, decoded or msg)), spill_rows)
+                    ordinals_by_modality[k].append(ordinal)
+                    self._decode_expected(predictor.push(k, stamp, (ordinal, decoded or msg)), spill_rows)
             self._decode_expected(predictor.finish(), spill_rows)
             self.decoder.drain()
             self.damage.extend(bag.damage)
@@ -571,8 +571,8 @@ class _Builder:
                 self._problem(path, topic, "out_of_order", "header stamp older than its predecessor",
                               stamp_ns=int(stamp))
         labels, positions = self._labels(sync, stamp_arrays, markers)
-        position_arrays = [np.array(p, dtype=np.int64) for p in topic_positions]
-        return _BagIndex(path, sync, position_arrays, spill_rows, labels, positions)
+        ordinal_arrays = [np.array(o, dtype=np.int64) for o in ordinals_by_modality]
+        return _BagIndex(path, sync, ordinal_arrays, spill_rows, labels, positions)
 
     def _check(self, k: int, msg: Any, msgtype: str) -> tuple[int, Decoded | None]:
         """`check_and_keep` for modality k, which reads one message type: the first it accepts, or the
@@ -588,9 +588,9 @@ class _Builder:
     def _decode_expected(self, decisions: list[tuple[int, tuple[int, Any], bool]],
                          spill_rows: list[dict[int, int]]) -> None:
         """Queue the decodes of the messages the predictor expects in a sample; drop the others."""
-        for k, (position, msg), expected in decisions:
+        for k, (ordinal, msg), expected in decisions:
             if expected:
-                self.decoder.submit(k, position, msg, spill_rows[k])
+                self.decoder.submit(k, ordinal, msg, spill_rows[k])
 
     def _fill(self, index: _BagIndex, start: int, arrays: dict[str, np.ndarray],
               spill_arrays: list[list[np.ndarray]]) -> None:
@@ -598,16 +598,16 @@ class _Builder:
         missed: dict[str, dict[int, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
         for k, modality in enumerate(self.spec.modalities):
             rows = np.flatnonzero(index.sync.indices[:, k] >= 0)
-            positions = index.positions_in_topic[k][index.sync.indices[rows, k]]
-            sources = np.array([index.spill_rows[k].get(int(p), -1) for p in positions], dtype=np.int64)
+            ordinals = index.topic_ordinals[k][index.sync.indices[rows, k]]
+            sources = np.array([index.spill_rows[k].get(int(o), -1) for o in ordinals], dtype=np.int64)
             hit = sources >= 0
             hit_rows, hit_sources = start + rows[hit], sources[hit]
             for begin in range(0, len(hit_rows), COPY_ROWS):
                 chunk = slice(begin, begin + COPY_ROWS)
                 for target, source in zip(_targets(arrays, modality), spill_arrays[k], strict=True):
                     target[hit_rows[chunk]] = source[hit_sources[chunk]]
-            for row, position in zip(rows[~hit], positions[~hit], strict=True):
-                missed[modality.topic][int(position)].append((start + int(row), k))
+            for row, ordinal in zip(rows[~hit], ordinals[~hit], strict=True):
+                missed[modality.topic][int(ordinal)].append((start + int(row), k))
         if missed:
             self._reread(index.path, missed, arrays)
 
@@ -620,9 +620,9 @@ class _Builder:
         with Bag(path) as bag:
             for topic, msgtype, _, raw in bag.messages(set(wanted)):
                 self.bar.update()
-                position = seen[topic]
+                ordinal = seen[topic]
                 seen[topic] += 1
-                targets = wanted[topic].pop(position, None)
+                targets = wanted[topic].pop(ordinal, None)
                 if targets is None:
                     continue
                 try:
@@ -634,7 +634,7 @@ class _Builder:
                         for target, value in zip(_targets(arrays, modalities[k]), values, strict=False):
                             target[row] = value
                 except CodecError as exc:
-                    raise DatasetError(f"{path}: {topic} message {position} passed its check but does not "
+                    raise DatasetError(f"{path}: {topic} message {ordinal} passed its check but does not "
                                        f"decode: {exc}") from None
                 if not any(wanted.values()):
                     break

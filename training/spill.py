@@ -75,12 +75,12 @@ class DecodeThread:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="m2vae-decode")
         self.in_flight: deque[Future[None]] = deque()
 
-    def submit(self, k: int, position: int, msg: Any, spill_rows: dict[int, int]) -> None:
+    def submit(self, k: int, ordinal: int, msg: Any, spill_rows: dict[int, int]) -> None:
         """Queue one decode (or, for a `Decoded` the check already made, its spilling); waits first
         when MAX_IN_FLIGHT are queued (and re-raises their errors)."""
         if len(self.in_flight) >= MAX_IN_FLIGHT:
             self.in_flight.popleft().result()
-        self.in_flight.append(self.executor.submit(self._decode, k, position, msg, spill_rows))
+        self.in_flight.append(self.executor.submit(self._decode, k, ordinal, msg, spill_rows))
 
     def drain(self) -> None:
         """Wait until every queued decode is in its spill."""
@@ -90,7 +90,7 @@ class DecodeThread:
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def _decode(self, k: int, position: int, msg: Any, spill_rows: dict[int, int]) -> None:
+    def _decode(self, k: int, ordinal: int, msg: Any, spill_rows: dict[int, int]) -> None:
         with contextlib.suppress(CodecError):
             decoded = msg if isinstance(msg, Decoded) else decode_message(msg, self.spec.modalities[k])
-            spill_rows[position] = self.spills[k].append(decoded)
+            spill_rows[ordinal] = self.spills[k].append(decoded)
