@@ -1,5 +1,5 @@
 """What reading a damaged rosbag2 recording raises, for every reader of bags: the dataset
-build (training/bags.py, bag_salvage.py) and the replay (play.py, salvaged_reader.py).
+build (training/bags.py), the replay (play.py) and the salvage both fall back to (bag_salvage.py).
 
 rosbags does not wrap the errors of a damaged file in its own, so a reader that keeps what
 came before the damage must catch these.

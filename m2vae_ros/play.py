@@ -55,6 +55,7 @@ from m2vae_ros.bag_errors import READ_ERRORS
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.nested_stamps import field_holds_header, holds_header, map_header_stamps
 from m2vae_ros.qos import RELIABILITIES, latched_qos, sensor_qos
+from m2vae_ros.recording_source import refuse_cut_sqlite, replayed_source
 from m2vae_ros.ros_types import MessageTypeError, message_class
 from m2vae_ros.salvaged_reader import SalvagedReader
 
@@ -342,31 +343,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @contextmanager
 def open_recording(path: Path) -> Iterator[AnyReader | SalvagedReader]:
-    """The recording through rosbags or, when rosbags refuses it (a recording cut short: no
-    metadata.yaml, no MCAP footer, a .db3 cut mid-page), its messages before the damage."""
+    """The recording through rosbags or, when rosbags cannot have it (a recording cut short: no
+    metadata.yaml, no MCAP footer, a .db3 cut mid-page), its messages before the damage, as
+    m2vae-dataset reads it; an unclosed recording's write-ahead log merged first, on a copy."""
     if not path.exists():
         raise PlayError("no such file or directory")
-    why = "no metadata.yaml in it" if path.is_dir() and not (path / "metadata.yaml").is_file() else ""
-    if not why:
-        reader = AnyReader([path])
-        try:
-            reader.open()
-        except (AnyReaderError, *READ_ERRORS) as exc:
-            why = f"rosbags cannot read it ({type(exc).__name__}: {exc})"
-        else:
-            try:
-                yield reader
-            finally:
-                reader.close()
+    with replayed_source(path) as (source, notes):
+        for line in notes:
+            print(f"m2vae-play: note: {line}", file=sys.stderr)
+        reader, refused = _rosbags_reader(source)
+        if reader is None:
+            yield _salvaged(path, source, refused.replace(str(source), str(path)))
             return
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+
+def _rosbags_reader(source: Path) -> tuple[AnyReader | None, str]:
+    """rosbags' reader of the recording, opened; or None and why it is not to be used."""
+    if source.is_dir() and not (source / "metadata.yaml").is_file():
+        return None, "no metadata.yaml in it"
+    reader = AnyReader([source])
     try:
-        salvaged = SalvagedReader(path)
+        refuse_cut_sqlite(source)  # rosbags' SQLite would zero-fill the missing tail
+        reader.open()
+    except (AnyReaderError, *READ_ERRORS) as exc:
+        return None, f"rosbags cannot read it ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    return reader, ""
+
+
+def _salvaged(path: Path, source: Path, refused: str) -> SalvagedReader:
+    """The messages before the damage, with a note on stderr saying how many and where it stops."""
+    try:
+        salvaged = SalvagedReader(source)
     except ReaderError as exc:
-        raise PlayError(f"{why}, and {exc}") from None
+        raise PlayError(f"{refused}, and {exc}") from None
     count = sum(c.msgcount for c in salvaged.connections)
     which = f"before the damage ({'; '.join(salvaged.damage)})" if salvaged.damage else "of its storage files"
-    print(f"m2vae-play: note: {path}: {why}; playing the {count} messages {which}", file=sys.stderr)
-    yield salvaged
+    print(f"m2vae-play: note: {path}: {refused}; playing the {count} messages {which}", file=sys.stderr)
+    return salvaged
 
 
 def main(argv: list[str] | None = None) -> int:

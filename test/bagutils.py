@@ -8,6 +8,7 @@ same message. Bags are written with `rosbags.rosbag2.Writer` in either storage f
 from __future__ import annotations
 
 import math
+import sqlite3
 import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -123,3 +124,21 @@ def overflow_mcap_record(storage: Path, message_data: bytes) -> None:
     assert raw[header_at] == 0x05, "not a message record"
     raw[header_at : header_at + 9] = b"\x00" + struct.pack("<Q", 2**63 - 1)
     storage.write_bytes(bytes(raw))
+
+
+def unclosed_wal_recording(
+    path: Path, records: Iterable[tuple[str, Any, int]]
+) -> tuple[Path, sqlite3.Connection]:
+    """A recording whose recorder died in WAL mode (rosbag2's `resilient` preset): `records` in the
+    .db3, the same again 1 s later only in its -wal, no metadata.yaml. The connection stays open;
+    close it after."""
+    bag = write_bag(path, records, "sqlite3")
+    writer = sqlite3.connect(next(bag.glob("*.db3")))
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    for topic_id, stamp, data in writer.execute("SELECT topic_id, timestamp, data FROM messages").fetchall():
+        writer.execute("INSERT INTO messages (topic_id, timestamp, data) VALUES (?, ?, ?)",
+                       (topic_id, stamp + 10**9, data))
+        writer.commit()
+    (bag / "metadata.yaml").unlink()  # written only when a recording closes
+    return bag, writer

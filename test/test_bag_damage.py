@@ -6,7 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bagutils import STORAGES, TYPESTORE, header, image, marker, overflow_mcap_record, scan, write_bag
+from bagutils import (
+    STORAGES,
+    TYPESTORE,
+    header,
+    image,
+    marker,
+    overflow_mcap_record,
+    scan,
+    unclosed_wal_recording,
+    write_bag,
+)
 from m2vae_training.bags import Bag, BagError, fingerprint
 from m2vae_training.config import ConfigError, load_train_config
 from m2vae_training.dataset import DatasetError, build_dataset
@@ -178,23 +188,8 @@ def test_a_record_length_claiming_petabytes_is_damage_not_a_memory_error(tmp_pat
     assert list(messages) == [] and "ends inside a record" in found.damage[0]
 
 
-def unclosed_wal_recording(tmp_path: Path) -> tuple[Path, sqlite3.Connection]:
-    """A recording whose recorder died in WAL mode (rosbag2's `resilient` preset): 10 scans in the
-    .db3, 10 more only in its -wal, no metadata.yaml. The connection stays open; close it after."""
-    bag = write_bag(tmp_path / "bag", SCANS, "sqlite3")
-    writer = sqlite3.connect(next(bag.glob("*.db3")))
-    writer.execute("PRAGMA journal_mode=WAL")
-    writer.execute("PRAGMA wal_autocheckpoint=0")
-    for topic_id, stamp, data in writer.execute("SELECT topic_id, timestamp, data FROM messages").fetchall():
-        writer.execute("INSERT INTO messages (topic_id, timestamp, data) VALUES (?, ?, ?)",
-                       (topic_id, stamp + 10**9, data))
-        writer.commit()
-    (bag / "metadata.yaml").unlink()  # written only when a recording closes
-    return bag, writer
-
-
 def test_an_unclosed_wal_mode_recording_keeps_the_messages_of_its_write_ahead_log(tmp_path):
-    bag, writer = unclosed_wal_recording(tmp_path)
+    bag, writer = unclosed_wal_recording(tmp_path / "bag", SCANS)
     db_file = next(bag.glob("*.db3"))
     before = db_file.read_bytes()
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
@@ -207,7 +202,7 @@ def test_an_unclosed_wal_mode_recording_keeps_the_messages_of_its_write_ahead_lo
 @pytest.mark.parametrize("relative", [".", "../bag"])
 def test_a_recording_named_by_a_relative_path_keeps_its_write_ahead_log(tmp_path, monkeypatch, relative):
     """"." has no file name; the replayed copy must still be a directory of its own."""
-    bag, writer = unclosed_wal_recording(tmp_path)
+    bag, writer = unclosed_wal_recording(tmp_path / "bag", SCANS)
     monkeypatch.chdir(bag)
     with Bag(relative) as opened:
         assert sum(1 for _ in opened.messages({"/scan"})) == 20

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bagutils import overflow_mcap_record
+from bagutils import overflow_mcap_record, scan, unclosed_wal_recording, write_bag
+from m2vae_training.bags import Bag
 from rclpy.serialization import serialize_message
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
@@ -361,6 +362,32 @@ def test_a_recording_cut_short_replays_what_came_before_the_cut(
     scans, images, _, output = _play(no_metadata, domain_id, tmp_path, "--rate", "4")
     assert (len(scans), len(images)) == (SCANS, IMAGES)
     assert f"{no_metadata}: no metadata.yaml in it; playing the {SCANS + IMAGES} messages of its" in output
+
+
+def test_an_sqlite_recording_cut_short_or_left_unclosed_replays_as_m2vae_dataset_reads_it(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    stamps = [BAG_START_NS + i * SCAN_PERIOD_NS for i in range(SCANS)]
+    records = [("/scan", scan(np.full(360, 2.0, np.float32), stamp), stamp) for stamp in stamps]
+    # rosbags opens a .db3 cut short, and its SQLite fills the lost tail with zeros: a half-blank
+    # scan would go out as a whole one. The dataset build reads it up to the cut instead.
+    cut = write_bag(tmp_path / "cut_bag", records, "sqlite3")
+    storage = next(cut.glob("*.db3"))
+    storage.write_bytes(storage.read_bytes()[:-1000])
+    with Bag(cut) as opened:
+        as_the_dataset_reads_it = sum(1 for _ in opened.messages({"/scan"}))
+    domain_id = domain_id_for(request.node.nodeid)
+
+    scans, _, _, output = _play(cut, domain_id, tmp_path, "--rate", "4")
+    assert 0 < len(scans) == as_the_dataset_reads_it < SCANS, output
+    assert all(np.all(np.asarray(m.ranges) == 2.0) for m in scans)
+    assert "cut_bag.db3 is shorter than its header declares: the recording was cut" in output
+    # A recorder that died in WAL mode: the newest messages are only in the -wal file.
+    unclosed, writer = unclosed_wal_recording(tmp_path / "unclosed_bag", records)
+    scans, _, _, output = _play(unclosed, domain_id, tmp_path, "--rate", "8")
+    writer.close()
+    assert len(scans) == 2 * SCANS, output
+    assert "write-ahead log was replayed on a copy" in output and "no metadata.yaml in it" in output
 
 
 def test_waiting_for_subscribers_names_a_qos_mismatch(bag: Path, request: pytest.FixtureRequest) -> None:

@@ -12,24 +12,28 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import apsw
 from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat, Nodetype
-from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.rosbag2 import Reader
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.base import TypesysError
 from rosbags.typesys.store import Typestore
 
 from m2vae_ros.bag_errors import READ_ERRORS
-from m2vae_ros.bag_salvage import Salvage, salvage_mcap, salvage_sqlite, sqlite_declared_size, storage_files
+from m2vae_ros.bag_salvage import storage_files
 from m2vae_ros.codec import CodecError
+from m2vae_ros.recording_source import (
+    Salvaged,
+    refuse_cut_sqlite,
+    replayed_source,
+    salvage_files,
+    write_ahead_log,
+)
 
 # What a reader of a bag directory reads: storage files (rosbag2's file compression adds
 # .zstd), the metadata, and an unclosed recording's write-ahead log. Notes or a .DS_Store
@@ -46,7 +50,7 @@ class BagError(Exception):
 def recording_files(path: Path) -> list[Path]:
     """The files a reader of the recording at `path` reads (see RECORDING_FILE); those that exist."""
     if not path.is_dir():
-        return [f for f in (path, _wal(path)) if f.is_file()]
+        return [f for f in (path, write_ahead_log(path)) if f.is_file()]
     return [f for f in path.iterdir() if RECORDING_FILE.fullmatch(f.name) and f.is_file()]
 
 
@@ -143,21 +147,6 @@ def _lacks_a_definition(msgtypes: Collection[str], types: Mapping[str, Any]) -> 
     return False
 
 
-def _wal(database: Path) -> Path:
-    return database.with_name(database.name + "-wal")
-
-
-def _nonempty(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size > 0
-
-
-def _refuse_cut_sqlite(path: Path) -> None:
-    """ReaderError when a .db3 is shorter than its header says: SQLite would zero-fill the missing tail."""
-    for file in storage_files(path):
-        if file.suffix == ".db3" and file.stat().st_size < sqlite_declared_size(file):
-            raise ReaderError(f"{file.name} is shorter than its header declares: the recording was cut")
-
-
 class Bag:
     """One recording opened for reading: `topics` (name → type), raw messages and deserialisation.
 
@@ -172,20 +161,24 @@ class Bag:
         self.damage: list[str] = []
         self.typestore: Typestore = get_typestore(Stores.EMPTY)
         self._reader: Reader | None = None
-        self._salvaged: list[Iterator[tuple[str, str, int, bytes]]] = []
-        self._salvages: list[Salvage] = []
-        self._replayed: tempfile.TemporaryDirectory | None = None
+        self._salvaged = Salvaged()
+        self._source = contextlib.ExitStack()  # the write-ahead logs' replayed copy, if any
 
     def __enter__(self) -> Bag:
         if not self.path.exists():
             raise BagError(f"{self.path}: no such file or directory")
-        source = self._with_write_ahead_logs_replayed()
+        source, notes = self._source.enter_context(replayed_source(self.path))
+        self.damage.extend(notes)
         try:
-            _refuse_cut_sqlite(source)
+            refuse_cut_sqlite(source)
             reader = Reader(source)
             reader.open()
         except READ_ERRORS as exc:
-            self._salvage(source, exc)
+            try:
+                self._salvage(source, exc)
+            except BagError:
+                self._source.close()
+                raise
         else:
             self._reader = reader
             self.topics = {c.topic: c.msgtype for c in reader.connections}
@@ -193,74 +186,20 @@ class Bag:
             self.typestore = build_typestore(self.topics.values(), definitions)
         return self
 
-    def _with_write_ahead_logs_replayed(self) -> Path:
-        """The bag, or a temporary copy of it with the SQLite write-ahead logs merged into their .db3.
-
-        rosbag2's `resilient` storage preset writes in WAL mode; when the recorder dies, the
-        newest messages are only in `<file>.db3-wal`, which the read-only (immutable) opens
-        of rosbags and the salvage ignore. Merging needs write access, hence the copy of
-        those files (the others are linked): the recording itself is never written to. A
-        log that cannot be replayed is damage; the bag is then read without it.
-        """
-        logs = [f for f in storage_files(self.path) if f.suffix == ".db3" and _nonempty(_wal(f))]
-        if not logs:
-            return self.path
-        self._replayed = tempfile.TemporaryDirectory(prefix="m2vae-wal-")
-        copy = Path(self._replayed.name) / self.path.name
-        try:
-            if self.path.is_dir():
-                copy.mkdir()
-                replayed = {name for log in logs for name in (log.name, _wal(log).name)}
-                for item in self.path.iterdir():
-                    if item.name in replayed:
-                        shutil.copyfile(item, copy / item.name)  # not copy2: an archived bag may be 0444
-                    elif not item.name.endswith("-shm"):  # SQLite rebuilds its index
-                        (copy / item.name).symlink_to(item.resolve())
-            else:
-                for item in (self.path, _wal(self.path)):
-                    shutil.copyfile(item, copy.parent / item.name)
-            for log in logs:
-                database = copy / log.name if self.path.is_dir() else copy
-                with contextlib.closing(apsw.Connection(str(database))) as db:
-                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except (apsw.Error, OSError) as exc:
-            self._replayed.cleanup()
-            self._replayed = None
-            self.damage.append(f"{self.path.name}: its write-ahead log could not be replayed ({exc}); "
-                               "reading without it")
-            return self.path
-        for log in logs:
-            self.damage.append(f"{log.name}: an unclosed recording; its {_wal(log).stat().st_size}-byte "
-                               "write-ahead log was replayed on a copy")
-        return copy
-
     def _salvage(self, source: Path, error: Exception) -> None:
         """Fall back to reading each storage file from the front; BagError if none gives anything."""
-        definitions: dict[str, MessageDefinition] = {}
-        problems = [f"{self.path}: {error}"]
-        lost = []
-        files = storage_files(source)
-        if not files:  # rosbags would name the directory itself as the missing metadata file
+        if not storage_files(source):  # rosbags would name the directory itself as the missing metadata
             raise BagError(f"{self.path}: not a rosbag2 recording: no metadata.yaml and no .db3 or .mcap "
                            "file in it")
-        for file in files:
-            salvage = salvage_mcap if file.suffix == ".mcap" else salvage_sqlite
-            try:
-                found, messages = salvage(file)
-            except (ReaderError, OSError) as exc:
-                problems.append(str(exc))
-                lost.append(f"{file.name}: nothing in it is readable ({exc}); left out")
-                continue
-            self._salvages.append(found)
-            self._salvaged.append(messages)
-            self.topics.update(found.topics)
-            definitions.update(found.definitions)
+        self._salvaged = salvage_files(source)
+        self.topics = self._salvaged.topics
         if not self.topics:
-            raise BagError(f"cannot open bag {'; '.join(problems)}")
+            raise BagError(f"cannot open bag {self.path}: {error}; {'; '.join(self._salvaged.lost)}")
         said = str(error).replace(str(source), str(self.path))  # not the replayed copy's temporary path
         self.damage.append(f"{self.path.name}: rosbags cannot read it ({type(error).__name__}: {said}); "
                            "reading the storage files directly, up to any damage")
-        self.damage.extend(lost)  # a split recording's other files still gave messages
+        self.damage.extend(self._salvaged.lost)  # a split recording's other files still gave messages
+        definitions = {t: d for found, _ in self._salvaged.files for t, d in found.definitions.items()}
         self.typestore = build_typestore(self.topics.values(), definitions)
 
     def __exit__(
@@ -268,12 +207,8 @@ class Bag:
     ) -> None:
         if self._reader is not None:
             self._reader.close()
-        for messages in self._salvaged:
-            close = getattr(messages, "close", None)
-            if close is not None:
-                close()
-        if self._replayed is not None:
-            self._replayed.cleanup()
+        self._salvaged.close()
+        self._source.close()
 
     def messages(self, topics: Collection[str]) -> Iterator[tuple[str, str, int, bytes]]:
         """(topic, msgtype, record time ns, raw CDR) of the given topics, in storage order."""
@@ -289,7 +224,7 @@ class Bag:
             except READ_ERRORS as exc:
                 self.damage.append(f"{self.path.name}: unreadable after {count} messages ({exc})")
             return
-        for messages, found in zip(self._salvaged, self._salvages, strict=True):
+        for found, messages in self._salvaged.files:
             for topic, msgtype, record_ns, raw in messages:
                 if topic in topics:
                     yield topic, msgtype, record_ns, raw
