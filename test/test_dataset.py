@@ -235,6 +235,7 @@ def test_bag_without_configured_topics_gives_an_empty_dataset(tmp_path):
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
     assert len(ds) == 0 and ds.arrays["camera"].shape == (0, 3, 16, 16) and ds.available.shape == (0, 2)
     assert ds.manifest["topics"]["/scan"]["messages"] == 0 and ds.manifest["topics"]["/scan"]["type"] == ""
+    assert ds.manifest["missing_from"] == {}  # in no bag at all: "not in the bags", not "in some"
     assert len(load_dataset(tmp_path / "o")) == 0
 
 

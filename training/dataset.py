@@ -473,7 +473,8 @@ class _Builder:
             "config": self.config.dataset_key(),
             "topics": {topic: s.as_json() for topic, s in self.stats.items()},
             "recorded_topics": dict(sorted(self.recorded.items())),
-            "missing_from": dict(sorted(self.missing_from.items())),
+            # only topics some bag holds: one that none holds is noted as absent instead
+            "missing_from": {t: bags for t, bags in sorted(self.missing_from.items()) if t in self.recorded},
             "returns_reach": {name: value for name, value in reach.items() if value is not None},
             "samples": {"total": total, "complete": complete, "partial": total - complete,
                         "by_subset": dict(sorted(subsets.items(), key=lambda kv: (-kv[1], kv[0])))},

@@ -59,8 +59,6 @@ def partly_recorded(dataset: PreparedDataset, recorded: Mapping[str, str]) -> li
     sensor, which the counts alone hide (a raw camera in one recording, a compressed one in the next)."""
     lines = []
     for topic, bags in dataset.manifest.get("missing_from", {}).items():
-        if not recorded.get(topic):
-            continue  # in no bag at all: said above
         names = [m.name for m in dataset.spec.modalities if m.topic == topic]
         hints = [hint for m in dataset.spec.modalities if m.topic == topic
                  and (hint := feeding_topics_hint(m, recorded))]
