@@ -253,7 +253,8 @@ def _train(
     if job.is_main and unchosen and trainer.epoch:  # epoch 0 here: the loss diverged in the first
         write_artifact(trainer, trainer.epoch, {})  # the artifact is the last epoch's weights
     if diverged is not None:
-        raise _naming_the_kept_model(diverged, trainer.epoch if unchosen else early_stopping.best_epoch, out)
+        kept = trainer.epoch if unchosen else early_stopping.best_epoch
+        raise _divergence_naming_the_kept_model(diverged, kept, out)
     if job.is_main:
         speed = _speed(trainer.epoch - start_epoch, len(train_set), elapsed)
         print(_summary(trainer.epoch, early_stopping, run.patience, cut_short, speed, out), flush=True)
@@ -273,7 +274,7 @@ def _rewind_to_last_checkpoint(
     return not (trainer.epoch >= epochs or early_stopping.stopped)
 
 
-def _naming_the_kept_model(diverged: TrainingDiverged, kept: int, out: Path) -> TrainingDiverged:
+def _divergence_naming_the_kept_model(diverged: TrainingDiverged, kept: int, out: Path) -> TrainingDiverged:
     """The divergence, with the epoch whose model RUN_DIR/model holds (none when it diverged in the first)."""
     if not kept:
         return diverged
