@@ -22,8 +22,9 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 import apsw
-from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
+from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat, Qos
 from rosbags.rosbag2.errors import ReaderError
+from rosbags.rosbag2.metadata import parse_qos
 from rosbags.rosbag2.storage_mcap import decompress
 
 from m2vae_ros.bag_errors import DECOMPRESSION_ERRORS
@@ -46,6 +47,8 @@ class Salvage:
     topics: dict[str, str] = field(default_factory=dict)
     definitions: dict[str, MessageDefinition] = field(default_factory=dict)
     damage: list[str] = field(default_factory=list)
+    # the QoS profiles the recorded publishers offered, per topic: a replay keeps /tf_static latched
+    qos: dict[str, list[Qos]] = field(default_factory=dict)
 
 
 def storage_files(path: Path) -> list[Path]:
@@ -100,9 +103,12 @@ def salvage_sqlite(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, b
     ids: dict[int, tuple[str, str]] = {}
     try:
         with _padded_database(path) as db:
-            for topic_id, name, msgtype in db.execute("SELECT id, name, type FROM topics"):
+            columns = {row[1] for row in db.execute("PRAGMA table_info(topics)")}
+            offered = "offered_qos_profiles" if "offered_qos_profiles" in columns else "''"
+            for topic_id, name, msgtype, qos in db.execute(f"SELECT id, name, type, {offered} FROM topics"):
                 ids[topic_id] = (name, msgtype)
                 found.topics[name] = msgtype
+                found.qos[name] = _offered_qos(qos)
             if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'message_definitions'").fetchall():
                 for msgtype, encoding, text in db.execute(
                     "SELECT topic_type, encoding, encoded_message_definition FROM message_definitions"
@@ -172,7 +178,7 @@ def salvage_mcap(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, byt
         try:  # first pass: schemas and channels only
             for op, record in _records(bio):
                 try:
-                    _register(op, record, schemas, channels)
+                    _register(op, record, schemas, channels, found.qos)
                 except (struct.error, UnicodeDecodeError) as exc:
                     raise Truncated(f"damaged record {op:#04x} ({exc})") from None
         except Truncated as exc:
@@ -201,7 +207,7 @@ def salvage_mcap(path: Path) -> tuple[Salvage, Iterator[tuple[str, str, int, byt
     return found, messages()
 
 
-def _register(op: int, record: bytes, schemas: dict, channels: dict) -> None:
+def _register(op: int, record: bytes, schemas: dict, channels: dict, qos: dict) -> None:
     """Remember a schema (0x03) or channel (0x04) record."""
     rec = BytesIO(record)
     if op == 0x03:
@@ -216,6 +222,11 @@ def _register(op: int, record: bytes, schemas: dict, channels: dict) -> None:
         topic = _string(rec)
         msgtype = schemas[schema_id][0] if schema_id in schemas else ""
         channels[channel_id] = (topic, msgtype)
+        try:  # the message encoding (cdr), then the metadata map; neither is needed to read messages
+            _string(rec)
+            qos[topic] = _offered_qos(_channel_qos_text(BytesIO(_bytes(rec))))
+        except (struct.error, UnicodeDecodeError):
+            qos[topic] = []
 
 
 def _remaining(bio: BinaryIO) -> int:
@@ -268,6 +279,24 @@ def _chunk_records(content: bytes, complete: bool) -> bytes:
         return decompress(rec.read(compressed_size), compression, size, crc)
     except DECOMPRESSION_ERRORS as exc:
         raise Truncated(f"damaged chunk ({exc})") from None
+
+
+def _channel_qos_text(metadata: BytesIO) -> str:
+    """The `offered_qos_profiles` entry of an MCAP channel's metadata map, '' when it has none."""
+    while metadata.tell() < len(metadata.getbuffer()):
+        key, value = _string(metadata), _string(metadata)
+        if key == "offered_qos_profiles":
+            return value
+    return ""
+
+
+def _offered_qos(text: object) -> list[Qos]:
+    """rosbag2's offered_qos_profiles YAML as rosbags' Qos; [] when absent or unreadable (the player
+    then chooses by message type, as for a bag without profiles)."""
+    try:
+        return parse_qos(text) if isinstance(text, str) else []
+    except (ReaderError, KeyError, TypeError, ValueError):
+        return []
 
 
 def _bytes(rec: BytesIO) -> bytes:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import apsw
+from rosbags.interfaces import Qos
 from rosbags.rosbag2.errors import ReaderError
 
 from m2vae_ros.bag_salvage import Salvage, salvage_mcap, salvage_sqlite, sqlite_declared_size, storage_files
@@ -89,6 +90,10 @@ class Salvaged:
     @property
     def topics(self) -> dict[str, str]:
         return {topic: msgtype for found, _ in self.files for topic, msgtype in found.topics.items()}
+
+    @property
+    def qos(self) -> dict[str, list[Qos]]:
+        return {topic: profiles for found, _ in self.files for topic, profiles in found.qos.items()}
 
     def close(self) -> None:
         """Close the message streams not read to their end (an sqlite one holds its database open)."""

@@ -27,9 +27,9 @@ NO_DEFINITION = MessageDefinition(MessageDefinitionFormat.NONE, "")
 class SalvagedReader:
     """The messages of a recording's storage files before their damage; `damage` says where each stopped.
 
-    `source` is what `recording_source.replayed_source` gave. Without recorded QoS profiles the
-    player falls back to its rule by message type. Raises ReaderError when not one message is
-    readable.
+    `source` is what `recording_source.replayed_source` gave. Each topic keeps the QoS profiles
+    its recorded publishers offered, where the damaged file still holds them. Raises
+    ReaderError when not one message is readable.
     """
 
     is2 = True
@@ -51,10 +51,12 @@ class SalvagedReader:
         if first_ns is None or last_ns is None:
             why = "; ".join(self.damage) or "its storage files hold no message"
             raise ReaderError(f"nothing in it can be replayed ({why})")
-        types = salvaged.topics
-        ext = ConnectionExtRosbag2("cdr", [])
-        self.connections = [Connection(i, topic, types[topic], NO_DEFINITION, "", count, ext, self)
-                            for i, (topic, count) in enumerate(sorted(counts.items()), start=1)]
+        types, qos = salvaged.topics, salvaged.qos
+        self.connections = [
+            Connection(i, topic, types[topic], NO_DEFINITION, "", count,
+                       ConnectionExtRosbag2("cdr", qos.get(topic, [])), self)
+            for i, (topic, count) in enumerate(sorted(counts.items()), start=1)
+        ]
         self.start_time, self.end_time = first_ns, last_ns + 1  # rosbags': one past the last message
 
     def messages(self, connections: Iterable[Connection]) -> Iterator[tuple[Connection, int, bytes]]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from bagutils import overflow_mcap_record, scan, unclosed_wal_recording, write_bag
 from m2vae_training.bags import Bag
+from rclpy.qos import ReliabilityPolicy
 from rclpy.serialization import serialize_message
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
@@ -33,6 +34,7 @@ from m2vae_ros.play import (
     stamps_of,
 )
 from m2vae_ros.qos import latched_qos, sensor_qos
+from m2vae_ros.salvaged_reader import SalvagedReader
 from m2vae_ros.sim.recorder import simulate
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -477,3 +479,16 @@ def test_publishers_keep_the_recorded_reliability_or_choose_by_message_type(tmp_
     assert profiles["against_type", None, "/label"] == ("BEST_EFFORT", "VOLATILE")
     assert profiles["against_type", None, "/unsaid"] == ("RELIABLE", "VOLATILE")  # the type rule
     assert profiles["against_type", None, "/unsaid_scan"] == ("BEST_EFFORT", "VOLATILE")
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_salvaged_recording_keeps_its_recorded_qos(tmp_path: Path, storage: str) -> None:
+    """/tf_static stays latched, sensors best effort, as in a replay of the whole recording."""
+    bag = simulate(tmp_path / "bag", 1.0, 3, storage=storage, points=False).out
+    storage_file = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+    storage_file.write_bytes(storage_file.read_bytes()[: storage_file.stat().st_size * 3 // 4])
+    (bag / "metadata.yaml").unlink()
+    connections = {c.topic: [c] for c in SalvagedReader(bag).connections}
+    assert publisher_qos(connections["/tf_static"], None) == latched_qos(1)
+    assert publisher_qos(connections["/scan"], None).reliability == ReliabilityPolicy.BEST_EFFORT
+    assert publisher_qos(connections["/ground_truth/object"], None).reliability == ReliabilityPolicy.RELIABLE
