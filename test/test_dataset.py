@@ -358,8 +358,8 @@ def test_the_notes_name_a_camera_on_its_own_clock_frozen_stamps_and_grey_images_
     assert "/scan: 0 header stamps" not in "\n".join(lines)
     [split] = [line for line in lines if line.startswith("header stamps against the record times")]
     assert split.index("/camera/image_raw -1.7e+09 s") < split.index("/scan -0.002 s")
-    assert ("camera: 30 single-channel images for a colour model: every channel reads grey (a grey camera "
-            "takes preprocess channels: 1)") in lines
+    assert ("camera: 30 of the images decoded for it were single-channel, for a colour model: every channel "
+            "reads grey (a grey camera takes preprocess channels: 1)") in lines
 
 
 def test_a_sensor_topic_that_only_some_bags_hold_is_noted(tmp_path):

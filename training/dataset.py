@@ -492,7 +492,8 @@ class _Builder:
         }
 
     def _grey_for_colour(self) -> dict[str, int]:
-        """Per colour sensor fed single-channel images, how many of its decodes read grey in every channel."""
+        """Per colour sensor fed single-channel images, how many of its decodes read grey in every channel
+        (each message the build decoded: those of the samples, and a few it expected to be)."""
         counts = {m.name: spill.grey_for_colour + self.reread_grey_for_colour[k]
                   for k, (m, spill) in enumerate(zip(self.spec.modalities, self.spills, strict=True))}
         return {name: n for name, n in counts.items() if n}

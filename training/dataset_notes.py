@@ -31,8 +31,8 @@ def notes(dataset: PreparedDataset) -> list[str]:
     lines += [f"{topic}: {t['repeated_stamps']} header stamps repeat the one before (a clock standing still?)"
               for topic, t in manifest["topics"].items() if t.get("repeated_stamps")]
     lines += clock_split(manifest["topics"])
-    lines += [f"{name}: {n} single-channel images for a colour model: every channel reads grey "
-              "(a grey camera takes preprocess channels: 1)"
+    lines += [f"{name}: {n} of the images decoded for it were single-channel, for a colour model: every "
+              "channel reads grey (a grey camera takes preprocess channels: 1)"
               for name, n in manifest.get("grey_for_colour", {}).items()]
     lines += [f"damage: {line}" for line in manifest.get("damage", [])]
     lines += manifest.get("separately_synchronised", [])
