@@ -34,6 +34,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSCompatibility, QoSProfile, ReliabilityPolicy, qos_check_compatible
 from rclpy.time import Time
+from rclpy.topic_endpoint_info import TopicEndpointInfo
 from rosgraph_msgs.msg import Clock as ClockMessage
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
@@ -315,7 +316,6 @@ class FusionNode(Node):
         publishers = self.get_publishers_info_by_topic(wiring.topic)
         offered = {info.topic_type for info in publishers}
         expected = wiring.msg_type
-        verdicts = [qos_check_compatible(info.qos_profile, self._sensor_qos) for info in publishers]
         problem = ""
         with self._liveness_lock:
             never_heard = self.liveness[name].last_valid_ns is None
@@ -329,14 +329,21 @@ class FusionNode(Node):
         elif offered and expected not in offered:
             problem = (f"the publishers of {topic} send {', '.join(sorted(offered))}, not {expected}: set "
                        f"parameter '{MODALITY_PREFIX}.{name}.msg_type'")
-        elif verdicts and all(verdict == QoSCompatibility.ERROR for verdict, _ in verdicts):
-            reason = verdicts[0][1].removeprefix("ERROR: ").strip(" ;")
+        elif reason := self._qos_refusal(publishers):
             problem = f"the publishers of {topic} offer QoS this subscription cannot take: {reason}"
             if self.params.reliability == "reliable":
                 problem += "; parameter 'qos.reliability' is reliable: set it to best_effort"
         if problem:
             self._sensor_loggers[name].warning(problem, throttle_duration_sec=WARN_THROTTLE_S)
         return problem
+
+    def _qos_refusal(self, publishers: list[TopicEndpointInfo]) -> str:
+        """Why DDS connects none of the publishers to the sensor subscription's QoS; '' when it
+        connects some (or there are none). Asked only once their type is the expected one."""
+        verdicts = [qos_check_compatible(info.qos_profile, self._sensor_qos) for info in publishers]
+        if not verdicts or any(verdict != QoSCompatibility.ERROR for verdict, _ in verdicts):
+            return ""
+        return verdicts[0][1].removeprefix("ERROR: ").strip(" ;")
 
     def _readable_topics(self, name: str) -> dict[str, list[str]]:
         """Each published topic whose type the sensor's kind decodes → those types, leaving out this
