@@ -295,7 +295,7 @@ def _offered_qos(text: object) -> list[Qos]:
     then chooses by message type, as for a bag without profiles)."""
     try:
         return parse_qos(text) if isinstance(text, str) else []
-    except (ReaderError, KeyError, TypeError, ValueError):
+    except (ReaderError, AttributeError, KeyError, TypeError, ValueError):  # valid YAML of another shape
         return []
 
 

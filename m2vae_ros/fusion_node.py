@@ -329,7 +329,7 @@ class FusionNode(Node):
         elif offered and expected not in offered:
             problem = (f"the publishers of {topic} send {', '.join(sorted(offered))}, not {expected}: set "
                        f"parameter '{MODALITY_PREFIX}.{name}.msg_type'")
-        elif reason := self._qos_refusal(publishers):
+        elif reason := self._qos_refusal([info for info in publishers if info.topic_type == expected]):
             problem = f"the publishers of {topic} offer QoS this subscription cannot take: {reason}"
             if self.params.reliability == "reliable":
                 problem += "; parameter 'qos.reliability' is reliable: set it to best_effort"
@@ -338,8 +338,8 @@ class FusionNode(Node):
         return problem
 
     def _qos_refusal(self, publishers: list[TopicEndpointInfo]) -> str:
-        """Why DDS connects none of the publishers to the sensor subscription's QoS; '' when it
-        connects some (or there are none). Asked only once their type is the expected one."""
+        """Why DDS connects none of the publishers (those of the expected type) to the sensor
+        subscription's QoS; '' when it connects some, or there are none."""
         verdicts = [qos_check_compatible(info.qos_profile, self._sensor_qos) for info in publishers]
         if not verdicts or any(verdict != QoSCompatibility.ERROR for verdict, _ in verdicts):
             return ""

@@ -55,7 +55,7 @@ from m2vae_ros.bag_errors import READ_ERRORS
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.nested_stamps import field_holds_header, holds_header, map_header_stamps
 from m2vae_ros.qos import RELIABILITIES, latched_qos, sensor_qos
-from m2vae_ros.recording_source import refuse_cut_sqlite, replayed_source
+from m2vae_ros.recording_source import one_line, refuse_cut_sqlite, replayed_source
 from m2vae_ros.ros_types import MessageTypeError, message_class
 from m2vae_ros.salvaged_reader import SalvagedReader
 
@@ -351,9 +351,9 @@ def open_recording(path: Path) -> Iterator[AnyReader | SalvagedReader]:
     with replayed_source(path) as (source, notes):
         for line in notes:
             print(f"m2vae-play: note: {line}", file=sys.stderr)
-        reader, refused = _rosbags_reader(source)
+        reader, refused = _rosbags_reader(source, path)
         if reader is None:
-            yield _salvaged(path, source, refused.replace(str(source), str(path)))
+            yield _salvaged(path, source, refused)
             return
         try:
             yield reader
@@ -361,8 +361,9 @@ def open_recording(path: Path) -> Iterator[AnyReader | SalvagedReader]:
             reader.close()
 
 
-def _rosbags_reader(source: Path) -> tuple[AnyReader | None, str]:
-    """rosbags' reader of the recording, opened; or None and why it is not to be used."""
+def _rosbags_reader(source: Path, shown: Path) -> tuple[AnyReader | None, str]:
+    """rosbags' reader of the recording, opened; or None and why it is not to be used, naming the
+    user's recording `shown` (not a replayed copy)."""
     if source.is_dir() and not (source / "metadata.yaml").is_file():
         return None, "no metadata.yaml in it"
     reader = AnyReader([source])
@@ -370,14 +371,14 @@ def _rosbags_reader(source: Path) -> tuple[AnyReader | None, str]:
         refuse_cut_sqlite(source)  # rosbags' SQLite would zero-fill the missing tail
         reader.open()
     except (AnyReaderError, *READ_ERRORS) as exc:
-        return None, f"rosbags cannot read it ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        return None, f"rosbags cannot read it ({type(exc).__name__}: {one_line(exc, source, shown)})"
     return reader, ""
 
 
 def _salvaged(path: Path, source: Path, refused: str) -> SalvagedReader:
     """The messages before the damage, with a note on stderr saying how many and where it stops."""
     try:
-        salvaged = SalvagedReader(source)
+        salvaged = SalvagedReader(source, path)
     except ReaderError as exc:
         raise PlayError(f"{refused}, and {exc}") from None
     count = sum(c.msgcount for c in salvaged.connections)

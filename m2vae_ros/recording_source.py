@@ -12,6 +12,7 @@ Two things come before rosbags may open a recording, and one after it refuses:
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ def replayed_source(path: Path) -> Iterator[tuple[Path, list[str]]]:
     others are linked): the recording itself is never written to. The copy is removed when
     the block ends.
     """
+    path = Path(os.path.abspath(path))  # "." and ".." have no name, and the copy is named after it
     logs = [f for f in storage_files(path) if f.suffix == ".db3" and _nonempty(write_ahead_log(f))]
     if not logs:
         yield path, []
@@ -46,12 +48,13 @@ def replayed_source(path: Path) -> Iterator[tuple[Path, list[str]]]:
         copy = Path(temporary) / path.name
         try:
             _merge_logs(path, copy, logs)
+            source, notes = copy, [f"{log.name}: an unclosed recording; its "
+                                   f"{write_ahead_log(log).stat().st_size}-byte write-ahead log was "
+                                   "replayed on a copy" for log in logs]
         except (apsw.Error, OSError) as exc:
-            yield path, [f"{path.name}: its write-ahead log could not be replayed ({exc}); reading "
-                         "without it"]
-            return
-        yield copy, [f"{log.name}: an unclosed recording; its {write_ahead_log(log).stat().st_size}-byte "
-                     "write-ahead log was replayed on a copy" for log in logs]
+            source, notes = path, [f"{path.name}: its write-ahead log could not be replayed "
+                                   f"({one_line(exc, copy, path)}); reading without it"]
+        yield source, notes  # outside the except: the caller's errors are not chained to a merge's
 
 
 def _merge_logs(path: Path, copy: Path, logs: list[Path]) -> None:
@@ -103,17 +106,25 @@ class Salvaged:
                 close()
 
 
-def salvage_files(source: Path) -> Salvaged:
+def salvage_files(source: Path, shown: Path) -> Salvaged:
     """Every storage file of the recording read from the front (its topics now, its messages as
-    they are read), the files that give nothing left out with a line each."""
+    they are read), the files that give nothing left out with a line each. `source` is what
+    `replayed_source` gave for the user's recording `shown`, which the lines name."""
     salvaged = Salvaged()
     for file in storage_files(source):
         salvage = salvage_mcap if file.suffix == ".mcap" else salvage_sqlite
         try:
             salvaged.files.append(salvage(file))
         except (ReaderError, OSError) as exc:
-            salvaged.lost.append(f"{file.name}: nothing in it is readable ({exc}); left out")
+            salvaged.lost.append(f"{file.name}: nothing in it is readable ({one_line(exc, source, shown)}); "
+                                 "left out")
     return salvaged
+
+
+def one_line(error: BaseException, source: Path, shown: Path) -> str:
+    """An error's text on one line (rosbags quotes whole YAML documents), naming the user's
+    recording `shown` where it names `source`, the replayed copy."""
+    return " ".join(str(error).replace(str(source), str(shown)).split())
 
 
 def write_ahead_log(database: Path) -> Path:

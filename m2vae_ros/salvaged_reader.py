@@ -27,16 +27,17 @@ NO_DEFINITION = MessageDefinition(MessageDefinitionFormat.NONE, "")
 class SalvagedReader:
     """The messages of a recording's storage files before their damage; `damage` says where each stopped.
 
-    `source` is what `recording_source.replayed_source` gave. Each topic keeps the QoS profiles
-    its recorded publishers offered, where the damaged file still holds them. Raises
-    ReaderError when not one message is readable.
+    `source` is what `recording_source.replayed_source` gave for the user's recording `shown`,
+    which the damage lines name. Each topic keeps the QoS profiles its recorded publishers
+    offered, where the damaged file still holds them. Raises ReaderError when not one message
+    is readable.
     """
 
     is2 = True
 
-    def __init__(self, source: Path) -> None:
-        self.source = source
-        salvaged = salvage_files(source)
+    def __init__(self, source: Path, shown: Path) -> None:
+        self.source, self.shown = source, shown
+        salvaged = salvage_files(source, shown)
         counts: Counter[str] = Counter()
         first_ns, last_ns = None, None
         try:
@@ -62,7 +63,7 @@ class SalvagedReader:
     def messages(self, connections: Iterable[Connection]) -> Iterator[tuple[Connection, int, bytes]]:
         """(connection, log time ns, raw CDR) in file order, for the given connections' topics."""
         by_topic = {c.topic: c for c in connections}
-        salvaged = salvage_files(self.source)
+        salvaged = salvage_files(self.source, self.shown)
         try:
             for _, messages in salvaged.files:
                 for topic, _, log_ns, raw in messages:

@@ -2,6 +2,7 @@
 
 import sqlite3
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from test_dataset import small_config
 from visualization_msgs.msg import Marker
 
 from m2vae_ros.bag_salvage import MCAP_MAGIC, salvage_mcap, salvage_sqlite, storage_files
+from m2vae_ros.recording_source import replayed_source
 
 SCANS = [("/scan", scan(np.full(90, 2.0, np.float32), (i + 1) * 10**8), (i + 1) * 10**8) for i in range(10)]
 
@@ -207,6 +209,31 @@ def test_a_recording_named_by_a_relative_path_keeps_its_write_ahead_log(tmp_path
     with Bag(relative) as opened:
         assert sum(1 for _ in opened.messages({"/scan"})) == 20
         assert "write-ahead log was replayed on a copy" in opened.damage[0]
+    writer.close()
+
+
+def test_damage_lines_name_the_users_recording_and_the_replayed_copy_is_removed(tmp_path, monkeypatch):
+    # A split recording: its first file unclosed in WAL mode, its second no database at all.
+    bag, writer = unclosed_wal_recording(tmp_path / "bag", SCANS)
+    (bag / "bag_1.db3").write_bytes(b"not a database" * 100)
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    with Bag(bag) as opened:
+        assert sum(1 for _ in opened.messages({"/scan"})) == 20
+        assert list(temporary.iterdir())  # the copy with the log merged
+    writer.close()
+    assert not list(temporary.iterdir())
+    assert f"bag_1.db3: nothing in it is readable ({bag}/bag_1.db3 is not an SQLite database); left out" \
+        in opened.damage
+    assert not [line for line in opened.damage if "m2vae-wal-" in line or "\n" in line], opened.damage
+
+
+def test_the_recording_named_dot_has_its_write_ahead_log_replayed(tmp_path, monkeypatch):
+    bag, writer = unclosed_wal_recording(tmp_path / "bag", SCANS)
+    monkeypatch.chdir(bag)
+    with replayed_source(Path(".")) as (source, notes):  # "." has no name to give the copy
+        assert source.name == "bag" and source != bag and notes[0].endswith("was replayed on a copy")
     writer.close()
 
 

@@ -477,6 +477,11 @@ def test_config_defaults_overrides_and_strictness(tmp_path):
         "    preprocess: {<<: &geometry {beams: 90, range_max: 6.0}, beams: 45}\n")
     preprocess = load_train_config(tmp_path / "merged.yaml").spec.modality("lidar").preprocess
     assert (preprocess.beams, preprocess.range_max) == (45, 6.0)
+    # A key given twice inside a merged mapping, which PyYAML flattens without the usual check.
+    (tmp_path / "merged_twice.yaml").write_text(
+        "modalities:\n  - name: lidar\n    kind: scan\n    preprocess: {<<: [{beams: 90, beams: 45}]}\n")
+    with pytest.raises(ConfigError, match=r"the key 'beams' is given twice"):
+        load_train_config(tmp_path / "merged_twice.yaml")
 
 
 @pytest.mark.parametrize(("section", "key"), [("dataset", "slope"), ("training", "patiense"),

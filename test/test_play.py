@@ -488,7 +488,7 @@ def test_a_salvaged_recording_keeps_its_recorded_qos(tmp_path: Path, storage: st
     storage_file = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
     storage_file.write_bytes(storage_file.read_bytes()[: storage_file.stat().st_size * 3 // 4])
     (bag / "metadata.yaml").unlink()
-    connections = {c.topic: [c] for c in SalvagedReader(bag).connections}
+    connections = {c.topic: [c] for c in SalvagedReader(bag, bag).connections}
     assert publisher_qos(connections["/tf_static"], None) == latched_qos(1)
     assert publisher_qos(connections["/scan"], None).reliability == ReliabilityPolicy.BEST_EFFORT
     assert publisher_qos(connections["/ground_truth/object"], None).reliability == ReliabilityPolicy.RELIABLE

@@ -29,6 +29,7 @@ from m2vae_ros.bag_salvage import storage_files
 from m2vae_ros.codec import CodecError
 from m2vae_ros.recording_source import (
     Salvaged,
+    one_line,
     refuse_cut_sqlite,
     replayed_source,
     salvage_files,
@@ -176,7 +177,8 @@ class Bag:
         except READ_ERRORS as exc:
             try:
                 self._salvage(source, exc)
-            except BagError:
+            except BaseException:  # no __exit__ follows a failed __enter__
+                self._salvaged.close()
                 self._source.close()
                 raise
         else:
@@ -191,11 +193,11 @@ class Bag:
         if not storage_files(source):  # rosbags would name the directory itself as the missing metadata
             raise BagError(f"{self.path}: not a rosbag2 recording: no metadata.yaml and no .db3 or .mcap "
                            "file in it")
-        self._salvaged = salvage_files(source)
+        self._salvaged = salvage_files(source, self.path)
         self.topics = self._salvaged.topics
+        said = one_line(error, source, self.path)  # not the replayed copy's temporary path
         if not self.topics:
-            raise BagError(f"cannot open bag {self.path}: {error}; {'; '.join(self._salvaged.lost)}")
-        said = str(error).replace(str(source), str(self.path))  # not the replayed copy's temporary path
+            raise BagError(f"cannot open bag {self.path}: {said}; {'; '.join(self._salvaged.lost)}")
         self.damage.append(f"{self.path.name}: rosbags cannot read it ({type(error).__name__}: {said}); "
                            "reading the storage files directly, up to any damage")
         self.damage.extend(self._salvaged.lost)  # a split recording's other files still gave messages

@@ -42,10 +42,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     so a `name: lidar3d` indented into the entry above renamed that sensor and dropped the other."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self._refuse_duplicates(node, deep)
+        return super().construct_mapping(node, deep)
+
+    def _refuse_duplicates(self, node: yaml.MappingNode, deep: bool) -> None:
         seen: set[Any] = set()
-        for key_node, _ in node.value:
+        for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *defaults`; a key given beside it overrides the merged one, as YAML says
+                # `<<: *defaults` or `<<: [*a, *b]`: a key beside it overrides a merged one, as YAML says,
+                # but the merged mappings, which PyYAML flattens without this method, are checked here.
+                merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for mapping in merged:
+                    if isinstance(mapping, yaml.MappingNode):
+                        self._refuse_duplicates(mapping, deep)
+                continue
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):
                 continue  # SafeLoader refuses it below, in its own words
@@ -54,7 +64,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     "while reading a mapping", node.start_mark, f"the key {key!r} is given twice",
                     key_node.start_mark)
             seen.add(key)
-        return super().construct_mapping(node, deep)
 
 
 @dataclasses.dataclass(frozen=True)

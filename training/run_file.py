@@ -108,7 +108,7 @@ class RunFile:
                           for name, hint in hints.items()})
         try:  # the spec and the dataset entry written from one config give that config back
             consistent = run_file.config().dataset_key() == run_file.dataset
-        except (KeyError, TypeError, ValueError):
+        except (ArithmeticError, KeyError, TypeError, ValueError):  # .inf seconds: an OverflowError
             consistent = False
         if not consistent:
             raise CheckpointError(f"{path} is damaged: its spec and dataset entries are not the ones "
