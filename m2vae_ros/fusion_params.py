@@ -121,9 +121,7 @@ def trained_timeouts(
     would flicker dead and alive under a fixed 0.5 s. A model without it (the Python
     library's) gets `DEFAULT_TIMEOUT_S`; an unreadable one gets it too, with the warning.
     """
-    provenance = metadata.get("provenance")
-    sync = provenance.get("sync") if isinstance(provenance, Mapping) else None
-    trained = sync.get("timeout", DEFAULT_TIMEOUT_S) if isinstance(sync, Mapping) else DEFAULT_TIMEOUT_S
+    trained = _mapping_at(_mapping_at(metadata, "provenance"), "sync").get("timeout", DEFAULT_TIMEOUT_S)
     low, high = TIMEOUT_RANGE_S
     try:
         parsed = parse_timeout(trained, names, "the model's provenance.sync.timeout")
@@ -144,14 +142,16 @@ def trained_frames(metadata: Mapping[str, Any], names: Sequence[str]) -> dict[st
     cloud out around the sensor, so in `base_link` it would sit off by the mounting. ''
     where the model does not say (the Python library's, or one trained before it was kept).
     """
-    provenance = metadata.get("provenance")
-    topics = provenance.get("topics") if isinstance(provenance, Mapping) else None
-    frames = dict.fromkeys(names, "")
-    for name in names:
-        entry = topics.get(name) if isinstance(topics, Mapping) else None
-        frame = entry.get("frame_id") if isinstance(entry, Mapping) else None
-        frames[name] = frame if isinstance(frame, str) else ""
-    return frames
+    topics = _mapping_at(_mapping_at(metadata, "provenance"), "topics")
+    frames = {name: _mapping_at(topics, name).get("frame_id") for name in names}
+    return {name: frame if isinstance(frame, str) else "" for name, frame in frames.items()}
+
+
+def _mapping_at(mapping: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """`mapping[key]` when it is a mapping, else {}: a library model has no provenance, and a hand
+    edit of model.yaml may leave anything there."""
+    value = mapping.get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
 def declare_modality_params(
