@@ -87,7 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-bag", nargs="+", default=None,
                         help="training recordings for the probes (default: the artifact's provenance)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:<index> (default: cpu)")
-    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=128,
+                        help="samples per forward pass: memory and speed depend on it, the ELBO does "
+                             "not (default: 128)")
     return parser.parse_args(argv)
 
 
