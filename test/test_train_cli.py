@@ -677,6 +677,30 @@ def test_a_config_given_on_resume_says_its_epochs_count_only_with_the_flag(input
     assert load_checkpoint(out / "checkpoints")[0] == 1
 
 
+def test_a_resume_with_another_thread_count_says_it_is_not_bit_for_bit(inputs, capsys):
+    """The sums of a CPU run follow its thread count: a resume with another one (another machine,
+    OMP_NUM_THREADS unset) continues, and says that the weights will differ from an uninterrupted run."""
+    out = inputs["root"] / "threads"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert main(_args(inputs, out, "--epochs", "1")) == 0
+        run = yaml.safe_load((out / "run.yaml").read_text())
+        assert (run["torch_threads"], run["torch_version"]) == (1, torch.__version__)
+        capsys.readouterr()
+        torch.set_num_threads(2)
+        assert main(_args(inputs, out, "--epochs", "2", "--resume")) == 0
+        assert ("m2vae-train: --resume with 2 torch threads, not the run's 1 (OMP_NUM_THREADS sets them): "
+                "the run continues, but not bit-for-bit as it would have gone on uninterrupted"
+                in capsys.readouterr().err)
+        torch.set_num_threads(1)
+        assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
+        assert "bit-for-bit" not in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+    assert yaml.safe_load((out / "run.yaml").read_text())["torch_threads"] == 1  # the start's, kept
+
+
 def test_resume_without_device_continues_on_the_runs_device_type(inputs, monkeypatch):
     # On a GPU machine, a run started with --device cpu was refused on --resume alone
     # (auto chose cuda: "device_type: 'cpu' in the run, 'cuda' now").

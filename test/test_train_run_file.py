@@ -6,7 +6,7 @@ import pytest
 import yaml
 from m2vae_training.checkpoint import CheckpointError
 from m2vae_training.config import TrainingSettings, load_train_config
-from m2vae_training.run_file import RUN_FILE, RunFile
+from m2vae_training.run_file import RUN_FILE, RunFile, arithmetic_drift
 
 CONFIG = load_train_config()  # config/train.yaml
 
@@ -60,3 +60,16 @@ def test_the_run_file_holds_every_training_setting():
     # run_settings copies TrainingSettings into RunFile field by field: a new setting needs a field.
     fields = {f.name for f in dataclasses.fields(RunFile)}
     assert {f.name for f in dataclasses.fields(TrainingSettings)} <= fields
+
+
+def test_arithmetic_drift_names_what_changed_the_sums():
+    start = _run(torch_threads=1, torch_version="2.13.0+cpu")
+    assert arithmetic_drift(start, start) is None
+    assert arithmetic_drift(start, _run(torch_threads=4, torch_version="2.14.0+cpu")) == (
+        "torch 2.14.0+cpu, not the run's 2.13.0+cpu and 4 torch threads, not the run's 1 "
+        "(OMP_NUM_THREADS sets them)")
+    # A CUDA run is not bit-for-bit anyway: only its torch version counts.
+    on_gpu = dataclasses.replace(start, device_type="cuda")
+    assert arithmetic_drift(on_gpu, _run(torch_threads=4, torch_version="2.13.0+cpu")) is None
+    # A run.yaml from before the fields existed records neither: nothing to compare with.
+    assert arithmetic_drift(_run(), _run(torch_threads=4, torch_version="2.14.0+cpu")) is None

@@ -78,6 +78,10 @@ class RunFile:
     command: tuple[str, ...]  # the one that started the run
     cwd: str  # where the command's relative paths point
     split_sha256: str | None  # Split.digest(); None until the data is split
+    # What a CPU's arithmetic depends on (the order of its sums follows the thread count);
+    # None in a run.yaml written before they were recorded.
+    torch_threads: int | None = None
+    torch_version: str | None = None
     resumes: tuple[dict[str, Any], ...] = ()  # each --resume's command and cwd, in order
 
     @classmethod
@@ -197,6 +201,8 @@ def run_settings(args: argparse.Namespace, config: TrainConfig, command: list[st
         command=tuple(command),
         cwd=os.getcwd(),
         split_sha256=None,
+        torch_threads=torch.get_num_threads(),
+        torch_version=str(torch.__version__),  # a TorchVersion, which YAML cannot write
     )
 
 
@@ -234,6 +240,9 @@ def check_resume(
     if changed:
         raise ValueError(f"--resume: the settings differ from the run in {out / RUN_FILE}: "
                          f"{first(changed, MAX_DIFFERENCES_SHOWN)}")
+    if drift := arithmetic_drift(previous, run):
+        say(f"--resume with {drift}: the run continues, but not bit-for-bit as it would have gone on "
+            "uninterrupted")
     done = checkpoint_epoch(checkpoints)
     if run.epochs < done:
         raise ValueError(f"--resume: the run has trained {done} epochs already, more than --epochs "
@@ -241,6 +250,24 @@ def check_resume(
     # The command that started the run stays, with its directory; each resume's own is added after it.
     resume = {"command": list(run.command), "cwd": run.cwd}
     return dataclasses.replace(previous, epochs=run.epochs, resumes=(*previous.resumes, resume))
+
+
+def arithmetic_drift(start: RunFile, now: RunFile) -> str | None:
+    """'2 torch threads, not the run's 1 (...)' when `now` computes other sums than `start`, else None.
+
+    Not a refusal: moving a run to another machine is a choice, and its results stay valid;
+    only the bit-for-bit promise of --resume is lost. A CUDA run is not bit-for-bit anyway,
+    so only its torch version counts. A value the run did not record (an older run.yaml)
+    differs from nothing.
+    """
+    changed = []
+    if start.torch_version is not None and start.torch_version != now.torch_version:
+        changed.append(f"torch {now.torch_version}, not the run's {start.torch_version}")
+    if (start.device_type == "cpu" and start.torch_threads is not None
+            and start.torch_threads != now.torch_threads):
+        changed.append(f"{now.torch_threads} torch threads, not the run's {start.torch_threads} "
+                       "(OMP_NUM_THREADS sets them)")
+    return " and ".join(changed) or None
 
 
 def check_same_split(out: Path, run: RunFile, split: Split) -> None:
