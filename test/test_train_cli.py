@@ -527,6 +527,17 @@ def test_torchrun_with_two_cpu_processes_trains_a_loadable_model_and_resumes_bit
         assert torch.equal(value, state["trainer"]["model"][key]), key
 
 
+def test_under_torchrun_an_error_line_names_its_rank(inputs, capsys, monkeypatch, tmp_path):
+    """Every rank checks the data and stops on its own; each line says which rank it comes from."""
+    taken = tmp_path / "a_file"
+    taken.write_text("")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(_args(inputs, taken, "--epochs", "1")) == 2
+    assert capsys.readouterr().err == (f"m2vae-train: error (rank 1 of 2): --out {taken} is a file; it names "
+                                       "the run directory\n")
+
+
 def test_a_flag_passes_the_same_checks_as_the_config_file(inputs, capsys):
     out = inputs["root"] / "negative_seed"
     assert main(_args(inputs, out, "--seed", "-1")) == 2

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args, sys.argv if argv is None else [PROG, *argv])
     except (ConfigError, DatasetError, BagError, CheckpointError, ValueError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error{_rank_label()}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # outside the training loop: preparing the dataset, or a second Ctrl-C
         if has_checkpoint(args.out / "checkpoints"):
@@ -348,6 +348,14 @@ def _preview(dataset: PreparedDataset, split: Split) -> tuple[dict[str, np.ndarr
 def _plain(metrics: dict[str, float]) -> dict[str, float | None]:
     """Metrics as YAML-safe floats (NaN/inf → None)."""
     return {k: (float(v) if math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def _rank_label() -> str:
+    """' (rank 1 of 2)' under torchrun, else ''. Every rank checks the data it trains on and stops
+    on its own, so a problem in data they share is printed by each; a rank's own (a node that
+    cannot see the dataset directory) must not be lost, so none is left out."""
+    job = distributed.from_environment()
+    return f" (rank {job.rank} of {job.world_size})" if job.world_size > 1 else ""
 
 
 def _say(job: distributed.Distributed, text: str) -> None:
