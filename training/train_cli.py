@@ -282,8 +282,12 @@ def _divergence_naming_the_kept_model(diverged: TrainingDiverged, kept: int, out
 
 
 def _speed(epochs: int, samples_per_epoch: int, elapsed: float) -> str:
-    """', N samples/s' over the epochs this command trained; '' for none (--resume of a finished run)."""
-    return f", {epochs * samples_per_epoch / elapsed:.0f} samples/s" if epochs and elapsed > 0 else ""
+    """', N samples/s overall' over the epochs this command trained; '' for none (--resume of a
+    finished run). Over the whole run, with validation and checkpoints: under the bar's rate,
+    which counts the training steps alone."""
+    if not (epochs and elapsed > 0):
+        return ""
+    return f", {epochs * samples_per_epoch / elapsed:.0f} samples/s overall (with validation and checkpoints)"
 
 
 def _summary(
