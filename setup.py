@@ -49,14 +49,14 @@ setup(
     entry_points={
         "console_scripts": [
             "m2vae-sim = m2vae_ros.sim.cli:main",
-            "m2vae-dataset = m2vae_training.dataset_cli:main",
-            "m2vae-train = m2vae_training.train_cli:main",
-            "m2vae-eval = m2vae_training.eval_cli:main",
+            "m2vae-dataset = m2vae_training.entry_points:dataset",
+            "m2vae-train = m2vae_training.entry_points:train",
+            "m2vae-eval = m2vae_training.entry_points:evaluate",
             "m2vae-fusion = m2vae_ros.fusion_node:main",
             "m2vae-play = m2vae_ros.play:main",
             # `ros2 run m2vae_ros <name>` looks for these names.
             "fusion_node = m2vae_ros.fusion_node:main",
-            "train = m2vae_training.train_cli:main",
+            "train = m2vae_training.entry_points:train",
             "play = m2vae_ros.play:main",
         ],
     },

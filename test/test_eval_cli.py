@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from bagutils import image, marker, scan, write_bag
+from m2vae_training import eval_cli
 from m2vae_training.bags import fingerprint
 from m2vae_training.config import load_train_config
 from m2vae_training.dataset import build_dataset, common_class_names, load_dataset
@@ -440,3 +441,18 @@ def test_a_hand_edited_provenance_of_the_wrong_shape_is_one_error_line_naming_th
     err = capsys.readouterr().err
     assert err == f"m2vae-eval: error: {model / 'model.yaml'}: {field} {problem}\n"
     assert list(out.iterdir()) == []  # refused before the test recordings were read
+
+
+def test_an_interrupted_evaluation_says_how_to_finish_and_a_rerun_does(trained, capsys, monkeypatch):
+    out = trained["root"] / "eval_interrupted"
+    model, bag = trained["run"] / "model", trained["test_bag"]
+    with monkeypatch.context() as patched:
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+        patched.setattr(eval_cli, "score_subsets", interrupted)
+        assert evaluate(["--model", str(model), "--bag", str(bag), "--out", str(out)]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"m2vae-eval: interrupted; run it again to finish (a test dataset already built in "
+        f"{out / 'test_dataset'} is reused)")
+    assert not (out / "metrics.json").exists()
+    assert _evaluate(trained, out)["samples"] > 0

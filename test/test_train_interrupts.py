@@ -123,3 +123,17 @@ def test_a_sigterm_ends_m2vae_train_with_143_and_a_checkpoint_to_resume(tmp_path
     assert stdout.startswith("interrupted:") and "--resume continues after epoch" in stderr
     epoch, _ = load_checkpoint(out / "checkpoints")
     assert 1 <= epoch < 200 and load_model(out / "model").spec.names == ("camera", "lidar")
+
+
+def test_an_interrupt_while_a_command_imports_is_one_line_and_its_exit_status(tmp_path):
+    """m2vae-train imports torch, scikit-learn and matplotlib for seconds before its main runs: a
+    SIGTERM (or Ctrl-C) then must end it as one later would, not silently or with a traceback."""
+    started = tmp_path / "started"
+    (tmp_path / "slow_to_import.py").write_text(
+        f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(60)\ndef main():\n    return 0\n")
+    command = [sys.executable, "-c", "import sys; from m2vae_training.entry_points import _run; "
+               "sys.exit(_run('slow_to_import', 'm2vae-x'))"]
+    for stop, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        started.unlink(missing_ok=True)
+        returncode, _, stderr = signal_when(command, started.exists, stop, cwd=tmp_path)
+        assert (returncode, stderr) == (status, "m2vae-x: interrupted while starting; nothing was done\n")

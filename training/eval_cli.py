@@ -56,6 +56,7 @@ from m2vae_training.evaluation import (
     subset_metrics,
 )
 from m2vae_training.figures import latent_scatter_figure, recon_figure
+from m2vae_training.interrupts import interrupted_exit_status, sigterm_as_sigint
 from m2vae_training.metrics import Probes, located
 from m2vae_training.report import report_markdown
 
@@ -95,12 +96,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sigterm_as_sigint()  # `kill` and `timeout` end it as Ctrl-C does: one line, no traceback
     try:
         evaluate(args)
     # RuntimeError: torch's, such as running out of memory on the device.
     except (ArtifactError, ConfigError, DatasetError, BagError, ValueError, OSError, RuntimeError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the outputs of an earlier evaluation were removed first: none is stale
+        print(f"{PROG}: interrupted; run it again to finish (a test dataset already built in "
+              f"{args.out / 'test_dataset'} is reused)", file=sys.stderr)
+        return interrupted_exit_status()  # 130 for Ctrl-C, 143 for a SIGTERM
     return 0
 
 
