@@ -35,12 +35,8 @@ demo: setup
 # Every benchmark of BENCHMARKS.md with its default size (about 6.5 hours on 2 cores, most of it
 # train_eval: three objectives × three seeds; interrupted, a rerun continues its finished runs).
 BENCHES := train_step split_digits sim_speed dataset_build node_latency train_eval
-# imputation_in_view then splits the scan error of train_eval's first M²VAE run by the camera's view.
-TRAIN_EVAL_RUN := bench/out/train_eval/m2vae/seed0
 bench: setup
 	for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
-	echo "== bench/imputation_in_view.py"; $(PY) bench/imputation_in_view.py --model $(TRAIN_EVAL_RUN)/model \
-		--dataset $(TRAIN_EVAL_RUN)/eval/test_dataset
 
 clean:
 	rm -rf $(VENV) demo_out build install log

@@ -446,13 +446,18 @@ def test_a_hand_edited_provenance_of_the_wrong_shape_is_one_error_line_naming_th
 def test_an_interrupted_evaluation_says_how_to_finish_and_a_rerun_does(trained, capsys, monkeypatch):
     out = trained["root"] / "eval_interrupted"
     model, bag = trained["run"] / "model", trained["test_bag"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
     with monkeypatch.context() as patched:
-        def interrupted(*args, **kwargs):
-            raise KeyboardInterrupt
         patched.setattr(eval_cli, "score_subsets", interrupted)
         assert evaluate(["--model", str(model), "--bag", str(bag), "--out", str(out)]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"m2vae-eval: interrupted; run it again to finish (a test dataset already built in "
-        f"{out / 'test_dataset'} is reused)")
+        f"m2vae-eval: interrupted; run it again to finish ({out / 'test_dataset'} will be reused)")
     assert not (out / "metrics.json").exists()
     assert _evaluate(trained, out)["samples"] > 0
+    with monkeypatch.context() as patched:  # before any dataset: nothing said to be reused
+        patched.setattr(eval_cli, "load_model", interrupted)
+        assert evaluate(["--model", str(model), "--bag", str(bag), "--out", str(out / "new")]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "m2vae-eval: interrupted; run it again to finish"

@@ -182,7 +182,9 @@ def test_provenance_keeps_the_starting_command_and_lists_each_resume(inputs, mon
     provenance = load_model(out / "model").metadata["provenance"]
     assert provenance["command"] == ["m2vae-train", *started]
     assert provenance["cwd"] == started_in != str(tmp_path)
-    assert provenance["resumes"] == [{"command": ["m2vae-train", *resumed], "cwd": str(tmp_path)}]
+    assert provenance["resumes"] == [{"command": ["m2vae-train", *resumed], "cwd": str(tmp_path),
+                                      "torch_threads": torch.get_num_threads(),
+                                      "torch_version": torch.__version__}]
 
 
 def test_a_run_early_stopping_ended_is_finished_on_resume(inputs, capsys):
@@ -496,13 +498,17 @@ def test_a_lock_left_by_a_process_that_is_gone_is_taken_over(inputs, capsys):
 
 
 def _torchrun(inputs, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return _two_ranks(_args(inputs, out, *extra))
+
+
+def _two_ranks(args: list[str], *, succeeds: bool = True) -> subprocess.CompletedProcess:
+    """Two CPU ranks of m2vae-train, started as README says (`--no-python m2vae-train`)."""
     result = subprocess.run(
-        [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "m2vae_training.train_cli",
-         *_args(inputs, out, *extra)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python",
+         str(VENV_BIN / "m2vae-train"), *args],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.returncode == 0) == succeeds, result.stderr[-3000:]
     return result
 
 
@@ -527,6 +533,23 @@ def test_torchrun_with_two_cpu_processes_trains_a_loadable_model_and_resumes_bit
         assert torch.equal(value, state["trainer"]["model"][key]), key
 
 
+def test_a_rank_waiting_for_a_dataset_rank_0_could_not_build_says_so_in_one_line(inputs):
+    """Rank 0 builds while the others wait at a barrier; a bag it cannot open used to leave rank 1
+    with a gloo traceback ("Connection closed by peer") under rank 0's one line."""
+    bad = inputs["root"] / "not_sqlite"
+    bad.mkdir()
+    (bad / "not_sqlite_0.db3").write_text("not a database")
+    (bad / "metadata.yaml").write_text((inputs["bag"] / "metadata.yaml").read_text())
+    args = _args(inputs, inputs["root"] / "ddp_bad_bag", "--epochs", "1")
+    args[args.index("--bag") + 1], args[args.index("--dataset-dir") + 1] = str(bad), str(bad / "dataset")
+    result = _two_ranks(args, succeeds=False)
+    errors = sorted(line for line in result.stderr.splitlines() if "m2vae-train: error" in line)  # any order
+    assert len(errors) == 2 and errors[0].startswith("m2vae-train: error (rank 0 of 2): cannot open bag")
+    assert errors[1] == ("m2vae-train: error (rank 1 of 2): rank 0 stopped before the dataset was ready; its "
+                         "line says why")
+    assert "[rank1]: Traceback" not in result.stderr
+
+
 def test_under_torchrun_an_error_line_names_its_rank(inputs, capsys, monkeypatch, tmp_path):
     """Every rank checks the data and stops on its own; each line says which rank it comes from."""
     taken = tmp_path / "a_file"
@@ -536,6 +559,14 @@ def test_under_torchrun_an_error_line_names_its_rank(inputs, capsys, monkeypatch
     assert main(_args(inputs, taken, "--epochs", "1")) == 2
     assert capsys.readouterr().err == (f"m2vae-train: error (rank 1 of 2): --out {taken} is a file; it names "
                                        "the run directory\n")
+
+
+def test_torchrun_variables_that_are_not_numbers_are_one_error_line(inputs, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert main(_args(inputs, tmp_path / "run", "--epochs", "1")) == 2
+    assert capsys.readouterr().err == ("m2vae-train: error: RANK='1', WORLD_SIZE='two', LOCAL_RANK='0': "
+                                       "torchrun's variables must be whole numbers\n")
 
 
 def test_a_flag_passes_the_same_checks_as_the_config_file(inputs, capsys):
@@ -690,26 +721,32 @@ def test_a_config_given_on_resume_says_its_epochs_count_only_with_the_flag(input
 
 def test_a_resume_with_another_thread_count_says_it_is_not_bit_for_bit(inputs, capsys):
     """The sums of a CPU run follow its thread count: a resume with another one (another machine,
-    OMP_NUM_THREADS unset) continues, and says that the weights will differ from an uninterrupted run."""
+    OMP_NUM_THREADS unset) continues, and says that the weights will differ from an uninterrupted run;
+    so does every later resume, since the weights already do."""
     out = inputs["root"] / "threads"
     threads = torch.get_num_threads()
+
+    def resume(threads: int, epochs: int) -> str:
+        torch.set_num_threads(threads)
+        capsys.readouterr()
+        assert main(_args(inputs, out, "--epochs", str(epochs), "--resume")) == 0
+        return capsys.readouterr().err
+
     try:
         torch.set_num_threads(1)
         assert main(_args(inputs, out, "--epochs", "1")) == 0
         run = yaml.safe_load((out / "run.yaml").read_text())
         assert (run["torch_threads"], run["torch_version"]) == (1, torch.__version__)
-        capsys.readouterr()
-        torch.set_num_threads(2)
-        assert main(_args(inputs, out, "--epochs", "2", "--resume")) == 0
-        assert ("m2vae-train: --resume with 2 torch threads, not the run's 1 (OMP_NUM_THREADS sets them): "
-                "the run continues, but not bit-for-bit as it would have gone on uninterrupted"
-                in capsys.readouterr().err)
-        torch.set_num_threads(1)
-        assert main(_args(inputs, out, "--epochs", "3", "--resume")) == 0
-        assert "bit-for-bit" not in capsys.readouterr().err
+        assert "resuming after epoch 1\n" in resume(1, 2)
+        assert ("m2vae-train: resuming after epoch 2 with 2 torch threads where the run trained with 1 "
+                "before (OMP_NUM_THREADS sets them): the weights will not be bit-for-bit those of an "
+                "uninterrupted run\n") in resume(2, 3)
+        assert "after epoch 3 with 1 torch threads where the run trained with 2 before" in resume(1, 4)
+        assert "bit-for-bit" not in resume(2, 4)  # nothing left to train: no continuation to warn about
     finally:
         torch.set_num_threads(threads)
-    assert yaml.safe_load((out / "run.yaml").read_text())["torch_threads"] == 1  # the start's, kept
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert run["torch_threads"] == 1 and [r["torch_threads"] for r in run["resumes"]] == [1, 2, 1, 2]
 
 
 def test_resume_without_device_continues_on_the_runs_device_type(inputs, monkeypatch):

@@ -63,13 +63,20 @@ def test_the_run_file_holds_every_training_setting():
 
 
 def test_arithmetic_drift_names_what_changed_the_sums():
+    def part(threads, version):
+        return {"command": ["m2vae-train", "--resume"], "cwd": "/", "torch_threads": threads,
+                "torch_version": version}
+
     start = _run(torch_threads=1, torch_version="2.13.0+cpu")
-    assert arithmetic_drift(start, start) is None
-    assert arithmetic_drift(start, _run(torch_threads=4, torch_version="2.14.0+cpu")) == (
-        "torch 2.14.0+cpu, not the run's 2.13.0+cpu and 4 torch threads, not the run's 1 "
-        "(OMP_NUM_THREADS sets them)")
-    # A CUDA run is not bit-for-bit anyway: only its torch version counts.
-    on_gpu = dataclasses.replace(start, device_type="cuda")
-    assert arithmetic_drift(on_gpu, _run(torch_threads=4, torch_version="2.13.0+cpu")) is None
-    # A run.yaml from before the fields existed records neither: nothing to compare with.
-    assert arithmetic_drift(_run(), _run(torch_threads=4, torch_version="2.14.0+cpu")) is None
+    assert arithmetic_drift(start) is None  # not resumed
+    assert arithmetic_drift(dataclasses.replace(start, resumes=(part(1, "2.13.0+cpu"),))) is None
+    assert arithmetic_drift(dataclasses.replace(start, resumes=(part(4, "2.14.0+cpu"),))) == (
+        "4 torch threads where the run trained with 1 before (OMP_NUM_THREADS sets them); "
+        "torch 2.14.0+cpu where the run trained with torch 2.13.0+cpu before")
+    # Back at the start's count after a part with another: the weights have drifted already.
+    back = dataclasses.replace(start, resumes=(part(2, "2.13.0+cpu"), part(1, "2.13.0+cpu")))
+    assert arithmetic_drift(back).startswith("1 torch threads where the run trained with 2 before")
+    # A CUDA run is not bit-for-bit anyway.
+    assert arithmetic_drift(dataclasses.replace(start, device_type="cuda", resumes=(part(4, "x"),))) is None
+    # A run.yaml from before the fields existed records nothing to compare with.
+    assert arithmetic_drift(_run(resumes=({"command": ["m2vae-train"], "cwd": "/"}, part(4, "x")))) is None

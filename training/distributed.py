@@ -66,11 +66,13 @@ def from_environment() -> Distributed:
     """Read torchrun's variables; a plain `python -m ...` run is rank 0 of 1."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Distributed()
-    return Distributed(
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-    )
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    values = [os.environ.get(name, "0") for name in names]
+    if not all(value.isdigit() for value in values):
+        given = ", ".join(f"{name}={value!r}" for name, value in zip(names, values, strict=True))
+        raise ValueError(f"{given}: torchrun's variables must be whole numbers")
+    rank, world_size, local_rank = map(int, values)
+    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
 def training_device(request: str, job: Distributed) -> torch.device:

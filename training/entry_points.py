@@ -18,11 +18,10 @@ from m2vae_training.interrupts import interrupted_exit_status, sigterm_as_sigint
 def _run(module: str, prog: str) -> int:
     sigterm_as_sigint()
     try:
-        main = importlib.import_module(module).main
-    except KeyboardInterrupt:
+        return importlib.import_module(module).main()
+    except KeyboardInterrupt:  # `main` handles its own: this is one before it could (its imports)
         print(f"{prog}: interrupted while starting; nothing was done", file=sys.stderr)
         return interrupted_exit_status()
-    return main()
 
 
 def dataset() -> int:

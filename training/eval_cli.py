@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the outputs of an earlier evaluation were removed first: none is stale
-        print(f"{PROG}: interrupted; run it again to finish (a test dataset already built in "
-              f"{args.out / 'test_dataset'} is reused)", file=sys.stderr)
+        built = [str(args.out / name) for name in ("test_dataset", "train_dataset")
+                 if is_prepared_dataset(args.out / name)]
+        reused = f" ({' and '.join(built)} will be reused)" if built else ""
+        print(f"{PROG}: interrupted; run it again to finish{reused}", file=sys.stderr)
         return interrupted_exit_status()  # 130 for Ctrl-C, 143 for a SIGTERM
     return 0
 

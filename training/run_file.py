@@ -240,34 +240,42 @@ def check_resume(
     if changed:
         raise ValueError(f"--resume: the settings differ from the run in {out / RUN_FILE}: "
                          f"{first(changed, MAX_DIFFERENCES_SHOWN)}")
-    if drift := arithmetic_drift(previous, run):
-        say(f"--resume with {drift}: the run continues, but not bit-for-bit as it would have gone on "
-            "uninterrupted")
     done = checkpoint_epoch(checkpoints)
     if run.epochs < done:
         raise ValueError(f"--resume: the run has trained {done} epochs already, more than --epochs "
                          f"{run.epochs}; its model is in {out / 'model'}")
-    # The command that started the run stays, with its directory; each resume's own is added after it.
-    resume = {"command": list(run.command), "cwd": run.cwd}
+    # The command that started the run stays, with its directory; each resume's own is added after it,
+    # with what its arithmetic depends on (`arithmetic_drift`).
+    resume = {"command": list(run.command), "cwd": run.cwd, "torch_threads": run.torch_threads,
+              "torch_version": run.torch_version}
     return dataclasses.replace(previous, epochs=run.epochs, resumes=(*previous.resumes, resume))
 
 
-def arithmetic_drift(start: RunFile, now: RunFile) -> str | None:
-    """'2 torch threads, not the run's 1 (...)' when `now` computes other sums than `start`, else None.
+def arithmetic_drift(run: RunFile) -> str | None:
+    """What the latest resume of a CPU run computes with that an earlier part of it did not, or None.
 
-    Not a refusal: moving a run to another machine is a choice, and its results stay valid;
-    only the bit-for-bit promise of --resume is lost. A CUDA run is not bit-for-bit anyway,
-    so only its torch version counts. A value the run did not record (an older run.yaml)
-    differs from nothing.
+    A CPU's sums are ordered by its thread count, and torch versions change kernels: a part
+    trained with others leaves weights that are not bit-for-bit those of an uninterrupted run.
+    Not a refusal: moving a run to another machine is a choice, and its results stay valid.
+    Every part counts, not only the start (1, then 2, then 1 thread again has drifted). A
+    CUDA run is not bit-for-bit anyway; parts that recorded nothing (an older run.yaml) are
+    left out of the comparison.
     """
+    if run.device_type != "cpu" or not run.resumes:
+        return None
+    now = run.resumes[-1]
+    earlier = [(run.torch_threads, run.torch_version)] + [
+        (part.get("torch_threads"), part.get("torch_version")) for part in run.resumes[:-1]]
+    threads = sorted({t for t, _ in earlier if t is not None and t != now.get("torch_threads")})
+    versions = sorted({v for _, v in earlier if v is not None and v != now.get("torch_version")})
     changed = []
-    if start.torch_version is not None and start.torch_version != now.torch_version:
-        changed.append(f"torch {now.torch_version}, not the run's {start.torch_version}")
-    if (start.device_type == "cpu" and start.torch_threads is not None
-            and start.torch_threads != now.torch_threads):
-        changed.append(f"{now.torch_threads} torch threads, not the run's {start.torch_threads} "
-                       "(OMP_NUM_THREADS sets them)")
-    return " and ".join(changed) or None
+    if threads:
+        changed.append(f"{now.get('torch_threads')} torch threads where the run trained with "
+                       f"{', '.join(map(str, threads))} before (OMP_NUM_THREADS sets them)")
+    if versions:
+        changed.append(f"torch {now.get('torch_version')} where the run trained with torch "
+                       f"{', '.join(versions)} before")
+    return "; ".join(changed) or None
 
 
 def check_same_split(out: Path, run: RunFile, split: Split) -> None:

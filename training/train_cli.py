@@ -58,6 +58,7 @@ from m2vae_training.dataset_notes import no_samples_error, notes
 from m2vae_training.interrupts import deferred_sigint, interrupted_exit_status, sigterm_as_sigint
 from m2vae_training.run_file import (
     RunFile,
+    arithmetic_drift,
     check_resume,
     check_same_split,
     device_request,
@@ -157,7 +158,12 @@ def _train(
         dataset = build_dataset(list(run.bags), config, dataset_dir, progress=True)
         for line in notes(dataset)[1:]:  # damage, sensors in separate bags, topics that gave nothing, ...
             say(line)
-    job.barrier()
+    try:
+        job.barrier()
+    except RuntimeError as exc:  # gloo and NCCL both raise it when rank 0 is gone
+        if job.is_main:
+            raise
+        raise DatasetError("rank 0 stopped before the dataset was ready; its line says why") from exc
     if not job.is_main:
         dataset = load_dataset(dataset_dir)
     if silent := dataset.silent_modalities():  # a model that never saw a sensor would still load in the node
@@ -213,6 +219,9 @@ def _train(
         restore(trainer, early_stopping, state)
         if early_stopping.stopped:
             say(f"the run already finished: early stopping ended it after epoch {epoch}")
+        elif epoch < run.epochs and (drift := arithmetic_drift(run)):
+            say(f"resuming after epoch {epoch} with {drift}: the weights will not be bit-for-bit those of "
+                "an uninterrupted run")
         else:
             say(f"resuming after epoch {epoch}")
     epoch_ends: list = [early_stopping]
@@ -282,12 +291,12 @@ def _divergence_naming_the_kept_model(diverged: TrainingDiverged, kept: int, out
 
 
 def _speed(epochs: int, samples_per_epoch: int, elapsed: float) -> str:
-    """', N samples/s overall' over the epochs this command trained; '' for none (--resume of a
-    finished run). Over the whole run, with validation and checkpoints: under the bar's rate,
-    which counts the training steps alone."""
+    """', N samples/s with end-of-epoch work' over the epochs this command trained; '' for none
+    (--resume of a finished run). Validation, checkpoints and figures are in the time, so it
+    reads below the progress bar's rate, which counts the training steps alone."""
     if not (epochs and elapsed > 0):
         return ""
-    return f", {epochs * samples_per_epoch / elapsed:.0f} samples/s overall (with validation and checkpoints)"
+    return f", {epochs * samples_per_epoch / elapsed:.0f} samples/s with end-of-epoch work"
 
 
 def _summary(
@@ -358,7 +367,10 @@ def _rank_label() -> str:
     """' (rank 1 of 2)' under torchrun, else ''. Every rank checks the data it trains on and stops
     on its own, so a problem in data they share is printed by each; a rank's own (a node that
     cannot see the dataset directory) must not be lost, so none is left out."""
-    job = distributed.from_environment()
+    try:
+        job = distributed.from_environment()
+    except ValueError:  # the error being printed may be this one
+        return ""
     return f" (rank {job.rank} of {job.world_size})" if job.world_size > 1 else ""
 
 
