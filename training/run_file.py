@@ -82,7 +82,7 @@ class RunFile:
     # None in a run.yaml written before they were recorded.
     torch_threads: int | None = None
     torch_version: str | None = None
-    resumes: tuple[dict[str, Any], ...] = ()  # each --resume's command and cwd, in order
+    resumes: tuple[dict[str, Any], ...] = ()  # each --resume's command, cwd, torch threads and version
 
     @classmethod
     def read(cls, out: Path) -> RunFile:

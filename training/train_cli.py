@@ -160,10 +160,11 @@ def _train(
             say(line)
     try:
         job.barrier()
-    except RuntimeError as exc:  # gloo and NCCL both raise it when rank 0 is gone
+    except RuntimeError as exc:  # gloo and NCCL both raise it when rank 0 is gone, or the wait timed out
         if job.is_main:
             raise
-        raise DatasetError("rank 0 stopped before the dataset was ready; its line says why") from exc
+        raise DatasetError("rank 0 stopped before the dataset was ready (its line says why), or its build "
+                           "outlasted the wait (build it with m2vae-dataset first)") from exc
     if not job.is_main:
         dataset = load_dataset(dataset_dir)
     if silent := dataset.silent_modalities():  # a model that never saw a sensor would still load in the node
