@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from m2vae_training.cli_args import positive_float, positive_int
 from m2vae_training.config import load_train_config
 from m2vae_training.dataset import build_dataset
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
@@ -73,9 +74,10 @@ def plain_pass(path: Path) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seconds", type=positive_float, default=60.0)
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    parser.add_argument("--repeats", type=int, default=5, help="timed pairs, after one untimed warm-up pair")
+    parser.add_argument("--repeats", type=positive_int, default=5,
+                        help="timed pairs, after one untimed warm-up pair")
     args = parser.parse_args()
     config = load_train_config()
     with tempfile.TemporaryDirectory(prefix="m2vae-bench-") as tmp:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from m2vae_training.cli_args import positive_float, positive_int
 from m2vae_training.dataset import PreparedDataset, load_dataset
 from m2vae_training.evaluation import finite_or_none, subset_present
 from m2vae_training.metrics import ReconstructionError
@@ -39,8 +40,9 @@ def main() -> int:
     parser.add_argument("--dataset", type=Path, required=True, help="a prepared test dataset")
     parser.add_argument("--camera", default="camera", help="the camera modality's name")
     parser.add_argument("--lidar", default="lidar", help="the scan modality's name")
-    parser.add_argument("--hfov-deg", type=float, default=60.0, help="the camera's horizontal field of view")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--hfov-deg", type=positive_float, default=60.0,
+                        help="the camera's horizontal field of view")
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     args = parser.parse_args()
 
     rmse = lidar_rmse_by_view(args.model, args.dataset, lidar=args.lidar, hfov=math.radians(args.hfov_deg),

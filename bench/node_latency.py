@@ -40,6 +40,7 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
+from m2vae_training.cli_args import positive_float
 from m2vae_training.config import load_train_config
 from m2vae_training.demo_live import spin_for, stop_child
 from rclpy.executors import SingleThreadedExecutor
@@ -58,7 +59,8 @@ VENV_BIN = Path(sys.executable).parent
 CAMERA_TOPIC, SCAN_TOPIC = "/camera/image_raw", "/scan"
 RELAY_CAMERA_TOPIC, RELAY_SCAN_TOPIC = "/relay/image_raw", "/relay/scan"
 LATENT_TOPIC = "/m2vae_fusion/latent"
-WARMUP_S = 5.0
+WARMUP_S = 5.0  # after every stream is heard: the node's first inferences are slower
+START_LIMIT_S = 120.0  # for the three processes to start and every stream to be heard
 FORWARD_ITERATIONS = 200
 COLD_ITERATIONS, COLD_PAUSE_S = 60, 0.05  # called as rarely as the node calls it: caches gone cold
 
@@ -163,6 +165,7 @@ class LatencyProbe(Node):
     def __init__(self) -> None:
         super().__init__("bench_probe")
         self.recording = False
+        self.heard: set[str] = set()  # streams that delivered a message, recording or not
         self.samples: dict[str, list[tuple[int, float]]] = {
             name: [] for name in ("camera", "scan", "relay camera", "relay scan", "fusion")
         }
@@ -178,6 +181,7 @@ class LatencyProbe(Node):
 
     def _record(self, name: str, raw: bytes) -> None:
         received_ns = time.time_ns()
+        self.heard.add(name)
         if self.recording:
             sec, nanosec = struct.unpack_from("<iI", raw, 4)  # header.stamp right after the CDR header
             stamp = sec * 1_000_000_000 + nanosec
@@ -235,6 +239,7 @@ def measure(model_dir: Path, duration: float, node_params: list[str]) -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(probe)
     try:
+        wait_until_heard(executor, probe, processes)
         spin_for(executor, WARMUP_S)
         cpu_start = {name: cpu_seconds(p.pid) for name, p in processes.items()}
         probe.recording = True
@@ -249,6 +254,20 @@ def measure(model_dir: Path, duration: float, node_params: list[str]) -> None:
         probe.destroy_node()
         rclpy.try_shutdown()
     report(probe, forward, tight_forward, cpu, duration)
+
+
+def wait_until_heard(executor: SingleThreadedExecutor, probe: LatencyProbe,
+                     processes: dict[str, subprocess.Popen]) -> None:
+    """Spin until every stream has delivered, so that a slow start (three processes importing torch
+    and rclpy at once) is not measured; exit naming what stayed silent or which process ended."""
+    deadline = time.monotonic() + START_LIMIT_S
+    while set(probe.samples) - probe.heard:
+        ended = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
+        if ended or time.monotonic() > deadline:
+            silent = sorted(set(probe.samples) - probe.heard)
+            why = f"ended with exit status {ended}" if ended else f"started, but after {START_LIMIT_S:.0f} s"
+            sys.exit(f"node_latency: nothing heard on {', '.join(silent)}: the processes {why}")
+        spin_for(executor, 0.5)
 
 
 def report(
@@ -304,7 +323,8 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (300: full check)")
+    parser.add_argument("--duration", type=positive_float, default=60.0,
+                        help="measured seconds (300: full check)")
     parser.add_argument("--model", type=Path, help="model directory (default: untrained, train.yaml's size)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra fusion node parameter, e.g. publish_reconstructions:=false (repeatable)")

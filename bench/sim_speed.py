@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from m2vae_training.cli_args import positive_float, positive_int
 from rosbags.rosbag2 import Writer
 
 from m2vae_ros.sim import messages
@@ -79,13 +80,13 @@ def write_prebuilt(out: Path, storage: str, sim: Simulation, counts: dict[str, i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--duration", type=positive_float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap")
     parser.add_argument("--image-size", type=parse_image_size, default=(64, 64))
     parser.add_argument("--compressed", action="store_true")
     parser.add_argument("--no-points", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3, help="timed pairs after the warm-up pair")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed pairs after the warm-up pair")
     args = parser.parse_args()
     width, height = args.image_size
     options = {"compressed": args.compressed, "points": not args.no_points, "image_size": (width, height)}

@@ -72,7 +72,7 @@ import yaml
 from imputation_in_view import lidar_rmse_by_view, ratio  # bench/, the script's own folder
 from m2vae_training import eval_cli, train_cli
 from m2vae_training.checkpoint import has_checkpoint
-from m2vae_training.cli_args import positive_int
+from m2vae_training.cli_args import positive_float, positive_int
 from m2vae_training.config import default_config_path, load_train_config
 from m2vae_training.dataset import PreparedDataset, build_dataset, common_class_names, load_dataset
 from m2vae_training.evaluation import subset_present
@@ -94,20 +94,22 @@ TRAIN_SEEDS, TEST_SEED = (1, 2), 7
 THROUGHPUT_STEPS = 20
 THROUGHPUT_REPEATS = 5  # interleaved; medians reported
 WARMUP_STEPS = 2  # first steps allocate and tune kernels; left out of the model-only time
+INTERRUPTED = (130, 143)  # the exit statuses of m2vae-train and m2vae-eval after Ctrl-C or SIGTERM
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=40.0, help="training recording length (total)")
-    parser.add_argument("--episode-seconds", type=float, default=5.0, help="one object per episode")
-    parser.add_argument("--epochs", type=int, default=30,
+    parser.add_argument("--minutes", type=positive_float, default=40.0,
+                        help="training recording length (total)")
+    parser.add_argument("--episode-seconds", type=positive_float, default=5.0, help="one object per episode")
+    parser.add_argument("--epochs", type=positive_int, default=30,
                         help="the comparison's budget per objective (config/train.yaml ships 60)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="training seeds per objective (init, noise, order and split)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--config", type=Path, default=None, help="default: config/train.yaml")
-    parser.add_argument("--image-size", type=int, default=64, help="simulated camera width = height")
+    parser.add_argument("--image-size", type=positive_int, default=64, help="simulated camera width = height")
     parser.add_argument("--max-distance", type=float, default=2.5, help="m2vae-sim --max-distance")
     parser.add_argument("--look-away", type=float, default=0.0, help="m2vae-sim --look-away")
     parser.add_argument("--out", type=Path, default=Path("bench/out/train_eval"))
@@ -202,13 +204,26 @@ def train_and_score_all(runs: dict[tuple[str, int], tuple[Path, list[str]]], tes
     each runs in a worker process of its own (torch threads split between them, output
     in `<run>/bench.log`) and a line per finished run says where it stands.
     """
+    try:
+        return _in_turn(runs, test_bag, device) if jobs <= 1 else _in_workers(runs, test_bag, device, jobs)
+    except KeyboardInterrupt:
+        print("train_eval: interrupted; the same command continues where the runs stopped", file=sys.stderr)
+        return None
+
+
+def _in_turn(runs: dict[tuple[str, int], tuple[Path, list[str]]], test_bag: Path,
+             device: str) -> dict[tuple[str, int], dict] | None:
+    done = {}
+    for key, (run, train_args) in runs.items():
+        done[key] = train_and_score(run, train_args, test_bag, device)
+        if done[key] is None:
+            return None
+    return done
+
+
+def _in_workers(runs: dict[tuple[str, int], tuple[Path, list[str]]], test_bag: Path, device: str,
+                jobs: int) -> dict[tuple[str, int], dict] | None:
     done: dict[tuple[str, int], dict | None] = {}
-    if jobs <= 1:
-        for key, (run, train_args) in runs.items():
-            done[key] = train_and_score(run, train_args, test_bag, device)
-            if done[key] is None:
-                return None
-        return done
     threads = max(1, (os.cpu_count() or 1) // jobs)
     print(f"train_eval: {len(runs)} runs, {jobs} at a time with {threads} torch thread(s) each; "
           "each one's progress in its <run>/bench.log", flush=True)
@@ -216,23 +231,19 @@ def train_and_score_all(runs: dict[tuple[str, int], tuple[Path, list[str]]], tes
     # A run is submitted only when a worker is free and none has failed (an interrupted run
     # fails), so none starts after a Ctrl-C; leaving the block waits for the running ones,
     # which heard the Ctrl-C too and save their checkpoints.
-    try:
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-            while running or (waiting and None not in done.values()):
-                while waiting and len(running) < jobs and None not in done.values():
-                    key = waiting.pop(0)
-                    running[pool.submit(_train_and_score_logged, *runs[key], test_bag, device)] = key
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    key = running.pop(future)
-                    done[key] = future.result()
-                    outcome = "done" if done[key] is not None else f"failed, see {runs[key][0] / 'bench.log'}"
-                    print(f"train_eval: {key[0]} seed {key[1]} {outcome} ({len(done)} of {len(runs)})",
-                          flush=True)
-    except KeyboardInterrupt:
-        print("train_eval: interrupted; the same command continues where the runs stopped", file=sys.stderr)
-        return None
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        while running or (waiting and None not in done.values()):
+            while waiting and len(running) < jobs and None not in done.values():
+                key = waiting.pop(0)
+                running[pool.submit(_train_and_score_logged, *runs[key], test_bag, device)] = key
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                key = running.pop(future)
+                done[key] = future.result()
+                outcome = "done" if done[key] is not None else f"failed, see {runs[key][0] / 'bench.log'}"
+                print(f"train_eval: {key[0]} seed {key[1]} {outcome} ({len(done)} of {len(runs)})",
+                      flush=True)
     return None if None in done.values() else done
 
 
@@ -257,13 +268,19 @@ def train_and_score(run: Path, train_args: list[str], test_bag: Path, device: st
     if "train_seconds" not in done:
         resume = ["--resume"] if has_checkpoint(run / "checkpoints") else []
         started = time.perf_counter()
-        if train_cli.main([*train_args, "--out", str(run), *resume]) != 0:
+        status = train_cli.main([*train_args, "--out", str(run), *resume])
+        if status in INTERRUPTED:  # m2vae-train kept its checkpoint and said so; the bench's caller stops
+            raise KeyboardInterrupt
+        if status != 0:
             return None
         done = {"train_seconds": time.perf_counter() - started, "resumed": bool(resume), "parallel": parallel}
         _save_json(record_path, done)
     if "metrics" not in done:
-        if eval_cli.main(["--model", str(run / "model"), "--bag", str(test_bag),
-                          "--out", str(run / "eval"), "--device", device]) != 0:
+        status = eval_cli.main(["--model", str(run / "model"), "--bag", str(test_bag),
+                                "--out", str(run / "eval"), "--device", device])
+        if status in INTERRUPTED:
+            raise KeyboardInterrupt
+        if status != 0:
             return None
         done["metrics"] = json.loads((run / "eval" / "metrics.json").read_text())
         _save_json(record_path, done)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from m2vae_training.cli_args import positive_int
 from m2vae_training.config import load_train_config
 
 from m2vae_ros.model import M2VAE
@@ -53,9 +54,9 @@ def step_seconds(optimizer: torch.optim.Optimizer, compute: Callable[[], torch.T
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=64)  # config/train.yaml's batch_size
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reps", type=positive_int, default=8)
+    parser.add_argument("--batch", type=positive_int, default=64)  # config/train.yaml's batch_size
+    parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
