@@ -42,6 +42,8 @@ from m2vae_ros.sim.recorder import (
     simulate,
 )
 
+TARGET_REAL_TIME = 20.0  # simulated seconds per wall-clock second, camera + scan + 3-D LiDAR
+
 
 def prebuilt_messages(sim: Simulation) -> dict[str, object]:
     """One message per topic, built from the simulation's own sensors at t = 1 s."""
@@ -107,9 +109,10 @@ def main() -> None:
     print(
         f"sensors: image {width}x{height}{' jpeg' if args.compressed else ''}, scan"
         f"{', points' if options['points'] else ''}; storage {args.storage}; {pairs[0][2]} messages; "
-        f"median of {args.repeats} pairs"
+        f"median of {args.repeats} pair{'s' if args.repeats > 1 else ''}"
     )
-    print(f"simulate:         {simulated:7.2f} s  {args.duration / simulated:7.1f}× real time")
+    print(f"simulate:         {simulated:7.2f} s  {args.duration / simulated:7.1f}× real time "
+          f"(target ≥ {TARGET_REAL_TIME:.0f}× for the default sensors)")
     print(f"write prebuilt:   {baseline:7.2f} s  {args.duration / baseline:7.1f}× real time")
     spread = f"per pair {ratios[0]:.2f}–{ratios[-1]:.2f}"
     print(f"simulation / plain write: {statistics.median(ratios):.2f}× ({spread})")
