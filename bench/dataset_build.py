@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from m2vae_training.cli_args import positive_float, positive_int
 from m2vae_training.config import load_train_config
 from m2vae_training.dataset import build_dataset
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
+
+from m2vae_ros.cli_args import positive_float, positive_int
 
 STORE = get_typestore(Stores.ROS2_KILTED)
 NS = 1_000_000_000

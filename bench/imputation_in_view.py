@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from m2vae_training.cli_args import positive_float, positive_int
 from m2vae_training.dataset import PreparedDataset, load_dataset
 from m2vae_training.evaluation import finite_or_none, subset_present
 from m2vae_training.metrics import ReconstructionError
 
 from m2vae_ros.artifact import load_model
+from m2vae_ros.cli_args import positive_float, positive_int
 from m2vae_ros.codec.binning import bin_width
 from m2vae_ros.model import M2VAE
 from m2vae_ros.subsets import all_subsets, subset_name

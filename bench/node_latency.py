@@ -40,7 +40,6 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from m2vae_training.cli_args import positive_float
 from m2vae_training.config import load_train_config
 from m2vae_training.demo_live import spin_for, stop_child
 from rclpy.executors import SingleThreadedExecutor
@@ -48,6 +47,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, LaserScan
 
 from m2vae_ros.artifact import load_model, save_model
+from m2vae_ros.cli_args import positive_float
 from m2vae_ros.inference import LatentFusion
 from m2vae_ros.latent_msg import latent_image
 from m2vae_ros.model import M2VAE

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from m2vae_training.cli_args import positive_float, positive_int
 from rosbags.rosbag2 import Writer
 
+from m2vae_ros.cli_args import positive_float, positive_int
 from m2vae_ros.sim import messages
 from m2vae_ros.sim.cli import parse_image_size
 from m2vae_ros.sim.recorder import (

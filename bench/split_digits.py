@@ -20,12 +20,12 @@ import time
 
 import numpy as np
 import torch
-from m2vae_training.cli_args import positive_int
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import GaussianNB
 
 from m2vae_ros.api import MultimodalVAE
+from m2vae_ros.cli_args import positive_int
 from m2vae_ros.spec import ModalitySpec, VectorPreprocess
 
 OBJECTIVES = ("m2vae", "jmvae", "mvae")

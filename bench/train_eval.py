@@ -72,7 +72,6 @@ import yaml
 from imputation_in_view import lidar_rmse_by_view, ratio  # bench/, the script's own folder
 from m2vae_training import eval_cli, train_cli
 from m2vae_training.checkpoint import has_checkpoint
-from m2vae_training.cli_args import positive_float, positive_int
 from m2vae_training.config import default_config_path, load_train_config
 from m2vae_training.dataset import PreparedDataset, build_dataset, common_class_names, load_dataset
 from m2vae_training.evaluation import subset_present
@@ -81,6 +80,7 @@ from torch import nn
 
 from m2vae_ros.artifact import load_model
 from m2vae_ros.atomic import write_atomic
+from m2vae_ros.cli_args import positive_float, positive_int
 from m2vae_ros.devices import resolve_device
 from m2vae_ros.likelihoods import Likelihood
 from m2vae_ros.model import M2VAE

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 
 import torch
-from m2vae_training.cli_args import positive_int
 from m2vae_training.config import load_train_config
 
+from m2vae_ros.cli_args import positive_int
 from m2vae_ros.model import M2VAE
 from m2vae_ros.objectives import kl_standard_normal, loss
 from m2vae_ros.spec import ModalitySpec, VectorPreprocess

@@ -52,6 +52,7 @@ from rosbags.interfaces import Connection, QosDurability, QosReliability
 from rosbags.rosbag2.errors import ReaderError
 
 from m2vae_ros.bag_errors import READ_ERRORS
+from m2vae_ros.cli_args import positive_or_inf
 from m2vae_ros.drop_window import DropWindow
 from m2vae_ros.nested_stamps import field_holds_header, holds_header, map_header_stamps
 from m2vae_ros.qos import RELIABILITIES, latched_qos, sensor_qos
@@ -311,20 +312,11 @@ def drop_argument(text: str) -> DropWindow:
     return window
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="m2vae-play", description=__doc__.split("\n\n")[0])
     parser.add_argument("bag", type=Path, help="rosbag2 directory or .mcap/.db3 file")
-    parser.add_argument("--rate", type=_positive, default=1.0, help="playback speed factor (default 1)")
+    parser.add_argument("--rate", type=positive_or_inf, default=1.0,
+                        help="playback speed factor; inf plays as fast as it can (default 1)")
     parser.add_argument("--loop", action="store_true", help="replay until interrupted")
     parser.add_argument("--drop", type=drop_argument, action="append", default=[], metavar="TOPIC@T0:T1",
                         help="suppress TOPIC from T0 to T1 seconds after the bag's start (repeatable)")

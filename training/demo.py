@@ -35,6 +35,7 @@ from m2vae_training.demo_report import write_report
 from m2vae_training.interrupts import deferred_sigint, sigterm_as_sigint
 
 from m2vae_ros.artifact import ArtifactError, load_model
+from m2vae_ros.cli_args import positive_float, positive_int
 
 TRAIN_SECONDS = 600
 LIVE_SECONDS = 60
@@ -45,9 +46,9 @@ EPOCHS = 12
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="m2vae-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="default demo_out/")
-    parser.add_argument("--train-seconds", type=float, default=TRAIN_SECONDS)
-    parser.add_argument("--live-seconds", type=float, default=LIVE_SECONDS)
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--train-seconds", type=positive_float, default=TRAIN_SECONDS)
+    parser.add_argument("--live-seconds", type=positive_float, default=LIVE_SECONDS)
+    parser.add_argument("--epochs", type=positive_int, default=EPOCHS)
     args = parser.parse_args(argv)
     if args.live_seconds < LIVE_DROP[1] + 5:
         parser.error(f"--live-seconds must be at least {LIVE_DROP[1] + 5:g}: the LiDAR is dead from "

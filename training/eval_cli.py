@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 from m2vae_training.bags import BagError, fingerprint, storage_identity
-from m2vae_training.cli_args import positive_int
 from m2vae_training.config import ConfigError, TrainConfig, parse_timeout, parse_topic_overrides, with_topics
 from m2vae_training.dataset import (
     LABEL_WINDOW_NS,
@@ -62,6 +61,7 @@ from m2vae_training.report import report_markdown
 
 from m2vae_ros.artifact import METADATA_FILE, ArtifactError, load_model
 from m2vae_ros.atomic import write_atomic
+from m2vae_ros.cli_args import positive_int
 from m2vae_ros.devices import resolve_device
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import ModelSpec, SpecError, parse_number

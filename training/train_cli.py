@@ -45,7 +45,6 @@ from m2vae_training.callbacks import (
     restore,
 )
 from m2vae_training.checkpoint import CheckpointError, has_checkpoint, load_checkpoint
-from m2vae_training.cli_args import positive_int
 from m2vae_training.config import ConfigError, TrainConfig
 from m2vae_training.dataset import (
     MANIFEST,
@@ -72,6 +71,7 @@ from m2vae_training.split import Split, time_block_split
 
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.artifact import save_model
+from m2vae_ros.cli_args import positive_int
 from m2vae_ros.spec import OBJECTIVES, ModelSpec
 from m2vae_ros.subsets import subset_name, unheld
 from m2vae_ros.trainer import ArrayDataset, Trainer, TrainingDiverged
