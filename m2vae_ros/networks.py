@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from m2vae_ros.spec import ModalitySpec, SpecError
+from m2vae_ros.spec import RANGE_KINDS, ModalitySpec, SpecError, unsupported_kind
 
 DEFAULT_HIDDEN = {
     "image": (32, 64, 64),
@@ -37,13 +37,24 @@ _POOLED_1D = 16
 
 def build_extractor(spec: ModalitySpec, feature_dim: int) -> nn.Module:
     """The feature extractor for one modality, chosen by its kind."""
-    hidden = spec.hidden or DEFAULT_HIDDEN[spec.kind]
+    hidden = _hidden(spec)
     _check_resolution(spec, len(hidden))
     if spec.kind == "image":
         return ImageEncoder(spec.shape, hidden, feature_dim)
-    if spec.kind in ("scan", "range_image"):
+    if spec.kind in RANGE_KINDS:
         return CircularEncoder(spec.shape, hidden, feature_dim)
-    return MLPEncoder(spec.shape[0], hidden, feature_dim)
+    if spec.kind == "vector":
+        return MLPEncoder(spec.shape[0], hidden, feature_dim)
+    raise unsupported_kind(spec, "feature extractor")
+
+
+def _hidden(spec: ModalitySpec) -> tuple[int, ...]:
+    """The extractor's widths: the spec's, else its kind's default."""
+    if spec.hidden:
+        return tuple(spec.hidden)
+    if spec.kind not in DEFAULT_HIDDEN:
+        raise unsupported_kind(spec, "default hidden widths")
+    return DEFAULT_HIDDEN[spec.kind]
 
 
 def _check_resolution(spec: ModalitySpec, layers: int) -> None:
@@ -55,9 +66,9 @@ def _check_resolution(spec: ModalitySpec, layers: int) -> None:
     """
     if spec.kind == "image":
         smallest, needed = min(spec.shape[1:]), 2**layers
-    elif spec.kind in ("scan", "range_image"):
+    elif spec.kind in RANGE_KINDS:
         smallest, needed = spec.shape[-1], 2 ** (layers - 1) + 1
-    else:
+    else:  # an MLP has no resolution to run out of
         return
     if smallest < needed:
         raise SpecError(
@@ -70,12 +81,14 @@ def _check_resolution(spec: ModalitySpec, layers: int) -> None:
 def build_decoder(spec: ModalitySpec, latent_dim: int) -> nn.Module:
     """The decoder for one modality, as deep as its extractor: conv decoders take `decoder_widths(hidden)`,
     the MLP decoder mirrors `hidden`."""
-    hidden = spec.hidden or DEFAULT_HIDDEN[spec.kind]
+    hidden = _hidden(spec)
     if spec.kind == "image":
         return ImageDecoder(spec.shape, decoder_widths(hidden), latent_dim)
-    if spec.kind in ("scan", "range_image"):
+    if spec.kind in RANGE_KINDS:
         return CircularDecoder(spec.shape, decoder_widths(hidden), latent_dim)
-    return MLPDecoder(spec.shape[0], tuple(reversed(hidden)), latent_dim)
+    if spec.kind == "vector":
+        return MLPDecoder(spec.shape[0], tuple(reversed(hidden)), latent_dim)
+    raise unsupported_kind(spec, "decoder")
 
 
 def decoder_widths(hidden: Sequence[int]) -> tuple[int, ...]:

@@ -28,6 +28,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 KINDS = ("image", "scan", "range_image", "vector")
+# LiDAR kinds: ranges in channel 0 with a per-element validity mask ("no return"), convolved
+# around the ring. Each module's per-kind table is checked against these two lists
+# (test_spec.py), so a new kind that one of them forgets fails a test, not a run.
+RANGE_KINDS = ("scan", "range_image")
 LIKELIHOODS = ("gaussian", "gaussian_learned", "laplace", "bernoulli")
 OBJECTIVES = ("m2vae", "jmvae", "mvae")
 # A modality's name becomes a ROS name token (`~/reconstruction/<name>`, parameter
@@ -37,6 +41,12 @@ MODALITY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 class SpecError(ValueError):
     """A configuration or artifact describes an impossible or inconsistent model."""
+
+
+def unsupported_kind(modality: ModalitySpec, what: str) -> SpecError:
+    """The error of a per-kind branch a kind was not added to: a new kind fails loudly, never
+    falling through to another kind's handling."""
+    return SpecError(f"modality {modality.name!r}: kind {modality.kind!r} has no {what}")
 
 
 @dataclass(frozen=True)
@@ -167,12 +177,14 @@ class ModalitySpec:
             return (1, p.beams)
         if isinstance(p, RangeImagePreprocess):
             return (2 if p.intensity else 1, p.rings, p.bins)
-        return (p.dim,)
+        if isinstance(p, VectorPreprocess):
+            return (p.dim,)
+        raise SpecError(f"modality {self.name!r}: no tensor shape for preprocess {type(p).__name__}")
 
     @property
     def has_mask(self) -> bool:
         """Whether samples carry a per-element validity mask (LiDAR "no return")."""
-        return self.kind in ("scan", "range_image")
+        return self.kind in RANGE_KINDS
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

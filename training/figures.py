@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from m2vae_ros.codec.binning import bin_width
 from m2vae_ros.codec.scan import NO_RETURN_THRESHOLD
-from m2vae_ros.spec import ModalitySpec, ModelSpec
+from m2vae_ros.spec import ModalitySpec, ModelSpec, unsupported_kind
 from m2vae_ros.subsets import parse_subset
 
 
@@ -131,6 +131,8 @@ def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None
         ax.set_xticks([-180, -90, 0, 90, 180])
         ax.set_xlabel("bearing (°)", fontsize=7)
         ax.tick_params(labelsize=7)
-    else:
+    elif modality.kind == "vector":
         ax.plot(value, lw=0.8)
+    else:
+        raise unsupported_kind(modality, "figure")
         ax.tick_params(labelsize=6)

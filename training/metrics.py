@@ -18,7 +18,7 @@ from m2vae_training.dataset import placeholder_class_name
 from sklearn.linear_model import Ridge
 from sklearn.naive_bayes import GaussianNB
 
-from m2vae_ros.spec import ModalitySpec
+from m2vae_ros.spec import RANGE_KINDS, ModalitySpec, unsupported_kind
 
 # The unit of `ReconstructionError.value()` per modality kind, for report tables.
 ERROR_UNITS = {"image": "0–255", "scan": "m", "range_image": "m", "vector": "sensor units"}
@@ -46,16 +46,18 @@ class ReconstructionError:
         if kind == "image":
             self.total += float(np.abs(np.clip(pred, 0.0, 1.0) - real).sum(dtype=np.float64)) * 255.0
             self.count += real.size
-        elif kind in ("scan", "range_image"):
+        elif kind in RANGE_KINDS:
             pred, real = pred[:, 0], real[:, 0]
             # The mask has the tensor's channels (range, intensity): channel 0 flags the returns.
             valid = np.ones(real.shape, bool) if mask is None else np.asarray(mask, bool)[:, 0]
             diff = (pred[valid] - real[valid]) * self.modality.preprocess.range_max
             self.total += float(np.square(diff, dtype=np.float64).sum())
             self.count += int(valid.sum())
-        else:
+        elif kind == "vector":
             self.total += float(np.square(pred - real, dtype=np.float64).sum())
             self.count += real.size
+        else:
+            raise unsupported_kind(self.modality, "reconstruction error")
 
     def value(self) -> float:
         if self.count == 0:
