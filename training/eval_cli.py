@@ -45,6 +45,7 @@ from m2vae_training.dataset import (
     load_dataset,
 )
 from m2vae_training.dataset_notes import no_samples_error, topic_hints
+from m2vae_training.error_line import print_error
 from m2vae_training.evaluation import (
     SubsetScores,
     has_ground_truth,
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args)
     # RuntimeError: torch's, such as running out of memory on the device.
     except (ArtifactError, ConfigError, DatasetError, BagError, ValueError, OSError, RuntimeError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print_error(PROG, exc)
         return 2
     except KeyboardInterrupt:  # the outputs of an earlier evaluation were removed first: none is stale
         built = [str(args.out / name) for name in ("test_dataset", "train_dataset")

@@ -54,6 +54,7 @@ from m2vae_training.dataset import (
     load_dataset,
 )
 from m2vae_training.dataset_notes import no_samples_error, notes
+from m2vae_training.error_line import print_error
 from m2vae_training.interrupts import deferred_sigint, interrupted_exit_status, sigterm_as_sigint
 from m2vae_training.run_file import (
     RunFile,
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args, sys.argv if argv is None else [PROG, *argv])
     except (ConfigError, DatasetError, BagError, CheckpointError, ValueError, OSError) as exc:
-        print(f"{PROG}: error{_rank_label()}: {exc}", file=sys.stderr)
+        print_error(PROG, exc, _rank_label())
         return 2
     except KeyboardInterrupt:  # outside the training loop: preparing the dataset, or a second Ctrl-C
         if has_checkpoint(args.out / "checkpoints"):
