@@ -152,19 +152,27 @@ def joint_probes(
     `class_names` names every label index of both the training and the test data (the
     test recording may hold a class the training data never showed).
     """
-    spec = model.spec
-    joint = (1 << len(spec.names)) - 1
-    device = next(model.parameters()).device
-    present = subset_present(train.available, joint)
-    means = np.zeros((len(present), spec.latent_dim), np.float32)
-    data = ArrayDataset(train.arrays, train.available)
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(present), batch_size):
-            rows = slice(start, min(start + batch_size, len(present)))
-            means[rows] = model.encode(_batch(data, rows, device), joint)[0].float().cpu().numpy()
+    joint = (1 << len(model.spec.names)) - 1
+    means, present = latent_means(model, train, joint, batch_size=batch_size)
     labels, positions = train.labels[present], train.positions[present]
     return fit_probes(means[present], labels, positions, tuple(class_names))
+
+
+@torch.inference_mode()
+def latent_means(
+    model: M2VAE, dataset: PreparedDataset, subset: int, *, batch_size: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
+    """q(z|subset)'s mean for every row [N, latent_dim] and the rows that hold the subset [N];
+    the other rows' means are meaningless (encoded from zeros)."""
+    device = next(model.parameters()).device
+    present = subset_present(dataset.available, subset)
+    means = np.zeros((len(present), model.spec.latent_dim), np.float32)
+    data = ArrayDataset(dataset.arrays, dataset.available)
+    model.eval()
+    for start in range(0, len(present), batch_size):
+        rows = slice(start, min(start + batch_size, len(present)))
+        means[rows] = model.encode(_batch(data, rows, device), subset)[0].float().cpu().numpy()
+    return means, present
 
 
 def scorable(data: PreparedDataset) -> dict[str, bool]:
