@@ -71,18 +71,6 @@ def test_float_image_uses_value_max_and_clips(flavour):
     assert out.tensor.max() == 1.0
 
 
-def test_a_float_image_beyond_one_without_value_max_is_refused_naming_the_setting(flavour):
-    # Metres taken as [0, 1] clipped every pixel beyond 1 m: the sensor trained as a blank picture.
-    depth = np.linspace(0.5, 3.0, 48, dtype=np.float32).reshape(6, 8)
-    depth[0, 0] = np.inf  # too far (REP 118): not a value beyond the scale
-    with pytest.raises(CodecError, match=r"^beyond_full_scale: 32FC1 values reach 3, .*preprocess.value_max"):
-        decode_message(flavour(image(depth, "32FC1")), camera(channels=1))
-    unit = np.linspace(0.0, 1.0, 48, dtype=np.float32).reshape(6, 8)  # a float image in [0, 1] is fine
-    unit[0, 0] = np.nan
-    out = decode_message(flavour(image(unit, "32FC1")), camera(channels=1))
-    assert out.tensor[0, 0, 0] == 1.0 and out.tensor[0, -1, -1] == 1.0 and out.tensor[0, 0, 1] > 0
-
-
 @pytest.mark.parametrize("bigendian", [False, True])
 def test_a_depth_images_nan_and_inf_read_as_rep_118_says_not_as_a_dropped_frame(flavour, bigendian):
     # Real depth cameras leave NaN (no estimate) in almost every frame: refusing those frames

@@ -71,27 +71,12 @@ def image_pixels(msg: Any, spec: ModalitySpec) -> tuple[np.ndarray, str, float]:
     pixels = rows.view(dtype).reshape(height, width, channels)
     if step % dtype.itemsize:  # rows padded by a non-whole number of pixels: OpenCV needs aligned rows
         pixels = np.ascontiguousarray(pixels)
-    if base == "f4" and pre.value_max is None:
-        _refuse_beyond_unit_scale(pixels, encoding)
     if base == "f4" and not np.isfinite(pixels).all():
         # REP 118 depth: NaN = no estimate and +inf = too far read as the far end of the
         # scale (as a LiDAR's "no return" reads 1.0), −inf = too close as 0.
         far = pre.value_max if pre.value_max is not None else full_scale
         pixels = np.nan_to_num(pixels, nan=far, posinf=far, neginf=0.0)
     return pixels, order, full_scale
-
-
-def _refuse_beyond_unit_scale(pixels: np.ndarray, encoding: str) -> None:
-    """A float image has no natural full scale, so without `value_max` it is taken as [0, 1].
-
-    A depth image in metres would then clip at 1 m, and the sensor would train as a nearly
-    constant picture without a word: such a frame is refused, naming the setting instead.
-    """
-    finite = pixels[np.isfinite(pixels)]
-    if finite.size and (top := float(finite.max())) > 1.0:
-        raise CodecError("beyond_full_scale", f"{encoding} values reach {top:.4g}, beyond the 1.0 taken as "
-                         "its full scale: set the modality's preprocess.value_max to the value that reads "
-                         "as 1.0 (a depth camera: its far limit in metres)")
 
 
 def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
