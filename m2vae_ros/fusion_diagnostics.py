@@ -14,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from m2vae_ros.codec import Decoded
 from m2vae_ros.liveness import NS_PER_S, ModalityLiveness
-from m2vae_ros.reach import MIN_REACH, REACH_HINTS, ReturnsReach
+from m2vae_ros.reach import MIN_REACH, REACH_HINTS, ReturnsReach, cells_word
 
 # What ~/active_modalities says when no sensor is alive; an empty string would be easy
 # to miss in `ros2 topic echo` and ambiguous with "not published yet".
@@ -171,9 +171,8 @@ def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | N
     if latest.coverage is not None and latest.coverage < MIN_COVERAGE:
         caveats.append(f"its scans reach {latest.coverage:.0%} of the model's bins; the rest read no return")
     elif reach is not None and reach.share is not None and reach.share < MIN_REACH:
-        cells = "bins" if reach.kind == "scan" else "cells"
-        caveats.append(f"{reach.share:.0%} of the model's {cells} held a return in some of {reach.window} "
-                       f"recent messages, the others in none: {REACH_HINTS[reach.kind]}")
+        caveats.append(f"{reach.share:.0%} of the model's {cells_word(reach.kind)} held a return in some of "
+                       f"{reach.window} recent messages, the others in none: {REACH_HINTS[reach.kind]}")
     if latest.grey_for_colour:
         caveats.append("its images are single-channel and the model takes colour: every channel reads grey")
     if lag_ns is not None and lag_ns > liveness.timeout_ns:

@@ -68,8 +68,10 @@ def _check_resolution(spec: ModalitySpec, layers: int) -> None:
         smallest, needed = min(spec.shape[1:]), 2**layers
     elif spec.kind in RANGE_KINDS:
         smallest, needed = spec.shape[-1], 2 ** (layers - 1) + 1
-    else:  # an MLP has no resolution to run out of
+    elif spec.kind == "vector":  # an MLP has no resolution to run out of
         return
+    else:
+        raise unsupported_kind(spec, "feature extractor")
     if smallest < needed:
         raise SpecError(
             f"modality {spec.name!r}: a {spec.kind} of shape {spec.shape} is too small for {layers} "

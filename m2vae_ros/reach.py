@@ -21,6 +21,11 @@ REACH_HINTS = {
 REACH_WINDOW = 100  # messages per reach measurement of the fusion node: 10 s of a 10 Hz LiDAR
 
 
+def cells_word(kind: str) -> str:
+    """What a kind's cells are called in a reach note: a scan's bins, a range image's cells."""
+    return "bins" if kind == "scan" else "cells"
+
+
 class ReturnsReach:
     """The share of the model's cells that held a return in some of a block of `window` messages.
 

@@ -30,7 +30,7 @@ from typing import Any
 KINDS = ("image", "scan", "range_image", "vector")
 # LiDAR kinds: ranges in channel 0 with a per-element validity mask ("no return"), convolved
 # around the ring. Each module's per-kind table is checked against these two lists
-# (test_spec.py), so a new kind that one of them forgets fails a test, not a run.
+# (test_kinds.py), so a new kind that one of them forgets fails a test, not a run.
 RANGE_KINDS = ("scan", "range_image")
 LIKELIHOODS = ("gaussian", "gaussian_learned", "laplace", "bernoulli")
 OBJECTIVES = ("m2vae", "jmvae", "mvae")
@@ -179,7 +179,7 @@ class ModalitySpec:
             return (2 if p.intensity else 1, p.rings, p.bins)
         if isinstance(p, VectorPreprocess):
             return (p.dim,)
-        raise SpecError(f"modality {self.name!r}: no tensor shape for preprocess {type(p).__name__}")
+        raise unsupported_kind(self, "tensor shape")
 
     @property
     def has_mask(self) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 from m2vae_training.dataset import DatasetError, PreparedDataset
 
 from m2vae_ros.codec import accepted_types
-from m2vae_ros.reach import MIN_REACH, REACH_HINTS
+from m2vae_ros.reach import MIN_REACH, REACH_HINTS, cells_word
 from m2vae_ros.spec import ModalitySpec
 
 # Sensors whose header stamps sit this much further apart, against the bag's record times, run on
@@ -46,9 +46,8 @@ def notes(dataset: PreparedDataset) -> list[str]:
     for name, share in manifest.get("returns_reach", {}).items():
         if share < MIN_REACH:
             kind = dataset.spec.modality(name).kind
-            cells = "bins" if kind == "scan" else "cells"
-            lines.append(f"{name}: {share:.0%} of its {cells} hold a return in some sample, the others in "
-                         f"none: {REACH_HINTS[kind]}")
+            lines.append(f"{name}: {share:.0%} of its {cells_word(kind)} hold a return in some sample, the "
+                         f"others in none: {REACH_HINTS[kind]}")
     if manifest.get("problems"):
         lines.append(f"{len(manifest['problems'])} problem examples (topic, stamp, reason) in manifest.json")
     return lines

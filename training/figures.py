@@ -95,7 +95,9 @@ def _y_unit(modality: ModalitySpec) -> str:
         return "\nrange (m)"
     if modality.kind == "range_image":
         return f"\nelevation (°)\ncolour: 0–{modality.preprocess.range_max:g} m"
-    return ""
+    if modality.kind in ("image", "vector"):
+        return ""
+    raise unsupported_kind(modality, "figure")
 
 
 def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None) -> None:
@@ -133,6 +135,6 @@ def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None
         ax.tick_params(labelsize=7)
     elif modality.kind == "vector":
         ax.plot(value, lw=0.8)
+        ax.tick_params(labelsize=6)
     else:
         raise unsupported_kind(modality, "figure")
-        ax.tick_params(labelsize=6)

@@ -63,7 +63,11 @@ class ReconstructionError:
         if self.count == 0:
             return float("nan")
         mean = self.total / self.count
-        return mean if self.modality.kind == "image" else float(np.sqrt(mean))
+        if self.modality.kind == "image":
+            return mean  # a mean absolute error
+        if self.modality.kind in RANGE_KINDS or self.modality.kind == "vector":
+            return float(np.sqrt(mean))  # a root mean square
+        raise unsupported_kind(self.modality, "reconstruction error")
 
 
 def shape_of(class_name: str) -> str:
