@@ -570,6 +570,18 @@ def test_torchrun_variables_that_are_not_numbers_are_one_error_line(inputs, caps
                                        "torchrun's variables must be whole numbers\n")
 
 
+def test_torchrun_variables_without_torchrun_are_one_error_line(inputs, capsys, monkeypatch, tmp_path):
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(_args(inputs, tmp_path / "run", "--epochs", "1", "--device", "cpu")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("m2vae-train: error (rank 0 of 2): RANK and WORLD_SIZE are set, but the process "
+                          "group cannot start (") and err.endswith("launch with torchrun, or unset them\n")
+    assert err.count("\n") == 1 and "raised in" not in err  # the package's own line, not torch's
+
+
 def test_a_flag_passes_the_same_checks_as_the_config_file(inputs, capsys):
     out = inputs["root"] / "negative_seed"
     assert main(_args(inputs, out, "--seed", "-1")) == 2

@@ -96,7 +96,11 @@ def start(job: Distributed, device: torch.device) -> None:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    except ValueError as exc:  # RANK and WORLD_SIZE set by hand, without MASTER_ADDR or MASTER_PORT
+        raise ValueError(f"RANK and WORLD_SIZE are set, but the process group cannot start ({exc}); "
+                         "launch with torchrun, or unset them") from None
 
 
 def stop(job: Distributed) -> None:
