@@ -1,4 +1,4 @@
-"""Argparse types for the numbers every command line takes: one wording for one mistake.
+"""Argparse types for counts, durations and rates on the command line: one wording for one mistake.
 
 They live in the ROS package because the training package and the benchmarks import it,
 never the reverse, so `m2vae-play`, `m2vae-train`, `m2vae-demo` and `bench/` share them.
