@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from m2vae_ros.codec import Decoded
+from m2vae_ros.codec.common import CAVEATS
 from m2vae_ros.liveness import NS_PER_S, ModalityLiveness
 from m2vae_ros.reach import MIN_REACH, REACH_HINTS, ReturnsReach, cells_word
 
@@ -160,7 +161,8 @@ def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | N
       MIN_REACH of the model's cells: the cells none reaches lie outside its beams, as
       with a scan's coverage but found from the returns, so also for a 3-D LiDAR's rings
       and for beams a driver lists but never fills. Unsaid for a scan whose coverage says it.
-    - A grey image for a colour model: every channel reads the grey value.
+    - The latest message's decode caveats (`CAVEATS`): a grey image for a colour model, a float
+      image beyond its full scale.
     - Stamps older on arrival than the sensor's timeout: liveness goes by receive time,
       but the sample (and a latent fused from it) is as old as its stamp. Clocks not
       synchronised between computers, or a replay that keeps the recorded stamps.
@@ -173,8 +175,7 @@ def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | N
     elif reach is not None and reach.share is not None and reach.share < MIN_REACH:
         caveats.append(f"{reach.share:.0%} of the model's {cells_word(reach.kind)} held a return in some of "
                        f"{reach.window} recent messages, the others in none: {REACH_HINTS[reach.kind]}")
-    if latest.grey_for_colour:
-        caveats.append("its images are single-channel and the model takes colour: every channel reads grey")
+    caveats += [f"its latest message is {CAVEATS[key]}" for key in latest.caveats]
     if lag_ns is not None and lag_ns > liveness.timeout_ns:
         caveats.append(f"its stamps are {lag_ns / NS_PER_S:.1f} s old on arrival, more than its timeout: "
                        "clocks not synchronised, or a replay keeping the recorded stamps?")

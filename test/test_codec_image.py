@@ -46,15 +46,15 @@ def test_colour_encodings_give_rgb(flavour, encoding, pixels):
 def test_mono8_becomes_three_equal_channels_and_says_its_colour_is_grey(flavour):
     out = decode_message(flavour(image(RGB[:, :, 0].copy(), "mono8")), camera())
     np.testing.assert_array_equal(out.tensor, np.repeat(chw(RGB[:, :, :1], 255), 3, axis=0))
-    assert out.grey_for_colour  # the node warns: the model's colour cues read grey
+    assert out.caveats == ("grey_for_colour",)  # the node warns: the model's colour cues read grey
     _, png = cv2.imencode(".png", RGB[:, :, 0])
-    assert decode_message(flavour(compressed(png.tobytes(), "png")), camera()).grey_for_colour
+    assert decode_message(flavour(compressed(png.tobytes(), "png")), camera()).caveats == ("grey_for_colour",)
 
 
 @pytest.mark.parametrize(("encoding", "pixels", "channels"), [
     ("rgb8", RGB, 3), ("rgb8", RGB, 1), ("mono8", RGB[:, :, 0].copy(), 1)])
 def test_colour_or_a_grey_model_loses_no_colour(flavour, encoding, pixels, channels):
-    assert not decode_message(flavour(image(pixels, encoding)), camera(channels=channels)).grey_for_colour
+    assert not decode_message(flavour(image(pixels, encoding)), camera(channels=channels)).caveats
 
 
 @pytest.mark.parametrize("encoding", ["mono16", "16UC1"])
@@ -69,6 +69,17 @@ def test_float_image_uses_value_max_and_clips(flavour):
     out = decode_message(flavour(image(depth, "32FC1")), camera(channels=1, value_max=4.0))
     np.testing.assert_allclose(out.tensor[0], np.clip(depth / 4.0, 0, 1), rtol=1e-6)
     assert out.tensor.max() == 1.0
+
+
+def test_a_float_image_far_beyond_one_without_value_max_says_it_clips(flavour):
+    # Metres taken as [0, 1] clip beyond 1 m: the sensor would train as a nearly blank picture.
+    depth = np.linspace(0.5, 4.0, 48, dtype=np.float32).reshape(6, 8)
+    out = decode_message(flavour(image(depth, "32FC1")), camera(channels=1))
+    assert out.caveats == ("beyond_full_scale",) and out.tensor.max() == 1.0
+    assert not decode_message(flavour(image(depth, "32FC1")), camera(channels=1, value_max=4.0)).caveats
+    overshoot = np.linspace(0.0, 1.1, 48, dtype=np.float32).reshape(6, 8)  # a [0, 1] image, interpolated
+    overshoot[0, 0] = np.inf  # too far (REP 118): reads 1.0, not a value beyond the scale
+    assert not decode_message(flavour(image(overshoot, "32FC1")), camera(channels=1)).caveats
 
 
 @pytest.mark.parametrize("bigendian", [False, True])

@@ -197,6 +197,23 @@ def test_every_image_encoding_and_compressed_images_become_samples(tmp_path, sto
     np.testing.assert_allclose(png.arrays["camera"], np.stack([expected] * 8), atol=1e-6)
 
 
+def test_a_depth_image_in_metres_without_value_max_is_noted(tmp_path):
+    records = []
+    for i in range(5):
+        stamp = (i + 1) * 200 * MS
+        depth = image(np.full((8, 8), 3.0, np.float32), "32FC1")
+        depth.header.stamp.sec, depth.header.stamp.nanosec = divmod(stamp, 10**9)
+        records += [("/camera/image_raw", depth, stamp),
+                    ("/scan", scan(np.full(90, 4.0, np.float32), stamp + MS), stamp + MS)]
+    bag = write_bag(tmp_path / "bag", records, "mcap")
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert len(ds) == 5 and (ds.arrays["camera"] == 1.0).all()  # clipped, as the note says
+    assert ds.manifest["beyond_full_scale"] == ds.manifest["grey_for_colour"] == {"camera": 5}
+    assert ("camera: 5 of the messages decoded for it were a float image with values above 1.5 and no "
+            "preprocess.value_max, so 1.0 is its full scale and they clip (a depth camera in metres: set "
+            "value_max to its far limit)") in notes(ds)
+
+
 def test_pointcloud_with_padded_big_endian_fields(tmp_path):
     angles = np.radians(np.arange(-180, 180, 4.0))
     columns = {"x": 3 * np.cos(angles), "y": 3 * np.sin(angles), "z": np.zeros(90), "intensity": np.ones(90)}
@@ -358,8 +375,8 @@ def test_the_notes_name_a_camera_on_its_own_clock_frozen_stamps_and_grey_images_
     assert "/scan: 0 header stamps" not in "\n".join(lines)
     [split] = [line for line in lines if line.startswith("header stamps against the record times")]
     assert split.index("/camera/image_raw -1.7e+09 s") < split.index("/scan -0.002 s")
-    assert ("camera: 30 of the images decoded for it were single-channel, for a colour model: every channel "
-            "reads grey (a grey camera takes preprocess channels: 1)") in lines
+    assert ("camera: 30 of the messages decoded for it were single-channel, for a colour model: every "
+            "channel reads grey (a grey camera takes preprocess channels: 1)") in lines
 
 
 def test_a_sensor_topic_that_only_some_bags_hold_is_noted(tmp_path):

@@ -486,25 +486,29 @@ def test_a_silent_sensors_status_names_what_it_sent_instead() -> None:
     assert status.message == "stale for 1.0 s" and values["invalid_count"] == "4"
 
 
-def _sample(stamp_ns: int, grey_for_colour: bool = False) -> Decoded:
-    return Decoded(np.zeros((3, 2, 2), np.float32), None, stamp_ns, grey_for_colour=grey_for_colour)
+def _sample(stamp_ns: int, caveats: tuple[str, ...] = ()) -> Decoded:
+    return Decoded(np.zeros((3, 2, 2), np.float32), None, stamp_ns, caveats=caveats)
 
 
-@pytest.mark.parametrize(("lag_s", "grey", "level", "message"), [
-    (0.1, False, DiagnosticStatus.OK, "alive"),
-    (0.6, False, DiagnosticStatus.WARN,
+@pytest.mark.parametrize(("lag_s", "caveats", "level", "message"), [
+    (0.1, (), DiagnosticStatus.OK, "alive"),
+    (0.6, (), DiagnosticStatus.WARN,
      "alive, but its stamps are 0.6 s old on arrival, more than its timeout: clocks not synchronised, "
      "or a replay keeping the recorded stamps?"),
-    (0.0, True, DiagnosticStatus.WARN, "alive, but its images are single-channel and the model takes colour: "
-                                       "every channel reads grey"),
+    (0.0, ("grey_for_colour",), DiagnosticStatus.WARN,
+     "alive, but its latest message is single-channel, for a colour model: every channel reads grey (a grey "
+     "camera takes preprocess channels: 1)"),
+    (0.0, ("beyond_full_scale",), DiagnosticStatus.WARN,
+     "alive, but its latest message is a float image with values above 1.5 and no preprocess.value_max, so "
+     "1.0 is its full scale and they clip (a depth camera in metres: set value_max to its far limit)"),
 ])
 def test_a_live_sensor_whose_data_mislead_the_model_is_warned_about(
-    lag_s: float, grey: bool, level: int, message: str
+    lag_s: float, caveats: tuple[str, ...], level: int, message: str
 ) -> None:
     liveness = ModalityLiveness(timeout_ns=SECOND // 2)
     arrival = 100 * SECOND
     liveness.record_valid(arrival)
-    latest = _sample(arrival - int(lag_s * SECOND), grey)
+    latest = _sample(arrival - int(lag_s * SECOND), caveats)
     status = modality_status("/n", "camera", "/image", liveness, arrival + SECOND // 10, latest=latest)
     assert (status.level, status.message) == (level, message)
     assert {kv.key: kv.value for kv in status.values}["stamp_lag_s"] == f"{lag_s:.3f}"

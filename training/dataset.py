@@ -48,6 +48,7 @@ from m2vae_ros.codec import (
     require_decodable,
     stamp_ns,
 )
+from m2vae_ros.codec.common import CAVEATS
 from m2vae_ros.differences import differences, first
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.progress import progress_bar
@@ -417,7 +418,8 @@ class _Builder:
         self.spills = [Spill(directory, m) for m in self.spec.modalities]
         self.decoder = DecodeThread(self.spec, self.spills)
         self.reread = 0
-        self.reread_grey_for_colour: Counter = Counter()  # the spills count the others
+        # Caveats of rereads, per modality; the spills count those of the other decodes.
+        self.reread_caveats: list[Counter] = [Counter() for _ in self.spec.modalities]
         self.bar = progress_bar(enabled=progress, desc="reading bags", unit="msg")
 
     def run(self, bags: Sequence[str | Path]) -> dict[str, Any]:
@@ -488,15 +490,17 @@ class _Builder:
             "problems": self.problems,
             "decodes": {"while_reading": sum(spill.rows for spill in self.spills),
                         "reread": self.reread},
-            "grey_for_colour": self._grey_for_colour(),
+            **self._caveats(),
         }
 
-    def _grey_for_colour(self) -> dict[str, int]:
-        """Per colour sensor fed single-channel images, how many of its decodes read grey in every channel
+    def _caveats(self) -> dict[str, dict[str, int]]:
+        """Per caveat (`CAVEATS`: e.g. `grey_for_colour`), how many of each sensor's decodes had it
         (each message the build decoded: those of the samples, and a few it expected to be)."""
-        counts = {m.name: spill.grey_for_colour + self.reread_grey_for_colour[k]
-                  for k, (m, spill) in enumerate(zip(self.spec.modalities, self.spills, strict=True))}
-        return {name: n for name, n in counts.items() if n}
+        counts = {key: {} for key in CAVEATS}
+        for m, spill, reread in zip(self.spec.modalities, self.spills, self.reread_caveats, strict=True):
+            for key, n in (spill.caveats + reread).items():
+                counts[key][m.name] = n
+        return counts
 
     def _allocate(self, name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
         """A zero-filled .npy in the build directory, memory-mapped for writing (numpy cannot map 0 bytes)."""
@@ -631,7 +635,7 @@ class _Builder:
                     msg = bag.deserialize(raw, msgtype)
                     for row, k in targets:
                         decoded = decode_message(msg, modalities[k])
-                        self.reread_grey_for_colour[k] += decoded.grey_for_colour
+                        self.reread_caveats[k].update(decoded.caveats)
                         values = (decoded.tensor, decoded.mask)  # the mask only where the arrays have one
                         for target, value in zip(_targets(arrays, modalities[k]), values, strict=False):
                             target[row] = value

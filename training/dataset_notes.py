@@ -10,6 +10,7 @@ from typing import Any
 from m2vae_training.dataset import DatasetError, PreparedDataset
 
 from m2vae_ros.codec import accepted_types
+from m2vae_ros.codec.common import CAVEATS
 from m2vae_ros.reach import MIN_REACH, REACH_HINTS, cells_word
 from m2vae_ros.spec import ModalitySpec
 
@@ -31,9 +32,8 @@ def notes(dataset: PreparedDataset) -> list[str]:
     lines += [f"{topic}: {t['repeated_stamps']} header stamps repeat the one before (a clock standing still?)"
               for topic, t in manifest["topics"].items() if t.get("repeated_stamps")]
     lines += clock_split(manifest["topics"])
-    lines += [f"{name}: {n} of the images decoded for it were single-channel, for a colour model: every "
-              "channel reads grey (a grey camera takes preprocess channels: 1)"
-              for name, n in manifest.get("grey_for_colour", {}).items()]
+    lines += [f"{name}: {n} of the messages decoded for it were {text}"
+              for key, text in CAVEATS.items() for name, n in manifest.get(key, {}).items()]
     lines += [f"damage: {line}" for line in manifest.get("damage", [])]
     lines += manifest.get("separately_synchronised", [])
     lines += [f"{name} (on a topic it shares with another sensor) failed on {failure_counts(failures)}"

@@ -8,7 +8,7 @@ dataset's arrays once the samples are known.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ class Spill:
             self.paths.append(directory / f".spill_mask_{modality.name}")
         self.files = [path.open("wb") for path in self.paths]
         self.rows = 0
-        self.grey_for_colour = 0  # rows decoded from single-channel images for a colour model
+        self.caveats: Counter = Counter()  # rows per key of codec.common.CAVEATS
 
     def append(self, decoded: Decoded) -> int:
         """Store one decode; returns its row."""
@@ -39,7 +39,7 @@ class Spill:
         if len(self.files) > 1:
             self.files[1].write(np.ascontiguousarray(decoded.mask, dtype=np.bool_).tobytes())
         self.rows += 1
-        self.grey_for_colour += decoded.grey_for_colour
+        self.caveats.update(decoded.caveats)
         return self.rows - 1
 
     def close(self) -> None:

@@ -30,15 +30,32 @@ class Decoded:
     and None for kinds that have no notion of "no return". `coverage` is the fraction of a
     scan's bins the message's beams reach at all (the others read "no return" whatever the
     scene); None for kinds whose every element is measured or whose points fall anywhere.
-    `grey_for_colour` is True when a single-channel image fed a colour modality: every
-    channel then reads the grey value, and what the model learnt from colour is lost.
+    `caveats` are keys of `CAVEATS`: the message decoded, but the model sees less than
+    the sensor measured. The dataset counts them per sensor and the node warns of them.
     """
 
     tensor: np.ndarray
     mask: np.ndarray | None
     stamp_ns: int
     coverage: float | None = None
-    grey_for_colour: bool = False
+    caveats: tuple[str, ...] = ()
+
+
+# A float image without value_max is taken as [0, 1]; values up to this pass as interpolation
+# overshoot, and beyond it the image is on another scale (a depth image in metres).
+FLOAT_OVERSHOOT = 1.5
+
+# What each caveat of a decoded message means, completing "<sensor>: N of the messages decoded
+# for it were ..." in the dataset notes and "its latest message is ..." in the node's diagnostics.
+CAVEATS = {
+    # A single-channel image fed a colour modality: what the model learnt from colour is lost.
+    "grey_for_colour": "single-channel, for a colour model: every channel reads grey (a grey camera takes "
+                       "preprocess channels: 1)",
+    # A float image without value_max is taken as [0, 1]: a depth image in metres clips at 1 m.
+    "beyond_full_scale": f"a float image with values above {FLOAT_OVERSHOOT:g} and no preprocess.value_max, "
+                         "so 1.0 is its full scale and they clip (a depth camera in metres: set value_max to "
+                         "its far limit)",
+}
 
 
 def message_type(msg: Any) -> str:

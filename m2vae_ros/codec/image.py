@@ -7,7 +7,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from m2vae_ros.codec.common import CodecError, Decoded, byte_view, stamp_ns
+from m2vae_ros.codec.common import FLOAT_OVERSHOOT, CodecError, Decoded, byte_view, stamp_ns
 from m2vae_ros.spec import ImagePreprocess, ModalitySpec
 
 # A compressed image declaring more pixels is refused before decoding: 64 MP is above any robot
@@ -36,9 +36,14 @@ def decode_image(msg: Any, spec: ModalitySpec) -> Decoded:
 
 
 def _decoded(pixels: np.ndarray, order: str, full_scale: float, spec: ModalitySpec, msg: Any) -> Decoded:
-    """The tensor of both image types' pixels, flagged when grey fed a colour modality."""
+    """The tensor of both image types' pixels, with the caveats (`CAVEATS`) that apply."""
+    caveats = []
+    if order == "mono" and spec.shape[0] == 3:
+        caveats.append("grey_for_colour")
+    if pixels.dtype.kind == "f" and spec.preprocess.value_max is None and pixels.max() > FLOAT_OVERSHOOT:
+        caveats.append("beyond_full_scale")  # NaN and inf read 1.0 by now (image_pixels)
     tensor = to_tensor(pixels, order, full_scale, spec)
-    return Decoded(tensor, None, stamp_ns(msg), grey_for_colour=order == "mono" and tensor.shape[0] == 3)
+    return Decoded(tensor, None, stamp_ns(msg), caveats=tuple(caveats))
 
 
 def check_image(msg: Any, spec: ModalitySpec) -> int:
