@@ -445,8 +445,26 @@ def test_cli_json_is_one_object_on_stdout(tmp_path, capsys):
     # A recorded topic that gave nothing is not offered as its own replacement.
     recorded = {"/scan": "sensor_msgs/msg/LaserScan", "/camera/image_raw": "sensor_msgs/msg/Image"}
     lidar = load_train_config(config).spec.modality("lidar")
-    error = str(no_samples_error([lidar], recorded))
+    error = str(no_samples_error([lidar], {"recorded_topics": recorded}))
     assert error.endswith("(`m2vae-dataset` prints what each topic gave)")
+
+
+def test_a_sensor_whose_every_message_failed_is_refused_saying_why_not_as_a_wrong_topic(tmp_path):
+    records = []
+    for i in range(5):
+        stamp = (i + 1) * 200 * MS
+        frame = image(np.zeros((8, 8, 3), np.uint8), "rgb8")
+        frame.encoding = "yuv422"  # a camera's own format, which the codec does not read
+        frame.header.stamp.sec, frame.header.stamp.nanosec = divmod(stamp, 10**9)
+        records += [("/camera/image_raw", frame, stamp),
+                    ("/scan", scan(np.full(90, 4.0, np.float32), stamp + MS), stamp + MS)]
+    bag = write_bag(tmp_path / "bag", records, "mcap")
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert [m.name for m in ds.silent_modalities()] == ["camera"]
+    error = str(no_samples_error(ds.silent_modalities(), ds.manifest))
+    assert error.startswith("no sample of the bags holds camera=/camera/image_raw; /camera/image_raw: all 5 "
+                            "messages failed (unsupported_encoding 5), e.g. image encoding 'yuv422'; known: ")
+    assert "--topic" not in error  # the topic is right: its messages are not
 
 
 @pytest.mark.parametrize("bad", ["text", "missing", "empty_dir"])

@@ -91,13 +91,30 @@ def no_samples(modalities: Sequence[ModalitySpec], bags: str = "the bags") -> st
 
 
 def no_samples_error(
-    modalities: Sequence[ModalitySpec], recorded: Mapping[str, str], bags: str = "the bags"
+    modalities: Sequence[ModalitySpec], manifest: Mapping[str, Any], bags: str = "the bags"
 ) -> DatasetError:
-    """The error for configured topics the bags give nothing on, with the way to fix it."""
-    hints = [hint for m in modalities if (hint := topic_hints(m, recorded))]
-    hints += ["`m2vae-dataset` prints what each topic gave"]  # why a recorded topic gave nothing
-    return DatasetError(f"{no_samples(modalities, bags)}; name the recorded topics with "
-                        f"--topic MODALITY=TOPIC ({'; '.join(hints)})")
+    """The error for configured topics the bags give nothing on, with the way to fix it: a topic of
+    a type the sensor reads whose every message failed says why, any other is likely the wrong topic."""
+    recorded = manifest.get("recorded_topics", {})
+    failed = {m.name: line for m in modalities
+              if not unreadable_type(m, recorded) and (line := all_failed(m.topic, manifest))}
+    text = no_samples(modalities, bags) + "".join(f"; {line}" for line in failed.values())
+    if others := [m for m in modalities if m.name not in failed]:
+        hints = [hint for m in others if (hint := topic_hints(m, recorded))]
+        hints += ["`m2vae-dataset` prints what each topic gave"]  # why a recorded topic gave nothing
+        text += f"; name the recorded topics with --topic MODALITY=TOPIC ({'; '.join(hints)})"
+    return DatasetError(text)
+
+
+def all_failed(topic: str, manifest: Mapping[str, Any]) -> str:
+    """'/camera: all 60 messages failed (unsupported_encoding 60), e.g. ...' for a recorded topic of
+    which no message decoded, with the first failure's detail; else ''."""
+    counts = manifest.get("topics", {}).get(topic) or {}
+    if not counts.get("messages") or counts.get("decoded") or not counts.get("failures"):
+        return ""
+    example = next((p["detail"] for p in manifest.get("problems", []) if p.get("topic") == topic), "")
+    return (f"{topic}: all {counts['messages']} messages failed ({failure_counts(counts['failures'])})"
+            + (f", e.g. {example}" if example else ""))
 
 
 def topic_hints(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:

@@ -140,8 +140,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     given_config = with_topics(config, parse_topic_overrides(args.topic))
     test = build_dataset(args.bag, given_config, out / "test_dataset")
     if len(test) == 0:
-        recorded = test.manifest.get("recorded_topics", {})
-        raise no_samples_error(test.spec.modalities, recorded, "the test bags")
+        raise no_samples_error(test.spec.modalities, test.manifest, "the test bags")
     warnings = (_overlap_warnings(test.manifest["bags"], provenance.get("bags") or [])
                 + _silent_sensors(test) + _ground_truth_warnings(test))
     for warning in warnings:

@@ -169,8 +169,7 @@ def _train(
     if not job.is_main:
         dataset = load_dataset(dataset_dir)
     if silent := dataset.silent_modalities():  # a model that never saw a sensor would still load in the node
-        recorded = dataset.manifest.get("recorded_topics", {})
-        raise no_samples_error(silent, recorded)
+        raise no_samples_error(silent, dataset.manifest)
     split = time_block_split(
         dataset.stamps, dataset.bag_index,
         block_seconds=run.block_seconds, val_fraction=run.val_fraction, seed=run.seed,
