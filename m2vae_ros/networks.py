@@ -36,12 +36,20 @@ _POOLED_1D = 16
 
 
 def build_extractor(spec: ModalitySpec, feature_dim: int) -> nn.Module:
-    """The feature extractor for one modality, chosen by its kind."""
+    """The feature extractor for one modality, chosen by its kind.
+
+    Its stride-2 layers must not shrink the input to nothing: an image layer (kernel 4,
+    padding 1) halves each side, rounding down, so a side needs 2^layers pixels; a ring
+    layer (kernel 5, circular padding 2) needs ≥ 2 cells at its input and halves them
+    rounding up, so a ring needs 2^(layers-1) + 1. An MLP has no resolution to run out of.
+    """
     hidden = _hidden(spec)
-    _check_resolution(spec, len(hidden))
+    layers = len(hidden)
     if spec.kind == "image":
+        _check_resolution(spec, layers, smallest=min(spec.shape[1:]), needed=2**layers)
         return ImageEncoder(spec.shape, hidden, feature_dim)
     if spec.kind in RANGE_KINDS:
+        _check_resolution(spec, layers, smallest=spec.shape[-1], needed=2 ** (layers - 1) + 1)
         return CircularEncoder(spec.shape, hidden, feature_dim)
     if spec.kind == "vector":
         return MLPEncoder(spec.shape[0], hidden, feature_dim)
@@ -57,21 +65,8 @@ def _hidden(spec: ModalitySpec) -> tuple[int, ...]:
     return DEFAULT_HIDDEN[spec.kind]
 
 
-def _check_resolution(spec: ModalitySpec, layers: int) -> None:
-    """Refuse an input the extractor's stride-2 layers would shrink to nothing.
-
-    An image layer (kernel 4, padding 1) halves each side, rounding down, so a side needs
-    2^layers pixels. A ring layer (kernel 5, circular padding 2) needs ≥ 2 cells at its
-    input and halves them rounding up, so a ring needs 2^(layers-1) + 1.
-    """
-    if spec.kind == "image":
-        smallest, needed = min(spec.shape[1:]), 2**layers
-    elif spec.kind in RANGE_KINDS:
-        smallest, needed = spec.shape[-1], 2 ** (layers - 1) + 1
-    elif spec.kind == "vector":  # an MLP has no resolution to run out of
-        return
-    else:
-        raise unsupported_kind(spec, "feature extractor")
+def _check_resolution(spec: ModalitySpec, layers: int, *, smallest: int, needed: int) -> None:
+    """Refuse an input whose `smallest` convolved side is under the `needed` cells (`build_extractor`)."""
     if smallest < needed:
         raise SpecError(
             f"modality {spec.name!r}: a {spec.kind} of shape {spec.shape} is too small for {layers} "
@@ -136,7 +131,7 @@ class MLPDecoder(nn.Module):
 
 class ImageEncoder(nn.Module):
     """Stride-2 convolutions, then adaptive pooling to 4×4 (any side of at least 2^len(hidden) pixels;
-    see `_check_resolution`)."""
+    see `build_extractor`)."""
 
     def __init__(self, shape: tuple[int, ...], hidden: Sequence[int], feature_dim: int) -> None:
         super().__init__()

@@ -100,7 +100,7 @@ def start(job: Distributed, device: torch.device) -> None:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     except ValueError as exc:  # RANK and WORLD_SIZE set by hand, without MASTER_ADDR or MASTER_PORT
         raise ValueError(f"RANK and WORLD_SIZE are set, but the process group cannot start ({exc}); "
-                         "launch with torchrun, or unset them") from None
+                         "launch with torchrun, or unset them") from exc
 
 
 def stop(job: Distributed) -> None:
