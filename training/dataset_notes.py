@@ -21,7 +21,7 @@ CLOCK_SPLIT_S = 1.0
 
 def notes(dataset: PreparedDataset) -> list[str]:
     """What the summary object leaves out, a line each: reuse, stamps out of order, repeated or on
-    split clocks, grey images for a colour sensor, damage, sensors recorded into separate bags,
+    split clocks, decode caveats (`CAVEATS`), damage, sensors recorded into separate bags,
     failures on a shared topic, a configured topic the bags lack, or only some of them (and the
     recorded ones that could feed its sensor), or record with a type its kind cannot read, a
     LiDAR geometry unlike the sensor's, and where the problem examples are."""
@@ -97,8 +97,8 @@ def no_samples_error(
     a type the sensor reads whose every message failed says why, any other is likely the wrong topic."""
     recorded = manifest.get("recorded_topics", {})
     failed = {m.name: line for m in modalities
-              if not unreadable_type(m, recorded) and (line := all_failed(m.topic, manifest))}
-    text = no_samples(modalities, bags) + "".join(f"; {line}" for line in failed.values())
+              if not unreadable_type(m, recorded) and (line := all_failed(m, manifest))}
+    text = no_samples(modalities, bags) + "".join(f"; {line}" for line in dict.fromkeys(failed.values()))
     if others := [m for m in modalities if m.name not in failed]:
         hints = [hint for m in others if (hint := topic_hints(m, recorded))]
         hints += ["`m2vae-dataset` prints what each topic gave"]  # why a recorded topic gave nothing
@@ -106,15 +106,20 @@ def no_samples_error(
     return DatasetError(text)
 
 
-def all_failed(topic: str, manifest: Mapping[str, Any]) -> str:
-    """'/camera: all 60 messages failed (unsupported_encoding 60), e.g. ...' for a recorded topic of
-    which no message decoded, with the first failure's detail; else ''."""
-    counts = manifest.get("topics", {}).get(topic) or {}
-    if not counts.get("messages") or counts.get("decoded") or not counts.get("failures"):
+def all_failed(modality: ModalitySpec, manifest: Mapping[str, Any]) -> str:
+    """'/camera: all 60 messages failed (unsupported_encoding 60), e.g. [...]' when every message of
+    the sensor's recorded topic failed for it, with the first failure's detail; else ''. On a topic
+    it shares with another sensor, its own failures count (`shared_topic_failures`)."""
+    counts = manifest.get("topics", {}).get(modality.topic) or {}
+    shared = manifest.get("shared_topic_failures", {})
+    failures = shared[modality.name] if modality.name in shared else counts.get("failures") or {}
+    messages = counts.get("messages") or 0
+    if not messages or sum(failures.values()) < messages:
         return ""
-    example = next((p["detail"] for p in manifest.get("problems", []) if p.get("topic") == topic), "")
-    return (f"{topic}: all {counts['messages']} messages failed ({failure_counts(counts['failures'])})"
-            + (f", e.g. {example}" if example else ""))
+    example = next((p["detail"] for p in manifest.get("problems", [])
+                    if p.get("topic") == modality.topic and p.get("reason") in failures), "")
+    return (f"{modality.topic}: all {messages} messages failed ({failure_counts(failures)})"
+            + (f", e.g. [{example}]" if example else ""))
 
 
 def topic_hints(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
