@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -21,6 +22,7 @@ from m2vae_ros.reach import MIN_REACH, REACH_HINTS, ReturnsReach, cells_word
 # to miss in `ros2 topic echo` and ambiguous with "not published yet".
 NO_MODALITIES = "none"
 MIN_COVERAGE = 0.95  # of a scan's bins: below it a live LiDAR is reported WARN
+CAVEAT_HOLD_S = 10.0  # a decode caveat is reported this long after the last message that had it
 
 
 @dataclass(frozen=True)
@@ -106,21 +108,44 @@ class InferenceStats:
             self._failures.clear()
 
 
+class RecentCaveats:
+    """When each decode caveat (`CAVEATS`) was last seen on one sensor's messages.
+
+    Some caveats depend on the scene (a depth image in metres exceeds the scale only where
+    something is farther than 1.5 m), so reporting the latest message's alone would flip the
+    status from frame to frame; a caveat is held for CAVEAT_HOLD_S instead. After the clock
+    jumps back, a caveat waits to be seen again.
+    """
+
+    def __init__(self) -> None:
+        self.seen_ns: dict[str, int | None] = dict.fromkeys(CAVEATS)
+
+    def add(self, caveats: Sequence[str], now_ns: int) -> None:
+        for key in caveats:
+            self.seen_ns[key] = now_ns
+
+    def recent(self, now_ns: int) -> tuple[str, ...]:
+        hold_ns = int(CAVEAT_HOLD_S * NS_PER_S)
+        return tuple(key for key, seen in self.seen_ns.items()
+                     if seen is not None and 0 <= now_ns - seen <= hold_ns)
+
+
 def _values(**values: object) -> list[KeyValue]:
     return [KeyValue(key=key, value=str(value)) for key, value in values.items()]
 
 
 def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiveness, now_ns: int,
-                    problem: str = "", latest: Decoded | None = None,
-                    reach: ReturnsReach | None = None) -> DiagnosticStatus:
+                    problem: str = "", latest: Decoded | None = None, reach: ReturnsReach | None = None,
+                    decode_caveats: Sequence[str] = ()) -> DiagnosticStatus:
     """OK while the sensor is alive and its data fit the model; WARN when it is stale, never
     heard from, or alive with a caveat (`caveats`). `problem` says why a silent sensor is
-    silent, if known; `latest` is its newest valid sample; `reach` its LiDAR returns' reach.
+    silent, if known; `latest` is its newest valid sample; `reach` its LiDAR returns' reach;
+    `decode_caveats` the keys of `CAVEATS` its recent messages had (`RecentCaveats`).
     """
     alive = liveness.alive(now_ns)
     lag_ns = _stamp_lag_ns(liveness, latest)
     share = None if reach is None else reach.share
-    caveats = _caveats(liveness, latest, lag_ns, reach) if alive else []
+    caveats = _caveats(liveness, latest, lag_ns, reach, decode_caveats) if alive else []
     if caveats:
         message = "alive, but " + "; ".join(caveats)
     elif alive:
@@ -147,12 +172,13 @@ def modality_status(node_name: str, name: str, topic: str, liveness: ModalityLiv
             **({} if coverage is None else {"coverage": f"{coverage:.3f}"}),
             **({} if share is None else {"reach": f"{share:.3f}"}),
             **({} if lag_ns is None else {"stamp_lag_s": f"{lag_ns / NS_PER_S:.3f}"}),
+            **({"caveats": ",".join(decode_caveats)} if decode_caveats else {}),
         ),
     )
 
 
 def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | None,
-             reach: ReturnsReach | None = None) -> list[str]:
+             reach: ReturnsReach | None = None, decode_caveats: Sequence[str] = ()) -> list[str]:
     """Why a live sensor's data may mislead the model (`lag_ns`: `_stamp_lag_ns`).
 
     - A scan reaching under MIN_COVERAGE of the model's bins: the bins it misses read
@@ -161,8 +187,8 @@ def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | N
       MIN_REACH of the model's cells: the cells none reaches lie outside its beams, as
       with a scan's coverage but found from the returns, so also for a 3-D LiDAR's rings
       and for beams a driver lists but never fills. Unsaid for a scan whose coverage says it.
-    - The latest message's decode caveats (`CAVEATS`): a grey image for a colour model, a float
-      image beyond its full scale.
+    - Decode caveats (`CAVEATS`) of its messages in the last CAVEAT_HOLD_S: a grey image for a
+      colour model, a float image beyond its full scale.
     - Stamps older on arrival than the sensor's timeout: liveness goes by receive time,
       but the sample (and a latent fused from it) is as old as its stamp. Clocks not
       synchronised between computers, or a replay that keeps the recorded stamps.
@@ -175,7 +201,7 @@ def _caveats(liveness: ModalityLiveness, latest: Decoded | None, lag_ns: int | N
     elif reach is not None and reach.share is not None and reach.share < MIN_REACH:
         caveats.append(f"{reach.share:.0%} of the model's {cells_word(reach.kind)} held a return in some of "
                        f"{reach.window} recent messages, the others in none: {REACH_HINTS[reach.kind]}")
-    caveats += [f"its latest message is {CAVEATS[key]}" for key in latest.caveats]
+    caveats += [f"its messages are {CAVEATS[key]}" for key in decode_caveats]
     if lag_ns is not None and lag_ns > liveness.timeout_ns:
         caveats.append(f"its stamps are {lag_ns / NS_PER_S:.1f} s old on arrival, more than its timeout: "
                        "clocks not synchronised, or a replay keeping the recorded stamps?")

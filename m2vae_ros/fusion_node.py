@@ -49,7 +49,13 @@ from m2vae_ros.codec import (
     require_decodable,
 )
 from m2vae_ros.devices import resolve_device
-from m2vae_ros.fusion_diagnostics import NO_MODALITIES, InferenceStats, inference_status, modality_status
+from m2vae_ros.fusion_diagnostics import (
+    NO_MODALITIES,
+    InferenceStats,
+    RecentCaveats,
+    inference_status,
+    modality_status,
+)
 from m2vae_ros.fusion_params import (
     MODALITY_PREFIX,
     StartupError,
@@ -135,6 +141,7 @@ class FusionNode(Node):
         self._pacer = Pacer()  # used under _liveness_lock
         self.stats = InferenceStats()
         self._latest: dict[str, Decoded] = {}
+        self._recent_caveats = {name: RecentCaveats() for name in self.spec.names}
         self._frame_ids: dict[str, str] = {}  # last valid input's frame, to stamp its reconstruction
         # Per LiDAR, the share of the model's cells its recent messages reach (diagnostics).
         self._reach = {m.name: ReturnsReach(m.kind) for m in self.spec.modalities if m.kind in REACH_HINTS}
@@ -234,6 +241,7 @@ class FusionNode(Node):
         self._frame_ids[name] = str(msg.header.frame_id)
         if name in self._reach:
             self._reach[name].add(decoded.mask)
+        self._recent_caveats[name].add(decoded.caveats, now_ns)
         with self._liveness_lock:
             self.liveness[name].record_valid(now_ns)
             triggers = self.params.rate_hz == 0 and self._pacer.triggers(name, self.liveness, now_ns)
@@ -274,7 +282,8 @@ class FusionNode(Node):
         with self._liveness_lock:
             array.status = [
                 modality_status(node_name, name, self._resolved_topics[name], self.liveness[name], now_ns,
-                                problems[name], self._latest.get(name), self._reach.get(name))
+                                problems[name], self._latest.get(name), self._reach.get(name),
+                                self._recent_caveats[name].recent(now_ns))
                 for name in self.modality_params
             ]
             active = self._alive_subset(now_ns)

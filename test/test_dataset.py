@@ -209,8 +209,8 @@ def test_a_depth_image_in_metres_without_value_max_is_noted(tmp_path):
     ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
     assert len(ds) == 5 and (ds.arrays["camera"] == 1.0).all()  # clipped, as the note says
     assert ds.manifest["beyond_full_scale"] == ds.manifest["grey_for_colour"] == {"camera": 5}
-    assert ("camera: 5 of the messages decoded for it were a float image with values above 1.5 and no "
-            "preprocess.value_max, so 1.0 is its full scale and they clip (a depth camera in metres: set "
+    assert ("camera: 5 of the messages decoded for it were float images with values above 1.5 and no "
+            "preprocess.value_max, so 1.0 is their full scale and they clip (a depth camera in metres: set "
             "value_max to its far limit)") in notes(ds)
 
 

@@ -32,7 +32,14 @@ from m2vae_ros.artifact import load_model, save_model
 from m2vae_ros.codec import Decoded
 from m2vae_ros.codec.pointcloud import ring_elevations
 from m2vae_ros.devices import resolve_device
-from m2vae_ros.fusion_diagnostics import InferenceStats, LatencySummary, inference_status, modality_status
+from m2vae_ros.fusion_diagnostics import (
+    CAVEAT_HOLD_S,
+    InferenceStats,
+    LatencySummary,
+    RecentCaveats,
+    inference_status,
+    modality_status,
+)
 from m2vae_ros.fusion_node import FusionNode
 from m2vae_ros.fusion_params import trained_frames, trained_timeouts, unknown_parameters
 from m2vae_ros.inference import LatentFusion, Posterior
@@ -486,8 +493,8 @@ def test_a_silent_sensors_status_names_what_it_sent_instead() -> None:
     assert status.message == "stale for 1.0 s" and values["invalid_count"] == "4"
 
 
-def _sample(stamp_ns: int, caveats: tuple[str, ...] = ()) -> Decoded:
-    return Decoded(np.zeros((3, 2, 2), np.float32), None, stamp_ns, caveats=caveats)
+def _sample(stamp_ns: int) -> Decoded:
+    return Decoded(np.zeros((3, 2, 2), np.float32), None, stamp_ns)
 
 
 @pytest.mark.parametrize(("lag_s", "caveats", "level", "message"), [
@@ -496,11 +503,11 @@ def _sample(stamp_ns: int, caveats: tuple[str, ...] = ()) -> Decoded:
      "alive, but its stamps are 0.6 s old on arrival, more than its timeout: clocks not synchronised, "
      "or a replay keeping the recorded stamps?"),
     (0.0, ("grey_for_colour",), DiagnosticStatus.WARN,
-     "alive, but its latest message is single-channel, for a colour model: every channel reads grey (a grey "
+     "alive, but its messages are single-channel, for a colour model: every channel reads grey (a grey "
      "camera takes preprocess channels: 1)"),
     (0.0, ("beyond_full_scale",), DiagnosticStatus.WARN,
-     "alive, but its latest message is a float image with values above 1.5 and no preprocess.value_max, so "
-     "1.0 is its full scale and they clip (a depth camera in metres: set value_max to its far limit)"),
+     "alive, but its messages are float images with values above 1.5 and no preprocess.value_max, so 1.0 "
+     "is their full scale and they clip (a depth camera in metres: set value_max to its far limit)"),
 ])
 def test_a_live_sensor_whose_data_mislead_the_model_is_warned_about(
     lag_s: float, caveats: tuple[str, ...], level: int, message: str
@@ -508,10 +515,22 @@ def test_a_live_sensor_whose_data_mislead_the_model_is_warned_about(
     liveness = ModalityLiveness(timeout_ns=SECOND // 2)
     arrival = 100 * SECOND
     liveness.record_valid(arrival)
-    latest = _sample(arrival - int(lag_s * SECOND), caveats)
-    status = modality_status("/n", "camera", "/image", liveness, arrival + SECOND // 10, latest=latest)
+    latest = _sample(arrival - int(lag_s * SECOND))
+    status = modality_status("/n", "camera", "/image", liveness, arrival + SECOND // 10, latest=latest,
+                             decode_caveats=caveats)
     assert (status.level, status.message) == (level, message)
-    assert {kv.key: kv.value for kv in status.values}["stamp_lag_s"] == f"{lag_s:.3f}"
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["stamp_lag_s"] == f"{lag_s:.3f}" and values.get("caveats", "") == ",".join(caveats)
+
+
+def test_a_decode_caveat_is_held_for_a_while_so_the_status_does_not_flip_with_the_scene() -> None:
+    # A depth camera in metres exceeds the scale only in frames that see past 1.5 m.
+    recent, start = RecentCaveats(), 100 * SECOND
+    recent.add(("beyond_full_scale",), start)
+    recent.add((), start + SECOND)  # a frame of a near wall: within scale
+    assert recent.recent(start + 5 * SECOND) == ("beyond_full_scale",)
+    assert recent.recent(start + int((CAVEAT_HOLD_S + 1) * SECOND)) == ()
+    assert recent.recent(start - SECOND) == ()  # the clock jumped back: until seen again
 
 
 def _stream(hz: float, start_s: float, end_s: float, jitter_s: float = 0.0, seed: int = 0) -> list[int]:
@@ -897,6 +916,26 @@ def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(
         values = {kv.key: kv.value for kv in status.values}
         assert (values["alive"], values["coverage"]) == ("True", "0.500")
         assert status.level == DiagnosticStatus.WARN and "reach 50% of the model's bins" in status.message
+
+
+def test_a_depth_image_in_metres_on_a_colour_model_is_warned_about_while_alive(
+    model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """32FC1 metres on the model's rgb camera, no value_max: grey, and clipped beyond 1 m."""
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, model_dir):
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
+        metres = np.full(40 * 48, 3.0, np.float32).tobytes()
+        peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(
+            _camera(_now_ns(peer), "32FC1", metres, pixel_bytes=4)))
+
+        assert peer.spin_until(lambda: "caveats" in _diagnostic_values(diagnostics[-1:], "camera"),
+                               STARTUP_WAIT_S)
+        status = _latest_status(diagnostics, "camera")
+        assert {kv.key: kv.value for kv in status.values}["caveats"] == "grey_for_colour,beyond_full_scale"
+        assert status.level == DiagnosticStatus.WARN
+        assert status.message.startswith("alive, but its messages are single-channel, for a colour model")
+        assert "; its messages are float images with values above 1.5" in status.message
 
 
 def _rings_cloud(stamp_ns: int, rings: int) -> PointCloud2:

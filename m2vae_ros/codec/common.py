@@ -46,15 +46,15 @@ class Decoded:
 FLOAT_OVERSHOOT = 1.5
 
 # What each caveat of a decoded message means, completing "<sensor>: N of the messages decoded
-# for it were ..." in the dataset notes and "its latest message is ..." in the node's diagnostics.
+# for it were ..." in the dataset notes and "its messages are ..." in the node's diagnostics.
 CAVEATS = {
     # A single-channel image fed a colour modality: what the model learnt from colour is lost.
     "grey_for_colour": "single-channel, for a colour model: every channel reads grey (a grey camera takes "
                        "preprocess channels: 1)",
     # A float image without value_max is taken as [0, 1]: a depth image in metres clips at 1 m.
-    "beyond_full_scale": f"a float image with values above {FLOAT_OVERSHOOT:g} and no preprocess.value_max, "
-                         "so 1.0 is its full scale and they clip (a depth camera in metres: set value_max to "
-                         "its far limit)",
+    "beyond_full_scale": f"float images with values above {FLOAT_OVERSHOOT:g} and no preprocess.value_max, "
+                         "so 1.0 is their full scale and they clip (a depth camera in metres: set value_max "
+                         "to its far limit)",
 }
 
 
