@@ -254,6 +254,14 @@ def _train_and_score_logged(run: Path, train_args: list[str], test_bag: Path, de
         return train_and_score(run, train_args, test_bag, device, parallel=True)
 
 
+def _succeeded(status: int) -> bool:
+    """Whether m2vae-train or m2vae-eval succeeded; a failure has said why. An interrupted one kept
+    what a rerun continues from and said so: it is raised on, so the bench's caller stops."""
+    if status in INTERRUPTED:
+        raise KeyboardInterrupt
+    return status == 0
+
+
 def train_and_score(run: Path, train_args: list[str], test_bag: Path, device: str,
                     parallel: bool = False) -> dict | None:
     """`m2vae-train` into `run`, then `m2vae-eval` on the test bag; None if either failed.
@@ -268,19 +276,13 @@ def train_and_score(run: Path, train_args: list[str], test_bag: Path, device: st
     if "train_seconds" not in done:
         resume = ["--resume"] if has_checkpoint(run / "checkpoints") else []
         started = time.perf_counter()
-        status = train_cli.main([*train_args, "--out", str(run), *resume])
-        if status in INTERRUPTED:  # m2vae-train kept its checkpoint and said so; the bench's caller stops
-            raise KeyboardInterrupt
-        if status != 0:
+        if not _succeeded(train_cli.main([*train_args, "--out", str(run), *resume])):
             return None
         done = {"train_seconds": time.perf_counter() - started, "resumed": bool(resume), "parallel": parallel}
         _save_json(record_path, done)
     if "metrics" not in done:
-        status = eval_cli.main(["--model", str(run / "model"), "--bag", str(test_bag),
-                                "--out", str(run / "eval"), "--device", device])
-        if status in INTERRUPTED:
-            raise KeyboardInterrupt
-        if status != 0:
+        if not _succeeded(eval_cli.main(["--model", str(run / "model"), "--bag", str(test_bag),
+                                         "--out", str(run / "eval"), "--device", device])):
             return None
         done["metrics"] = json.loads((run / "eval" / "metrics.json").read_text())
         _save_json(record_path, done)
