@@ -30,6 +30,7 @@ from m2vae_ros.likelihoods import BOUNDED_KINDS
 from m2vae_ros.model import M2VAE
 from m2vae_ros.spec import (
     KINDS,
+    DepthPreprocess,
     ImagePreprocess,
     ModalitySpec,
     ModelSpec,
@@ -85,7 +86,8 @@ class MultimodalVAE:
         """Build from `{name: (kind, shape)}`; a full ModalitySpec value overrides the defaults.
 
         Shapes: vector dim or (dim,); image (C, H, W); scan beams or (1, beams);
-        range_image (C, rings, bins) with C = 1 (range) or 2 (range + intensity).
+        range_image (C, rings, bins) with C = 1 (range) or 2 (range + intensity); depth
+        (H, W) or (1, H, W).
         `objective` is "m2vae", "jmvae" (JMVAE-kl) or "mvae". `likelihood` ("gaussian",
         "gaussian_learned", "laplace" or "bernoulli") and `scale` apply to every modality
         given as (kind, shape). A ModalitySpec (m2vae_ros.spec) also sets a modality's
@@ -391,6 +393,7 @@ _BOUNDED_HINTS = {
     "image": "give images as float in [0, 1] (uint8: divide by 255)",
     "scan": "give ranges divided by range_max, 1.0 for no return",
     "range_image": "give ranges divided by range_max, 1.0 for no return, and intensities in [0, 1]",
+    "depth": "give depths divided by range_max, 1.0 for no return",
     "vector": "a bernoulli likelihood models probabilities or 0/1 values",
 }
 
@@ -411,9 +414,11 @@ def _preprocess(name: str, kind: str, shape: Shape):
         return ScanPreprocess(beams=dims[-1])
     if kind == "range_image" and len(dims) == 3 and dims[0] in (1, 2):
         return RangeImagePreprocess(rings=dims[1], bins=dims[2], intensity=dims[0] == 2)
+    if kind == "depth" and (len(dims) == 2 or (len(dims) == 3 and dims[0] == 1)):
+        return DepthPreprocess(width=dims[-1], height=dims[-2])
     raise ValueError(
         f"modality {name!r}: shape {shape} does not fit kind {kind!r} "
-        "(vector: dim, image: (C, H, W), scan: beams, range_image: (1 or 2, rings, bins))"
+        "(vector: dim, image: (C, H, W), scan: beams, range_image: (1 or 2, rings, bins), depth: (H, W))"
     )
 
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from m2vae_ros.spec import ModalitySpec
 
-BOUNDED_KINDS = ("image", "scan", "range_image")  # tensors in [0, 1]; their means are sigmoids
+BOUNDED_KINDS = ("image", "scan", "range_image", "depth")  # tensors in [0, 1]; their means are sigmoids
 # A learned std outside [e^-7, e^3] means the model is fitting noise or giving up on a
 # modality; the bound keeps log-densities finite either way.
 _LOG_SCALE_MIN, _LOG_SCALE_MAX = -7.0, 3.0

@@ -25,6 +25,7 @@ from m2vae_ros.spec import RANGE_KINDS, ModalitySpec, SpecError, unsupported_kin
 
 DEFAULT_HIDDEN = {
     "image": (32, 64, 64),
+    "depth": (32, 64, 64),
     "scan": (16, 32, 64),
     "range_image": (32, 64, 64),
     "vector": (256, 256),
@@ -45,7 +46,7 @@ def build_extractor(spec: ModalitySpec, feature_dim: int) -> nn.Module:
     """
     hidden = _hidden(spec)
     layers = len(hidden)
-    if spec.kind == "image":
+    if spec.kind in ("image", "depth"):
         _check_resolution(spec, layers, smallest=min(spec.shape[1:]), needed=2**layers)
         return ImageEncoder(spec.shape, hidden, feature_dim)
     if spec.kind in RANGE_KINDS:
@@ -79,7 +80,7 @@ def build_decoder(spec: ModalitySpec, latent_dim: int) -> nn.Module:
     """The decoder for one modality, as deep as its extractor: conv decoders take `decoder_widths(hidden)`,
     the MLP decoder mirrors `hidden`."""
     hidden = _hidden(spec)
-    if spec.kind == "image":
+    if spec.kind in ("image", "depth"):
         return ImageDecoder(spec.shape, decoder_widths(hidden), latent_dim)
     if spec.kind in RANGE_KINDS:
         return CircularDecoder(spec.shape, decoder_widths(hidden), latent_dim)

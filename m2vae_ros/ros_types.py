@@ -15,6 +15,7 @@ NATURAL_TYPES = {
     "image": "sensor_msgs/msg/Image",
     "scan": "sensor_msgs/msg/LaserScan",
     "range_image": "sensor_msgs/msg/PointCloud2",
+    "depth": "sensor_msgs/msg/Image",
 }
 
 

@@ -10,11 +10,13 @@ Tensor conventions (what the codec produces and the networks consume, per sample
 - ``scan``: float32 ``(1, beams)``, range / range_max in [0, 1]; "no return" is 1.0.
 - ``range_image``: float32 ``(channels, rings, bins)``; channel 0 is range / range_max
   ("no return" = 1.0), channel 1 (optional) intensity / intensity_max.
+- ``depth``: float32 ``(1, height, width)``, depth / range_max; "no return" (no estimate,
+  too far, outside range_min…range_max) is 1.0, as for a LiDAR.
 - ``vector``: float32 ``(dim,)``, used as given.
 
 The objective models a "no return" like any other range (so a decoder learns where
-returns go missing); the dataset keeps a validity mask beside LiDAR tensors for the
-evaluation, whose range errors count real returns only.
+returns go missing); the dataset keeps a validity mask beside LiDAR and depth tensors for
+the evaluation, whose range errors count real returns only.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-KINDS = ("image", "scan", "range_image", "vector")
-# LiDAR kinds: ranges in channel 0 with a per-element validity mask ("no return"), convolved
-# around the ring. Each module's per-kind table is checked against these two lists
-# (test_kinds.py), so a new kind that one of them forgets fails a test, not a run.
+KINDS = ("image", "scan", "range_image", "depth", "vector")
+# LiDAR kinds: ranges convolved around the ring, whose cells a sensor's beams may not reach.
+# Each module's per-kind table is checked against these lists (test_kinds.py), so a new kind
+# that one of them forgets fails a test, not a run.
 RANGE_KINDS = ("scan", "range_image")
+# Kinds with ranges in channel 0 and a per-element validity mask ("no return"), scored in metres.
+MASKED_KINDS = (*RANGE_KINDS, "depth")
 LIKELIHOODS = ("gaussian", "gaussian_learned", "laplace", "bernoulli")
 OBJECTIVES = ("m2vae", "jmvae", "mvae")
 # A modality's name becomes a ROS name token (`~/reconstruction/<name>`, parameter
@@ -96,17 +100,32 @@ class RangeImagePreprocess:
 
 
 @dataclass(frozen=True)
+class DepthPreprocess:
+    """Depth camera (sensor_msgs/Image: 16UC1 or mono16 in millimetres, 32FC1 in metres) → width×height.
+
+    Each output pixel keeps the nearest valid depth among the source pixels it covers, as
+    a scan bin keeps its nearest return; one that none of them measured is "no return".
+    """
+
+    width: int = 64
+    height: int = 64
+    range_min: float = 0.1
+    range_max: float = 8.0
+
+
+@dataclass(frozen=True)
 class VectorPreprocess:
     """Flat float features of length `dim` (IMU features, embeddings, …)."""
 
     dim: int = 16
 
 
-Preprocess = ImagePreprocess | ScanPreprocess | RangeImagePreprocess | VectorPreprocess
+Preprocess = ImagePreprocess | ScanPreprocess | RangeImagePreprocess | DepthPreprocess | VectorPreprocess
 PREPROCESS_BY_KIND: dict[str, type] = {
     "image": ImagePreprocess,
     "scan": ScanPreprocess,
     "range_image": RangeImagePreprocess,
+    "depth": DepthPreprocess,
     "vector": VectorPreprocess,
 }
 
@@ -177,14 +196,16 @@ class ModalitySpec:
             return (1, p.beams)
         if isinstance(p, RangeImagePreprocess):
             return (2 if p.intensity else 1, p.rings, p.bins)
+        if isinstance(p, DepthPreprocess):
+            return (1, p.height, p.width)
         if isinstance(p, VectorPreprocess):
             return (p.dim,)
         raise unsupported_kind(self, "tensor shape")
 
     @property
     def has_mask(self) -> bool:
-        """Whether samples carry a per-element validity mask (LiDAR "no return")."""
-        return self.kind in RANGE_KINDS
+        """Whether samples carry a per-element validity mask (a LiDAR's or depth camera's "no return")."""
+        return self.kind in MASKED_KINDS
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -223,7 +244,8 @@ def preprocess_problem(p: Preprocess) -> str | None:
         return f"{', '.join(infinite)} must be finite"
     if isinstance(p, ImagePreprocess) and p.value_max is not None and not p.value_max > 0:
         return f"value_max must be positive (or null for the encoding's full scale), got {p.value_max}"
-    if isinstance(p, ScanPreprocess | RangeImagePreprocess) and not 0 <= p.range_min < p.range_max:
+    ranged = isinstance(p, ScanPreprocess | RangeImagePreprocess | DepthPreprocess)
+    if ranged and not 0 <= p.range_min < p.range_max:
         return f"needs 0 ≤ range_min < range_max, got {p.range_min} and {p.range_max}"
     if isinstance(p, ScanPreprocess) and not p.angle_max > p.angle_min:
         return "angle_max must be above angle_min"

@@ -100,13 +100,14 @@ def test_from_modalities_builds_every_kind_and_accepts_a_full_spec():
             "img": ("image", (1, 12, 10)),
             "scan": ("scan", 24),
             "cloud": ("range_image", (2, 3, 16)),
+            "depth": ("depth", (12, 16)),
             "bits": ModalitySpec("bits", "vector", VectorPreprocess(5), likelihood="bernoulli"),
         },
         latent_dim=3,
         feature_dim=8,
         head_hidden=8,
     )
-    assert [m.shape for m in vae.spec.modalities] == [(1, 12, 10), (1, 24), (2, 3, 16), (5,)]
+    assert [m.shape for m in vae.spec.modalities] == [(1, 12, 10), (1, 24), (2, 3, 16), (1, 12, 16), (5,)]
     assert vae.spec.modality("bits").likelihood == "bernoulli"
     mean, _ = vae.encode({"scan": np.zeros((2, 1, 24), np.float32)})
     assert vae.decode(mean, "img").shape == (2, 1, 12, 10)
@@ -312,7 +313,7 @@ def test_spec_and_kind_mistakes_name_the_modality():
 
 @pytest.mark.parametrize(("kind", "shape", "fits"), [
     ("image", (1, 8, 8), True), ("image", (1, 7, 64), False), ("scan", 5, True), ("scan", 4, False),
-    ("range_image", (1, 16, 4), False),
+    ("range_image", (1, 16, 4), False), ("depth", (8, 8), True), ("depth", (1, 8, 7), False),
 ])
 def test_inputs_too_small_for_the_extractor_are_refused_when_the_model_is_built(kind, shape, fits):
     if fits:

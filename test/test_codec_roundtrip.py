@@ -16,6 +16,7 @@ from m2vae_ros.codec import (
     reconstruction_message,
 )
 from m2vae_ros.spec import (
+    DepthPreprocess,
     ImagePreprocess,
     ModalitySpec,
     RangeImagePreprocess,
@@ -29,6 +30,8 @@ MONO = ModalitySpec(name="ir", kind="image", preprocess=ImagePreprocess(width=16
 LIDAR = ModalitySpec(name="lidar", kind="scan", preprocess=ScanPreprocess(beams=90))
 LIDAR3D = ModalitySpec(name="lidar3d", kind="range_image",
                        preprocess=RangeImagePreprocess(rings=8, bins=64, intensity=True))
+DEPTH = ModalitySpec(name="depth", kind="depth",
+                     preprocess=DepthPreprocess(width=16, height=12, range_max=5.0))
 
 
 def examples():
@@ -42,6 +45,7 @@ def examples():
         (image(pixels[:, :, 1].astype(np.uint16) * 257, "mono16", 5, bigendian=True), MONO),
         (image(RNG.random((24, 32), dtype=np.float32), "32FC1", 5), MONO),
         (compressed(cv2.imencode(".png", pixels)[1].tobytes(), "png", 5), CAMERA),
+        (image(RNG.integers(0, 6000, (24, 32), dtype=np.uint16), "16UC1", 5, pad=2, bigendian=True), DEPTH),
         (scan(ranges, 5), LIDAR),
         (cloud({"x": xyz[0], "y": xyz[1], "z": xyz[2], "intensity": RNG.uniform(0, 255, 500)}, 5,
                types={"x": "f8", "y": "f8", "z": "f8"}, point_step=36, bigendian=True), LIDAR3D),
@@ -69,6 +73,7 @@ def bad_examples():
         (image(pixels, "yuv422", 5), CAMERA, "unsupported_encoding"),
         (compressed(b"not a png", "png", 5), CAMERA, "unsupported_encoding"),
         (scan([1.0] * 8, 5), CAMERA, "unsupported_type"),
+        (image(pixels, "rgb8", 5), DEPTH, "unsupported_encoding"),
     ]
 
 
@@ -109,6 +114,19 @@ def test_scan_round_trip_turns_far_values_into_no_return():
     expected[0, :5] = 1.0
     np.testing.assert_allclose(back.tensor, expected, rtol=1e-5)
     assert not back.mask[0, :5].any() and back.mask[0, 5:].all() and back.stamp_ns == 12
+
+
+def test_depth_round_trip_turns_far_values_into_nan():
+    tensor = RNG.uniform(0.05, 0.95, DEPTH.shape).astype(np.float32)
+    tensor[0, 0, :4] = 0.99
+    msg = reconstruction_message(tensor, DEPTH, header(14))
+    assert isinstance(msg, Image) and msg.encoding == "32FC1" and (msg.width, msg.height) == (16, 12)
+    assert np.isnan(np.frombuffer(bytes(msg.data), "<f4")[:4]).all()
+    back = decode_message(msg, DEPTH)
+    expected = tensor.copy()
+    expected[0, 0, :4] = 1.0
+    np.testing.assert_allclose(back.tensor, expected, rtol=1e-6)
+    assert back.mask.sum() == 16 * 12 - 4 and not back.mask[0, 0, :4].any() and back.stamp_ns == 14
 
 
 def test_range_image_round_trip():

@@ -210,8 +210,8 @@ def test_a_depth_image_in_metres_without_value_max_is_noted(tmp_path):
     assert len(ds) == 5 and (ds.arrays["camera"] == 1.0).all()  # clipped, as the note says
     assert ds.manifest["beyond_full_scale"] == ds.manifest["grey_for_colour"] == {"camera": 5}
     assert ("camera: 5 of the messages decoded for it were float images with values above 1.5 and no "
-            "preprocess.value_max, so 1.0 is their full scale and they clip (a depth camera in metres: set "
-            "value_max to its far limit)") in notes(ds)
+            "preprocess.value_max, so 1.0 is their full scale and they clip (a depth camera: kind depth "
+            "reads metres, with its holes as no return)") in notes(ds)
 
 
 def test_pointcloud_with_padded_big_endian_fields(tmp_path):

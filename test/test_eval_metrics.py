@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from m2vae_training.metrics import ReconstructionError, constant_guess, fit_probes, shape_of
 
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, RangeImagePreprocess, ScanPreprocess
+from m2vae_ros.spec import (
+    DepthPreprocess,
+    ImagePreprocess,
+    ModalitySpec,
+    RangeImagePreprocess,
+    ScanPreprocess,
+)
 
 
 def _modality(kind: str) -> ModalitySpec:
@@ -30,6 +36,15 @@ def test_range_image_with_intensity_is_scored_on_its_range_channel():
     real = np.array([[[[0.5, 0.2]], [[0.9, 0.1]]]])  # [B, (range, intensity), rings, bins]
     pred = np.array([[[[0.52, 0.9]], [[0.0, 0.0]]]])  # intensity errors must not count
     error.add(pred, real, np.array([[[[True, False]], [[True, False]]]]))
+    assert np.isclose(error.value(), 0.2)
+
+
+def test_depth_error_is_rmse_in_metres_over_pixels_with_a_depth():
+    modality = ModalitySpec("depth", "depth", DepthPreprocess(width=2, height=1, range_max=4.0))
+    error = ReconstructionError(modality)
+    real = np.array([[[[0.5, 1.0]]]])  # [B, 1, height, width]; the second pixel a hole
+    pred = np.array([[[[0.55, 0.0]]]])  # its error must not count
+    error.add(pred, real, np.array([[[[True, False]]]]))
     assert np.isclose(error.value(), 0.2)
 
 

@@ -4,7 +4,14 @@ import numpy as np
 from m2vae_training.figures import recon_figure
 from m2vae_training.report import report_markdown
 
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, RangeImagePreprocess, ScanPreprocess
+from m2vae_ros.spec import (
+    DepthPreprocess,
+    ImagePreprocess,
+    ModalitySpec,
+    ModelSpec,
+    RangeImagePreprocess,
+    ScanPreprocess,
+)
 
 
 def _metrics(camera_samples: int, lidar_samples: int, joint_samples: int) -> dict:
@@ -74,3 +81,19 @@ def test_a_range_image_is_drawn_in_metres_over_bearing_and_elevation() -> None:
     shown = real_ax.images[0].get_array()
     assert shown[0, 0] == 15.0 and np.ma.is_masked(shown[3, 7]) and shown.mask.sum() == 1  # metres
     assert recon_ax.images[0].get_array().mask[0, :3].all() and recon_ax.images[0].get_clim() == (0.0, 30.0)
+
+
+def test_a_depth_image_is_drawn_in_metres_with_its_holes_blank() -> None:
+    depth = ModalitySpec("depth", "depth", DepthPreprocess(width=8, height=6, range_max=5.0))
+    spec = ModelSpec(modalities=(depth,))
+    real = np.full((1, 1, 6, 8), 0.4, np.float32)
+    recon = real.copy()
+    recon[0, 0, 0, :2] = 1.0  # no return: NaN in the 32FC1 reconstruction, blank here
+    mask = np.ones_like(real, dtype=bool)
+    mask[0, 0, 5, 7] = False
+    figure = recon_figure(spec, {"depth": real}, {"depth": {"depth": recon}}, {"depth": mask})
+    real_ax, recon_ax = figure.axes
+    assert real_ax.get_ylabel() == "#0\ndepth\ncolour: 0–5 m"
+    shown = real_ax.images[0].get_array()
+    assert shown[0, 0] == 2.0 and np.ma.is_masked(shown[5, 7]) and shown.mask.sum() == 1  # metres
+    assert recon_ax.images[0].get_array().mask[0, :2].all() and recon_ax.images[0].get_clim() == (0.0, 5.0)

@@ -507,7 +507,8 @@ def _sample(stamp_ns: int) -> Decoded:
      "camera takes preprocess channels: 1)"),
     (0.0, ("beyond_full_scale",), DiagnosticStatus.WARN,
      "alive, but its messages are float images with values above 1.5 and no preprocess.value_max, so 1.0 "
-     "is their full scale and they clip (a depth camera in metres: set value_max to its far limit)"),
+     "is their full scale and they clip (a depth camera: kind depth reads metres, with its holes as no "
+     "return)"),
 ])
 def test_a_live_sensor_whose_data_mislead_the_model_is_warned_about(
     lag_s: float, caveats: tuple[str, ...], level: int, message: str

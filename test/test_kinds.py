@@ -36,24 +36,24 @@ def test_every_per_kind_table_names_every_kind() -> None:
 
 
 def test_a_kind_a_branch_forgot_is_an_error_not_another_kind() -> None:
-    vector = ModalitySpec("depth", "vector", VectorPreprocess(4), hidden=(8,))
-    object.__setattr__(vector, "kind", "depth")  # as if added to KINDS and to no branch
-    unwidened = ModalitySpec("depth", "vector", VectorPreprocess(4))
-    object.__setattr__(unwidened, "kind", "depth")
+    vector = ModalitySpec("sonar", "vector", VectorPreprocess(4), hidden=(8,))
+    object.__setattr__(vector, "kind", "sonar")  # as if added to KINDS and to no branch
+    unwidened = ModalitySpec("sonar", "vector", VectorPreprocess(4))
+    object.__setattr__(unwidened, "kind", "sonar")
 
-    with pytest.raises(SpecError, match="kind 'depth' has no default hidden widths"):
+    with pytest.raises(SpecError, match="kind 'sonar' has no default hidden widths"):
         build_extractor(unwidened, 8)
-    with pytest.raises(SpecError, match="kind 'depth' has no feature extractor"):
+    with pytest.raises(SpecError, match="kind 'sonar' has no feature extractor"):
         build_extractor(vector, 8)
-    with pytest.raises(SpecError, match="kind 'depth' has no decoder"):
+    with pytest.raises(SpecError, match="kind 'sonar' has no decoder"):
         build_decoder(vector, 4)
-    with pytest.raises(SpecError, match="kind 'depth' has no reconstruction error"):
+    with pytest.raises(SpecError, match="kind 'sonar' has no reconstruction error"):
         ReconstructionError(vector).add(np.zeros((1, 4)), np.zeros((1, 4)))
     error = ReconstructionError(vector)
     error.total, error.count = 4.0, 1  # as if `add` had a branch for it and `value` none
-    with pytest.raises(SpecError, match="kind 'depth' has no reconstruction error"):
+    with pytest.raises(SpecError, match="kind 'sonar' has no reconstruction error"):
         error.value()
-    with pytest.raises(SpecError, match="kind 'depth' has no figure"):
+    with pytest.raises(SpecError, match="kind 'sonar' has no figure"):
         _draw(Figure().subplots(), vector, np.zeros(4), None)
-    with pytest.raises(SpecError, match="kind 'depth' has no figure"):
+    with pytest.raises(SpecError, match="kind 'sonar' has no figure"):
         _y_unit(vector)

@@ -28,6 +28,7 @@ from m2vae_ros.sim.timing import LATENCY_MAX, LATENCY_MIN, SimError, parse_dropo
 CAMERA, SCAN, POINTS = "/camera/image_raw", "/scan", "/points"
 MARKER, ROBOT_POSE = "/ground_truth/object", "/ground_truth/robot_pose"
 CAMERA_INFO = "/camera/camera_info"
+DEPTH = "/camera/depth/image_raw"
 TF, TF_STATIC = "/tf", "/tf_static"
 
 
@@ -174,6 +175,32 @@ def test_compressed_image_matches_the_raw_one(tmp_path: Path) -> None:
     decoded = cv2.imdecode(compressed.data, cv2.IMREAD_COLOR)[..., ::-1].astype(float)
     assert np.abs(decoded - pixels).mean() < 6
     assert {m[0] for m in raw} == {CAMERA, CAMERA_INFO, SCAN, MARKER, ROBOT_POSE, TF, TF_STATIC}
+
+
+def test_a_depth_camera_shares_the_colour_cameras_stamps_and_sees_the_floor_where_geometry_puts_it(
+    tmp_path: Path,
+) -> None:
+    plain = read_bag(simulate(tmp_path / "rgb", 0.5, 2, points=False).out)
+    rgbd = read_bag(simulate(tmp_path / "rgbd", 0.5, 2, points=False, depth=True,
+                             drops=parse_dropout("depth@0.2:0.3")).out)
+    assert [m for m in rgbd if m[0] != DEPTH] == plain  # adding the depth camera changes nothing else
+    depth = [TYPESTORE.deserialize_cdr(m[3], m[1]) for m in rgbd if m[0] == DEPTH]
+    camera_stamps = [stamp_seconds(m[1], m[3]) for m in plain if m[0] == CAMERA]
+    depth_stamps = [stamp_seconds("sensor_msgs/msg/Image", m[3]) for m in rgbd if m[0] == DEPTH]
+    assert depth_stamps == [t for t in camera_stamps if not 0.2 <= t < 0.3] and len(depth_stamps) == 12
+    image = depth[0]
+    assert (image.encoding, image.header.frame_id) == ("16UC1", "camera_optical_frame")
+    millimetres = image.data.view("<u2").reshape(image.height, image.width)
+    assert (millimetres[0] == 0).all()  # the sky above the 2 m walls: no data
+    # The bottom row meets the floor 0.3 m below the lens, at a slope of 31.5 px over a 55.4 px
+    # focal length, except where the object (nearer, here) stands on it.
+    floor = 300 * (32 / math.tan(math.radians(30))) / 31.5
+    assert abs(np.median(millimetres[-1]) - floor) < 2 and (millimetres[-1] < floor - 10).sum() > 5
+
+
+def test_a_depth_dropout_needs_the_depth_camera(tmp_path: Path) -> None:
+    with pytest.raises(SimError, match=r"depth camera is off \(add --depth\)"):
+        simulate(tmp_path / "bag", 1.0, 0, drops=parse_dropout("depth@0.2:0.4"))
 
 
 def test_existing_output_or_leftover_partial_is_refused(tmp_path: Path) -> None:

@@ -95,17 +95,26 @@ def _y_unit(modality: ModalitySpec) -> str:
         return "\nrange (m)"
     if modality.kind == "range_image":
         return f"\nelevation (°)\ncolour: 0–{modality.preprocess.range_max:g} m"
+    if modality.kind == "depth":
+        return f"\ncolour: 0–{modality.preprocess.range_max:g} m"
     if modality.kind in ("image", "vector"):
         return ""
     raise unsupported_kind(modality, "figure")
 
 
 def _draw(ax, modality: ModalitySpec, value: np.ndarray, mask: np.ndarray | None) -> None:
-    """One sample of one modality: images as images, scans as range-vs-bearing curves, range images
-    as range over bearing and elevation."""
+    """One sample of one modality: images as images, depth images in metres, scans as range-vs-bearing
+    curves, range images as range over bearing and elevation."""
     if modality.kind == "image":
         img = np.clip(np.moveaxis(value, 0, -1), 0.0, 1.0)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0.0, vmax=1.0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    elif modality.kind == "depth":  # metres; pixels without a return blank, as in the 32FC1 reconstruction
+        p = modality.preprocess
+        returns = mask[0] if mask is not None else value[0] < NO_RETURN_THRESHOLD
+        depths = np.where(returns, value[0] * p.range_max, np.nan)
+        ax.imshow(depths, cmap="viridis", vmin=0.0, vmax=p.range_max, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
     elif modality.kind == "scan":

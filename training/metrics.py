@@ -18,17 +18,17 @@ from m2vae_training.dataset import placeholder_class_name
 from sklearn.linear_model import Ridge
 from sklearn.naive_bayes import GaussianNB
 
-from m2vae_ros.spec import RANGE_KINDS, ModalitySpec, unsupported_kind
+from m2vae_ros.spec import MASKED_KINDS, ModalitySpec, unsupported_kind
 
 # The unit of `ReconstructionError.value()` per modality kind, for report tables.
-ERROR_UNITS = {"image": "0–255", "scan": "m", "range_image": "m", "vector": "sensor units"}
+ERROR_UNITS = {"image": "0–255", "scan": "m", "range_image": "m", "depth": "m", "vector": "sensor units"}
 
 
 class ReconstructionError:
     """Running reconstruction error of one modality in sensor units, fed batch by batch.
 
-    Images: mean absolute pixel error on the 0–255 scale. Scans and range images: RMSE
-    in metres over valid returns only (channel 0, the range), because "no return" cells
+    Images: mean absolute pixel error on the 0–255 scale. Scans, range images and depth
+    images: RMSE in metres over valid returns only (channel 0, the range), because "no return" cells
     hold 1.0 by convention and scoring them would reward predicting the maximum range
     everywhere. Vectors: RMSE in their own units. NaN until something was added.
     """
@@ -46,7 +46,7 @@ class ReconstructionError:
         if kind == "image":
             self.total += float(np.abs(np.clip(pred, 0.0, 1.0) - real).sum(dtype=np.float64)) * 255.0
             self.count += real.size
-        elif kind in RANGE_KINDS:
+        elif kind in MASKED_KINDS:
             pred, real = pred[:, 0], real[:, 0]
             # The mask has the tensor's channels (range, intensity): channel 0 flags the returns.
             valid = np.ones(real.shape, bool) if mask is None else np.asarray(mask, bool)[:, 0]
@@ -65,7 +65,7 @@ class ReconstructionError:
         mean = self.total / self.count
         if self.modality.kind == "image":
             return mean  # a mean absolute error
-        if self.modality.kind in RANGE_KINDS or self.modality.kind == "vector":
+        if self.modality.kind in MASKED_KINDS or self.modality.kind == "vector":
             return float(np.sqrt(mean))  # a root mean square
         raise unsupported_kind(self.modality, "reconstruction error")
 

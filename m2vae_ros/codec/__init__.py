@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from m2vae_ros.codec.common import CodecError, Decoded, message_type, stamp_ns
+from m2vae_ros.codec.depth import check_depth, decode_depth, depth_message
 from m2vae_ros.codec.image import check_image, decode_compressed_image, decode_image, image_message
 from m2vae_ros.codec.pointcloud import decode_pointcloud, pointcloud_message
 from m2vae_ros.codec.scan import check_laserscan, decode_laserscan, scan_message
@@ -35,6 +36,7 @@ __all__ = [
 DECODERS: dict[tuple[str, str], Callable[[Any, ModalitySpec], Decoded]] = {
     ("sensor_msgs/msg/Image", "image"): decode_image,
     ("sensor_msgs/msg/CompressedImage", "image"): decode_compressed_image,
+    ("sensor_msgs/msg/Image", "depth"): decode_depth,
     ("sensor_msgs/msg/LaserScan", "scan"): decode_laserscan,
     ("sensor_msgs/msg/PointCloud2", "scan"): decode_pointcloud,
     ("sensor_msgs/msg/PointCloud2", "range_image"): decode_pointcloud,
@@ -43,6 +45,7 @@ DECODERS: dict[tuple[str, str], Callable[[Any, ModalitySpec], Decoded]] = {
 # Cheaper stand-ins for a full decode where one exists: every check, none of the resizing/binning.
 CHECKERS: dict[tuple[str, str], Callable[[Any, ModalitySpec], int]] = {
     ("sensor_msgs/msg/Image", "image"): check_image,
+    ("sensor_msgs/msg/Image", "depth"): check_depth,
     ("sensor_msgs/msg/LaserScan", "scan"): check_laserscan,
 }
 
@@ -50,6 +53,7 @@ ENCODERS: dict[str, Callable[[np.ndarray, ModalitySpec, Any], Any]] = {
     "image": image_message,
     "scan": scan_message,
     "range_image": pointcloud_message,
+    "depth": depth_message,
 }
 
 
@@ -100,7 +104,10 @@ def check_and_keep(msg: Any, spec: ModalitySpec) -> tuple[int, Decoded | None]:
 
 
 def reconstruction_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
-    """Model output of `spec.shape` → rclpy Image, LaserScan or PointCloud2 stamped with `header`."""
+    """Model output of `spec.shape` → rclpy Image, LaserScan or PointCloud2 stamped with `header`.
+
+    A depth modality's comes out as a 32FC1 Image in metres, NaN where the model sees no return.
+    """
     encoder = ENCODERS.get(spec.kind)
     if encoder is None:
         raise CodecError("unsupported_type", f"no ROS message for a {spec.kind!r} modality ({spec.name})")

@@ -1,7 +1,8 @@
-"""Nearest return per cell: the one reduction behind scans and range images.
+"""Nearest return per cell: the one reduction behind scans, range images and depth images.
 
-Several LiDAR returns may land in one angular bin (a denser scan, a point cloud); the
-closest one is what the sensor would have reported, so each cell keeps its minimum range.
+Several LiDAR returns may land in one angular bin (a denser scan, a point cloud), several
+depth pixels in one pixel of a smaller image; the closest one is what the sensor would have
+reported, so each cell keeps its minimum range.
 """
 
 from __future__ import annotations
@@ -22,6 +23,25 @@ def nearest_per_cell(cells: np.ndarray, ranges: np.ndarray) -> tuple[np.ndarray,
     first = np.ones(len(order), dtype=bool)
     first[1:] = sorted_cells[1:] != sorted_cells[:-1]
     return sorted_cells[first], order[first]
+
+
+def nearest_per_grid(ranges: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A 2-D grid of ranges (+inf: no return) resized to height × width, each cell keeping its nearest.
+
+    Shrinking an axis takes the minimum over the source cells each output cell covers
+    (``np.minimum.reduceat``); growing one repeats the source cell under each output cell's
+    centre. An output cell whose source cells are all +inf stays +inf.
+    """
+    return _nearest_along(_nearest_along(ranges, height, axis=0), width, axis=1)
+
+
+def _nearest_along(ranges: np.ndarray, size: int, axis: int) -> np.ndarray:
+    source = ranges.shape[axis]
+    if size >= source:
+        return np.take(ranges, (np.arange(size) * 2 + 1) * source // (2 * size), axis=axis)
+    # Source cell j falls in output cell j·size // source; output cell i starts at ceil(i·source / size).
+    starts = (np.arange(size) * source + size - 1) // size
+    return np.minimum.reduceat(ranges, starts, axis=axis)
 
 
 def bin_width(angle_min: float, angle_max: float, bins: int) -> float:

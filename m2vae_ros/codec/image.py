@@ -54,14 +54,30 @@ def check_image(msg: Any, spec: ModalitySpec) -> int:
 
 def image_pixels(msg: Any, spec: ModalitySpec) -> tuple[np.ndarray, str, float]:
     """Validated HWC view (no copy) of an Image's pixels, with its channel order and full scale."""
-    encoding = str(msg.encoding)
-    if encoding not in ENCODINGS:
-        raise CodecError("unsupported_encoding", f"image encoding {encoding!r}; known: {sorted(ENCODINGS)}")
     pre = spec.preprocess
     assert isinstance(pre, ImagePreprocess)
     if pre.channels not in (1, 3):
         raise CodecError("unsupported_encoding", f"spec asks for {pre.channels} channels; only 1 or 3")
-    base, channels, order, full_scale = ENCODINGS[encoding]
+    pixels, encoding = image_view(msg)
+    _, _, order, full_scale = ENCODINGS[encoding]
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        # REP 118 depth: NaN = no estimate and +inf = too far read as the far end of the
+        # scale (as a LiDAR's "no return" reads 1.0), −inf = too close as 0.
+        far = pre.value_max if pre.value_max is not None else full_scale
+        pixels = np.nan_to_num(pixels, nan=far, posinf=far, neginf=0.0)
+    return pixels, order, full_scale
+
+
+def image_view(msg: Any) -> tuple[np.ndarray, str]:
+    """An Image's pixels as a validated HWC view (no copy) in the message's byte order, and its encoding.
+
+    Every check of the buffer against the declared size, row step and encoding; the camera
+    and depth codecs share it.
+    """
+    encoding = str(msg.encoding)
+    if encoding not in ENCODINGS:
+        raise CodecError("unsupported_encoding", f"image encoding {encoding!r}; known: {sorted(ENCODINGS)}")
+    base, channels, _, _ = ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     row_bytes = width * channels * int(base[1])
     if height <= 0 or width <= 0:
@@ -76,12 +92,7 @@ def image_pixels(msg: Any, spec: ModalitySpec) -> tuple[np.ndarray, str, float]:
     pixels = rows.view(dtype).reshape(height, width, channels)
     if step % dtype.itemsize:  # rows padded by a non-whole number of pixels: OpenCV needs aligned rows
         pixels = np.ascontiguousarray(pixels)
-    if base == "f4" and not np.isfinite(pixels).all():
-        # REP 118 depth: NaN = no estimate and +inf = too far read as the far end of the
-        # scale (as a LiDAR's "no return" reads 1.0), −inf = too close as 0.
-        far = pre.value_max if pre.value_max is not None else full_scale
-        pixels = np.nan_to_num(pixels, nan=far, posinf=far, neginf=0.0)
-    return pixels, order, full_scale
+    return pixels, encoding
 
 
 def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:

@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             drops=drops,
             compressed=args.compressed,
             points=not args.no_points,
+            depth=args.depth,
             image_size=args.image_size,
             episode_seconds=args.episode_seconds,
             scenario=scenario,
@@ -59,11 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SENSOR@T0:T1",
-        help="no messages of SENSOR (camera, scan, points, or lidar = scan+points) from T0 to T1 "
+        help="no messages of SENSOR (camera, depth, scan, points, or lidar = scan+points) from T0 to T1 "
         "seconds after the start; repeatable",
     )
     parser.add_argument("--compressed", action="store_true", help="JPEG on /camera/image_raw/compressed")
     parser.add_argument("--no-points", action="store_true", help="leave out the 3-D LiDAR (/points)")
+    parser.add_argument("--depth", action="store_true", help="add a depth camera registered to the colour "
+                        "one (/camera/depth/image_raw, 16UC1 millimetres)")
     parser.add_argument(
         "--image-size", type=parse_image_size, default=(64, 64), metavar="WxH", help="default 64x64"
     )

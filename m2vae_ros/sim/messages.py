@@ -54,6 +54,20 @@ def image(stamp_ns: int, rgb: np.ndarray) -> object:
     )
 
 
+def depth_image(stamp_ns: int, millimetres: np.ndarray) -> object:
+    """16UC1 in millimetres, 0 = no data (REP 118), in the colour camera's frame: registered to it."""
+    height, width = millimetres.shape
+    return T["sensor_msgs/msg/Image"](
+        header=header(stamp_ns, CAMERA_FRAME),
+        height=height,
+        width=width,
+        encoding="16UC1",
+        is_bigendian=0,
+        step=2 * width,
+        data=np.ascontiguousarray(millimetres, "<u2").reshape(-1).view(np.uint8),
+    )
+
+
 def compressed_image(stamp_ns: int, rgb: np.ndarray) -> object:
     """JPEG as image_transport's `compressed` plugin publishes it (format names both encodings)."""
     ok, jpeg = cv2.imencode(

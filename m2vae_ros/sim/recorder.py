@@ -1,7 +1,8 @@
 """Run the simulated sensors over time and write their messages as a rosbag2 recording.
 
 Streams (defaults match config/train.yaml): camera 30 Hz, planar LiDAR 10 Hz, 3-D
-LiDAR 10 Hz (phase 25 ms after the scan, as an unsynchronised second device), and the
+LiDAR 10 Hz (phase 25 ms after the scan, as an unsynchronised second device), on request
+a depth image with the camera's stamps (an RGB-D camera registers both to one exposure), and the
 ground truth at the scan's stamps — a Marker and the robot pose for every scan period,
 also while the scan is dropped out, so samples of the other sensors keep their labels.
 
@@ -40,13 +41,14 @@ START_NS = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z: stamps never depen
 CAMERA_STREAM, SCAN_STREAM, POINTS_STREAM = 10, 11, 12
 
 CAMERA_TOPIC = "/camera/image_raw"
+DEPTH_TOPIC = "/camera/depth/image_raw"
 COMPRESSED_CAMERA_TOPIC = "/camera/image_raw/compressed"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 SCAN_TOPIC, POINTS_TOPIC = "/scan", "/points"
 MARKER_TOPIC, ROBOT_POSE_TOPIC = "/ground_truth/object", "/ground_truth/robot_pose"
 TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 SENSOR_TOPICS = frozenset(
-    {CAMERA_TOPIC, COMPRESSED_CAMERA_TOPIC, CAMERA_INFO_TOPIC, SCAN_TOPIC, POINTS_TOPIC})
+    {CAMERA_TOPIC, COMPRESSED_CAMERA_TOPIC, CAMERA_INFO_TOPIC, DEPTH_TOPIC, SCAN_TOPIC, POINTS_TOPIC})
 BAR = "{l_bar}{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -94,6 +96,7 @@ class Simulation:
         drops: Sequence[DropWindow] = (),
         compressed: bool = False,
         points: bool = True,
+        depth: bool = False,
         image_size: tuple[int, int] = (64, 64),
         episode_seconds: float = EPISODE_SECONDS,
         scenario: Scenario | None = None,
@@ -104,11 +107,13 @@ class Simulation:
             raise SimError(f"dropouts of unknown sensors {unknown}; known: {', '.join(SENSORS)}")
         if not points and any(d.key == "points" for d in drops):
             raise SimError("a points dropout was requested but the 3-D LiDAR is off (--no-points)")
+        if not depth and any(d.key == "depth" for d in drops):
+            raise SimError("a depth dropout was requested but the depth camera is off (add --depth)")
         if late := [f"{d.key}@{d.start:g}:{d.end:g}" for d in drops if d.start >= duration]:
             raise SimError(f"dropouts {late} start after the recording ends ({duration:g} s): they would "
                            "silence nothing")
         self.duration, self.seed, self.drops = duration, seed, tuple(drops)
-        self.compressed, self.points = compressed, points
+        self.compressed, self.points, self.depth = compressed, points, depth
         try:
             self.world = World(seed, episode_seconds=episode_seconds, scenario=scenario)
             self.camera = Camera(*image_size)
@@ -132,6 +137,8 @@ class Simulation:
         }
         if self.points:
             topics[POINTS_TOPIC] = "sensor_msgs/msg/PointCloud2"
+        if self.depth:
+            topics[DEPTH_TOPIC] = "sensor_msgs/msg/Image"
         return topics
 
     @property
@@ -142,6 +149,8 @@ class Simulation:
         streams = [self._sensor_transforms(), self._camera(), self._scan(), self._ground_truth()]
         if self.points:
             streams.append(self._points())
+        if self.depth:
+            streams.append(self._depth())
         return heapq.merge(*streams, key=lambda r: r.log_ns)
 
     def _frames(
@@ -160,6 +169,14 @@ class Simulation:
             )
             info = messages.camera_info(frame.stamp_ns, self.camera)
             yield Record(frame.log_ns, CAMERA_INFO_TOPIC, messages.serialize(info), frame.t)
+
+    def _depth(self) -> Iterator[Record]:
+        """The camera's frames (same stamps and log times) with the depth camera's own dropouts and noise."""
+        for frame, rng in self._frames(CAMERA_STREAM, CAMERA_RATE, 0.0, "depth"):
+            noise = rng.spawn(1)[0]  # not the colour image's draws: independent noise
+            millimetres = self.camera.depth(self.world.state(frame.t), self.world.arena, noise)
+            msg = messages.depth_image(frame.stamp_ns, millimetres)
+            yield Record(frame.log_ns, DEPTH_TOPIC, messages.serialize(msg), frame.t)
 
     def _scan(self) -> Iterator[Record]:
         for frame, rng in self._frames(SCAN_STREAM, LIDAR_RATE, 0.0, "scan"):
@@ -214,6 +231,7 @@ def simulate(
     drops: Sequence[DropWindow] = (),
     compressed: bool = False,
     points: bool = True,
+    depth: bool = False,
     image_size: tuple[int, int] = (64, 64),
     episode_seconds: float = EPISODE_SECONDS,
     scenario: Scenario | None = None,
@@ -231,6 +249,7 @@ def simulate(
         drops=drops,
         compressed=compressed,
         points=points,
+        depth=depth,
         image_size=image_size,
         episode_seconds=episode_seconds,
         scenario=scenario,

@@ -21,7 +21,7 @@ from m2vae_ros.drop_window import DropWindow
 
 JITTER_STD, JITTER_MAX = 1e-3, 3e-3
 LATENCY_MIN, LATENCY_MAX = 2e-3, 8e-3
-SENSORS = ("camera", "scan", "points")
+SENSORS = ("camera", "depth", "scan", "points")
 SENSOR_ALIASES = {"lidar": ("scan", "points")}
 
 

@@ -1,0 +1,68 @@
+"""Depth cameras (sensor_msgs/Image: 16UC1 or mono16 in millimetres, 32FC1 in metres) ⇄ (1, H, W) ranges.
+
+The LiDAR's conventions (codec/scan.py): depth / range_max, and "no return" — 0 in an
+integer image, NaN or +inf in a float one (REP 118), or a depth outside
+range_min…range_max — reads 1.0 with mask False, never 0, which would be an obstacle
+touching the lens. A −inf is "too close to measure": a return at range_min.
+
+A depth image of another size than the spec's keeps, per output pixel, the nearest valid
+depth among the source pixels it covers (`binning.nearest_per_grid`): an average would
+invent depths between a foreground edge and the wall behind it, or between a depth and a
+hole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from m2vae_ros.codec.binning import nearest_per_grid
+from m2vae_ros.codec.common import CodecError, Decoded, stamp_ns
+from m2vae_ros.codec.image import image_view
+from m2vae_ros.codec.scan import NO_RETURN, NO_RETURN_THRESHOLD
+from m2vae_ros.spec import DepthPreprocess, ModalitySpec
+
+# Depth encodings (REP 118) → metres per stored unit.
+METRES_PER_UNIT = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
+
+
+def decode_depth(msg: Any, spec: ModalitySpec) -> Decoded:
+    """sensor_msgs/Image of depths → tensor and validity mask at the spec's size."""
+    pre = spec.preprocess
+    assert isinstance(pre, DepthPreprocess)
+    pixels, encoding = depth_view(msg)
+    metres = pixels[:, :, 0].astype(np.float32) * np.float32(METRES_PER_UNIT[encoding])
+    metres[np.isneginf(metres)] = pre.range_min
+    with np.errstate(invalid="ignore"):  # NaN compares False: no return
+        valid = (metres > 0) & (metres >= pre.range_min) & (metres <= pre.range_max)
+    nearest = nearest_per_grid(np.where(valid, metres, np.float32(np.inf)), pre.height, pre.width)
+    mask = np.isfinite(nearest)
+    tensor = np.where(mask, nearest / np.float32(pre.range_max), np.float32(NO_RETURN)).astype(np.float32)
+    return Decoded(tensor[None], mask[None], stamp_ns(msg))
+
+
+def check_depth(msg: Any, spec: ModalitySpec) -> int:
+    """Every check `decode_depth` makes, without its resizing: the stamp, or the CodecError it would raise."""
+    depth_view(msg)
+    return stamp_ns(msg)
+
+
+def depth_view(msg: Any) -> tuple[np.ndarray, str]:
+    """`image_view` of an Image whose encoding is a depth encoding."""
+    if str(msg.encoding) not in METRES_PER_UNIT:  # checked first: image_view's error lists colour encodings
+        raise CodecError("unsupported_encoding", f"depth image encoding {str(msg.encoding)!r}; known: "
+                         f"{sorted(METRES_PER_UNIT)}")
+    return image_view(msg)
+
+
+def depth_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
+    """(1, H, W) tensor → sensor_msgs/Image 32FC1 in metres; no return (≥ NO_RETURN_THRESHOLD) is NaN."""
+    from sensor_msgs.msg import Image
+
+    pre = spec.preprocess
+    assert isinstance(pre, DepthPreprocess)
+    values = np.asarray(tensor, np.float32)[0]
+    metres = np.where(values < NO_RETURN_THRESHOLD, values * np.float32(pre.range_max), np.float32(np.nan))
+    return Image(header=header, height=pre.height, width=pre.width, encoding="32FC1", is_bigendian=0,
+                 step=pre.width * 4, data=np.ascontiguousarray(metres, "<f4").tobytes())

@@ -1,0 +1,55 @@
+"""Depth images: millimetres and metres, REP 118's special values, and nearest-depth resizing."""
+
+import numpy as np
+import pytest
+from bagutils import image
+
+from m2vae_ros.codec import CodecError, decode_message
+from m2vae_ros.spec import DepthPreprocess, ModalitySpec
+
+
+def depth_spec(width: int = 4, height: int = 2, range_min: float = 0.2, range_max: float = 5.0
+               ) -> ModalitySpec:
+    return ModalitySpec("depth", "depth", DepthPreprocess(width, height, range_min, range_max))
+
+
+def test_millimetres_become_metres_over_range_max_and_zero_is_no_return_not_near():
+    millimetres = np.array([[0, 1000, 2500, 5000], [100, 5001, 65535, 200]], np.uint16)
+    for encoding in ("16UC1", "mono16"):
+        out = decode_message(image(millimetres, encoding), depth_spec())
+        # 0 (no data), 0.1 m (under range_min 0.2), 5.001 m and 65.5 m (beyond range_max 5) read no return.
+        np.testing.assert_allclose(out.tensor[0], [[1.0, 0.2, 0.5, 1.0], [1.0, 1.0, 1.0, 0.04]], rtol=1e-6)
+        np.testing.assert_array_equal(out.mask[0], [[False, True, True, True], [False, False, False, True]])
+
+
+def test_float_metres_follow_rep_118():
+    metres = np.array([[np.nan, np.inf, -np.inf, 2.0]], np.float32)
+    out = decode_message(image(metres, "32FC1", bigendian=True), depth_spec(height=1))
+    # NaN (no estimate) and +inf (too far) read no return; −inf (too close) a return at range_min.
+    np.testing.assert_allclose(out.tensor[0, 0], [1.0, 1.0, 0.2 / 5.0, 0.4], rtol=1e-6)
+    np.testing.assert_array_equal(out.mask[0, 0], [False, False, True, True])
+
+
+def test_shrinking_keeps_each_pixels_nearest_depth_and_skips_holes():
+    millimetres = np.array([[1000, 0, 3000, 3000],
+                            [4000, 4000, 0, 0],
+                            [2000, 2000, 0, 0],
+                            [2000, 1500, 0, 0]], np.uint16)
+    out = decode_message(image(millimetres, "16UC1"), depth_spec(width=2, height=2))
+    # No average of an edge (1 m beside 4 m) or of a hole with a depth: the nearest valid one.
+    np.testing.assert_allclose(out.tensor[0] * 5.0, [[1.0, 3.0], [1.5, 5.0]], rtol=1e-6)
+    np.testing.assert_array_equal(out.mask[0], [[True, True], [True, False]])
+
+
+def test_growing_repeats_each_source_pixel():
+    millimetres = np.array([[1000, 0], [2000, 3000]], np.uint16)
+    out = decode_message(image(millimetres, "16UC1"), depth_spec(width=4, height=2))
+    np.testing.assert_allclose(out.tensor[0] * 5.0, [[1.0, 1.0, 5.0, 5.0], [2.0, 2.0, 3.0, 3.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "mono8", "yuv422"])
+def test_a_colour_or_unknown_encoding_is_refused_naming_the_depth_encodings(encoding):
+    pixels = np.zeros((2, 4, 3 if encoding == "rgb8" else 1), np.uint8)
+    with pytest.raises(CodecError, match=r"depth image encoding .*16UC1.*32FC1") as err:
+        decode_message(image(pixels, encoding), depth_spec())
+    assert err.value.reason == "unsupported_encoding"
