@@ -49,7 +49,14 @@ from m2vae_ros.model import M2VAE
 from m2vae_ros.qos import latched_qos, sensor_qos
 from m2vae_ros.reach import REACH_WINDOW, ReturnsReach
 from m2vae_ros.ros_types import MessageTypeError, message_class, modality_message_type
-from m2vae_ros.spec import ImagePreprocess, ModalitySpec, ModelSpec, RangeImagePreprocess, ScanPreprocess
+from m2vae_ros.spec import (
+    DepthPreprocess,
+    ImagePreprocess,
+    ModalitySpec,
+    ModelSpec,
+    RangeImagePreprocess,
+    ScanPreprocess,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LATENT_DIM = 8
@@ -937,6 +944,41 @@ def test_a_depth_image_in_metres_on_a_colour_model_is_warned_about_while_alive(
         assert status.level == DiagnosticStatus.WARN
         assert status.message.startswith("alive, but its messages are single-channel, for a colour model")
         assert "; its messages are float images with values above 1.5" in status.message
+
+
+def test_a_depth_camera_alone_drives_the_node_and_comes_back_as_32fc1_metres(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An RGB-D pair whose colour stream is dead: the depth camera's 16UC1 millimetres are the subset."""
+    spec = ModelSpec(
+        modalities=(
+            ModalitySpec("camera", "image", ImagePreprocess(16, 16), topic="/camera/image_raw"),
+            ModalitySpec("depth", "depth", DepthPreprocess(16, 16), topic="/camera/depth/image_raw"),
+        ),
+        latent_dim=LATENT_DIM, feature_dim=16, head_hidden=16,
+    )
+    torch.manual_seed(0)
+    rgbd = save_model(M2VAE(spec), tmp_path / "model")
+    millimetres = np.full((40, 48), 2500, np.uint16)
+    millimetres[:10] = 0  # no data, as over the sky or a window
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, rgbd):
+        active = peer.collect(String, f"{NODE}/active_modalities", latched_qos())
+        depths = peer.collect(Image, f"{NODE}/reconstruction/depth", sensor_qos("reliable", depth=50))
+        colours = peer.collect(Image, f"{NODE}/reconstruction/camera", sensor_qos("reliable", depth=50))
+        diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+        publisher = peer.node.create_publisher(Image, "/camera/depth/image_raw", sensor_qos("best_effort"))
+        peer.node.create_timer(CAMERA_PERIOD_S, lambda: publisher.publish(
+            _camera(_now_ns(peer), "16UC1", millimetres.tobytes(), pixel_bytes=2)))
+
+        assert peer.spin_until(lambda: _active(active) == "depth" and depths and colours and
+                               _latest_status(diagnostics, "depth") is not None, STARTUP_WAIT_S)
+        depth = depths[-1]
+        assert (depth.encoding, depth.width, depth.height, depth.step) == ("32FC1", 16, 16, 64)
+        metres = np.frombuffer(bytes(depth.data), "<f4")
+        assert metres.size == 256 and np.nanmin(metres) > 0.0 and np.nanmax(metres) < 8.0  # within range_max
+        assert (colours[-1].encoding, depth.header.frame_id) == ("rgb8", CAMERA_FRAME)  # imputed colour
+        status = _latest_status(diagnostics, "depth")
+        assert status.level == DiagnosticStatus.OK and "reach" not in _diagnostic_values(diagnostics, "depth")
 
 
 def _rings_cloud(stamp_ns: int, rings: int) -> PointCloud2:
