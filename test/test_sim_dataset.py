@@ -14,7 +14,7 @@ from m2vae_training.dataset_notes import notes
 from m2vae_ros.sim import parse_dropout, simulate
 from m2vae_ros.sim.recorder import START_NS
 from m2vae_ros.sim.world import OBJECT_CLASSES, OBJECT_HALF_WIDTH, World
-from m2vae_ros.spec import ModalitySpec, RangeImagePreprocess
+from m2vae_ros.spec import DepthPreprocess, ModalitySpec, RangeImagePreprocess
 
 SEED, EPISODE_SECONDS, DURATION = 11, 2.5, 7.0
 
@@ -95,3 +95,27 @@ def test_a_range_image_geometry_unlike_the_sensors_is_noted(tmp_path) -> None:
                      "above every beam": 0.0}
     assert notes(dataset)[-1].startswith("lidar3d: 0% of its cells hold a return in some sample, the others "
                                          "in none: do rings, fov_up_deg and fov_down_deg match")
+
+
+def test_a_depth_camera_builds_masked_metres_beside_the_colour_one(tmp_path) -> None:
+    bag = simulate(tmp_path / "bag", 3.0, SEED, depth=True, points=False, episode_seconds=EPISODE_SECONDS,
+                   drops=parse_dropout("depth@1:2")).out
+    config = load_train_config()
+    depth = ModalitySpec("depth", "depth", DepthPreprocess(32, 32), topic="/camera/depth/image_raw")
+    config = dataclasses.replace(config, spec=dataclasses.replace(
+        config.spec, modalities=(*config.spec.modalities, depth)))
+    dataset = build_dataset([bag], config, tmp_path / "dataset", progress=False)
+    available = np.asarray(dataset.available)[:, dataset.spec.names.index("depth")]
+    times = sample_times(dataset)
+    assert available[(times < 0.9) | (times > 2.1)].all()
+    assert not available[(times > 1.1) & (times < 1.9)].any()
+    metres = np.asarray(dataset.arrays["depth"])[available, 0] * depth.preprocess.range_max
+    mask = np.asarray(dataset.masks["depth"])[available, 0]
+    assert (metres[~mask] == depth.preprocess.range_max).all()  # no return: the sky, in most samples
+    assert 0.5 < mask.mean() < 1.0
+    # Each 2 × 2 block keeps its nearest depth: the bottom one meets the floor where the 64-pixel
+    # image's bottom row does, 0.528 m away (test_sim_recording), unless the object stands there.
+    assert abs(np.median(metres[:, -1]) - 0.528) < 0.005
+    # The reach of a LiDAR's beams is not a depth camera's: its holes are the scene's (the sky here).
+    assert list(dataset.manifest["returns_reach"]) == ["lidar"] and not [
+        line for line in notes(dataset) if line.startswith("depth")]

@@ -52,7 +52,7 @@ from m2vae_ros.codec.common import CAVEATS
 from m2vae_ros.differences import differences, first
 from m2vae_ros.gil import prompt_thread_switching
 from m2vae_ros.progress import progress_bar
-from m2vae_ros.spec import ModalitySpec, ModelSpec, SpecError
+from m2vae_ros.spec import RANGE_KINDS, ModalitySpec, ModelSpec, SpecError
 from m2vae_ros.subsets import row_subsets, subset_name
 
 # 2: a partial scan span's angle_max is its last beam (LaserScan's reading), not past it.
@@ -452,7 +452,7 @@ class _Builder:
                 spill.remove()
         available = np.concatenate([i.sync.indices >= 0 for i in indexes]).reshape(total, len(names))
         reach = {m.name: _reach(arrays[f"mask_{m.name}"], available[:, k])
-                 for k, m in enumerate(self.spec.modalities) if m.has_mask}
+                 for k, m in enumerate(self.spec.modalities) if m.kind in RANGE_KINDS}
         sizes = [len(i.sync.stamps) for i in indexes]
         per_sample = {
             "available": available,
