@@ -51,11 +51,11 @@ class MultimodalVAE:
     """A trained or trainable M²VAE over in-memory arrays (or the baselines JMVAE-kl and MVAE).
 
     Arrays are [N, *shape] per modality in the tensor conventions of spec.py: images,
-    scans and range images hold values in [0, 1] (an rgb8 image divided by 255; ranges
-    divided by range_max, 1.0 for no return), as the ROS codecs produce them, because
-    their decoders' means are squashed into [0, 1]. An availability mask [N,
-    n_modalities] (columns in modality order) marks missing entries; their rows are
-    never read, so any placeholder (zeros, NaN) will do.
+    scans, range images and depth images hold values in [0, 1] (an rgb8 image divided by
+    255; ranges and depths divided by range_max, 1.0 for no return), as the ROS codecs
+    produce them, because their decoders' means are squashed into [0, 1]. An availability
+    mask [N, n_modalities] (columns in modality order) marks missing entries; their rows
+    are never read, so any placeholder (zeros, NaN) will do.
     """
 
     def __init__(self, spec: ModelSpec, *, seed: int = 0, model: M2VAE | None = None) -> None:

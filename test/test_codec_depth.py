@@ -22,6 +22,13 @@ def test_millimetres_become_metres_over_range_max_and_zero_is_no_return_not_near
         np.testing.assert_array_equal(out.mask[0], [[False, True, True, True], [False, False, False, True]])
 
 
+def test_a_depth_right_at_range_max_is_a_return_and_minus_inf_at_range_min_zero_too():
+    at_limit = decode_message(image(np.array([[700]], np.uint16), "16UC1"), depth_spec(1, 1, 0.2, 0.7))
+    assert at_limit.mask.all() and at_limit.tensor[0, 0, 0] == 1.0  # 0.7 m of 0.7 m, measured
+    too_close = decode_message(image(np.array([[-np.inf]], np.float32), "32FC1"), depth_spec(1, 1, 0.0, 5.0))
+    assert too_close.mask.all() and too_close.tensor[0, 0, 0] == 0.0
+
+
 def test_float_metres_follow_rep_118():
     metres = np.array([[np.nan, np.inf, -np.inf, 2.0]], np.float32)
     out = decode_message(image(metres, "32FC1", bigendian=True), depth_spec(height=1))

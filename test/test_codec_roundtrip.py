@@ -116,9 +116,10 @@ def test_scan_round_trip_turns_far_values_into_no_return():
     assert not back.mask[0, :5].any() and back.mask[0, 5:].all() and back.stamp_ns == 12
 
 
-def test_depth_round_trip_turns_far_values_into_nan():
+def test_depth_round_trip_turns_far_and_too_near_values_into_nan():
     tensor = RNG.uniform(0.05, 0.95, DEPTH.shape).astype(np.float32)
-    tensor[0, 0, :4] = 0.99
+    tensor[0, 0, :3] = 0.99
+    tensor[0, 0, 3] = 0.01  # 0.05 m, under range_min 0.1 m
     msg = reconstruction_message(tensor, DEPTH, header(14))
     assert isinstance(msg, Image) and msg.encoding == "32FC1" and (msg.width, msg.height) == (16, 12)
     assert np.isnan(np.frombuffer(bytes(msg.data), "<f4")[:4]).all()

@@ -119,3 +119,15 @@ def test_a_depth_camera_builds_masked_metres_beside_the_colour_one(tmp_path) -> 
     # The reach of a LiDAR's beams is not a depth camera's: its holes are the scene's (the sky here).
     assert list(dataset.manifest["returns_reach"]) == ["lidar"] and not [
         line for line in notes(dataset) if line.startswith("depth")]
+
+
+def test_a_misspelt_depth_topic_is_pointed_at_the_depth_image_not_at_the_colour_one(tmp_path) -> None:
+    bag = simulate(tmp_path / "bag", 1.0, SEED, depth=True, points=False).out
+    config = load_train_config()
+    depth = ModalitySpec("depth", "depth", DepthPreprocess(16, 16), topic="/camera/depth")
+    config = dataclasses.replace(config, spec=dataclasses.replace(
+        config.spec, modalities=(*config.spec.modalities, depth)))
+    dataset = build_dataset([bag], config, tmp_path / "dataset", progress=False)
+    # /camera/image_raw is an Image too, but the camera reads it.
+    assert ("/camera/depth is not in the bags; the bags record for depth: /camera/depth/image_raw "
+            "(sensor_msgs/msg/Image)") in notes(dataset)

@@ -84,7 +84,7 @@ class PreparedDataset:
     """A dataset as arrays (memory-mapped); row i of every array belongs to sample i.
 
     `arrays[name]` is float32 [N, *shape] with zero rows where `available[:, k]` is False;
-    `masks[name]` (scan/range_image only) flags real LiDAR returns. `labels` is −1 and
+    `masks[name]` (scan, range_image and depth only) flags real returns. `labels` is −1 and
     `positions` NaN where no ground-truth marker was near the sample.
     """
 
@@ -385,7 +385,7 @@ def _reach(masks: np.ndarray, present: np.ndarray) -> float | None:
 
 
 def _targets(arrays: dict[str, np.ndarray], modality: ModalitySpec) -> list[np.ndarray]:
-    """A modality's dataset arrays: [tensors] or, for LiDAR kinds, [tensors, masks]."""
+    """A modality's dataset arrays: [tensors] or, for masked kinds (LiDAR, depth), [tensors, masks]."""
     return [arrays[f"x_{modality.name}"]] + ([arrays[f"mask_{modality.name}"]] if modality.has_mask else [])
 
 

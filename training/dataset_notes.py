@@ -40,8 +40,8 @@ def notes(dataset: PreparedDataset) -> list[str]:
               for name, failures in manifest.get("shared_topic_failures", {}).items()]
     recorded = manifest.get("recorded_topics", {})
     lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
-              if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, recorded))]
-    lines += partly_recorded(dataset, recorded)
+              if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, manifest))]
+    lines += partly_recorded(dataset)
     lines += [hint for m in dataset.spec.modalities if (hint := unreadable_type(m, recorded))]
     for name, share in manifest.get("returns_reach", {}).items():
         if share < MIN_REACH:
@@ -53,14 +53,14 @@ def notes(dataset: PreparedDataset) -> list[str]:
     return lines
 
 
-def partly_recorded(dataset: PreparedDataset, recorded: Mapping[str, str]) -> list[str]:
+def partly_recorded(dataset: PreparedDataset) -> list[str]:
     """A line per sensor topic that some bags hold and others lack: the samples of those lack the
     sensor, which the counts alone hide (a raw camera in one recording, a compressed one in the next)."""
     lines = []
     for topic, bags in dataset.manifest.get("missing_from", {}).items():
         names = [m.name for m in dataset.spec.modalities if m.topic == topic]
         hints = [hint for m in dataset.spec.modalities if m.topic == topic
-                 and (hint := feeding_topics_hint(m, recorded))]
+                 and (hint := feeding_topics_hint(m, dataset.manifest))]
         lines.append(f"{topic} is not in {len(bags)} of the {len(dataset.manifest['bags'])} bags "
                      f"({', '.join(bags)}): their samples lack {'+'.join(names)}"
                      + "".join(f"; {hint}" for hint in hints))
@@ -100,7 +100,7 @@ def no_samples_error(
               if not unreadable_type(m, recorded) and (line := all_failed(m, manifest))}
     text = no_samples(modalities, bags) + "".join(f"; {line}" for line in dict.fromkeys(failed.values()))
     if others := [m for m in modalities if m.name not in failed]:
-        hints = [hint for m in others if (hint := topic_hints(m, recorded))]
+        hints = [hint for m in others if (hint := topic_hints(m, manifest))]
         hints += ["`m2vae-dataset` prints what each topic gave"]  # why a recorded topic gave nothing
         text += f"; name the recorded topics with --topic MODALITY=TOPIC ({'; '.join(hints)})"
     return DatasetError(text)
@@ -122,9 +122,10 @@ def all_failed(modality: ModalitySpec, manifest: Mapping[str, Any]) -> str:
             + (f", e.g. [{example}]" if example else ""))
 
 
-def topic_hints(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
+def topic_hints(modality: ModalitySpec, manifest: Mapping[str, Any]) -> str:
     """Why the sensor's topic can give it nothing, if its type says so, and what could feed it instead."""
-    hints = (unreadable_type(modality, recorded), feeding_topics_hint(modality, recorded))
+    recorded = manifest.get("recorded_topics", {})
+    hints = (unreadable_type(modality, recorded), feeding_topics_hint(modality, manifest))
     return "; ".join(hint for hint in hints if hint)
 
 
@@ -138,10 +139,12 @@ def unreadable_type(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
             f"{', '.join(accepted)}")
 
 
-def feeding_topics_hint(modality: ModalitySpec, recorded: Mapping[str, str]) -> str:
-    """'the bags record for camera: /x (sensor_msgs/msg/CompressedImage)': the other topics that
-    could feed the sensor, or '' when there are none."""
-    accepted = set(accepted_types(modality.kind))
+def feeding_topics_hint(modality: ModalitySpec, manifest: Mapping[str, Any]) -> str:
+    """'the bags record for camera: /x (sensor_msgs/msg/CompressedImage)': the recorded topics that
+    could feed the sensor and no sensor reads already, or '' when there are none (an RGB-D
+    camera's colour topic is an Image too, but not a depth sensor's)."""
+    accepted, configured = set(accepted_types(modality.kind)), set(manifest.get("topics", {}))
+    recorded = manifest.get("recorded_topics", {})
     candidates = [f"{topic} ({msgtype})" for topic, msgtype in sorted(recorded.items())
-                  if msgtype in accepted and topic != modality.topic]
+                  if msgtype in accepted and topic not in configured]
     return f"the bags record for {modality.name}: {', '.join(candidates)}" if candidates else ""

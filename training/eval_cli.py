@@ -386,7 +386,7 @@ def _silent_sensors(test: PreparedDataset) -> list[str]:
     for m in test.silent_modalities():
         stats = test.manifest["topics"].get(m.topic, {})
         failures = test.manifest.get("shared_topic_failures", {}).get(m.name) or stats.get("failures") or {}
-        hint = topic_hints(m, test.manifest.get("recorded_topics", {}))
+        hint = topic_hints(m, test.manifest)
         warnings.append(f"modality {m.name}: topic {m.topic} gave it no usable message "
                         f"({stats.get('messages', 0)} messages, failures {failures}); every subset "
                         "with it has 0 samples and no metrics" + (f"; {hint} (--topic {m.name}=TOPIC)"

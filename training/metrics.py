@@ -39,7 +39,7 @@ class ReconstructionError:
         self.count = 0
 
     def add(self, pred: np.ndarray, real: np.ndarray, mask: np.ndarray | None = None) -> None:
-        """Add [B, *shape] predictions and targets; `mask` [B, *shape] flags valid LiDAR returns."""
+        """Add [B, *shape] predictions and targets; `mask` [B, *shape] flags valid LiDAR or depth returns."""
         if pred.shape != real.shape:
             raise ValueError(f"{self.modality.name}: shape mismatch {pred.shape} vs {real.shape}")
         kind = self.modality.kind

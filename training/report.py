@@ -18,7 +18,8 @@ COLUMNS = (
 )
 ERRORS_EXPLAINED = (
     "Errors are decoded from each subset's latent mean, in sensor units (images: mean absolute pixel "
-    "error 0–255; LiDAR: RMSE in metres over valid returns). A modality outside the subset is imputed."
+    "error 0–255; LiDAR and depth images: RMSE in metres over valid returns). A modality outside the subset "
+    "is imputed."
 )
 CAPTIONS = {
     "recon_grid.png": (

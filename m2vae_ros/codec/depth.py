@@ -23,8 +23,10 @@ from m2vae_ros.codec.image import image_view
 from m2vae_ros.codec.scan import NO_RETURN, NO_RETURN_THRESHOLD
 from m2vae_ros.spec import DepthPreprocess, ModalitySpec
 
-# Depth encodings (REP 118) → metres per stored unit.
-METRES_PER_UNIT = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
+# Depth encodings (REP 118) → stored units per metre. Dividing, not multiplying by 0.001: a
+# float32 millimetre times 0.001 can land above the same depth in metres (700 mm → 0.70000005),
+# and a depth right at range_max would read no return.
+UNITS_PER_METRE = {"16UC1": 1000.0, "mono16": 1000.0, "32FC1": 1.0}
 
 
 def decode_depth(msg: Any, spec: ModalitySpec) -> Decoded:
@@ -32,10 +34,11 @@ def decode_depth(msg: Any, spec: ModalitySpec) -> Decoded:
     pre = spec.preprocess
     assert isinstance(pre, DepthPreprocess)
     pixels, encoding = depth_view(msg)
-    metres = pixels[:, :, 0].astype(np.float32) * np.float32(METRES_PER_UNIT[encoding])
-    metres[np.isneginf(metres)] = pre.range_min
+    metres = pixels[:, :, 0].astype(np.float32) / np.float32(UNITS_PER_METRE[encoding])
+    too_close = np.isneginf(metres)  # a return at range_min, even where that is 0
+    metres[too_close] = pre.range_min
     with np.errstate(invalid="ignore"):  # NaN compares False: no return
-        valid = (metres > 0) & (metres >= pre.range_min) & (metres <= pre.range_max)
+        valid = (too_close | (metres > 0)) & (metres >= pre.range_min) & (metres <= pre.range_max)
     nearest = nearest_per_grid(np.where(valid, metres, np.float32(np.inf)), pre.height, pre.width)
     mask = np.isfinite(nearest)
     tensor = np.where(mask, nearest / np.float32(pre.range_max), np.float32(NO_RETURN)).astype(np.float32)
@@ -50,19 +53,25 @@ def check_depth(msg: Any, spec: ModalitySpec) -> int:
 
 def depth_view(msg: Any) -> tuple[np.ndarray, str]:
     """`image_view` of an Image whose encoding is a depth encoding."""
-    if str(msg.encoding) not in METRES_PER_UNIT:  # checked first: image_view's error lists colour encodings
+    if str(msg.encoding) not in UNITS_PER_METRE:  # checked first: image_view's error lists colour encodings
         raise CodecError("unsupported_encoding", f"depth image encoding {str(msg.encoding)!r}; known: "
-                         f"{sorted(METRES_PER_UNIT)}")
+                         f"{sorted(UNITS_PER_METRE)}")
     return image_view(msg)
 
 
 def depth_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:
-    """(1, H, W) tensor → sensor_msgs/Image 32FC1 in metres; no return (≥ NO_RETURN_THRESHOLD) is NaN."""
+    """(1, H, W) tensor → sensor_msgs/Image 32FC1 in metres; no return is NaN.
+
+    No return is a value at or above NO_RETURN_THRESHOLD, or a depth below range_min: an Image,
+    unlike a LaserScan, carries no limits for a consumer to filter by, and this codec would
+    read such a depth back as no return.
+    """
     from sensor_msgs.msg import Image
 
     pre = spec.preprocess
     assert isinstance(pre, DepthPreprocess)
     values = np.asarray(tensor, np.float32)[0]
-    metres = np.where(values < NO_RETURN_THRESHOLD, values * np.float32(pre.range_max), np.float32(np.nan))
+    metres = values * np.float32(pre.range_max)
+    metres[(values >= NO_RETURN_THRESHOLD) | (metres < pre.range_min)] = np.nan
     return Image(header=header, height=pre.height, width=pre.width, encoding="32FC1", is_bigendian=0,
                  step=pre.width * 4, data=np.ascontiguousarray(metres, "<f4").tobytes())
