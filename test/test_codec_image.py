@@ -137,7 +137,7 @@ def test_sixteen_bit_png_scales_by_65535(flavour):
     (compressed(b"\xff\xd8 not a jpeg at all", "jpeg"), "corrupt_compressed"),
     (compressed(b"", "jpeg"), "corrupt_compressed"),  # cv2.imdecode asserts on an empty buffer
     (compressed(b"abc", "jpeg"), "unsupported_encoding"),  # the bytes decide, not `format`
-    (compressed(b"abc", "16UC1; compressedDepth png"), "unsupported_encoding"),
+    (compressed(b"abc", "16UC1; compressedDepth png"), "unsupported_encoding"),  # kind depth reads it
     (scan([1.0] * 8), "unsupported_type"),
 ])
 def test_bad_images_raise_with_reason(flavour, msg, reason):

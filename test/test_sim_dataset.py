@@ -131,3 +131,23 @@ def test_a_misspelt_depth_topic_is_pointed_at_the_depth_image_not_at_the_colour_
     # /camera/image_raw is an Image too, but the camera reads it.
     assert ("/camera/depth is not in the bags; the bags record for depth: /camera/depth/image_raw "
             "(sensor_msgs/msg/Image)") in notes(dataset)
+
+
+def test_a_compressed_depth_recording_builds_the_same_depths_as_the_raw_one(tmp_path) -> None:
+    """image_transport's compressedDepth (PNG) is lossless for 16UC1."""
+    built = {}
+    topics = {"raw": "/camera/depth/image_raw", "compressed": "/camera/depth/image_raw/compressedDepth"}
+    for name, topic in topics.items():
+        bag = simulate(tmp_path / name, 1.0, SEED, depth=True, points=False, compressed=name == "compressed")
+        bag = bag.out
+        config = load_train_config()
+        depth = ModalitySpec("depth", "depth", DepthPreprocess(16, 16), topic=topic)
+        config = dataclasses.replace(config, spec=dataclasses.replace(
+            config.spec, modalities=(config.spec.modality("lidar"), depth)))
+        built[name] = build_dataset([bag], config, tmp_path / f"{name}_dataset", progress=False)
+    raw, compressed = built["raw"], built["compressed"]
+    assert compressed.manifest["topics"]["/camera/depth/image_raw/compressedDepth"]["type"] == (
+        "sensor_msgs/msg/CompressedImage")
+    assert len(raw) == len(compressed) >= 9
+    np.testing.assert_array_equal(compressed.arrays["depth"], raw.arrays["depth"])
+    np.testing.assert_array_equal(compressed.masks["depth"], raw.masks["depth"])

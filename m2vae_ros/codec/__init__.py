@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from m2vae_ros.codec.common import CodecError, Decoded, message_type, stamp_ns
-from m2vae_ros.codec.depth import check_depth, decode_depth, depth_message
+from m2vae_ros.codec.depth import check_depth, decode_compressed_depth, decode_depth, depth_message
 from m2vae_ros.codec.image import check_image, decode_compressed_image, decode_image, image_message
 from m2vae_ros.codec.pointcloud import decode_pointcloud, pointcloud_message
 from m2vae_ros.codec.scan import check_laserscan, decode_laserscan, scan_message
@@ -37,6 +37,7 @@ DECODERS: dict[tuple[str, str], Callable[[Any, ModalitySpec], Decoded]] = {
     ("sensor_msgs/msg/Image", "image"): decode_image,
     ("sensor_msgs/msg/CompressedImage", "image"): decode_compressed_image,
     ("sensor_msgs/msg/Image", "depth"): decode_depth,
+    ("sensor_msgs/msg/CompressedImage", "depth"): decode_compressed_depth,
     ("sensor_msgs/msg/LaserScan", "scan"): decode_laserscan,
     ("sensor_msgs/msg/PointCloud2", "scan"): decode_pointcloud,
     ("sensor_msgs/msg/PointCloud2", "range_image"): decode_pointcloud,

@@ -102,25 +102,34 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
     # write "rgb8; jpeg compressed bgr8"), and only where the size can be read first: the
     # other formats OpenCV decodes (BMP, TIFF, PNM, ...) could declare any size.
     if "compresseddepth" in str(msg.format).lower():
-        raise CodecError("unsupported_encoding", f"compressed format {msg.format!r}: compressedDepth is not "
-                         "supported; subscribe to the raw depth image")
-    buf = byte_view(msg.data)
-    size = declared_size(buf)
-    if size[0] * size[1] > MAX_COMPRESSED_PIXELS:
-        raise CodecError("too_large", f"{msg.format!r} data declares {size[0]}×{size[1]} pixels; over "
-                         f"{MAX_COMPRESSED_PIXELS // 2**20} MP is refused before decoding")
-    pixels = imdecode(buf)
-    if pixels is None:
-        raise CodecError("corrupt_compressed", f"cv2.imdecode could not decode {msg.format!r} data")
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    # imdecode trusts the bytes, not `format`: a TIFF or HDR labelled png decodes to floats.
-    if pixels.dtype not in (np.uint8, np.uint16) or pixels.shape[2] not in (1, 3, 4):
-        raise CodecError("corrupt_compressed", f"{msg.format!r} data decoded to {pixels.dtype} with "
-                         f"{pixels.shape[2]} channels, not an 8/16-bit image")
+        raise CodecError("unsupported_encoding", f"compressed format {msg.format!r}: compressedDepth is a "
+                         "depth camera's; kind depth reads it")
+    pixels = compressed_pixels(byte_view(msg.data), str(msg.format))
     order = "mono" if pixels.shape[2] == 1 else "bgr"
     full_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
     return _decoded(pixels, order, full_scale, spec, msg)
+
+
+def compressed_pixels(buf: np.ndarray, fmt: str) -> np.ndarray:
+    """PNG, JPEG or WebP bytes → HWC uint8 or uint16 pixels (OpenCV's BGR order), checked.
+
+    The declared size is checked before decoding (`MAX_COMPRESSED_PIXELS`), and what
+    imdecode returns afterwards: it trusts the bytes, not `fmt` (a TIFF or HDR labelled
+    png decodes to floats). `fmt` only names the data in errors.
+    """
+    size = declared_size(buf)
+    if size[0] * size[1] > MAX_COMPRESSED_PIXELS:
+        raise CodecError("too_large", f"{fmt!r} data declares {size[0]}×{size[1]} pixels; over "
+                         f"{MAX_COMPRESSED_PIXELS // 2**20} MP is refused before decoding")
+    pixels = imdecode(buf)
+    if pixels is None:
+        raise CodecError("corrupt_compressed", f"cv2.imdecode could not decode {fmt!r} data")
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.shape[2] not in (1, 3, 4):
+        raise CodecError("corrupt_compressed", f"{fmt!r} data decoded to {pixels.dtype} with "
+                         f"{pixels.shape[2]} channels, not an 8/16-bit image")
+    return pixels
 
 
 def declared_size(buf: np.ndarray) -> tuple[int, int]:

@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         help="no messages of SENSOR (camera, depth, scan, points, or lidar = scan+points) from T0 to T1 "
         "seconds after the start; repeatable",
     )
-    parser.add_argument("--compressed", action="store_true", help="JPEG on /camera/image_raw/compressed")
+    parser.add_argument("--compressed", action="store_true", help="JPEG on /camera/image_raw/compressed (and "
+                        "with --depth a compressedDepth PNG on /camera/depth/image_raw/compressedDepth)")
     parser.add_argument("--no-points", action="store_true", help="leave out the 3-D LiDAR (/points)")
     parser.add_argument("--depth", action="store_true", help="add a depth camera registered to the colour "
                         "one (/camera/depth/image_raw, 16UC1 millimetres)")

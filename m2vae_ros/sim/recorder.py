@@ -42,13 +42,15 @@ CAMERA_STREAM, SCAN_STREAM, POINTS_STREAM = 10, 11, 12
 
 CAMERA_TOPIC = "/camera/image_raw"
 DEPTH_TOPIC = "/camera/depth/image_raw"
+COMPRESSED_DEPTH_TOPIC = "/camera/depth/image_raw/compressedDepth"
 COMPRESSED_CAMERA_TOPIC = "/camera/image_raw/compressed"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 SCAN_TOPIC, POINTS_TOPIC = "/scan", "/points"
 MARKER_TOPIC, ROBOT_POSE_TOPIC = "/ground_truth/object", "/ground_truth/robot_pose"
 TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 SENSOR_TOPICS = frozenset(
-    {CAMERA_TOPIC, COMPRESSED_CAMERA_TOPIC, CAMERA_INFO_TOPIC, DEPTH_TOPIC, SCAN_TOPIC, POINTS_TOPIC})
+    {CAMERA_TOPIC, COMPRESSED_CAMERA_TOPIC, CAMERA_INFO_TOPIC, DEPTH_TOPIC, COMPRESSED_DEPTH_TOPIC,
+     SCAN_TOPIC, POINTS_TOPIC})
 BAR = "{l_bar}{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -138,12 +140,16 @@ class Simulation:
         if self.points:
             topics[POINTS_TOPIC] = "sensor_msgs/msg/PointCloud2"
         if self.depth:
-            topics[DEPTH_TOPIC] = "sensor_msgs/msg/Image"
+            topics[self.depth_topic] = camera_type
         return topics
 
     @property
     def camera_topic(self) -> str:
         return COMPRESSED_CAMERA_TOPIC if self.compressed else CAMERA_TOPIC
+
+    @property
+    def depth_topic(self) -> str:
+        return COMPRESSED_DEPTH_TOPIC if self.compressed else DEPTH_TOPIC
 
     def records(self) -> Iterator[Record]:
         streams = [self._sensor_transforms(), self._camera(), self._scan(), self._ground_truth()]
@@ -172,11 +178,12 @@ class Simulation:
 
     def _depth(self) -> Iterator[Record]:
         """The camera's frames (same stamps and log times) with the depth camera's own dropouts and noise."""
+        build = messages.compressed_depth_image if self.compressed else messages.depth_image
         for frame, rng in self._frames(CAMERA_STREAM, CAMERA_RATE, 0.0, "depth"):
             noise = rng.spawn(1)[0]  # not the colour image's draws: independent noise
             millimetres = self.camera.depth(self.world.state(frame.t), self.world.arena, noise)
-            msg = messages.depth_image(frame.stamp_ns, millimetres)
-            yield Record(frame.log_ns, DEPTH_TOPIC, messages.serialize(msg), frame.t)
+            msg = build(frame.stamp_ns, millimetres)
+            yield Record(frame.log_ns, self.depth_topic, messages.serialize(msg), frame.t)
 
     def _scan(self) -> Iterator[Record]:
         for frame, rng in self._frames(SCAN_STREAM, LIDAR_RATE, 0.0, "scan"):
