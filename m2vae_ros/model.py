@@ -17,13 +17,9 @@ from torch import Tensor, nn
 
 from m2vae_ros.likelihoods import Likelihood
 from m2vae_ros.networks import build_decoder, build_extractor, mlp
-from m2vae_ros.priors import MixturePrior
+from m2vae_ros.priors import LOGVAR_MAX, LOGVAR_MIN, MixturePrior
 from m2vae_ros.spec import ModelSpec
 from m2vae_ros.subsets import all_subsets, members
-
-# Soft bounds of the posterior log-variance: std between e^-5 and e^3 keeps KL terms and
-# the product of experts finite while being far outside what a trained model uses.
-LOGVAR_MIN, LOGVAR_MAX = -10.0, 6.0
 
 
 def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:
@@ -111,7 +107,7 @@ class M2VAE(nn.Module):
     def _head(self, features: Mapping[int, Tensor], subset: int) -> tuple[Tensor, Tensor]:
         joined = torch.cat([features[i] for i in members(subset)], dim=1)
         mean, raw_logvar = self.heads[str(subset)](joined).chunk(2, dim=1)
-        return mean, soft_clamp(raw_logvar, LOGVAR_MIN, LOGVAR_MAX)
+        return mean, soft_clamp(raw_logvar, LOGVAR_MIN, LOGVAR_MAX)  # soft: gradients everywhere
 
     @staticmethod
     def _product_of_experts(experts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:

@@ -19,6 +19,10 @@ import torch
 from torch import Tensor, nn
 
 _LOG_2PI = math.log(2 * math.pi)
+# Bounds of every log-variance over the latent, posterior or prior: std between e^-5 and e^3
+# keeps KL terms and the product of experts finite while being far outside what a trained
+# model uses.
+LOGVAR_MIN, LOGVAR_MAX = -10.0, 6.0
 
 
 def log_normal(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
@@ -31,6 +35,9 @@ class MixturePrior(nn.Module):
 
     The means start as draws of N(0, I) (from the model's seed), the variances at 1 and the
     weights equal: a broad prior close to the standard normal, which training then shapes.
+    A component's log-variance is held within LOGVAR_MIN…LOGVAR_MAX, as the posteriors' are:
+    one collapsing onto a few latents would give them an unbounded density, and the KL to
+    the prior would run to −∞ (e^−logvar overflows to inf at −89).
     """
 
     def __init__(self, components: int, latent_dim: int) -> None:
@@ -41,5 +48,6 @@ class MixturePrior(nn.Module):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log p(z) of each row of z [B, D] → [B]."""
-        per_component = log_normal(z[:, None, :], self.means, self.logvars)  # [B, K]
+        logvars = self.logvars.clamp(LOGVAR_MIN, LOGVAR_MAX)  # the identity within: same values as unbounded
+        per_component = log_normal(z[:, None, :], self.means, logvars)  # [B, K]
         return torch.logsumexp(per_component + torch.log_softmax(self.logits, 0), dim=1)

@@ -11,7 +11,7 @@ from torch import distributions as D
 from m2vae_ros.api import MultimodalVAE
 from m2vae_ros.model import M2VAE
 from m2vae_ros.objectives import kl_standard_normal, kl_to_prior
-from m2vae_ros.priors import MixturePrior
+from m2vae_ros.priors import LOGVAR_MIN, MixturePrior
 from m2vae_ros.spec import SpecError
 
 
@@ -27,6 +27,20 @@ def test_the_mixture_density_is_torchs_mixture_of_diagonal_gaussians():
         D.Independent(D.Normal(prior.means, torch.exp(0.5 * prior.logvars)), 1),
     )
     torch.testing.assert_close(prior.log_prob(z), reference.log_prob(z).detach())
+
+
+def test_a_collapsed_component_keeps_a_finite_density_at_its_mean():
+    """A log-variance of −100 would make e^−logvar inf and log p(z) inf or NaN at the mean."""
+    prior = MixturePrior(components=2, latent_dim=3)
+    with torch.no_grad():
+        prior.logvars[0] = -100.0
+    bounded = MixturePrior(components=2, latent_dim=3)
+    with torch.no_grad():
+        bounded.means.copy_(prior.means)
+        bounded.logvars[0] = LOGVAR_MIN
+    z = prior.means[:1].detach()
+    assert torch.isfinite(prior.log_prob(z)).all()
+    torch.testing.assert_close(prior.log_prob(z), bounded.log_prob(z))
 
 
 def test_the_one_sample_kl_estimate_averages_to_the_exact_kl_for_one_standard_component():
