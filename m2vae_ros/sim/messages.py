@@ -42,29 +42,25 @@ def header(stamp_ns: int, frame_id: str) -> object:
 
 
 def image(stamp_ns: int, rgb: np.ndarray) -> object:
-    height, width, _ = rgb.shape
-    return T["sensor_msgs/msg/Image"](
-        header=header(stamp_ns, CAMERA_FRAME),
-        height=height,
-        width=width,
-        encoding="rgb8",
-        is_bigendian=0,
-        step=3 * width,
-        data=rgb.reshape(-1),
-    )
+    return _camera_image(stamp_ns, rgb, "rgb8")
 
 
 def depth_image(stamp_ns: int, millimetres: np.ndarray) -> object:
     """16UC1 in millimetres, 0 = no data (REP 118), in the colour camera's frame: registered to it."""
-    height, width = millimetres.shape
+    return _camera_image(stamp_ns, np.asarray(millimetres, "<u2")[:, :, None], "16UC1")
+
+
+def _camera_image(stamp_ns: int, pixels: np.ndarray, encoding: str) -> object:
+    """An Image of (height, width, channels) little-endian `pixels`, rows unpadded."""
+    height, width, channels = pixels.shape
     return T["sensor_msgs/msg/Image"](
         header=header(stamp_ns, CAMERA_FRAME),
         height=height,
         width=width,
-        encoding="16UC1",
+        encoding=encoding,
         is_bigendian=0,
-        step=2 * width,
-        data=np.ascontiguousarray(millimetres, "<u2").reshape(-1).view(np.uint8),
+        step=width * channels * pixels.itemsize,
+        data=np.ascontiguousarray(pixels).reshape(-1).view(np.uint8),
     )
 
 
