@@ -30,6 +30,7 @@ mid-page) is replayed up to its damage through `SalvagedReader`, with a note say
 from __future__ import annotations
 
 import argparse
+import signal
 import struct
 import sys
 import time
@@ -289,11 +290,12 @@ class BagPlayer:
             topic.publisher.wait_for_all_acked(Duration(seconds=timeout_s))
 
     def summary(self, elapsed_s: float) -> str:
-        line = (
-            f"m2vae-play: published {sum(self.published.values())} messages on {len(self.topics)} topics "
-            f"in {elapsed_s:.1f} s, {sum(self.suppressed.values())} suppressed by --drop "
-            f"({', '.join(f'{t}: {n}' for t, n in sorted(self.published.items())) or 'none'})"
-        )
+        published = ", ".join(f"{t}: {n}" for t, n in sorted(self.published.items())) or "none"
+        line = (f"m2vae-play: published {sum(self.published.values())} messages on {len(self.topics)} topics "
+                f"({published}) in {elapsed_s:.1f} s")
+        if self.suppressed:
+            dropped = ", ".join(f"{t}: {n}" for t, n in sorted(self.suppressed.items()))
+            line += f"; {sum(self.suppressed.values())} suppressed by --drop ({dropped})"
         if self.stamped_at_publish:
             stray = ", ".join(f"{t}: {n}" for t, n in sorted(self.stamped_at_publish.items()))
             line += (f"; stamped at publish, their recorded stamps over {STAMP_SKEW_LIMIT_S:g} s from "
@@ -386,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C must raise KeyboardInterrupt here (and print the summary) rather than let rclpy
     # shut the context down under a publish() call.
     rclpy.init(args=ros_argv, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _stop)  # `timeout`, `kill`: stop as Ctrl-C does, with the summary
     node = rclpy.create_node("m2vae_play")
     started = time.monotonic()
     player = None
@@ -415,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def message_class(type_name: str) -> type:
         return getattr(module, name)
     except (ImportError, AttributeError):
         raise MessageTypeError(
-            f"message type {type_name!r} is not available: install the {package} Python package"
+            f"message type {type_name!r} is not available: its Python package {package} is not installed "
+            f"(a ROS installation's ros-<distro>-{package.replace('_', '-')}; PyPI has wheels for some only)"
         ) from None
 
 
