@@ -71,6 +71,17 @@ def test_float_image_uses_value_max_and_clips(flavour):
     assert out.tensor.max() == 1.0
 
 
+def test_a_16uc1_image_with_holes_is_a_depth_cameras_and_says_so(flavour):
+    def caveats(pixels: np.ndarray, encoding: str) -> tuple[str, ...]:
+        return decode_message(flavour(image(pixels, encoding)), camera(channels=1)).caveats
+
+    millimetres = np.full((6, 8), 2500, np.uint16)
+    assert caveats(millimetres, "16UC1") == ()  # no holes: a thermal camera's, perhaps
+    millimetres[0, :3] = 0
+    assert caveats(millimetres, "16UC1") == ("depth_for_image",)
+    assert caveats(millimetres, "mono16") == ()  # a grey camera's encoding
+
+
 def test_a_float_image_far_beyond_one_without_value_max_says_it_clips(flavour):
     # Metres taken as [0, 1] clip beyond 1 m: the sensor would train as a nearly blank picture.
     depth = np.linspace(0.5, 4.0, 48, dtype=np.float32).reshape(6, 8)

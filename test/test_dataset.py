@@ -214,6 +214,24 @@ def test_a_depth_image_in_metres_without_value_max_is_noted(tmp_path):
             "reads metres, with its holes as no return)") in notes(ds)
 
 
+def test_a_depth_cameras_16uc1_read_as_an_image_is_noted(tmp_path):
+    records = []
+    for i in range(5):
+        stamp = (i + 1) * 200 * MS
+        millimetres = np.full((8, 8), 2500, np.uint16)
+        millimetres[:2] = 0  # no data over the top rows, as over a depth camera's sky
+        depth = image(millimetres, "16UC1")
+        depth.header.stamp.sec, depth.header.stamp.nanosec = divmod(stamp, 10**9)
+        records += [("/camera/image_raw", depth, stamp),
+                    ("/scan", scan(np.full(90, 4.0, np.float32), stamp + MS), stamp + MS)]
+    bag = write_bag(tmp_path / "bag", records, "mcap")
+    ds = build_dataset([bag], load_train_config(small_config(tmp_path)), tmp_path / "o", progress=False)
+    assert len(ds) == 5 and ds.manifest["depth_for_image"] == {"camera": 5}
+    assert ("camera: 5 of the messages decoded for it were 16UC1 images with zero pixels, REP 118's depth in "
+            "millimetres with holes: the holes read black and the depths as shares of preprocess.value_max "
+            "(65.5 m unset); kind depth reads metres, with its holes as no return") in notes(ds)
+
+
 def test_pointcloud_with_padded_big_endian_fields(tmp_path):
     angles = np.radians(np.arange(-180, 180, 4.0))
     columns = {"x": 3 * np.cos(angles), "y": 3 * np.sin(angles), "z": np.zeros(90), "intensity": np.ones(90)}

@@ -512,6 +512,10 @@ def _sample(stamp_ns: int) -> Decoded:
     (0.0, ("grey_for_colour",), DiagnosticStatus.WARN,
      "alive, but its messages are single-channel, for a colour model: every channel reads grey (a grey "
      "camera takes preprocess channels: 1)"),
+    (0.0, ("depth_for_image",), DiagnosticStatus.WARN,
+     "alive, but its messages are 16UC1 images with zero pixels, REP 118's depth in millimetres with holes: "
+     "the holes read black and the depths as shares of preprocess.value_max (65.5 m unset); kind depth reads "
+     "metres, with its holes as no return"),
     (0.0, ("beyond_full_scale",), DiagnosticStatus.WARN,
      "alive, but its messages are float images with values above 1.5 and no preprocess.value_max, so 1.0 "
      "is their full scale and they clip (a depth camera: kind depth reads metres, with its holes as no "

@@ -68,7 +68,8 @@ from m2vae_ros.subsets import row_subsets, subset_name
 #    them (they read "no return" before); a one-ring range image sits in the FOV's middle.
 # 7: the manifest counts each sensor's decode caveats (`beyond_full_scale` besides
 #    `grey_for_colour`), so a dataset built before them is rebuilt rather than reused unnoted.
-FORMAT = 7
+# 8: ... and `depth_for_image` (a depth camera's 16UC1 read by kind image).
+FORMAT = 8
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
 MAX_PROBLEMS_PER_KIND = 20  # examples per (topic, reason) kept in the manifest; counts are always complete

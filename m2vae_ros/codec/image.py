@@ -32,12 +32,14 @@ def decode_image(msg: Any, spec: ModalitySpec) -> Decoded:
     pixels, order, full_scale = image_pixels(msg, spec)
     if not pixels.dtype.isnative:  # OpenCV works on native byte order only
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
-    return _decoded(pixels, order, full_scale, spec, msg)
+    caveats = ("depth_for_image",) if msg.encoding == "16UC1" and not pixels.all() else ()
+    return _decoded(pixels, order, full_scale, spec, msg, caveats)
 
 
-def _decoded(pixels: np.ndarray, order: str, full_scale: float, spec: ModalitySpec, msg: Any) -> Decoded:
+def _decoded(pixels: np.ndarray, order: str, full_scale: float, spec: ModalitySpec, msg: Any,
+             caveats: tuple[str, ...] = ()) -> Decoded:
     """The tensor of both image types' pixels, with the caveats (`CAVEATS`) that apply."""
-    caveats = []
+    caveats = list(caveats)
     if order == "mono" and spec.shape[0] == 3:
         caveats.append("grey_for_colour")
     if pixels.dtype.kind == "f" and spec.preprocess.value_max is None and pixels.max() > FLOAT_OVERSHOOT:
