@@ -222,7 +222,8 @@ class ModalitySpec:
         if not isinstance(preprocess, Mapping):
             raise SpecError(f"modality {d.get('name')!r}: preprocess must be a mapping of "
                             f"{PREPROCESS_BY_KIND[kind].__name__} keys, got {preprocess!r}")
-        d["preprocess"] = _build(PREPROCESS_BY_KIND[kind], dict(preprocess), d.get("name"))
+        d["preprocess"] = _build(PREPROCESS_BY_KIND[kind], dict(preprocess), d.get("name"),
+                                 hint=_other_kinds_taking(set(preprocess), kind))
         hidden = () if d.get("hidden") is None else d["hidden"]  # 0 is no list; [] is the default
         if not isinstance(hidden, list | tuple):
             raise SpecError(f"modality {d.get('name')!r}: hidden must be a list of widths, got {hidden!r}")
@@ -324,12 +325,12 @@ class ModelSpec:
         return _build(cls, d, "model")
 
 
-def _build(cls: type, d: dict[str, Any], where: Any) -> Any:
-    """Construct dataclass `cls` from `d`, naming unknown keys instead of a TypeError."""
+def _build(cls: type, d: dict[str, Any], where: Any, hint: str = "") -> Any:
+    """Construct dataclass `cls` from `d`, naming unknown keys (and `hint`) instead of a TypeError."""
     types = {f.name: f.type for f in fields(cls)}
     unknown = sorted(set(d) - set(types), key=str)  # YAML keys may be numbers too
     if unknown:
-        raise SpecError(f"{where}: unknown {cls.__name__} keys {unknown}; known: {sorted(types)}")
+        raise SpecError(f"{where}: unknown {cls.__name__} keys {unknown}; known: {sorted(types)}{hint}")
     values = {key: parse_number(value, types[key], f"{where}: {key}") for key, value in d.items()}
     for key, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -338,6 +339,17 @@ def _build(cls: type, d: dict[str, Any], where: Any) -> Any:
         return cls(**values)
     except TypeError as exc:
         raise SpecError(f"{where}: {exc}") from None
+
+
+def _keys(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _other_kinds_taking(keys: set[Any], kind: str) -> str:
+    """'; kind depth takes them all' when another kind's preprocess has every one of `keys` (width and
+    range_max under kind image: a depth camera configured as a picture), else ''."""
+    kinds = [other for other, cls in PREPROCESS_BY_KIND.items() if other != kind and keys <= _keys(cls)]
+    return f"; kind {' or '.join(kinds)} takes them all" if keys and kinds else ""
 
 
 def _integer(value: Any) -> int:

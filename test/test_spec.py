@@ -153,6 +153,10 @@ def test_a_number_of_the_wrong_kind_is_one_clear_spec_error(model, preprocess, m
     ([{**_lidar_dict(), "preprocess": 0}],  # was read as "the defaults"
      "modality 'lidar': preprocess must be a mapping of ScanPreprocess keys, got 0"),
     ([{**_lidar_dict(), "preprocess": {1: 2, "bins": 3}}], "lidar: unknown ScanPreprocess keys [1, 'bins']"),
+    # A depth camera configured as a picture: the keys say which kind was meant.
+    ([{"name": "depth", "kind": "image", "preprocess": {"width": 64, "range_max": 5.0}}],
+     "depth: unknown ImagePreprocess keys ['range_max']; known: ['channels', 'height', 'value_max', "
+     "'width']; kind depth takes them all"),
     ([{**_lidar_dict(), "topic": -1}], "modality 'lidar': topic must be a ROS topic name such as /scan"),
     ([{**_lidar_dict(), "topic": ["/scan"]}], "modality 'lidar': topic must be a ROS topic name"),
     ([{**_lidar_dict(), "topic": None}], "modality 'lidar': topic must be a ROS topic name"),
