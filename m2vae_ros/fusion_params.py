@@ -23,7 +23,7 @@ from rclpy.node import Node
 from m2vae_ros.devices import DEVICE_PATTERN
 from m2vae_ros.liveness import DEFAULT_TIMEOUT_S, parse_timeout, timeout_of
 from m2vae_ros.qos import RELIABILITIES
-from m2vae_ros.ros_types import modality_message_type
+from m2vae_ros.ros_types import modality_message_type, transported_type
 from m2vae_ros.spec import ModelSpec
 
 MODALITY_PREFIX = "modalities"
@@ -168,9 +168,12 @@ def declare_modality_params(
         prefix = f"{MODALITY_PREFIX}.{modality.name}"
         topic = _declare(node, f"{prefix}.topic", modality.topic, _descriptor(
             f"Topic of the {modality.name!r} sensor; defaults to the topic stored in the model."))
-        msg_type = _declare(node, f"{prefix}.msg_type", modality_message_type(modality), _descriptor(
+        stored = modality_message_type(modality)
+        msg_type = _declare(node, f"{prefix}.msg_type", transported_type(topic, stored), _descriptor(
             f"Message type of the {modality.name!r} topic, e.g. sensor_msgs/msg/CompressedImage for a "
-            "camera trained on sensor_msgs/msg/Image; defaults to the type stored in the model."))
+            "camera trained on sensor_msgs/msg/Image; defaults to the type stored in the model, or to "
+            "CompressedImage where that is Image and the topic is image_transport's .../compressed or "
+            ".../compressedDepth."))
         timeout_s = _declare(node, f"{prefix}.timeout_s", timeouts[modality.name], _descriptor(
             f"The {modality.name!r} sensor counts as dead when its last valid message is older; defaults "
             "to the timeout the model was trained with.",

@@ -19,6 +19,19 @@ NATURAL_TYPES = {
 }
 
 
+# image_transport publishes an Image's compressed streams on <base>/compressed (JPEG or PNG) and
+# <base>/compressedDepth (a depth image's PNG), as sensor_msgs/CompressedImage.
+COMPRESSED_TRANSPORTS = ("/compressed", "/compressedDepth")
+
+
+def transported_type(topic: str, msg_type: str) -> str:
+    """The type `topic` carries for a modality of `msg_type`: CompressedImage on image_transport's
+    compressed streams of an Image, else `msg_type` itself."""
+    if msg_type == "sensor_msgs/msg/Image" and topic.endswith(COMPRESSED_TRANSPORTS):
+        return "sensor_msgs/msg/CompressedImage"
+    return msg_type
+
+
 class MessageTypeError(ValueError):
     """A type name that is malformed or whose rclpy package is not installed."""
 

@@ -48,7 +48,7 @@ from m2vae_ros.liveness import ModalityLiveness, Pacer
 from m2vae_ros.model import M2VAE
 from m2vae_ros.qos import latched_qos, sensor_qos
 from m2vae_ros.reach import REACH_WINDOW, ReturnsReach
-from m2vae_ros.ros_types import MessageTypeError, message_class, modality_message_type
+from m2vae_ros.ros_types import MessageTypeError, message_class, modality_message_type, transported_type
 from m2vae_ros.spec import (
     DepthPreprocess,
     ImagePreprocess,
@@ -376,15 +376,15 @@ def _broken_copy(model_dir: Path, tmp_path: Path) -> Path:
     return broken
 
 
-def test_a_compressed_camera_through_msg_type_and_a_topic_of_another_type_in_diagnostics(
+def test_a_compressed_camera_by_its_topic_name_and_a_topic_of_another_type_in_diagnostics(
     model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """The model was trained on Image; the robot's camera sends JPEG, and the LiDAR's topic carries
-    Strings. The LiDAR and points topics are swapped by remapping: the graph query must not
-    remap the already-remapped name a second time."""
+    """The model was trained on Image; the robot's camera sends JPEG on image_transport's
+    .../compressed, which is all the node is told, and the LiDAR's topic carries Strings. The
+    LiDAR and points topics are swapped by remapping: the graph query must not remap the
+    already-remapped name a second time."""
     domain_id = domain_id_for(request.node.nodeid)
-    params = ("modalities.camera.topic:=/camera/image_raw/compressed",
-              "modalities.camera.msg_type:=sensor_msgs/msg/CompressedImage")
+    params = ("modalities.camera.topic:=/camera/image_raw/compressed",)
     swapped = ("/scan:=/points", "/points:=/scan")
     with fusion_node(model_dir, tmp_path, domain_id, *params, remaps=swapped), ros_peer(domain_id) as peer:
         active = peer.collect(String, f"{NODE}/active_modalities", latched_qos())
@@ -644,6 +644,18 @@ def test_modality_message_type_falls_back_to_the_kinds_type() -> None:
     assert message_class(modality_message_type(cloud_scan)) is PointCloud2
     with pytest.raises(MessageTypeError, match="not available"):
         message_class("no_such_msgs/msg/Thing")
+
+
+@pytest.mark.parametrize(("topic", "stored", "expected"), [
+    ("/camera/image_raw/compressed", "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"),
+    ("/camera/depth/image_raw/compressedDepth", "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"),
+    ("/camera/image_raw", "sensor_msgs/msg/Image", "sensor_msgs/msg/Image"),
+    ("/camera/image_raw/compressed", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CompressedImage"),
+    ("/lidar/compressed", "sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/PointCloud2"),  # no Image
+])
+def test_image_transports_compressed_topics_carry_compressed_images(topic: str, stored: str, expected: str
+                                                                     ) -> None:
+    assert transported_type(topic, stored) == expected
 
 
 def test_unavailable_cuda_falls_back_to_cpu_with_a_warning() -> None:
