@@ -43,7 +43,7 @@ from m2vae_ros.artifact import ArtifactError, load_model
 from m2vae_ros.codec import (
     CodecError,
     Decoded,
-    accepted_types,
+    could_feed,
     decode_message,
     reconstruction_message,
     require_decodable,
@@ -359,12 +359,13 @@ class FusionNode(Node):
         node's own outputs (a reconstruction is no sensor) and the topics its other sensors read
         (a second camera whose driver is not up yet is not to be pointed at the first's). The
         graph also lists topics that only have subscribers, this node's among them."""
-        readable = set(accepted_types(self.spec.modality(name).kind))
+        kind = self.spec.modality(name).kind
         own = self.get_fully_qualified_name().rstrip("/") + "/"
         taken = {topic for other, topic in self._resolved_topics.items() if other != name}
-        return {topic: sorted(readable & set(types)) for topic, types in self.get_topic_names_and_types()
-                if readable & set(types) and not topic.startswith(own) and topic not in taken
-                and self.get_publishers_info_by_topic(topic)}
+        readable = {topic: sorted(t for t in types if could_feed(kind, topic, t))
+                    for topic, types in self.get_topic_names_and_types()}
+        return {topic: types for topic, types in readable.items() if types and not topic.startswith(own)
+                and topic not in taken and self.get_publishers_info_by_topic(topic)}
 
     def _on_parameters_set(self, parameters: list[Parameter]) -> None:
         """Apply live changes of the only non-read-only parameters, the sensor timeouts."""

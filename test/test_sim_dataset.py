@@ -151,3 +151,11 @@ def test_a_compressed_depth_recording_builds_the_same_depths_as_the_raw_one(tmp_
     assert len(raw) == len(compressed) >= 9
     np.testing.assert_array_equal(compressed.arrays["depth"], raw.arrays["depth"])
     np.testing.assert_array_equal(compressed.masks["depth"], raw.masks["depth"])
+
+
+def test_a_camera_on_a_missing_topic_is_not_pointed_at_the_compressed_depth_stream(tmp_path) -> None:
+    """compressedDepth is a CompressedImage too, but kind image refuses its PNG of depths."""
+    bag = simulate(tmp_path / "bag", 1.0, SEED, depth=True, points=False, compressed=True).out
+    dataset = build_dataset([bag], load_train_config(), tmp_path / "dataset", progress=False)
+    assert ("/camera/image_raw is not in the bags; the bags record for camera: /camera/image_raw/compressed "
+            "(sensor_msgs/msg/CompressedImage)") in notes(dataset)

@@ -9,7 +9,7 @@ from typing import Any
 
 from m2vae_training.dataset import DatasetError, PreparedDataset
 
-from m2vae_ros.codec import accepted_types
+from m2vae_ros.codec import accepted_types, could_feed
 from m2vae_ros.codec.common import CAVEATS
 from m2vae_ros.reach import MIN_REACH, REACH_HINTS, cells_word
 from m2vae_ros.spec import ModalitySpec
@@ -143,8 +143,7 @@ def feeding_topics_hint(modality: ModalitySpec, manifest: Mapping[str, Any]) -> 
     """'the bags record for camera: /x (sensor_msgs/msg/CompressedImage)': the recorded topics that
     could feed the sensor and no sensor reads already, or '' when there are none (an RGB-D
     camera's colour topic is an Image too, but not a depth sensor's)."""
-    accepted, configured = set(accepted_types(modality.kind)), set(manifest.get("topics", {}))
-    recorded = manifest.get("recorded_topics", {})
+    configured, recorded = set(manifest.get("topics", {})), manifest.get("recorded_topics", {})
     candidates = [f"{topic} ({msgtype})" for topic, msgtype in sorted(recorded.items())
-                  if msgtype in accepted and topic not in configured]
+                  if could_feed(modality.kind, topic, msgtype) and topic not in configured]
     return f"the bags record for {modality.name}: {', '.join(candidates)}" if candidates else ""

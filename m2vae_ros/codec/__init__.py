@@ -25,6 +25,7 @@ __all__ = [
     "Decoded",
     "accepted_types",
     "check_and_keep",
+    "could_feed",
     "decode_message",
     "message_type",
     "reconstruction_message",
@@ -61,6 +62,13 @@ ENCODERS: dict[str, Callable[[np.ndarray, ModalitySpec, Any], Any]] = {
 def accepted_types(kind: str) -> list[str]:
     """The ROS message types that decode into a modality of `kind`, sorted."""
     return sorted(t for t, k in DECODERS if k == kind)
+
+
+def could_feed(kind: str, topic: str, msg_type: str) -> bool:
+    """Whether `topic`, carrying `msg_type`, could feed a sensor of `kind`, for advice on a sensor that
+    hears nothing: a type that decodes into the kind, and not image_transport's compressedDepth
+    stream for a camera (its PNG holds depths, which kind image refuses)."""
+    return msg_type in accepted_types(kind) and not (kind == "image" and topic.endswith("/compressedDepth"))
 
 
 def require_decodable(spec: ModalitySpec, msg_type: str | None = None) -> None:
