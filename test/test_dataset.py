@@ -685,6 +685,9 @@ def test_one_topic_feeding_two_sensors_keeps_the_message_for_the_one_that_can_re
     assert ds.manifest["topics"]["/points"]["decoded"] == 5
     assert ds.manifest["shared_topic_failures"] == {"cloud": {"missing_field": 5}}  # the topic counts hide it
     assert {p["reason"] for p in ds.manifest["problems"]} == {"missing_field"}
+    shared = [line for line in notes(ds) if line.startswith("cloud (on a topic it shares")]
+    assert shared and shared[0].startswith("cloud (on a topic it shares with another sensor) failed on "
+                                           "missing_field 5, e.g. [") and "intensity" in shared[0], shared
     # m2vae-train's refusal names the sensor's own failures, not the topic's (all decoded for lidar).
     assert str(no_samples_error(ds.silent_modalities(), ds.manifest)).startswith(
         "no sample of the bags holds cloud=/points; /points: all 5 messages failed (missing_field 5), e.g. [")

@@ -36,8 +36,7 @@ def notes(dataset: PreparedDataset) -> list[str]:
               for key, text in CAVEATS.items() for name, n in manifest.get(key, {}).items()]
     lines += [f"damage: {line}" for line in manifest.get("damage", [])]
     lines += manifest.get("separately_synchronised", [])
-    lines += [f"{name} (on a topic it shares with another sensor) failed on {failure_counts(failures)}"
-              for name, failures in manifest.get("shared_topic_failures", {}).items()]
+    lines += shared_topic_failed(dataset)
     recorded = manifest.get("recorded_topics", {})
     lines += [f"{m.topic} is not in the bags; {hint}" for m in dataset.spec.modalities
               if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, manifest))]
@@ -50,6 +49,17 @@ def notes(dataset: PreparedDataset) -> list[str]:
                          f"others in none: {REACH_HINTS[kind]}")
     if manifest.get("problems"):
         lines.append(f"{len(manifest['problems'])} problem examples (topic, stamp, reason) in manifest.json")
+    return lines
+
+
+def shared_topic_failed(dataset: PreparedDataset) -> list[str]:
+    """A line per sensor that failed on messages of a topic another sensor decoded, with an example:
+    the topic's own counts are the other sensor's and may read 'all decoded'."""
+    lines = []
+    for name, failures in dataset.manifest.get("shared_topic_failures", {}).items():
+        example = first_problem(dataset.manifest, dataset.spec.modality(name).topic, failures)
+        lines.append(f"{name} (on a topic it shares with another sensor) failed on {failure_counts(failures)}"
+                     + (f", e.g. [{example}]" if example else ""))
     return lines
 
 
@@ -116,10 +126,15 @@ def all_failed(modality: ModalitySpec, manifest: Mapping[str, Any]) -> str:
     messages = counts.get("messages") or 0
     if not messages or sum(failures.values()) < messages:
         return ""
-    example = next((p["detail"] for p in manifest.get("problems", [])
-                    if p.get("topic") == modality.topic and p.get("reason") in failures), "")
+    example = first_problem(manifest, modality.topic, failures)
     return (f"{modality.topic}: all {messages} messages failed ({failure_counts(failures)})"
             + (f", e.g. [{example}]" if example else ""))
+
+
+def first_problem(manifest: Mapping[str, Any], topic: str, reasons: Mapping[str, int]) -> str:
+    """The detail of the first problem example kept for `topic` with one of `reasons`, or ''."""
+    return next((p["detail"] for p in manifest.get("problems", [])
+                 if p.get("topic") == topic and p.get("reason") in reasons), "")
 
 
 def topic_hints(modality: ModalitySpec, manifest: Mapping[str, Any]) -> str:
