@@ -26,7 +26,8 @@ CAPTIONS = {
         "Each sensor of a few test samples with every sensor (column “real”; a row names the "
         "sample's test_dataset row and its time into the recording) beside its reconstruction "
         "from each subset's latent mean (“from …”); a cell marked “imputed” is decoded from a "
-        "subset without that sensor."),
+        "subset without that sensor. Range and depth images are coloured by metres, blank where "
+        "there is no return."),
     "latent_scatter.png": (
         "The latent means of the test samples that have every sensor, one panel per subset, on "
         "the first two principal components of the joint latents (shared axes), coloured by class."),
