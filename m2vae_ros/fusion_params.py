@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.node import Node
 
 from m2vae_ros.devices import DEVICE_PATTERN
 from m2vae_ros.liveness import DEFAULT_TIMEOUT_S, parse_timeout, timeout_of
 from m2vae_ros.qos import RELIABILITIES
 from m2vae_ros.ros_types import modality_message_type, transported_type
-from m2vae_ros.spec import ModelSpec
+from m2vae_ros.spec import ModalitySpec, ModelSpec
 
 MODALITY_PREFIX = "modalities"
 MIN_RATE_HZ = 0.001
@@ -154,6 +154,19 @@ def _mapping_at(mapping: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _default_type(node: Node, modality: ModalitySpec, topic: str) -> str:
+    """The type stored in the model; CompressedImage where the sensor was moved, by its topic parameter
+    or a remap rule, to image_transport's compressed stream of the Image it was trained on. A
+    sensor left on its trained topic keeps the trained type, whatever the topic is called."""
+    stored = modality_message_type(modality)
+    try:
+        resolved = node.resolve_topic_name(topic)
+        trained = node.resolve_topic_name(modality.topic, only_expand=True) if modality.topic else None
+    except InvalidTopicNameException:
+        return stored  # the subscription names the bad topic
+    return stored if resolved == trained else transported_type(resolved, stored)
+
+
 def declare_modality_params(
     node: Node, spec: ModelSpec, overrides: set[str], timeouts: Mapping[str, float], frames: Mapping[str, str]
 ) -> dict[str, ModalityParams]:
@@ -168,12 +181,11 @@ def declare_modality_params(
         prefix = f"{MODALITY_PREFIX}.{modality.name}"
         topic = _declare(node, f"{prefix}.topic", modality.topic, _descriptor(
             f"Topic of the {modality.name!r} sensor; defaults to the topic stored in the model."))
-        stored = modality_message_type(modality)
-        msg_type = _declare(node, f"{prefix}.msg_type", transported_type(topic, stored), _descriptor(
+        msg_type = _declare(node, f"{prefix}.msg_type", _default_type(node, modality, topic), _descriptor(
             f"Message type of the {modality.name!r} topic, e.g. sensor_msgs/msg/CompressedImage for a "
             "camera trained on sensor_msgs/msg/Image; defaults to the type stored in the model, or to "
-            "CompressedImage where that is Image and the topic is image_transport's .../compressed or "
-            ".../compressedDepth."))
+            "CompressedImage where that is Image and the sensor was moved (topic parameter or remap) to "
+            "image_transport's .../compressed or .../compressedDepth."))
         timeout_s = _declare(node, f"{prefix}.timeout_s", timeouts[modality.name], _descriptor(
             f"The {modality.name!r} sensor counts as dead when its last valid message is older; defaults "
             "to the timeout the model was trained with.",

@@ -646,6 +646,34 @@ def test_modality_message_type_falls_back_to_the_kinds_type() -> None:
         message_class("no_such_msgs/msg/Thing")
 
 
+@pytest.mark.parametrize(("trained_topic", "params", "remaps", "expected"), [
+    ("/camera/image_raw", {"modalities.camera.topic": "/camera/image_raw/compressed"}, [], "CompressedImage"),
+    ("/camera/image_raw", {}, ["/camera/image_raw:=/camera/image_raw/compressed"], "CompressedImage"),
+    ("/camera/image_raw", {"modalities.camera.topic": "/camera/image_raw/compressed",
+                           "modalities.camera.msg_type": "sensor_msgs/msg/Image"}, [], "Image"),  # it wins
+    ("/camera/image_raw", {}, [], "Image"),
+    ("/cam/compressed", {}, [], "Image"),  # trained there on Image: whatever the name says
+    ("/cam/compressed", {}, ["/cam/compressed:=/cam/raw"], "Image"),
+])
+def test_a_sensor_moved_to_image_transports_compressed_stream_subscribes_compressed_images(
+    tmp_path: Path, request: pytest.FixtureRequest, trained_topic: str, params: dict[str, str],
+    remaps: list[str], expected: str,
+) -> None:
+    camera = ModalitySpec("camera", "image", ImagePreprocess(16, 16), topic=trained_topic,
+                          msg_type="sensor_msgs/msg/Image")
+    spec = ModelSpec(modalities=(camera,), latent_dim=LATENT_DIM, feature_dim=16, head_hidden=16)
+    model = save_model(M2VAE(spec), tmp_path / "model")
+    overrides = _parameters({"model_path": str(model), **params})
+    cli_args = ["--ros-args", *[arg for rule in remaps for arg in ("-r", rule)]]
+    with ros_peer(domain_id_for(request.node.nodeid)) as peer:
+        node = FusionNode(context=peer.context, parameter_overrides=overrides, cli_args=cli_args)
+        try:
+            assert node.modality_params["camera"].msg_type == f"sensor_msgs/msg/{expected}"
+        finally:
+            node.stop()
+            node.destroy_node()
+
+
 @pytest.mark.parametrize(("topic", "stored", "expected"), [
     ("/camera/image_raw/compressed", "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"),
     ("/camera/depth/image_raw/compressedDepth", "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"),
