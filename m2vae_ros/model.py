@@ -17,15 +17,9 @@ from torch import Tensor, nn
 
 from m2vae_ros.likelihoods import Likelihood
 from m2vae_ros.networks import build_decoder, build_extractor, mlp
-from m2vae_ros.priors import LOGVAR_MAX, LOGVAR_MIN, MixturePrior
+from m2vae_ros.priors import LOGVAR_MAX, LOGVAR_MIN, MixturePrior, soft_clamp
 from m2vae_ros.spec import ModelSpec
 from m2vae_ros.subsets import all_subsets, members
-
-
-def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:
-    """Smoothly squash x into (low, high); close to the identity near the middle."""
-    mid, half = (high + low) / 2, (high - low) / 2
-    return mid + half * torch.tanh((x - mid) / half)
 
 
 class M2VAE(nn.Module):

@@ -25,6 +25,12 @@ _LOG_2PI = math.log(2 * math.pi)
 LOGVAR_MIN, LOGVAR_MAX = -10.0, 6.0
 
 
+def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:
+    """Smoothly squash x into (low, high); close to the identity near the middle."""
+    mid, half = (high + low) / 2, (high - low) / 2
+    return mid + half * torch.tanh((x - mid) / half)
+
+
 def log_normal(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     """log N(z; mean, diag e^logvar), summed over the last dimension (broadcasting)."""
     return -0.5 * ((z - mean).square() * torch.exp(-logvar) + logvar + _LOG_2PI).sum(-1)
@@ -33,11 +39,12 @@ def log_normal(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
 class MixturePrior(nn.Module):
     """Σ_k π_k N(μ_k, diag σ_k²) over the latent, all of it learned with the model.
 
-    The means start as draws of N(0, I) (from the model's seed), the variances at 1 and the
+    The means start as draws of N(0, I) (from the model's seed), the variances near 1 and the
     weights equal: a broad prior close to the standard normal, which training then shapes.
-    A component's log-variance is held within LOGVAR_MIN…LOGVAR_MAX, as the posteriors' are:
-    one collapsing onto a few latents would give them an unbounded density, and the KL to
-    the prior would run to −∞ (e^−logvar overflows to inf at −89).
+    A component's log-variance is squashed into LOGVAR_MIN…LOGVAR_MAX, as the posteriors' are
+    (softly, so a component near a bound still gets gradients and can come back): one
+    collapsing onto a few latents would give them an unbounded density, and the KL to the
+    prior would run to −∞ (e^−logvar overflows to inf at −89).
     """
 
     def __init__(self, components: int, latent_dim: int) -> None:
@@ -48,6 +55,9 @@ class MixturePrior(nn.Module):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log p(z) of each row of z [B, D] → [B]."""
-        logvars = self.logvars.clamp(LOGVAR_MIN, LOGVAR_MAX)  # the identity within: same values as unbounded
-        per_component = log_normal(z[:, None, :], self.means, logvars)  # [B, K]
+        per_component = log_normal(z[:, None, :], self.means, self.logvar())  # [B, K]
         return torch.logsumexp(per_component + torch.log_softmax(self.logits, 0), dim=1)
+
+    def logvar(self) -> Tensor:
+        """The components' log-variances [K, D], within the bounds."""
+        return soft_clamp(self.logvars, LOGVAR_MIN, LOGVAR_MAX)
