@@ -158,7 +158,8 @@ def feeding_topics_hint(modality: ModalitySpec, manifest: Mapping[str, Any]) -> 
     """'the bags record for camera: /x (sensor_msgs/msg/CompressedImage)': the recorded topics that
     could feed the sensor and no sensor reads already, or '' when there are none (an RGB-D
     camera's colour topic is an Image too, but not a depth sensor's)."""
-    configured, recorded = set(manifest.get("topics", {})), manifest.get("recorded_topics", {})
+    configured = {modality.topic, *manifest.get("topics", {})}
+    recorded = manifest.get("recorded_topics", {})
     candidates = [f"{topic} ({msgtype})" for topic, msgtype in sorted(recorded.items())
                   if could_feed(modality.kind, topic, msgtype) and topic not in configured]
     return f"the bags record for {modality.name}: {', '.join(candidates)}" if candidates else ""
