@@ -388,11 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C must raise KeyboardInterrupt here (and print the summary) rather than let rclpy
     # shut the context down under a publish() call.
     rclpy.init(args=ros_argv, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _stop)  # `timeout`, `kill`: stop as Ctrl-C does, with the summary
     node = rclpy.create_node("m2vae_play")
     started = time.monotonic()
     player = None
     try:
+        signal.signal(signal.SIGTERM, _stop)  # `timeout`, `kill`: stop as Ctrl-C does, with the summary
         with open_recording(args.bag) as reader:
             if not reader.is2:
                 raise PlayError(f"{args.bag} is a ROS 1 bag; m2vae-play replays rosbag2 recordings only")

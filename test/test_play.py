@@ -284,13 +284,27 @@ def test_a_drop_window_at_the_end_of_the_bag_survives_looping(
         arrivals: list[float] = []
         peer.node.create_subscription(LaserScan, "/scan", lambda _: arrivals.append(time.monotonic()),
                                       sensor_qos("reliable", depth=50))
-        with running(command, domain_id, tmp_path / "loop.log") as player:
+        with running(command, domain_id, tmp_path / "loop.log"):
             assert peer.spin_until(lambda: len(arrivals) >= 25, timeout_s=30)  # into the second pass
-            player.send_signal(signal.SIGTERM)  # as `timeout` stops it: the summary is still printed
-            player.wait(timeout=10)
     # Between the last scan played (1.0 s) and the next pass's first: 0.9 s of drop, up to the bag's end.
     assert max(np.diff(arrivals)) >= 0.85  # it was one scan period, 0.1 s
-    assert "m2vae-play: published " in (tmp_path / "loop.log").read_text()
+
+
+def test_sigterm_stops_a_replay_as_ctrl_c_does_with_its_summary(
+    bag: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`timeout` and `kill` send SIGTERM, which used to end Python without the summary."""
+    domain_id = domain_id_for(request.node.nodeid)
+    command = [str(VENV_BIN / "m2vae-play"), str(bag), "--qos", "reliable", "--wait-for-subscribers",
+               "--topics", "/scan", "--loop"]
+    with ros_peer(domain_id) as peer:
+        scans = peer.collect(LaserScan, "/scan", sensor_qos("reliable", depth=50))
+        with running(command, domain_id, tmp_path / "play.log") as player:
+            assert peer.spin_until(lambda: len(scans) >= 3, timeout_s=30)
+            player.send_signal(signal.SIGTERM)
+            player.wait(timeout=10)
+    assert player.returncode == 0  # as after Ctrl-C: a stop, not a failure
+    assert "m2vae-play: published " in (tmp_path / "play.log").read_text()
 
 
 def test_bad_arguments_fail_clearly(bag: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
