@@ -80,6 +80,8 @@ def test_a_16uc1_image_with_holes_is_a_depth_cameras_and_says_so(flavour):
     millimetres[0, :3] = 0
     assert caveats(millimetres, "16UC1") == ("depth_for_image",)
     assert caveats(millimetres, "mono16") == ()  # a grey camera's encoding
+    png = compressed(cv2.imencode(".png", millimetres)[1].tobytes(), "16UC1; png compressed")
+    assert decode_message(flavour(png), camera(channels=1)).caveats == ("depth_for_image",)
 
 
 def test_a_float_image_far_beyond_one_without_value_max_says_it_clips(flavour):

@@ -32,8 +32,13 @@ def decode_image(msg: Any, spec: ModalitySpec) -> Decoded:
     pixels, order, full_scale = image_pixels(msg, spec)
     if not pixels.dtype.isnative:  # OpenCV works on native byte order only
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
-    caveats = ("depth_for_image",) if msg.encoding == "16UC1" and not pixels.all() else ()
-    return _decoded(pixels, order, full_scale, spec, msg, caveats)
+    return _decoded(pixels, order, full_scale, spec, msg, _depth_caveat(str(msg.encoding), pixels))
+
+
+def _depth_caveat(encoding: str, pixels: np.ndarray) -> tuple[str, ...]:
+    """`depth_for_image` for a 16UC1 image with zero pixels: by REP 118 a depth camera's millimetres
+    with holes. A full frame (a thermal camera's) and mono16 (a grey camera's) are not noted."""
+    return ("depth_for_image",) if encoding == "16UC1" and not pixels.all() else ()
 
 
 def _decoded(pixels: np.ndarray, order: str, full_scale: float, spec: ModalitySpec, msg: Any,
@@ -109,7 +114,8 @@ def decode_compressed_image(msg: Any, spec: ModalitySpec) -> Decoded:
     pixels = compressed_pixels(byte_view(msg.data), str(msg.format))
     order = "mono" if pixels.shape[2] == 1 else "bgr"
     full_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    return _decoded(pixels, order, full_scale, spec, msg)
+    encoding = str(msg.format).split(";")[0].strip()  # image_transport's "16UC1; png compressed"
+    return _decoded(pixels, order, full_scale, spec, msg, _depth_caveat(encoding, pixels))
 
 
 def compressed_pixels(buf: np.ndarray, fmt: str) -> np.ndarray:
