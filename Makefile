@@ -34,7 +34,7 @@ demo: setup
 
 # Every benchmark of BENCHMARKS.md with its default size (about 6.5 hours on 2 cores, most of it
 # train_eval: three objectives × three seeds; interrupted, a rerun continues its finished runs).
-BENCHES := train_step split_digits sim_speed dataset_build node_latency train_eval
+BENCHES := train_step split_digits sim_speed dataset_build decode_speed node_latency train_eval
 bench: setup
 	for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
