@@ -31,6 +31,12 @@ def test_a_depth_right_at_range_max_is_a_return_and_minus_inf_at_range_min_zero_
     assert too_close.mask.all() and too_close.tensor[0, 0, 0] == 0.0
 
 
+def test_beyond_range_is_the_share_of_measured_depths_past_range_max():
+    millimetres = np.array([[0, 1000, 6000, 7000]], np.uint16)  # a hole, 1 m, and two beyond 5 m
+    out = decode_message(image(millimetres, "16UC1"), depth_spec(height=1))
+    assert out.beyond_range == pytest.approx(2 / 3)
+
+
 def test_float_metres_follow_rep_118():
     metres = np.array([[np.nan, np.inf, -np.inf, 2.0]], np.float32)
     out = decode_message(image(metres, "32FC1", bigendian=True), depth_spec(height=1))

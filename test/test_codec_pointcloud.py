@@ -1,5 +1,6 @@
 """PointCloud2 → range images and planar scans, for any field layout."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -94,7 +95,12 @@ def test_planar_scan_from_a_z_slice(flavour):
     spec = ModalitySpec(name="lidar", kind="scan", preprocess=ScanPreprocess(beams=36, range_max=6.0))
     out = decode_message(flavour(cloud(columns)), spec)
     np.testing.assert_allclose(out.tensor[0], 0.5, rtol=1e-6)
-    assert out.mask.all()
+    assert out.mask.all() and out.beyond_range == 0.0
+    narrow = dataclasses.replace(spec, preprocess=ScanPreprocess(beams=36, range_max=2.0))
+    assert decode_message(flavour(cloud(columns)), narrow).beyond_range == 1.0  # the slice's are at 3 m
+    near = ModalitySpec("lidar", "range_image", RangeImagePreprocess(rings=RINGS, bins=BINS, range_max=2.0))
+    spheres = decode_message(flavour(cloud(columns)), near)
+    assert spheres.beyond_range == 0.5  # those at 1.5 m (√(1.5² + 1²) = 1.8 m) are within
 
 
 def test_a_cloud_missing_a_coordinate_raises_with_reason(flavour):

@@ -123,6 +123,18 @@ def test_a_scan_without_a_far_limit_is_bounded_by_the_spec(flavour):
     out = decode_message(flavour(scan(ranges, range_max=math.inf)), lidar())
     assert not out.mask[0, 0] and out.mask[0, 1:].all()
     np.testing.assert_allclose(out.tensor[0, 1:], 3.0 / 8.0)
+    assert out.beyond_range == pytest.approx(1 / 360)  # for the dataset's note
+
+
+def test_beyond_range_counts_the_returns_the_spec_cuts_off_not_the_sensors_invalid_ones(flavour):
+    ranges = np.full(100, 3.0, np.float32)
+    ranges[:20] = 10.0  # measured (the scan reaches 12 m), beyond the spec's 8 m
+    ranges[20:30] = np.inf  # no return: not counted either way
+    ranges[30:35] = 0.05  # under the scan's range_min: invalid, not counted
+    out = decode_message(flavour(scan(ranges, range_max=12.0)), lidar(beams=100))
+    assert out.beyond_range == pytest.approx(20 / 85)
+    nothing = decode_message(flavour(scan(np.full(10, np.inf, np.float32))), lidar(beams=10))
+    assert nothing.beyond_range is None  # no return at all: no share
 
 
 @pytest.mark.parametrize(("fields", "reason"), [

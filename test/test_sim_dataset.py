@@ -14,7 +14,7 @@ from m2vae_training.dataset_notes import notes
 from m2vae_ros.sim import parse_dropout, simulate
 from m2vae_ros.sim.recorder import START_NS
 from m2vae_ros.sim.world import OBJECT_CLASSES, OBJECT_HALF_WIDTH, World
-from m2vae_ros.spec import DepthPreprocess, ModalitySpec, RangeImagePreprocess
+from m2vae_ros.spec import DepthPreprocess, ModalitySpec, RangeImagePreprocess, ScanPreprocess
 
 SEED, EPISODE_SECONDS, DURATION = 11, 2.5, 7.0
 
@@ -159,3 +159,24 @@ def test_a_camera_on_a_missing_topic_is_not_pointed_at_the_compressed_depth_stre
     dataset = build_dataset([bag], load_train_config(), tmp_path / "dataset", progress=False)
     assert ("/camera/image_raw is not in the bags; the bags record for camera: /camera/image_raw/compressed "
             "(sensor_msgs/msg/CompressedImage)") in notes(dataset)
+
+
+def test_a_range_max_short_of_the_scene_is_noted_with_the_share_it_cuts_off(tmp_path) -> None:
+    """The arena is 6 m across: a 3 m limit turns many of the scan's and depth camera's returns into
+    "no return", which the build used to do without a word."""
+    bag = simulate(tmp_path / "bag", 1.0, SEED, depth=True, points=False).out
+    shares = {}
+    for limit in (8.0, 3.0):
+        config = load_train_config()
+        depth = ModalitySpec("depth", "depth", DepthPreprocess(16, 16, range_max=limit),
+                             topic="/camera/depth/image_raw")
+        lidar = dataclasses.replace(config.spec.modality("lidar"), preprocess=ScanPreprocess(range_max=limit))
+        config = dataclasses.replace(config, spec=dataclasses.replace(config.spec, modalities=(lidar, depth)))
+        dataset = build_dataset([bag], config, tmp_path / f"limit_{limit:g}", progress=False)
+        shares[limit] = dataset.manifest["beyond_range_max"]
+        noted = [line for line in notes(dataset) if "beyond preprocess.range_max" in line]
+        assert len(noted) == (0 if limit == 8.0 else 2), noted
+    assert shares[8.0] == {"lidar": 0.0, "depth": 0.0}  # the simulated scan reaches 8 m, the camera 10 m
+    assert 0.2 < shares[3.0]["lidar"] < 1.0 and 0.05 < shares[3.0]["depth"] < 1.0, shares
+    assert noted[0].startswith(f"lidar: {shares[3.0]['lidar']:.0%} of a message's returns lay beyond "
+                               "preprocess.range_max (3 m), on average, and read as no return")

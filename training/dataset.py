@@ -68,7 +68,8 @@ from m2vae_ros.subsets import row_subsets, subset_name
 #    them (they read "no return" before); a one-ring range image sits in the FOV's middle.
 # 7: the manifest counts each sensor's decode caveats (`beyond_full_scale` besides
 #    `grey_for_colour`), so a dataset built before them is rebuilt rather than reused unnoted.
-# 8: ... and `depth_for_image` (a depth camera's 16UC1 read by kind image).
+# 8: ... and `depth_for_image` (a depth camera's 16UC1 read by kind image), and the share of
+#    returns beyond range_max (`beyond_range_max`).
 FORMAT = 8
 MANIFEST = "manifest.json"
 LABEL_WINDOW_NS = 100_000_000  # a ground-truth marker further than 0.1 s from a sample does not label it
@@ -421,8 +422,9 @@ class _Builder:
         self.spills = [Spill(directory, m) for m in self.spec.modalities]
         self.decoder = DecodeThread(self.spec, self.spills)
         self.reread = 0
-        # Caveats of rereads, per modality; the spills count those of the other decodes.
+        # Caveats and beyond-range shares of rereads, per modality; the spills hold the other decodes'.
         self.reread_caveats: list[Counter] = [Counter() for _ in self.spec.modalities]
+        self.reread_beyond: list[list[float]] = [[] for _ in self.spec.modalities]
         self.bar = progress_bar(enabled=progress, desc="reading bags", unit="msg")
 
     def run(self, bags: Sequence[str | Path]) -> dict[str, Any]:
@@ -494,6 +496,7 @@ class _Builder:
             "decodes": {"while_reading": sum(spill.rows for spill in self.spills),
                         "reread": self.reread},
             **self._caveats(),
+            "beyond_range_max": self._beyond_range(),
         }
 
     def _caveats(self) -> dict[str, dict[str, int]]:
@@ -504,6 +507,12 @@ class _Builder:
             for key, n in (spill.caveats + reread).items():
                 counts[key][m.name] = n
         return counts
+
+    def _beyond_range(self) -> dict[str, float]:
+        """Per ranging sensor, the mean over its decodes of the share of returns beyond range_max."""
+        pairs = zip(self.spec.modalities, self.spills, self.reread_beyond, strict=True)
+        shares = {m.name: spill.beyond_range + reread for m, spill, reread in pairs}
+        return {name: round(float(np.mean(values)), 4) for name, values in shares.items() if values}
 
     def _allocate(self, name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
         """A zero-filled .npy in the build directory, memory-mapped for writing (numpy cannot map 0 bytes)."""
@@ -639,6 +648,8 @@ class _Builder:
                     for row, k in targets:
                         decoded = decode_message(msg, modalities[k])
                         self.reread_caveats[k].update(decoded.caveats)
+                        if decoded.beyond_range is not None:
+                            self.reread_beyond[k].append(decoded.beyond_range)
                         values = (decoded.tensor, decoded.mask)  # the mask only where the arrays have one
                         for target, value in zip(_targets(arrays, modalities[k]), values, strict=False):
                             target[row] = value

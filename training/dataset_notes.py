@@ -17,6 +17,9 @@ from m2vae_ros.spec import ModalitySpec
 # Sensors whose header stamps sit this much further apart, against the bag's record times, run on
 # different clocks: transport delays are milliseconds, and samples pair sensors by header stamp.
 CLOCK_SPLIT_S = 1.0
+# A ranging sensor losing this share of its returns, on average, to range_max is noted: a choice
+# of range_max, so only noted (a scan in a hall may well see past an 8 m model on purpose).
+BEYOND_NOTE_SHARE = 0.05
 
 
 def notes(dataset: PreparedDataset) -> list[str]:
@@ -42,6 +45,12 @@ def notes(dataset: PreparedDataset) -> list[str]:
               if not manifest["topics"][m.topic]["type"] and (hint := feeding_topics_hint(m, manifest))]
     lines += partly_recorded(dataset)
     lines += [hint for m in dataset.spec.modalities if (hint := unreadable_type(m, recorded))]
+    for name, share in manifest.get("beyond_range_max", {}).items():
+        if share >= BEYOND_NOTE_SHARE:
+            limit = dataset.spec.modality(name).preprocess.range_max
+            lines.append(f"{name}: {share:.0%} of a message's returns lay beyond preprocess.range_max "
+                         f"({limit:g} m), on average, and read as no return: raise range_max if the far "
+                         "scene matters")
     for name, share in manifest.get("returns_reach", {}).items():
         if share < MIN_REACH:
             kind = dataset.spec.modality(name).kind

@@ -32,6 +32,7 @@ class Spill:
         self.files = [path.open("wb") for path in self.paths]
         self.rows = 0
         self.caveats: Counter = Counter()  # rows per key of codec.common.CAVEATS
+        self.beyond_range: list[float] = []  # each decode's Decoded.beyond_range, where it has one
 
     def append(self, decoded: Decoded) -> int:
         """Store one decode; returns its row."""
@@ -40,6 +41,8 @@ class Spill:
             self.files[1].write(np.ascontiguousarray(decoded.mask, dtype=np.bool_).tobytes())
         self.rows += 1
         self.caveats.update(decoded.caveats)
+        if decoded.beyond_range is not None:
+            self.beyond_range.append(decoded.beyond_range)
         return self.rows - 1
 
     def close(self) -> None:

@@ -32,6 +32,10 @@ class Decoded:
     scene); None for kinds whose every element is measured or whose points fall anywhere.
     `caveats` are keys of `CAVEATS`: the message decoded, but the model sees less than
     the sensor measured. The dataset counts them per sensor and the node warns of them.
+    `beyond_range` is the share of the message's returns (from range_min on) that lay beyond
+    the spec's range_max and read "no return"; None for kinds without ranges or returns. The
+    dataset notes a sensor whose share is large: a choice of range_max, not a fault, so the
+    node does not warn of it.
     """
 
     tensor: np.ndarray
@@ -39,6 +43,7 @@ class Decoded:
     stamp_ns: int
     coverage: float | None = None
     caveats: tuple[str, ...] = ()
+    beyond_range: float | None = None
 
 
 # A float image without value_max is taken as [0, 1]; values up to this pass as interpolation
@@ -61,6 +66,13 @@ CAVEATS = {
                          "so 1.0 is their full scale and they clip (a depth camera: kind depth reads metres, "
                          "with its holes as no return)",
 }
+
+
+def beyond_share(measured: np.ndarray, beyond: np.ndarray) -> float | None:
+    """`beyond_range` of a message: the share of its `measured` returns that are `beyond` range_max
+    (two boolean masks over its returns); None when it measured none."""
+    count = int(np.count_nonzero(measured))
+    return np.count_nonzero(beyond & measured) / count if count else None
 
 
 def message_type(msg: Any) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from m2vae_ros.codec.binning import nearest_per_grid
-from m2vae_ros.codec.common import CodecError, Decoded, byte_view, stamp_ns
+from m2vae_ros.codec.common import CodecError, Decoded, beyond_share, byte_view, stamp_ns
 from m2vae_ros.codec.image import compressed_pixels, image_view
 from m2vae_ros.codec.scan import NO_RETURN, NO_RETURN_THRESHOLD
 from m2vae_ros.spec import DepthPreprocess, ModalitySpec
@@ -98,11 +98,12 @@ def _from_metres(metres: np.ndarray, pre: DepthPreprocess, stamp: int) -> Decode
     too_close = np.isneginf(metres)  # a return at range_min, even where that is 0
     metres[too_close] = pre.range_min
     with np.errstate(invalid="ignore"):  # NaN compares False: no return
-        valid = (too_close | (metres > 0)) & (metres >= pre.range_min) & (metres <= pre.range_max)
+        measured = (too_close | (metres > 0)) & (metres >= pre.range_min) & (metres < np.inf)
+        valid = measured & (metres <= pre.range_max)
     nearest = nearest_per_grid(np.where(valid, metres, np.float32(np.inf)), pre.height, pre.width)
     mask = np.isfinite(nearest)
     tensor = np.where(mask, nearest / np.float32(pre.range_max), np.float32(NO_RETURN)).astype(np.float32)
-    return Decoded(tensor[None], mask[None], stamp)
+    return Decoded(tensor[None], mask[None], stamp, beyond_range=beyond_share(measured, ~valid))
 
 
 def check_depth(msg: Any, spec: ModalitySpec) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from m2vae_ros.codec.binning import angle_bins, nearest_per_cell
-from m2vae_ros.codec.common import CodecError, Decoded, byte_view, stamp_ns
+from m2vae_ros.codec.common import CodecError, Decoded, beyond_share, byte_view, stamp_ns
 from m2vae_ros.codec.scan import NO_RETURN, NO_RETURN_THRESHOLD, bin_ranges
 from m2vae_ros.spec import ModalitySpec, RangeImagePreprocess, ScanPreprocess
 
@@ -79,17 +79,19 @@ def decode_pointcloud(msg: Any, spec: ModalitySpec) -> Decoded:
     if isinstance(pre, ScanPreprocess):
         pts = read_points(msg, ("x", "y", "z"))
         planar = np.hypot(pts["x"], pts["y"])
-        keep = (pts["z"] >= pre.z_min) & (pts["z"] <= pre.z_max)
         # (0, 0, 0) is how organised clouds (Ouster, Hesai) mark a beam without a return.
-        keep &= (planar > 0) & (planar >= pre.range_min) & (planar <= pre.range_max)
+        in_slice = (pts["z"] >= pre.z_min) & (pts["z"] <= pre.z_max)
+        measured = in_slice & (planar > 0) & (planar >= pre.range_min)
+        keep = measured & (planar <= pre.range_max)
         angles = np.arctan2(pts["y"][keep], pts["x"][keep])
         tensor, mask = bin_ranges(angles, planar[keep], pre)
-        return Decoded(tensor, mask, stamp_ns(msg))
+        return Decoded(tensor, mask, stamp_ns(msg), beyond_range=beyond_share(measured, ~keep))
     assert isinstance(pre, RangeImagePreprocess)
     # A NaN intensity must not drop the point's range.
     names = ("x", "y", "z", "intensity") if pre.intensity else ("x", "y", "z")
     pts = read_points(msg, names, may_be_nonfinite=("intensity",))
-    return Decoded(*project(pts, pre), stamp_ns(msg))
+    tensor, mask, beyond = project(pts, pre)
+    return Decoded(tensor, mask, stamp_ns(msg), beyond_range=beyond)
 
 
 def ring_elevations(pre: RangeImagePreprocess) -> np.ndarray:
@@ -104,11 +106,16 @@ def ring_elevations(pre: RangeImagePreprocess) -> np.ndarray:
     return np.radians(np.linspace(pre.fov_up_deg, pre.fov_down_deg, pre.rings))
 
 
-def project(pts: dict[str, np.ndarray], pre: RangeImagePreprocess) -> tuple[np.ndarray, np.ndarray]:
-    """Points → (channels, rings, bins) tensor and mask, keeping the nearest return per cell."""
+def project(
+    pts: dict[str, np.ndarray], pre: RangeImagePreprocess
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Points → (channels, rings, bins) tensor and mask, keeping the nearest return per cell, and the
+    share of the points from range_min on that lay beyond range_max (`Decoded.beyond_range`)."""
     x, y, z = pts["x"], pts["y"], pts["z"]
     ranges = np.sqrt(x * x + y * y + z * z)
-    keep = (ranges > 0) & (ranges >= pre.range_min) & (ranges <= pre.range_max)
+    measured = (ranges > 0) & (ranges >= pre.range_min)
+    keep = measured & (ranges <= pre.range_max)
+    beyond = beyond_share(measured, ~keep)
     x, y, z, ranges = x[keep], y[keep], z[keep], ranges[keep]
     elevation = np.arcsin(np.clip(z / ranges, -1.0, 1.0))
     ring_step = math.radians(pre.fov_up_deg - pre.fov_down_deg) / max(pre.rings - 1, 1)
@@ -126,7 +133,7 @@ def project(pts: dict[str, np.ndarray], pre: RangeImagePreprocess) -> tuple[np.n
     if pre.intensity:
         intensity = np.nan_to_num(pts["intensity"][keep][inside][nearest], nan=0.0, posinf=pre.intensity_max)
         tensor[1, rows, cols] = np.clip(intensity / pre.intensity_max, 0.0, 1.0)
-    return tensor, mask
+    return tensor, mask, beyond
 
 
 def pointcloud_message(tensor: np.ndarray, spec: ModalitySpec, header: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from m2vae_ros.codec.binning import angle_bins, bin_width, nearest_per_cell
-from m2vae_ros.codec.common import CodecError, Decoded, float_view, stamp_ns
+from m2vae_ros.codec.common import CodecError, Decoded, beyond_share, float_view, stamp_ns
 from m2vae_ros.spec import ModalitySpec, ScanPreprocess
 
 NO_RETURN = 1.0
@@ -38,11 +38,13 @@ def decode_laserscan(msg: Any, spec: ModalitySpec) -> Decoded:
     low, high = max(range_min, pre.range_min), min(range_max, pre.range_max)
     ranges = np.where(np.isneginf(ranges), np.float32(low), ranges)
     with np.errstate(invalid="ignore"):
-        valid = np.isfinite(ranges) & (ranges >= low) & (ranges <= high)
+        measured = np.isfinite(ranges) & (ranges >= low) & (ranges <= range_max)  # the sensor's returns
+        valid = measured & (ranges <= high)
     tensor, mask = bin_ranges(angles[valid], ranges[valid], pre)
     _fill_from_covering_beams(tensor, mask, np.where(valid, ranges, np.inf), angle_min, increment, pre)
     coverage = scan_coverage(angle_min, increment, ranges.size, pre)
-    return Decoded(tensor, mask, stamp_ns(msg), coverage=coverage)
+    beyond = beyond_share(measured, ~valid)
+    return Decoded(tensor, mask, stamp_ns(msg), coverage=coverage, beyond_range=beyond)
 
 
 def check_laserscan(msg: Any, spec: ModalitySpec) -> int:
