@@ -56,12 +56,12 @@ CAVEATS = {
     # A single-channel image fed a colour modality: what the model learnt from colour is lost.
     "grey_for_colour": "single-channel, for a colour model: every channel reads grey (a grey camera takes "
                        "preprocess channels: 1)",
-    # A float image without value_max is taken as [0, 1]: a depth image in metres clips at 1 m
-    # (kind depth is the one for a depth camera).
     # A depth camera's 16UC1 read as a picture: its holes (0) read as black, its depths as grey levels.
     "depth_for_image": "16UC1 images with zero pixels, REP 118's depth in millimetres with holes: the "
                        "holes read black and the depths as shares of preprocess.value_max (65.5 m unset); "
                        "kind depth reads metres, with its holes as no return",
+    # A float image without value_max is taken as [0, 1]: a depth image in metres clips at 1 m
+    # (kind depth is the one for a depth camera).
     "beyond_full_scale": f"float images with values above {FLOAT_OVERSHOOT:g} and no preprocess.value_max, "
                          "so 1.0 is their full scale and they clip (a depth camera: kind depth reads metres, "
                          "with its holes as no return)",
