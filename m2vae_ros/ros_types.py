@@ -21,7 +21,8 @@ NATURAL_TYPES = {
 
 # image_transport publishes an Image's compressed streams on <base>/compressed (JPEG or PNG) and
 # <base>/compressedDepth (a depth image's PNG), as sensor_msgs/CompressedImage.
-COMPRESSED_TRANSPORTS = ("/compressed", "/compressedDepth")
+COMPRESSED_DEPTH_TRANSPORT = "/compressedDepth"
+COMPRESSED_TRANSPORTS = ("/compressed", COMPRESSED_DEPTH_TRANSPORT)
 
 
 def transported_type(topic: str, msg_type: str) -> str:

@@ -18,6 +18,7 @@ from m2vae_ros.codec.depth import check_depth, decode_compressed_depth, decode_d
 from m2vae_ros.codec.image import check_image, decode_compressed_image, decode_image, image_message
 from m2vae_ros.codec.pointcloud import decode_pointcloud, pointcloud_message
 from m2vae_ros.codec.scan import check_laserscan, decode_laserscan, scan_message
+from m2vae_ros.ros_types import COMPRESSED_DEPTH_TRANSPORT
 from m2vae_ros.spec import ModalitySpec
 
 __all__ = [
@@ -68,7 +69,8 @@ def could_feed(kind: str, topic: str, msg_type: str) -> bool:
     """Whether `topic`, carrying `msg_type`, could feed a sensor of `kind`, for advice on a sensor that
     hears nothing: a type that decodes into the kind, and not image_transport's compressedDepth
     stream for a camera (its PNG holds depths, which kind image refuses)."""
-    return msg_type in accepted_types(kind) and not (kind == "image" and topic.endswith("/compressedDepth"))
+    depth_stream = topic.endswith(COMPRESSED_DEPTH_TRANSPORT)
+    return msg_type in accepted_types(kind) and not (kind == "image" and depth_stream)
 
 
 def require_decodable(spec: ModalitySpec, msg_type: str | None = None) -> None:
