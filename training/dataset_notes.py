@@ -26,8 +26,8 @@ def notes(dataset: PreparedDataset) -> list[str]:
     """What the summary object leaves out, a line each: reuse, stamps out of order, repeated or on
     split clocks, decode caveats (`CAVEATS`), damage, sensors recorded into separate bags,
     failures on a shared topic, a configured topic the bags lack, or only some of them (and the
-    recorded ones that could feed its sensor), or record with a type its kind cannot read, a
-    LiDAR geometry unlike the sensor's, and where the problem examples are."""
+    recorded ones that could feed its sensor), or record with a type its kind cannot read, returns
+    beyond range_max, a LiDAR geometry unlike the sensor's, and where the problem examples are."""
     manifest = dataset.manifest
     lines = [f"dataset {'reused' if manifest.get('reused') else 'written'}: {dataset.directory}"]
     lines += [f"{topic}: {t['out_of_order']} header stamps out of order"
