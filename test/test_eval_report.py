@@ -38,6 +38,19 @@ def test_rows_over_different_samples_are_said_to_be_so() -> None:
     assert "The rows cover different samples" not in report_markdown(_metrics(349, 349, 349), [])
 
 
+def test_a_probe_score_no_better_than_its_constant_guess_is_marked() -> None:
+    metrics = _metrics(349, 349, 349)
+    metrics["subsets"]["lidar"]["nb_accuracy"] = 0.5  # the guess scores 0.5123 on these samples
+    metrics["subsets"]["lidar"]["position_rmse"] = 2.0
+    metrics["subsets"]["lidar"]["constant_guess"]["position_rmse"] = 1.5  # lower is better: 2.0 is worse
+    report = report_markdown(metrics, [])
+    lidar_row = next(line for line in report.splitlines() if line.startswith("| lidar |"))
+    assert lidar_row.count(" ✗") == 2 and "| 0.5 ✗ |" in lidar_row and "| 2 ✗ |" in lidar_row
+    assert "✗" not in next(line for line in report.splitlines() if line.startswith("| camera |"))
+    assert "- ✗ marks a probe score no better than its row's constant guess" in report
+    assert "✗" not in report_markdown(_metrics(349, 349, 349), [])
+
+
 def test_each_column_says_its_unit_direction_and_baseline() -> None:
     report = report_markdown(_metrics(349, 349, 349), ["latent_scatter.png"])
     assert "- **ELBO** (nats per sample, higher is better)" in report

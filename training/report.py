@@ -58,7 +58,7 @@ def report_markdown(metrics: dict[str, Any], figures: Sequence[str]) -> str:
         "|" + "---|" * len(header),
     ]
     for name, entry in subsets.items():
-        cells = [name, *(_cell(entry.get(key)) for key, _ in columns)]
+        cells = [name, *(_cell(entry.get(key)) + _no_better(entry, key) for key, _ in columns)]
         cells += [_cell(entry["recon_error"][m]) for m in modalities]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *_legend(metrics, {key for key, _ in columns}), ""]
@@ -95,7 +95,25 @@ def _legend(metrics: dict[str, Any], shown: set[str]) -> list[str]:
         legend.append("- **position RMSE** (metres, lower is better): the object's x, y in the robot frame "
                       "from one linear probe, fitted like the classifier."
                       f"{_baseline(subsets, 'position_rmse', 'the mean position', ' m')}")
+    if any(_no_better(entry, key) for entry in subsets.values() for key in HIGHER_IS_BETTER):
+        legend.append(f"- {NO_BETTER.strip()} marks a probe score no better than its row's constant guess: "
+                      "that subset's latent gives the probe nothing it can use.")
     return [*legend, f"- **<sensor> error** (lower is better): {ERRORS_EXPLAINED}"]
+
+
+# Probe columns whose constant guess a row may fail to beat: whether higher is better.
+HIGHER_IS_BETTER = {"nb_accuracy": True, "shape_accuracy": True, "position_rmse": False}
+NO_BETTER = " ✗"
+
+
+def _no_better(entry: dict[str, Any], key: str) -> str:
+    """NO_BETTER after a probe's score that does not beat its row's constant guess (an undertrained
+    model's position RMSE above that of always guessing the mean), else ''."""
+    value, guess = entry.get(key), entry.get("constant_guess", {}).get(key)
+    if key not in HIGHER_IS_BETTER or value is None or guess is None:
+        return ""
+    beats = value > guess if HIGHER_IS_BETTER[key] else value < guess
+    return "" if beats else NO_BETTER
 
 
 def _uneven(counts: dict[str, int]) -> str:
