@@ -26,8 +26,8 @@ class CodecError(ValueError):
 class Decoded:
     """One message as a tensor of exactly `spec.shape`, plus its validity mask and header stamp.
 
-    `mask` is True where a LiDAR element holds a real return (scan/range_image kinds)
-    and None for kinds that have no notion of "no return". `coverage` is the fraction of a
+    `mask` is True where a LiDAR element or depth pixel holds a real return (scan, range_image
+    and depth kinds) and None for kinds that have no notion of "no return". `coverage` is the fraction of a
     scan's bins the message's beams reach at all (the others read "no return" whatever the
     scene); None for kinds whose every element is measured or whose points fall anywhere.
     `caveats` are keys of `CAVEATS`: the message decoded, but the model sees less than

@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m2vae-sim",
         description="Simulate a robot in a walled arena looking at a red cylinder, red box or green "
-        "cylinder, and record camera, LiDAR and ground truth as a rosbag2 bag.",
+        "cylinder, and record camera (and with --depth a depth camera), LiDAR and ground truth as a "
+        "rosbag2 bag.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output bag directory (must not exist)")
     parser.add_argument("--duration", type=float, required=True, help="simulated seconds")
