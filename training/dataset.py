@@ -36,7 +36,7 @@ from m2vae_training.bags import Bag, fingerprint, recording_files, storage_diges
 from m2vae_training.build_directories import remove_abandoned_builds, swap_into_place, work_directory
 from m2vae_training.config import TrainConfig
 from m2vae_training.prediction import UsePredictor
-from m2vae_training.spill import DecodeThread, Spill
+from m2vae_training.spill import DecodeStats, DecodeThread, Spill
 from m2vae_training.sync import SyncResult, nearest_index, synchronize
 
 from m2vae_ros.atomic import write_atomic
@@ -422,9 +422,8 @@ class _Builder:
         self.spills = [Spill(directory, m) for m in self.spec.modalities]
         self.decoder = DecodeThread(self.spec, self.spills)
         self.reread = 0
-        # Caveats and beyond-range shares of rereads, per modality; the spills hold the other decodes'.
-        self.reread_caveats: list[Counter] = [Counter() for _ in self.spec.modalities]
-        self.reread_beyond: list[list[float]] = [[] for _ in self.spec.modalities]
+        # The rereads' decode stats, per modality; the spills hold the other decodes'.
+        self.reread_stats = [DecodeStats() for _ in self.spec.modalities]
         self.bar = progress_bar(enabled=progress, desc="reading bags", unit="msg")
 
     def run(self, bags: Sequence[str | Path]) -> dict[str, Any]:
@@ -503,15 +502,15 @@ class _Builder:
         """Per caveat (`CAVEATS`: e.g. `grey_for_colour`), how many of each sensor's decodes had it
         (each message the build decoded: those of the samples, and a few it expected to be)."""
         counts = {key: {} for key in CAVEATS}
-        for m, spill, reread in zip(self.spec.modalities, self.spills, self.reread_caveats, strict=True):
-            for key, n in (spill.caveats + reread).items():
+        for m, spill, reread in zip(self.spec.modalities, self.spills, self.reread_stats, strict=True):
+            for key, n in (spill.stats.caveats + reread.caveats).items():
                 counts[key][m.name] = n
         return counts
 
     def _beyond_range(self) -> dict[str, float]:
         """Per ranging sensor, the mean over its decodes of the share of returns beyond range_max."""
-        pairs = zip(self.spec.modalities, self.spills, self.reread_beyond, strict=True)
-        shares = {m.name: spill.beyond_range + reread for m, spill, reread in pairs}
+        pairs = zip(self.spec.modalities, self.spills, self.reread_stats, strict=True)
+        shares = {m.name: spill.stats.beyond_range + reread.beyond_range for m, spill, reread in pairs}
         return {name: round(float(np.mean(values)), 4) for name, values in shares.items() if values}
 
     def _allocate(self, name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
@@ -647,9 +646,7 @@ class _Builder:
                     msg = bag.deserialize(raw, msgtype)
                     for row, k in targets:
                         decoded = decode_message(msg, modalities[k])
-                        self.reread_caveats[k].update(decoded.caveats)
-                        if decoded.beyond_range is not None:
-                            self.reread_beyond[k].append(decoded.beyond_range)
+                        self.reread_stats[k].add(decoded)
                         values = (decoded.tensor, decoded.mask)  # the mask only where the arrays have one
                         for target, value in zip(_targets(arrays, modalities[k]), values, strict=False):
                             target[row] = value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,20 @@ from m2vae_ros.codec import CodecError, Decoded, decode_message
 from m2vae_ros.spec import ModalitySpec, ModelSpec
 
 MAX_IN_FLIGHT = 16  # messages waiting for the decode thread: bounds the payload memory they hold
+
+
+@dataclass
+class DecodeStats:
+    """What the dataset notes tally over one sensor's decodes: its caveats (decodes per key of
+    codec.common.CAVEATS) and each decode's share of returns beyond range_max, where it has one."""
+
+    caveats: Counter = field(default_factory=Counter)
+    beyond_range: list[float] = field(default_factory=list)
+
+    def add(self, decoded: Decoded) -> None:
+        self.caveats.update(decoded.caveats)
+        if decoded.beyond_range is not None:
+            self.beyond_range.append(decoded.beyond_range)
 
 
 class Spill:
@@ -31,8 +46,7 @@ class Spill:
             self.paths.append(directory / f".spill_mask_{modality.name}")
         self.files = [path.open("wb") for path in self.paths]
         self.rows = 0
-        self.caveats: Counter = Counter()  # rows per key of codec.common.CAVEATS
-        self.beyond_range: list[float] = []  # each decode's Decoded.beyond_range, where it has one
+        self.stats = DecodeStats()
 
     def append(self, decoded: Decoded) -> int:
         """Store one decode; returns its row."""
@@ -40,9 +54,7 @@ class Spill:
         if len(self.files) > 1:
             self.files[1].write(np.ascontiguousarray(decoded.mask, dtype=np.bool_).tobytes())
         self.rows += 1
-        self.caveats.update(decoded.caveats)
-        if decoded.beyond_range is not None:
-            self.beyond_range.append(decoded.beyond_range)
+        self.stats.add(decoded)
         return self.rows - 1
 
     def close(self) -> None:
