@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from m2vae_ros.spec import RANGE_KINDS, ModalitySpec, SpecError, unsupported_kind
 
+# Kinds on a 2-D pixel grid: the same strided convolutions and transposed ones serve them.
+GRID_KINDS = ("image", "depth")
 DEFAULT_HIDDEN = {
     "image": (32, 64, 64),
     "depth": (32, 64, 64),
@@ -46,7 +48,7 @@ def build_extractor(spec: ModalitySpec, feature_dim: int) -> nn.Module:
     """
     hidden = _hidden(spec)
     layers = len(hidden)
-    if spec.kind in ("image", "depth"):
+    if spec.kind in GRID_KINDS:
         _check_resolution(spec, layers, smallest=min(spec.shape[1:]), needed=2**layers)
         return ImageEncoder(spec.shape, hidden, feature_dim)
     if spec.kind in RANGE_KINDS:
@@ -80,7 +82,7 @@ def build_decoder(spec: ModalitySpec, latent_dim: int) -> nn.Module:
     """The decoder for one modality, as deep as its extractor: conv decoders take `decoder_widths(hidden)`,
     the MLP decoder mirrors `hidden`."""
     hidden = _hidden(spec)
-    if spec.kind in ("image", "depth"):
+    if spec.kind in GRID_KINDS:
         return ImageDecoder(spec.shape, decoder_widths(hidden), latent_dim)
     if spec.kind in RANGE_KINDS:
         return CircularDecoder(spec.shape, decoder_widths(hidden), latent_dim)
