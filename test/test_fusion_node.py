@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import ReliabilityPolicy
 from rclpy.time import Time
+from rclpy.timer import Timer
 from rosgraph_msgs.msg import Clock as ClockMessage
 from rosutils import VENV_BIN, RosPeer, domain_id_for, ros_peer, run_to_exit, running
 from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, PointField
@@ -91,6 +92,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _now_ns(peer: RosPeer) -> int:
     return peer.node.get_clock().now().nanoseconds
+
+
+def _publish_every(peer: RosPeer, msg_type: type, topic: str, period_s: float,
+                   make: Callable[[], object]) -> tuple[Publisher, Timer]:
+    """A best-effort publisher of `make()` on `topic` every `period_s`, as a sensor driver publishes."""
+    publisher = peer.node.create_publisher(msg_type, topic, sensor_qos("best_effort"))
+    return publisher, peer.node.create_timer(period_s, lambda: publisher.publish(make()))
 
 
 def _camera(stamp_ns: int, encoding: str = "rgb8", data: bytes | None = None, pixel_bytes: int = 3) -> Image:
@@ -848,8 +856,7 @@ def test_failing_inference_is_an_error_in_diagnostics_and_publishes_nothing(
                 nan = np.full(LATENT_DIM, np.nan, np.float32)
                 return Posterior(nan, np.ones(LATENT_DIM, np.float32), torch.from_numpy(nan))
         node.fusion.encode = encode
-        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
-        peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(_now_ns(peer))))
+        _publish_every(peer, Image, "/camera/image_raw", CAMERA_PERIOD_S, lambda: _camera(_now_ns(peer)))
 
         def failing() -> bool:
             status = _inference_status(diagnostics)
@@ -869,8 +876,7 @@ def test_with_sim_time_diagnostics_say_when_the_clock_has_not_started_or_stands_
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
             node_in_process(peer, model_dir, use_sim_time=True):
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
-        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
-        peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(5_000_000_000)))
+        _publish_every(peer, Image, "/camera/image_raw", CAMERA_PERIOD_S, lambda: _camera(5_000_000_000))
         assert peer.spin_until(lambda: len(diagnostics) >= 2, STARTUP_WAIT_S), "no diagnostics without /clock"
         status = _inference_status(diagnostics)
         assert status.level == DiagnosticStatus.WARN
@@ -910,8 +916,8 @@ def test_a_publisher_with_incompatible_qos_is_named_in_diagnostics(
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, \
             node_in_process(peer, model_dir, **{"qos.reliability": "reliable"}):
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
-        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
-        timer = peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(_camera(_now_ns(peer))))
+        camera, timer = _publish_every(peer, Image, "/camera/image_raw", CAMERA_PERIOD_S,
+                                       lambda: _camera(_now_ns(peer)))
 
         assert peer.spin_until(lambda: "cannot take" in _latest_message(diagnostics, "camera"),
                                STARTUP_WAIT_S), diagnostics[-1:]
@@ -932,8 +938,7 @@ def test_a_sensor_topic_without_publishers_names_the_topics_it_could_read(
     """The model's /scan is silent while the robot's scanner publishes /front/scan."""
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, model_dir):
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
-        front = peer.node.create_publisher(LaserScan, "/front/scan", sensor_qos("best_effort"))
-        peer.node.create_timer(LIDAR_PERIOD_S, lambda: front.publish(_scan(_now_ns(peer))))
+        _publish_every(peer, LaserScan, "/front/scan", LIDAR_PERIOD_S, lambda: _scan(_now_ns(peer)))
         for cloud_topic in ("/points", "/velodyne_points"):  # clouds a scan reads too; /points is taken
             peer.node.create_publisher(PointCloud2, cloud_topic, sensor_qos("best_effort"))
 
@@ -952,15 +957,14 @@ def test_a_scan_narrower_than_the_model_is_alive_but_warned_about(
     """A 180° scanner on a 360° model: the other half reads "no return" whatever the scene."""
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, model_dir):
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
-        lidar = peer.node.create_publisher(LaserScan, "/scan", sensor_qos("best_effort"))
 
-        def front_half() -> None:
+        def front_half() -> LaserScan:
             msg = _scan(_now_ns(peer))
             msg.angle_min, msg.angle_max = np.radians(-88.0), np.radians(88.0)
             msg.ranges = msg.ranges[: BEAMS // 2]  # on the model's bins, 4° apart: 45 of its 90
-            lidar.publish(msg)
+            return msg
 
-        peer.node.create_timer(0.1, front_half)
+        _publish_every(peer, LaserScan, "/scan", 0.1, front_half)
 
         assert peer.spin_until(lambda: "coverage" in _diagnostic_values(diagnostics[-1:], "lidar"),
                                STARTUP_WAIT_S)
@@ -976,10 +980,9 @@ def test_a_depth_image_in_metres_on_a_colour_model_is_warned_about_while_alive(
     """32FC1 metres on the model's rgb camera, no value_max: grey, and clipped beyond 1 m."""
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, model_dir):
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
-        camera = peer.node.create_publisher(Image, "/camera/image_raw", sensor_qos("best_effort"))
         metres = np.full(40 * 48, 3.0, np.float32).tobytes()
-        peer.node.create_timer(CAMERA_PERIOD_S, lambda: camera.publish(
-            _camera(_now_ns(peer), "32FC1", metres, pixel_bytes=4)))
+        _publish_every(peer, Image, "/camera/image_raw", CAMERA_PERIOD_S,
+                       lambda: _camera(_now_ns(peer), "32FC1", metres, pixel_bytes=4))
 
         assert peer.spin_until(lambda: "caveats" in _diagnostic_values(diagnostics[-1:], "camera"),
                                STARTUP_WAIT_S)
@@ -1010,9 +1013,8 @@ def test_a_depth_camera_alone_drives_the_node_and_comes_back_as_32fc1_metres(
         depths = peer.collect(Image, f"{NODE}/reconstruction/depth", sensor_qos("reliable", depth=50))
         colours = peer.collect(Image, f"{NODE}/reconstruction/camera", sensor_qos("reliable", depth=50))
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
-        publisher = peer.node.create_publisher(Image, "/camera/depth/image_raw", sensor_qos("best_effort"))
-        peer.node.create_timer(CAMERA_PERIOD_S, lambda: publisher.publish(
-            _camera(_now_ns(peer), "16UC1", millimetres.tobytes(), pixel_bytes=2)))
+        _publish_every(peer, Image, "/camera/depth/image_raw", CAMERA_PERIOD_S,
+                       lambda: _camera(_now_ns(peer), "16UC1", millimetres.tobytes(), pixel_bytes=2))
 
         assert peer.spin_until(lambda: _active(active) == "depth" and depths and colours and
                                _latest_status(diagnostics, "depth") is not None, STARTUP_WAIT_S)
@@ -1048,8 +1050,7 @@ def test_a_3d_lidar_reaching_half_the_models_rings_is_alive_but_warned_about(
     Each cloud is a valid one; only the union of many shows the rings that never hold a return."""
     with ros_peer(domain_id_for(request.node.nodeid)) as peer, node_in_process(peer, model_dir):
         diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
-        points = peer.node.create_publisher(PointCloud2, "/points", sensor_qos("best_effort"))
-        peer.node.create_timer(0.02, lambda: points.publish(_rings_cloud(_now_ns(peer), rings)))
+        _publish_every(peer, PointCloud2, "/points", 0.02, lambda: _rings_cloud(_now_ns(peer), rings))
 
         assert peer.spin_until(lambda: "reach" in _diagnostic_values(diagnostics[-1:], "points"),
                                STARTUP_WAIT_S), diagnostics[-1:]
